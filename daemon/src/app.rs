@@ -1,0 +1,80 @@
+//! Wiring: build every component from a validated config, run until asked to stop, drain.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Config;
+use crate::runtime::Supervisor;
+use crate::sources;
+use crate::twin::{Twin, TwinModel};
+
+/// How often the twin looks for stale properties.
+pub const STALE_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A running daemon's shared parts, for the CLI and tests.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// The twin.
+    pub twin: Arc<Twin>,
+    /// The task supervisor.
+    pub supervisor: Supervisor,
+}
+
+/// Builds the twin and spawns every component of `config` on the current runtime.
+///
+/// Errors: a component that cannot be built (all configuration errors were caught before).
+pub fn start(config: &Config) -> anyhow::Result<Handles> {
+    let model = Arc::new(TwinModel::build(config));
+    let twin = Arc::new(Twin::new(model, &config.twin));
+    let supervisor = Supervisor::new();
+    for source in &config.sources {
+        sources::spawn(source, config, &twin, &supervisor)?;
+    }
+    let sweeper = Arc::clone(&twin);
+    supervisor.spawn("twin-stale-sweep", move |token| async move {
+        let mut tick = tokio::time::interval(STALE_SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    let marked = sweeper.sweep_stale(Instant::now(), SystemTime::now());
+                    if marked > 0 {
+                        tracing::warn!(properties = marked, "Properties went stale");
+                    }
+                }
+            }
+        }
+    });
+    tracing::info!(
+        assets = twin.model().assets().len(),
+        properties = twin.model().properties().len(),
+        sources = config.sources.len(),
+        "Twinloom started"
+    );
+    Ok(Handles { twin, supervisor })
+}
+
+/// Runs the daemon until `shutdown` resolves or a task fails, then drains within the configured
+/// deadline.
+///
+/// Errors: a component failed to start, or a task failed while running.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let handles = start(&config)?;
+    tokio::select! {
+        () = shutdown => tracing::info!("Shutdown requested; draining"),
+        () = handles.supervisor.cancelled() => {}
+    }
+    let deadline = config.daemon.shutdown_timeout;
+    if !handles.supervisor.shutdown(deadline).await {
+        tracing::warn!(?deadline, "Some tasks did not finish before the shutdown deadline");
+    }
+    match handles.supervisor.fatal_error() {
+        Some(message) => anyhow::bail!(message),
+        None => {
+            tracing::info!("Twinloom stopped");
+            Ok(())
+        }
+    }
+}

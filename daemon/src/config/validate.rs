@@ -1,0 +1,363 @@
+//! The validation pass: every semantic error in the whole file, each with its key path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use super::Incomplete;
+use super::diagnostic::{KeyPath, Problem};
+use super::model::{Access, Config, DeadbandConfig, PropertyConfig, TypeConfig};
+use crate::sources::{BindingConfig, SourceConfig};
+use crate::twin::units;
+
+/// Checks `config` as a whole. Sections listed in `incomplete` had entries that failed the shape
+/// pass; references into them are not reported as unknown.
+pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem> {
+    let mut out = Vec::new();
+    daemon(config, &mut out);
+    listeners(config, &mut out);
+    sources(config, &mut out);
+    let types = types(config, &mut out);
+    assets(config, incomplete, &types, &mut out);
+    plugins(config, &mut out);
+    out
+}
+
+fn daemon(config: &Config, out: &mut Vec<Problem>) {
+    let root = KeyPath::root().key("daemon");
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&config.daemon.log_level) {
+        out.push(Problem::new(
+            root.key("log_level"),
+            format!("`{}` is not a log filter: {error}", config.daemon.log_level),
+        ));
+    }
+    if config.daemon.shutdown_timeout.is_zero() {
+        out.push(Problem::new(root.key("shutdown_timeout"), "shutdown_timeout must be positive"));
+    }
+    if !(2..=1000).contains(&config.twin.stale_after_polls) {
+        out.push(Problem::new(
+            KeyPath::root().key("twin").key("stale_after_polls"),
+            format!("stale_after_polls {} is outside 2..=1000", config.twin.stale_after_polls),
+        ));
+    }
+}
+
+/// Two listeners conflict when they share a port and either binds the unspecified address.
+fn listeners(config: &Config, out: &mut Vec<Problem>) {
+    let mut listen: Vec<(KeyPath, SocketAddr)> = Vec::new();
+    if let Some(server) = &config.opcua_server {
+        listen.push((KeyPath::root().key("opcua_server").key("listen"), server.listen));
+        let mut names = HashSet::new();
+        for (i, user) in server.users.iter().enumerate() {
+            let path = KeyPath::root().key("opcua_server").key("users").index(i);
+            if !names.insert(user.name.as_str()) {
+                out.push(Problem::new(path.key("name"), format!("user `{}` appears twice", user.name)));
+            }
+            if !user.password_hash.starts_with("$argon2") {
+                out.push(Problem::new(
+                    path.key("password_hash"),
+                    "password_hash must be an argon2 PHC string (`$argon2id$v=19$...`); create one with `twinloom hash-password`",
+                ));
+            }
+        }
+    }
+    if let Some(admin) = &config.admin_http {
+        listen.push((KeyPath::root().key("admin_http").key("listen"), admin.listen));
+    }
+    for (i, (path, addr)) in listen.iter().enumerate() {
+        for (other_path, other) in &listen[..i] {
+            let overlap = addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified();
+            if addr.port() != 0 && addr.port() == other.port() && overlap {
+                out.push(Problem::new(
+                    path.clone(),
+                    format!("listen address {addr} is already claimed by `{other_path}`"),
+                ));
+            }
+        }
+    }
+}
+
+fn source_path(config: &Config, index: usize) -> KeyPath {
+    let kind = config.sources[index].kind();
+    let position = config.sources[..index].iter().filter(|s| s.kind() == kind).count();
+    KeyPath::root().key("sources").key(kind.key()).index(position)
+}
+
+fn sources(config: &Config, out: &mut Vec<Problem>) {
+    let mut ids: HashMap<&str, KeyPath> = HashMap::new();
+    let mut claims: HashMap<String, KeyPath> = HashMap::new();
+    for (i, source) in config.sources.iter().enumerate() {
+        let path = source_path(config, i);
+        check_name(source.id(), &path.key("id"), "source id", out);
+        if let Some(first) = ids.get(source.id()) {
+            out.push(Problem::new(
+                path.key("id"),
+                format!("source id `{}` is already used by `{first}`", source.id()),
+            ));
+        } else {
+            ids.insert(source.id(), path.clone());
+        }
+        match source {
+            SourceConfig::Modbus(modbus) => modbus.validate(&path, out),
+        }
+        for (key, resource) in source.claims() {
+            let claim_path = path.join_dotted(key);
+            if let Some(first) = claims.get(&resource) {
+                out.push(Problem::new(
+                    claim_path,
+                    format!("`{resource}` is already claimed by `{first}`; put every device on that line into one source"),
+                ));
+            } else {
+                claims.insert(resource, claim_path);
+            }
+        }
+    }
+}
+
+fn check_name(name: &str, path: &KeyPath, what: &str, out: &mut Vec<Problem>) {
+    let valid = !name.is_empty()
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        out.push(Problem::new(
+            path.clone(),
+            format!("{what} `{name}` must start with a letter and use only letters, digits, `_` and `-`"),
+        ));
+    }
+}
+
+fn types<'c>(config: &'c Config, out: &mut Vec<Problem>) -> HashMap<&'c str, &'c TypeConfig> {
+    let mut by_name: HashMap<&str, &TypeConfig> = HashMap::new();
+    for (i, ty) in config.types.iter().enumerate() {
+        let path = KeyPath::root().key("types").index(i);
+        check_name(&ty.name, &path.key("name"), "type name", out);
+        if by_name.insert(&ty.name, ty).is_some() {
+            out.push(Problem::new(path.key("name"), format!("type `{}` is defined twice", ty.name)));
+        }
+        let mut names = HashSet::new();
+        for (j, property) in ty.properties.iter().enumerate() {
+            let property_path = path.key("properties").index(j);
+            check_name(&property.name, &property_path.key("name"), "property name", out);
+            if !names.insert(property.name.as_str()) {
+                out.push(Problem::new(
+                    property_path.key("name"),
+                    format!("property `{}` appears twice in type `{}`", property.name, ty.name),
+                ));
+            }
+            property_rules(property, &property_path, out);
+        }
+    }
+    by_name
+}
+
+fn property_rules(property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Problem>) {
+    let numeric = property.data_type.is_numeric();
+    if let Some(unit) = &property.unit
+        && units::lookup(unit).is_none()
+    {
+        out.push(Problem::new(
+            path.key("unit"),
+            format!("unit `{unit}` is not a known engineering unit; use a UNECE code such as CEL, BAR, KWT, P1 or a symbol such as °C"),
+        ));
+    }
+    let range_ok = match property.range {
+        Some(_) if !numeric => {
+            out.push(Problem::new(path.key("range"), "a range applies only to numeric properties"));
+            false
+        }
+        Some([low, high]) if !(low.is_finite() && high.is_finite() && low < high) => {
+            out.push(Problem::new(path.key("range"), format!("range [{low}, {high}] must be finite with low < high")));
+            false
+        }
+        _ => true,
+    };
+    match property.deadband {
+        Some(_) if !numeric => {
+            out.push(Problem::new(path.key("deadband"), "a deadband applies only to numeric properties"));
+        }
+        Some(DeadbandConfig::Absolute(v)) | Some(DeadbandConfig::Percent(v)) if !(v.is_finite() && v >= 0.0) => {
+            out.push(Problem::new(path.key("deadband"), format!("deadband {v} must be a non-negative number")));
+        }
+        Some(DeadbandConfig::Percent(v)) if v > 100.0 => {
+            out.push(Problem::new(path.key("deadband"), format!("percent deadband {v} is above 100")));
+        }
+        Some(DeadbandConfig::Percent(_)) if property.range.is_none() => {
+            out.push(Problem::new(
+                path.key("deadband"),
+                "a percent deadband needs a `range` to take the percentage of (OPC UA Part 8 §6.2)",
+            ));
+        }
+        Some(DeadbandConfig::Absolute(v)) => {
+            if let (true, Some([low, high])) = (range_ok, property.range)
+                && v > high - low
+            {
+                out.push(Problem::new(
+                    path.key("deadband"),
+                    format!("absolute deadband {v} is wider than the range [{low}, {high}]; no change would ever be published"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    if let Some([low, high]) = property.limits {
+        if property.access != Access::ReadWrite {
+            out.push(Problem::new(path.key("limits"), "write limits apply only to `access = \"read-write\"` properties"));
+        } else if !numeric {
+            out.push(Problem::new(path.key("limits"), "write limits apply only to numeric properties"));
+        } else if !(low.is_finite() && high.is_finite() && low <= high) {
+            out.push(Problem::new(path.key("limits"), format!("limits [{low}, {high}] must be finite with low <= high")));
+        } else if let (true, Some([range_low, range_high])) = (range_ok, property.range)
+            && (low < range_low || high > range_high)
+        {
+            out.push(Problem::new(
+                path.key("limits"),
+                format!("limits [{low}, {high}] reach outside the range [{range_low}, {range_high}]"),
+            ));
+        }
+    }
+}
+
+fn check_asset_path(path_text: &str, path: &KeyPath, out: &mut Vec<Problem>) {
+    let valid = !path_text.is_empty()
+        && path_text.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        });
+    if !valid {
+        out.push(Problem::new(
+            path.clone(),
+            format!("asset path `{path_text}` must be `/`-separated non-empty segments of letters, digits, `_`, `-` and `.`"),
+        ));
+    }
+}
+
+fn assets(config: &Config, incomplete: &Incomplete, types: &HashMap<&str, &TypeConfig>, out: &mut Vec<Problem>) {
+    let mut paths: HashMap<&str, usize> = HashMap::new();
+    for (i, asset) in config.assets.iter().enumerate() {
+        let path = KeyPath::root().key("assets").index(i);
+        check_asset_path(&asset.path, &path.key("path"), out);
+        if let Some(first) = paths.get(asset.path.as_str()) {
+            out.push(Problem::new(
+                path.key("path"),
+                format!("asset path `{}` is already used by `assets[{first}]`", asset.path),
+            ));
+        } else {
+            paths.insert(&asset.path, i);
+        }
+        let ty = types.get(asset.type_name.as_str()).copied();
+        if ty.is_none() && !incomplete.types {
+            let mut known: Vec<_> = types.keys().copied().collect();
+            known.sort_unstable();
+            out.push(Problem::new(
+                path.key("type"),
+                format!("unknown type `{}`; defined types: {}", asset.type_name, list(&known)),
+            ));
+        }
+        let source = match &asset.source {
+            None => {
+                if ty.is_some_and(|t| !t.properties.is_empty()) {
+                    out.push(Problem::new(path.clone(), "asset has no `source` to bind its properties to"));
+                }
+                None
+            }
+            Some(id) => {
+                let found = config.source(id);
+                if found.is_none() && !incomplete.sources {
+                    let mut known: Vec<_> = config.sources.iter().map(SourceConfig::id).collect();
+                    known.sort_unstable();
+                    out.push(Problem::new(
+                        path.key("source"),
+                        format!("unknown source `{id}`; defined sources: {}", list(&known)),
+                    ));
+                }
+                found
+            }
+        };
+        if let Some(source) = source {
+            let devices = source.device_ids();
+            match &asset.device {
+                Some(device) if !devices.contains(device) => out.push(Problem::new(
+                    path.key("device"),
+                    format!("source `{}` has no device `{device}`; its devices: {}", source.id(), list(&devices)),
+                )),
+                None if devices.len() > 1 => out.push(Problem::new(
+                    path.clone(),
+                    format!("source `{}` has several devices; name one with `device` ({})", source.id(), list(&devices)),
+                )),
+                _ => {}
+            }
+        }
+        let Some(ty) = ty else { continue };
+        if source.is_none() {
+            continue;
+        }
+        let bindings_path = path.key("bindings");
+        for (name, binding) in &asset.bindings {
+            let binding_path = bindings_path.key(name.as_str());
+            match ty.properties.iter().find(|p| &p.name == name) {
+                None => out.push(Problem::new(
+                    binding_path,
+                    format!("type `{}` has no property `{name}`", ty.name),
+                )),
+                Some(property) => match binding {
+                    BindingConfig::Modbus(modbus) => modbus.validate(property, &binding_path, out),
+                },
+            }
+        }
+        for property in &ty.properties {
+            if !asset.bindings.contains_key(&property.name)
+                && !incomplete.bindings.contains(&(i, property.name.clone()))
+            {
+                out.push(Problem::new(
+                    bindings_path.clone(),
+                    format!("property `{}` of type `{}` has no binding", property.name, ty.name),
+                ));
+            }
+        }
+    }
+    // A property's NodeId is `asset/path/property`: an asset at that path would collide with it.
+    for (i, asset) in config.assets.iter().enumerate() {
+        let Some((parent, name)) = asset.path.rsplit_once('/') else { continue };
+        let Some(&parent_index) = paths.get(parent) else { continue };
+        let parent_asset = &config.assets[parent_index];
+        if types
+            .get(parent_asset.type_name.as_str())
+            .is_some_and(|t| t.properties.iter().any(|p| p.name == name))
+        {
+            out.push(Problem::new(
+                KeyPath::root().key("assets").index(i).key("path"),
+                format!("asset path `{}` collides with property `{name}` of asset `{parent}`", asset.path),
+            ));
+        }
+    }
+}
+
+fn plugins(config: &Config, out: &mut Vec<Problem>) {
+    let mut names = HashSet::new();
+    for (i, plugin) in config.plugins.iter().enumerate() {
+        let path = KeyPath::root().key("plugins").index(i);
+        check_name(&plugin.name, &path.key("name"), "plugin name", out);
+        if !names.insert(plugin.name.as_str()) {
+            out.push(Problem::new(path.key("name"), format!("plugin `{}` is defined twice", plugin.name)));
+        }
+        let file = config.resolve(&plugin.file);
+        if !file.is_file() {
+            out.push(Problem::new(
+                path.key("file"),
+                format!("plugin file `{}` does not exist", file.display()),
+            ));
+        }
+    }
+}
+
+fn list<S: AsRef<str>>(names: &[S]) -> String {
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{}`", n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,13 @@
+//! Twinloom: an industrial integration daemon.
+//!
+//! PLCs (Modbus, OPC UA) → [`sources`] → [`twin`] (typed digital twin: assets, properties,
+//! engineering units, quality, timestamps) → northbound services and plugins. See
+//! `ARCHITECTURE.md` at the repository root for the data flow, code map and invariants.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod runtime;
+pub mod sources;
+pub mod telemetry;
+pub mod twin;

@@ -1,0 +1,13 @@
+//! The `twinloom` binary: parse arguments, dispatch. The recipe lives in `twinloom::cli`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use twinloom::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check { path } => cli::check(&path),
+        Command::Run { config } => cli::run(&config),
+    }
+}

@@ -1,0 +1,546 @@
+//! Typed configuration of a Modbus source (`[[sources.modbus]]`) and of a Modbus binding.
+//!
+//! Addresses are **zero-based protocol addresses** as they travel in the PDU (Modbus Application
+//! Protocol v1.1b3, §4.4). Many PLC manuals use the 1-based "40001" convention for holding
+//! registers: holding register 40001 is `table = "holding", address = 0`, 40101 is address 100;
+//! input register 30001 is `table = "input", address = 0`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::diagnostic::{KeyPath, Problem};
+use crate::config::model::{Access, DataType, PropertyConfig};
+use crate::sources::modbus::codec::{Encoding, WordOrder};
+
+/// `[[sources.modbus]]`: one Modbus connection (a TCP endpoint, a serial line, or a serial
+/// gateway) and the devices (unit ids) reached through it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusSourceConfig {
+    /// Source id, unique across all sources; assets name it in `source`.
+    pub id: String,
+    /// Modbus TCP endpoint `host:port` (MBAP framing; port 502 by convention).
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// Serial gateway endpoint `host:port` speaking RTU frames over TCP.
+    #[serde(default)]
+    pub rtu_over_tcp: Option<String>,
+    /// Modbus RTU over a local serial port.
+    #[serde(default)]
+    pub rtu: Option<RtuConfig>,
+    /// Unit id of the single device, when `devices` is empty. 1..=247 on serial lines
+    /// (Modbus over Serial Line v1.02 §2.2); 0..=255 over TCP (255 addresses the gateway itself). Default 1.
+    #[serde(default)]
+    pub unit_id: Option<u8>,
+    /// Several devices behind this one connection (a shared RS-485 line or a gateway).
+    #[serde(default)]
+    pub devices: Vec<ModbusDeviceConfig>,
+    /// Time allowed for one request's reply. Default 1 s; tokio-modbus has no timeout of its own.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further attempts after a failed request before its properties go bad. Default 1.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Pause between two requests on this connection, for slow devices and RS-485 turnaround. Default 0.
+    #[serde(default, with = "humantime_serde")]
+    pub request_delay: Duration,
+    /// Poll interval for bindings that set none. Default 1 s.
+    #[serde(default = "default_poll", with = "humantime_serde")]
+    pub poll: Duration,
+    /// First reconnect delay after a failure. Default 250 ms.
+    #[serde(default = "default_backoff_min", with = "humantime_serde")]
+    pub backoff_min: Duration,
+    /// Longest reconnect delay; delays double up to it, with ±20 % jitter. Default 30 s.
+    #[serde(default = "default_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Most registers one read may ask for. 1..=125 (Modbus Application Protocol §6.3). Default 125.
+    #[serde(default = "default_max_read_registers")]
+    pub max_read_registers: u16,
+    /// Most coils or discrete inputs one read may ask for. 1..=2000 (§6.1). Default 2000.
+    #[serde(default = "default_max_read_bits")]
+    pub max_read_bits: u16,
+    /// Unbound registers a block read may read through to join two bindings. Default 16.
+    #[serde(default = "default_max_gap_registers")]
+    pub max_gap_registers: u16,
+    /// Unbound bits a block read may read through to join two bindings. Default 64.
+    #[serde(default = "default_max_gap_bits")]
+    pub max_gap_bits: u16,
+    /// Consecutive timeouts after which a device is demoted (polled at `demoted_poll`). Default 3.
+    #[serde(default = "default_demote_after")]
+    pub demote_after: u32,
+    /// Poll interval of a demoted device until it answers again. Default 10 s.
+    #[serde(default = "default_demoted_poll", with = "humantime_serde")]
+    pub demoted_poll: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_backoff_min() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_read_registers() -> u16 {
+    125
+}
+fn default_max_read_bits() -> u16 {
+    2000
+}
+fn default_max_gap_registers() -> u16 {
+    16
+}
+fn default_max_gap_bits() -> u16 {
+    64
+}
+fn default_demote_after() -> u32 {
+    3
+}
+fn default_demoted_poll() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Serial line settings for Modbus RTU.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtuConfig {
+    /// Serial device, e.g. `/dev/ttyUSB0`. One serial port may be used by one source only.
+    pub port: String,
+    /// Bits per second. Default 19200 (Modbus over Serial Line v1.02 §2.5.1).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Parity. Default `even` (§2.5.1).
+    #[serde(default)]
+    pub parity: Parity,
+    /// Data bits, 7 or 8. Default 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// Stop bits, 1 or 2. Default 1.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Silent interval between frames. Default 3.5 character times, at least 1.75 ms above
+    /// 19200 bit/s (§2.5.1.1).
+    #[serde(default, with = "humantime_serde")]
+    pub inter_frame_delay: Option<Duration>,
+}
+
+fn default_baud() -> u32 {
+    19_200
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+impl RtuConfig {
+    /// The silent interval to keep between frames (§2.5.1.1): the configured one, or 3.5
+    /// character times (11 bits each) with a floor of 1750 µs above 19200 bit/s.
+    pub fn frame_gap(&self) -> Duration {
+        if let Some(delay) = self.inter_frame_delay {
+            return delay;
+        }
+        if self.baud > 19_200 {
+            return Duration::from_micros(1_750);
+        }
+        let micros = 3.5 * 11.0 * 1_000_000.0 / f64::from(self.baud.max(1));
+        Duration::from_micros(micros.ceil() as u64)
+    }
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    /// No parity bit (then use 2 stop bits, §2.5.1).
+    None,
+    /// Even parity.
+    #[default]
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// One device (unit id) behind a Modbus connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDeviceConfig {
+    /// Device id, unique within the source; assets name it in `device`.
+    pub id: String,
+    /// Unit id (slave address).
+    pub unit_id: u8,
+}
+
+/// The four Modbus data tables (Modbus Application Protocol v1.1b3, §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegisterTable {
+    /// Coils: read-write bits (function codes 1, 5, 15).
+    #[serde(alias = "coils")]
+    Coil,
+    /// Discrete inputs: read-only bits (function code 2).
+    #[serde(alias = "discrete-input", alias = "discrete_input")]
+    Discrete,
+    /// Input registers: read-only 16-bit words (function code 4).
+    #[serde(alias = "input-register", alias = "input_register")]
+    Input,
+    /// Holding registers: read-write 16-bit words (function codes 3, 6, 16).
+    #[serde(alias = "holding-register", alias = "holding_register")]
+    Holding,
+}
+
+impl RegisterTable {
+    /// Whether the table holds bits (coils, discrete inputs) rather than 16-bit registers.
+    pub fn is_bits(self) -> bool {
+        matches!(self, Self::Coil | Self::Discrete)
+    }
+
+    /// Whether a Modbus client may write to it.
+    pub fn is_writable(self) -> bool {
+        matches!(self, Self::Coil | Self::Holding)
+    }
+
+    /// Name as used in the config and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Coil => "coil",
+            Self::Discrete => "discrete",
+            Self::Input => "input",
+            Self::Holding => "holding",
+        }
+    }
+}
+
+/// Where one property's value lives in a Modbus device, and how to decode and scale it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusBindingConfig {
+    /// The data table.
+    pub table: RegisterTable,
+    /// Zero-based address of the first register or bit, 0..=65535.
+    pub address: u32,
+    /// Wire encoding. Default `bool` for bit tables, `u16` for register tables.
+    #[serde(default)]
+    pub encoding: Option<Encoding>,
+    /// Word/byte order of multi-register values. Default `ABCD` (big-endian, §4.2 of the spec
+    /// for each register, high word first).
+    #[serde(default)]
+    pub order: Option<WordOrder>,
+    /// Bit number 0..=15 inside the register, for `encoding = "bit"` (0 = least significant).
+    #[serde(default)]
+    pub bit: Option<u8>,
+    /// Length in registers (two characters each), for `encoding = "string"`.
+    #[serde(default)]
+    pub length: Option<u16>,
+    /// Engineering value = raw × scale + offset. Default 1.
+    #[serde(default)]
+    pub scale: Option<f64>,
+    /// Engineering value = raw × scale + offset, in engineering units. Default 0.
+    #[serde(default)]
+    pub offset: Option<f64>,
+    /// Poll interval; the source's `poll` when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub poll: Option<Duration>,
+}
+
+impl ModbusBindingConfig {
+    /// The encoding, with the table's default applied.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding.unwrap_or(if self.table.is_bits() {
+            Encoding::Bool
+        } else {
+            Encoding::U16
+        })
+    }
+
+    /// The word order, `ABCD` when absent.
+    pub fn order(&self) -> WordOrder {
+        self.order.unwrap_or_default()
+    }
+
+    /// Registers (or bits, for bit tables) the value occupies.
+    pub fn width(&self) -> u32 {
+        if self.table.is_bits() {
+            1
+        } else {
+            u32::from(self.encoding().registers(self.length.unwrap_or(0)))
+        }
+    }
+}
+
+impl ModbusSourceConfig {
+    /// Device ids and unit ids: the `devices` list, or one device named like the source.
+    pub fn device_list(&self) -> Vec<ModbusDeviceConfig> {
+        if self.devices.is_empty() {
+            vec![ModbusDeviceConfig {
+                id: self.id.clone(),
+                unit_id: self.unit_id.unwrap_or(1),
+            }]
+        } else {
+            self.devices.clone()
+        }
+    }
+
+    /// Semantic checks of the source itself; `path` is the source's key path.
+    pub fn validate(&self, path: &KeyPath, out: &mut Vec<Problem>) {
+        let transports = [
+            self.tcp.is_some(),
+            self.rtu_over_tcp.is_some(),
+            self.rtu.is_some(),
+        ];
+        match transports.iter().filter(|set| **set).count() {
+            0 => out.push(Problem::new(
+                path.clone(),
+                "a modbus source needs one transport: `tcp`, `rtu_over_tcp` or `rtu`",
+            )),
+            1 => {}
+            _ => out.push(Problem::new(
+                path.clone(),
+                "a modbus source has exactly one transport; `tcp`, `rtu_over_tcp` and `rtu` are exclusive",
+            )),
+        }
+        for (key, endpoint) in [("tcp", &self.tcp), ("rtu_over_tcp", &self.rtu_over_tcp)] {
+            if let Some(endpoint) = endpoint
+                && let Err(message) = check_endpoint(endpoint)
+            {
+                out.push(Problem::new(path.key(key), message));
+            }
+        }
+        let serial = self.rtu.is_some();
+        if let Some(rtu) = &self.rtu {
+            let rtu_path = path.key("rtu");
+            if rtu.baud == 0 {
+                out.push(Problem::new(rtu_path.key("baud"), "baud rate must be positive"));
+            }
+            if !matches!(rtu.data_bits, 7 | 8) {
+                out.push(Problem::new(
+                    rtu_path.key("data_bits"),
+                    format!("data bits {} is not 7 or 8", rtu.data_bits),
+                ));
+            }
+            if !matches!(rtu.stop_bits, 1 | 2) {
+                out.push(Problem::new(
+                    rtu_path.key("stop_bits"),
+                    format!("stop bits {} is not 1 or 2", rtu.stop_bits),
+                ));
+            }
+        }
+        if self.unit_id.is_some() && !self.devices.is_empty() {
+            out.push(Problem::new(
+                path.key("unit_id"),
+                "set `unit_id` on each entry of `devices`, not on the source, when it lists devices",
+            ));
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        let unit_ids = self.device_list();
+        for (i, device) in unit_ids.iter().enumerate() {
+            let device_path = if self.devices.is_empty() {
+                path.key("unit_id")
+            } else {
+                path.key("devices").index(i)
+            };
+            if serial && !(1..=247).contains(&device.unit_id) {
+                out.push(Problem::new(
+                    device_path.key("unit_id"),
+                    format!(
+                        "unit id {} is outside 1..=247 for a serial line (Modbus over Serial Line v1.02 §2.2)",
+                        device.unit_id
+                    ),
+                ));
+            }
+            if !self.devices.is_empty() {
+                if seen.contains(&device.id.as_str()) {
+                    out.push(Problem::new(
+                        device_path.key("id"),
+                        format!("device id `{}` appears twice in this source", device.id),
+                    ));
+                }
+                seen.push(&device.id);
+            }
+        }
+        if self.timeout.is_zero() {
+            out.push(Problem::new(path.key("timeout"), "timeout must be positive"));
+        }
+        if self.poll.is_zero() {
+            out.push(Problem::new(path.key("poll"), "poll interval must be positive"));
+        }
+        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
+            out.push(Problem::new(
+                path.key("backoff_min"),
+                "backoff_min must be positive and at most backoff_max",
+            ));
+        }
+        if !(1..=125).contains(&self.max_read_registers) {
+            out.push(Problem::new(
+                path.key("max_read_registers"),
+                format!(
+                    "max_read_registers {} is outside 1..=125 (Modbus Application Protocol §6.3)",
+                    self.max_read_registers
+                ),
+            ));
+        }
+        if !(1..=2000).contains(&self.max_read_bits) {
+            out.push(Problem::new(
+                path.key("max_read_bits"),
+                format!(
+                    "max_read_bits {} is outside 1..=2000 (Modbus Application Protocol §6.1)",
+                    self.max_read_bits
+                ),
+            ));
+        }
+        if self.demote_after == 0 {
+            out.push(Problem::new(
+                path.key("demote_after"),
+                "demote_after must be at least 1",
+            ));
+        }
+    }
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return Err(format!("endpoint `{endpoint}` is not `host:port`"));
+    };
+    if host.is_empty() {
+        return Err(format!("endpoint `{endpoint}` has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!(
+            "endpoint `{endpoint}` has no valid port (1..=65535)"
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+impl ModbusBindingConfig {
+    /// Semantic checks of one binding against the property it serves; `path` is the binding's key path.
+    pub fn validate(&self, property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Problem>) {
+        let encoding = self.encoding();
+        if self.table.is_bits() && encoding != Encoding::Bool {
+            out.push(Problem::new(
+                path.key("encoding"),
+                format!(
+                    "the {} table holds single bits; encoding `{}` needs registers",
+                    self.table.as_str(),
+                    encoding.as_str()
+                ),
+            ));
+        } else if !self.table.is_bits() && encoding == Encoding::Bool {
+            out.push(Problem::new(
+                path.key("encoding"),
+                "encoding `bool` reads a coil or discrete input; use `bit` with `bit = N` for a bit of a register",
+            ));
+        }
+        let width = self.width();
+        if self.address > 65_535 || self.address + width - 1 > 65_535 {
+            out.push(Problem::new(
+                path.key("address"),
+                format!(
+                    "address {} is outside 0..=65535{}",
+                    self.address,
+                    if width > 1 && self.address <= 65_535 {
+                        format!(" (the value spans {width} registers)")
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
+        }
+        match (encoding, self.bit) {
+            (Encoding::Bit, None) => out.push(Problem::new(
+                path.clone(),
+                "encoding `bit` needs `bit = 0..=15`",
+            )),
+            (Encoding::Bit, Some(bit)) if bit > 15 => out.push(Problem::new(
+                path.key("bit"),
+                format!("bit {bit} is outside 0..=15"),
+            )),
+            (Encoding::Bit, Some(_)) => {}
+            (_, Some(_)) => out.push(Problem::new(
+                path.key("bit"),
+                "`bit` applies only to `encoding = \"bit\"`",
+            )),
+            (_, None) => {}
+        }
+        match (encoding, self.length) {
+            (Encoding::String, None) => out.push(Problem::new(
+                path.clone(),
+                "encoding `string` needs `length` in registers (1..=125)",
+            )),
+            (Encoding::String, Some(length)) if !(1..=125).contains(&length) => out.push(
+                Problem::new(path.key("length"), format!("length {length} is outside 1..=125")),
+            ),
+            (Encoding::String, Some(_)) => {}
+            (_, Some(_)) => out.push(Problem::new(
+                path.key("length"),
+                "`length` applies only to `encoding = \"string\"`",
+            )),
+            (_, None) => {}
+        }
+        if let Some(order) = self.order
+            && !encoding.accepts(order)
+        {
+            out.push(Problem::new(
+                path.key("order"),
+                format!(
+                    "order `{}` does not apply to encoding `{}`",
+                    order.as_str(),
+                    encoding.as_str()
+                ),
+            ));
+        }
+        let compatible = match property.data_type {
+            DataType::Bool => matches!(encoding, Encoding::Bool | Encoding::Bit),
+            DataType::String => encoding == Encoding::String,
+            DataType::Integer | DataType::Unsigned | DataType::Float => {
+                !matches!(encoding, Encoding::String)
+            }
+        };
+        if !compatible {
+            out.push(Problem::new(
+                path.key("encoding"),
+                format!(
+                    "encoding `{}` cannot carry a {:?} property",
+                    encoding.as_str(),
+                    property.data_type
+                )
+                .to_lowercase(),
+            ));
+        }
+        let scaled = self.scale.is_some() || self.offset.is_some();
+        if scaled && !property.data_type.is_numeric() {
+            out.push(Problem::new(
+                path.key("scale"),
+                "scaling applies only to numeric properties",
+            ));
+        }
+        if self.scale == Some(0.0) || self.scale.is_some_and(|s| !s.is_finite()) {
+            out.push(Problem::new(
+                path.key("scale"),
+                "scale must be a finite non-zero number (writes divide by it)",
+            ));
+        }
+        if self.poll.is_some_and(|p| p.is_zero()) {
+            out.push(Problem::new(path.key("poll"), "poll interval must be positive"));
+        }
+        if property.access == Access::ReadWrite && !self.table.is_writable() {
+            out.push(Problem::new(
+                path.key("table"),
+                format!(
+                    "property `{}` is read-write but the {} table cannot be written",
+                    property.name,
+                    self.table.as_str()
+                ),
+            ));
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Logging setup (tracing). Metrics join here as their exporters land.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::model::LogFormat;
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` when set, else `level` (EnvFilter syntax);
+/// plain or JSON lines on stderr. Calling it twice is harmless (the second call does nothing).
+pub fn init(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,292 @@
+//! The twin: the single source of truth for every property's current value.
+//!
+//! Sources hand the twin [`Reading`]s (raw values or failures). The twin scales raw values into
+//! engineering units, marks values outside their EU range, filters changes by deadband, stamps the
+//! server timestamp, stores the current [`Sample`] per property, and fans every published
+//! [`Change`] out to subscribers (OPC UA server, plugins, admin view) over bounded queues.
+//! Everyone else reads snapshots or changes; nobody else writes values.
+
+pub mod fanout;
+pub mod model;
+pub mod units;
+pub mod value;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+pub use fanout::{Change, DEFAULT_SUBSCRIBER_CAPACITY, Filter, Subscription};
+pub use model::{PropertyId, TwinModel};
+pub use value::{Quality, QualityLevel, QualityReason, Sample, Value};
+
+use crate::config::model::TwinConfig;
+use fanout::Fanout;
+
+/// What a source observed for one property.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The property.
+    pub property: PropertyId,
+    /// The raw value as decoded, or why there is none (the reason becomes the quality; the last
+    /// value and its source timestamp are kept).
+    pub outcome: Result<Value, QualityReason>,
+    /// When the device produced the value, if the protocol says; otherwise the twin uses the
+    /// time the reading arrived.
+    pub source_time: Option<SystemTime>,
+}
+
+impl Reading {
+    /// A successful raw reading.
+    pub fn value(property: PropertyId, raw: Value, source_time: Option<SystemTime>) -> Self {
+        Self {
+            property,
+            outcome: Ok(raw),
+            source_time,
+        }
+    }
+
+    /// A failed reading.
+    pub fn failed(property: PropertyId, reason: QualityReason) -> Self {
+        Self {
+            property,
+            outcome: Err(reason),
+            source_time: None,
+        }
+    }
+}
+
+/// Counters the twin keeps, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TwinStats {
+    /// Readings applied.
+    pub readings: u64,
+    /// Changes published (value beyond deadband, or quality changed).
+    pub changes: u64,
+    /// Readings that changed nothing (same value, or within the deadband).
+    pub filtered: u64,
+    /// Changes coalesced away for slow subscribers.
+    pub coalesced: u64,
+    /// Live subscriptions.
+    pub subscribers: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    sample: Sample,
+    last_refresh: Option<Instant>,
+}
+
+/// The twin's store. Shared behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct Twin {
+    model: Arc<TwinModel>,
+    slots: RwLock<Vec<Slot>>,
+    fanout: Fanout,
+    stale_after_polls: u32,
+    readings: AtomicU64,
+    changes: AtomicU64,
+    filtered: AtomicU64,
+}
+
+impl Twin {
+    /// A twin for `model` with every property bad (`NotYetRead`) and no value.
+    pub fn new(model: Arc<TwinModel>, config: &TwinConfig) -> Self {
+        let now = SystemTime::now();
+        let slots = vec![
+            Slot {
+                sample: Sample {
+                    value: None,
+                    quality: Quality::bad(QualityReason::NotYetRead),
+                    source_time: None,
+                    server_time: now,
+                },
+                last_refresh: None,
+            };
+            model.properties().len()
+        ];
+        Self {
+            model,
+            slots: RwLock::new(slots),
+            fanout: Fanout::default(),
+            stale_after_polls: config.stale_after_polls.max(1),
+            readings: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+        }
+    }
+
+    /// The structure this twin holds values for.
+    pub fn model(&self) -> &Arc<TwinModel> {
+        &self.model
+    }
+
+    /// Applies readings now; returns how many changes were published.
+    pub fn apply(&self, readings: &[Reading]) -> usize {
+        self.apply_at(readings, Instant::now(), SystemTime::now())
+    }
+
+    /// Applies readings as of `now` (monotonic, for staleness) and `wall` (server timestamp).
+    /// Returns how many changes were published.
+    pub fn apply_at(&self, readings: &[Reading], now: Instant, wall: SystemTime) -> usize {
+        let mut changes = Vec::new();
+        {
+            let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+            for reading in readings {
+                let Some(slot) = slots.get_mut(reading.property.index()) else {
+                    continue;
+                };
+                if let Some(change) = self.update(slot, reading, now, wall) {
+                    changes.push(change);
+                }
+            }
+        }
+        let published = changes.len();
+        self.readings
+            .fetch_add(readings.len() as u64, Ordering::Relaxed);
+        self.changes.fetch_add(published as u64, Ordering::Relaxed);
+        self.filtered
+            .fetch_add((readings.len() - published) as u64, Ordering::Relaxed);
+        self.fanout.publish(&changes);
+        published
+    }
+
+    fn update(&self, slot: &mut Slot, reading: &Reading, now: Instant, wall: SystemTime) -> Option<Change> {
+        let decl = self.model.decl(reading.property);
+        let def = self.model.property(reading.property);
+        slot.last_refresh = Some(now);
+        let old = &slot.sample;
+        let (value, quality, source_time) = match &reading.outcome {
+            Ok(raw) => match def.scaling.to_eu(raw, decl.data_type) {
+                Ok(eu) => {
+                    let in_range = match (eu.as_f64(), decl.range) {
+                        (Some(v), _) if v.is_nan() => false,
+                        (Some(v), Some(range)) => range.contains(v),
+                        _ => true,
+                    };
+                    let quality = if in_range {
+                        Quality::GOOD
+                    } else {
+                        Quality::bad(QualityReason::OutOfRange)
+                    };
+                    (Some(eu), quality, Some(reading.source_time.unwrap_or(wall)))
+                }
+                Err(_) => (
+                    old.value.clone(),
+                    Quality::bad(QualityReason::ConfigurationError),
+                    old.source_time,
+                ),
+            },
+            Err(reason) => {
+                let quality = if *reason == QualityReason::Stale {
+                    Quality::uncertain(*reason)
+                } else {
+                    Quality::bad(*reason)
+                };
+                (old.value.clone(), quality, old.source_time)
+            }
+        };
+        let quality_changed = quality != old.quality;
+        let value_changed = match (&old.value, &value) {
+            (Some(Value::Float(a)), Some(Value::Float(b))) if a.is_nan() || b.is_nan() => {
+                a.is_nan() != b.is_nan()
+            }
+            (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) if !matches!(a, Value::String(_)) => {
+                    let threshold = decl.deadband.threshold(decl.range);
+                    if threshold > 0.0 {
+                        (y - x).abs() > threshold
+                    } else {
+                        a != b
+                    }
+                }
+                _ => a != b,
+            },
+            (None, None) => false,
+            _ => true,
+        };
+        if !quality_changed && !value_changed {
+            return None;
+        }
+        slot.sample = Sample {
+            value,
+            quality,
+            source_time,
+            server_time: wall,
+        };
+        Some(Change {
+            property: reading.property,
+            sample: slot.sample.clone(),
+        })
+    }
+
+    /// Marks good properties whose source has not refreshed them for `stale_after_polls` refresh
+    /// intervals as uncertain (stale), keeping their value. Returns how many were marked.
+    pub fn sweep_stale(&self, now: Instant, wall: SystemTime) -> usize {
+        let mut stale = Vec::new();
+        {
+            let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+            for (index, slot) in slots.iter().enumerate() {
+                let def = &self.model.properties()[index];
+                let (Some(last), Some(interval)) = (slot.last_refresh, def.refresh_interval) else {
+                    continue;
+                };
+                if slot.sample.quality.is_good()
+                    && now.saturating_duration_since(last) > interval * self.stale_after_polls
+                {
+                    stale.push(Reading::failed(PropertyId(index as u32), QualityReason::Stale));
+                }
+            }
+        }
+        if stale.is_empty() {
+            return 0;
+        }
+        // Applying a stale reading refreshes `last_refresh`; that is fine: the quality already
+        // says uncertain, and the next real reading sets it again.
+        self.apply_at(&stale, now, wall)
+    }
+
+    /// The current sample of one property.
+    pub fn sample(&self, property: PropertyId) -> Sample {
+        self.slots.read().unwrap_or_else(|e| e.into_inner())[property.index()]
+            .sample
+            .clone()
+    }
+
+    /// The current samples of several properties, under one lock.
+    pub fn samples(&self, properties: &[PropertyId]) -> Vec<Sample> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        properties
+            .iter()
+            .map(|id| slots[id.index()].sample.clone())
+            .collect()
+    }
+
+    /// Counts of properties per quality level: (good, uncertain, bad).
+    pub fn quality_counts(&self) -> (usize, usize, usize) {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.iter().fold((0, 0, 0), |(g, u, b), slot| match slot.sample.quality.level {
+            QualityLevel::Good => (g + 1, u, b),
+            QualityLevel::Uncertain => (g, u + 1, b),
+            QualityLevel::Bad => (g, u, b + 1),
+        })
+    }
+
+    /// Subscribes to changes. `capacity` changes queue up before coalescing starts.
+    pub fn subscribe(&self, filter: Filter, capacity: usize) -> Subscription {
+        self.fanout.subscribe(filter, capacity)
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> TwinStats {
+        TwinStats {
+            readings: self.readings.load(Ordering::Relaxed),
+            changes: self.changes.load(Ordering::Relaxed),
+            filtered: self.filtered.load(Ordering::Relaxed),
+            coalesced: self.fanout.coalesced_total(),
+            subscribers: self.fanout.subscriber_count(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
