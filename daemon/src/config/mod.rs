@@ -106,6 +106,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
         map: &map,
         diagnostics: Vec::new(),
         incomplete: Incomplete::default(),
+        source_kinds: Default::default(),
     };
     let config = loader.load(file, root.get_ref());
     let problems = validate::validate(&config, &loader.incomplete);
@@ -134,6 +135,9 @@ struct Loader<'m, 'a> {
     map: &'m diagnostic::SourceMap<'a>,
     diagnostics: Vec<Diagnostic>,
     incomplete: Incomplete,
+    /// Kind of every source id seen, including sources that failed the shape pass, so that
+    /// their assets' bindings are still checked.
+    source_kinds: std::collections::HashMap<String, SourceKind>,
 }
 
 const SECTIONS: &str =
@@ -176,7 +180,7 @@ impl Loader<'_, '_> {
             }
         }
         if let Some((path, value)) = assets {
-            config.assets = self.assets(&path, value, &config.sources);
+            config.assets = self.assets(&path, value);
         }
         config
     }
@@ -234,7 +238,18 @@ impl Loader<'_, '_> {
         let mut sources = Vec::new();
         for (key, value) in table {
             let kind_path = path.key(key.get_ref().as_ref());
-            match SourceKind::from_key(key.get_ref()) {
+            let kind = SourceKind::from_key(key.get_ref());
+            if let (Some(kind), DeValue::Array(items)) = (kind, value.get_ref()) {
+                for item in items.iter() {
+                    if let DeValue::Table(fields) = item.get_ref()
+                        && let Some(id) = fields.get("id")
+                        && let DeValue::String(id) = id.get_ref()
+                    {
+                        self.source_kinds.insert(id.to_string(), kind);
+                    }
+                }
+            }
+            match kind {
                 Some(SourceKind::Modbus) => {
                     let (parsed, complete) = self.array::<ModbusSourceConfig>(&kind_path, value);
                     self.incomplete.sources |= !complete;
@@ -258,7 +273,7 @@ impl Loader<'_, '_> {
         sources
     }
 
-    fn assets(&mut self, path: &KeyPath, value: &Spanned<DeValue<'_>>, sources: &[SourceConfig]) -> Vec<AssetConfig> {
+    fn assets(&mut self, path: &KeyPath, value: &Spanned<DeValue<'_>>) -> Vec<AssetConfig> {
         let DeValue::Array(items) = value.get_ref() else {
             self.error_at(value.span().start, path.clone(), "expected an array of tables (`[[assets]]`)".into());
             return Vec::new();
@@ -272,8 +287,7 @@ impl Loader<'_, '_> {
             let kind = head
                 .source
                 .as_deref()
-                .and_then(|id| sources.iter().find(|s| s.id() == id))
-                .map(SourceConfig::kind);
+                .and_then(|id| self.source_kinds.get(id).copied());
             let mut bindings = IndexMap::new();
             if let DeValue::Table(table) = item.get_ref()
                 && let Some(raw) = table.get("bindings")

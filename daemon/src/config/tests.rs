@@ -1,0 +1,107 @@
+//! Config tests: the example is valid; each file in `config/invalid/` yields exactly the
+//! diagnostics listed in its trailing `# expect: LINE:COL: PATH: MESSAGE-PREFIX` comments.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::twin::TwinModel;
+
+fn repo_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+}
+
+#[test]
+fn the_example_config_is_valid_and_builds_a_twin() {
+    let config = load(&repo_file("config/example.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.sources.len(), 4);
+    assert_eq!(config.types.len(), 4);
+    assert_eq!(config.assets.len(), 12);
+    let model = TwinModel::build(&config);
+    // 4 packaging machines × 5 + 2 tanks × 4 + 3 pumps × 4 + 3 meters × 3.
+    assert_eq!(model.properties().len(), 4 * 5 + 2 * 4 + 3 * 4 + 3 * 3);
+    let id = model.property_by_path("plant-a/utilities/pump2/vibration_rms").unwrap();
+    assert_eq!(model.decl(id).unit.unwrap().code, "MMS");
+    assert_eq!(model.property(id).refresh_interval, Some(std::time::Duration::from_millis(200)));
+    let speed = model.property_by_path("plant-a/line1/filler/speed").unwrap();
+    assert_eq!(model.property(speed).scaling.scale, 0.1);
+    assert_eq!(model.property(speed).refresh_interval, Some(std::time::Duration::from_millis(250)));
+}
+
+fn expectations(text: &str) -> Vec<(usize, usize, String, String)> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# expect: "))
+        .map(|rest| {
+            let (position, rest) = rest.split_once(": ").expect("position");
+            let (path, message) = rest.split_once(": ").expect("path");
+            let (line, column) = position.split_once(':').expect("line:col");
+            (
+                line.parse().unwrap(),
+                column.parse().unwrap(),
+                path.to_owned(),
+                message.to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_invalid_config_reports_exactly_its_expected_errors() {
+    let dir = repo_file("config/invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "expected the invalid config corpus in {}", dir.display());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expected = expectations(&text);
+        assert!(!expected.is_empty(), "{} lists no expectations", file.display());
+        let Err(ConfigError::Invalid(got)) = load(&file) else {
+            panic!("{} was accepted", file.display());
+        };
+        let summary = got.iter().map(|d| format!("  {d}\n")).collect::<String>();
+        assert_eq!(got.len(), expected.len(), "{}:\n{summary}", file.display());
+        for (diagnostic, (line, column, path, message)) in got.iter().zip(&expected) {
+            assert_eq!(diagnostic.file, file);
+            assert_eq!(
+                (diagnostic.line, diagnostic.column, diagnostic.path.to_string()),
+                (*line, *column, path.clone()),
+                "{}:\n{summary}",
+                file.display()
+            );
+            assert!(
+                diagnostic.message.starts_with(message.as_str()),
+                "{}: `{}` does not start with `{message}`",
+                file.display(),
+                diagnostic.message
+            );
+        }
+    }
+}
+
+#[test]
+fn diagnostics_print_file_position_path_and_message() {
+    let text = "[[sources.modbus]]\nid = \"plc\"\ntcp = \"127.0.0.1:502\"\nmax_read_bits = 5000\n";
+    let Err(error) = parse(Path::new("plant.toml"), text) else {
+        panic!("accepted");
+    };
+    assert_eq!(
+        error.to_string(),
+        "plant.toml:4:17: sources.modbus[0].max_read_bits: max_read_bits 5000 is outside 1..=2000 (Modbus Application Protocol §6.1)"
+    );
+}
+
+#[test]
+fn an_empty_file_is_a_valid_config_with_nothing_in_it() {
+    let config = parse(Path::new("empty.toml"), "").unwrap();
+    assert!(config.sources.is_empty() && config.assets.is_empty());
+    assert_eq!(config.daemon.shutdown_timeout, std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn a_missing_file_is_a_read_error() {
+    let error = load(Path::new("/nonexistent/twinloom.toml")).unwrap_err();
+    assert!(matches!(error, ConfigError::Read { .. }), "{error}");
+}

@@ -345,7 +345,11 @@ fn plugins(config: &Config, out: &mut Vec<Problem>) {
         if !file.is_file() {
             out.push(Problem::new(
                 path.key("file"),
-                format!("plugin file `{}` does not exist", file.display()),
+                format!(
+                    "plugin file `{}` does not exist (looked for `{}`)",
+                    plugin.file.display(),
+                    file.display()
+                ),
             ));
         }
     }

@@ -83,7 +83,7 @@ units![
     ("P1", "%", "percent"),
     ("C62", "1", "one (dimensionless count)"),
     ("H87", "pcs", "piece"),
-    ("E50", "acc/min", "accounting unit per minute"),
+    ("C94", "1/min", "reciprocal minute"),
     ("D55", "W/(m²·K)", "watt per square metre kelvin"),
     ("C24", "mPa·s", "millipascal second"),
     ("59", "ppm", "part per million"),

@@ -344,7 +344,7 @@ impl ModbusSourceConfig {
         let unit_ids = self.device_list();
         for (i, device) in unit_ids.iter().enumerate() {
             let device_path = if self.devices.is_empty() {
-                path.key("unit_id")
+                path.clone()
             } else {
                 path.key("devices").index(i)
             };
