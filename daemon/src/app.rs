@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::runtime::Supervisor;
-use crate::sources;
+use crate::sources::{self, Writers};
+use crate::telemetry::Metrics;
 use crate::twin::{Twin, TwinModel};
 
 /// How often the twin looks for stale properties.
@@ -19,6 +20,10 @@ pub struct Handles {
     pub twin: Arc<Twin>,
     /// The task supervisor.
     pub supervisor: Supervisor,
+    /// Writers of every bound property (for the control gate).
+    pub writers: Writers,
+    /// Metrics registry.
+    pub metrics: Metrics,
 }
 
 /// Builds the twin and spawns every component of `config` on the current runtime.
@@ -28,9 +33,8 @@ pub fn start(config: &Config) -> anyhow::Result<Handles> {
     let model = Arc::new(TwinModel::build(config));
     let twin = Arc::new(Twin::new(model, &config.twin));
     let supervisor = Supervisor::new();
-    for source in &config.sources {
-        sources::spawn(source, config, &twin, &supervisor)?;
-    }
+    let metrics = Metrics::new();
+    let writers = sources::spawn_all(config, &twin, &supervisor, &metrics)?;
     let sweeper = Arc::clone(&twin);
     supervisor.spawn("twin-stale-sweep", move |token| async move {
         let mut tick = tokio::time::interval(STALE_SWEEP_INTERVAL);
@@ -53,7 +57,12 @@ pub fn start(config: &Config) -> anyhow::Result<Handles> {
         sources = config.sources.len(),
         "Twinloom started"
     );
-    Ok(Handles { twin, supervisor })
+    Ok(Handles {
+        twin,
+        supervisor,
+        writers,
+        metrics,
+    })
 }
 
 /// Runs the daemon until `shutdown` resolves or a task fails, then drains within the configured

@@ -1,1 +1,3 @@
+//! Simulated plant for Twinloom: devices reachable only through real protocols on loopback.
 
+pub mod modbus;

@@ -7,7 +7,14 @@
 
 pub mod modbus;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::config::Config;
+use crate::runtime::Supervisor;
+use crate::telemetry::Metrics;
+use crate::twin::{PropertyId, Twin, Value};
 
 use crate::twin::model::Scaling;
 use modbus::config::{ModbusBindingConfig, ModbusSourceConfig};
@@ -110,16 +117,87 @@ impl BindingConfig {
     }
 }
 
-/// Spawns the running form of `source` under `supervisor`, feeding `twin`.
-///
-/// Errors: the source cannot be built from its (validated) config.
-pub fn spawn(
-    source: &SourceConfig,
-    config: &crate::config::Config,
-    twin: &std::sync::Arc<crate::twin::Twin>,
-    supervisor: &crate::runtime::Supervisor,
-) -> anyhow::Result<()> {
-    match source {
-        SourceConfig::Modbus(modbus) => modbus::spawn(modbus, config, twin, supervisor),
+/// Why a write did not reach the device.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    /// The property is not bound to a source.
+    #[error("property is not bound to a source")]
+    NotBound,
+    /// The binding's table cannot be written (input registers, discrete inputs).
+    #[error("the {0} table cannot be written")]
+    NotWritable(&'static str),
+    /// The value does not fit the binding's encoding.
+    #[error("cannot encode value: {0}")]
+    Encode(#[from] crate::sources::modbus::codec::CodecError),
+    /// The device answered with an exception.
+    #[error("device answered with exception {0}")]
+    Exception(String),
+    /// No answer within the timeout.
+    #[error("no answer within the timeout")]
+    Timeout,
+    /// The connection is down.
+    #[error("not connected")]
+    Disconnected,
+    /// The source has stopped.
+    #[error("the source is not running")]
+    Closed,
+}
+
+/// Sends writes to the source that owns a property. Only the control gate holds one.
+#[derive(Debug, Clone)]
+pub enum SourceWriter {
+    /// A Modbus connection.
+    Modbus(modbus::poller::ModbusWriter),
+}
+
+impl SourceWriter {
+    /// Writes `value` (engineering units) to `property` and waits for the device's answer.
+    ///
+    /// Errors: see [`WriteError`].
+    pub async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
+        match self {
+            Self::Modbus(writer) => writer.write(property, value).await,
+        }
     }
+}
+
+/// The writer of every bound property, by property id.
+#[derive(Debug, Clone, Default)]
+pub struct Writers {
+    by_property: HashMap<PropertyId, SourceWriter>,
+}
+
+impl Writers {
+    /// Writes `value` (engineering units) to `property` through its source.
+    ///
+    /// Errors: [`WriteError::NotBound`] for a property no source serves, else the source's error.
+    pub async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
+        match self.by_property.get(&property) {
+            Some(writer) => writer.write(property, value).await,
+            None => Err(WriteError::NotBound),
+        }
+    }
+}
+
+/// Spawns every source of `config` under `supervisor`, feeding `twin`; returns their writers.
+///
+/// Errors: a source cannot be built from its (validated) config.
+pub fn spawn_all(
+    config: &Config,
+    twin: &Arc<Twin>,
+    supervisor: &Supervisor,
+    metrics: &Metrics,
+) -> anyhow::Result<Writers> {
+    let mut writers = Writers::default();
+    for source in &config.sources {
+        match source {
+            SourceConfig::Modbus(modbus) => {
+                let (writer, properties) = modbus::spawn(modbus, config, twin, supervisor, metrics)?;
+                for property in properties {
+                    writers.by_property.insert(property, SourceWriter::Modbus(writer.clone()));
+                }
+            }
+        }
+    }
+    Ok(writers)
 }

@@ -1,4 +1,8 @@
-//! Logging setup (tracing). Metrics join here as their exporters land.
+//! Logging setup (tracing) and metrics (Prometheus text format).
+
+pub mod metrics;
+
+pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;
 

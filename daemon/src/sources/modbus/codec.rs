@@ -253,27 +253,35 @@ impl Layout {
                 vec![u16::from(on) << self.bit]
             }
             Encoding::I16 => {
-                let v = i16::try_from(value.as_i64().ok_or_else(unrepresentable)?)
+                let v = i16::try_from(integral(value).ok_or_else(unrepresentable)?)
                     .map_err(|_| unrepresentable())?;
                 vec![v as u16]
             }
             Encoding::U16 => {
-                let v = u16::try_from(value.as_u64().ok_or_else(unrepresentable)?)
+                let v = u16::try_from(integral(value).ok_or_else(unrepresentable)?)
                     .map_err(|_| unrepresentable())?;
                 vec![v]
             }
             Encoding::I32 => {
-                let v = i32::try_from(value.as_i64().ok_or_else(unrepresentable)?)
+                let v = i32::try_from(integral(value).ok_or_else(unrepresentable)?)
                     .map_err(|_| unrepresentable())?;
                 self.words(&v.to_be_bytes())
             }
             Encoding::U32 => {
-                let v = u32::try_from(value.as_u64().ok_or_else(unrepresentable)?)
+                let v = u32::try_from(integral(value).ok_or_else(unrepresentable)?)
                     .map_err(|_| unrepresentable())?;
                 self.words(&v.to_be_bytes())
             }
-            Encoding::I64 => self.words(&value.as_i64().ok_or_else(unrepresentable)?.to_be_bytes()),
-            Encoding::U64 => self.words(&value.as_u64().ok_or_else(unrepresentable)?.to_be_bytes()),
+            Encoding::I64 => {
+                let v = i64::try_from(integral(value).ok_or_else(unrepresentable)?)
+                    .map_err(|_| unrepresentable())?;
+                self.words(&v.to_be_bytes())
+            }
+            Encoding::U64 => {
+                let v = u64::try_from(integral(value).ok_or_else(unrepresentable)?)
+                    .map_err(|_| unrepresentable())?;
+                self.words(&v.to_be_bytes())
+            }
             Encoding::F32 => {
                 let v = value.as_f64().ok_or_else(unrepresentable)?;
                 if v.is_finite() && v.abs() > f64::from(f32::MAX) {
@@ -343,6 +351,18 @@ impl Layout {
             words.reverse();
         }
         words
+    }
+}
+
+/// A value as an integer for integer encodings: floats (from inverse scaling) round to the
+/// nearest integer, ties away from zero; NaN and infinities have none.
+fn integral(value: &Value) -> Option<i128> {
+    match value {
+        Value::Float(f) if f.is_finite() => Some(f.round() as i128),
+        Value::Float(_) | Value::String(_) => None,
+        Value::Bool(b) => Some(i128::from(*b)),
+        Value::Int(i) => Some(i128::from(*i)),
+        Value::UInt(u) => Some(i128::from(*u)),
     }
 }
 
@@ -438,6 +458,14 @@ mod tests {
             ..Layout::new(Encoding::String)
         };
         assert!(text.encode(&Value::String("abc".into())).is_err());
+    }
+
+    #[test]
+    fn integer_encodings_round_scaled_floats() {
+        assert_eq!(Layout::new(Encoding::U16).encode(&Value::Float(123.4)).unwrap(), vec![123]);
+        assert_eq!(Layout::new(Encoding::I16).encode(&Value::Float(-2.5)).unwrap(), vec![(-3i16) as u16]);
+        assert!(Layout::new(Encoding::U16).encode(&Value::Float(-0.6)).is_err());
+        assert!(Layout::new(Encoding::I32).encode(&Value::Float(f64::NAN)).is_err());
     }
 
     #[test]

@@ -1,0 +1,555 @@
+//! The poll loop of one Modbus connection: schedule, request, decode, isolate failures, write.
+//!
+//! One task per connection keeps exactly one request in flight. Each device's bindings form poll
+//! groups (one per poll interval) of planned blocks. The loop connects (exponential backoff with
+//! jitter after failures), then repeatedly runs the group that is due next, applying each group's
+//! readings to the twin in one batch. Writes queue on a bounded channel and go before the next read.
+//!
+//! Failure handling, per outcome of a request:
+//! - **answer**: values decoded and applied; the device's timeout streak ends (a demoted device
+//!   is promoted again).
+//! - **exception 02/03** (illegal data address/value, Modbus Application Protocol §7): the block is
+//!   split and the halves retried until each part works or is a single binding; the parts that
+//!   work replace the block in the plan (the learned limit), a single binding that still fails goes
+//!   bad with `ConfigurationError`; everything else keeps working.
+//! - **other exceptions**: the block's properties go bad (`CommunicationFailure`).
+//! - **timeout**: the context is dropped (a late reply would otherwise be taken as the answer to
+//!   the next request) and rebuilt at once; with a fresh streak the block is retried `retries`
+//!   times, then its properties go bad and the device's other blocks in this cycle are skipped,
+//!   so a dead device costs the others one timeout per cycle. After `demote_after` consecutive
+//!   timeouts the device is polled only every `demoted_poll` until it answers.
+//! - **transport error / connection refused**: every property of the source goes bad
+//!   (`CommunicationFailure`), last values kept; reconnect with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_modbus::client::{Context, Reader, Writer};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::{ExceptionCode, Slave};
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::Backoff;
+use crate::sources::modbus::codec::{CodecError, Encoding};
+use crate::sources::modbus::config::{ModbusSourceConfig, RegisterTable};
+use crate::sources::modbus::plan::{self, Block, Point};
+use crate::sources::modbus::transport::Transport;
+use crate::telemetry::metrics::{DeviceMetrics, SourceMetrics};
+use crate::sources::WriteError;
+use crate::twin::{PropertyId, QualityReason, Reading, Twin, Value};
+
+/// Queued writes per Modbus connection before `write` waits.
+pub const WRITE_QUEUE_CAPACITY: usize = 64;
+
+/// Bindings of one device polled at one interval.
+#[derive(Debug)]
+pub(crate) struct PollGroup {
+    pub interval: Duration,
+    pub blocks: Vec<Block>,
+    pub next_due: Instant,
+}
+
+/// One device (unit id) behind the connection.
+#[derive(Debug)]
+pub(crate) struct Device {
+    pub id: String,
+    pub unit_id: u8,
+    pub groups: Vec<PollGroup>,
+    pub timeout_streak: u32,
+    pub demoted: bool,
+    pub metrics: DeviceMetrics,
+}
+
+/// Where a writable property lives.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteTarget {
+    pub device: usize,
+    pub group: usize,
+    pub table: RegisterTable,
+    pub point: Point,
+    pub scaling: crate::twin::model::Scaling,
+}
+
+/// A write of an engineering value to one property, answered on `reply`.
+#[derive(Debug)]
+pub struct WriteRequest {
+    /// The property.
+    pub property: PropertyId,
+    /// The value in engineering units.
+    pub value: Value,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<(), WriteError>>,
+}
+
+/// Sends writes to a running Modbus source. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ModbusWriter {
+    tx: mpsc::Sender<WriteRequest>,
+}
+
+impl ModbusWriter {
+    /// Writes `value` (engineering units) to `property`: inverse scaling, encoding, then function
+    /// code 5 (coil), 6 (one register), 16 (several registers) or 22 (mask write, for a bit of a
+    /// register; Modbus Application Protocol §6.16). Waits for the device's answer.
+    ///
+    /// Errors: see [`WriteError`].
+    pub async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(WriteRequest {
+                property,
+                value,
+                reply,
+            })
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        answer.await.map_err(|_| WriteError::Closed)?
+    }
+}
+
+/// A creator for the writer side and the receiver the poller drains.
+pub(crate) fn write_channel() -> (ModbusWriter, mpsc::Receiver<WriteRequest>) {
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+    (ModbusWriter { tx }, rx)
+}
+
+enum Failure {
+    Exception(ExceptionCode),
+    Timeout,
+    Transport(String),
+    Disconnected,
+}
+
+enum Data {
+    Words(Vec<u16>),
+    Bits(Vec<bool>),
+}
+
+/// The running form of one `[[sources.modbus]]`.
+pub(crate) struct Poller {
+    pub id: String,
+    pub transport: Transport,
+    pub config: ModbusSourceConfig,
+    pub devices: Vec<Device>,
+    pub writes: std::collections::HashMap<PropertyId, WriteTarget>,
+    pub all_properties: Vec<PropertyId>,
+    pub twin: Arc<Twin>,
+    pub metrics: SourceMetrics,
+    pub ctx: Option<Context>,
+    pub backoff: Backoff,
+    pub ever_connected: bool,
+    pub link_up: bool,
+}
+
+fn exception_kind(code: ExceptionCode) -> &'static str {
+    match code {
+        ExceptionCode::IllegalFunction => "illegal_function",
+        ExceptionCode::IllegalDataAddress => "illegal_data_address",
+        ExceptionCode::IllegalDataValue => "illegal_data_value",
+        ExceptionCode::ServerDeviceFailure => "server_device_failure",
+        ExceptionCode::Acknowledge => "acknowledge",
+        ExceptionCode::ServerDeviceBusy => "server_device_busy",
+        ExceptionCode::MemoryParityError => "memory_parity_error",
+        ExceptionCode::GatewayPathUnavailable => "gateway_path_unavailable",
+        ExceptionCode::GatewayTargetDevice => "gateway_target_device_failed_to_respond",
+        ExceptionCode::Custom(_) => "other_exception",
+    }
+}
+
+impl Poller {
+    /// Runs until `token` is cancelled.
+    pub async fn run(mut self, token: CancellationToken, mut writes: mpsc::Receiver<WriteRequest>) -> anyhow::Result<()> {
+        let gap = self.config.request_delay.max(self.transport.frame_gap());
+        loop {
+            if self.ctx.is_none() && !self.connect_or_wait(&token).await {
+                return Ok(());
+            }
+            let (device, group, due) = self.next_due();
+            tokio::select! {
+                biased;
+                () = token.cancelled() => return Ok(()),
+                Some(request) = writes.recv() => {
+                    let outcome = self.write(&request).await;
+                    if let Err(error) = &outcome {
+                        tracing::warn!(source = %self.id, property = %self.twin.model().property(request.property).path, %error, "Write failed");
+                    }
+                    let _ = request.reply.send(outcome);
+                }
+                () = sleep_until(due) => {
+                    self.poll_group(device, group).await;
+                    let interval = self.effective_interval(device, group);
+                    let entry = &mut self.devices[device].groups[group];
+                    entry.next_due = (entry.next_due + interval).max(Instant::now());
+                }
+            }
+            if !gap.is_zero() {
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    () = sleep(gap) => {}
+                }
+            }
+        }
+    }
+
+    fn effective_interval(&self, device: usize, group: usize) -> Duration {
+        let interval = self.devices[device].groups[group].interval;
+        if self.devices[device].demoted {
+            interval.max(self.config.demoted_poll)
+        } else {
+            interval
+        }
+    }
+
+    fn next_due(&self) -> (usize, usize, Instant) {
+        let mut best = (0, 0, Instant::now() + Duration::from_secs(3600));
+        for (d, device) in self.devices.iter().enumerate() {
+            for (g, group) in device.groups.iter().enumerate() {
+                if group.next_due < best.2 {
+                    best = (d, g, group.next_due);
+                }
+            }
+        }
+        best
+    }
+
+    /// Connects, or marks everything bad and waits out the backoff. `false` when cancelled.
+    async fn connect_or_wait(&mut self, token: &CancellationToken) -> bool {
+        let attempt = tokio::select! {
+            () = token.cancelled() => return false,
+            attempt = timeout(self.config.timeout.max(Duration::from_secs(1)), self.transport.connect()) => attempt,
+        };
+        let error = match attempt {
+            Ok(Ok(ctx)) => {
+                self.ctx = Some(ctx);
+                self.backoff.reset();
+                self.metrics.connected.set(1);
+                if self.ever_connected && !self.link_up {
+                    self.metrics.reconnects.inc();
+                    tracing::info!(source = %self.id, transport = %self.transport, "Reconnected");
+                } else if !self.ever_connected {
+                    tracing::info!(source = %self.id, transport = %self.transport, "Connected");
+                }
+                self.ever_connected = true;
+                self.link_up = true;
+                return true;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "connect timed out".to_owned(),
+        };
+        self.metrics.connected.set(0);
+        let delay = self.backoff.next_delay();
+        if self.link_up || !self.ever_connected {
+            tracing::warn!(source = %self.id, transport = %self.transport, %error, retry_in = ?delay, "Connection failed");
+        } else {
+            tracing::debug!(source = %self.id, %error, retry_in = ?delay, "Connection still failing");
+        }
+        self.link_up = false;
+        self.ever_connected = true;
+        for device in &self.devices {
+            device.metrics.error("connection");
+        }
+        self.mark_all(QualityReason::CommunicationFailure);
+        tokio::select! {
+            () = token.cancelled() => false,
+            () = sleep(delay) => true,
+        }
+    }
+
+    fn mark_all(&self, reason: QualityReason) {
+        let readings: Vec<_> = self
+            .all_properties
+            .iter()
+            .map(|id| Reading::failed(*id, reason))
+            .collect();
+        self.twin.apply(&readings);
+    }
+
+    fn lose_connection(&mut self, error: &str) {
+        tracing::warn!(source = %self.id, %error, "Connection lost");
+        self.ctx = None;
+        self.link_up = false;
+        self.metrics.connected.set(0);
+        self.mark_all(QualityReason::CommunicationFailure);
+    }
+
+    async fn poll_group(&mut self, d: usize, g: usize) {
+        let mut readings = Vec::new();
+        let mut i = 0;
+        let mut skip_rest = false;
+        while i < self.devices[d].groups[g].blocks.len() {
+            let block = self.devices[d].groups[g].blocks[i].clone();
+            if skip_rest || self.ctx.is_none() {
+                fail_block(&block, QualityReason::CommunicationFailure, &mut readings);
+                i += 1;
+                continue;
+            }
+            let mut pending = vec![block.clone()];
+            let mut working: Vec<Block> = Vec::new();
+            while let Some(part) = pending.pop() {
+                match self.read(d, &part).await {
+                    Ok(data) => {
+                        decode_block(&part, &data, &mut readings, &self.id);
+                        working.push(part);
+                    }
+                    Err(Failure::Exception(
+                        code @ (ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue),
+                    )) => match plan::split(&part) {
+                        Some((left, right)) => {
+                            pending.push(right);
+                            pending.push(left);
+                        }
+                        None => {
+                            let point = &part.points[0];
+                            tracing::warn!(
+                                source = %self.id,
+                                device = %self.devices[d].id,
+                                property = %self.twin.model().property(point.property).path,
+                                table = part.table.as_str(),
+                                address = point.address,
+                                exception = exception_kind(code),
+                                "Device rejects this binding's address; check the register map"
+                            );
+                            fail_block(&part, QualityReason::ConfigurationError, &mut readings);
+                            working.push(part);
+                        }
+                    },
+                    Err(Failure::Exception(code)) => {
+                        tracing::warn!(source = %self.id, device = %self.devices[d].id, exception = exception_kind(code), "Device answered with an exception");
+                        fail_block(&part, QualityReason::CommunicationFailure, &mut readings);
+                        working.push(part);
+                    }
+                    Err(Failure::Timeout) => {
+                        fail_block(&part, QualityReason::CommunicationFailure, &mut readings);
+                        for rest in pending.drain(..) {
+                            fail_block(&rest, QualityReason::CommunicationFailure, &mut readings);
+                            working.push(rest);
+                        }
+                        working.push(part);
+                        skip_rest = true;
+                    }
+                    Err(Failure::Transport(error)) => {
+                        self.lose_connection(&error);
+                        fail_block(&part, QualityReason::CommunicationFailure, &mut readings);
+                        working.push(part);
+                        working.append(&mut pending);
+                        skip_rest = true;
+                    }
+                    Err(Failure::Disconnected) => {
+                        fail_block(&part, QualityReason::CommunicationFailure, &mut readings);
+                        working.push(part);
+                        working.append(&mut pending);
+                        skip_rest = true;
+                    }
+                }
+            }
+            if working.len() > 1 {
+                working.sort_by_key(|b| b.start);
+                let largest = working.iter().map(|b| b.count).max().unwrap_or(0);
+                tracing::info!(
+                    source = %self.id,
+                    device = %self.devices[d].id,
+                    table = block.table.as_str(),
+                    start = block.start,
+                    rejected = block.count,
+                    parts = working.len(),
+                    largest_part = largest,
+                    "Device rejected a block read; split it and will keep the split"
+                );
+                let count = working.len();
+                let blocks = &mut self.devices[d].groups[g].blocks;
+                blocks.splice(i..=i, working);
+                i += count;
+            } else {
+                i += 1;
+            }
+        }
+        self.twin.apply(&readings);
+    }
+
+    /// One read with timeout and retries. Updates the device's streak and metrics.
+    async fn read(&mut self, d: usize, block: &Block) -> Result<Data, Failure> {
+        let attempts = if self.devices[d].timeout_streak == 0 {
+            1 + self.config.retries
+        } else {
+            1
+        };
+        for attempt in 0..attempts {
+            let Some(ctx) = self.ctx.as_mut() else {
+                return Err(Failure::Disconnected);
+            };
+            ctx.set_slave(Slave(self.devices[d].unit_id));
+            let device = &self.devices[d];
+            device.metrics.requests.inc();
+            let started = Instant::now();
+            let result = timeout(self.config.timeout, read_block(ctx, block)).await;
+            match result {
+                Ok(Ok(Ok(data))) => {
+                    device.metrics.duration.observe(started.elapsed().as_secs_f64());
+                    self.answered(d);
+                    return Ok(data);
+                }
+                Ok(Ok(Err(code))) => {
+                    device.metrics.duration.observe(started.elapsed().as_secs_f64());
+                    device.metrics.error(exception_kind(code));
+                    self.answered(d);
+                    return Err(Failure::Exception(code));
+                }
+                Ok(Err(error)) => {
+                    device.metrics.error("transport");
+                    return Err(Failure::Transport(error.to_string()));
+                }
+                Err(_) => {
+                    device.metrics.error("timeout");
+                    // A late reply must not be read as the answer to the next request.
+                    self.ctx = None;
+                    if attempt + 1 < attempts {
+                        match timeout(self.config.timeout.max(Duration::from_secs(1)), self.transport.connect()).await {
+                            Ok(Ok(ctx)) => self.ctx = Some(ctx),
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+        self.timed_out(d);
+        Err(Failure::Timeout)
+    }
+
+    fn answered(&mut self, d: usize) {
+        let device = &mut self.devices[d];
+        device.timeout_streak = 0;
+        if device.demoted {
+            device.demoted = false;
+            device.metrics.demoted.set(0);
+            tracing::info!(source = %self.id, device = %device.id, "Device answers again; back to its normal poll interval");
+        }
+    }
+
+    fn timed_out(&mut self, d: usize) {
+        let demote_after = self.config.demote_after;
+        let demoted_poll = self.config.demoted_poll;
+        let device = &mut self.devices[d];
+        device.timeout_streak += 1;
+        tracing::debug!(source = %self.id, device = %device.id, streak = device.timeout_streak, "Request timed out");
+        if !device.demoted && device.timeout_streak >= demote_after {
+            device.demoted = true;
+            device.metrics.demotions.inc();
+            device.metrics.demoted.set(1);
+            tracing::warn!(
+                source = %self.id,
+                device = %device.id,
+                timeouts = device.timeout_streak,
+                poll = ?demoted_poll,
+                "Device demoted after consecutive timeouts; polling it less often until it answers"
+            );
+        }
+    }
+
+    async fn write(&mut self, request: &WriteRequest) -> Result<(), WriteError> {
+        let target = self.writes.get(&request.property).cloned().ok_or(WriteError::NotBound)?;
+        if !target.table.is_writable() {
+            return Err(WriteError::NotWritable(target.table.as_str()));
+        }
+        let raw = target.scaling.to_raw(&request.value);
+        let layout = target.point.layout;
+        let address = target.point.address;
+        let unit = self.devices[target.device].unit_id;
+        let ctx = self.ctx.as_mut().ok_or(WriteError::Disconnected)?;
+        ctx.set_slave(Slave(unit));
+        self.devices[target.device].metrics.requests.inc();
+        let sent = match (target.table, layout.encoding) {
+            (RegisterTable::Coil, _) => {
+                let on = raw.as_bool().ok_or_else(|| CodecError::Unrepresentable {
+                    value: raw.to_string(),
+                    encoding: "bool",
+                })?;
+                timeout(self.config.timeout, ctx.write_single_coil(address, on)).await
+            }
+            (_, Encoding::Bit) => {
+                let words = layout.encode(&raw)?;
+                let mask = 1u16 << layout.bit;
+                timeout(self.config.timeout, ctx.masked_write_register(address, !mask, words[0])).await
+            }
+            _ => {
+                let words = layout.encode(&raw)?;
+                if words.len() == 1 {
+                    timeout(self.config.timeout, ctx.write_single_register(address, words[0])).await
+                } else {
+                    timeout(self.config.timeout, ctx.write_multiple_registers(address, &words)).await
+                }
+            }
+        };
+        match sent {
+            Ok(Ok(Ok(()))) => {
+                tracing::info!(source = %self.id, property = %self.twin.model().property(request.property).path, value = %request.value, "Wrote value");
+                // Read it back on the next turn so the twin shows what the device holds.
+                self.devices[target.device].groups[target.group].next_due = Instant::now();
+                Ok(())
+            }
+            Ok(Ok(Err(code))) => Err(WriteError::Exception(exception_kind(code).to_owned())),
+            Ok(Err(error)) => {
+                let message = error.to_string();
+                self.lose_connection(&message);
+                Err(WriteError::Disconnected)
+            }
+            Err(_) => {
+                self.ctx = None;
+                Err(WriteError::Timeout)
+            }
+        }
+    }
+}
+
+async fn read_block(ctx: &mut Context, block: &Block) -> tokio_modbus::Result<Data> {
+    Ok(match block.table {
+        RegisterTable::Holding => ctx
+            .read_holding_registers(block.start, block.count)
+            .await?
+            .map(Data::Words),
+        RegisterTable::Input => ctx
+            .read_input_registers(block.start, block.count)
+            .await?
+            .map(Data::Words),
+        RegisterTable::Coil => ctx.read_coils(block.start, block.count).await?.map(Data::Bits),
+        RegisterTable::Discrete => ctx
+            .read_discrete_inputs(block.start, block.count)
+            .await?
+            .map(Data::Bits),
+    })
+}
+
+fn fail_block(block: &Block, reason: QualityReason, readings: &mut Vec<Reading>) {
+    readings.extend(block.points.iter().map(|p| Reading::failed(p.property, reason)));
+}
+
+fn decode_block(block: &Block, data: &Data, readings: &mut Vec<Reading>, source: &str) {
+    for point in &block.points {
+        let offset = usize::from(point.address - block.start);
+        let outcome = match data {
+            Data::Words(words) => words
+                .get(offset..offset + usize::from(point.width))
+                .ok_or(CodecError::Length {
+                    expected: offset + usize::from(point.width),
+                    got: words.len(),
+                })
+                .and_then(|slice| point.layout.decode(slice)),
+            Data::Bits(bits) => bits.get(offset).map(|b| Value::Bool(*b)).ok_or(CodecError::Length {
+                expected: offset + 1,
+                got: bits.len(),
+            }),
+        };
+        readings.push(match outcome {
+            Ok(value) => Reading::value(point.property, value, None),
+            Err(error) => {
+                tracing::warn!(%source, address = point.address, %error, "Cannot decode reply");
+                let reason = match error {
+                    CodecError::Utf8 => QualityReason::ConfigurationError,
+                    _ => QualityReason::CommunicationFailure,
+                };
+                Reading::failed(point.property, reason)
+            }
+        });
+    }
+}

@@ -1,0 +1,178 @@
+//! Metrics: one registry, families with bounded label sets, exposed in Prometheus text format.
+//!
+//! Label values come from the configuration (source and device ids) or from fixed enums (error
+//! kinds), never from data, so every family has a bounded number of series.
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-source series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Source id from the config.
+    pub source: String,
+}
+
+/// Labels of per-device series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    /// Source id from the config.
+    pub source: String,
+    /// Device id from the config.
+    pub device: String,
+}
+
+/// Labels of per-device error series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Source id from the config.
+    pub source: String,
+    /// Device id from the config.
+    pub device: String,
+    /// Error kind: a fixed, lowercase name (`timeout`, `illegal_data_address`, `connection`, ...).
+    pub kind: String,
+}
+
+fn rtt_histogram() -> Histogram {
+    // 100 µs … ~1.6 s in doublings.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+/// Modbus metric families.
+#[derive(Debug, Clone)]
+pub struct ModbusMetrics {
+    requests: Family<DeviceLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Family<DeviceLabels, Histogram, fn() -> Histogram>,
+    demotions: Family<DeviceLabels, Counter>,
+    demoted: Family<DeviceLabels, Gauge>,
+    reconnects: Family<SourceLabels, Counter>,
+    connected: Family<SourceLabels, Gauge>,
+}
+
+/// Every metric of the daemon.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    /// Modbus sources.
+    pub modbus: ModbusMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("twinloom");
+        let modbus = ModbusMetrics {
+            requests: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(rtt_histogram),
+            demotions: Family::default(),
+            demoted: Family::default(),
+            reconnects: Family::default(),
+            connected: Family::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("modbus");
+        sub.register("requests", "Modbus requests sent", modbus.requests.clone());
+        sub.register("errors", "Modbus requests that failed, by kind", modbus.errors.clone());
+        sub.register(
+            "request_duration_seconds",
+            "Round-trip time of answered Modbus requests",
+            modbus.duration.clone(),
+        );
+        sub.register("demotions", "Times a device was demoted after consecutive timeouts", modbus.demotions.clone());
+        sub.register("device_demoted", "1 while a device is demoted", modbus.demoted.clone());
+        sub.register("reconnects", "Connections re-established after a failure", modbus.reconnects.clone());
+        sub.register("connected", "1 while the source's connection is up", modbus.connected.clone());
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            modbus,
+        }
+    }
+
+    /// Everything in Prometheus text exposition format (with the OpenMetrics `# EOF` trailer).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// Pre-resolved per-device handles: the hot path only touches atomics.
+#[derive(Debug, Clone)]
+pub struct DeviceMetrics {
+    labels: DeviceLabels,
+    errors: Family<ErrorLabels, Counter>,
+    /// Requests sent.
+    pub requests: Counter,
+    /// Round trips of answered requests, seconds.
+    pub duration: Histogram,
+    /// Demotions.
+    pub demotions: Counter,
+    /// 1 while demoted.
+    pub demoted: Gauge,
+}
+
+impl DeviceMetrics {
+    /// Counts one error of `kind` (a fixed lowercase name).
+    pub fn error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                source: self.labels.source.clone(),
+                device: self.labels.device.clone(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Pre-resolved per-source handles.
+#[derive(Debug, Clone)]
+pub struct SourceMetrics {
+    /// Reconnects after a failure.
+    pub reconnects: Counter,
+    /// 1 while connected.
+    pub connected: Gauge,
+}
+
+impl ModbusMetrics {
+    /// Handles for one device.
+    pub fn device(&self, source: &str, device: &str) -> DeviceMetrics {
+        let labels = DeviceLabels {
+            source: source.to_owned(),
+            device: device.to_owned(),
+        };
+        DeviceMetrics {
+            requests: self.requests.get_or_create(&labels).clone(),
+            duration: self.duration.get_or_create(&labels).clone(),
+            demotions: self.demotions.get_or_create(&labels).clone(),
+            demoted: self.demoted.get_or_create(&labels).clone(),
+            errors: self.errors.clone(),
+            labels,
+        }
+    }
+
+    /// Handles for one source.
+    pub fn source(&self, source: &str) -> SourceMetrics {
+        let labels = SourceLabels {
+            source: source.to_owned(),
+        };
+        SourceMetrics {
+            reconnects: self.reconnects.get_or_create(&labels).clone(),
+            connected: self.connected.get_or_create(&labels).clone(),
+        }
+    }
+}

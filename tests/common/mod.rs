@@ -1,0 +1,80 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use twinloom::app::{self, Handles};
+use twinloom::config::{self, Config};
+use twinloom::twin::{PropertyId, Sample};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Parses a config text (panics with every diagnostic when invalid).
+pub fn config(text: &str) -> Config {
+    config::parse(Path::new("test.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts the daemon's components for `config` on the current runtime.
+pub fn start(config: &Config) -> Handles {
+    app::start(config).expect("daemon starts")
+}
+
+/// The property at `path`.
+pub fn property(handles: &Handles, path: &str) -> PropertyId {
+    handles
+        .twin
+        .model()
+        .property_by_path(path)
+        .unwrap_or_else(|| panic!("no property {path}"))
+}
+
+/// Waits until `check` holds for the property's sample, polling every 10 ms, at most `limit`.
+/// Returns the sample that satisfied it; panics with the last sample otherwise.
+pub async fn wait_for(
+    handles: &Handles,
+    property: PropertyId,
+    limit: Duration,
+    check: impl Fn(&Sample) -> bool,
+) -> Sample {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let sample = handles.twin.sample(property);
+        if check(&sample) {
+            return sample;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "{} did not reach the expected state within {limit:?}; last: {sample:?}",
+                handles.twin.model().property(property).path
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of a counter or gauge series in the metrics text, 0 when absent.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The Python interpreter of the test virtualenv (`.venv`, made by `tests/run.sh`).
+pub fn python() -> PathBuf {
+    if let Ok(path) = std::env::var("TWINLOOM_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let venv = repo().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run `bash tests/run.sh` (it creates the virtualenv with pymodbus and asyncua)",
+        venv.display()
+    );
+    venv
+}

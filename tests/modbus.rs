@@ -1,0 +1,433 @@
+//! Modbus source end to end: real Modbus TCP and RTU-over-TCP over loopback against the
+//! in-process tokio-modbus server of `twinloom-sim`, and against pymodbus (an independent
+//! implementation).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{config, metric, property, start, wait_for};
+use twinloom::twin::{Quality, QualityReason, Value};
+use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+
+const LOOPBACK: &str = "127.0.0.1:0";
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn server(framing: Framing, devices: &[(u8, &Arc<SimDevice>)]) -> ModbusServer {
+    let map: HashMap<u8, Arc<SimDevice>> = devices.iter().map(|(unit, d)| (*unit, Arc::clone(d))).collect();
+    ModbusServer::bind(LOOPBACK.parse().unwrap(), framing, map).await.unwrap()
+}
+
+const PROBE_TYPE: &str = r#"
+[[types]]
+name = "Probe"
+properties = [
+  { name = "i16", data_type = "integer" },
+  { name = "u16", data_type = "unsigned" },
+  { name = "i32_abcd", data_type = "integer" },
+  { name = "u32_badc", data_type = "unsigned" },
+  { name = "f32_cdab", data_type = "float" },
+  { name = "f32_dcba", data_type = "float" },
+  { name = "u64_cdab", data_type = "unsigned" },
+  { name = "i64_abcd", data_type = "integer" },
+  { name = "f64_dcba", data_type = "float" },
+  { name = "bit3", data_type = "bool" },
+  { name = "text", data_type = "string" },
+  { name = "coil5", data_type = "bool" },
+  { name = "discrete7", data_type = "bool" },
+  { name = "scaled", data_type = "float", unit = "CEL" },
+]
+"#;
+
+const PROBE_BINDINGS: &str = r#"
+[assets.bindings]
+i16 = { table = "holding", address = 0, encoding = "i16" }
+u16 = { table = "holding", address = 1, encoding = "u16" }
+i32_abcd = { table = "holding", address = 2, encoding = "i32", order = "ABCD" }
+u32_badc = { table = "holding", address = 4, encoding = "u32", order = "BADC" }
+f32_cdab = { table = "holding", address = 6, encoding = "f32", order = "CDAB" }
+f32_dcba = { table = "holding", address = 8, encoding = "f32", order = "DCBA" }
+u64_cdab = { table = "holding", address = 10, encoding = "u64", order = "CDAB" }
+i64_abcd = { table = "holding", address = 14, encoding = "i64" }
+f64_dcba = { table = "holding", address = 18, encoding = "f64", order = "DCBA" }
+bit3 = { table = "holding", address = 22, encoding = "bit", bit = 3 }
+text = { table = "holding", address = 23, encoding = "string", length = 3 }
+coil5 = { table = "coil", address = 5 }
+discrete7 = { table = "discrete", address = 7 }
+scaled = { table = "input", address = 100, scale = 0.1, offset = -20 }
+"#;
+
+/// Register images written by hand from the byte-order table in the codec's docs.
+fn load_probe_image(device: &SimDevice, salt: u16) {
+    device.set_holding(0, &[0xFF9C, 0xFF9C, 0xFFFF, 0xFFFE, 0x0100, 0x0000]);
+    device.set_holding(6, &[0xE979, 0x42F6, 0x79E9, 0xF642]);
+    device.set_holding(10, &[0x0708, 0x0506, 0x0304, 0x0102]);
+    device.set_holding(14, &[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFD]);
+    device.set_holding(18, &[0x182D, 0x4454, 0xFB21, 0x0940]);
+    device.set_holding(22, &[0b1000, 0x4142, 0x4300, 0x0000]);
+    device.set_coil(5, true);
+    device.set_discrete(7, true);
+    device.set_input(100, &[856 + salt]);
+}
+
+fn expected_probe(salt: u16) -> Vec<(&'static str, Value)> {
+    vec![
+        ("i16", Value::Int(-100)),
+        ("u16", Value::UInt(65_436)),
+        ("i32_abcd", Value::Int(-2)),
+        ("u32_badc", Value::UInt(65_536)),
+        ("f32_cdab", Value::Float(f64::from(123.456f32))),
+        ("f32_dcba", Value::Float(f64::from(123.456f32))),
+        ("u64_cdab", Value::UInt(0x0102_0304_0506_0708)),
+        ("i64_abcd", Value::Int(-3)),
+        ("f64_dcba", Value::Float(std::f64::consts::PI)),
+        ("bit3", Value::Bool(true)),
+        ("text", Value::String("ABC".into())),
+        ("coil5", Value::Bool(true)),
+        ("discrete7", Value::Bool(true)),
+        ("scaled", Value::Float(f64::from(856 + salt) * 0.1 - 20.0)),
+    ]
+}
+
+async fn assert_probe(handles: &twinloom::app::Handles, asset: &str, salt: u16) {
+    for (name, value) in expected_probe(salt) {
+        let id = property(handles, &format!("{asset}/{name}"));
+        let sample = wait_for(handles, id, WAIT, |s| s.quality.is_good()).await;
+        match (&sample.value, &value) {
+            (Some(Value::Float(got)), Value::Float(want)) => {
+                assert!((got - want).abs() < 1e-9, "{asset}/{name}: {got} != {want}")
+            }
+            (got, want) => assert_eq!(got.as_ref(), Some(want), "{asset}/{name}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_every_encoding_and_order_over_modbus_tcp() {
+    let device = SimDevice::new();
+    load_probe_image(&device, 0);
+    let server = server(Framing::Tcp, &[(1, &device)]).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{}"
+poll = "50ms"
+{PROBE_TYPE}
+[[assets]]
+path = "site/probe"
+type = "Probe"
+source = "plc"
+{PROBE_BINDINGS}"#,
+        server.addr()
+    ));
+    let handles = start(&config);
+    assert_probe(&handles, "site/probe", 0).await;
+    // One holding block, one coil, one discrete and one input read per poll: requests grow in
+    // steps of 4 (the plan joined 26 holding registers into a single read).
+    let metrics = handles.metrics.encode();
+    let requests = metric(&metrics, r#"twinloom_modbus_requests_total{source="plc",device="plc"}"#);
+    assert!(requests >= 4.0, "{metrics}");
+    assert_eq!(device.requests() % 4, 0, "requests arrive in whole poll cycles of 4 reads");
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_over_tcp_gateway_routes_by_unit_id() {
+    let (a, b) = (SimDevice::new(), SimDevice::new());
+    load_probe_image(&a, 10);
+    load_probe_image(&b, 20);
+    let gateway = server(Framing::RtuOverTcp, &[(7, &a), (9, &b)]).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "gw"
+rtu_over_tcp = "{}"
+poll = "50ms"
+devices = [{{ id = "a", unit_id = 7 }}, {{ id = "b", unit_id = 9 }}]
+{PROBE_TYPE}
+[[assets]]
+path = "site/a"
+type = "Probe"
+source = "gw"
+device = "a"
+{PROBE_BINDINGS}
+[[assets]]
+path = "site/b"
+type = "Probe"
+source = "gw"
+device = "b"
+{PROBE_BINDINGS}"#,
+        gateway.addr()
+    ));
+    let handles = start(&config);
+    assert_probe(&handles, "site/a", 10).await;
+    assert_probe(&handles, "site/b", 20).await;
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+fn simple_config(addr: SocketAddr, extra: &str) -> twinloom::config::Config {
+    config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "50ms"
+timeout = "200ms"
+backoff_min = "50ms"
+backoff_max = "500ms"
+{extra}
+
+[[types]]
+name = "Meter"
+properties = [{{ name = "power", data_type = "float", unit = "kW" }}]
+
+[[assets]]
+path = "site/meter"
+type = "Meter"
+source = "plc"
+bindings.power = {{ table = "holding", address = 0, encoding = "f32" }}
+"#
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_after_the_device_restarts_without_restarting_the_daemon() {
+    let device = SimDevice::new();
+    device.set_holding(0, &[0x4120, 0x0000]); // 10.0
+    let first = server(Framing::Tcp, &[(1, &device)]).await;
+    let addr = first.addr();
+    let handles = start(&simple_config(addr, ""));
+    let power = property(&handles, "site/meter/power");
+    let good = wait_for(&handles, power, WAIT, |s| s.quality.is_good()).await;
+    assert_eq!(good.value, Some(Value::Float(10.0)));
+
+    first.stop().await;
+    let bad = wait_for(&handles, power, WAIT, |s| !s.quality.is_good()).await;
+    assert_eq!(bad.quality, Quality::bad(QualityReason::CommunicationFailure));
+    // The last value and its source timestamp are kept.
+    assert_eq!(bad.value, Some(Value::Float(10.0)));
+    assert_eq!(bad.source_time, good.source_time);
+
+    // Same port, new value: the source reconnects on its own.
+    device.set_holding(0, &[0x41A0, 0x0000]); // 20.0
+    let restarted_at = tokio::time::Instant::now();
+    let _second = server_on(addr, &device).await;
+    let back = wait_for(&handles, power, WAIT, |s| s.quality.is_good()).await;
+    let took = restarted_at.elapsed();
+    assert_eq!(back.value, Some(Value::Float(20.0)));
+    // Within the backoff maximum (500 ms) plus one connect and one poll.
+    assert!(took < Duration::from_millis(500 + 200 + 50 + 250), "recovery took {took:?}");
+    let metrics = handles.metrics.encode();
+    assert!(metric(&metrics, r#"twinloom_modbus_reconnects_total{source="plc"}"#) >= 1.0, "{metrics}");
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+async fn server_on(addr: SocketAddr, device: &Arc<SimDevice>) -> ModbusServer {
+    let map = HashMap::from([(1u8, Arc::clone(device))]);
+    ModbusServer::bind(addr, Framing::Tcp, map).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_device_is_isolated_demoted_and_promoted_again() {
+    let (alive, silent) = (SimDevice::new(), SimDevice::new());
+    alive.set_holding(0, &[1]);
+    silent.set_holding(0, &[2]);
+    let gateway = server(Framing::RtuOverTcp, &[(1, &alive), (2, &silent)]).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "bus"
+rtu_over_tcp = "{}"
+poll = "50ms"
+timeout = "100ms"
+retries = 1
+demote_after = 3
+demoted_poll = "1s"
+devices = [{{ id = "alive", unit_id = 1 }}, {{ id = "silent", unit_id = 2 }}]
+
+[[types]]
+name = "Counter"
+properties = [{{ name = "count", data_type = "unsigned" }}]
+
+[[assets]]
+path = "site/alive"
+type = "Counter"
+source = "bus"
+device = "alive"
+bindings.count = {{ table = "holding", address = 0 }}
+
+[[assets]]
+path = "site/silent"
+type = "Counter"
+source = "bus"
+device = "silent"
+bindings.count = {{ table = "holding", address = 0 }}
+"#,
+        gateway.addr()
+    ));
+    let handles = start(&config);
+    let (alive_count, silent_count) = (property(&handles, "site/alive/count"), property(&handles, "site/silent/count"));
+    wait_for(&handles, silent_count, WAIT, |s| s.value == Some(Value::UInt(2))).await;
+
+    silent.behave(|b| b.silent = true);
+    let bad = wait_for(&handles, silent_count, WAIT, |s| !s.quality.is_good()).await;
+    assert_eq!(bad.quality, Quality::bad(QualityReason::CommunicationFailure));
+    assert_eq!(bad.value, Some(Value::UInt(2)));
+
+    // While the silent device times out, the live one stays good and follows changes: each
+    // poll cycle costs it at most one timeout (100 ms).
+    for value in 10..15u16 {
+        alive.set_holding(0, &[value]);
+        let changed_at = tokio::time::Instant::now();
+        wait_for(&handles, alive_count, WAIT, |s| s.value == Some(Value::UInt(u64::from(value)))).await;
+        let took = changed_at.elapsed();
+        assert!(took < Duration::from_millis(50 + 100 + 100 + 400), "change {value} took {took:?}");
+    }
+
+    let demoted = r#"twinloom_modbus_device_demoted{source="bus",device="silent"}"#;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&handles.metrics.encode(), demoted) != 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never demoted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Demoted: polled once per second while the live device is polled every 50 ms.
+    let (alive_before, silent_before) = (alive.requests(), silent.requests());
+    while alive.requests() < alive_before + 20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let silent_delta = silent.requests() - silent_before;
+    assert!(silent_delta <= 3, "demoted device got {silent_delta} requests while the live one got 20");
+    assert!(handles.twin.sample(alive_count).quality.is_good());
+
+    // It answers again: good, and promoted back.
+    silent.set_holding(0, &[3]);
+    silent.behave(|b| b.silent = false);
+    wait_for(&handles, silent_count, WAIT, |s| s.quality.is_good() && s.value == Some(Value::UInt(3))).await;
+    let metrics = handles.metrics.encode();
+    assert_eq!(metric(&metrics, demoted), 0.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"twinloom_modbus_demotions_total{source="bus",device="silent"}"#), 1.0);
+    assert!(metric(&metrics, r#"twinloom_modbus_errors_total{source="bus",device="silent",kind="timeout"}"#) >= 3.0);
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learns_a_devices_read_limit_and_pins_errors_on_the_bad_binding() {
+    let device = SimDevice::new();
+    let words: Vec<u16> = (0..64).map(|i| 1000 + i).collect();
+    device.set_holding(0, &words);
+    device.behave(|b| {
+        b.max_read_registers = 10;
+        b.missing_registers = vec![30..31];
+    });
+    let server = server(Framing::Tcp, &[(1, &device)]).await;
+    let properties: String = (0..30).map(|i| format!("{{ name = \"r{}\", data_type = \"unsigned\" }},", i * 2)).collect();
+    let bindings: String = (0..30).map(|i| format!("r{0} = {{ table = \"holding\", address = {0} }}\n", i * 2)).collect();
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{}"
+poll = "50ms"
+
+[[types]]
+name = "Block"
+properties = [{properties}]
+
+[[assets]]
+path = "site/block"
+type = "Block"
+source = "plc"
+[assets.bindings]
+{bindings}"#,
+        server.addr()
+    ));
+    let handles = start(&config);
+    for i in 0..30u16 {
+        let address = i * 2;
+        let id = property(&handles, &format!("site/block/r{address}"));
+        if address == 30 {
+            let sample = wait_for(&handles, id, WAIT, |s| s.quality.reason == QualityReason::ConfigurationError).await;
+            assert_eq!(sample.value, None);
+        } else {
+            let sample = wait_for(&handles, id, WAIT, |s| s.quality.is_good()).await;
+            assert_eq!(sample.value, Some(Value::UInt(u64::from(1000 + address))));
+        }
+    }
+    // Learned: further polls cause no more "too long" exceptions.
+    let too_long = r#"twinloom_modbus_errors_total{source="plc",device="plc",kind="illegal_data_value"}"#;
+    let before = metric(&handles.metrics.encode(), too_long);
+    assert!(before >= 1.0);
+    let requests = device.requests();
+    while device.requests() < requests + 40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metric(&handles.metrics.encode(), too_long), before);
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_apply_inverse_scaling_and_encoding() {
+    let device = SimDevice::new();
+    device.set_holding(20, &[0b1000_0001]);
+    let server = server(Framing::Tcp, &[(1, &device)]).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{}"
+poll = "50ms"
+
+[[types]]
+name = "Drive"
+properties = [
+  {{ name = "speed_setpoint", data_type = "float", unit = "1/min", access = "read-write" }},
+  {{ name = "torque_limit", data_type = "float", unit = "P1", access = "read-write" }},
+  {{ name = "enable", data_type = "bool", access = "read-write" }},
+  {{ name = "run", data_type = "bool", access = "read-write" }},
+  {{ name = "temperature", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/drive"
+type = "Drive"
+source = "plc"
+[assets.bindings]
+speed_setpoint = {{ table = "holding", address = 0, encoding = "u16", scale = 0.1 }}
+torque_limit = {{ table = "holding", address = 2, encoding = "f32", order = "CDAB" }}
+enable = {{ table = "holding", address = 20, encoding = "bit", bit = 2 }}
+run = {{ table = "coil", address = 3 }}
+temperature = {{ table = "input", address = 0 }}
+"#,
+        server.addr()
+    ));
+    let handles = start(&config);
+    let id = |name: &str| property(&handles, &format!("site/drive/{name}"));
+    wait_for(&handles, id("speed_setpoint"), WAIT, |s| s.quality.is_good()).await;
+
+    handles.writers.write(id("speed_setpoint"), Value::Float(1234.5)).await.unwrap();
+    assert_eq!(device.holding(0, 1), vec![12_345]);
+    handles.writers.write(id("torque_limit"), Value::Float(1.5)).await.unwrap();
+    assert_eq!(device.holding(2, 2), vec![0x0000, 0x3FC0]);
+    handles.writers.write(id("enable"), Value::Bool(true)).await.unwrap();
+    // Bit 2 set, bits 0 and 7 untouched (mask write, function code 22).
+    assert_eq!(device.holding(20, 1), vec![0b1000_0101]);
+    handles.writers.write(id("run"), Value::Bool(true)).await.unwrap();
+    assert!(device.with_tables(|t| t.coils[3]));
+
+    // Out of the encoding's range, and a read-only table: refused, nothing written.
+    let too_big = handles.writers.write(id("speed_setpoint"), Value::Float(7000.0)).await;
+    assert!(matches!(too_big, Err(twinloom::sources::WriteError::Encode(_))), "{too_big:?}");
+    assert_eq!(device.holding(0, 1), vec![12_345]);
+    let read_only = handles.writers.write(id("temperature"), Value::Float(1.0)).await;
+    assert_eq!(read_only, Err(twinloom::sources::WriteError::NotWritable("input")));
+
+    // The twin reads the written values back.
+    let sample = wait_for(&handles, id("speed_setpoint"), WAIT, |s| s.value == Some(Value::Float(1234.5))).await;
+    assert!(sample.quality.is_good());
+    wait_for(&handles, id("enable"), WAIT, |s| s.value == Some(Value::Bool(true))).await;
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
