@@ -431,3 +431,121 @@ temperature = {{ table = "input", address = 0 }}
     wait_for(&handles, id("enable"), WAIT, |s| s.value == Some(Value::Bool(true))).await;
     handles.supervisor.shutdown(Duration::from_secs(2)).await;
 }
+
+/// A pymodbus server process; killed when dropped.
+struct PyModbus {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PyModbus {
+    fn start(framing: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(common::python())
+            .arg(common::repo().join("tests/peers/modbus_server.py"))
+            .args(["--framing", framing])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        let port = line
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("pymodbus server did not start: {line:?}"));
+        Self { child, port }
+    }
+}
+
+impl Drop for PyModbus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interoperates_with_pymodbus_over_tcp_and_rtu_over_tcp() {
+    for (framing, key) in [("tcp", "tcp"), ("rtu-over-tcp", "rtu_over_tcp")] {
+        let peer = PyModbus::start(framing);
+        let config = config(&format!(
+            r#"
+[[sources.modbus]]
+id = "py"
+{key} = "127.0.0.1:{port}"
+poll = "50ms"
+
+[[types]]
+name = "Mixed"
+properties = [
+  {{ name = "i16", data_type = "integer" }},
+  {{ name = "u16", data_type = "unsigned" }},
+  {{ name = "i32", data_type = "integer" }},
+  {{ name = "u32_cdab", data_type = "unsigned" }},
+  {{ name = "f32_badc", data_type = "float" }},
+  {{ name = "f32_dcba", data_type = "float" }},
+  {{ name = "i64_cdab", data_type = "integer" }},
+  {{ name = "u64_dcba", data_type = "unsigned" }},
+  {{ name = "f64", data_type = "float" }},
+  {{ name = "f64_badc", data_type = "float" }},
+  {{ name = "bit10", data_type = "bool" }},
+  {{ name = "tag", data_type = "string" }},
+  {{ name = "temperature", data_type = "float", unit = "CEL" }},
+  {{ name = "coil3", data_type = "bool" }},
+  {{ name = "coil4", data_type = "bool" }},
+  {{ name = "discrete9", data_type = "bool" }},
+]
+
+[[assets]]
+path = "site/py"
+type = "Mixed"
+source = "py"
+[assets.bindings]
+i16 = {{ table = "holding", address = 0, encoding = "i16" }}
+u16 = {{ table = "holding", address = 1 }}
+i32 = {{ table = "holding", address = 2, encoding = "i32" }}
+u32_cdab = {{ table = "holding", address = 4, encoding = "u32", order = "CDAB" }}
+f32_badc = {{ table = "holding", address = 6, encoding = "f32", order = "BADC" }}
+f32_dcba = {{ table = "holding", address = 8, encoding = "f32", order = "DCBA" }}
+i64_cdab = {{ table = "holding", address = 10, encoding = "i64", order = "CDAB" }}
+u64_dcba = {{ table = "holding", address = 14, encoding = "u64", order = "DCBA" }}
+f64 = {{ table = "holding", address = 18, encoding = "f64" }}
+f64_badc = {{ table = "holding", address = 22, encoding = "f64", order = "BADC" }}
+bit10 = {{ table = "holding", address = 26, encoding = "bit", bit = 10 }}
+tag = {{ table = "holding", address = 27, encoding = "string", length = 4 }}
+temperature = {{ table = "input", address = 0, scale = 0.01 }}
+coil3 = {{ table = "coil", address = 3 }}
+coil4 = {{ table = "coil", address = 4 }}
+discrete9 = {{ table = "discrete", address = 9 }}
+"#,
+            port = peer.port
+        ));
+        let handles = start(&config);
+        let expected = [
+            ("i16", Value::Int(-12_345)),
+            ("u16", Value::UInt(54_321)),
+            ("i32", Value::Int(-123_456_789)),
+            ("u32_cdab", Value::UInt(3_000_000_000)),
+            ("f32_badc", Value::Float(3.5)),
+            ("f32_dcba", Value::Float(-1.25)),
+            ("i64_cdab", Value::Int(-9_000_000_000_000_000)),
+            ("u64_dcba", Value::UInt(18_000_000_000_000_000_000)),
+            ("f64", Value::Float(std::f64::consts::E)),
+            ("f64_badc", Value::Float(-0.001)),
+            ("bit10", Value::Bool(true)),
+            ("tag", Value::String("PUMP-07".into())),
+            ("temperature", Value::Float(23.150000000000002)),
+            ("coil3", Value::Bool(true)),
+            ("coil4", Value::Bool(false)),
+            ("discrete9", Value::Bool(true)),
+        ];
+        for (name, value) in expected {
+            let id = property(&handles, &format!("site/py/{name}"));
+            let sample = wait_for(&handles, id, WAIT, |s| s.quality.is_good()).await;
+            assert_eq!(sample.value, Some(value), "{framing}: {name}");
+        }
+        handles.supervisor.shutdown(Duration::from_secs(2)).await;
+    }
+}
