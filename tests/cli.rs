@@ -8,7 +8,9 @@ fn bin() -> Command {
 }
 
 fn repo(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 fn stderr(output: &Output) -> String {
@@ -17,10 +19,17 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn check_accepts_the_example_config() {
-    let output = bin().arg("check").arg(repo("config/example.toml")).output().unwrap();
+    let output = bin()
+        .arg("check")
+        .arg(repo("config/example.toml"))
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("valid (4 sources, 4 types, 12 assets, 0 plugins)"), "{stdout}");
+    assert!(
+        stdout.contains("valid (4 sources, 4 types, 12 assets, 0 plugins)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -29,15 +38,30 @@ fn check_prints_every_error_and_exits_64() {
     let output = bin().arg("check").arg(&file).output().unwrap();
     assert_eq!(output.status.code(), Some(64));
     let text = stderr(&output);
-    let errors: Vec<_> = text.lines().filter(|l| l.contains("references.toml:")).collect();
+    let errors: Vec<_> = text
+        .lines()
+        .filter(|l| l.contains("references.toml:"))
+        .collect();
     assert_eq!(errors.len(), 7, "{text}");
-    assert!(errors[0].ends_with("references.toml:20:8: assets[0].type: unknown type `Pumpe`; defined types: `Pump`"), "{text}");
-    assert!(text.contains("7 errors found; nothing was started"), "{text}");
+    assert!(
+        errors[0].ends_with(
+            "references.toml:20:8: assets[0].type: unknown type `Pumpe`; defined types: `Pump`"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("7 errors found; nothing was started"),
+        "{text}"
+    );
 }
 
 #[test]
 fn check_reports_an_unreadable_file_with_exit_64() {
-    let output = bin().arg("check").arg("/nonexistent/twinloom.toml").output().unwrap();
+    let output = bin()
+        .arg("check")
+        .arg("/nonexistent/twinloom.toml")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(64));
     assert!(stderr(&output).contains("cannot read /nonexistent/twinloom.toml"));
 }
@@ -67,7 +91,8 @@ fn network_syscalls(command: &mut Command) -> (Option<i32>, Vec<String>) {
 fn the_socket_probe_sees_sockets_when_they_are_opened() {
     // Control for the test below: the probe must notice a socket when there is one.
     let (code, sockets) = network_syscalls(
-        Command::new("python3").args(["-c", "import socket; socket.socket(socket.AF_INET).close()"]),
+        Command::new("python3")
+            .args(["-c", "import socket; socket.socket(socket.AF_INET).close()"]),
     );
     assert_eq!(code, Some(0));
     assert!(!sockets.is_empty());
@@ -77,7 +102,10 @@ fn the_socket_probe_sees_sockets_when_they_are_opened() {
 fn run_with_an_invalid_config_exits_64_and_opens_no_socket() {
     // claims.toml declares an OPC UA listener, an admin listener and TCP sources.
     let (code, sockets) = network_syscalls(
-        bin().arg("run").arg("--config").arg(repo("config/invalid/claims.toml")),
+        bin()
+            .arg("run")
+            .arg("--config")
+            .arg(repo("config/invalid/claims.toml")),
     );
     assert_eq!(code, Some(64));
     assert!(sockets.is_empty(), "sockets opened: {sockets:?}");

@@ -17,8 +17,13 @@ const LOOPBACK: &str = "127.0.0.1:0";
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn server(framing: Framing, devices: &[(u8, &Arc<SimDevice>)]) -> ModbusServer {
-    let map: HashMap<u8, Arc<SimDevice>> = devices.iter().map(|(unit, d)| (*unit, Arc::clone(d))).collect();
-    ModbusServer::bind(LOOPBACK.parse().unwrap(), framing, map).await.unwrap()
+    let map: HashMap<u8, Arc<SimDevice>> = devices
+        .iter()
+        .map(|(unit, d)| (*unit, Arc::clone(d)))
+        .collect();
+    ModbusServer::bind(LOOPBACK.parse().unwrap(), framing, map)
+        .await
+        .unwrap()
 }
 
 const PROBE_TYPE: &str = r#"
@@ -129,9 +134,16 @@ source = "plc"
     // One holding block, one coil, one discrete and one input read per poll: requests grow in
     // steps of 4 (the plan joined 26 holding registers into a single read).
     let metrics = handles.metrics.encode();
-    let requests = metric(&metrics, r#"twinloom_modbus_requests_total{source="plc",device="plc"}"#);
+    let requests = metric(
+        &metrics,
+        r#"twinloom_modbus_requests_total{source="plc",device="plc"}"#,
+    );
     assert!(requests >= 4.0, "{metrics}");
-    assert_eq!(device.requests() % 4, 0, "requests arrive in whole poll cycles of 4 reads");
+    assert_eq!(
+        device.requests() % 4,
+        0,
+        "requests arrive in whole poll cycles of 4 reads"
+    );
     handles.supervisor.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -207,7 +219,10 @@ async fn recovers_after_the_device_restarts_without_restarting_the_daemon() {
 
     first.stop().await;
     let bad = wait_for(&handles, power, WAIT, |s| !s.quality.is_good()).await;
-    assert_eq!(bad.quality, Quality::bad(QualityReason::CommunicationFailure));
+    assert_eq!(
+        bad.quality,
+        Quality::bad(QualityReason::CommunicationFailure)
+    );
     // The last value and its source timestamp are kept.
     assert_eq!(bad.value, Some(Value::Float(10.0)));
     assert_eq!(bad.source_time, good.source_time);
@@ -220,9 +235,18 @@ async fn recovers_after_the_device_restarts_without_restarting_the_daemon() {
     let took = restarted_at.elapsed();
     assert_eq!(back.value, Some(Value::Float(20.0)));
     // Within the backoff maximum (500 ms) plus one connect and one poll.
-    assert!(took < Duration::from_millis(500 + 200 + 50 + 250), "recovery took {took:?}");
+    assert!(
+        took < Duration::from_millis(500 + 200 + 50 + 250),
+        "recovery took {took:?}"
+    );
     let metrics = handles.metrics.encode();
-    assert!(metric(&metrics, r#"twinloom_modbus_reconnects_total{source="plc"}"#) >= 1.0, "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            r#"twinloom_modbus_reconnects_total{source="plc"}"#
+        ) >= 1.0,
+        "{metrics}"
+    );
     handles.supervisor.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -270,12 +294,21 @@ bindings.count = {{ table = "holding", address = 0 }}
         gateway.addr()
     ));
     let handles = start(&config);
-    let (alive_count, silent_count) = (property(&handles, "site/alive/count"), property(&handles, "site/silent/count"));
-    wait_for(&handles, silent_count, WAIT, |s| s.value == Some(Value::UInt(2))).await;
+    let (alive_count, silent_count) = (
+        property(&handles, "site/alive/count"),
+        property(&handles, "site/silent/count"),
+    );
+    wait_for(&handles, silent_count, WAIT, |s| {
+        s.value == Some(Value::UInt(2))
+    })
+    .await;
 
     silent.behave(|b| b.silent = true);
     let bad = wait_for(&handles, silent_count, WAIT, |s| !s.quality.is_good()).await;
-    assert_eq!(bad.quality, Quality::bad(QualityReason::CommunicationFailure));
+    assert_eq!(
+        bad.quality,
+        Quality::bad(QualityReason::CommunicationFailure)
+    );
     assert_eq!(bad.value, Some(Value::UInt(2)));
 
     // While the silent device times out, the live one stays good and follows changes: each
@@ -283,9 +316,15 @@ bindings.count = {{ table = "holding", address = 0 }}
     for value in 10..15u16 {
         alive.set_holding(0, &[value]);
         let changed_at = tokio::time::Instant::now();
-        wait_for(&handles, alive_count, WAIT, |s| s.value == Some(Value::UInt(u64::from(value)))).await;
+        wait_for(&handles, alive_count, WAIT, |s| {
+            s.value == Some(Value::UInt(u64::from(value)))
+        })
+        .await;
         let took = changed_at.elapsed();
-        assert!(took < Duration::from_millis(50 + 100 + 100 + 400), "change {value} took {took:?}");
+        assert!(
+            took < Duration::from_millis(50 + 100 + 100 + 400),
+            "change {value} took {took:?}"
+        );
     }
 
     let demoted = r#"twinloom_modbus_device_demoted{source="bus",device="silent"}"#;
@@ -300,17 +339,34 @@ bindings.count = {{ table = "holding", address = 0 }}
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let silent_delta = silent.requests() - silent_before;
-    assert!(silent_delta <= 3, "demoted device got {silent_delta} requests while the live one got 20");
+    assert!(
+        silent_delta <= 3,
+        "demoted device got {silent_delta} requests while the live one got 20"
+    );
     assert!(handles.twin.sample(alive_count).quality.is_good());
 
     // It answers again: good, and promoted back.
     silent.set_holding(0, &[3]);
     silent.behave(|b| b.silent = false);
-    wait_for(&handles, silent_count, WAIT, |s| s.quality.is_good() && s.value == Some(Value::UInt(3))).await;
+    wait_for(&handles, silent_count, WAIT, |s| {
+        s.quality.is_good() && s.value == Some(Value::UInt(3))
+    })
+    .await;
     let metrics = handles.metrics.encode();
     assert_eq!(metric(&metrics, demoted), 0.0, "{metrics}");
-    assert_eq!(metric(&metrics, r#"twinloom_modbus_demotions_total{source="bus",device="silent"}"#), 1.0);
-    assert!(metric(&metrics, r#"twinloom_modbus_errors_total{source="bus",device="silent",kind="timeout"}"#) >= 3.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"twinloom_modbus_demotions_total{source="bus",device="silent"}"#
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            r#"twinloom_modbus_errors_total{source="bus",device="silent",kind="timeout"}"#
+        ) >= 3.0
+    );
     handles.supervisor.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -321,11 +377,15 @@ async fn learns_a_devices_read_limit_and_pins_errors_on_the_bad_binding() {
     device.set_holding(0, &words);
     device.behave(|b| {
         b.max_read_registers = 10;
-        b.missing_registers = vec![30..31];
+        b.missing_registers.push(30..31);
     });
     let server = server(Framing::Tcp, &[(1, &device)]).await;
-    let properties: String = (0..30).map(|i| format!("{{ name = \"r{}\", data_type = \"unsigned\" }},", i * 2)).collect();
-    let bindings: String = (0..30).map(|i| format!("r{0} = {{ table = \"holding\", address = {0} }}\n", i * 2)).collect();
+    let properties: String = (0..30)
+        .map(|i| format!("{{ name = \"r{}\", data_type = \"unsigned\" }},", i * 2))
+        .collect();
+    let bindings: String = (0..30)
+        .map(|i| format!("r{0} = {{ table = \"holding\", address = {0} }}\n", i * 2))
+        .collect();
     let config = config(&format!(
         r#"
 [[sources.modbus]]
@@ -350,7 +410,10 @@ source = "plc"
         let address = i * 2;
         let id = property(&handles, &format!("site/block/r{address}"));
         if address == 30 {
-            let sample = wait_for(&handles, id, WAIT, |s| s.quality.reason == QualityReason::ConfigurationError).await;
+            let sample = wait_for(&handles, id, WAIT, |s| {
+                s.quality.reason == QualityReason::ConfigurationError
+            })
+            .await;
             assert_eq!(sample.value, None);
         } else {
             let sample = wait_for(&handles, id, WAIT, |s| s.quality.is_good()).await;
@@ -358,7 +421,8 @@ source = "plc"
         }
     }
     // Learned: further polls cause no more "too long" exceptions.
-    let too_long = r#"twinloom_modbus_errors_total{source="plc",device="plc",kind="illegal_data_value"}"#;
+    let too_long =
+        r#"twinloom_modbus_errors_total{source="plc",device="plc",kind="illegal_data_value"}"#;
     let before = metric(&handles.metrics.encode(), too_long);
     assert!(before >= 1.0);
     let requests = device.requests();
@@ -406,29 +470,66 @@ temperature = {{ table = "input", address = 0 }}
     ));
     let handles = start(&config);
     let id = |name: &str| property(&handles, &format!("site/drive/{name}"));
-    wait_for(&handles, id("speed_setpoint"), WAIT, |s| s.quality.is_good()).await;
+    wait_for(&handles, id("speed_setpoint"), WAIT, |s| {
+        s.quality.is_good()
+    })
+    .await;
 
-    handles.writers.write(id("speed_setpoint"), Value::Float(1234.5)).await.unwrap();
+    handles
+        .writers
+        .write(id("speed_setpoint"), Value::Float(1234.5))
+        .await
+        .unwrap();
     assert_eq!(device.holding(0, 1), vec![12_345]);
-    handles.writers.write(id("torque_limit"), Value::Float(1.5)).await.unwrap();
+    handles
+        .writers
+        .write(id("torque_limit"), Value::Float(1.5))
+        .await
+        .unwrap();
     assert_eq!(device.holding(2, 2), vec![0x0000, 0x3FC0]);
-    handles.writers.write(id("enable"), Value::Bool(true)).await.unwrap();
+    handles
+        .writers
+        .write(id("enable"), Value::Bool(true))
+        .await
+        .unwrap();
     // Bit 2 set, bits 0 and 7 untouched (mask write, function code 22).
     assert_eq!(device.holding(20, 1), vec![0b1000_0101]);
-    handles.writers.write(id("run"), Value::Bool(true)).await.unwrap();
+    handles
+        .writers
+        .write(id("run"), Value::Bool(true))
+        .await
+        .unwrap();
     assert!(device.with_tables(|t| t.coils[3]));
 
     // Out of the encoding's range, and a read-only table: refused, nothing written.
-    let too_big = handles.writers.write(id("speed_setpoint"), Value::Float(7000.0)).await;
-    assert!(matches!(too_big, Err(twinloom::sources::WriteError::Encode(_))), "{too_big:?}");
+    let too_big = handles
+        .writers
+        .write(id("speed_setpoint"), Value::Float(7000.0))
+        .await;
+    assert!(
+        matches!(too_big, Err(twinloom::sources::WriteError::Encode(_))),
+        "{too_big:?}"
+    );
     assert_eq!(device.holding(0, 1), vec![12_345]);
-    let read_only = handles.writers.write(id("temperature"), Value::Float(1.0)).await;
-    assert_eq!(read_only, Err(twinloom::sources::WriteError::NotWritable("input")));
+    let read_only = handles
+        .writers
+        .write(id("temperature"), Value::Float(1.0))
+        .await;
+    assert_eq!(
+        read_only,
+        Err(twinloom::sources::WriteError::NotWritable("input"))
+    );
 
     // The twin reads the written values back.
-    let sample = wait_for(&handles, id("speed_setpoint"), WAIT, |s| s.value == Some(Value::Float(1234.5))).await;
+    let sample = wait_for(&handles, id("speed_setpoint"), WAIT, |s| {
+        s.value == Some(Value::Float(1234.5))
+    })
+    .await;
     assert!(sample.quality.is_good());
-    wait_for(&handles, id("enable"), WAIT, |s| s.value == Some(Value::Bool(true))).await;
+    wait_for(&handles, id("enable"), WAIT, |s| {
+        s.value == Some(Value::Bool(true))
+    })
+    .await;
     handles.supervisor.shutdown(Duration::from_secs(2)).await;
 }
 
@@ -450,7 +551,9 @@ impl PyModbus {
             .expect("python starts");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
         let port = line
             .strip_prefix("LISTENING ")
             .and_then(|p| p.trim().parse().ok())

@@ -77,7 +77,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let deadline = config.daemon.shutdown_timeout;
     if !handles.supervisor.shutdown(deadline).await {
-        tracing::warn!(?deadline, "Some tasks did not finish before the shutdown deadline");
+        tracing::warn!(
+            ?deadline,
+            "Some tasks did not finish before the shutdown deadline"
+        );
     }
     match handles.supervisor.fatal_error() {
         Some(message) => anyhow::bail!(message),

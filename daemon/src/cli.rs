@@ -76,7 +76,10 @@ pub fn run(path: &Path) -> ExitCode {
         Err(error) => return report(&error),
     };
     crate::telemetry::init(&config.daemon.log_level, config.daemon.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "Cannot start the async runtime");

@@ -93,7 +93,9 @@ impl SimDevice {
 
     /// Sets holding registers from `address` on.
     pub fn set_holding(&self, address: u16, words: &[u16]) {
-        self.with_tables(|t| t.holding[usize::from(address)..][..words.len()].copy_from_slice(words));
+        self.with_tables(|t| {
+            t.holding[usize::from(address)..][..words.len()].copy_from_slice(words)
+        });
     }
 
     /// Sets input registers from `address` on.
@@ -127,7 +129,11 @@ impl SimDevice {
     }
 
     fn answer(&self, request: Request<'static>) -> Result<Response, ExceptionCode> {
-        let behaviour = self.behaviour.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let behaviour = self
+            .behaviour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let registers = |address: u16, count: u16| -> Result<Range<usize>, ExceptionCode> {
             if count == 0 || count > behaviour.max_read_registers {
                 return Err(ExceptionCode::IllegalDataValue);
@@ -158,9 +164,15 @@ impl SimDevice {
         let mut t = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         Ok(match request {
             Request::ReadCoils(a, n) => Response::ReadCoils(t.coils[bits(a, n)?].to_vec()),
-            Request::ReadDiscreteInputs(a, n) => Response::ReadDiscreteInputs(t.discrete[bits(a, n)?].to_vec()),
-            Request::ReadHoldingRegisters(a, n) => Response::ReadHoldingRegisters(t.holding[registers(a, n)?].to_vec()),
-            Request::ReadInputRegisters(a, n) => Response::ReadInputRegisters(t.input[registers(a, n)?].to_vec()),
+            Request::ReadDiscreteInputs(a, n) => {
+                Response::ReadDiscreteInputs(t.discrete[bits(a, n)?].to_vec())
+            }
+            Request::ReadHoldingRegisters(a, n) => {
+                Response::ReadHoldingRegisters(t.holding[registers(a, n)?].to_vec())
+            }
+            Request::ReadInputRegisters(a, n) => {
+                Response::ReadInputRegisters(t.input[registers(a, n)?].to_vec())
+            }
             Request::WriteSingleCoil(a, on) => {
                 t.coils[usize::from(a)] = on;
                 Response::WriteSingleCoil(a, on)
@@ -244,7 +256,11 @@ pub struct ModbusServer {
 
 impl ModbusServer {
     /// Serves `devices` (by unit id) on `listener` until stopped.
-    pub fn start(listener: TcpListener, framing: Framing, devices: HashMap<u8, Arc<SimDevice>>) -> std::io::Result<Self> {
+    pub fn start(
+        listener: TcpListener,
+        framing: Framing,
+        devices: HashMap<u8, Arc<SimDevice>>,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let bank = Bank {
             devices: Arc::new(devices),
@@ -256,7 +272,13 @@ impl ModbusServer {
                     let server = tokio_modbus::server::tcp::Server::new(listener);
                     let on_connected = |stream, peer| {
                         let new_service = new_service.clone();
-                        async move { tokio_modbus::server::tcp::accept_tcp_connection(stream, peer, new_service) }
+                        async move {
+                            tokio_modbus::server::tcp::accept_tcp_connection(
+                                stream,
+                                peer,
+                                new_service,
+                            )
+                        }
                     };
                     server.serve(&on_connected, |_error| {}).await
                 }
@@ -264,7 +286,13 @@ impl ModbusServer {
                     let server = tokio_modbus::server::rtu_over_tcp::Server::new(listener);
                     let on_connected = |stream, peer| {
                         let new_service = new_service.clone();
-                        async move { tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(stream, peer, new_service) }
+                        async move {
+                            tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(
+                                stream,
+                                peer,
+                                new_service,
+                            )
+                        }
                     };
                     server.serve(&on_connected, |_error| {}).await
                 }
@@ -277,7 +305,11 @@ impl ModbusServer {
     }
 
     /// Binds `addr` (use port 0 for a free one) and serves `devices`.
-    pub async fn bind(addr: SocketAddr, framing: Framing, devices: HashMap<u8, Arc<SimDevice>>) -> std::io::Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        framing: Framing,
+        devices: HashMap<u8, Arc<SimDevice>>,
+    ) -> std::io::Result<Self> {
         Self::start(TcpListener::bind(addr).await?, framing, devices)
     }
 

@@ -233,9 +233,15 @@ mod tests {
 
     #[test]
     fn dotted_paths_join_with_indexes() {
-        let path = KeyPath::root().key("types").index(0).join_dotted("properties[2].range[1]");
+        let path = KeyPath::root()
+            .key("types")
+            .index(0)
+            .join_dotted("properties[2].range[1]");
         assert_eq!(path.to_string(), "types[0].properties[2].range[1]");
-        assert_eq!(KeyPath::root().key("a").join_dotted("."), KeyPath::root().key("a"));
+        assert_eq!(
+            KeyPath::root().key("a").join_dotted("."),
+            KeyPath::root().key("a")
+        );
     }
 
     #[test]
@@ -255,7 +261,10 @@ mod tests {
         let at = |p: &KeyPath| line_col(text, map.span_of(p).start);
         let assets0 = KeyPath::root().key("assets").index(0);
         assert_eq!(at(&assets0.key("path")), (2, 8));
-        assert_eq!(at(&assets0.key("bindings").key("x").key("address")), (4, 17));
+        assert_eq!(
+            at(&assets0.key("bindings").key("x").key("address")),
+            (4, 17)
+        );
         // A missing key falls back to its parent: the `x` inline table.
         assert_eq!(at(&assets0.key("bindings").key("x").key("missing")), (4, 5));
     }

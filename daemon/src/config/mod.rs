@@ -115,7 +115,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     if diagnostics.is_empty() {
         Ok(config)
     } else {
-        diagnostics.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+        diagnostics.sort_by_key(|d| (d.line, d.column));
         diagnostics.dedup();
         Err(ConfigError::Invalid(diagnostics))
     }
@@ -191,7 +191,11 @@ impl Loader<'_, '_> {
     }
 
     /// Deserializes one value; on failure records a diagnostic at the offending key.
-    fn de<T: DeserializeOwned>(&mut self, path: &KeyPath, value: &Spanned<DeValue<'_>>) -> Option<T> {
+    fn de<T: DeserializeOwned>(
+        &mut self,
+        path: &KeyPath,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<T> {
         let deserializer = ValueDeserializer::from(value.clone());
         match serde_path_to_error::deserialize::<_, T>(deserializer) {
             Ok(parsed) => Some(parsed),
@@ -209,7 +213,11 @@ impl Loader<'_, '_> {
 
     /// Deserializes an array of tables entry by entry. Returns the entries that parsed and
     /// whether all did.
-    fn array<T: DeserializeOwned>(&mut self, path: &KeyPath, value: &Spanned<DeValue<'_>>) -> (Vec<T>, bool) {
+    fn array<T: DeserializeOwned>(
+        &mut self,
+        path: &KeyPath,
+        value: &Spanned<DeValue<'_>>,
+    ) -> (Vec<T>, bool) {
         let DeValue::Array(items) = value.get_ref() else {
             self.error_at(
                 value.span().start,
@@ -231,7 +239,11 @@ impl Loader<'_, '_> {
 
     fn sources(&mut self, path: &KeyPath, value: &Spanned<DeValue<'_>>) -> Vec<SourceConfig> {
         let DeValue::Table(table) = value.get_ref() else {
-            self.error_at(value.span().start, path.clone(), "expected a table of source kinds".into());
+            self.error_at(
+                value.span().start,
+                path.clone(),
+                "expected a table of source kinds".into(),
+            );
             self.incomplete.sources = true;
             return Vec::new();
         };
@@ -256,7 +268,10 @@ impl Loader<'_, '_> {
                     sources.extend(parsed.into_iter().map(SourceConfig::Modbus));
                 }
                 None => {
-                    let known: Vec<_> = SourceKind::ALL.iter().map(|k| format!("`{}`", k.key())).collect();
+                    let known: Vec<_> = SourceKind::ALL
+                        .iter()
+                        .map(|k| format!("`{}`", k.key()))
+                        .collect();
                     self.error_at(
                         key.span().start,
                         kind_path,
@@ -275,7 +290,11 @@ impl Loader<'_, '_> {
 
     fn assets(&mut self, path: &KeyPath, value: &Spanned<DeValue<'_>>) -> Vec<AssetConfig> {
         let DeValue::Array(items) = value.get_ref() else {
-            self.error_at(value.span().start, path.clone(), "expected an array of tables (`[[assets]]`)".into());
+            self.error_at(
+                value.span().start,
+                path.clone(),
+                "expected an array of tables (`[[assets]]`)".into(),
+            );
             return Vec::new();
         };
         let mut assets = Vec::new();

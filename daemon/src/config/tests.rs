@@ -7,7 +7,9 @@ use super::*;
 use crate::twin::TwinModel;
 
 fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 #[test]
@@ -19,12 +21,22 @@ fn the_example_config_is_valid_and_builds_a_twin() {
     let model = TwinModel::build(&config);
     // 4 packaging machines × 5 + 2 tanks × 4 + 3 pumps × 4 + 3 meters × 3.
     assert_eq!(model.properties().len(), 4 * 5 + 2 * 4 + 3 * 4 + 3 * 3);
-    let id = model.property_by_path("plant-a/utilities/pump2/vibration_rms").unwrap();
+    let id = model
+        .property_by_path("plant-a/utilities/pump2/vibration_rms")
+        .unwrap();
     assert_eq!(model.decl(id).unit.unwrap().code, "MMS");
-    assert_eq!(model.property(id).refresh_interval, Some(std::time::Duration::from_millis(200)));
-    let speed = model.property_by_path("plant-a/line1/filler/speed").unwrap();
+    assert_eq!(
+        model.property(id).refresh_interval,
+        Some(std::time::Duration::from_millis(200))
+    );
+    let speed = model
+        .property_by_path("plant-a/line1/filler/speed")
+        .unwrap();
     assert_eq!(model.property(speed).scaling.scale, 0.1);
-    assert_eq!(model.property(speed).refresh_interval, Some(std::time::Duration::from_millis(250)));
+    assert_eq!(
+        model.property(speed).refresh_interval,
+        Some(std::time::Duration::from_millis(250))
+    );
 }
 
 fn expectations(text: &str) -> Vec<(usize, usize, String, String)> {
@@ -53,11 +65,19 @@ fn every_invalid_config_reports_exactly_its_expected_errors() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 6, "expected the invalid config corpus in {}", dir.display());
+    assert!(
+        files.len() >= 6,
+        "expected the invalid config corpus in {}",
+        dir.display()
+    );
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let expected = expectations(&text);
-        assert!(!expected.is_empty(), "{} lists no expectations", file.display());
+        assert!(
+            !expected.is_empty(),
+            "{} lists no expectations",
+            file.display()
+        );
         let Err(ConfigError::Invalid(got)) = load(&file) else {
             panic!("{} was accepted", file.display());
         };
@@ -66,7 +86,11 @@ fn every_invalid_config_reports_exactly_its_expected_errors() {
         for (diagnostic, (line, column, path, message)) in got.iter().zip(&expected) {
             assert_eq!(diagnostic.file, file);
             assert_eq!(
-                (diagnostic.line, diagnostic.column, diagnostic.path.to_string()),
+                (
+                    diagnostic.line,
+                    diagnostic.column,
+                    diagnostic.path.to_string()
+                ),
                 (*line, *column, path.clone()),
                 "{}:\n{summary}",
                 file.display()
@@ -97,7 +121,10 @@ fn diagnostics_print_file_position_path_and_message() {
 fn an_empty_file_is_a_valid_config_with_nothing_in_it() {
     let config = parse(Path::new("empty.toml"), "").unwrap();
     assert!(config.sources.is_empty() && config.assets.is_empty());
-    assert_eq!(config.daemon.shutdown_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(
+        config.daemon.shutdown_timeout,
+        std::time::Duration::from_secs(5)
+    );
 }
 
 #[test]

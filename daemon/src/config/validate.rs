@@ -31,12 +31,18 @@ fn daemon(config: &Config, out: &mut Vec<Problem>) {
         ));
     }
     if config.daemon.shutdown_timeout.is_zero() {
-        out.push(Problem::new(root.key("shutdown_timeout"), "shutdown_timeout must be positive"));
+        out.push(Problem::new(
+            root.key("shutdown_timeout"),
+            "shutdown_timeout must be positive",
+        ));
     }
     if !(2..=1000).contains(&config.twin.stale_after_polls) {
         out.push(Problem::new(
             KeyPath::root().key("twin").key("stale_after_polls"),
-            format!("stale_after_polls {} is outside 2..=1000", config.twin.stale_after_polls),
+            format!(
+                "stale_after_polls {} is outside 2..=1000",
+                config.twin.stale_after_polls
+            ),
         ));
     }
 }
@@ -45,12 +51,18 @@ fn daemon(config: &Config, out: &mut Vec<Problem>) {
 fn listeners(config: &Config, out: &mut Vec<Problem>) {
     let mut listen: Vec<(KeyPath, SocketAddr)> = Vec::new();
     if let Some(server) = &config.opcua_server {
-        listen.push((KeyPath::root().key("opcua_server").key("listen"), server.listen));
+        listen.push((
+            KeyPath::root().key("opcua_server").key("listen"),
+            server.listen,
+        ));
         let mut names = HashSet::new();
         for (i, user) in server.users.iter().enumerate() {
             let path = KeyPath::root().key("opcua_server").key("users").index(i);
             if !names.insert(user.name.as_str()) {
-                out.push(Problem::new(path.key("name"), format!("user `{}` appears twice", user.name)));
+                out.push(Problem::new(
+                    path.key("name"),
+                    format!("user `{}` appears twice", user.name),
+                ));
             }
             if !user.password_hash.starts_with("$argon2") {
                 out.push(Problem::new(
@@ -61,11 +73,16 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
         }
     }
     if let Some(admin) = &config.admin_http {
-        listen.push((KeyPath::root().key("admin_http").key("listen"), admin.listen));
+        listen.push((
+            KeyPath::root().key("admin_http").key("listen"),
+            admin.listen,
+        ));
     }
     for (i, (path, addr)) in listen.iter().enumerate() {
         for (other_path, other) in &listen[..i] {
-            let overlap = addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified();
+            let overlap = addr.ip() == other.ip()
+                || addr.ip().is_unspecified()
+                || other.ip().is_unspecified();
             if addr.port() != 0 && addr.port() == other.port() && overlap {
                 out.push(Problem::new(
                     path.clone(),
@@ -78,8 +95,14 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
 
 fn source_path(config: &Config, index: usize) -> KeyPath {
     let kind = config.sources[index].kind();
-    let position = config.sources[..index].iter().filter(|s| s.kind() == kind).count();
-    KeyPath::root().key("sources").key(kind.key()).index(position)
+    let position = config.sources[..index]
+        .iter()
+        .filter(|s| s.kind() == kind)
+        .count();
+    KeyPath::root()
+        .key("sources")
+        .key(kind.key())
+        .index(position)
 }
 
 fn sources(config: &Config, out: &mut Vec<Problem>) {
@@ -116,11 +139,15 @@ fn sources(config: &Config, out: &mut Vec<Problem>) {
 fn check_name(name: &str, path: &KeyPath, what: &str, out: &mut Vec<Problem>) {
     let valid = !name.is_empty()
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !valid {
         out.push(Problem::new(
             path.clone(),
-            format!("{what} `{name}` must start with a letter and use only letters, digits, `_` and `-`"),
+            format!(
+                "{what} `{name}` must start with a letter and use only letters, digits, `_` and `-`"
+            ),
         ));
     }
 }
@@ -131,16 +158,27 @@ fn types<'c>(config: &'c Config, out: &mut Vec<Problem>) -> HashMap<&'c str, &'c
         let path = KeyPath::root().key("types").index(i);
         check_name(&ty.name, &path.key("name"), "type name", out);
         if by_name.insert(&ty.name, ty).is_some() {
-            out.push(Problem::new(path.key("name"), format!("type `{}` is defined twice", ty.name)));
+            out.push(Problem::new(
+                path.key("name"),
+                format!("type `{}` is defined twice", ty.name),
+            ));
         }
         let mut names = HashSet::new();
         for (j, property) in ty.properties.iter().enumerate() {
             let property_path = path.key("properties").index(j);
-            check_name(&property.name, &property_path.key("name"), "property name", out);
+            check_name(
+                &property.name,
+                &property_path.key("name"),
+                "property name",
+                out,
+            );
             if !names.insert(property.name.as_str()) {
                 out.push(Problem::new(
                     property_path.key("name"),
-                    format!("property `{}` appears twice in type `{}`", property.name, ty.name),
+                    format!(
+                        "property `{}` appears twice in type `{}`",
+                        property.name, ty.name
+                    ),
                 ));
             }
             property_rules(property, &property_path, out);
@@ -161,24 +199,41 @@ fn property_rules(property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Probl
     }
     let range_ok = match property.range {
         Some(_) if !numeric => {
-            out.push(Problem::new(path.key("range"), "a range applies only to numeric properties"));
+            out.push(Problem::new(
+                path.key("range"),
+                "a range applies only to numeric properties",
+            ));
             false
         }
         Some([low, high]) if !(low.is_finite() && high.is_finite() && low < high) => {
-            out.push(Problem::new(path.key("range"), format!("range [{low}, {high}] must be finite with low < high")));
+            out.push(Problem::new(
+                path.key("range"),
+                format!("range [{low}, {high}] must be finite with low < high"),
+            ));
             false
         }
         _ => true,
     };
     match property.deadband {
         Some(_) if !numeric => {
-            out.push(Problem::new(path.key("deadband"), "a deadband applies only to numeric properties"));
+            out.push(Problem::new(
+                path.key("deadband"),
+                "a deadband applies only to numeric properties",
+            ));
         }
-        Some(DeadbandConfig::Absolute(v)) | Some(DeadbandConfig::Percent(v)) if !(v.is_finite() && v >= 0.0) => {
-            out.push(Problem::new(path.key("deadband"), format!("deadband {v} must be a non-negative number")));
+        Some(DeadbandConfig::Absolute(v)) | Some(DeadbandConfig::Percent(v))
+            if !(v.is_finite() && v >= 0.0) =>
+        {
+            out.push(Problem::new(
+                path.key("deadband"),
+                format!("deadband {v} must be a non-negative number"),
+            ));
         }
         Some(DeadbandConfig::Percent(v)) if v > 100.0 => {
-            out.push(Problem::new(path.key("deadband"), format!("percent deadband {v} is above 100")));
+            out.push(Problem::new(
+                path.key("deadband"),
+                format!("percent deadband {v} is above 100"),
+            ));
         }
         Some(DeadbandConfig::Percent(_)) if property.range.is_none() => {
             out.push(Problem::new(
@@ -200,17 +255,28 @@ fn property_rules(property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Probl
     }
     if let Some([low, high]) = property.limits {
         if property.access != Access::ReadWrite {
-            out.push(Problem::new(path.key("limits"), "write limits apply only to `access = \"read-write\"` properties"));
+            out.push(Problem::new(
+                path.key("limits"),
+                "write limits apply only to `access = \"read-write\"` properties",
+            ));
         } else if !numeric {
-            out.push(Problem::new(path.key("limits"), "write limits apply only to numeric properties"));
+            out.push(Problem::new(
+                path.key("limits"),
+                "write limits apply only to numeric properties",
+            ));
         } else if !(low.is_finite() && high.is_finite() && low <= high) {
-            out.push(Problem::new(path.key("limits"), format!("limits [{low}, {high}] must be finite with low <= high")));
+            out.push(Problem::new(
+                path.key("limits"),
+                format!("limits [{low}, {high}] must be finite with low <= high"),
+            ));
         } else if let (true, Some([range_low, range_high])) = (range_ok, property.range)
             && (low < range_low || high > range_high)
         {
             out.push(Problem::new(
                 path.key("limits"),
-                format!("limits [{low}, {high}] reach outside the range [{range_low}, {range_high}]"),
+                format!(
+                    "limits [{low}, {high}] reach outside the range [{range_low}, {range_high}]"
+                ),
             ));
         }
     }
@@ -232,7 +298,12 @@ fn check_asset_path(path_text: &str, path: &KeyPath, out: &mut Vec<Problem>) {
     }
 }
 
-fn assets(config: &Config, incomplete: &Incomplete, types: &HashMap<&str, &TypeConfig>, out: &mut Vec<Problem>) {
+fn assets(
+    config: &Config,
+    incomplete: &Incomplete,
+    types: &HashMap<&str, &TypeConfig>,
+    out: &mut Vec<Problem>,
+) {
     let mut paths: HashMap<&str, usize> = HashMap::new();
     for (i, asset) in config.assets.iter().enumerate() {
         let path = KeyPath::root().key("assets").index(i);
@@ -240,7 +311,10 @@ fn assets(config: &Config, incomplete: &Incomplete, types: &HashMap<&str, &TypeC
         if let Some(first) = paths.get(asset.path.as_str()) {
             out.push(Problem::new(
                 path.key("path"),
-                format!("asset path `{}` is already used by `assets[{first}]`", asset.path),
+                format!(
+                    "asset path `{}` is already used by `assets[{first}]`",
+                    asset.path
+                ),
             ));
         } else {
             paths.insert(&asset.path, i);
@@ -251,13 +325,20 @@ fn assets(config: &Config, incomplete: &Incomplete, types: &HashMap<&str, &TypeC
             known.sort_unstable();
             out.push(Problem::new(
                 path.key("type"),
-                format!("unknown type `{}`; defined types: {}", asset.type_name, list(&known)),
+                format!(
+                    "unknown type `{}`; defined types: {}",
+                    asset.type_name,
+                    list(&known)
+                ),
             ));
         }
         let source = match &asset.source {
             None => {
                 if ty.is_some_and(|t| !t.properties.is_empty()) {
-                    out.push(Problem::new(path.clone(), "asset has no `source` to bind its properties to"));
+                    out.push(Problem::new(
+                        path.clone(),
+                        "asset has no `source` to bind its properties to",
+                    ));
                 }
                 None
             }
@@ -279,11 +360,19 @@ fn assets(config: &Config, incomplete: &Incomplete, types: &HashMap<&str, &TypeC
             match &asset.device {
                 Some(device) if !devices.contains(device) => out.push(Problem::new(
                     path.key("device"),
-                    format!("source `{}` has no device `{device}`; its devices: {}", source.id(), list(&devices)),
+                    format!(
+                        "source `{}` has no device `{device}`; its devices: {}",
+                        source.id(),
+                        list(&devices)
+                    ),
                 )),
                 None if devices.len() > 1 => out.push(Problem::new(
                     path.clone(),
-                    format!("source `{}` has several devices; name one with `device` ({})", source.id(), list(&devices)),
+                    format!(
+                        "source `{}` has several devices; name one with `device` ({})",
+                        source.id(),
+                        list(&devices)
+                    ),
                 )),
                 _ => {}
             }
@@ -311,15 +400,22 @@ fn assets(config: &Config, incomplete: &Incomplete, types: &HashMap<&str, &TypeC
             {
                 out.push(Problem::new(
                     bindings_path.clone(),
-                    format!("property `{}` of type `{}` has no binding", property.name, ty.name),
+                    format!(
+                        "property `{}` of type `{}` has no binding",
+                        property.name, ty.name
+                    ),
                 ));
             }
         }
     }
     // A property's NodeId is `asset/path/property`: an asset at that path would collide with it.
     for (i, asset) in config.assets.iter().enumerate() {
-        let Some((parent, name)) = asset.path.rsplit_once('/') else { continue };
-        let Some(&parent_index) = paths.get(parent) else { continue };
+        let Some((parent, name)) = asset.path.rsplit_once('/') else {
+            continue;
+        };
+        let Some(&parent_index) = paths.get(parent) else {
+            continue;
+        };
         let parent_asset = &config.assets[parent_index];
         if types
             .get(parent_asset.type_name.as_str())
@@ -327,7 +423,10 @@ fn assets(config: &Config, incomplete: &Incomplete, types: &HashMap<&str, &TypeC
         {
             out.push(Problem::new(
                 KeyPath::root().key("assets").index(i).key("path"),
-                format!("asset path `{}` collides with property `{name}` of asset `{parent}`", asset.path),
+                format!(
+                    "asset path `{}` collides with property `{name}` of asset `{parent}`",
+                    asset.path
+                ),
             ));
         }
     }
@@ -339,7 +438,10 @@ fn plugins(config: &Config, out: &mut Vec<Problem>) {
         let path = KeyPath::root().key("plugins").index(i);
         check_name(&plugin.name, &path.key("name"), "plugin name", out);
         if !names.insert(plugin.name.as_str()) {
-            out.push(Problem::new(path.key("name"), format!("plugin `{}` is defined twice", plugin.name)));
+            out.push(Problem::new(
+                path.key("name"),
+                format!("plugin `{}` is defined twice", plugin.name),
+            ));
         }
         let file = config.resolve(&plugin.file);
         if !file.is_file() {

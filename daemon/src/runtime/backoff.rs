@@ -61,7 +61,8 @@ mod tests {
 
     #[test]
     fn doubles_up_to_max_and_resets() {
-        let mut backoff = Backoff::with_jitter(Duration::from_millis(100), Duration::from_millis(500), 0.0);
+        let mut backoff =
+            Backoff::with_jitter(Duration::from_millis(100), Duration::from_millis(500), 0.0);
         let delays: Vec<_> = (0..5).map(|_| backoff.next_delay().as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500]);
         backoff.reset();
@@ -72,7 +73,10 @@ mod tests {
     fn jitter_stays_within_bounds() {
         let mut backoff = Backoff::new(Duration::from_millis(1000), Duration::from_secs(10));
         let first = backoff.next_delay();
-        assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(800) && first <= Duration::from_millis(1200),
+            "{first:?}"
+        );
         for _ in 0..20 {
             assert!(backoff.next_delay() <= Duration::from_secs(10));
         }

@@ -61,7 +61,10 @@ impl Supervisor {
             };
             if let Some(message) = failure {
                 tracing::error!(task = %name, %message, "Task ended with an error; shutting down");
-                fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(message);
+                fatal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(message);
                 root.cancel();
             }
         });
@@ -82,7 +85,9 @@ impl Supervisor {
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         self.root.cancel();
         self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -109,7 +114,10 @@ mod tests {
         let supervisor = Supervisor::new();
         supervisor.spawn("fails", |_| async { anyhow::bail!("boom") });
         supervisor.cancelled().await;
-        assert_eq!(supervisor.fatal_error().as_deref(), Some("task fails failed: boom"));
+        assert_eq!(
+            supervisor.fatal_error().as_deref(),
+            Some("task fails failed: boom")
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -192,9 +192,12 @@ pub fn spawn_all(
     for source in &config.sources {
         match source {
             SourceConfig::Modbus(modbus) => {
-                let (writer, properties) = modbus::spawn(modbus, config, twin, supervisor, metrics)?;
+                let (writer, properties) =
+                    modbus::spawn(modbus, config, twin, supervisor, metrics)?;
                 for property in properties {
-                    writers.by_property.insert(property, SourceWriter::Modbus(writer.clone()));
+                    writers
+                        .by_property
+                        .insert(property, SourceWriter::Modbus(writer.clone()));
                 }
             }
         }

@@ -85,16 +85,36 @@ impl Metrics {
         };
         let sub = registry.sub_registry_with_prefix("modbus");
         sub.register("requests", "Modbus requests sent", modbus.requests.clone());
-        sub.register("errors", "Modbus requests that failed, by kind", modbus.errors.clone());
+        sub.register(
+            "errors",
+            "Modbus requests that failed, by kind",
+            modbus.errors.clone(),
+        );
         sub.register(
             "request_duration_seconds",
             "Round-trip time of answered Modbus requests",
             modbus.duration.clone(),
         );
-        sub.register("demotions", "Times a device was demoted after consecutive timeouts", modbus.demotions.clone());
-        sub.register("device_demoted", "1 while a device is demoted", modbus.demoted.clone());
-        sub.register("reconnects", "Connections re-established after a failure", modbus.reconnects.clone());
-        sub.register("connected", "1 while the source's connection is up", modbus.connected.clone());
+        sub.register(
+            "demotions",
+            "Times a device was demoted after consecutive timeouts",
+            modbus.demotions.clone(),
+        );
+        sub.register(
+            "device_demoted",
+            "1 while a device is demoted",
+            modbus.demoted.clone(),
+        );
+        sub.register(
+            "reconnects",
+            "Connections re-established after a failure",
+            modbus.reconnects.clone(),
+        );
+        sub.register(
+            "connected",
+            "1 while the source's connection is up",
+            modbus.connected.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             modbus,

@@ -118,10 +118,7 @@ impl Fanout {
                 let mut delivered = false;
                 let mut coalesced = 0u64;
                 {
-                    let mut pending = subscriber
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
+                    let mut pending = subscriber.pending.lock().unwrap_or_else(|e| e.into_inner());
                     for change in changes.iter().filter(|c| subscriber.wants(c.property)) {
                         delivered = true;
                         if pending.overflow.is_empty() && pending.queue.len() < subscriber.capacity

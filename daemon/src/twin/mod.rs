@@ -150,7 +150,13 @@ impl Twin {
         published
     }
 
-    fn update(&self, slot: &mut Slot, reading: &Reading, now: Instant, wall: SystemTime) -> Option<Change> {
+    fn update(
+        &self,
+        slot: &mut Slot,
+        reading: &Reading,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<Change> {
         let decl = self.model.decl(reading.property);
         let def = self.model.property(reading.property);
         slot.last_refresh = Some(now);
@@ -233,7 +239,10 @@ impl Twin {
                 if slot.sample.quality.is_good()
                     && now.saturating_duration_since(last) > interval * self.stale_after_polls
                 {
-                    stale.push(Reading::failed(PropertyId(index as u32), QualityReason::Stale));
+                    stale.push(Reading::failed(
+                        PropertyId(index as u32),
+                        QualityReason::Stale,
+                    ));
                 }
             }
         }
@@ -264,10 +273,12 @@ impl Twin {
     /// Counts of properties per quality level: (good, uncertain, bad).
     pub fn quality_counts(&self) -> (usize, usize, usize) {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        slots.iter().fold((0, 0, 0), |(g, u, b), slot| match slot.sample.quality.level {
-            QualityLevel::Good => (g + 1, u, b),
-            QualityLevel::Uncertain => (g, u + 1, b),
-            QualityLevel::Bad => (g, u, b + 1),
+        slots.iter().fold((0, 0, 0), |(g, u, b), slot| {
+            match slot.sample.quality.level {
+                QualityLevel::Good => (g + 1, u, b),
+                QualityLevel::Uncertain => (g, u + 1, b),
+                QualityLevel::Bad => (g, u, b + 1),
+            }
         })
     }
 

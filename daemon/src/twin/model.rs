@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::model::{Access, DataType, DeadbandConfig};
 use crate::config::Config;
+use crate::config::model::{Access, DataType, DeadbandConfig};
 use crate::sources::SourceConfig;
 use crate::twin::units::{self, EngineeringUnit};
 use crate::twin::value::Value;
@@ -266,7 +266,11 @@ impl TwinModel {
                 .and_then(|id| config.source(id))
                 .map_or(Duration::from_secs(1), SourceConfig::default_poll);
             let mut properties = Vec::new();
-            for (decl_index, decl) in model.types[type_id.0 as usize].properties.iter().enumerate() {
+            for (decl_index, decl) in model.types[type_id.0 as usize]
+                .properties
+                .iter()
+                .enumerate()
+            {
                 let id = PropertyId(model.properties.len() as u32);
                 let binding = asset.bindings.get(&decl.name);
                 let path = format!("{}/{}", asset.path, decl.name);

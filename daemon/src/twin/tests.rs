@@ -67,7 +67,10 @@ fn scaling_maps_raw_to_engineering_units() {
         Reading::value(count, Value::UInt(4_000_000_000), None),
         Reading::value(raw, Value::Int(-7), None),
     ]);
-    assert_eq!(twin.sample(level).value, Some(Value::Float(52.300000000000004)));
+    assert_eq!(
+        twin.sample(level).value,
+        Some(Value::Float(52.300000000000004))
+    );
     // 856 × 0.1 − 20 = 65.6 °C
     let t = twin.sample(temperature).value.unwrap().as_f64().unwrap();
     assert!((t - 65.6).abs() < 1e-9, "{t}");
@@ -79,14 +82,27 @@ fn scaling_maps_raw_to_engineering_units() {
 
 #[test]
 fn scaling_inverse_gives_back_the_raw_value() {
-    let scaling = model::Scaling { scale: 0.1, offset: -20.0 };
-    let eu = scaling.to_eu(&Value::Int(856), config::model::DataType::Float).unwrap();
+    let scaling = model::Scaling {
+        scale: 0.1,
+        offset: -20.0,
+    };
+    let eu = scaling
+        .to_eu(&Value::Int(856), config::model::DataType::Float)
+        .unwrap();
     let raw = scaling.to_raw(&eu).as_f64().unwrap();
     assert!((raw - 856.0).abs() < 1e-9, "{raw}");
     // Text cannot become a number.
-    assert!(scaling.to_eu(&Value::String("x".into()), config::model::DataType::Float).is_err());
+    assert!(
+        scaling
+            .to_eu(&Value::String("x".into()), config::model::DataType::Float)
+            .is_err()
+    );
     // A negative number cannot become unsigned.
-    assert!(model::Scaling::IDENTITY.to_eu(&Value::Int(-1), config::model::DataType::Unsigned).is_err());
+    assert!(
+        model::Scaling::IDENTITY
+            .to_eu(&Value::Int(-1), config::model::DataType::Unsigned)
+            .is_err()
+    );
 }
 
 #[test]
@@ -115,11 +131,26 @@ fn percent_deadband_is_a_share_of_the_range() {
     let twin = twin();
     let level = id(&twin, "level");
     // Range 0..100 %, deadband 1 % of the span = 1.0 engineering unit; scale 0.1.
-    assert_eq!(twin.apply(&[Reading::value(level, Value::UInt(500), None)]), 1);
-    assert_eq!(twin.apply(&[Reading::value(level, Value::UInt(509), None)]), 0);
-    assert_eq!(twin.apply(&[Reading::value(level, Value::UInt(511), None)]), 1);
-    assert_eq!(twin.apply(&[Reading::value(level, Value::UInt(502), None)]), 0);
-    assert_eq!(twin.apply(&[Reading::value(level, Value::UInt(500), None)]), 1);
+    assert_eq!(
+        twin.apply(&[Reading::value(level, Value::UInt(500), None)]),
+        1
+    );
+    assert_eq!(
+        twin.apply(&[Reading::value(level, Value::UInt(509), None)]),
+        0
+    );
+    assert_eq!(
+        twin.apply(&[Reading::value(level, Value::UInt(511), None)]),
+        1
+    );
+    assert_eq!(
+        twin.apply(&[Reading::value(level, Value::UInt(502), None)]),
+        0
+    );
+    assert_eq!(
+        twin.apply(&[Reading::value(level, Value::UInt(500), None)]),
+        1
+    );
 }
 
 #[test]
@@ -128,7 +159,11 @@ fn quality_transitions_keep_the_last_value_and_its_source_time() {
     let level = id(&twin, "level");
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
     let now = Instant::now();
-    twin.apply_at(&[Reading::value(level, Value::UInt(420), Some(t0))], now, t0);
+    twin.apply_at(
+        &[Reading::value(level, Value::UInt(420), Some(t0))],
+        now,
+        t0,
+    );
     let good = twin.sample(level);
     assert!(good.quality.is_good());
     assert_eq!(good.source_time, Some(t0));
@@ -136,23 +171,41 @@ fn quality_transitions_keep_the_last_value_and_its_source_time() {
     // Communication failure: bad, value and source time kept, server time moves.
     let t1 = t0 + Duration::from_secs(5);
     assert_eq!(
-        twin.apply_at(&[Reading::failed(level, QualityReason::CommunicationFailure)], now, t1),
+        twin.apply_at(
+            &[Reading::failed(level, QualityReason::CommunicationFailure)],
+            now,
+            t1
+        ),
         1
     );
     let bad = twin.sample(level);
-    assert_eq!(bad.quality, Quality::bad(QualityReason::CommunicationFailure));
+    assert_eq!(
+        bad.quality,
+        Quality::bad(QualityReason::CommunicationFailure)
+    );
     assert_eq!(bad.value, good.value);
     assert_eq!(bad.source_time, Some(t0));
     assert_eq!(bad.server_time, t1);
     // The same failure again changes nothing.
     assert_eq!(
-        twin.apply_at(&[Reading::failed(level, QualityReason::CommunicationFailure)], now, t1),
+        twin.apply_at(
+            &[Reading::failed(level, QualityReason::CommunicationFailure)],
+            now,
+            t1
+        ),
         0
     );
 
     // Recovery with the same value still publishes: the quality changed.
     let t2 = t1 + Duration::from_secs(5);
-    assert_eq!(twin.apply_at(&[Reading::value(level, Value::UInt(420), Some(t2))], now, t2), 1);
+    assert_eq!(
+        twin.apply_at(
+            &[Reading::value(level, Value::UInt(420), Some(t2))],
+            now,
+            t2
+        ),
+        1
+    );
     assert!(twin.sample(level).quality.is_good());
 
     // Out of range: value stored, quality bad; back in range: good.
@@ -166,7 +219,10 @@ fn quality_transitions_keep_the_last_value_and_its_source_time() {
     // A raw value of the wrong kind is a configuration error; the last value stays.
     twin.apply(&[Reading::value(level, Value::String("oops".into()), None)]);
     let misbound = twin.sample(level);
-    assert_eq!(misbound.quality, Quality::bad(QualityReason::ConfigurationError));
+    assert_eq!(
+        misbound.quality,
+        Quality::bad(QualityReason::ConfigurationError)
+    );
     assert_eq!(misbound.value, Some(Value::Float(99.0)));
 }
 
@@ -179,14 +235,27 @@ fn unrefreshed_properties_become_stale_then_good_again() {
     let wall = SystemTime::now();
     twin.apply_at(&[Reading::value(level, Value::UInt(1), None)], start, wall);
     // Poll 100 ms × 3 polls = 300 ms. Not yet stale at 300 ms.
-    assert_eq!(twin.sweep_stale(start + Duration::from_millis(300), wall), 0);
-    assert_eq!(twin.sweep_stale(start + Duration::from_millis(301), wall), 1);
+    assert_eq!(
+        twin.sweep_stale(start + Duration::from_millis(300), wall),
+        0
+    );
+    assert_eq!(
+        twin.sweep_stale(start + Duration::from_millis(301), wall),
+        1
+    );
     let stale = twin.sample(level);
     assert_eq!(stale.quality, Quality::uncertain(QualityReason::Stale));
     assert_eq!(stale.value, Some(Value::Float(0.1)));
     // Never-read properties stay `NotYetRead`, not stale.
-    assert_eq!(twin.sample(count).quality, Quality::bad(QualityReason::NotYetRead));
-    twin.apply_at(&[Reading::value(level, Value::UInt(1), None)], start + Duration::from_secs(1), wall);
+    assert_eq!(
+        twin.sample(count).quality,
+        Quality::bad(QualityReason::NotYetRead)
+    );
+    twin.apply_at(
+        &[Reading::value(level, Value::UInt(1), None)],
+        start + Duration::from_secs(1),
+        wall,
+    );
     assert!(twin.sample(level).quality.is_good());
 }
 
@@ -194,15 +263,33 @@ fn unrefreshed_properties_become_stale_then_good_again() {
 fn strings_and_nan_are_compared_without_deadband() {
     let twin = twin();
     let name = id(&twin, "name");
-    assert_eq!(twin.apply(&[Reading::value(name, Value::String("A".into()), None)]), 1);
-    assert_eq!(twin.apply(&[Reading::value(name, Value::String("A".into()), None)]), 0);
-    assert_eq!(twin.apply(&[Reading::value(name, Value::String("B".into()), None)]), 1);
+    assert_eq!(
+        twin.apply(&[Reading::value(name, Value::String("A".into()), None)]),
+        1
+    );
+    assert_eq!(
+        twin.apply(&[Reading::value(name, Value::String("A".into()), None)]),
+        0
+    );
+    assert_eq!(
+        twin.apply(&[Reading::value(name, Value::String("B".into()), None)]),
+        1
+    );
     let t = id(&twin, "temperature");
     twin.apply(&[Reading::value(t, Value::Int(400), None)]);
     // NaN can never be a measurement: bad, out of range, and published once.
-    assert_eq!(twin.apply(&[Reading::value(t, Value::Float(f64::NAN), None)]), 1);
-    assert_eq!(twin.sample(t).quality, Quality::bad(QualityReason::OutOfRange));
-    assert_eq!(twin.apply(&[Reading::value(t, Value::Float(f64::NAN), None)]), 0);
+    assert_eq!(
+        twin.apply(&[Reading::value(t, Value::Float(f64::NAN), None)]),
+        1
+    );
+    assert_eq!(
+        twin.sample(t).quality,
+        Quality::bad(QualityReason::OutOfRange)
+    );
+    assert_eq!(
+        twin.apply(&[Reading::value(t, Value::Float(f64::NAN), None)]),
+        0
+    );
 }
 
 #[tokio::test]
@@ -215,8 +302,14 @@ async fn subscribers_receive_changes_in_order() {
     }
     let mut changes = Vec::new();
     assert_eq!(subscription.recv(&mut changes).await, 3);
-    let values: Vec<_> = changes.iter().map(|c| c.sample.value.clone().unwrap()).collect();
-    assert_eq!(values, [Value::Float(10.0), Value::Float(20.0), Value::Float(30.0)]);
+    let values: Vec<_> = changes
+        .iter()
+        .map(|c| c.sample.value.clone().unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [Value::Float(10.0), Value::Float(20.0), Value::Float(30.0)]
+    );
     assert_eq!(subscription.coalesced(), 0);
 }
 

@@ -385,21 +385,71 @@ mod tests {
         use WordOrder::*;
         // 123.456f32 = 0x42F6E979; -2i32 = 0xFFFFFFFE; 0x0102030405060708u64.
         let cases: &[(Encoding, WordOrder, &[u16], Value)] = &[
-            (F32, Abcd, &[0x42F6, 0xE979], Value::Float(f64::from(123.456f32))),
-            (F32, Cdab, &[0xE979, 0x42F6], Value::Float(f64::from(123.456f32))),
-            (F32, Badc, &[0xF642, 0x79E9], Value::Float(f64::from(123.456f32))),
-            (F32, Dcba, &[0x79E9, 0xF642], Value::Float(f64::from(123.456f32))),
+            (
+                F32,
+                Abcd,
+                &[0x42F6, 0xE979],
+                Value::Float(f64::from(123.456f32)),
+            ),
+            (
+                F32,
+                Cdab,
+                &[0xE979, 0x42F6],
+                Value::Float(f64::from(123.456f32)),
+            ),
+            (
+                F32,
+                Badc,
+                &[0xF642, 0x79E9],
+                Value::Float(f64::from(123.456f32)),
+            ),
+            (
+                F32,
+                Dcba,
+                &[0x79E9, 0xF642],
+                Value::Float(f64::from(123.456f32)),
+            ),
             (I32, Abcd, &[0xFFFF, 0xFFFE], Value::Int(-2)),
             (I32, Cdab, &[0xFFFE, 0xFFFF], Value::Int(-2)),
             (U32, Abcd, &[0x0001, 0x0000], Value::UInt(65_536)),
             (U32, Badc, &[0x0100, 0x0000], Value::UInt(65_536)),
-            (U64, Abcd, &[0x0102, 0x0304, 0x0506, 0x0708], Value::UInt(0x0102_0304_0506_0708)),
-            (U64, Cdab, &[0x0708, 0x0506, 0x0304, 0x0102], Value::UInt(0x0102_0304_0506_0708)),
-            (U64, Badc, &[0x0201, 0x0403, 0x0605, 0x0807], Value::UInt(0x0102_0304_0506_0708)),
-            (U64, Dcba, &[0x0807, 0x0605, 0x0403, 0x0201], Value::UInt(0x0102_0304_0506_0708)),
+            (
+                U64,
+                Abcd,
+                &[0x0102, 0x0304, 0x0506, 0x0708],
+                Value::UInt(0x0102_0304_0506_0708),
+            ),
+            (
+                U64,
+                Cdab,
+                &[0x0708, 0x0506, 0x0304, 0x0102],
+                Value::UInt(0x0102_0304_0506_0708),
+            ),
+            (
+                U64,
+                Badc,
+                &[0x0201, 0x0403, 0x0605, 0x0807],
+                Value::UInt(0x0102_0304_0506_0708),
+            ),
+            (
+                U64,
+                Dcba,
+                &[0x0807, 0x0605, 0x0403, 0x0201],
+                Value::UInt(0x0102_0304_0506_0708),
+            ),
             (I64, Abcd, &[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFD], Value::Int(-3)),
-            (F64, Abcd, &[0x4009, 0x21FB, 0x5444, 0x2D18], Value::Float(std::f64::consts::PI)),
-            (F64, Dcba, &[0x182D, 0x4454, 0xFB21, 0x0940], Value::Float(std::f64::consts::PI)),
+            (
+                F64,
+                Abcd,
+                &[0x4009, 0x21FB, 0x5444, 0x2D18],
+                Value::Float(std::f64::consts::PI),
+            ),
+            (
+                F64,
+                Dcba,
+                &[0x182D, 0x4454, 0xFB21, 0x0940],
+                Value::Float(std::f64::consts::PI),
+            ),
             (I16, Abcd, &[0xFF9C], Value::Int(-100)),
             (U16, Abcd, &[0xFF9C], Value::UInt(65_436)),
             (Bool, Abcd, &[1], Value::Bool(true)),
@@ -450,9 +500,21 @@ mod tests {
 
     #[test]
     fn encode_rejects_values_that_do_not_fit() {
-        assert!(Layout::new(Encoding::U16).encode(&Value::UInt(70_000)).is_err());
-        assert!(Layout::new(Encoding::I16).encode(&Value::Int(-40_000)).is_err());
-        assert!(Layout::new(Encoding::F32).encode(&Value::Float(1e300)).is_err());
+        assert!(
+            Layout::new(Encoding::U16)
+                .encode(&Value::UInt(70_000))
+                .is_err()
+        );
+        assert!(
+            Layout::new(Encoding::I16)
+                .encode(&Value::Int(-40_000))
+                .is_err()
+        );
+        assert!(
+            Layout::new(Encoding::F32)
+                .encode(&Value::Float(1e300))
+                .is_err()
+        );
         let text = Layout {
             length: 1,
             ..Layout::new(Encoding::String)
@@ -462,10 +524,28 @@ mod tests {
 
     #[test]
     fn integer_encodings_round_scaled_floats() {
-        assert_eq!(Layout::new(Encoding::U16).encode(&Value::Float(123.4)).unwrap(), vec![123]);
-        assert_eq!(Layout::new(Encoding::I16).encode(&Value::Float(-2.5)).unwrap(), vec![(-3i16) as u16]);
-        assert!(Layout::new(Encoding::U16).encode(&Value::Float(-0.6)).is_err());
-        assert!(Layout::new(Encoding::I32).encode(&Value::Float(f64::NAN)).is_err());
+        assert_eq!(
+            Layout::new(Encoding::U16)
+                .encode(&Value::Float(123.4))
+                .unwrap(),
+            vec![123]
+        );
+        assert_eq!(
+            Layout::new(Encoding::I16)
+                .encode(&Value::Float(-2.5))
+                .unwrap(),
+            vec![(-3i16) as u16]
+        );
+        assert!(
+            Layout::new(Encoding::U16)
+                .encode(&Value::Float(-0.6))
+                .is_err()
+        );
+        assert!(
+            Layout::new(Encoding::I32)
+                .encode(&Value::Float(f64::NAN))
+                .is_err()
+        );
     }
 
     #[test]

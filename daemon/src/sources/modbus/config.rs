@@ -319,7 +319,10 @@ impl ModbusSourceConfig {
         if let Some(rtu) = &self.rtu {
             let rtu_path = path.key("rtu");
             if rtu.baud == 0 {
-                out.push(Problem::new(rtu_path.key("baud"), "baud rate must be positive"));
+                out.push(Problem::new(
+                    rtu_path.key("baud"),
+                    "baud rate must be positive",
+                ));
             }
             if !matches!(rtu.data_bits, 7 | 8) {
                 out.push(Problem::new(
@@ -368,10 +371,16 @@ impl ModbusSourceConfig {
             }
         }
         if self.timeout.is_zero() {
-            out.push(Problem::new(path.key("timeout"), "timeout must be positive"));
+            out.push(Problem::new(
+                path.key("timeout"),
+                "timeout must be positive",
+            ));
         }
         if self.poll.is_zero() {
-            out.push(Problem::new(path.key("poll"), "poll interval must be positive"));
+            out.push(Problem::new(
+                path.key("poll"),
+                "poll interval must be positive",
+            ));
         }
         if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
             out.push(Problem::new(
@@ -476,9 +485,12 @@ impl ModbusBindingConfig {
                 path.clone(),
                 "encoding `string` needs `length` in registers (1..=125)",
             )),
-            (Encoding::String, Some(length)) if !(1..=125).contains(&length) => out.push(
-                Problem::new(path.key("length"), format!("length {length} is outside 1..=125")),
-            ),
+            (Encoding::String, Some(length)) if !(1..=125).contains(&length) => {
+                out.push(Problem::new(
+                    path.key("length"),
+                    format!("length {length} is outside 1..=125"),
+                ))
+            }
             (Encoding::String, Some(_)) => {}
             (_, Some(_)) => out.push(Problem::new(
                 path.key("length"),
@@ -530,7 +542,10 @@ impl ModbusBindingConfig {
             ));
         }
         if self.poll.is_some_and(|p| p.is_zero()) {
-            out.push(Problem::new(path.key("poll"), "poll interval must be positive"));
+            out.push(Problem::new(
+                path.key("poll"),
+                "poll interval must be positive",
+            ));
         }
         if property.access == Access::ReadWrite && !self.table.is_writable() {
             out.push(Problem::new(

@@ -41,13 +41,20 @@ pub fn spawn(
     let poller = build(source, config, twin, metrics);
     let properties = poller.all_properties.clone();
     let (writer, writes) = poller::write_channel();
-    supervisor.spawn(format!("modbus:{}", source.id), move |token| poller.run(token, writes));
+    supervisor.spawn(format!("modbus:{}", source.id), move |token| {
+        poller.run(token, writes)
+    });
     Ok((writer, properties))
 }
 
 /// Builds the poll plan of one source: every binding of every asset on it, grouped per device
 /// and poll interval, joined into blocks.
-pub(crate) fn build(source: &ModbusSourceConfig, config: &Config, twin: &Arc<Twin>, metrics: &Metrics) -> Poller {
+pub(crate) fn build(
+    source: &ModbusSourceConfig,
+    config: &Config,
+    twin: &Arc<Twin>,
+    metrics: &Metrics,
+) -> Poller {
     let model = twin.model();
     let device_list = source.device_list();
     let limits = Limits {
@@ -61,7 +68,11 @@ pub(crate) fn build(source: &ModbusSourceConfig, config: &Config, twin: &Arc<Twi
         vec![BTreeMap::new(); device_list.len()];
     let mut targets: Vec<(PropertyId, usize, Duration, RegisterTable, Point)> = Vec::new();
     let mut all_properties = Vec::new();
-    for asset in config.assets.iter().filter(|a| a.source.as_deref() == Some(&source.id)) {
+    for asset in config
+        .assets
+        .iter()
+        .filter(|a| a.source.as_deref() == Some(&source.id))
+    {
         let device = match &asset.device {
             Some(id) => device_list.iter().position(|d| &d.id == id).unwrap_or(0),
             None => 0,

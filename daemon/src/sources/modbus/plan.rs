@@ -65,7 +65,10 @@ impl Limits {
         if table.is_bits() {
             (u32::from(self.max_bits), u32::from(self.max_gap_bits))
         } else {
-            (u32::from(self.max_registers), u32::from(self.max_gap_registers))
+            (
+                u32::from(self.max_registers),
+                u32::from(self.max_gap_registers),
+            )
         }
     }
 }
@@ -140,13 +143,20 @@ mod tests {
     };
 
     fn spans(blocks: &[Block]) -> Vec<(u16, u16, usize)> {
-        blocks.iter().map(|b| (b.start, b.count, b.points.len())).collect()
+        blocks
+            .iter()
+            .map(|b| (b.start, b.count, b.points.len()))
+            .collect()
     }
 
     #[test]
     fn table_of_plans() {
         // (points as (address, width), limits override, expected blocks (start, count, points))
-        type Case = (&'static [(u16, u16)], Option<Limits>, &'static [(u16, u16, usize)]);
+        type Case = (
+            &'static [(u16, u16)],
+            Option<Limits>,
+            &'static [(u16, u16, usize)],
+        );
         let cases: &[Case] = &[
             // Adjacent registers join.
             (&[(0, 1), (1, 2), (3, 1)], None, &[(0, 4, 3)]),
@@ -163,13 +173,19 @@ mod tests {
             // A device limited to 32 registers.
             (
                 &[(0, 16), (16, 16), (32, 2)],
-                Some(Limits { max_registers: 32, ..LIMITS }),
+                Some(Limits {
+                    max_registers: 32,
+                    ..LIMITS
+                }),
                 &[(0, 32, 2), (32, 2, 1)],
             ),
             // No gap allowed.
             (
                 &[(0, 1), (2, 1)],
-                Some(Limits { max_gap_registers: 0, ..LIMITS }),
+                Some(Limits {
+                    max_gap_registers: 0,
+                    ..LIMITS
+                }),
                 &[(0, 1, 1), (2, 1, 1)],
             ),
             // The very top of the address space.
@@ -182,13 +198,21 @@ mod tests {
                 .map(|(i, (address, width))| point(i as u32, *address, *width))
                 .collect();
             let blocks = plan(RegisterTable::Holding, points, &limits.unwrap_or(LIMITS));
-            assert_eq!(spans(&blocks), expected.to_vec(), "{points:?}", points = expected);
+            assert_eq!(
+                spans(&blocks),
+                expected.to_vec(),
+                "{points:?}",
+                points = expected
+            );
         }
     }
 
     #[test]
     fn bit_tables_use_bit_limits() {
-        let points = (0..3000).step_by(100).map(|a| point(a, a as u16, 1)).collect();
+        let points = (0..3000)
+            .step_by(100)
+            .map(|a| point(a, a as u16, 1))
+            .collect();
         let blocks = plan(RegisterTable::Coil, points, &LIMITS);
         // Gaps of 99 bits exceed the 64-bit gap: one block per point.
         assert_eq!(blocks.len(), 30);

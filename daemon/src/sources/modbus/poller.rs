@@ -32,12 +32,12 @@ use tokio_modbus::{ExceptionCode, Slave};
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::Backoff;
+use crate::sources::WriteError;
 use crate::sources::modbus::codec::{CodecError, Encoding};
 use crate::sources::modbus::config::{ModbusSourceConfig, RegisterTable};
 use crate::sources::modbus::plan::{self, Block, Point};
 use crate::sources::modbus::transport::Transport;
 use crate::telemetry::metrics::{DeviceMetrics, SourceMetrics};
-use crate::sources::WriteError;
 use crate::twin::{PropertyId, QualityReason, Reading, Twin, Value};
 
 /// Queued writes per Modbus connection before `write` waits.
@@ -160,7 +160,11 @@ fn exception_kind(code: ExceptionCode) -> &'static str {
 
 impl Poller {
     /// Runs until `token` is cancelled.
-    pub async fn run(mut self, token: CancellationToken, mut writes: mpsc::Receiver<WriteRequest>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        token: CancellationToken,
+        mut writes: mpsc::Receiver<WriteRequest>,
+    ) -> anyhow::Result<()> {
         let gap = self.config.request_delay.max(self.transport.frame_gap());
         loop {
             if self.ctx.is_none() && !self.connect_or_wait(&token).await {
@@ -294,7 +298,8 @@ impl Poller {
                         working.push(part);
                     }
                     Err(Failure::Exception(
-                        code @ (ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue),
+                        code
+                        @ (ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue),
                     )) => match plan::split(&part) {
                         Some((left, right)) => {
                             pending.push(right);
@@ -386,12 +391,18 @@ impl Poller {
             let result = timeout(self.config.timeout, read_block(ctx, block)).await;
             match result {
                 Ok(Ok(Ok(data))) => {
-                    device.metrics.duration.observe(started.elapsed().as_secs_f64());
+                    device
+                        .metrics
+                        .duration
+                        .observe(started.elapsed().as_secs_f64());
                     self.answered(d);
                     return Ok(data);
                 }
                 Ok(Ok(Err(code))) => {
-                    device.metrics.duration.observe(started.elapsed().as_secs_f64());
+                    device
+                        .metrics
+                        .duration
+                        .observe(started.elapsed().as_secs_f64());
                     device.metrics.error(exception_kind(code));
                     self.answered(d);
                     return Err(Failure::Exception(code));
@@ -405,7 +416,12 @@ impl Poller {
                     // A late reply must not be read as the answer to the next request.
                     self.ctx = None;
                     if attempt + 1 < attempts {
-                        match timeout(self.config.timeout.max(Duration::from_secs(1)), self.transport.connect()).await {
+                        match timeout(
+                            self.config.timeout.max(Duration::from_secs(1)),
+                            self.transport.connect(),
+                        )
+                        .await
+                        {
                             Ok(Ok(ctx)) => self.ctx = Some(ctx),
                             _ => break,
                         }
@@ -448,7 +464,11 @@ impl Poller {
     }
 
     async fn write(&mut self, request: &WriteRequest) -> Result<(), WriteError> {
-        let target = self.writes.get(&request.property).cloned().ok_or(WriteError::NotBound)?;
+        let target = self
+            .writes
+            .get(&request.property)
+            .cloned()
+            .ok_or(WriteError::NotBound)?;
         if !target.table.is_writable() {
             return Err(WriteError::NotWritable(target.table.as_str()));
         }
@@ -470,14 +490,26 @@ impl Poller {
             (_, Encoding::Bit) => {
                 let words = layout.encode(&raw)?;
                 let mask = 1u16 << layout.bit;
-                timeout(self.config.timeout, ctx.masked_write_register(address, !mask, words[0])).await
+                timeout(
+                    self.config.timeout,
+                    ctx.masked_write_register(address, !mask, words[0]),
+                )
+                .await
             }
             _ => {
                 let words = layout.encode(&raw)?;
                 if words.len() == 1 {
-                    timeout(self.config.timeout, ctx.write_single_register(address, words[0])).await
+                    timeout(
+                        self.config.timeout,
+                        ctx.write_single_register(address, words[0]),
+                    )
+                    .await
                 } else {
-                    timeout(self.config.timeout, ctx.write_multiple_registers(address, &words)).await
+                    timeout(
+                        self.config.timeout,
+                        ctx.write_multiple_registers(address, &words),
+                    )
+                    .await
                 }
             }
         };
@@ -512,7 +544,10 @@ async fn read_block(ctx: &mut Context, block: &Block) -> tokio_modbus::Result<Da
             .read_input_registers(block.start, block.count)
             .await?
             .map(Data::Words),
-        RegisterTable::Coil => ctx.read_coils(block.start, block.count).await?.map(Data::Bits),
+        RegisterTable::Coil => ctx
+            .read_coils(block.start, block.count)
+            .await?
+            .map(Data::Bits),
         RegisterTable::Discrete => ctx
             .read_discrete_inputs(block.start, block.count)
             .await?
@@ -521,7 +556,12 @@ async fn read_block(ctx: &mut Context, block: &Block) -> tokio_modbus::Result<Da
 }
 
 fn fail_block(block: &Block, reason: QualityReason, readings: &mut Vec<Reading>) {
-    readings.extend(block.points.iter().map(|p| Reading::failed(p.property, reason)));
+    readings.extend(
+        block
+            .points
+            .iter()
+            .map(|p| Reading::failed(p.property, reason)),
+    );
 }
 
 fn decode_block(block: &Block, data: &Data, readings: &mut Vec<Reading>, source: &str) {
@@ -535,10 +575,14 @@ fn decode_block(block: &Block, data: &Data, readings: &mut Vec<Reading>, source:
                     got: words.len(),
                 })
                 .and_then(|slice| point.layout.decode(slice)),
-            Data::Bits(bits) => bits.get(offset).map(|b| Value::Bool(*b)).ok_or(CodecError::Length {
-                expected: offset + 1,
-                got: bits.len(),
-            }),
+            Data::Bits(bits) => {
+                bits.get(offset)
+                    .map(|b| Value::Bool(*b))
+                    .ok_or(CodecError::Length {
+                        expected: offset + 1,
+                        got: bits.len(),
+                    })
+            }
         };
         readings.push(match outcome {
             Ok(value) => Reading::value(point.property, value, None),

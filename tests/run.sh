@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a machine that never saw the project, then
+# runs the format check, clippy and every test. `.ci/run` calls this same script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: strace (proves that `twinloom run` with a bad config opens no socket).
+if ! command -v strace >/dev/null 2>&1; then
+  echo "tests/run.sh: installing strace" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null
+fi
+
+# Independent protocol peers from PyPI (pymodbus, asyncua), in a virtualenv at .venv.
+if ! .venv/bin/python -c "import pymodbus, asyncua" >/dev/null 2>&1; then
+  echo "tests/run.sh: creating .venv with the Python protocol peers" >&2
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt
+fi
+
+# Toolchain parts the workspace needs.
+if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then rustup component add clippy; fi
+if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then rustup component add rustfmt; fi
+if ! command -v cargo-nextest >/dev/null 2>&1; then cargo install --locked cargo-nextest; fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo nextest run --workspace --locked --no-fail-fast
