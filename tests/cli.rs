@@ -120,3 +120,47 @@ fn version_prints_the_package_version() {
         format!("twinloom {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
+    use std::io::{BufRead, BufReader};
+    let mut child = bin()
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut all_good = None;
+    let mut lines = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        lines.push(line.clone());
+        // "sources 2/2 up · properties 15 good, 0 uncertain, 0 bad · 12 updates/s"
+        if line.starts_with("sources 2/2 up · properties 15 good, 0 uncertain, 0 bad") {
+            all_good = Some(line);
+            break;
+        }
+        assert!(
+            lines.len() < 30,
+            "the demo never became fully good:\n{}",
+            lines.join("\n")
+        );
+    }
+    let line = all_good.unwrap();
+    let rate: f64 = line
+        .rsplit("· ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" updates/s")
+        .parse()
+        .unwrap();
+    assert!(rate > 0.0, "values should change over time: {line}");
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

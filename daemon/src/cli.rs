@@ -32,6 +32,8 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the daemon against a simulated plant on free loopback ports (no files needed).
+    Demo,
     /// Validate a configuration file: exit 0 when valid, 64 with every error when not.
     Check {
         /// The TOML configuration file.
@@ -71,10 +73,26 @@ fn report(error: &ConfigError) -> ExitCode {
 
 /// `twinloom run --config PATH`: validate, then run until SIGTERM or SIGINT.
 pub fn run(path: &Path) -> ExitCode {
-    let config = match config::load(path) {
-        Ok(config) => config,
-        Err(error) => return report(&error),
-    };
+    match config::load(path) {
+        Ok(config) => serve(config, |config| crate::app::run(config, shutdown_signal())),
+        Err(error) => report(&error),
+    }
+}
+
+/// `twinloom demo`: the embedded demo config against the simulated plant.
+pub fn demo() -> ExitCode {
+    match crate::demo::config() {
+        Ok(config) => serve(config, |config| crate::demo::run(config, shutdown_signal())),
+        Err(error) => report(&error),
+    }
+}
+
+/// Sets up logging and the runtime, runs `main` to completion, maps the outcome to an exit code.
+fn serve<F, Fut>(config: crate::config::Config, main: F) -> ExitCode
+where
+    F: FnOnce(crate::config::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     crate::telemetry::init(&config.daemon.log_level, config.daemon.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,7 +104,7 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(crate::app::run(config, shutdown_signal())) {
+    match runtime.block_on(main(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "Twinloom failed");

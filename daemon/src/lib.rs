@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod runtime;
 pub mod sources;
 pub mod telemetry;

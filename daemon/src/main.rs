@@ -9,5 +9,6 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { path } => cli::check(&path),
         Command::Run { config } => cli::run(&config),
+        Command::Demo => cli::demo(),
     }
 }

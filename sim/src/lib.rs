@@ -1,3 +1,4 @@
 //! Simulated plant for Twinloom: devices reachable only through real protocols on loopback.
 
 pub mod modbus;
+pub mod plant;

@@ -185,6 +185,16 @@ impl ModbusMetrics {
         }
     }
 
+    /// Whether the source's connection is up (its `connected` gauge is 1).
+    pub fn is_connected(&self, source: &str) -> bool {
+        self.connected
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .get()
+            == 1
+    }
+
     /// Handles for one source.
     pub fn source(&self, source: &str) -> SourceMetrics {
         let labels = SourceLabels {

@@ -1,0 +1,110 @@
+//! `twinloom demo`: the daemon against the simulated plant, on free loopback ports.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::app;
+use crate::config::{self, Config};
+use crate::sources::SourceConfig;
+use twinloom_sim::plant::Plant;
+
+/// Prints a line to stdout, ignoring a closed pipe (the demo must not die because its reader left).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// The demo configuration, embedded so that `twinloom demo` needs no files.
+pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+
+/// How often the live status line is printed.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Parses the embedded demo config.
+///
+/// Errors: only if the embedded file is broken (a test guards against that).
+pub fn config() -> Result<Config, config::ConfigError> {
+    config::parse(Path::new("config/demo.toml"), DEMO_CONFIG)
+}
+
+/// Points the demo's sources at the running plant's servers.
+pub fn attach(config: &mut Config, plant: &Plant) {
+    for source in &mut config.sources {
+        let SourceConfig::Modbus(modbus) = source;
+        match modbus.id.as_str() {
+            "line-plc" => modbus.tcp = Some(plant.line_plc.addr().to_string()),
+            "utilities-gw" => modbus.rtu_over_tcp = Some(plant.utilities.addr().to_string()),
+            _ => {}
+        }
+    }
+}
+
+/// Runs the plant and the daemon until `shutdown` resolves, printing a status line every
+/// [`STATUS_INTERVAL`].
+///
+/// Errors: the plant's servers cannot bind, or a daemon component fails.
+pub async fn run(
+    mut config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let plant = Plant::start().await?;
+    attach(&mut config, &plant);
+    let handles = app::start(&config)?;
+    say!("Twinloom demo: a simulated bottling plant on loopback");
+    say!("  line PLC (Modbus TCP)          {}", plant.line_plc.addr());
+    say!(
+        "  utilities gateway (RTU/TCP)    {}",
+        plant.utilities.addr()
+    );
+    say!(
+        "  twin: {} assets, {} properties. Ctrl-C stops.",
+        handles.twin.model().assets().len(),
+        handles.twin.model().properties().len()
+    );
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    tick.tick().await;
+    let mut last = handles.twin.stats().changes;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = handles.supervisor.cancelled() => break,
+            _ = tick.tick() => {
+                let stats = handles.twin.stats();
+                let (good, uncertain, bad) = handles.twin.quality_counts();
+                let up = config.sources.iter().filter(|s| handles.metrics.modbus.is_connected(s.id())).count();
+                let rate = (stats.changes - last) as f64 / STATUS_INTERVAL.as_secs_f64();
+                last = stats.changes;
+                say!(
+                    "sources {up}/{} up · properties {good} good, {uncertain} uncertain, {bad} bad · {rate:.0} updates/s",
+                    config.sources.len()
+                );
+            }
+        }
+    }
+    say!("Stopping");
+    let drained = handles
+        .supervisor
+        .shutdown(config.daemon.shutdown_timeout)
+        .await;
+    plant.stop().await;
+    if !drained {
+        tracing::warn!("Some tasks did not finish before the shutdown deadline");
+    }
+    match handles.supervisor.fatal_error() {
+        Some(message) => anyhow::bail!(message),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_embedded_demo_config_is_valid() {
+        let config = super::config().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.sources.len(), 2);
+        assert_eq!(config.assets.len(), 4);
+    }
+}

@@ -1,0 +1,342 @@
+//! A small bottling plant with plausible physics, reachable only over Modbus.
+//!
+//! - **Filling line** (Modbus TCP, unit 1): a state machine (running, micro-stop, stopped), speed
+//!   following its setpoint with a first-order lag, good and reject counters.
+//! - **Utilities gateway** (RTU over TCP): unit 1 a heated tank (level with fill/drain hysteresis,
+//!   temperature following a first-order heat balance of a heater whose power is a writable
+//!   register, with losses to ambient), unit 11 a pump (flow, discharge pressure, vibration RMS
+//!   with a slowly developing bearing fault that can be switched on), unit 21 an energy meter
+//!   (total kW of the plant and its kWh integral).
+//!
+//! The register maps match `config/demo.toml` (and `config/example.toml`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinHandle;
+
+use crate::modbus::{Framing, ModbusServer, SimDevice};
+
+/// Simulation step.
+pub const STEP: Duration = Duration::from_millis(100);
+
+/// Ambient temperature, °C.
+const AMBIENT_C: f64 = 18.0;
+
+/// The running plant: its servers and the physics task.
+#[derive(Debug)]
+pub struct Plant {
+    /// The filling line PLC (Modbus TCP).
+    pub line_plc: ModbusServer,
+    /// The utilities gateway (RTU over TCP: tank unit 1, pump unit 11, meter unit 21).
+    pub utilities: ModbusServer,
+    /// The devices, for tests and fault injection.
+    pub devices: PlantDevices,
+    physics: JoinHandle<()>,
+}
+
+/// The simulated devices.
+#[derive(Debug, Clone)]
+pub struct PlantDevices {
+    /// Filling line PLC.
+    pub filler: Arc<SimDevice>,
+    /// Heated tank.
+    pub tank: Arc<SimDevice>,
+    /// Pump.
+    pub pump: Arc<SimDevice>,
+    /// Energy meter.
+    pub meter: Arc<SimDevice>,
+}
+
+impl Plant {
+    /// Starts the plant's servers on free loopback ports and its physics.
+    pub async fn start() -> std::io::Result<Self> {
+        let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let devices = PlantDevices {
+            filler: SimDevice::new(),
+            tank: SimDevice::new(),
+            pump: SimDevice::new(),
+            meter: SimDevice::new(),
+        };
+        devices.filler.set_holding(10, &[3000]); // speed setpoint 300.0 /min
+        devices.tank.set_holding(0, &[600]); // heater 6.00 kW
+        devices.pump.set_holding(0, &[1]); // running
+        devices
+            .meter
+            .set_holding(100, &words_of_text("EM-24-0042", 8));
+        let line_plc = ModbusServer::bind(
+            loopback,
+            Framing::Tcp,
+            HashMap::from([(1, Arc::clone(&devices.filler))]),
+        )
+        .await?;
+        let utilities = ModbusServer::bind(
+            loopback,
+            Framing::RtuOverTcp,
+            HashMap::from([
+                (1, Arc::clone(&devices.tank)),
+                (11, Arc::clone(&devices.pump)),
+                (21, Arc::clone(&devices.meter)),
+            ]),
+        )
+        .await?;
+        let physics = tokio::spawn(run_physics(devices.clone()));
+        Ok(Self {
+            line_plc,
+            utilities,
+            devices,
+            physics,
+        })
+    }
+
+    /// Stops the physics and both servers.
+    pub async fn stop(self) {
+        self.physics.abort();
+        self.line_plc.stop().await;
+        self.utilities.stop().await;
+    }
+}
+
+fn words_of_text(text: &str, registers: usize) -> Vec<u16> {
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.resize(registers * 2, 0);
+    bytes
+        .chunks_exact(2)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect()
+}
+
+fn f32_cdab(value: f32) -> [u16; 2] {
+    let bits = value.to_bits();
+    [(bits & 0xFFFF) as u16, (bits >> 16) as u16]
+}
+
+fn u32_cdab(value: u32) -> [u16; 2] {
+    [(value & 0xFFFF) as u16, (value >> 16) as u16]
+}
+
+fn f64_dcba(value: f64) -> [u16; 4] {
+    let b = value.to_le_bytes();
+    [
+        u16::from_be_bytes([b[0], b[1]]),
+        u16::from_be_bytes([b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]),
+    ]
+}
+
+/// Filling line state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineState {
+    Stopped = 0,
+    Running = 1,
+    MicroStop = 2,
+}
+
+#[derive(Debug)]
+struct Physics {
+    line_state: LineState,
+    state_left_s: f64,
+    speed: f64,
+    good: f64,
+    rejects: f64,
+    level: f64,
+    filling: bool,
+    temperature: f64,
+    flow: f64,
+    vibration: f64,
+    fault_age_s: f64,
+    energy_kwh: f64,
+}
+
+async fn run_physics(devices: PlantDevices) {
+    let mut p = Physics {
+        line_state: LineState::Running,
+        state_left_s: 45.0,
+        speed: 0.0,
+        good: 0.0,
+        rejects: 0.0,
+        level: 55.0,
+        filling: false,
+        temperature: 21.0,
+        flow: 0.0,
+        vibration: 1.8,
+        fault_age_s: 0.0,
+        energy_kwh: 12_345.6,
+    };
+    let mut tick = tokio::time::interval(STEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        step(&mut p, &devices, STEP.as_secs_f64(), &mut rand::rng());
+    }
+}
+
+fn step(p: &mut Physics, d: &PlantDevices, dt: f64, rng: &mut impl Rng) {
+    // Filling line: running for a while, then a short micro-stop.
+    p.state_left_s -= dt;
+    if p.state_left_s <= 0.0 {
+        (p.line_state, p.state_left_s) = match p.line_state {
+            LineState::Running => (LineState::MicroStop, rng.random_range(2.0..8.0)),
+            LineState::MicroStop | LineState::Stopped => {
+                (LineState::Running, rng.random_range(30.0..90.0))
+            }
+        };
+    }
+    let setpoint = f64::from(d.filler.holding(10, 1)[0]) / 10.0;
+    if setpoint < 1.0 {
+        p.line_state = LineState::Stopped;
+    } else if p.line_state == LineState::Stopped {
+        p.line_state = LineState::Running;
+    }
+    let target = if p.line_state == LineState::Running {
+        setpoint
+    } else {
+        0.0
+    };
+    p.speed += (target - p.speed) * (dt / 3.0).min(1.0); // 3 s time constant
+    let bottles = p.speed / 60.0 * dt;
+    let reject_share = 0.015;
+    p.good += bottles * (1.0 - reject_share);
+    p.rejects += bottles * reject_share;
+    d.filler
+        .set_holding(0, &[p.line_state as u16, (p.speed * 10.0).round() as u16]);
+    d.filler.set_holding(2, &u32_cdab(p.good as u32));
+    d.filler.set_holding(4, &u32_cdab(p.rejects as u32));
+
+    // Heated tank: 10 m³ at 100 %; fill valve opens below 40 %, closes above 80 %.
+    if p.level < 40.0 {
+        p.filling = true;
+    } else if p.level > 80.0 {
+        p.filling = false;
+    }
+    let inflow_pct_s = if p.filling { 0.25 } else { 0.0 };
+    let outflow_pct_s = 0.08; // drawn by the line
+    p.level = (p.level + (inflow_pct_s - outflow_pct_s) * dt).clamp(0.0, 100.0);
+    let heater_kw = f64::from(d.tank.holding(0, 1)[0]) / 100.0;
+    let mass_kg = (p.level / 100.0 * 10_000.0).max(200.0);
+    let heat_capacity = 4186.0 * mass_kg; // J/K
+    let loss_w_per_k = 900.0;
+    let d_temp = (heater_kw * 1000.0 - loss_w_per_k * (p.temperature - AMBIENT_C)) / heat_capacity
+        * dt
+        * 60.0;
+    p.temperature += d_temp; // time compressed ×60 so the demo moves visibly
+    d.tank.set_input(
+        0,
+        &[
+            (p.level * 100.0).round() as u16,
+            (p.temperature * 10.0).round() as i16 as u16,
+        ],
+    );
+
+    // Pump: flow and pressure with a little noise; bearing fault grows vibration exponentially.
+    let running = d.pump.holding(0, 1)[0] & 1 == 1;
+    let fault = d.pump.holding(1, 1)[0] == 1;
+    let flow_target = if running { 42.0 } else { 0.0 };
+    p.flow += (flow_target - p.flow) * (dt / 2.0).min(1.0);
+    let flow = p.flow
+        + if running {
+            rng.random_range(-0.3..0.3)
+        } else {
+            0.0
+        };
+    let pressure = if running {
+        4.2 + flow / 42.0 * 1.1 + rng.random_range(-0.05..0.05)
+    } else {
+        0.0
+    };
+    if fault {
+        p.fault_age_s += dt;
+    }
+    let base = if running { 1.8 } else { 0.1 };
+    p.vibration = base * (p.fault_age_s / 120.0).exp() + rng.random_range(-0.05..0.05);
+    d.pump.set_input(10, &f32_cdab(flow as f32));
+    d.pump.set_input(12, &f32_cdab(pressure as f32));
+    d.pump.set_input(14, &f32_cdab(p.vibration.max(0.0) as f32));
+
+    // Energy meter: line drive + heater + pump + base load.
+    let power_kw = 3.0 + p.speed / 600.0 * 11.0 + heater_kw + if running { 7.5 } else { 0.0 };
+    p.energy_kwh += power_kw * dt / 3600.0;
+    d.meter.set_input(0, &f32_cdab(power_kw as f32));
+    d.meter.set_input(2, &f64_dcba(p.energy_kwh));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices() -> PlantDevices {
+        let d = PlantDevices {
+            filler: SimDevice::new(),
+            tank: SimDevice::new(),
+            pump: SimDevice::new(),
+            meter: SimDevice::new(),
+        };
+        d.filler.set_holding(10, &[3000]);
+        d.pump.set_holding(0, &[1]);
+        d
+    }
+
+    fn physics() -> Physics {
+        Physics {
+            line_state: LineState::Running,
+            state_left_s: 1e9,
+            speed: 0.0,
+            good: 0.0,
+            rejects: 0.0,
+            level: 50.0,
+            filling: false,
+            temperature: AMBIENT_C,
+            flow: 0.0,
+            vibration: 1.8,
+            fault_age_s: 0.0,
+            energy_kwh: 0.0,
+        }
+    }
+
+    #[test]
+    fn tank_temperature_settles_where_heating_equals_losses() {
+        let d = devices();
+        d.tank.set_holding(0, &[900]); // 9 kW → equilibrium 18 + 9000 / 900 = 28 °C
+        let mut p = physics();
+        let mut rng = rand::rng();
+        for _ in 0..200_000 {
+            step(&mut p, &d, 0.1, &mut rng);
+        }
+        assert!((p.temperature - 28.0).abs() < 0.2, "{}", p.temperature);
+    }
+
+    #[test]
+    fn line_speed_follows_its_setpoint_and_counts_bottles() {
+        let d = devices();
+        let mut p = physics();
+        let mut rng = rand::rng();
+        for _ in 0..600 {
+            step(&mut p, &d, 0.1, &mut rng); // 60 s
+        }
+        assert!((p.speed - 300.0).abs() < 1.0, "{}", p.speed);
+        // About 300 bottles/min for a minute, less the 3 s ramp.
+        let total = p.good + p.rejects;
+        assert!((270.0..300.0).contains(&total), "{total}");
+        assert!((p.rejects / total - 0.015).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_bearing_fault_makes_vibration_grow() {
+        let d = devices();
+        let mut p = physics();
+        let mut rng = rand::rng();
+        for _ in 0..100 {
+            step(&mut p, &d, 0.1, &mut rng);
+        }
+        let healthy = p.vibration;
+        d.pump.set_holding(1, &[1]);
+        for _ in 0..1200 {
+            step(&mut p, &d, 0.1, &mut rng); // 120 s of fault: e¹ × base
+        }
+        assert!(p.vibration > healthy * 2.3, "{healthy} → {}", p.vibration);
+    }
+}
