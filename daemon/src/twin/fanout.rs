@@ -70,6 +70,8 @@ impl Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Fanout {
     subscribers: RwLock<Vec<Arc<Shared>>>,
+    /// Entries in `subscribers` (live or not yet pruned), read without the lock.
+    registered: std::sync::atomic::AtomicUsize,
     coalesced_total: AtomicU64,
 }
 
@@ -95,10 +97,9 @@ impl Fanout {
             coalesced: AtomicU64::new(0),
             alive: AtomicBool::new(true),
         });
-        self.subscribers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::clone(&shared));
+        let mut subscribers = self.subscribers.write().unwrap_or_else(|e| e.into_inner());
+        subscribers.push(Arc::clone(&shared));
+        self.registered.store(subscribers.len(), Ordering::Relaxed);
         Subscription { shared }
     }
 
@@ -143,11 +144,15 @@ impl Fanout {
             }
         }
         if saw_dead {
-            self.subscribers
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|s| s.alive.load(Ordering::Relaxed));
+            let mut subscribers = self.subscribers.write().unwrap_or_else(|e| e.into_inner());
+            subscribers.retain(|s| s.alive.load(Ordering::Relaxed));
+            self.registered.store(subscribers.len(), Ordering::Relaxed);
         }
+    }
+
+    /// Whether nobody is subscribed (then the twin need not build change events).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.registered.load(Ordering::Relaxed) == 0
     }
 
     /// Changes replaced in any subscriber's overflow map since start.

@@ -129,18 +129,25 @@ impl Twin {
     /// Returns how many changes were published.
     pub fn apply_at(&self, readings: &[Reading], now: Instant, wall: SystemTime) -> usize {
         let mut changes = Vec::new();
+        let mut published = 0;
+        let listening = !self.fanout.is_empty();
         {
             let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
             for reading in readings {
                 let Some(slot) = slots.get_mut(reading.property.index()) else {
                     continue;
                 };
-                if let Some(change) = self.update(slot, reading, now, wall) {
-                    changes.push(change);
+                if self.update(slot, reading, now, wall) {
+                    published += 1;
+                    if listening {
+                        changes.push(Change {
+                            property: reading.property,
+                            sample: slot.sample.clone(),
+                        });
+                    }
                 }
             }
         }
-        let published = changes.len();
         self.readings
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
         self.changes.fetch_add(published as u64, Ordering::Relaxed);
@@ -150,13 +157,8 @@ impl Twin {
         published
     }
 
-    fn update(
-        &self,
-        slot: &mut Slot,
-        reading: &Reading,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Option<Change> {
+    /// Applies one reading to its slot; returns whether the sample changed (and must be published).
+    fn update(&self, slot: &mut Slot, reading: &Reading, now: Instant, wall: SystemTime) -> bool {
         let decl = self.model.decl(reading.property);
         let def = self.model.property(reading.property);
         slot.last_refresh = Some(now);
@@ -211,7 +213,7 @@ impl Twin {
             _ => true,
         };
         if !quality_changed && !value_changed {
-            return None;
+            return false;
         }
         slot.sample = Sample {
             value,
@@ -219,10 +221,7 @@ impl Twin {
             source_time,
             server_time: wall,
         };
-        Some(Change {
-            property: reading.property,
-            sample: slot.sample.clone(),
-        })
+        true
     }
 
     /// Marks good properties whose source has not refreshed them for `stale_after_polls` refresh

@@ -161,5 +161,6 @@ pub(crate) fn build(
         backoff: Backoff::new(source.backoff_min, source.backoff_max),
         ever_connected: false,
         link_up: false,
+        readings: Vec::new(),
     }
 }

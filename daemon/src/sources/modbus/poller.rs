@@ -115,6 +115,12 @@ pub(crate) fn write_channel() -> (ModbusWriter, mpsc::Receiver<WriteRequest>) {
     (ModbusWriter { tx }, rx)
 }
 
+enum Next {
+    Cancelled,
+    Write(WriteRequest),
+    Poll,
+}
+
 enum Failure {
     Exception(ExceptionCode),
     Timeout,
@@ -141,6 +147,8 @@ pub(crate) struct Poller {
     pub backoff: Backoff,
     pub ever_connected: bool,
     pub link_up: bool,
+    /// Reused buffer of one poll group's readings.
+    pub readings: Vec<Reading>,
 }
 
 fn exception_kind(code: ExceptionCode) -> &'static str {
@@ -171,17 +179,32 @@ impl Poller {
                 return Ok(());
             }
             let (device, group, due) = self.next_due();
-            tokio::select! {
-                biased;
-                () = token.cancelled() => return Ok(()),
-                Some(request) = writes.recv() => {
+            // A group already due is polled without a timer round trip (tokio's timer has 1 ms
+            // granularity); pending writes and cancellation still go first.
+            let next = if due <= Instant::now() {
+                if token.is_cancelled() {
+                    Next::Cancelled
+                } else {
+                    writes.try_recv().map_or(Next::Poll, Next::Write)
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => Next::Cancelled,
+                    Some(request) = writes.recv() => Next::Write(request),
+                    () = sleep_until(due) => Next::Poll,
+                }
+            };
+            match next {
+                Next::Cancelled => return Ok(()),
+                Next::Write(request) => {
                     let outcome = self.write(&request).await;
                     if let Err(error) = &outcome {
                         tracing::warn!(source = %self.id, property = %self.twin.model().property(request.property).path, %error, "Write failed");
                     }
                     let _ = request.reply.send(outcome);
                 }
-                () = sleep_until(due) => {
+                Next::Poll => {
                     self.poll_group(device, group).await;
                     let interval = self.effective_interval(device, group);
                     let entry = &mut self.devices[device].groups[group];
@@ -279,98 +302,116 @@ impl Poller {
     }
 
     async fn poll_group(&mut self, d: usize, g: usize) {
-        let mut readings = Vec::new();
-        let mut i = 0;
+        let blocks = std::mem::take(&mut self.devices[d].groups[g].blocks);
+        let mut readings = std::mem::take(&mut self.readings);
+        readings.clear();
+        let mut kept = Vec::with_capacity(blocks.len());
         let mut skip_rest = false;
-        while i < self.devices[d].groups[g].blocks.len() {
-            let block = self.devices[d].groups[g].blocks[i].clone();
+        for block in blocks {
             if skip_rest || self.ctx.is_none() {
                 fail_block(&block, QualityReason::CommunicationFailure, &mut readings);
-                i += 1;
+                kept.push(block);
                 continue;
             }
-            let mut pending = vec![block.clone()];
-            let mut working: Vec<Block> = Vec::new();
-            while let Some(part) = pending.pop() {
-                match self.read(d, &part).await {
-                    Ok(data) => {
-                        decode_block(&part, &data, &mut readings, &self.id);
-                        working.push(part);
-                    }
-                    Err(Failure::Exception(
-                        code
-                        @ (ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue),
-                    )) => match plan::split(&part) {
-                        Some((left, right)) => {
-                            pending.push(right);
-                            pending.push(left);
-                        }
-                        None => {
-                            let point = &part.points[0];
-                            tracing::warn!(
-                                source = %self.id,
-                                device = %self.devices[d].id,
-                                property = %self.twin.model().property(point.property).path,
-                                table = part.table.as_str(),
-                                address = point.address,
-                                exception = exception_kind(code),
-                                "Device rejects this binding's address; check the register map"
-                            );
-                            fail_block(&part, QualityReason::ConfigurationError, &mut readings);
-                            working.push(part);
-                        }
-                    },
-                    Err(Failure::Exception(code)) => {
-                        tracing::warn!(source = %self.id, device = %self.devices[d].id, exception = exception_kind(code), "Device answered with an exception");
-                        fail_block(&part, QualityReason::CommunicationFailure, &mut readings);
-                        working.push(part);
-                    }
-                    Err(Failure::Timeout) => {
-                        fail_block(&part, QualityReason::CommunicationFailure, &mut readings);
-                        for rest in pending.drain(..) {
-                            fail_block(&rest, QualityReason::CommunicationFailure, &mut readings);
-                            working.push(rest);
-                        }
-                        working.push(part);
-                        skip_rest = true;
-                    }
-                    Err(Failure::Transport(error)) => {
-                        self.lose_connection(&error);
-                        fail_block(&part, QualityReason::CommunicationFailure, &mut readings);
-                        working.push(part);
-                        working.append(&mut pending);
-                        skip_rest = true;
-                    }
-                    Err(Failure::Disconnected) => {
-                        fail_block(&part, QualityReason::CommunicationFailure, &mut readings);
-                        working.push(part);
-                        working.append(&mut pending);
-                        skip_rest = true;
-                    }
+            match self.read(d, &block).await {
+                Ok(data) => {
+                    decode_block(&block, &data, &mut readings, &self.id);
+                    kept.push(block);
+                }
+                Err(failure) => {
+                    skip_rest = self
+                        .recover(d, block, failure, &mut readings, &mut kept)
+                        .await;
                 }
             }
-            if working.len() > 1 {
-                working.sort_by_key(|b| b.start);
-                let largest = working.iter().map(|b| b.count).max().unwrap_or(0);
-                tracing::info!(
-                    source = %self.id,
-                    device = %self.devices[d].id,
-                    table = block.table.as_str(),
-                    start = block.start,
-                    rejected = block.count,
-                    parts = working.len(),
-                    largest_part = largest,
-                    "Device rejected a block read; split it and will keep the split"
-                );
-                let count = working.len();
-                let blocks = &mut self.devices[d].groups[g].blocks;
-                blocks.splice(i..=i, working);
-                i += count;
-            } else {
-                i += 1;
+        }
+        self.devices[d].groups[g].blocks = kept;
+        self.twin.apply(&readings);
+        self.readings = readings;
+    }
+
+    /// Handles a failed block read: splits blocks the device rejects (exception 02/03) until each
+    /// part works or holds one binding, and marks what failed. Pushes the blocks to keep in the
+    /// plan onto `kept`. Returns whether the device's other blocks should be skipped this cycle.
+    async fn recover(
+        &mut self,
+        d: usize,
+        block: Block,
+        failure: Failure,
+        readings: &mut Vec<Reading>,
+        kept: &mut Vec<Block>,
+    ) -> bool {
+        let (table, start, count) = (block.table, block.start, block.count);
+        let first_kept = kept.len();
+        let mut pending = vec![(block, Some(failure))];
+        let mut skip_rest = false;
+        while let Some((part, known)) = pending.pop() {
+            let outcome = match known {
+                Some(failure) => Err(failure),
+                None => self.read(d, &part).await,
+            };
+            match outcome {
+                Ok(data) => {
+                    decode_block(&part, &data, readings, &self.id);
+                    kept.push(part);
+                }
+                Err(Failure::Exception(
+                    code @ (ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue),
+                )) => match plan::split(&part) {
+                    Some((left, right)) => {
+                        pending.push((right, None));
+                        pending.push((left, None));
+                    }
+                    None => {
+                        let point = &part.points[0];
+                        tracing::warn!(
+                            source = %self.id,
+                            device = %self.devices[d].id,
+                            property = %self.twin.model().property(point.property).path,
+                            table = part.table.as_str(),
+                            address = point.address,
+                            exception = exception_kind(code),
+                            "Device rejects this binding's address; check the register map"
+                        );
+                        fail_block(&part, QualityReason::ConfigurationError, readings);
+                        kept.push(part);
+                    }
+                },
+                Err(Failure::Exception(code)) => {
+                    tracing::warn!(source = %self.id, device = %self.devices[d].id, exception = exception_kind(code), "Device answered with an exception");
+                    fail_block(&part, QualityReason::CommunicationFailure, readings);
+                    kept.push(part);
+                }
+                Err(failure) => {
+                    if let Failure::Transport(error) = &failure {
+                        self.lose_connection(error);
+                    }
+                    fail_block(&part, QualityReason::CommunicationFailure, readings);
+                    kept.push(part);
+                    for (rest, _) in pending.drain(..) {
+                        fail_block(&rest, QualityReason::CommunicationFailure, readings);
+                        kept.push(rest);
+                    }
+                    skip_rest = true;
+                }
             }
         }
-        self.twin.apply(&readings);
+        let parts = &mut kept[first_kept..];
+        if parts.len() > 1 {
+            parts.sort_by_key(|b| b.start);
+            let largest = parts.iter().map(|b| b.count).max().unwrap_or(0);
+            tracing::info!(
+                source = %self.id,
+                device = %self.devices[d].id,
+                table = table.as_str(),
+                start,
+                rejected = count,
+                parts = parts.len(),
+                largest_part = largest,
+                "Device rejected a block read; split it and will keep the split"
+            );
+        }
+        skip_rest
     }
 
     /// One read with timeout and retries. Updates the device's streak and metrics.
