@@ -652,3 +652,80 @@ discrete9 = {{ table = "discrete", address = 9 }}
         handles.supervisor.shutdown(Duration::from_secs(2)).await;
     }
 }
+
+/// A linked pair of pseudo-terminals made by `socat` (a null-modem cable in software).
+struct PtyPair {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl PtyPair {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let end = |name: &str| format!("pty,raw,echo=0,link={}", dir.path().join(name).display());
+        let child = std::process::Command::new("socat")
+            .args([end("plc"), end("daemon")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat is installed by the README's test command (apt package `socat`)");
+        let pair = Self { child, dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !(pair.path("plc").exists() && pair.path("daemon").exists()) {
+            assert!(std::time::Instant::now() < deadline, "socat made no pty pair");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        pair
+    }
+
+    fn path(&self, end: &str) -> std::path::PathBuf {
+        self.dir.path().join(end)
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_writes_two_devices_over_an_rtu_serial_line() {
+    let pty = PtyPair::new();
+    let (a, b) = (SimDevice::new(), SimDevice::new());
+    load_probe_image(&a, 30);
+    load_probe_image(&b, 40);
+    let plc_end = pty.path("plc").display().to_string();
+    let _line = ModbusServer::serial(&plc_end, 19_200, HashMap::from([(3u8, Arc::clone(&a)), (4u8, Arc::clone(&b))])).unwrap();
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "rs485"
+rtu = {{ port = "{}", baud = 19200, parity = "even" }}
+poll = "100ms"
+timeout = "500ms"
+devices = [{{ id = "a", unit_id = 3 }}, {{ id = "b", unit_id = 4 }}]
+{PROBE_TYPE}
+[[assets]]
+path = "site/a"
+type = "Probe"
+source = "rs485"
+device = "a"
+{PROBE_BINDINGS}
+[[assets]]
+path = "site/b"
+type = "Probe"
+source = "rs485"
+device = "b"
+{PROBE_BINDINGS}"#,
+        pty.path("daemon").display()
+    ));
+    let handles = start(&config);
+    assert_probe(&handles, "site/a", 30).await;
+    assert_probe(&handles, "site/b", 40).await;
+    // A write travels the same line to the right unit.
+    handles.writers.write(property(&handles, "site/b/u16"), Value::UInt(4242)).await.unwrap();
+    assert_eq!(b.holding(1, 1), vec![4242]);
+    assert_eq!(a.holding(1, 1), vec![0xFF9C]);
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}

@@ -6,11 +6,15 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages: strace (proves that `twinloom run` with a bad config opens no socket).
-if ! command -v strace >/dev/null 2>&1; then
-  echo "tests/run.sh: installing strace" >&2
+# Debian packages: strace (proves that `twinloom run` with a bad config opens no socket) and
+# socat (a pseudo-terminal pair stands in for an RS-485 line in the RTU test).
+missing=()
+command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}" >&2
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Independent protocol peers from PyPI (pymodbus, asyncua), in a virtualenv at .venv.

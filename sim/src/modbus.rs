@@ -304,6 +304,24 @@ impl ModbusServer {
         Ok(Self { addr, task })
     }
 
+    /// Serves `devices` as RTU slaves on the serial port at `path` (for example one end of a
+    /// pseudo-terminal pair) until stopped. `addr()` of such a server is `0.0.0.0:0`.
+    pub fn serial(path: &str, baud: u32, devices: HashMap<u8, Arc<SimDevice>>) -> std::io::Result<Self> {
+        let server = tokio_modbus::server::rtu::Server::new_from_path(path, baud)?;
+        let bank = Bank {
+            devices: Arc::new(devices),
+        };
+        let task = tokio::spawn(async move {
+            if let Err(error) = server.serve_forever(bank).await {
+                tracing::warn!(%error, "Simulated Modbus RTU server stopped");
+            }
+        });
+        Ok(Self {
+            addr: ([0, 0, 0, 0], 0).into(),
+            task,
+        })
+    }
+
     /// Binds `addr` (use port 0 for a free one) and serves `devices`.
     pub async fn bind(
         addr: SocketAddr,
