@@ -306,7 +306,11 @@ impl ModbusServer {
 
     /// Serves `devices` as RTU slaves on the serial port at `path` (for example one end of a
     /// pseudo-terminal pair) until stopped. `addr()` of such a server is `0.0.0.0:0`.
-    pub fn serial(path: &str, baud: u32, devices: HashMap<u8, Arc<SimDevice>>) -> std::io::Result<Self> {
+    pub fn serial(
+        path: &str,
+        baud: u32,
+        devices: HashMap<u8, Arc<SimDevice>>,
+    ) -> std::io::Result<Self> {
         let server = tokio_modbus::server::rtu::Server::new_from_path(path, baud)?;
         let bank = Bank {
             devices: Arc::new(devices),

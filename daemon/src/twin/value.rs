@@ -98,9 +98,18 @@ pub enum QualityReason {
     None,
     /// Nothing has been read yet since start (OPC UA `Bad_WaitingForInitialData`).
     NotYetRead,
-    /// The device did not answer, the connection failed, or the reply was malformed
-    /// (OPC UA `Bad_CommunicationError`).
+    /// The connection broke during a request (OPC UA `Bad_CommunicationError`).
     CommunicationFailure,
+    /// The device did not answer within the timeout (OPC UA `Bad_Timeout`).
+    Timeout,
+    /// No connection to the device: refused, unreachable, or still reconnecting
+    /// (OPC UA `Bad_NoCommunication`).
+    NoConnection,
+    /// The device answered with a protocol exception, e.g. Modbus exception code 04 "server
+    /// device failure" (OPC UA `Bad_DeviceFailure`). Carries the protocol's code.
+    DeviceException(u8),
+    /// The reply could not be decoded into the binding's encoding (OPC UA `Bad_DecodingError`).
+    DecodeError,
     /// The device answered with an error for this value's address or the binding does not match
     /// the device (OPC UA `Bad_ConfigurationError`).
     ConfigurationError,
@@ -118,6 +127,10 @@ impl QualityReason {
             Self::None => "none",
             Self::NotYetRead => "not_yet_read",
             Self::CommunicationFailure => "communication_failure",
+            Self::Timeout => "timeout",
+            Self::NoConnection => "no_connection",
+            Self::DeviceException(_) => "device_exception",
+            Self::DecodeError => "decode_error",
             Self::ConfigurationError => "configuration_error",
             Self::OutOfRange => "out_of_range",
             Self::Stale => "stale",
@@ -168,6 +181,9 @@ impl fmt::Display for Quality {
         match (self.level, self.reason) {
             (QualityLevel::Good, _) => f.write_str("good"),
             (QualityLevel::Uncertain, reason) => write!(f, "uncertain ({})", reason.as_str()),
+            (QualityLevel::Bad, QualityReason::DeviceException(code)) => {
+                write!(f, "bad (device exception {code:#04x})")
+            }
             (QualityLevel::Bad, reason) => write!(f, "bad ({})", reason.as_str()),
         }
     }

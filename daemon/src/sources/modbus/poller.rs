@@ -12,14 +12,14 @@
 //!   split and the halves retried until each part works or is a single binding; the parts that
 //!   work replace the block in the plan (the learned limit), a single binding that still fails goes
 //!   bad with `ConfigurationError`; everything else keeps working.
-//! - **other exceptions**: the block's properties go bad (`CommunicationFailure`).
-//! - **timeout**: the context is dropped (a late reply would otherwise be taken as the answer to
+//! - **other exceptions**: the block's properties go bad (`DeviceException(code)`).
+//! - **timeout** (`Timeout`): the context is dropped (a late reply would otherwise be taken as the answer to
 //!   the next request) and rebuilt at once; with a fresh streak the block is retried `retries`
 //!   times, then its properties go bad and the device's other blocks in this cycle are skipped,
 //!   so a dead device costs the others one timeout per cycle. After `demote_after` consecutive
 //!   timeouts the device is polled only every `demoted_poll` until it answers.
-//! - **transport error / connection refused**: every property of the source goes bad
-//!   (`CommunicationFailure`), last values kept; reconnect with backoff.
+//! - **transport error** (`CommunicationFailure`) **/ connection refused** (`NoConnection`): every
+//!   property of the source goes bad, last values kept; reconnect with backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -277,7 +277,7 @@ impl Poller {
         for device in &self.devices {
             device.metrics.error("connection");
         }
-        self.mark_all(QualityReason::CommunicationFailure);
+        self.mark_all(QualityReason::NoConnection);
         tokio::select! {
             () = token.cancelled() => false,
             () = sleep(delay) => true,
@@ -309,7 +309,12 @@ impl Poller {
         let mut skip_rest = false;
         for block in blocks {
             if skip_rest || self.ctx.is_none() {
-                fail_block(&block, QualityReason::CommunicationFailure, &mut readings);
+                let reason = if skip_rest {
+                    QualityReason::Timeout
+                } else {
+                    QualityReason::NoConnection
+                };
+                fail_block(&block, reason, &mut readings);
                 kept.push(block);
                 continue;
             }
@@ -379,17 +384,28 @@ impl Poller {
                 },
                 Err(Failure::Exception(code)) => {
                     tracing::warn!(source = %self.id, device = %self.devices[d].id, exception = exception_kind(code), "Device answered with an exception");
-                    fail_block(&part, QualityReason::CommunicationFailure, readings);
+                    fail_block(
+                        &part,
+                        QualityReason::DeviceException(u8::from(code)),
+                        readings,
+                    );
                     kept.push(part);
                 }
                 Err(failure) => {
-                    if let Failure::Transport(error) = &failure {
-                        self.lose_connection(error);
-                    }
-                    fail_block(&part, QualityReason::CommunicationFailure, readings);
+                    let reason = match &failure {
+                        Failure::Transport(error) => {
+                            self.lose_connection(error);
+                            QualityReason::CommunicationFailure
+                        }
+                        Failure::Timeout => QualityReason::Timeout,
+                        Failure::Disconnected | Failure::Exception(_) => {
+                            QualityReason::NoConnection
+                        }
+                    };
+                    fail_block(&part, reason, readings);
                     kept.push(part);
                     for (rest, _) in pending.drain(..) {
-                        fail_block(&rest, QualityReason::CommunicationFailure, readings);
+                        fail_block(&rest, reason, readings);
                         kept.push(rest);
                     }
                     skip_rest = true;
@@ -629,11 +645,7 @@ fn decode_block(block: &Block, data: &Data, readings: &mut Vec<Reading>, source:
             Ok(value) => Reading::value(point.property, value, None),
             Err(error) => {
                 tracing::warn!(%source, address = point.address, %error, "Cannot decode reply");
-                let reason = match error {
-                    CodecError::Utf8 => QualityReason::ConfigurationError,
-                    _ => QualityReason::CommunicationFailure,
-                };
-                Reading::failed(point.property, reason)
+                Reading::failed(point.property, QualityReason::DecodeError)
             }
         });
     }
