@@ -129,7 +129,7 @@ source = "plc"
 {PROBE_BINDINGS}"#,
         server.addr()
     ));
-    let handles = start(&config);
+    let handles = start(&config).await;
     assert_probe(&handles, "site/probe", 0).await;
     // One holding block, one coil, one discrete and one input read per poll: requests grow in
     // steps of 4 (the plan joined 26 holding registers into a single read).
@@ -175,7 +175,7 @@ device = "b"
 {PROBE_BINDINGS}"#,
         gateway.addr()
     ));
-    let handles = start(&config);
+    let handles = start(&config).await;
     assert_probe(&handles, "site/a", 10).await;
     assert_probe(&handles, "site/b", 20).await;
     handles.supervisor.shutdown(Duration::from_secs(2)).await;
@@ -212,7 +212,7 @@ async fn recovers_after_the_device_restarts_without_restarting_the_daemon() {
     device.set_holding(0, &[0x4120, 0x0000]); // 10.0
     let first = server(Framing::Tcp, &[(1, &device)]).await;
     let addr = first.addr();
-    let handles = start(&simple_config(addr, ""));
+    let handles = start(&simple_config(addr, "")).await;
     let power = property(&handles, "site/meter/power");
     let good = wait_for(&handles, power, WAIT, |s| s.quality.is_good()).await;
     assert_eq!(good.value, Some(Value::Float(10.0)));
@@ -293,7 +293,7 @@ bindings.count = {{ table = "holding", address = 0 }}
 "#,
         gateway.addr()
     ));
-    let handles = start(&config);
+    let handles = start(&config).await;
     let (alive_count, silent_count) = (
         property(&handles, "site/alive/count"),
         property(&handles, "site/silent/count"),
@@ -402,7 +402,7 @@ source = "plc"
 {bindings}"#,
         server.addr()
     ));
-    let handles = start(&config);
+    let handles = start(&config).await;
     for i in 0..30u16 {
         let address = i * 2;
         let id = property(&handles, &format!("site/block/r{address}"));
@@ -465,7 +465,7 @@ temperature = {{ table = "input", address = 0 }}
 "#,
         server.addr()
     ));
-    let handles = start(&config);
+    let handles = start(&config).await;
     let id = |name: &str| property(&handles, &format!("site/drive/{name}"));
     wait_for(&handles, id("speed_setpoint"), WAIT, |s| {
         s.quality.is_good()
@@ -622,7 +622,7 @@ discrete9 = {{ table = "discrete", address = 9 }}
 "#,
             port = peer.port
         ));
-        let handles = start(&config);
+        let handles = start(&config).await;
         let expected = [
             ("i16", Value::Int(-12_345)),
             ("u16", Value::UInt(54_321)),
@@ -725,7 +725,7 @@ device = "b"
 {PROBE_BINDINGS}"#,
         pty.path("daemon").display()
     ));
-    let handles = start(&config);
+    let handles = start(&config).await;
     assert_probe(&handles, "site/a", 30).await;
     assert_probe(&handles, "site/b", 40).await;
     // A write travels the same line to the right unit.

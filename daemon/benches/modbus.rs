@@ -166,7 +166,7 @@ source = "bench"
 {bindings}"#
     );
     let config = twinloom::config::parse(Path::new("bench.toml"), &text).unwrap();
-    let handles = twinloom::app::start(&config).unwrap();
+    let handles = twinloom::app::start(&config).await.unwrap();
     let requests = r#"twinloom_modbus_requests_total{source="bench",device="bench"}"#;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = metric(&handles.metrics.encode(), requests);
@@ -207,7 +207,7 @@ async fn hundred_thousand_tags(ports: &[u16]) {
         }
     }
     let config = twinloom::config::parse(Path::new("bench.toml"), &text).unwrap();
-    let handles = twinloom::app::start(&config).unwrap();
+    let handles = twinloom::app::start(&config).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu0, readings0, started) = (cpu_seconds(), handles.twin.stats().readings, Instant::now());
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -1,10 +1,13 @@
 //! Wiring: build every component from a validated config, run until asked to stop, drain.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
+use crate::control::{self, ControlHandle};
+use crate::northbound::opcua_server::{self, OpcUaServer};
 use crate::runtime::Supervisor;
 use crate::sources::{self, Writers};
 use crate::telemetry::Metrics;
@@ -24,17 +27,55 @@ pub struct Handles {
     pub writers: Writers,
     /// Metrics registry.
     pub metrics: Metrics,
+    /// The control gate (where writes are proposed).
+    pub control: ControlHandle,
+    /// The OPC UA server, when configured.
+    pub opcua: Option<OpcUaServer>,
+}
+
+/// The folder for state the daemon writes: `daemon.state_dir`, systemd's `$STATE_DIRECTORY`, or
+/// `/var/lib/twinloom`.
+pub fn state_dir(config: &Config) -> PathBuf {
+    config
+        .daemon
+        .state_dir
+        .clone()
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/twinloom"))
 }
 
 /// Builds the twin and spawns every component of `config` on the current runtime.
 ///
-/// Errors: a component that cannot be built (all configuration errors were caught before).
-pub fn start(config: &Config) -> anyhow::Result<Handles> {
+/// Errors: a component that cannot be built or bound (all configuration errors were caught
+/// before): the OPC UA listen address is taken, the PKI folder cannot be written.
+pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     let model = Arc::new(TwinModel::build(config));
     let twin = Arc::new(Twin::new(model, &config.twin));
     let supervisor = Supervisor::new();
     let metrics = Metrics::new();
     let writers = sources::spawn_all(config, &twin, &supervisor, &metrics)?;
+    let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
+    let opcua = match &config.opcua_server {
+        Some(server) => {
+            let started = opcua_server::start(
+                server,
+                &state_dir(config),
+                &twin,
+                control.clone(),
+                &metrics,
+                &supervisor,
+            )
+            .await;
+            match started {
+                Ok(server) => Some(server),
+                Err(error) => {
+                    supervisor.shutdown(config.daemon.shutdown_timeout).await;
+                    return Err(error);
+                }
+            }
+        }
+        None => None,
+    };
     let sweeper = Arc::clone(&twin);
     supervisor.spawn("twin-stale-sweep", move |token| async move {
         let mut tick = tokio::time::interval(STALE_SWEEP_INTERVAL);
@@ -62,6 +103,8 @@ pub fn start(config: &Config) -> anyhow::Result<Handles> {
         supervisor,
         writers,
         metrics,
+        control,
+        opcua,
     })
 }
 
@@ -70,7 +113,7 @@ pub fn start(config: &Config) -> anyhow::Result<Handles> {
 ///
 /// Errors: a component failed to start, or a task failed while running.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let handles = start(&config)?;
+    let handles = start(&config).await?;
     tokio::select! {
         () = shutdown => tracing::info!("Shutdown requested; draining"),
         () = handles.supervisor.cancelled() => {}

@@ -11,6 +11,9 @@ use crate::config::{self, ConfigError};
 /// scripts already treat as "do not restart, fix the input").
 pub const EXIT_CONFIG: u8 = 64;
 
+/// Exit code for bad command-line input (same as clap's).
+pub const EXIT_USAGE: u8 = 2;
+
 /// Exit code for a runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
 
@@ -38,6 +41,34 @@ pub enum Command {
     Check {
         /// The TOML configuration file.
         path: PathBuf,
+    },
+    /// Read a password on standard input and print its argon2id hash for `password_hash`.
+    HashPassword,
+    /// List, trust or reject OPC UA client certificates.
+    Pki {
+        /// The configuration file (its OPC UA server's PKI folder is used).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        action: PkiAction,
+    },
+}
+
+/// `twinloom pki` actions.
+#[derive(Debug, Subcommand)]
+pub enum PkiAction {
+    /// List trusted and rejected client certificates.
+    List,
+    /// Trust a rejected client certificate (by the start of its file name).
+    Trust {
+        /// Start of the certificate's file name, as `list` prints it.
+        name: String,
+    },
+    /// Reject a trusted client certificate (by the start of its file name).
+    Reject {
+        /// Start of the certificate's file name, as `list` prints it.
+        name: String,
     },
 }
 
@@ -84,6 +115,69 @@ pub fn demo() -> ExitCode {
     match crate::demo::config() {
         Ok(config) => serve(config, |config| crate::demo::run(config, shutdown_signal())),
         Err(error) => report(&error),
+    }
+}
+
+/// `twinloom hash-password`: one line from stdin → argon2id PHC string on stdout.
+pub fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        eprintln!("expected a password on standard input");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match crate::northbound::opcua_server::auth::hash_password(line.trim_end_matches(['\r', '\n']))
+    {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cannot hash the password: {error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `twinloom pki --config PATH list|trust|reject`.
+pub fn pki(path: &Path, action: &PkiAction) -> ExitCode {
+    use crate::northbound::opcua_server::pki::{self, Trust};
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(error) => return report(&error),
+    };
+    let Some(server) = &config.opcua_server else {
+        eprintln!("{}: has no [opcua_server] section", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let dir = crate::northbound::opcua_server::pki_dir(server, &crate::app::state_dir(&config));
+    let outcome = match action {
+        PkiAction::List => pki::list(&dir).map(|entries| {
+            if entries.is_empty() {
+                println!("no client certificates in {}", dir.display());
+            }
+            for entry in entries {
+                let trust = if entry.trust == Trust::Trusted {
+                    "trusted "
+                } else {
+                    "rejected"
+                };
+                println!("{trust}  {}", entry.name);
+            }
+        }),
+        PkiAction::Trust { name } => {
+            pki::set_trust(&dir, name, Trust::Trusted).map(|p| println!("trusted: {}", p.display()))
+        }
+        PkiAction::Reject { name } => pki::set_trust(&dir, name, Trust::Rejected)
+            .map(|p| println!("rejected: {}", p.display())),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

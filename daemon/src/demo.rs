@@ -29,8 +29,15 @@ pub fn config() -> Result<Config, config::ConfigError> {
     config::parse(Path::new("config/demo.toml"), DEMO_CONFIG)
 }
 
-/// Points the demo's sources at the running plant's servers.
+/// Points the demo's sources at the running plant's servers, keeps its state (the OPC UA PKI) in
+/// the temporary folder, and moves the OPC UA server to a free port when 4840 is taken.
 pub fn attach(config: &mut Config, plant: &Plant) {
+    config.daemon.state_dir = Some(std::env::temp_dir().join("twinloom-demo"));
+    if let Some(server) = &mut config.opcua_server
+        && std::net::TcpListener::bind(server.listen).is_err()
+    {
+        server.listen.set_port(0);
+    }
     for source in &mut config.sources {
         let SourceConfig::Modbus(modbus) = source;
         match modbus.id.as_str() {
@@ -51,13 +58,19 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let plant = Plant::start().await?;
     attach(&mut config, &plant);
-    let handles = app::start(&config)?;
+    let handles = app::start(&config).await?;
     say!("Twinloom demo: a simulated bottling plant on loopback");
     say!("  line PLC (Modbus TCP)          {}", plant.line_plc.addr());
     say!(
         "  utilities gateway (RTU/TCP)    {}",
         plant.utilities.addr()
     );
+    if let Some(server) = &handles.opcua {
+        say!("  OPC UA server                  {}", server.endpoint_url);
+        say!(
+            "    security None or Basic256Sha256/Aes*; anonymous (read) or operator/operator (write)"
+        );
+    }
     say!(
         "  twin: {} assets, {} properties. Ctrl-C stops.",
         handles.twin.model().assets().len(),

@@ -7,7 +7,9 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
+pub mod northbound;
 pub mod runtime;
 pub mod sources;
 pub mod telemetry;

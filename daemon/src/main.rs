@@ -10,5 +10,7 @@ fn main() -> ExitCode {
         Command::Check { path } => cli::check(&path),
         Command::Run { config } => cli::run(&config),
         Command::Demo => cli::demo(),
+        Command::HashPassword => cli::hash_password(),
+        Command::Pki { config, action } => cli::pki(&config, &action),
     }
 }

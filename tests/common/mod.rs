@@ -19,8 +19,8 @@ pub fn config(text: &str) -> Config {
 }
 
 /// Starts the daemon's components for `config` on the current runtime.
-pub fn start(config: &Config) -> Handles {
-    app::start(config).expect("daemon starts")
+pub async fn start(config: &Config) -> Handles {
+    app::start(config).await.expect("daemon starts")
 }
 
 /// The property at `path`.

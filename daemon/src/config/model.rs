@@ -107,47 +107,7 @@ fn default_stale_after_polls() -> u32 {
     3
 }
 
-/// `[opcua_server]`: the OPC UA server that serves the twin.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpcUaServerConfig {
-    /// Address and TCP port to listen on, e.g. `0.0.0.0:4840` (IANA-registered OPC UA port 4840).
-    pub listen: SocketAddr,
-    /// Offer the `None` security policy. Off by default; only for demos and isolated test rigs.
-    #[serde(default)]
-    pub allow_security_none: bool,
-    /// Allow anonymous sessions (viewer role). Off by default.
-    #[serde(default)]
-    pub anonymous: bool,
-    /// Trust every client certificate on first contact. For the demo only.
-    #[serde(default)]
-    pub auto_trust_clients: bool,
-    /// Users who may open a session.
-    #[serde(default)]
-    pub users: Vec<UserConfig>,
-}
-
-/// One OPC UA user.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    /// User name as the client sends it.
-    pub name: String,
-    /// Argon2 password hash in PHC string format (`$argon2id$v=19$...`).
-    pub password_hash: String,
-    /// What the user may do.
-    pub role: Role,
-}
-
-/// What a northbound user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Browse, read and subscribe.
-    Viewer,
-    /// Everything a viewer may do, and write read-write properties (through the control gate).
-    Operator,
-}
+pub use crate::northbound::opcua_server::config::{OpcUaServerConfig, Role, UserConfig};
 
 /// `[admin_http]`: health, readiness and metrics over HTTP.
 #[derive(Debug, Clone, Deserialize)]

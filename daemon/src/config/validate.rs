@@ -64,7 +64,9 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
                     format!("user `{}` appears twice", user.name),
                 ));
             }
-            if !user.password_hash.starts_with("$argon2") {
+            if !user.password_hash.starts_with("$argon2")
+                || argon2::password_hash::PasswordHash::new(&user.password_hash).is_err()
+            {
                 out.push(Problem::new(
                     path.key("password_hash"),
                     "password_hash must be an argon2 PHC string (`$argon2id$v=19$...`); create one with `twinloom hash-password`",

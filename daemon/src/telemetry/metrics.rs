@@ -56,12 +56,21 @@ pub struct ModbusMetrics {
     connected: Family<SourceLabels, Gauge>,
 }
 
+/// OPC UA server metrics.
+#[derive(Debug, Clone, Default)]
+pub struct OpcUaMetrics {
+    /// Session activations refused (unknown user, wrong password, anonymous when disabled).
+    pub failed_logins: Counter,
+}
+
 /// Every metric of the daemon.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
     /// Modbus sources.
     pub modbus: ModbusMetrics,
+    /// OPC UA server.
+    pub opcua: OpcUaMetrics,
 }
 
 impl Default for Metrics {
@@ -115,9 +124,16 @@ impl Metrics {
             "1 while the source's connection is up",
             modbus.connected.clone(),
         );
+        let opcua = OpcUaMetrics::default();
+        registry.sub_registry_with_prefix("opcua").register(
+            "failed_logins",
+            "OPC UA session activations refused",
+            opcua.failed_logins.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             modbus,
+            opcua,
         }
     }
 

@@ -1,0 +1,172 @@
+//! The control gate: the only way a write reaches a device.
+//!
+//! OPC UA clients (and, later, plugins) *propose* writes by sending a [`WriteRequest`] to the
+//! gate's bounded queue. The gate checks the proposal against the property's declaration
+//! (read-write access, data type, write limits in engineering units), forwards accepted writes to
+//! the owning source through [`Writers`], logs every decision with its origin, and answers.
+//! Richer policy (rate limits, interlocks, quality conditions) and a persistent audit log belong
+//! to the control-path issue; they will live here, behind the same handle.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::model::{Access, DataType};
+use crate::runtime::Supervisor;
+use crate::sources::{WriteError, Writers};
+use crate::twin::{PropertyId, Twin, Value};
+
+/// Write proposals queued at the gate before `write` waits (a full queue slows proposers, not the gate).
+pub const CONTROL_QUEUE_CAPACITY: usize = 256;
+
+/// Who proposed a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An OPC UA client session, by user name (`anonymous` for anonymous sessions).
+    OpcUa {
+        /// The session's user.
+        user: String,
+    },
+    /// A plugin, by instance name.
+    Plugin {
+        /// The plugin instance.
+        name: String,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OpcUa { user } => write!(f, "opcua:{user}"),
+            Self::Plugin { name } => write!(f, "plugin:{name}"),
+        }
+    }
+}
+
+/// Why the gate refused or could not carry out a write.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ControlError {
+    /// The property is read-only.
+    #[error("property is read-only")]
+    NotWritable,
+    /// The value's kind does not fit the property's data type.
+    #[error("value {0} does not fit the property's data type")]
+    TypeMismatch(String),
+    /// The value lies outside the property's write limits.
+    #[error("value {value} is outside the write limits [{low}, {high}]")]
+    OutOfLimits {
+        /// The proposed value.
+        value: f64,
+        /// Lowest allowed.
+        low: f64,
+        /// Highest allowed.
+        high: f64,
+    },
+    /// The source could not write it.
+    #[error("source refused the write: {0}")]
+    Source(#[from] WriteError),
+    /// The gate is not running.
+    #[error("the control gate is not running")]
+    Closed,
+}
+
+/// A write proposal.
+#[derive(Debug)]
+pub struct WriteRequest {
+    /// The property to write.
+    pub property: PropertyId,
+    /// The value in engineering units.
+    pub value: Value,
+    /// Who proposes it.
+    pub origin: Origin,
+    /// Where the decision goes.
+    pub reply: oneshot::Sender<Result<(), ControlError>>,
+}
+
+/// Proposes writes to the gate. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ControlHandle {
+    tx: mpsc::Sender<WriteRequest>,
+}
+
+impl ControlHandle {
+    /// Proposes writing `value` (engineering units) to `property` and waits for the outcome.
+    ///
+    /// Errors: see [`ControlError`].
+    pub async fn write(
+        &self,
+        property: PropertyId,
+        value: Value,
+        origin: Origin,
+    ) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(WriteRequest {
+                property,
+                value,
+                origin,
+                reply,
+            })
+            .await
+            .map_err(|_| ControlError::Closed)?;
+        answer.await.map_err(|_| ControlError::Closed)?
+    }
+}
+
+/// Starts the gate under `supervisor`.
+pub fn spawn(twin: Arc<Twin>, writers: Writers, supervisor: &Supervisor) -> ControlHandle {
+    let (tx, mut rx) = mpsc::channel::<WriteRequest>(CONTROL_QUEUE_CAPACITY);
+    supervisor.spawn("control-gate", move |token| async move {
+        loop {
+            let request = tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                request = rx.recv() => match request {
+                    Some(request) => request,
+                    None => return Ok(()),
+                },
+            };
+            let outcome = decide(&twin, &request).map(|value| (value, writers.clone()));
+            let outcome = match outcome {
+                Ok((value, writers)) => writers.write(request.property, value).await.map_err(ControlError::from),
+                Err(refused) => Err(refused),
+            };
+            let path = &twin.model().property(request.property).path;
+            match &outcome {
+                Ok(()) => tracing::info!(property = %path, value = %request.value, origin = %request.origin, "Write accepted and carried out"),
+                Err(error) => tracing::warn!(property = %path, value = %request.value, origin = %request.origin, %error, "Write refused"),
+            }
+            let _ = request.reply.send(outcome);
+        }
+    });
+    ControlHandle { tx }
+}
+
+/// Checks a proposal against the property's declaration; returns the value to write.
+fn decide(twin: &Twin, request: &WriteRequest) -> Result<Value, ControlError> {
+    let decl = twin.model().decl(request.property);
+    if decl.access != Access::ReadWrite {
+        return Err(ControlError::NotWritable);
+    }
+    let mismatch = || ControlError::TypeMismatch(request.value.to_string());
+    let value = match decl.data_type {
+        DataType::Bool => Value::Bool(request.value.as_bool().ok_or_else(mismatch)?),
+        DataType::Integer => Value::Int(request.value.as_i64().ok_or_else(mismatch)?),
+        DataType::Unsigned => Value::UInt(request.value.as_u64().ok_or_else(mismatch)?),
+        DataType::Float => Value::Float(request.value.as_f64().ok_or_else(mismatch)?),
+        DataType::String => match &request.value {
+            Value::String(_) => request.value.clone(),
+            _ => return Err(mismatch()),
+        },
+    };
+    if let (Some(limits), Some(v)) = (decl.limits, value.as_f64())
+        && !(v.is_finite() && limits.contains(v))
+    {
+        return Err(ControlError::OutOfLimits {
+            value: v,
+            low: limits.low,
+            high: limits.high,
+        });
+    }
+    Ok(value)
+}

@@ -1,0 +1,97 @@
+//! `[opcua_server]`: the OPC UA server's typed configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[opcua_server]`: the OPC UA server that serves the twin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcUaServerConfig {
+    /// Address and TCP port to listen on, e.g. `0.0.0.0:4840` (4840 is OPC UA's IANA port).
+    pub listen: SocketAddr,
+    /// Host name put into endpoint URLs (`opc.tcp://HOST:PORT/`). Default: the listen address,
+    /// or this machine's host name when listening on all addresses.
+    #[serde(default)]
+    pub host_name: Option<String>,
+    /// Namespace URI of the plant's nodes. Default `urn:twinloom:plant`.
+    #[serde(default = "default_namespace_uri")]
+    pub namespace_uri: String,
+    /// The server's application URI (also in its certificate). Default `urn:twinloom:<host name>`.
+    #[serde(default)]
+    pub application_uri: Option<String>,
+    /// Folder of the server's certificate, key and trust lists (`own/`, `private/`, `trusted/`,
+    /// `rejected/`). Default `<daemon.state_dir>/pki`. The certificate is created on first start.
+    #[serde(default)]
+    pub pki_dir: Option<PathBuf>,
+    /// Offer the `None` security policy. Off by default; only for demos and isolated test rigs.
+    #[serde(default)]
+    pub allow_security_none: bool,
+    /// Allow anonymous sessions (viewer role). Off by default.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Trust every client certificate on first contact. For the demo only.
+    #[serde(default)]
+    pub auto_trust_clients: bool,
+    /// Users who may open a session.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Shortest publishing interval a subscription may have. Default 50 ms (async-opcua's own
+    /// floor is 100 ms; Twinloom pushes changes, so lower is cheap).
+    #[serde(default = "default_min_publishing_interval", with = "humantime_serde")]
+    pub min_publishing_interval: Duration,
+    /// Shortest sampling interval a monitored item may ask for. Default 0 (changes are pushed
+    /// from the twin as they happen; the interval only bounds what clients are told).
+    #[serde(default, with = "humantime_serde")]
+    pub min_sampling_interval: Duration,
+    /// Most concurrent sessions. Default 50.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Most subscriptions per session. Default 20.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_session: usize,
+    /// Most monitored items per subscription. Default 100 000 (a whole plant on one subscription).
+    #[serde(default = "default_max_monitored_items")]
+    pub max_monitored_items_per_subscription: usize,
+}
+
+fn default_namespace_uri() -> String {
+    "urn:twinloom:plant".to_owned()
+}
+fn default_min_publishing_interval() -> Duration {
+    Duration::from_millis(50)
+}
+fn default_max_sessions() -> usize {
+    50
+}
+fn default_max_subscriptions() -> usize {
+    20
+}
+fn default_max_monitored_items() -> usize {
+    100_000
+}
+
+/// One OPC UA user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// User name as the client sends it.
+    pub name: String,
+    /// Argon2 password hash in PHC string format (`$argon2id$v=19$...`), made with
+    /// `twinloom hash-password`.
+    pub password_hash: String,
+    /// What the user may do.
+    pub role: Role,
+}
+
+/// What a northbound user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Browse, read and subscribe.
+    Viewer,
+    /// Everything a viewer may do, and write read-write properties (through the control gate).
+    Operator,
+}

@@ -1,0 +1,210 @@
+//! The OPC UA server: the twin *is* the address space (see [`node_manager`]).
+//!
+//! Built on `async-opcua` (pinned `=0.19.0`), the maintained continuation of the `opcua` crate.
+//! Endpoints: Basic256Sha256, Aes128_Sha256_RsaOaep and Aes256_Sha256_RsaPss, each with Sign and
+//! SignAndEncrypt, plus None only when `allow_security_none` is set. The server's certificate is
+//! created on first start in the PKI folder (application URI, host names and IP addresses in its
+//! subject alternative names). Client certificates are rejected (copied to `rejected/`) until an
+//! operator trusts them with `twinloom pki trust`, unless `auto_trust_clients` is set.
+//! Values are pushed to monitored items from the twin's change fan-out; nothing polls the twin.
+
+pub mod auth;
+pub mod config;
+pub mod node_manager;
+pub mod pki;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use opcua::crypto::SecurityPolicy;
+use opcua::server::node_manager::memory::InMemoryNodeManagerBuilder;
+use opcua::server::{ServerBuilder, ServerEndpoint};
+use opcua::types::MessageSecurityMode;
+use tokio::net::TcpListener;
+
+use crate::control::ControlHandle;
+use crate::runtime::Supervisor;
+use crate::telemetry::Metrics;
+use crate::twin::{DEFAULT_SUBSCRIBER_CAPACITY, Filter, Twin};
+use config::OpcUaServerConfig;
+use node_manager::{TwinNodeManager, TwinNodeManagerBuilder};
+
+/// Changes the server takes from the twin per batch before coalescing starts (sized for a plant
+/// of 100 000 properties all changing within one batch interval).
+pub const SERVER_SUBSCRIBER_CAPACITY: usize = 16 * DEFAULT_SUBSCRIBER_CAPACITY;
+
+/// A running OPC UA server.
+#[derive(Debug, Clone)]
+pub struct OpcUaServer {
+    /// The endpoint URL clients connect to, e.g. `opc.tcp://127.0.0.1:4840/`.
+    pub endpoint_url: String,
+    /// The bound TCP port.
+    pub port: u16,
+    /// Namespace index of the plant's nodes.
+    pub namespace_index: u16,
+    /// The PKI folder in use.
+    pub pki_dir: PathBuf,
+}
+
+/// The PKI folder for `config`: `pki_dir`, or `<state_dir>/pki`.
+pub fn pki_dir(config: &OpcUaServerConfig, state_dir: &Path) -> PathBuf {
+    config
+        .pki_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("pki"))
+}
+
+/// Binds the listener, builds the address space from the twin and starts serving under
+/// `supervisor`, fed by the twin's fan-out.
+///
+/// Errors: the listen address cannot be bound, or async-opcua rejects the configuration.
+pub async fn start(
+    config: &OpcUaServerConfig,
+    state_dir: &Path,
+    twin: &Arc<Twin>,
+    control: ControlHandle,
+    metrics: &Metrics,
+    supervisor: &Supervisor,
+) -> anyhow::Result<OpcUaServer> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let port = listener.local_addr()?.port();
+    let host = config.host_name.clone().unwrap_or_else(|| {
+        if config.listen.ip().is_unspecified() {
+            opcua::crypto::X509Data::computer_hostnames()
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "localhost".to_owned())
+        } else {
+            config.listen.ip().to_string()
+        }
+    });
+    let endpoint_url = format!("opc.tcp://{host}:{port}/");
+    let application_uri = config.application_uri.clone().unwrap_or_else(|| {
+        let name = opcua::crypto::X509Data::computer_hostnames()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("urn:twinloom:{name}")
+    });
+    let pki = pki_dir(config, state_dir);
+    let authenticator = Arc::new(auth::Authenticator::new(
+        config,
+        metrics.opcua.failed_logins.clone(),
+    ));
+    let token = supervisor.token().child_token();
+    let publishing_ms = config.min_publishing_interval.as_secs_f64() * 1000.0;
+    let mut builder = ServerBuilder::new()
+        .application_name("Twinloom")
+        .application_uri(application_uri)
+        .product_uri("urn:twinloom")
+        .host(host)
+        .port(port)
+        .pki_dir(&pki)
+        .create_sample_keypair(true)
+        .trust_client_certs(config.auto_trust_clients)
+        .with_authenticator(authenticator)
+        .with_node_manager(InMemoryNodeManagerBuilder::new(TwinNodeManagerBuilder {
+            namespace_uri: config.namespace_uri.clone(),
+            twin: Arc::clone(twin),
+            control,
+        }))
+        .max_sessions(config.max_sessions)
+        .subscription_poll_interval_ms((publishing_ms as u64).max(1))
+        .discovery_urls(vec![endpoint_url.clone()])
+        .token(token);
+    // ServerEndpoint::new rather than the per-policy constructors: async-opcua 0.19 marks
+    // `new_basic256sha256_sign` deprecated, though OPC UA only deprecates Basic128Rsa15 and Basic256.
+    for policy in [
+        SecurityPolicy::Basic256Sha256,
+        SecurityPolicy::Aes128Sha256RsaOaep,
+        SecurityPolicy::Aes256Sha256RsaPss,
+    ] {
+        for mode in [
+            MessageSecurityMode::Sign,
+            MessageSecurityMode::SignAndEncrypt,
+        ] {
+            builder = builder.add_endpoint(
+                format!("{policy}_{mode}"),
+                ServerEndpoint::new("/", policy, mode, &[]),
+            );
+        }
+    }
+    if config.allow_security_none {
+        builder = builder.add_endpoint("none", ServerEndpoint::new_none("/", &[]));
+    }
+    {
+        let limits = builder.limits_mut();
+        limits.subscriptions.min_publishing_interval_ms = publishing_ms;
+        limits.subscriptions.min_sampling_interval_ms =
+            config.min_sampling_interval.as_secs_f64() * 1000.0;
+        limits.subscriptions.max_subscriptions_per_session = config.max_subscriptions_per_session;
+        limits.subscriptions.max_monitored_items_per_sub =
+            config.max_monitored_items_per_subscription;
+        limits.subscriptions.max_queued_notifications =
+            config.max_monitored_items_per_subscription.max(20_000) * 2;
+        limits.subscriptions.max_notifications_per_publish =
+            config.max_monitored_items_per_subscription as u64;
+        limits.operational.max_monitored_items_per_call =
+            config.max_monitored_items_per_subscription;
+        limits.operational.max_nodes_per_read = config.max_monitored_items_per_subscription;
+        limits.operational.max_nodes_per_write = 10_000;
+        limits.operational.max_nodes_per_browse = 10_000;
+    }
+    let (server, handle) = builder
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot build the OPC UA server: {e}"))?;
+    let manager = handle
+        .node_managers()
+        .get_of_type::<TwinNodeManager>()
+        .context("twin node manager missing")?;
+    let namespace_index = manager.inner().namespace_index();
+    let subscriptions = Arc::clone(handle.subscriptions());
+
+    // Feed: subscribe first, then load every current value, then apply changes as they come.
+    let mut changes = twin.subscribe(Filter::All, SERVER_SUBSCRIBER_CAPACITY);
+    let initial = manager.inner().all_values();
+    manager
+        .set_values(
+            &subscriptions,
+            initial.iter().map(|(id, dv)| (id, None, dv.clone())),
+        )
+        .map_err(|status| anyhow::anyhow!("cannot load initial values: {status}"))?;
+    let feeder = Arc::clone(&manager);
+    supervisor.spawn("opcua-feed", move |token| async move {
+        let mut batch = Vec::new();
+        loop {
+            batch.clear();
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                _ = changes.recv(&mut batch) => {}
+            }
+            let inner = feeder.inner();
+            let values = batch.iter().map(|change| {
+                (
+                    inner.node_of(change.property),
+                    None,
+                    node_manager::data_value(&change.sample),
+                )
+            });
+            if let Err(status) = feeder.set_values(&subscriptions, values) {
+                tracing::warn!(%status, "Cannot update OPC UA values");
+            }
+        }
+    });
+    supervisor.spawn("opcua-server", move |_token| async move {
+        server
+            .run_with(listener)
+            .await
+            .map_err(|e| anyhow::anyhow!("OPC UA server stopped: {e}"))
+    });
+    tracing::info!(endpoint = %endpoint_url, pki = %pki.display(), "OPC UA server listening");
+    Ok(OpcUaServer {
+        endpoint_url,
+        port,
+        namespace_index,
+        pki_dir: pki,
+    })
+}

@@ -1,0 +1,514 @@
+//! The twin as an OPC UA address space: node ids, types, instances, values, writes.
+//!
+//! - Namespace: `namespace_uri` (default `urn:twinloom:plant`).
+//! - Every asset **type** is an ObjectType, subtype of BaseObjectType (OPC UA Part 5 §6.2), with
+//!   one variable declaration per property (HasComponent, ModellingRule Mandatory).
+//! - Every path segment above an asset is a folder (FolderType) organised under `Objects`;
+//!   every **asset** is an Object with HasTypeDefinition to its ObjectType.
+//! - Every **property** is a variable: numbers are AnalogItemType (OPC UA Part 8 §5.3.2.2) with
+//!   `EngineeringUnits` (EUInformation, UNECE codes, Part 8 §5.6.3) and `EURange` properties;
+//!   other data types are DataItemType (Part 8 §5.3.1).
+//! - NodeIds are strings derived from paths: `ns=<plant>;s=plant-a/line1/press1/oil_temperature`
+//!   for a property, `...;s=plant-a/line1/press1` for an asset, `...;s=types/HydraulicPress` for
+//!   a type. They are stable across restarts as long as the paths are.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use opcua::nodes::{ObjectBuilder, ObjectTypeBuilder, VariableBuilder};
+use opcua::server::address_space::{AccessLevel, AddressSpace};
+use opcua::server::diagnostics::NamespaceMetadata;
+use opcua::server::node_manager::memory::{
+    InMemoryNodeManager, InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
+};
+use opcua::server::node_manager::{RequestContext, ServerContext, WriteNode};
+use opcua::sync::RwLock;
+use opcua::types::{
+    AttributeId, DataTypeId, DataValue, DateTime, EUInformation, ExtensionObject, LocalizedText,
+    NodeId, NumericRange, ObjectId, ObjectTypeId, QualifiedName, Range, StatusCode, UAString,
+    VariableTypeId, Variant,
+};
+
+use crate::config::model::{Access, DataType};
+use crate::control::{ControlError, ControlHandle, Origin};
+use crate::sources::WriteError;
+use crate::twin::model::{PropertyDecl, TwinModel};
+use crate::twin::units::EngineeringUnit;
+use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin, Value};
+
+/// The node manager serving the twin.
+pub type TwinNodeManager = InMemoryNodeManager<TwinNodeManagerImpl>;
+
+/// Builds the twin's node manager when the server starts.
+#[derive(Debug)]
+pub struct TwinNodeManagerBuilder {
+    /// Namespace URI of the plant's nodes.
+    pub namespace_uri: String,
+    /// The twin to serve.
+    pub twin: Arc<Twin>,
+    /// Where client writes go.
+    pub control: ControlHandle,
+}
+
+/// The twin's node manager: values come from the twin's change fan-out, writes go to the control gate.
+#[derive(Debug)]
+pub struct TwinNodeManagerImpl {
+    namespace: NamespaceMetadata,
+    /// Node id of each property, indexed by [`PropertyId`].
+    property_nodes: Vec<NodeId>,
+    by_node: HashMap<NodeId, PropertyId>,
+    twin: Arc<Twin>,
+    control: ControlHandle,
+}
+
+impl TwinNodeManagerImpl {
+    /// The node id of a property.
+    pub fn node_of(&self, property: PropertyId) -> &NodeId {
+        &self.property_nodes[property.index()]
+    }
+
+    /// The namespace index of the plant.
+    pub fn namespace_index(&self) -> u16 {
+        self.namespace.namespace_index
+    }
+}
+
+impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
+    type Impl = TwinNodeManagerImpl;
+
+    fn build(self, context: ServerContext, address_space: &mut AddressSpace) -> Self::Impl {
+        let ns = context
+            .type_tree
+            .write()
+            .namespaces_mut()
+            .add_namespace(&self.namespace_uri);
+        address_space.add_namespace(&self.namespace_uri, ns);
+        let property_nodes = populate(address_space, ns, self.twin.model());
+        let by_node = property_nodes
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), PropertyId(i as u32)))
+            .collect();
+        TwinNodeManagerImpl {
+            namespace: NamespaceMetadata {
+                namespace_uri: self.namespace_uri,
+                namespace_index: ns,
+                ..Default::default()
+            },
+            property_nodes,
+            by_node,
+            twin: self.twin,
+            control: self.control,
+        }
+    }
+}
+
+fn data_type_id(data_type: DataType) -> DataTypeId {
+    match data_type {
+        DataType::Bool => DataTypeId::Boolean,
+        DataType::Integer => DataTypeId::Int64,
+        DataType::Unsigned => DataTypeId::UInt64,
+        DataType::Float => DataTypeId::Double,
+        DataType::String => DataTypeId::String,
+    }
+}
+
+fn eu_information(unit: &EngineeringUnit) -> EUInformation {
+    EUInformation {
+        namespace_uri: UAString::from(EngineeringUnit::NAMESPACE_URI),
+        unit_id: unit.unit_id(),
+        display_name: LocalizedText::new("en", unit.symbol),
+        description: LocalizedText::new("en", unit.name),
+    }
+}
+
+/// Adds the property's variable (and its EngineeringUnits / EURange properties) under `parent`.
+fn add_variable(
+    space: &mut AddressSpace,
+    ns: u16,
+    id: &str,
+    parent: &NodeId,
+    decl: &PropertyDecl,
+    declaration: bool,
+) -> NodeId {
+    let node_id = NodeId::new(ns, id);
+    let numeric = decl.data_type.is_numeric();
+    let mut access = AccessLevel::CURRENT_READ;
+    if decl.access == Access::ReadWrite && !declaration {
+        access |= AccessLevel::CURRENT_WRITE;
+    }
+    let mut builder = VariableBuilder::new(
+        &node_id,
+        QualifiedName::new(ns, decl.name.as_str()),
+        decl.name.as_str(),
+    )
+    .data_type(data_type_id(decl.data_type))
+    .value_rank(-1)
+    .access_level(access)
+    .user_access_level(access)
+    .minimum_sampling_interval(0.0)
+    .has_type_definition(if numeric {
+        VariableTypeId::AnalogItemType
+    } else {
+        VariableTypeId::DataItemType
+    })
+    .component_of(parent.clone());
+    if declaration {
+        builder = builder.has_modelling_rule(ObjectId::ModellingRule_Mandatory);
+    }
+    if let Some(description) = &decl.description {
+        builder = builder.description(description.as_str());
+    }
+    builder.insert(space);
+    if let Some(unit) = decl.unit.filter(|_| numeric) {
+        VariableBuilder::new(
+            &NodeId::new(ns, format!("{id}/EngineeringUnits")),
+            QualifiedName::new(0, "EngineeringUnits"),
+            "EngineeringUnits",
+        )
+        .data_type(DataTypeId::EUInformation)
+        .value_rank(-1)
+        .value(ExtensionObject::from_message(eu_information(unit)))
+        .has_type_definition(VariableTypeId::PropertyType)
+        .property_of(node_id.clone())
+        .insert(space);
+    }
+    if let Some(range) = decl.range.filter(|_| numeric) {
+        VariableBuilder::new(
+            &NodeId::new(ns, format!("{id}/EURange")),
+            QualifiedName::new(0, "EURange"),
+            "EURange",
+        )
+        .data_type(DataTypeId::Range)
+        .value_rank(-1)
+        .value(ExtensionObject::from_message(Range {
+            low: range.low,
+            high: range.high,
+        }))
+        .has_type_definition(VariableTypeId::PropertyType)
+        .property_of(node_id.clone())
+        .insert(space);
+    }
+    node_id
+}
+
+/// Adds types, folders, assets and properties; returns the node id of every property by index.
+fn populate(space: &mut AddressSpace, ns: u16, model: &TwinModel) -> Vec<NodeId> {
+    let mut type_nodes = Vec::new();
+    for ty in model.types() {
+        let id = format!("types/{}", ty.name);
+        let type_node = NodeId::new(ns, id.as_str());
+        let mut builder = ObjectTypeBuilder::new(
+            &type_node,
+            QualifiedName::new(ns, ty.name.as_str()),
+            ty.name.as_str(),
+        )
+        .is_abstract(false)
+        .subtype_of(ObjectTypeId::BaseObjectType);
+        if let Some(description) = &ty.description {
+            builder = builder.description(description.as_str());
+        }
+        builder.insert(space);
+        for decl in &ty.properties {
+            add_variable(
+                space,
+                ns,
+                &format!("{id}/{}", decl.name),
+                &type_node,
+                decl,
+                true,
+            );
+        }
+        type_nodes.push(type_node);
+    }
+    let asset_paths: std::collections::HashSet<&str> =
+        model.assets().iter().map(|a| a.path.as_str()).collect();
+    let mut folders: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut property_nodes = vec![NodeId::null(); model.properties().len()];
+    for asset in model.assets() {
+        // Folders for every ancestor that is not itself an asset.
+        let mut parent = NodeId::from(ObjectId::ObjectsFolder);
+        let segments: Vec<&str> = asset.path.split('/').collect();
+        for depth in 1..segments.len() {
+            let prefix = segments[..depth].join("/");
+            let node = NodeId::new(ns, prefix.as_str());
+            if !asset_paths.contains(prefix.as_str()) && folders.insert(prefix.clone()) {
+                space.add_folder(
+                    &node,
+                    QualifiedName::new(ns, segments[depth - 1]),
+                    segments[depth - 1],
+                    &parent,
+                );
+            }
+            parent = node;
+        }
+        let asset_node = NodeId::new(ns, asset.path.as_str());
+        let name = segments[segments.len() - 1];
+        let mut builder = ObjectBuilder::new(&asset_node, QualifiedName::new(ns, name), name)
+            .has_type_definition(type_nodes[asset.type_id.0 as usize].clone());
+        builder = if parent == ObjectId::ObjectsFolder
+            || folders.contains(&node_path(&parent))
+        {
+            builder.organized_by(parent.clone())
+        } else {
+            builder.component_of(parent.clone())
+        };
+        if let Some(description) = &asset.description {
+            builder = builder.description(description.as_str());
+        }
+        builder.insert(space);
+        let ty = model.type_of(asset);
+        for (decl, property) in ty.properties.iter().zip(&asset.properties) {
+            let id = &model.property(*property).path;
+            property_nodes[property.index()] =
+                add_variable(space, ns, id, &asset_node, decl, false);
+        }
+    }
+    property_nodes
+}
+
+fn node_path(node: &NodeId) -> String {
+    match &node.identifier {
+        opcua::types::Identifier::String(s) => s.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The OPC UA status code for a quality (OPC UA Part 4 §7.39, Part 8 §6.3).
+pub fn status_code(quality: Quality) -> StatusCode {
+    match (quality.level, quality.reason) {
+        (QualityLevel::Good, _) => StatusCode::Good,
+        (QualityLevel::Uncertain, QualityReason::Stale) => StatusCode::UncertainLastUsableValue,
+        (QualityLevel::Uncertain, _) => StatusCode::Uncertain,
+        (QualityLevel::Bad, QualityReason::NotYetRead) => StatusCode::BadWaitingForInitialData,
+        (QualityLevel::Bad, QualityReason::CommunicationFailure) => {
+            StatusCode::BadCommunicationError
+        }
+        (QualityLevel::Bad, QualityReason::Timeout) => StatusCode::BadTimeout,
+        (QualityLevel::Bad, QualityReason::NoConnection) => StatusCode::BadNoCommunication,
+        (QualityLevel::Bad, QualityReason::DeviceException(_)) => StatusCode::BadDeviceFailure,
+        (QualityLevel::Bad, QualityReason::DecodeError) => StatusCode::BadDecodingError,
+        (QualityLevel::Bad, QualityReason::ConfigurationError) => StatusCode::BadConfigurationError,
+        (QualityLevel::Bad, QualityReason::OutOfRange) => StatusCode::BadOutOfRange,
+        (QualityLevel::Bad, _) => StatusCode::Bad,
+    }
+}
+
+/// OPC UA DateTime (100 ns ticks since 1601-01-01) of a system time.
+pub fn date_time(time: SystemTime) -> DateTime {
+    const TICKS_1601_TO_1970: i64 = 116_444_736_000_000_000;
+    let ticks = match time.duration_since(UNIX_EPOCH) {
+        Ok(d) => TICKS_1601_TO_1970 + (d.as_nanos() / 100) as i64,
+        Err(e) => TICKS_1601_TO_1970 - (e.duration().as_nanos() / 100) as i64,
+    };
+    DateTime::from(ticks)
+}
+
+/// The variant of a twin value (the twin already holds it in the property's data type).
+pub fn variant(value: &Value) -> Variant {
+    match value {
+        Value::Bool(b) => Variant::Boolean(*b),
+        Value::Int(i) => Variant::Int64(*i),
+        Value::UInt(u) => Variant::UInt64(*u),
+        Value::Float(f) => Variant::Double(*f),
+        Value::String(s) => Variant::String(UAString::from(s.as_ref())),
+    }
+}
+
+/// The DataValue of a sample: value, status code, source and server timestamps.
+pub fn data_value(sample: &Sample) -> DataValue {
+    DataValue {
+        value: sample.value.as_ref().map(variant),
+        status: Some(status_code(sample.quality)),
+        source_timestamp: sample.source_time.map(date_time),
+        server_timestamp: Some(date_time(sample.server_time)),
+        ..Default::default()
+    }
+}
+
+/// A twin value from a client's variant, or `None` for kinds the twin has no use for.
+fn value_of(variant: &Variant) -> Option<Value> {
+    Some(match variant {
+        Variant::Boolean(b) => Value::Bool(*b),
+        Variant::SByte(v) => Value::Int(i64::from(*v)),
+        Variant::Int16(v) => Value::Int(i64::from(*v)),
+        Variant::Int32(v) => Value::Int(i64::from(*v)),
+        Variant::Int64(v) => Value::Int(*v),
+        Variant::Byte(v) => Value::UInt(u64::from(*v)),
+        Variant::UInt16(v) => Value::UInt(u64::from(*v)),
+        Variant::UInt32(v) => Value::UInt(u64::from(*v)),
+        Variant::UInt64(v) => Value::UInt(*v),
+        Variant::Float(v) => Value::Float(f64::from(*v)),
+        Variant::Double(v) => Value::Float(*v),
+        Variant::String(s) => Value::String(s.as_ref().into()),
+        _ => return None,
+    })
+}
+
+fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
+    match outcome {
+        Ok(()) => StatusCode::Good,
+        Err(ControlError::NotWritable) => StatusCode::BadNotWritable,
+        Err(ControlError::TypeMismatch(_)) => StatusCode::BadTypeMismatch,
+        Err(ControlError::OutOfLimits { .. }) => StatusCode::BadOutOfRange,
+        Err(ControlError::Source(WriteError::Timeout)) => StatusCode::BadTimeout,
+        Err(ControlError::Source(WriteError::Disconnected)) => StatusCode::BadNoCommunication,
+        Err(ControlError::Source(WriteError::Exception(_))) => StatusCode::BadDeviceFailure,
+        Err(ControlError::Source(WriteError::Encode(_))) => StatusCode::BadOutOfRange,
+        Err(ControlError::Source(WriteError::NotWritable(_))) => StatusCode::BadNotWritable,
+        Err(ControlError::Source(WriteError::NotBound)) => StatusCode::BadNodeIdUnknown,
+        Err(ControlError::Source(WriteError::Closed) | ControlError::Closed) => {
+            StatusCode::BadResourceUnavailable
+        }
+    }
+}
+
+#[async_trait]
+impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
+    async fn init(&self, _address_space: &mut AddressSpace, _context: ServerContext) {}
+
+    fn name(&self) -> &str {
+        "twinloom"
+    }
+
+    fn namespaces(&self) -> Vec<NamespaceMetadata> {
+        vec![self.namespace.clone()]
+    }
+
+    /// Client writes: the address space checks access (Bad_NotWritable for read-only properties,
+    /// Bad_UserAccessDenied for viewers) and the data type; accepted writes become proposals to
+    /// the control gate, whose answer is the write's status. The stored value changes only when
+    /// the device's value comes back through the twin.
+    async fn write(
+        &self,
+        context: &RequestContext,
+        address_space: &RwLock<AddressSpace>,
+        nodes_to_write: &mut [&mut WriteNode],
+    ) -> Result<(), StatusCode> {
+        let mut proposals = Vec::new();
+        {
+            let mut space = address_space.write();
+            let type_tree = context.type_tree.read();
+            for (index, write) in nodes_to_write.iter_mut().enumerate() {
+                // async-opcua 0.19 checks only UserAccessLevel for Value writes, so a read-only
+                // variable would answer Bad_UserAccessDenied; OPC UA Part 4 §5.10.4 wants
+                // Bad_NotWritable when the AccessLevel itself forbids writing.
+                if let Some(&property) = self.by_node.get(&write.value().node_id)
+                    && self.twin.model().decl(property).access != Access::ReadWrite
+                {
+                    write.set_status(StatusCode::BadNotWritable);
+                    continue;
+                }
+                let checked = space
+                    .validate_node_write(context, write.value(), &*type_tree)
+                    .map(|_| ());
+                if let Err(status) = checked {
+                    write.set_status(status);
+                    continue;
+                }
+                let request = write.value();
+                if request.attribute_id != AttributeId::Value
+                    || request.index_range != NumericRange::None
+                {
+                    write.set_status(StatusCode::BadWriteNotSupported);
+                    continue;
+                }
+                let Some(&property) = self.by_node.get(&request.node_id) else {
+                    write.set_status(StatusCode::BadNotWritable);
+                    continue;
+                };
+                match request.value.value.as_ref().and_then(value_of) {
+                    Some(value) => proposals.push((index, property, value)),
+                    None => write.set_status(StatusCode::BadTypeMismatch),
+                }
+            }
+        }
+        let user = context.user_token();
+        let origin = Origin::OpcUa {
+            user: if user.is_anonymous() {
+                "anonymous".to_owned()
+            } else {
+                user.0.clone()
+            },
+        };
+        for (index, property, value) in proposals {
+            let outcome = self.control.write(property, value, origin.clone()).await;
+            nodes_to_write[index].set_status(write_status(&outcome));
+        }
+        Ok(())
+    }
+}
+
+impl TwinNodeManagerImpl {
+    /// Current samples of every property as (node id, data value) pairs.
+    pub fn all_values(&self) -> Vec<(NodeId, DataValue)> {
+        let ids: Vec<PropertyId> = (0..self.property_nodes.len() as u32)
+            .map(PropertyId)
+            .collect();
+        self.twin
+            .samples(&ids)
+            .iter()
+            .zip(&self.property_nodes)
+            .map(|(sample, node)| (node.clone(), data_value(sample)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qualities_map_to_their_status_codes() {
+        let cases = [
+            (Quality::GOOD, StatusCode::Good),
+            (
+                Quality::uncertain(QualityReason::Stale),
+                StatusCode::UncertainLastUsableValue,
+            ),
+            (
+                Quality::bad(QualityReason::NotYetRead),
+                StatusCode::BadWaitingForInitialData,
+            ),
+            (
+                Quality::bad(QualityReason::CommunicationFailure),
+                StatusCode::BadCommunicationError,
+            ),
+            (Quality::bad(QualityReason::Timeout), StatusCode::BadTimeout),
+            (
+                Quality::bad(QualityReason::NoConnection),
+                StatusCode::BadNoCommunication,
+            ),
+            (
+                Quality::bad(QualityReason::DeviceException(4)),
+                StatusCode::BadDeviceFailure,
+            ),
+            (
+                Quality::bad(QualityReason::DecodeError),
+                StatusCode::BadDecodingError,
+            ),
+            (
+                Quality::bad(QualityReason::ConfigurationError),
+                StatusCode::BadConfigurationError,
+            ),
+            (
+                Quality::bad(QualityReason::OutOfRange),
+                StatusCode::BadOutOfRange,
+            ),
+        ];
+        for (quality, status) in cases {
+            assert_eq!(status_code(quality), status, "{quality}");
+        }
+    }
+
+    #[test]
+    fn date_times_count_ticks_from_1601() {
+        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_500);
+        assert_eq!(
+            i64::from(date_time(t)),
+            116_444_736_000_000_000 + 15_000_000
+        );
+    }
+}

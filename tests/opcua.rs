@@ -1,0 +1,492 @@
+//! The OPC UA server end to end with async-opcua's client: browse, read units and status codes,
+//! subscriptions pushed by the twin, writes by role, security policies and failed logins.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{config, metric, property, start, wait_for};
+use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, Password, Session};
+use opcua::crypto::SecurityPolicy;
+use opcua::types::{
+    AttributeId, BrowseDescription, BrowseDirection, BrowseResultMask, DataValue, EUInformation,
+    MessageSecurityMode, MonitoredItemCreateRequest, NodeId, NumericRange, QualifiedName, Range,
+    ReadValueId, ReferenceTypeId, StatusCode, TimestampsToReturn, UserTokenPolicy, Variant,
+    WriteValue,
+};
+use twinloom::twin::Value;
+use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// operator / operator-pw and viewer / viewer-pw.
+fn users() -> String {
+    let hash = |pw: &str| twinloom::northbound::opcua_server::auth::hash_password(pw).unwrap();
+    format!(
+        r#"users = [
+  {{ name = "operator", role = "operator", password_hash = "{}" }},
+  {{ name = "viewer", role = "viewer", password_hash = "{}" }},
+]"#,
+        hash("operator-pw"),
+        hash("viewer-pw")
+    )
+}
+
+struct Rig {
+    handles: twinloom::app::Handles,
+    device: Arc<SimDevice>,
+    server: Option<ModbusServer>,
+    url: String,
+    ns: u16,
+    _pki: tempfile::TempDir,
+    client_pki: tempfile::TempDir,
+}
+
+async fn start_rig(extra_server_settings: &str) -> Rig {
+    let device = SimDevice::new();
+    device.set_holding(0, &[0x4228, 0x0000]); // 42.0 °C as f32
+    device.set_holding(2, &[1500]); // setpoint 150.0 (scale 0.1)
+    let server = ModbusServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Framing::Tcp,
+        HashMap::from([(1, Arc::clone(&device))]),
+    )
+    .await
+    .unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let config = config(&format!(
+        r#"
+[opcua_server]
+listen = "127.0.0.1:0"
+pki_dir = "{pki}"
+{extra_server_settings}
+{users}
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "50ms"
+timeout = "200ms"
+backoff_min = "50ms"
+backoff_max = "200ms"
+
+[[types]]
+name = "Oven"
+description = "A small electric oven"
+properties = [
+  {{ name = "temperature", data_type = "float", unit = "CEL", range = [0, 300], description = "Chamber temperature" }},
+  {{ name = "setpoint", data_type = "float", unit = "°C", range = [0, 300], access = "read-write", limits = [0, 250] }},
+  {{ name = "door_open", data_type = "bool" }},
+]
+
+[[assets]]
+path = "plant/bakery/oven1"
+type = "Oven"
+source = "plc"
+[assets.bindings]
+temperature = {{ table = "holding", address = 0, encoding = "f32" }}
+setpoint = {{ table = "holding", address = 2, scale = 0.1 }}
+door_open = {{ table = "coil", address = 0 }}
+"#,
+        pki = pki.path().display(),
+        users = users(),
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let opcua = handles.opcua.clone().expect("server started");
+    // Wait for the first poll so that values are good.
+    let temperature = property(&handles, "plant/bakery/oven1/temperature");
+    wait_for(&handles, temperature, WAIT, |s| s.quality.is_good()).await;
+    Rig {
+        handles,
+        device,
+        server: Some(server),
+        url: opcua.endpoint_url,
+        ns: opcua.namespace_index,
+        _pki: pki,
+        client_pki: tempfile::tempdir().unwrap(),
+    }
+}
+
+async fn connect(
+    url: &str,
+    pki: &Path,
+    policy: SecurityPolicy,
+    mode: MessageSecurityMode,
+    identity: IdentityToken,
+) -> Result<Arc<Session>, StatusCode> {
+    let mut client = ClientBuilder::new()
+        .application_name("twinloom-test-client")
+        .application_uri("urn:twinloom:test-client")
+        .pki_dir(pki)
+        .create_sample_keypair(true)
+        .trust_server_certs(true)
+        .session_retry_limit(0)
+        .client()
+        .map_err(|_| StatusCode::BadConfigurationError)?;
+    let endpoint = (url, policy.to_uri(), mode, UserTokenPolicy::anonymous());
+    let (session, event_loop) = client
+        .connect_to_matching_endpoint(endpoint, identity)
+        .await
+        .map_err(|e| e.status())?;
+    let mut event_loop = event_loop.spawn();
+    tokio::select! {
+        connected = session.wait_for_connection() => {
+            if connected { Ok(session) } else { Err(StatusCode::BadConnectionClosed) }
+        }
+        // The event loop ends only when the connection failed for good.
+        status = &mut event_loop => Err(status.unwrap_or(StatusCode::BadUnexpectedError)),
+        () = tokio::time::sleep(WAIT) => Err(StatusCode::BadTimeout),
+    }
+}
+
+fn user(name: &str, password: &str) -> IdentityToken {
+    IdentityToken::UserName(name.to_owned(), Password::new(password.to_owned()))
+}
+
+async fn read(session: &Session, nodes: &[NodeId]) -> Vec<DataValue> {
+    let ids: Vec<ReadValueId> = nodes.iter().cloned().map(ReadValueId::from).collect();
+    session
+        .read(&ids, TimestampsToReturn::Both, 0.0)
+        .await
+        .unwrap()
+}
+
+async fn browse_names(session: &Session, node: NodeId) -> Vec<(String, NodeId)> {
+    let results = session
+        .browse(
+            &[BrowseDescription {
+                node_id: node,
+                browse_direction: BrowseDirection::Forward,
+                reference_type_id: ReferenceTypeId::HierarchicalReferences.into(),
+                include_subtypes: true,
+                node_class_mask: 0,
+                result_mask: BrowseResultMask::All as u32,
+            }],
+            1000,
+            None,
+        )
+        .await
+        .unwrap();
+    results[0]
+        .references
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.browse_name.name.to_string(), r.node_id.node_id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_read_subscribe_and_write_with_roles() {
+    let mut rig = start_rig("auto_trust_clients = true").await;
+    let ns = rig.ns;
+    let node = |path: &str| NodeId::new(ns, path);
+    let operator = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("operator", "operator-pw"),
+    )
+    .await
+    .expect("operator connects with Basic256Sha256 SignAndEncrypt");
+
+    // Browse: Objects → plant → bakery → oven1 → properties.
+    let top = browse_names(&operator, NodeId::objects_folder_id()).await;
+    assert!(
+        top.iter()
+            .any(|(name, id)| name == "plant" && *id == node("plant")),
+        "{top:?}"
+    );
+    let bakery = browse_names(&operator, node("plant")).await;
+    assert_eq!(bakery, vec![("bakery".to_owned(), node("plant/bakery"))]);
+    let oven = browse_names(&operator, node("plant/bakery")).await;
+    assert_eq!(oven, vec![("oven1".to_owned(), node("plant/bakery/oven1"))]);
+    let mut properties: Vec<String> = browse_names(&operator, node("plant/bakery/oven1"))
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    properties.sort();
+    assert_eq!(properties, ["door_open", "setpoint", "temperature"]);
+
+    // The asset's type is an ObjectType named after the config's type.
+    let type_def = operator
+        .browse(
+            &[BrowseDescription {
+                node_id: node("plant/bakery/oven1"),
+                browse_direction: BrowseDirection::Forward,
+                reference_type_id: ReferenceTypeId::HasTypeDefinition.into(),
+                include_subtypes: false,
+                node_class_mask: 0,
+                result_mask: BrowseResultMask::All as u32,
+            }],
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+    let reference = &type_def[0].references.as_ref().unwrap()[0];
+    assert_eq!(reference.node_id.node_id, node("types/Oven"));
+    assert_eq!(reference.browse_name, QualifiedName::new(ns, "Oven"));
+
+    // Read: value, status, timestamps, engineering units and range.
+    let values = read(
+        &operator,
+        &[
+            node("plant/bakery/oven1/temperature"),
+            node("plant/bakery/oven1/temperature/EngineeringUnits"),
+            node("plant/bakery/oven1/temperature/EURange"),
+            node("plant/bakery/oven1/setpoint"),
+        ],
+    )
+    .await;
+    assert_eq!(values[0].value, Some(Variant::Double(42.0)));
+    assert_eq!(values[0].status, Some(StatusCode::Good));
+    assert!(values[0].source_timestamp.is_some() && values[0].server_timestamp.is_some());
+    let Some(Variant::ExtensionObject(eu)) = &values[1].value else {
+        panic!("{:?}", values[1])
+    };
+    let eu = eu.inner_as::<EUInformation>().expect("EUInformation");
+    assert_eq!(eu.unit_id, 4_408_652); // CEL
+    assert_eq!(eu.display_name.text.as_ref(), "°C");
+    let Some(Variant::ExtensionObject(range)) = &values[2].value else {
+        panic!("{:?}", values[2])
+    };
+    assert_eq!(
+        range.inner_as::<Range>(),
+        Some(&Range {
+            low: 0.0,
+            high: 300.0
+        })
+    );
+    assert_eq!(values[3].value, Some(Variant::Double(150.0)));
+
+    // Subscribe: a change in the device reaches the client through the twin's fan-out.
+    let seen: Arc<Mutex<Vec<DataValue>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let subscription = operator
+        .create_subscription(
+            Duration::from_millis(50),
+            100,
+            10,
+            0,
+            0,
+            true,
+            DataChangeCallback::new(move |value, _item| sink.lock().unwrap().push(value)),
+        )
+        .await
+        .unwrap();
+    let created = operator
+        .create_monitored_items(
+            subscription,
+            TimestampsToReturn::Both,
+            vec![MonitoredItemCreateRequest::from(node(
+                "plant/bakery/oven1/temperature",
+            ))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created[0].result.status_code, StatusCode::Good);
+    rig.device.set_holding(0, &[0x42C8, 0x0000]); // 100.0
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|v| v.value == Some(Variant::Double(100.0)))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no notification: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Writes: the operator may write the setpoint within limits; it reaches the device.
+    let write = |path: &str, value: Variant| WriteValue {
+        node_id: node(path),
+        attribute_id: AttributeId::Value as u32,
+        index_range: NumericRange::None,
+        value: DataValue::new_now(value),
+    };
+    let statuses = operator
+        .write(&[
+            write("plant/bakery/oven1/setpoint", Variant::Double(180.5)),
+            write("plant/bakery/oven1/setpoint", Variant::Double(260.0)),
+            write("plant/bakery/oven1/temperature", Variant::Double(1.0)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::Good,
+            StatusCode::BadOutOfRange,
+            StatusCode::BadNotWritable
+        ]
+    );
+    assert_eq!(rig.device.holding(2, 1), vec![1805]);
+    let setpoint = property(&rig.handles, "plant/bakery/oven1/setpoint");
+    wait_for(&rig.handles, setpoint, WAIT, |s| {
+        s.value == Some(Value::Float(180.5))
+    })
+    .await;
+
+    // A viewer may read but not write.
+    let viewer = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Aes256Sha256RsaPss,
+        MessageSecurityMode::SignAndEncrypt,
+        user("viewer", "viewer-pw"),
+    )
+    .await
+    .expect("viewer connects with Aes256_Sha256_RsaPss");
+    let statuses = viewer
+        .write(&[write("plant/bakery/oven1/setpoint", Variant::Double(100.0))])
+        .await
+        .unwrap();
+    assert_eq!(statuses, [StatusCode::BadUserAccessDenied]);
+    assert_eq!(rig.device.holding(2, 1), vec![1805]);
+    assert_eq!(
+        read(&viewer, &[node("plant/bakery/oven1/setpoint")]).await[0].status,
+        Some(StatusCode::Good)
+    );
+
+    // The source goes down: clients see a bad status with the last value.
+    rig.server.take().unwrap().stop().await;
+    let temperature = property(&rig.handles, "plant/bakery/oven1/temperature");
+    wait_for(&rig.handles, temperature, WAIT, |s| !s.quality.is_good()).await;
+    let value = &read(&viewer, &[node("plant/bakery/oven1/temperature")]).await[0];
+    assert!(value.status.unwrap().is_bad(), "{value:?}");
+    assert_eq!(value.value, Some(Variant::Double(100.0)));
+
+    let _ = operator.disconnect().await;
+    let _ = viewer.disconnect().await;
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_none_and_anonymous_are_off_unless_enabled_and_failed_logins_count() {
+    let rig = start_rig("auto_trust_clients = true").await;
+    let none = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::None,
+        MessageSecurityMode::None,
+        IdentityToken::Anonymous,
+    )
+    .await;
+    assert!(
+        none.is_err(),
+        "security None must not be offered by default"
+    );
+    let anonymous = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::Sign,
+        IdentityToken::Anonymous,
+    )
+    .await;
+    assert!(anonymous.is_err(), "anonymous must be refused by default");
+    let failed_before = metric(
+        &rig.handles.metrics.encode(),
+        "twinloom_opcua_failed_logins_total",
+    );
+    let wrong = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Aes128Sha256RsaOaep,
+        MessageSecurityMode::SignAndEncrypt,
+        user("operator", "guess"),
+    )
+    .await;
+    assert!(wrong.is_err());
+    let failed = metric(
+        &rig.handles.metrics.encode(),
+        "twinloom_opcua_failed_logins_total",
+    );
+    assert_eq!(failed, failed_before + 1.0, "the wrong password is counted");
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+
+    let open =
+        start_rig("allow_security_none = true\nanonymous = true\nauto_trust_clients = true").await;
+    let session = connect(
+        &open.url,
+        open.client_pki.path(),
+        SecurityPolicy::None,
+        MessageSecurityMode::None,
+        IdentityToken::Anonymous,
+    )
+    .await
+    .expect("None + anonymous when enabled");
+    let value = &read(
+        &session,
+        &[NodeId::new(open.ns, "plant/bakery/oven1/temperature")],
+    )
+    .await[0];
+    assert_eq!(value.value, Some(Variant::Double(42.0)));
+    let _ = session.disconnect().await;
+    open.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_client_certificates_are_refused_until_trusted() {
+    let rig = start_rig("").await;
+    let pki = rig._pki.path().to_owned();
+    let refused = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("operator", "operator-pw"),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "an unknown client certificate must be refused"
+    );
+    use twinloom::northbound::opcua_server::pki::{self, Trust};
+    let entries = pki::list(&pki).unwrap();
+    assert!(
+        entries.iter().any(|e| e.trust == Trust::Rejected),
+        "{entries:?}"
+    );
+    let name = entries
+        .iter()
+        .find(|e| e.trust == Trust::Rejected)
+        .unwrap()
+        .name
+        .clone();
+    pki::set_trust(&pki, &name, Trust::Trusted).unwrap();
+    let session = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("operator", "operator-pw"),
+    )
+    .await
+    .expect("trusted now");
+    let _ = session.disconnect().await;
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
