@@ -490,3 +490,146 @@ async fn untrusted_client_certificates_are_refused_until_trusted() {
         .shutdown(Duration::from_secs(5))
         .await;
 }
+
+/// The asyncua client process, driven line by line.
+struct PyClient {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PyClient {
+    fn start(url: &str, user: &str, password: &str, workdir: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(common::python())
+            .arg(common::repo().join("tests/peers/opcua_client.py"))
+            .args([url, user, password])
+            .arg(workdir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next JSON answer (within the wait limit).
+    fn next(&self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(WAIT)
+            .expect("asyncua client answered");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
+
+impl Drop for PyClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interoperates_with_asyncua_over_basic256sha256_sign_and_encrypt() {
+    let mut rig = start_rig("auto_trust_clients = true").await;
+    let workdir = tempfile::tempdir().unwrap();
+    let url = rig.url.clone();
+    let mut py = tokio::task::spawn_blocking({
+        let workdir = workdir.path().to_owned();
+        move || {
+            let py = PyClient::start(&url, "operator", "operator-pw", &workdir);
+            assert_eq!(py.next()["connected"], true);
+            py
+        }
+    })
+    .await
+    .unwrap();
+    let node = |path: &str| format!("ns={};s={path}", rig.ns);
+
+    py.send("browse");
+    let browsed = py.next();
+    assert_eq!(
+        browsed["assets"]["plant/bakery/oven1"],
+        serde_json::json!(["door_open", "setpoint", "temperature"]),
+        "{browsed}"
+    );
+
+    py.send(&format!("read {}", node("plant/bakery/oven1/temperature")));
+    let read = py.next();
+    assert_eq!(read["value"], 42.0);
+    assert_eq!(read["status"], "Good");
+    assert_eq!(read["unit"]["unit_id"], 4_408_652);
+    assert_eq!(read["unit"]["display_name"], "°C");
+    assert_eq!(
+        read["unit"]["namespace"],
+        "http://www.opcfoundation.org/UA/units/un/cefact"
+    );
+    assert_eq!(read["range"], serde_json::json!([0.0, 300.0]));
+
+    py.send(&format!(
+        "subscribe {}",
+        node("plant/bakery/oven1/temperature")
+    ));
+    // The acknowledgement and the initial value may arrive in either order.
+    let first_two = [py.next(), py.next()];
+    assert!(
+        first_two.iter().any(|m| m["subscribed"] == true),
+        "{first_two:?}"
+    );
+    assert!(
+        first_two.iter().any(|m| m["notification"] == 42.0),
+        "{first_two:?}"
+    );
+    rig.device.set_holding(0, &[0x4348, 0x0000]); // 200.0
+    let changed = tokio::task::spawn_blocking(move || {
+        let answer = py.next();
+        (py, answer)
+    })
+    .await
+    .unwrap();
+    let (py, answer) = changed;
+    assert_eq!(answer["notification"], 200.0);
+
+    // The source goes down: the subscriber sees the bad status, with the last value.
+    rig.server.take().unwrap().stop().await;
+    let bad = tokio::task::spawn_blocking(move || {
+        let answer = py.next();
+        (py, answer)
+    })
+    .await
+    .unwrap();
+    let (mut py, answer) = bad;
+    assert!(
+        answer["status"].as_str().unwrap().starts_with("Bad"),
+        "{answer}"
+    );
+    assert_eq!(answer["notification"], 200.0);
+    py.send("quit");
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}

@@ -248,9 +248,7 @@ fn populate(space: &mut AddressSpace, ns: u16, model: &TwinModel) -> Vec<NodeId>
         let name = segments[segments.len() - 1];
         let mut builder = ObjectBuilder::new(&asset_node, QualifiedName::new(ns, name), name)
             .has_type_definition(type_nodes[asset.type_id.0 as usize].clone());
-        builder = if parent == ObjectId::ObjectsFolder
-            || folders.contains(&node_path(&parent))
-        {
+        builder = if parent == ObjectId::ObjectsFolder || folders.contains(&node_path(&parent)) {
             builder.organized_by(parent.clone())
         } else {
             builder.component_of(parent.clone())
