@@ -462,6 +462,8 @@ async fn untrusted_client_certificates_are_refused_until_trusted() {
         refused.is_err(),
         "an unknown client certificate must be refused"
     );
+    // The server made its own certificate and key on first start.
+    assert!(pki.join("own/cert.der").is_file() && pki.join("private/private.pem").is_file());
     use twinloom::northbound::opcua_server::pki::{self, Trust};
     let entries = pki::list(&pki).unwrap();
     assert!(

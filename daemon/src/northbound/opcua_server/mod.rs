@@ -34,6 +34,12 @@ use node_manager::{TwinNodeManager, TwinNodeManagerBuilder};
 /// of 100 000 properties all changing within one batch interval).
 pub const SERVER_SUBSCRIBER_CAPACITY: usize = 16 * DEFAULT_SUBSCRIBER_CAPACITY;
 
+/// Changes written to the address space under one lock by the feed task.
+pub const FEED_SLICE: usize = 2048;
+
+/// Largest OPC UA message accepted or sent, in bytes (64 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// A running OPC UA server.
 #[derive(Debug, Clone)]
 pub struct OpcUaServer {
@@ -112,6 +118,11 @@ pub async fn start(
             control,
         }))
         .max_sessions(config.max_sessions)
+        // async-opcua's defaults (arrays of 1000, messages of 320 KiB) are far below a plant of
+        // 100 000 properties: one CreateMonitoredItems or Publish may carry tens of thousands.
+        .max_array_length(config.max_monitored_items_per_subscription.max(100_000))
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_chunk_count(MAX_MESSAGE_BYTES / 65_535 + 1)
         .subscription_poll_interval_ms((publishing_ms as u64).max(1))
         .discovery_urls(vec![endpoint_url.clone()])
         .token(token);
@@ -182,15 +193,20 @@ pub async fn start(
                 _ = changes.recv(&mut batch) => {}
             }
             let inner = feeder.inner();
-            let values = batch.iter().map(|change| {
-                (
-                    inner.node_of(change.property),
-                    None,
-                    node_manager::data_value(&change.sample),
-                )
-            });
-            if let Err(status) = feeder.set_values(&subscriptions, values) {
-                tracing::warn!(%status, "Cannot update OPC UA values");
+            // In slices, so that the address-space lock is released between them and client
+            // requests (reads, CreateMonitoredItems) are not held up by a plant-wide update.
+            for slice in batch.chunks(FEED_SLICE) {
+                let values = slice.iter().map(|change| {
+                    (
+                        inner.node_of(change.property),
+                        None,
+                        node_manager::data_value(&change.sample),
+                    )
+                });
+                if let Err(status) = feeder.set_values(&subscriptions, values) {
+                    tracing::warn!(%status, "Cannot update OPC UA values");
+                }
+                tokio::task::yield_now().await;
             }
         }
     });
