@@ -635,3 +635,143 @@ async fn interoperates_with_asyncua_over_basic256sha256_sign_and_encrypt() {
         .shutdown(Duration::from_secs(5))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
+    use twinloom_sim::plant::Plant;
+    let mut plant = Plant::start().await.unwrap();
+    let mut config = twinloom::demo::config().unwrap();
+    twinloom::demo::attach(&mut config, &plant);
+    let state = tempfile::tempdir().unwrap();
+    config.daemon.state_dir = Some(state.path().to_owned());
+    config.opcua_server.as_mut().unwrap().listen.set_port(0);
+    let handles = start(&config).await;
+    let server = handles.opcua.clone().unwrap();
+    // Every property good in the twin first.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while handles.twin.quality_counts() != (15, 0, 0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "demo never fully good: {:?}",
+            handles.twin.quality_counts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let workdir = tempfile::tempdir().unwrap();
+    let url = server.endpoint_url.clone();
+    let work = workdir.path().to_owned();
+    let mut py = tokio::task::spawn_blocking(move || {
+        let py = PyClient::start(&url, "operator", "operator", &work);
+        assert_eq!(py.next()["connected"], true);
+        py
+    })
+    .await
+    .unwrap();
+
+    // Every demo asset, with every property of its type, all good.
+    py.send("browse");
+    let assets = py.next()["assets"].clone();
+    let model = handles.twin.model();
+    assert_eq!(
+        assets.as_object().unwrap().len(),
+        model.assets().len(),
+        "{assets}"
+    );
+    for asset in model.assets() {
+        let mut names: Vec<String> = model
+            .type_of(asset)
+            .properties
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        names.sort();
+        assert_eq!(
+            assets[asset.path.as_str()],
+            serde_json::json!(names),
+            "{}",
+            asset.path
+        );
+        for name in names {
+            py.send(&format!(
+                "read ns={};s={}/{name}",
+                server.namespace_index, asset.path
+            ));
+            let read = py.next();
+            assert_eq!(read["status"], "Good", "{}/{name}: {read}", asset.path);
+        }
+    }
+
+    // Values change over time: the energy meter's kWh keeps rising.
+    let (py_back, first, second) = tokio::task::spawn_blocking({
+        let node = format!(
+            "ns={};s=demo-plant/energy/main/energy",
+            server.namespace_index
+        );
+        move || {
+            py.send(&format!("subscribe {node}"));
+            let mut values = Vec::new();
+            while values.len() < 2 {
+                let message = py.next();
+                if let Some(v) = message["notification"].as_f64() {
+                    values.push(v);
+                }
+            }
+            (py, values[0], values[1])
+        }
+    })
+    .await
+    .unwrap();
+    py = py_back;
+    assert!(second > first, "energy {first} → {second}");
+
+    // The line PLC goes away: its properties go bad within the timeout; back, they are good again.
+    let addr = plant.line_plc.addr();
+    plant.line_plc.halt().await;
+    let good_count = property(&handles, "demo-plant/line1/filler/good_count");
+    let went_bad = tokio::time::Instant::now();
+    wait_for(&handles, good_count, WAIT, |s| !s.quality.is_good()).await;
+    // Timeout 500 ms + poll 250 ms, with scheduling slack.
+    assert!(
+        went_bad.elapsed() < Duration::from_millis(500 + 250 + 750),
+        "{:?}",
+        went_bad.elapsed()
+    );
+    py.send(&format!(
+        "read ns={};s=demo-plant/line1/filler/good_count",
+        server.namespace_index
+    ));
+    let read = tokio::task::spawn_blocking(move || {
+        let read = py.next();
+        (py, read)
+    })
+    .await
+    .unwrap();
+    let (mut py, read) = read;
+    assert!(
+        read["status"].as_str().unwrap().starts_with("Bad"),
+        "{read}"
+    );
+    plant.line_plc = ModbusServer::bind(
+        addr,
+        Framing::Tcp,
+        HashMap::from([(1, Arc::clone(&plant.devices.filler))]),
+    )
+    .await
+    .unwrap();
+    wait_for(&handles, good_count, WAIT, |s| s.quality.is_good()).await;
+    py.send(&format!(
+        "read ns={};s=demo-plant/line1/filler/good_count",
+        server.namespace_index
+    ));
+    let read = tokio::task::spawn_blocking(move || {
+        let read = py.next();
+        (py, read)
+    })
+    .await
+    .unwrap();
+    assert_eq!(read.1["status"], "Good");
+    let mut py = read.0;
+    py.send("quit");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    plant.stop().await;
+}

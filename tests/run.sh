@@ -18,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Independent protocol peers from PyPI (pymodbus, asyncua), in a virtualenv at .venv.
-if ! .venv/bin/python -c "import pymodbus, asyncua" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import pymodbus, asyncua, prometheus_client" >/dev/null 2>&1; then
   echo "tests/run.sh: creating .venv with the Python protocol peers" >&2
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::control::{self, ControlHandle};
+use crate::northbound::admin_http::{self, AdminState};
 use crate::northbound::opcua_server::{self, OpcUaServer};
 use crate::runtime::Supervisor;
-use crate::sources::{self, Writers};
+use crate::sources::{self, RunningSources, Writers};
 use crate::telemetry::Metrics;
 use crate::twin::{Twin, TwinModel};
 
@@ -31,6 +32,10 @@ pub struct Handles {
     pub control: ControlHandle,
     /// The OPC UA server, when configured.
     pub opcua: Option<OpcUaServer>,
+    /// The admin HTTP address, when configured.
+    pub admin_http: Option<std::net::SocketAddr>,
+    /// Stop handles of the running sources (for reload).
+    pub running: Arc<std::sync::Mutex<RunningSources>>,
 }
 
 /// The folder for state the daemon writes: `daemon.state_dir`, systemd's `$STATE_DIRECTORY`, or
@@ -53,7 +58,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     let twin = Arc::new(Twin::new(model, &config.twin));
     let supervisor = Supervisor::new();
     let metrics = Metrics::new();
-    let writers = sources::spawn_all(config, &twin, &supervisor, &metrics)?;
+    metrics.register_twin(&twin);
+    let (writers, running) = sources::spawn_all(config, &twin, &supervisor, &metrics)?;
     let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
     let opcua = match &config.opcua_server {
         Some(server) => {
@@ -68,6 +74,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
             .await;
             match started {
                 Ok(server) => Some(server),
+                Err(error) => {
+                    supervisor.shutdown(config.daemon.shutdown_timeout).await;
+                    return Err(error);
+                }
+            }
+        }
+        None => None,
+    };
+    let admin_http = match &config.admin_http {
+        Some(admin) => {
+            let state = AdminState {
+                metrics: metrics.clone(),
+                sources: config.sources.iter().map(|s| s.id().to_owned()).collect(),
+                opcua_listening: config.opcua_server.as_ref().map(|_| opcua.is_some()),
+            };
+            match admin_http::start(admin, state, &supervisor).await {
+                Ok(addr) => Some(addr),
                 Err(error) => {
                     supervisor.shutdown(config.daemon.shutdown_timeout).await;
                     return Err(error);
@@ -105,20 +128,164 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         metrics,
         control,
         opcua,
+        admin_http,
+        running: Arc::new(std::sync::Mutex::new(running)),
     })
 }
 
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The new configuration equals the running one.
+    Unchanged,
+    /// Only these sources changed; they were restarted, everything else kept running (OPC UA
+    /// sessions, other connections, the twin's values).
+    SourcesRestarted(Vec<String>),
+    /// Types, assets or services changed: every component was restarted with the new config.
+    Restarted,
+}
+
+/// A running daemon and the configuration it runs.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The configuration in force.
+    pub config: Config,
+    /// Its components.
+    pub handles: Handles,
+}
+
+impl Daemon {
+    /// Starts every component of `config`.
+    ///
+    /// Errors: see [`start`].
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let handles = start(&config).await?;
+        Ok(Self { config, handles })
+    }
+
+    /// Switches to `new` (already validated), restarting as little as possible: when only
+    /// sources differ, just those sources; otherwise everything.
+    ///
+    /// Errors: a component of the new configuration cannot start (after a full restart the
+    /// daemon then has no components running and the caller should stop).
+    pub async fn apply(&mut self, new: Config) -> anyhow::Result<Reloaded> {
+        if new == self.config {
+            return Ok(Reloaded::Unchanged);
+        }
+        let same_ids = new.sources.len() == self.config.sources.len()
+            && new.sources.iter().all(|s| {
+                self.config
+                    .source(s.id())
+                    .is_some_and(|old| old.kind() == s.kind())
+            });
+        let rest_equal = {
+            let (mut a, mut b) = (new.clone(), self.config.clone());
+            a.sources.clear();
+            b.sources.clear();
+            a == b
+        };
+        if same_ids && rest_equal {
+            let mut restarted = Vec::new();
+            let mut running = self
+                .handles
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for source in &new.sources {
+                if self.config.source(source.id()) == Some(source) {
+                    continue;
+                }
+                running.stop(source.id());
+                sources::spawn_one(
+                    source,
+                    &new,
+                    &self.handles.twin,
+                    &self.handles.supervisor,
+                    &self.handles.metrics,
+                    &self.handles.writers,
+                    &mut running,
+                )?;
+                restarted.push(source.id().to_owned());
+            }
+            drop(running);
+            self.config = new;
+            return Ok(Reloaded::SourcesRestarted(restarted));
+        }
+        self.handles
+            .supervisor
+            .shutdown(self.config.daemon.shutdown_timeout)
+            .await;
+        self.handles = start(&new).await?;
+        self.config = new;
+        Ok(Reloaded::Restarted)
+    }
+
+    /// Re-reads the configuration file, validates it and applies it. An invalid file changes
+    /// nothing: the running configuration stays.
+    ///
+    /// Errors: the file is invalid ([`crate::config::ConfigError`] inside), or applying failed.
+    pub async fn reload(&mut self) -> anyhow::Result<Reloaded> {
+        let new = crate::config::load(&self.config.file)?;
+        self.apply(new).await
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(state) {
+        tracing::warn!(%error, "Cannot notify systemd");
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves or a task fails, then drains within the configured
-/// deadline.
+/// deadline. Tells systemd READY, WATCHDOG (at half the watchdog interval) and STOPPING; SIGHUP
+/// reloads the configuration file (validated first; on error the running configuration stays).
 ///
 /// Errors: a component failed to start, or a task failed while running.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let handles = start(&config).await?;
-    tokio::select! {
-        () = shutdown => tracing::info!("Shutdown requested; draining"),
-        () = handles.supervisor.cancelled() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut daemon = Daemon::start(config).await?;
+    notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled().map(|interval| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        })
+    });
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("Shutdown requested; draining");
+                break;
+            }
+            () = daemon.handles.supervisor.cancelled() => break,
+            _ = hangup.recv() => {
+                notify(&[sd_notify::NotifyState::Reloading]);
+                match daemon.reload().await {
+                    Ok(outcome) => tracing::info!(?outcome, "Configuration reloaded"),
+                    Err(error) => match error.downcast_ref::<crate::config::ConfigError>() {
+                        Some(invalid) => tracing::error!(errors = %invalid, "Reload refused: the new configuration is invalid; the running one stays"),
+                        None => {
+                            tracing::error!(error = %format!("{error:#}"), "Reload failed");
+                            notify(&[sd_notify::NotifyState::Stopping]);
+                            return Err(error);
+                        }
+                    },
+                }
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
     }
-    let deadline = config.daemon.shutdown_timeout;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    let handles = &daemon.handles;
+    let deadline = daemon.config.daemon.shutdown_timeout;
     if !handles.supervisor.shutdown(deadline).await {
         tracing::warn!(
             ?deadline,

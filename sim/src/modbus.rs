@@ -252,6 +252,7 @@ impl Service for Bank {
 pub struct ModbusServer {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    connections: Arc<AtomicU64>,
 }
 
 impl ModbusServer {
@@ -265,8 +266,13 @@ impl ModbusServer {
         let bank = Bank {
             devices: Arc::new(devices),
         };
+        let connections = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&connections);
         let task = tokio::spawn(async move {
-            let new_service = move |_peer| Ok(Some(bank.clone()));
+            let new_service = move |_peer| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(bank.clone()))
+            };
             let result = match framing {
                 Framing::Tcp => {
                     let server = tokio_modbus::server::tcp::Server::new(listener);
@@ -301,7 +307,11 @@ impl ModbusServer {
                 tracing::warn!(%error, "Simulated Modbus server stopped");
             }
         });
-        Ok(Self { addr, task })
+        Ok(Self {
+            addr,
+            task,
+            connections,
+        })
     }
 
     /// Serves `devices` as RTU slaves on the serial port at `path` (for example one end of a
@@ -323,6 +333,7 @@ impl ModbusServer {
         Ok(Self {
             addr: ([0, 0, 0, 0], 0).into(),
             task,
+            connections: Arc::new(AtomicU64::new(1)),
         })
     }
 
@@ -338,6 +349,17 @@ impl ModbusServer {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections accepted so far (a serial server counts its one line).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Stops listening and drops every connection, keeping the value (for restarting in its place).
+    pub async fn halt(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
     }
 
     /// Stops listening and drops every connection; returns once the port is free again.

@@ -4,7 +4,6 @@
 //! Protocol-specific shapes (a Modbus source, a Modbus binding) live beside their protocol in
 //! `sources::*::config`; this module holds the protocol-neutral parts.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use serde::Deserialize;
 use crate::sources::SourceConfig;
 
 /// The whole configuration file after both validation passes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this configuration was read from; relative paths inside resolve against its folder.
     pub file: PathBuf,
@@ -37,7 +36,7 @@ pub struct Config {
 }
 
 /// `[daemon]`: logging and process behaviour.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
     /// Log filter in `tracing` EnvFilter syntax (`info`, `twinloom=debug,warn`). `RUST_LOG` overrides it.
@@ -86,7 +85,7 @@ pub enum LogFormat {
 }
 
 /// `[twin]`: how the twin treats values.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwinConfig {
     /// A property whose source has delivered nothing for this many poll intervals becomes
@@ -109,16 +108,10 @@ fn default_stale_after_polls() -> u32 {
 
 pub use crate::northbound::opcua_server::config::{OpcUaServerConfig, Role, UserConfig};
 
-/// `[admin_http]`: health, readiness and metrics over HTTP.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminHttpConfig {
-    /// Address and port to listen on. Keep it on loopback unless a firewall guards it.
-    pub listen: SocketAddr,
-}
+pub use crate::northbound::admin_http::AdminHttpConfig;
 
 /// `[[types]]`: an asset type, shared by every asset of that kind (an OPC UA ObjectType).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TypeConfig {
     /// Type name, unique, e.g. `HydraulicPress`.
@@ -131,7 +124,7 @@ pub struct TypeConfig {
 }
 
 /// One property declared by an asset type.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyConfig {
     /// Property name, unique within the type, e.g. `oil_temperature`.
@@ -203,7 +196,7 @@ pub enum DeadbandConfig {
 }
 
 /// `[[assets]]`: one asset instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AssetConfig {
     /// Hierarchical path, `/`-separated, e.g. `plant-a/line1/press1`.
     pub path: String,
@@ -220,7 +213,7 @@ pub struct AssetConfig {
 }
 
 /// The protocol-neutral fields of an `[[assets]]` entry; bindings are read once the source's kind is known.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AssetHead {
     pub path: String,
@@ -238,7 +231,7 @@ pub(crate) struct AssetHead {
 }
 
 /// `[[plugins]]`: one plugin instance.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Instance name, unique, e.g. `line1-oee`.

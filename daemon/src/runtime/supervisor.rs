@@ -47,8 +47,19 @@ impl Supervisor {
         F: FnOnce(CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        self.spawn_cancellable(name, task);
+    }
+
+    /// Like [`Self::spawn`], and returns the task's own token: cancelling it stops just this task
+    /// (used to restart one source on reload).
+    pub fn spawn_cancellable<F, Fut>(&self, name: impl Into<String>, task: F) -> CancellationToken
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let name = name.into();
         let token = self.root.child_token();
+        let own = token.clone();
         let inner = tokio::spawn(task(token));
         let root = self.root.clone();
         let fatal = Arc::clone(&self.fatal);
@@ -68,6 +79,7 @@ impl Supervisor {
                 root.cancel();
             }
         });
+        own
     }
 
     /// Resolves when shutdown has been requested (by [`Self::shutdown`] or a failing task).

@@ -44,7 +44,7 @@ impl SourceKind {
 }
 
 /// One configured source, of any kind.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceConfig {
     /// A Modbus connection.
     Modbus(ModbusSourceConfig),
@@ -161,10 +161,11 @@ impl SourceWriter {
     }
 }
 
-/// The writer of every bound property, by property id.
+/// The writer of every bound property, by property id. Clones share one table, so a source
+/// restarted on reload is seen by every holder (the control gate).
 #[derive(Debug, Clone, Default)]
 pub struct Writers {
-    by_property: HashMap<PropertyId, SourceWriter>,
+    by_property: Arc<std::sync::RwLock<HashMap<PropertyId, SourceWriter>>>,
 }
 
 impl Writers {
@@ -172,14 +173,67 @@ impl Writers {
     ///
     /// Errors: [`WriteError::NotBound`] for a property no source serves, else the source's error.
     pub async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
-        match self.by_property.get(&property) {
+        let writer = self
+            .by_property
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&property)
+            .cloned();
+        match writer {
             Some(writer) => writer.write(property, value).await,
             None => Err(WriteError::NotBound),
         }
     }
+
+    fn set(&self, properties: &[PropertyId], writer: &SourceWriter) {
+        let mut table = self.by_property.write().unwrap_or_else(|e| e.into_inner());
+        for property in properties {
+            table.insert(*property, writer.clone());
+        }
+    }
 }
 
-/// Spawns every source of `config` under `supervisor`, feeding `twin`; returns their writers.
+/// The running sources, by id: what reload needs to restart one of them.
+#[derive(Debug, Default)]
+pub struct RunningSources {
+    tokens: HashMap<String, tokio_util::sync::CancellationToken>,
+}
+
+impl RunningSources {
+    /// Stops the source `id` (its task ends; its properties keep their last samples until the
+    /// replacement reads them).
+    pub fn stop(&mut self, id: &str) {
+        if let Some(token) = self.tokens.remove(id) {
+            token.cancel();
+        }
+    }
+}
+
+/// Spawns one source and records its writer in `writers` and its token in `running`.
+///
+/// Errors: the source cannot be built from its (validated) config.
+pub fn spawn_one(
+    source: &SourceConfig,
+    config: &Config,
+    twin: &Arc<Twin>,
+    supervisor: &Supervisor,
+    metrics: &Metrics,
+    writers: &Writers,
+    running: &mut RunningSources,
+) -> anyhow::Result<()> {
+    match source {
+        SourceConfig::Modbus(modbus) => {
+            let (writer, properties, token) =
+                modbus::spawn(modbus, config, twin, supervisor, metrics)?;
+            writers.set(&properties, &SourceWriter::Modbus(writer));
+            running.tokens.insert(modbus.id.clone(), token);
+        }
+    }
+    Ok(())
+}
+
+/// Spawns every source of `config` under `supervisor`, feeding `twin`; returns their writers
+/// and their stop handles.
 ///
 /// Errors: a source cannot be built from its (validated) config.
 pub fn spawn_all(
@@ -187,20 +241,19 @@ pub fn spawn_all(
     twin: &Arc<Twin>,
     supervisor: &Supervisor,
     metrics: &Metrics,
-) -> anyhow::Result<Writers> {
-    let mut writers = Writers::default();
+) -> anyhow::Result<(Writers, RunningSources)> {
+    let writers = Writers::default();
+    let mut running = RunningSources::default();
     for source in &config.sources {
-        match source {
-            SourceConfig::Modbus(modbus) => {
-                let (writer, properties) =
-                    modbus::spawn(modbus, config, twin, supervisor, metrics)?;
-                for property in properties {
-                    writers
-                        .by_property
-                        .insert(property, SourceWriter::Modbus(writer.clone()));
-                }
-            }
-        }
+        spawn_one(
+            source,
+            config,
+            twin,
+            supervisor,
+            metrics,
+            &writers,
+            &mut running,
+        )?;
     }
-    Ok(writers)
+    Ok((writers, running))
 }

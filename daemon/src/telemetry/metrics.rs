@@ -137,6 +137,14 @@ impl Metrics {
         }
     }
 
+    /// Adds the twin's counters (read at every scrape from `Twin::stats`).
+    pub fn register_twin(&self, twin: &std::sync::Arc<crate::twin::Twin>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_collector(Box::new(TwinCollector(std::sync::Arc::clone(twin))));
+    }
+
     /// Everything in Prometheus text exposition format (with the OpenMetrics `# EOF` trailer).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -220,5 +228,78 @@ impl ModbusMetrics {
             reconnects: self.reconnects.get_or_create(&labels).clone(),
             connected: self.connected.get_or_create(&labels).clone(),
         }
+    }
+}
+
+/// Exposes `Twin::stats` as counters and gauges at scrape time.
+#[derive(Debug)]
+struct TwinCollector(std::sync::Arc<crate::twin::Twin>);
+
+impl prometheus_client::collector::Collector for TwinCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let stats = self.0.stats();
+        let (good, uncertain, bad) = self.0.quality_counts();
+        for (name, help, value) in [
+            (
+                "twin_readings",
+                "Readings applied to the twin",
+                stats.readings,
+            ),
+            (
+                "twin_updates",
+                "Changes published by the twin (value beyond deadband, or quality changed)",
+                stats.changes,
+            ),
+            (
+                "twin_filtered",
+                "Readings that changed nothing (same value or within the deadband)",
+                stats.filtered,
+            ),
+            (
+                "twin_coalesced",
+                "Changes coalesced away for slow subscribers",
+                stats.coalesced,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        for (name, help, value) in [
+            (
+                "twin_subscribers",
+                "Live subscriptions to the twin's changes",
+                stats.subscribers as i64,
+            ),
+            (
+                "twin_properties_good",
+                "Properties with good quality",
+                good as i64,
+            ),
+            (
+                "twin_properties_uncertain",
+                "Properties with uncertain quality",
+                uncertain as i64,
+            ),
+            (
+                "twin_properties_bad",
+                "Properties with bad quality",
+                bad as i64,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// `[opcua_server]`: the OPC UA server that serves the twin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpcUaServerConfig {
     /// Address and TCP port to listen on, e.g. `0.0.0.0:4840` (4840 is OPC UA's IANA port).
@@ -74,7 +74,7 @@ fn default_max_monitored_items() -> usize {
 }
 
 /// One OPC UA user.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// User name as the client sends it.

@@ -15,7 +15,7 @@ use crate::sources::modbus::codec::{Encoding, WordOrder};
 
 /// `[[sources.modbus]]`: one Modbus connection (a TCP endpoint, a serial line, or a serial
 /// gateway) and the devices (unit ids) reached through it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusSourceConfig {
     /// Source id, unique across all sources; assets name it in `source`.
@@ -109,7 +109,7 @@ fn default_demoted_poll() -> Duration {
 }
 
 /// Serial line settings for Modbus RTU.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtuConfig {
     /// Serial device, e.g. `/dev/ttyUSB0`. One serial port may be used by one source only.
@@ -171,7 +171,7 @@ pub enum Parity {
 }
 
 /// One device (unit id) behind a Modbus connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusDeviceConfig {
     /// Device id, unique within the source; assets name it in `device`.

@@ -28,7 +28,8 @@ use config::{ModbusSourceConfig, RegisterTable};
 use plan::{Limits, Point};
 use poller::{Device, ModbusWriter, PollGroup, Poller, WriteTarget};
 
-/// Spawns the poller of one Modbus connection. Returns its writer and the properties it serves.
+/// Spawns the poller of one Modbus connection. Returns its writer, the properties it serves and
+/// the token that stops just this poller.
 ///
 /// Errors: none today (the config was validated); kept for sources whose build can fail.
 pub fn spawn(
@@ -37,14 +38,18 @@ pub fn spawn(
     twin: &Arc<Twin>,
     supervisor: &Supervisor,
     metrics: &Metrics,
-) -> anyhow::Result<(ModbusWriter, Vec<PropertyId>)> {
+) -> anyhow::Result<(
+    ModbusWriter,
+    Vec<PropertyId>,
+    tokio_util::sync::CancellationToken,
+)> {
     let poller = build(source, config, twin, metrics);
     let properties = poller.all_properties.clone();
     let (writer, writes) = poller::write_channel();
-    supervisor.spawn(format!("modbus:{}", source.id), move |token| {
+    let token = supervisor.spawn_cancellable(format!("modbus:{}", source.id), move |token| {
         poller.run(token, writes)
     });
-    Ok((writer, properties))
+    Ok((writer, properties, token))
 }
 
 /// Builds the poll plan of one source: every binding of every asset on it, grouped per device
