@@ -645,11 +645,12 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     let state = tempfile::tempdir().unwrap();
     config.daemon.state_dir = Some(state.path().to_owned());
     config.opcua_server.as_mut().unwrap().listen.set_port(0);
+    config.admin_http.as_mut().unwrap().listen.set_port(0);
     let handles = start(&config).await;
     let server = handles.opcua.clone().unwrap();
     // Every property good in the twin first.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while handles.twin.quality_counts() != (15, 0, 0) {
+    while handles.twin.quality_counts() != (18, 0, 0) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "demo never fully good: {:?}",

@@ -38,11 +38,22 @@ pub fn attach(config: &mut Config, plant: &Plant) {
     {
         server.listen.set_port(0);
     }
+    if let Some(admin) = &mut config.admin_http
+        && std::net::TcpListener::bind(admin.listen).is_err()
+    {
+        admin.listen.set_port(0);
+    }
     for source in &mut config.sources {
-        let SourceConfig::Modbus(modbus) = source;
-        match modbus.id.as_str() {
-            "line-plc" => modbus.tcp = Some(plant.line_plc.addr().to_string()),
-            "utilities-gw" => modbus.rtu_over_tcp = Some(plant.utilities.addr().to_string()),
+        match source {
+            SourceConfig::Modbus(modbus) if modbus.id == "line-plc" => {
+                modbus.tcp = Some(plant.line_plc.addr().to_string());
+            }
+            SourceConfig::Modbus(modbus) if modbus.id == "utilities-gw" => {
+                modbus.rtu_over_tcp = Some(plant.utilities.addr().to_string());
+            }
+            SourceConfig::OpcUa(opcua) if opcua.id == "quality-lab" => {
+                opcua.endpoint = plant.lab.endpoint_url.clone();
+            }
             _ => {}
         }
     }
@@ -71,6 +82,9 @@ pub async fn run(
             "    security None or Basic256Sha256/Aes*; anonymous (read) or operator/operator (write)"
         );
     }
+    if let Some(admin) = handles.admin_http {
+        say!("  health and metrics             http://{admin}/metrics");
+    }
     say!(
         "  twin: {} assets, {} properties. Ctrl-C stops.",
         handles.twin.model().assets().len(),
@@ -87,7 +101,7 @@ pub async fn run(
             _ = tick.tick() => {
                 let stats = handles.twin.stats();
                 let (good, uncertain, bad) = handles.twin.quality_counts();
-                let up = config.sources.iter().filter(|s| handles.metrics.modbus.is_connected(s.id())).count();
+                let up = config.sources.iter().filter(|s| handles.metrics.is_source_connected(s.id())).count();
                 let rate = (stats.changes - last) as f64 / STATUS_INTERVAL.as_secs_f64();
                 last = stats.changes;
                 say!(
@@ -117,7 +131,7 @@ mod tests {
     #[test]
     fn the_embedded_demo_config_is_valid() {
         let config = super::config().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.sources.len(), 2);
-        assert_eq!(config.assets.len(), 4);
+        assert_eq!(config.sources.len(), 3);
+        assert_eq!(config.assets.len(), 5);
     }
 }

@@ -7,6 +7,8 @@
 //!   register, with losses to ambient), unit 11 a pump (flow, discharge pressure, vibration RMS
 //!   with a slowly developing bearing fault that can be switched on), unit 21 an energy meter
 //!   (total kW of the plant and its kWh integral).
+//! - **Quality lab** (OPC UA, security None): fill weight of sampled bottles (g), sugar content
+//!   (°Brix) and the number of samples taken.
 //!
 //! The register maps match `config/demo.toml` (and `config/example.toml`).
 
@@ -19,6 +21,7 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 
 use crate::modbus::{Framing, ModbusServer, SimDevice};
+use crate::opcua::OpcUaSimServer;
 
 /// Simulation step.
 pub const STEP: Duration = Duration::from_millis(100);
@@ -33,6 +36,8 @@ pub struct Plant {
     pub line_plc: ModbusServer,
     /// The utilities gateway (RTU over TCP: tank unit 1, pump unit 11, meter unit 21).
     pub utilities: ModbusServer,
+    /// The quality lab (OPC UA): `Lab.FillWeight`, `Lab.Brix`, `Lab.SampleCount`.
+    pub lab: Arc<OpcUaSimServer>,
     /// The devices, for tests and fault injection.
     pub devices: PlantDevices,
     physics: JoinHandle<()>,
@@ -83,20 +88,28 @@ impl Plant {
             ]),
         )
         .await?;
-        let physics = tokio::spawn(run_physics(devices.clone()));
+        let lab = Arc::new(
+            OpcUaSimServer::start(loopback, &["FillWeight", "Brix", "SampleCount"]).await?,
+        );
+        let physics = tokio::spawn(run_physics(devices.clone(), Arc::clone(&lab)));
         Ok(Self {
             line_plc,
             utilities,
+            lab,
             devices,
             physics,
         })
     }
 
-    /// Stops the physics and both servers.
+    /// Stops the physics and every server.
     pub async fn stop(self) {
         self.physics.abort();
+        let _ = self.physics.await;
         self.line_plc.stop().await;
         self.utilities.stop().await;
+        if let Ok(lab) = Arc::try_unwrap(self.lab) {
+            lab.stop().await;
+        }
     }
 }
 
@@ -152,7 +165,7 @@ struct Physics {
     energy_kwh: f64,
 }
 
-async fn run_physics(devices: PlantDevices) {
+async fn run_physics(devices: PlantDevices, lab: Arc<OpcUaSimServer>) {
     let mut p = Physics {
         line_state: LineState::Running,
         state_left_s: 45.0,
@@ -169,9 +182,18 @@ async fn run_physics(devices: PlantDevices) {
     };
     let mut tick = tokio::time::interval(STEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples = 0u32;
     loop {
         tick.tick().await;
         step(&mut p, &devices, STEP.as_secs_f64(), &mut rand::rng());
+        // The lab weighs a bottle about once a second while the line runs.
+        if p.line_state == LineState::Running && rand::rng().random_bool(0.1) {
+            samples += 1;
+            let mut rng = rand::rng();
+            lab.set("FillWeight", 500.0 + rng.random_range(-3.0..3.0));
+            lab.set("Brix", 11.2 + rng.random_range(-0.15..0.15));
+            lab.set("SampleCount", f64::from(samples));
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub use model::Config;
 use model::{AssetConfig, AssetHead};
 
 use crate::sources::modbus::config::{ModbusBindingConfig, ModbusSourceConfig};
+use crate::sources::opcua::config::{OpcUaBindingConfig, OpcUaSourceConfig};
 use crate::sources::{BindingConfig, SourceConfig, SourceKind};
 
 /// Why a configuration could not be loaded.
@@ -267,6 +268,11 @@ impl Loader<'_, '_> {
                     self.incomplete.sources |= !complete;
                     sources.extend(parsed.into_iter().map(SourceConfig::Modbus));
                 }
+                Some(SourceKind::OpcUa) => {
+                    let (parsed, complete) = self.array::<OpcUaSourceConfig>(&kind_path, value);
+                    self.incomplete.sources |= !complete;
+                    sources.extend(parsed.into_iter().map(SourceConfig::OpcUa));
+                }
                 None => {
                     let known: Vec<_> = SourceKind::ALL
                         .iter()
@@ -320,6 +326,9 @@ impl Loader<'_, '_> {
                                 SourceKind::Modbus => self
                                     .de::<ModbusBindingConfig>(&binding_path, binding)
                                     .map(BindingConfig::Modbus),
+                                SourceKind::OpcUa => self
+                                    .de::<OpcUaBindingConfig>(&binding_path, binding)
+                                    .map(BindingConfig::OpcUa),
                             };
                             match parsed {
                                 Some(parsed) => {

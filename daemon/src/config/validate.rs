@@ -123,6 +123,7 @@ fn sources(config: &Config, out: &mut Vec<Problem>) {
         }
         match source {
             SourceConfig::Modbus(modbus) => modbus.validate(&path, out),
+            SourceConfig::OpcUa(opcua) => opcua.validate(&path, out),
         }
         for (key, resource) in source.claims() {
             let claim_path = path.join_dotted(key);
@@ -393,6 +394,7 @@ fn assets(
                 )),
                 Some(property) => match binding {
                     BindingConfig::Modbus(modbus) => modbus.validate(property, &binding_path, out),
+                    BindingConfig::OpcUa(opcua) => opcua.validate(property, &binding_path, out),
                 },
             }
         }

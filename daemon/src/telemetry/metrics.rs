@@ -56,11 +56,13 @@ pub struct ModbusMetrics {
     connected: Family<SourceLabels, Gauge>,
 }
 
-/// OPC UA server metrics.
+/// OPC UA metrics (server and sources).
 #[derive(Debug, Clone, Default)]
 pub struct OpcUaMetrics {
-    /// Session activations refused (unknown user, wrong password, anonymous when disabled).
+    /// Session activations refused by the server (unknown user, wrong password, anonymous when disabled).
     pub failed_logins: Counter,
+    /// 1 while an OPC UA source's session is up.
+    pub source_connected: Family<SourceLabels, Gauge>,
 }
 
 /// Every metric of the daemon.
@@ -125,16 +127,31 @@ impl Metrics {
             modbus.connected.clone(),
         );
         let opcua = OpcUaMetrics::default();
-        registry.sub_registry_with_prefix("opcua").register(
+        let sub = registry.sub_registry_with_prefix("opcua");
+        sub.register(
             "failed_logins",
             "OPC UA session activations refused",
             opcua.failed_logins.clone(),
+        );
+        sub.register(
+            "source_connected",
+            "1 while an OPC UA source's session is up",
+            opcua.source_connected.clone(),
         );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             modbus,
             opcua,
         }
+    }
+
+    /// Whether the source `id` (of any kind) is connected.
+    pub fn is_source_connected(&self, id: &str) -> bool {
+        let labels = SourceLabels {
+            source: id.to_owned(),
+        };
+        self.modbus.is_connected(id)
+            || self.opcua.source_connected.get_or_create(&labels).get() == 1
     }
 
     /// Adds the twin's counters (read at every scrape from `Twin::stats`).

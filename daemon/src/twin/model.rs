@@ -280,7 +280,7 @@ impl TwinModel {
                     decl: decl_index,
                     path,
                     scaling: binding.map(|b| b.scaling()).unwrap_or_default(),
-                    refresh_interval: binding.map(|b| b.poll().unwrap_or(default_poll)),
+                    refresh_interval: binding.and_then(|b| b.refresh_interval(default_poll)),
                 });
                 properties.push(id);
             }

@@ -47,7 +47,7 @@ impl AdminState {
         let mut reasons: Vec<String> = self
             .sources
             .iter()
-            .filter(|id| !self.metrics.modbus.is_connected(id))
+            .filter(|id| !self.metrics.is_source_connected(id))
             .map(|id| format!("source {id} is not connected"))
             .collect();
         if self.opcua_listening == Some(false) {

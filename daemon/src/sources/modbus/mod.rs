@@ -83,7 +83,9 @@ pub(crate) fn build(
             None => 0,
         };
         for (name, binding) in &asset.bindings {
-            let BindingConfig::Modbus(binding) = binding;
+            let BindingConfig::Modbus(binding) = binding else {
+                continue;
+            };
             let Some(property) = model.property_of(&asset.path, name) else {
                 continue;
             };

@@ -1,0 +1,439 @@
+//! OPC UA source: one subscription per server, monitored items for every binding.
+//!
+//! The client (async-opcua) connects to the configured endpoint; every binding becomes a
+//! monitored item of one subscription, and each data change is applied to the twin as it arrives
+//! (value, status and source timestamp). While the connection is down every property of the
+//! source is bad (`NoConnection`) with its last value kept, and the source starts over with a
+//! fresh session and subscription after a backoff from `backoff_min` to `backoff_max` (a
+//! restarted server knows neither the old session nor its subscription).
+
+pub mod config;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use opcua::client::{
+    ClientBuilder, DataChangeCallback, IdentityToken, Password, SessionPollResult,
+};
+use opcua::crypto::SecurityPolicy;
+use opcua::types::{
+    DataValue, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
+    MonitoringParameters, NodeId, ReadValueId, StatusCode, TimestampsToReturn, UserTokenPolicy,
+    Variant,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::runtime::{Backoff, Supervisor};
+use crate::sources::BindingConfig;
+use crate::twin::{PropertyId, QualityReason, Reading, Twin, Value};
+use config::{OpcUaSourceConfig, SecurityModeName, SecurityPolicyName};
+
+/// One monitored variable.
+#[derive(Debug, Clone)]
+struct Item {
+    /// Namespace URI to resolve after connecting, when the binding named it (`nsu=`).
+    namespace_uri: Option<String>,
+    node: NodeId,
+    properties: Vec<PropertyId>,
+    sampling: Duration,
+}
+
+/// Spawns the client of one OPC UA source. Returns the properties it serves and its stop token.
+///
+/// Errors: a binding's NodeId does not parse (validation rejects that before).
+pub fn spawn(
+    source: &OpcUaSourceConfig,
+    config: &Config,
+    twin: &Arc<Twin>,
+    supervisor: &Supervisor,
+    metrics: &crate::telemetry::Metrics,
+) -> anyhow::Result<(Vec<PropertyId>, CancellationToken)> {
+    let model = twin.model();
+    let mut by_node: HashMap<String, Item> = HashMap::new();
+    let mut properties = Vec::new();
+    for asset in config
+        .assets
+        .iter()
+        .filter(|a| a.source.as_deref() == Some(&source.id))
+    {
+        for (name, binding) in &asset.bindings {
+            let BindingConfig::OpcUa(binding) = binding else {
+                continue;
+            };
+            let Some(property) = model.property_of(&asset.path, name) else {
+                continue;
+            };
+            let (namespace_uri, node) = config::parse_node_id(&binding.node_id)
+                .ok_or_else(|| anyhow::anyhow!("bad NodeId `{}`", binding.node_id))?;
+            let sampling = binding
+                .sampling_interval
+                .unwrap_or(source.sampling_interval);
+            by_node
+                .entry(binding.node_id.clone())
+                .or_insert_with(|| Item {
+                    namespace_uri,
+                    node,
+                    properties: Vec::new(),
+                    sampling,
+                })
+                .properties
+                .push(property);
+            properties.push(property);
+        }
+    }
+    let client = OpcUaClient {
+        config: source.clone(),
+        pki_dir: source
+            .pki_dir
+            .clone()
+            .unwrap_or_else(|| crate::app::state_dir(config).join("pki-client")),
+        items: by_node.into_values().collect(),
+        properties: properties.clone(),
+        twin: Arc::clone(twin),
+        connected: metrics
+            .opcua
+            .source_connected
+            .get_or_create(&crate::telemetry::metrics::SourceLabels {
+                source: source.id.clone(),
+            })
+            .clone(),
+    };
+    let token = supervisor.spawn_cancellable(format!("opcua-source:{}", source.id), move |token| {
+        client.run(token)
+    });
+    Ok((properties, token))
+}
+
+struct OpcUaClient {
+    config: OpcUaSourceConfig,
+    pki_dir: std::path::PathBuf,
+    items: Vec<Item>,
+    properties: Vec<PropertyId>,
+    twin: Arc<Twin>,
+    connected: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// The quality reason for a bad or uncertain OPC UA status (OPC UA Part 4 §7.39).
+fn reason(status: StatusCode) -> QualityReason {
+    match status {
+        StatusCode::BadNoCommunication
+        | StatusCode::BadNotConnected
+        | StatusCode::BadServerNotConnected => QualityReason::NoConnection,
+        StatusCode::BadTimeout => QualityReason::Timeout,
+        StatusCode::BadWaitingForInitialData => QualityReason::NotYetRead,
+        StatusCode::BadConfigurationError
+        | StatusCode::BadNodeIdUnknown
+        | StatusCode::BadNodeIdInvalid => QualityReason::ConfigurationError,
+        StatusCode::BadOutOfRange => QualityReason::OutOfRange,
+        StatusCode::BadDeviceFailure | StatusCode::BadSensorFailure => {
+            QualityReason::DeviceException(0)
+        }
+        StatusCode::UncertainLastUsableValue => QualityReason::Stale,
+        _ => QualityReason::CommunicationFailure,
+    }
+}
+
+/// A twin raw value from a variant; `None` for kinds the twin cannot hold.
+fn raw(variant: &Variant) -> Option<Value> {
+    Some(match variant {
+        Variant::Boolean(b) => Value::Bool(*b),
+        Variant::SByte(v) => Value::Int(i64::from(*v)),
+        Variant::Int16(v) => Value::Int(i64::from(*v)),
+        Variant::Int32(v) => Value::Int(i64::from(*v)),
+        Variant::Int64(v) => Value::Int(*v),
+        Variant::Byte(v) => Value::UInt(u64::from(*v)),
+        Variant::UInt16(v) => Value::UInt(u64::from(*v)),
+        Variant::UInt32(v) => Value::UInt(u64::from(*v)),
+        Variant::UInt64(v) => Value::UInt(*v),
+        Variant::Float(v) => Value::Float(f64::from(*v)),
+        Variant::Double(v) => Value::Float(*v),
+        Variant::String(s) => Value::String(s.as_ref().into()),
+        _ => return None,
+    })
+}
+
+/// The readings a data change gives for the properties bound to its node.
+fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
+    let status = value.status();
+    let source_time = value
+        .source_timestamp
+        .map(|t| SystemTime::from(opcua::types::DateTimeUtc::from(t)));
+    properties
+        .iter()
+        .map(|property| {
+            if status.is_bad() {
+                return Reading::failed(*property, reason(status));
+            }
+            match value.value.as_ref().and_then(raw) {
+                Some(raw) => Reading::value(*property, raw, source_time),
+                None => Reading::failed(*property, QualityReason::DecodeError),
+            }
+        })
+        .collect()
+}
+
+impl OpcUaClient {
+    fn mark_all(&self, reason: QualityReason) {
+        self.connected.set(0);
+        let readings: Vec<_> = self
+            .properties
+            .iter()
+            .map(|p| Reading::failed(*p, reason))
+            .collect();
+        self.twin.apply(&readings);
+    }
+
+    async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        let id = self.config.id.clone();
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
+        loop {
+            let outcome = tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                outcome = self.session(&token) => outcome,
+            };
+            if token.is_cancelled() {
+                return Ok(());
+            }
+            self.mark_all(QualityReason::NoConnection);
+            let delay = backoff.next_delay();
+            match outcome {
+                Ok(()) => backoff.reset(),
+                Err(error) => {
+                    tracing::warn!(source = %id, endpoint = %self.config.endpoint, %error, retry_in = ?delay, "OPC UA connection failed")
+                }
+            }
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One session: connect, subscribe, follow events until the connection fails for good.
+    async fn session(&self, token: &CancellationToken) -> anyhow::Result<()> {
+        let policy = match self.config.security_policy {
+            SecurityPolicyName::None => SecurityPolicy::None,
+            SecurityPolicyName::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
+            SecurityPolicyName::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
+            SecurityPolicyName::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
+        };
+        let mode = match self.config.security_mode {
+            SecurityModeName::None => MessageSecurityMode::None,
+            SecurityModeName::Sign => MessageSecurityMode::Sign,
+            SecurityModeName::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+        };
+        let identity = match (&self.config.user, &self.config.password) {
+            (Some(user), Some(password)) => {
+                IdentityToken::UserName(user.clone(), Password::new(password.clone()))
+            }
+            _ => IdentityToken::Anonymous,
+        };
+        let mut client = ClientBuilder::new()
+            .application_name("Twinloom")
+            .application_uri(format!("urn:twinloom:source:{}", self.config.id))
+            .product_uri("urn:twinloom")
+            .pki_dir(&self.pki_dir)
+            .create_sample_keypair(true)
+            .trust_server_certs(self.config.trust_server_certificate)
+            .session_retry_limit(0)
+            .request_timeout(self.config.timeout)
+            .client()
+            .map_err(|errors| anyhow::anyhow!("client configuration: {}", errors.join(", ")))?;
+        let endpoint = (
+            self.config.endpoint.as_str(),
+            policy.to_uri(),
+            mode,
+            UserTokenPolicy::anonymous(),
+        );
+        let (session, event_loop) = tokio::time::timeout(
+            self.config.timeout,
+            client.connect_to_matching_endpoint(endpoint, identity),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.config.timeout))??;
+        let mut events = Box::pin(event_loop.enter());
+        // Drive the event loop until the session is up.
+        loop {
+            tokio::select! {
+                connected = session.wait_for_connection() => {
+                    if connected {
+                        break;
+                    }
+                    anyhow::bail!("session could not be activated");
+                }
+                event = events.next() => match event {
+                    Some(Ok(_)) => {}
+                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
+                    None => anyhow::bail!("session closed"),
+                },
+            }
+        }
+        tracing::info!(source = %self.config.id, endpoint = %self.config.endpoint, "OPC UA source connected");
+        self.connected.set(1);
+        // Namespace URIs (`nsu=`) become indexes through the server's NamespaceArray
+        // (OPC UA Part 5 §6.3.1, Server_NamespaceArray = ns=0;i=2255).
+        let items = if self.items.iter().any(|i| i.namespace_uri.is_some()) {
+            let namespace_array = [ReadValueId::from(NodeId::new(0, 2255u32))];
+            let read = session.read(&namespace_array, TimestampsToReturn::Neither, 0.0);
+            tokio::pin!(read);
+            let namespaces = loop {
+                tokio::select! {
+                    read = &mut read => break read.map_err(|e| anyhow::anyhow!("cannot read the namespace array: {e}"))?,
+                    event = events.next() => match event {
+                        Some(Ok(_)) => {}
+                        Some(Err(status)) => anyhow::bail!("session failed: {status}"),
+                        None => anyhow::bail!("session closed"),
+                    },
+                }
+            };
+            let uris: Vec<String> = match namespaces.first().and_then(|dv| dv.value.clone()) {
+                Some(Variant::Array(array)) => array
+                    .values
+                    .iter()
+                    .map(|v| match v {
+                        Variant::String(s) => s.as_ref().to_owned(),
+                        _ => String::new(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            self.items
+                .iter()
+                .map(|item| {
+                    let mut item = item.clone();
+                    if let Some(uri) = &item.namespace_uri {
+                        match uris.iter().position(|u| u == uri) {
+                            Some(index) => item.node.namespace = index as u16,
+                            None => tracing::warn!(source = %self.config.id, namespace = %uri, "Server has no such namespace"),
+                        }
+                    }
+                    item
+                })
+                .collect()
+        } else {
+            self.items.clone()
+        };
+        let by_node: Arc<HashMap<NodeId, Vec<PropertyId>>> = Arc::new(
+            items
+                .iter()
+                .map(|i| (i.node.clone(), i.properties.clone()))
+                .collect(),
+        );
+        let twin = Arc::clone(&self.twin);
+        let lookup = Arc::clone(&by_node);
+        let callback = DataChangeCallback::new(move |value, item| {
+            if let Some(properties) = lookup.get(&item.item_to_monitor().node_id) {
+                twin.apply(&readings(&value, properties));
+            }
+        });
+        let requests: Vec<MonitoredItemCreateRequest> = items
+            .iter()
+            .map(|item| MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId::from(item.node.clone()),
+                monitoring_mode: MonitoringMode::Reporting,
+                requested_parameters: MonitoringParameters {
+                    sampling_interval: item.sampling.as_secs_f64() * 1000.0,
+                    queue_size: 1,
+                    discard_oldest: true,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        // Subscribing needs the event loop polled at the same time.
+        let subscribe = async {
+            let subscription = session
+                .create_subscription(
+                    self.config.publishing_interval,
+                    60,
+                    10,
+                    0,
+                    0,
+                    true,
+                    callback,
+                )
+                .await?;
+            let created = session
+                .create_monitored_items(subscription, TimestampsToReturn::Both, requests)
+                .await?;
+            Ok::<_, opcua::types::Error>(created)
+        };
+        tokio::pin!(subscribe);
+        let created = loop {
+            tokio::select! {
+                created = &mut subscribe => break created.map_err(|e| anyhow::anyhow!("cannot subscribe: {e}"))?,
+                event = events.next() => match event {
+                    Some(Ok(_)) => {}
+                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
+                    None => anyhow::bail!("session closed"),
+                },
+            }
+        };
+        for (item, result) in items.iter().zip(&created) {
+            let status = result.result.status_code;
+            if !status.is_good() {
+                tracing::warn!(source = %self.config.id, node = %item.node, %status, "Server refused a monitored item; check the NodeId");
+                let failed: Vec<_> = item
+                    .properties
+                    .iter()
+                    .map(|p| Reading::failed(*p, reason(status)))
+                    .collect();
+                self.twin.apply(&failed);
+            }
+        }
+        loop {
+            tokio::select! {
+                () = token.cancelled() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
+                    return Ok(());
+                }
+                event = events.next() => match event {
+                    Some(Ok(SessionPollResult::ConnectionLost(status))) => {
+                        // Start over with a fresh session and subscription: a restarted server
+                        // knows neither the old session nor its subscription.
+                        tracing::warn!(source = %self.config.id, %status, "OPC UA connection lost; reconnecting");
+                        self.mark_all(QualityReason::NoConnection);
+                        return Ok(());
+                    }
+                    Some(Ok(SessionPollResult::Reconnected(mode))) => {
+                        self.connected.set(1);
+                        tracing::info!(source = %self.config.id, ?mode, "OPC UA source reconnected");
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_statuses_keep_the_value_and_name_the_reason() {
+        let property = PropertyId(3);
+        let bad = DataValue {
+            value: Some(Variant::Double(1.5)),
+            status: Some(StatusCode::BadNoCommunication),
+            ..Default::default()
+        };
+        assert_eq!(
+            readings(&bad, &[property]),
+            vec![Reading::failed(property, QualityReason::NoConnection)]
+        );
+        let good = DataValue::new_now(Variant::Float(2.5));
+        let got = readings(&good, &[property]);
+        assert_eq!(got[0].outcome, Ok(Value::Float(2.5)));
+        assert!(got[0].source_time.is_some());
+        let odd = DataValue::new_now(Variant::ByteString(Default::default()));
+        assert_eq!(
+            readings(&odd, &[property])[0].outcome,
+            Err(QualityReason::DecodeError)
+        );
+    }
+}
