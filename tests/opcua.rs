@@ -292,6 +292,17 @@ async fn browse_read_subscribe_and_write_with_roles() {
         .await
         .unwrap();
     assert_eq!(created[0].result.status_code, StatusCode::Good);
+    let metrics = rig.handles.metrics.encode();
+    assert_eq!(
+        metric(&metrics, "twinloom_opcua_sessions"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "twinloom_opcua_monitored_items"),
+        1.0,
+        "{metrics}"
+    );
     rig.device.set_holding(0, &[0x42C8, 0x0000]); // 100.0
     let deadline = tokio::time::Instant::now() + WAIT;
     while !seen

@@ -154,6 +154,14 @@ impl Metrics {
             || self.opcua.source_connected.get_or_create(&labels).get() == 1
     }
 
+    /// Adds a collector read at every scrape.
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_collector(collector);
+    }
+
     /// Adds the twin's counters (read at every scrape from `Twin::stats`).
     pub fn register_twin(&self, twin: &std::sync::Arc<crate::twin::Twin>) {
         self.registry

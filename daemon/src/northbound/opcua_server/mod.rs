@@ -125,6 +125,7 @@ pub async fn start(
         .max_chunk_count(MAX_MESSAGE_BYTES / 65_535 + 1)
         .subscription_poll_interval_ms((publishing_ms as u64).max(1))
         .discovery_urls(vec![endpoint_url.clone()])
+        .diagnostics_enabled(true)
         .token(token);
     // ServerEndpoint::new rather than the per-policy constructors: async-opcua 0.19 marks
     // `new_basic256sha256_sign` deprecated, though OPC UA only deprecates Basic128Rsa15 and Basic256.
@@ -172,6 +173,10 @@ pub async fn start(
         .get_of_type::<TwinNodeManager>()
         .context("twin node manager missing")?;
     let namespace_index = manager.inner().namespace_index();
+    metrics.register_collector(Box::new(ServerCollector {
+        info: Arc::clone(handle.info()),
+        manager: Arc::clone(&manager),
+    }));
     let subscriptions = Arc::clone(handle.subscriptions());
 
     // Feed: subscribe first, then load every current value, then apply changes as they come.
@@ -223,4 +228,48 @@ pub async fn start(
         namespace_index,
         pki_dir: pki,
     })
+}
+
+/// Exposes sessions, subscriptions and monitored items of the server at scrape time.
+struct ServerCollector {
+    info: Arc<opcua::server::ServerInfo>,
+    manager: Arc<TwinNodeManager>,
+}
+
+impl std::fmt::Debug for ServerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for ServerCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use opcua::types::{VariableId, Variant};
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let count = |id: VariableId| match self.info.diagnostics.get(id).and_then(|dv| dv.value) {
+            Some(Variant::UInt32(n)) => i64::from(n),
+            _ => 0,
+        };
+        for (name, help, value) in [
+            (
+                "opcua_sessions",
+                "Current OPC UA sessions",
+                count(VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSessionCount),
+            ),
+            (
+                "opcua_subscriptions",
+                "Current OPC UA subscriptions",
+                count(VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSubscriptionCount),
+            ),
+            ("opcua_monitored_items", "Monitored items on twin nodes", self.manager.inner().monitored_items()),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
 }

@@ -61,9 +61,16 @@ pub struct TwinNodeManagerImpl {
     by_node: HashMap<NodeId, PropertyId>,
     twin: Arc<Twin>,
     control: ControlHandle,
+    monitored_items: std::sync::atomic::AtomicI64,
 }
 
 impl TwinNodeManagerImpl {
+    /// Monitored items on this node manager's nodes, over all sessions.
+    pub fn monitored_items(&self) -> i64 {
+        self.monitored_items
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The node id of a property.
     pub fn node_of(&self, property: PropertyId) -> &NodeId {
         &self.property_nodes[property.index()]
@@ -101,6 +108,7 @@ impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
             by_node,
             twin: self.twin,
             control: self.control,
+            monitored_items: Default::default(),
         }
     }
 }
@@ -373,6 +381,42 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
 
     fn namespaces(&self) -> Vec<NamespaceMetadata> {
         vec![self.namespace.clone()]
+    }
+
+    /// Monitored items start with the current value (pushed later by the twin's fan-out, never
+    /// sampled); counted for metrics.
+    async fn create_value_monitored_items(
+        &self,
+        context: &RequestContext,
+        address_space: &RwLock<AddressSpace>,
+        items: &mut [&mut &mut opcua::server::CreateMonitoredItem],
+    ) {
+        let space = address_space.read();
+        let mut created = 0;
+        for item in items.iter_mut() {
+            let value = space.read(
+                context,
+                item.item_to_monitor(),
+                0.0,
+                opcua::types::TimestampsToReturn::Both,
+            );
+            if value.status() != StatusCode::BadAttributeIdInvalid {
+                item.set_initial_value(value);
+            }
+            item.set_status(StatusCode::Good);
+            created += 1;
+        }
+        self.monitored_items
+            .fetch_add(created, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn delete_monitored_items(
+        &self,
+        _context: &RequestContext,
+        items: &[&opcua::server::node_manager::MonitoredItemRef],
+    ) {
+        self.monitored_items
+            .fetch_sub(items.len() as i64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Client writes: the address space checks access (Bad_NotWritable for read-only properties,
