@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod northbound;
+pub mod opcua_values;
 pub mod runtime;
 pub mod sources;
 pub mod telemetry;

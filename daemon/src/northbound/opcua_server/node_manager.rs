@@ -28,7 +28,7 @@ use opcua::sync::RwLock;
 use opcua::types::{
     AttributeId, DataTypeId, DataValue, DateTime, EUInformation, ExtensionObject, LocalizedText,
     NodeId, NumericRange, ObjectId, ObjectTypeId, QualifiedName, Range, StatusCode, UAString,
-    VariableTypeId, Variant,
+    VariableTypeId,
 };
 
 use crate::config::model::{Access, DataType};
@@ -36,7 +36,7 @@ use crate::control::{ControlError, ControlHandle, Origin};
 use crate::sources::WriteError;
 use crate::twin::model::{PropertyDecl, TwinModel};
 use crate::twin::units::EngineeringUnit;
-use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin, Value};
+use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin};
 
 /// The node manager serving the twin.
 pub type TwinNodeManager = InMemoryNodeManager<TwinNodeManagerImpl>;
@@ -312,45 +312,15 @@ pub fn date_time(time: SystemTime) -> DateTime {
     DateTime::from(ticks)
 }
 
-/// The variant of a twin value (the twin already holds it in the property's data type).
-pub fn variant(value: &Value) -> Variant {
-    match value {
-        Value::Bool(b) => Variant::Boolean(*b),
-        Value::Int(i) => Variant::Int64(*i),
-        Value::UInt(u) => Variant::UInt64(*u),
-        Value::Float(f) => Variant::Double(*f),
-        Value::String(s) => Variant::String(UAString::from(s.as_ref())),
-    }
-}
-
 /// The DataValue of a sample: value, status code, source and server timestamps.
 pub fn data_value(sample: &Sample) -> DataValue {
     DataValue {
-        value: sample.value.as_ref().map(variant),
+        value: sample.value.as_ref().map(crate::opcua_values::to_variant),
         status: Some(status_code(sample.quality)),
         source_timestamp: sample.source_time.map(date_time),
         server_timestamp: Some(date_time(sample.server_time)),
         ..Default::default()
     }
-}
-
-/// A twin value from a client's variant, or `None` for kinds the twin has no use for.
-fn value_of(variant: &Variant) -> Option<Value> {
-    Some(match variant {
-        Variant::Boolean(b) => Value::Bool(*b),
-        Variant::SByte(v) => Value::Int(i64::from(*v)),
-        Variant::Int16(v) => Value::Int(i64::from(*v)),
-        Variant::Int32(v) => Value::Int(i64::from(*v)),
-        Variant::Int64(v) => Value::Int(*v),
-        Variant::Byte(v) => Value::UInt(u64::from(*v)),
-        Variant::UInt16(v) => Value::UInt(u64::from(*v)),
-        Variant::UInt32(v) => Value::UInt(u64::from(*v)),
-        Variant::UInt64(v) => Value::UInt(*v),
-        Variant::Float(v) => Value::Float(f64::from(*v)),
-        Variant::Double(v) => Value::Float(*v),
-        Variant::String(s) => Value::String(s.as_ref().into()),
-        _ => return None,
-    })
 }
 
 fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
@@ -461,7 +431,12 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
                     write.set_status(StatusCode::BadNotWritable);
                     continue;
                 };
-                match request.value.value.as_ref().and_then(value_of) {
+                match request
+                    .value
+                    .value
+                    .as_ref()
+                    .and_then(crate::opcua_values::from_variant)
+                {
                     Some(value) => proposals.push((index, property, value)),
                     None => write.set_status(StatusCode::BadTypeMismatch),
                 }

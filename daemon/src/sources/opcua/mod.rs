@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::runtime::{Backoff, Supervisor};
 use crate::sources::BindingConfig;
-use crate::twin::{PropertyId, QualityReason, Reading, Twin, Value};
+use crate::twin::{PropertyId, QualityReason, Reading, Twin};
 use config::{OpcUaSourceConfig, SecurityModeName, SecurityPolicyName};
 
 /// One monitored variable.
@@ -136,25 +136,6 @@ fn reason(status: StatusCode) -> QualityReason {
     }
 }
 
-/// A twin raw value from a variant; `None` for kinds the twin cannot hold.
-fn raw(variant: &Variant) -> Option<Value> {
-    Some(match variant {
-        Variant::Boolean(b) => Value::Bool(*b),
-        Variant::SByte(v) => Value::Int(i64::from(*v)),
-        Variant::Int16(v) => Value::Int(i64::from(*v)),
-        Variant::Int32(v) => Value::Int(i64::from(*v)),
-        Variant::Int64(v) => Value::Int(*v),
-        Variant::Byte(v) => Value::UInt(u64::from(*v)),
-        Variant::UInt16(v) => Value::UInt(u64::from(*v)),
-        Variant::UInt32(v) => Value::UInt(u64::from(*v)),
-        Variant::UInt64(v) => Value::UInt(*v),
-        Variant::Float(v) => Value::Float(f64::from(*v)),
-        Variant::Double(v) => Value::Float(*v),
-        Variant::String(s) => Value::String(s.as_ref().into()),
-        _ => return None,
-    })
-}
-
 /// The readings a data change gives for the properties bound to its node.
 fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
     let status = value.status();
@@ -167,7 +148,11 @@ fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
             if status.is_bad() {
                 return Reading::failed(*property, reason(status));
             }
-            match value.value.as_ref().and_then(raw) {
+            match value
+                .value
+                .as_ref()
+                .and_then(crate::opcua_values::from_variant)
+            {
                 Some(raw) => Reading::value(*property, raw, source_time),
                 None => Reading::failed(*property, QualityReason::DecodeError),
             }
@@ -413,6 +398,7 @@ impl OpcUaClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::twin::Value;
 
     #[test]
     fn bad_statuses_keep_the_value_and_name_the_reason() {
