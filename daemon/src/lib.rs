@@ -11,6 +11,7 @@ pub mod control;
 pub mod demo;
 pub mod northbound;
 pub mod opcua_values;
+pub mod plugins;
 pub mod runtime;
 pub mod sources;
 pub mod telemetry;

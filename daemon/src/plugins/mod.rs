@@ -1,0 +1,4 @@
+//! Plugins: per-industry logic fed by the twin. WebAssembly components run in [`wasm`]; native
+//! libraries will share the same host API.
+
+pub mod wasm;
