@@ -181,7 +181,7 @@ impl WasmHost {
         };
         instance.prepare();
         let plugin = Plugin::instantiate(&mut instance.store, component, &self.linker)
-            .map_err(|e| instance.classify(e))?;
+            .map_err(|e| instance.classify(&e))?;
         instance.plugin = Some(plugin);
         Ok(instance)
     }
@@ -220,7 +220,7 @@ impl Instance {
         }
     }
 
-    fn classify(&self, error: wasmtime::Error) -> PluginError {
+    fn classify(&self, error: &wasmtime::Error) -> PluginError {
         match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => PluginError::Deadline(self.limits.deadline),
             Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel,
@@ -247,7 +247,7 @@ impl Instance {
         };
         let result = f(plugin, &mut self.store);
         self.after();
-        result.map_err(|e| self.classify(e))
+        result.map_err(|e| self.classify(&e))
     }
 
     /// Calls `init`. The outer error is a fault (trap, deadline, memory); the inner one is the
