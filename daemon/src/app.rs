@@ -61,6 +61,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     metrics.register_twin(&twin);
     let (writers, running) = sources::spawn_all(config, &twin, &supervisor, &metrics)?;
     let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
+    crate::plugins::runner::spawn_all(config, &twin, &control, &supervisor, &metrics)?;
     let opcua = match &config.opcua_server {
         Some(server) => {
             let started = opcua_server::start(

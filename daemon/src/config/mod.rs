@@ -319,16 +319,25 @@ impl Loader<'_, '_> {
             {
                 let bindings_path = asset_path.key("bindings");
                 match (raw.get_ref(), kind) {
-                    (DeValue::Table(entries), Some(kind)) => {
+                    (DeValue::Table(entries), kind) => {
                         for (name, binding) in entries {
                             let binding_path = bindings_path.key(name.get_ref().as_ref());
+                            let by_plugin = matches!(binding.get_ref(), DeValue::Table(t) if t.contains_key("plugin"));
                             let parsed = match kind {
-                                SourceKind::Modbus => self
+                                _ if by_plugin => self
+                                    .de::<crate::sources::PluginBindingConfig>(
+                                        &binding_path,
+                                        binding,
+                                    )
+                                    .map(BindingConfig::Plugin),
+                                Some(SourceKind::Modbus) => self
                                     .de::<ModbusBindingConfig>(&binding_path, binding)
                                     .map(BindingConfig::Modbus),
-                                SourceKind::OpcUa => self
+                                Some(SourceKind::OpcUa) => self
                                     .de::<OpcUaBindingConfig>(&binding_path, binding)
                                     .map(BindingConfig::OpcUa),
+                                // Unknown or missing source: validation reports it.
+                                None => continue,
                             };
                             match parsed {
                                 Some(parsed) => {
@@ -341,9 +350,6 @@ impl Loader<'_, '_> {
                                 }
                             }
                         }
-                    }
-                    (DeValue::Table(_), None) => {
-                        // Unknown or missing source: validation reports it; bindings cannot be read.
                     }
                     _ => self.error_at(
                         raw.span().start,

@@ -234,7 +234,8 @@ pub(crate) struct AssetHead {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
-    /// Instance name, unique, e.g. `line1-oee`.
+    /// Instance name, unique, e.g. `line1-oee`. Derived properties name it in their binding
+    /// (`{ plugin = "line1-oee" }`).
     pub name: String,
     /// `wasm` (sandboxed component, the default) or `native` (trusted shared library).
     #[serde(default)]
@@ -244,6 +245,61 @@ pub struct PluginConfig {
     /// Plugin-specific settings, handed to the plugin's `init` as TOML text.
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// Which twin properties the plugin receives: asset path patterns (`*` matches one path
+    /// segment) and property names.
+    #[serde(default)]
+    pub subscribe: Vec<SubscribeConfig>,
+    /// Shortest time between two `on-changes` calls; changes in between are batched. Default 1 s.
+    #[serde(default = "default_min_interval", with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Period of `on-tick` calls; none when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub tick: Option<Duration>,
+    /// Memory cap of the instance in MiB, 1..=4096. Default 64.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u32,
+    /// Wall-clock time one call may take. Default 100 ms.
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Fuel (≈ wasm instructions) one call may use; unmetered when absent.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Consecutive failures (trap, deadline, memory cap, refused init) after which the instance is
+    /// quarantined: no longer re-created until the configuration is reloaded. Default 5.
+    #[serde(default = "default_quarantine_after")]
+    pub quarantine_after: u32,
+}
+
+fn default_min_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_memory_mib() -> u32 {
+    64
+}
+fn default_deadline() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_quarantine_after() -> u32 {
+    5
+}
+
+/// One subscription of a plugin.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeConfig {
+    /// Asset path pattern; `*` matches one segment (`plant-a/*/filler`).
+    pub assets: String,
+    /// Property names of those assets.
+    pub properties: Vec<String>,
+}
+
+impl SubscribeConfig {
+    /// Whether `asset_path` matches the pattern (segment by segment; `*` matches any one segment).
+    pub fn matches(&self, asset_path: &str) -> bool {
+        let pattern: Vec<&str> = self.assets.split('/').collect();
+        let path: Vec<&str> = asset_path.split('/').collect();
+        pattern.len() == path.len() && pattern.iter().zip(&path).all(|(p, s)| *p == "*" || p == s)
+    }
 }
 
 /// How a plugin runs.

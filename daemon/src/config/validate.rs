@@ -335,9 +335,14 @@ fn assets(
                 ),
             ));
         }
+        let all_by_plugin = ty.is_some_and(|t| {
+            t.properties
+                .iter()
+                .all(|p| matches!(asset.bindings.get(&p.name), Some(BindingConfig::Plugin(_))))
+        });
         let source = match &asset.source {
             None => {
-                if ty.is_some_and(|t| !t.properties.is_empty()) {
+                if ty.is_some_and(|t| !t.properties.is_empty()) && !all_by_plugin {
                     out.push(Problem::new(
                         path.clone(),
                         "asset has no `source` to bind its properties to",
@@ -381,7 +386,7 @@ fn assets(
             }
         }
         let Some(ty) = ty else { continue };
-        if source.is_none() {
+        if source.is_none() && !all_by_plugin {
             continue;
         }
         let bindings_path = path.key("bindings");
@@ -395,6 +400,14 @@ fn assets(
                 Some(property) => match binding {
                     BindingConfig::Modbus(modbus) => modbus.validate(property, &binding_path, out),
                     BindingConfig::OpcUa(opcua) => opcua.validate(property, &binding_path, out),
+                    BindingConfig::Plugin(plugin) => {
+                        if !config.plugins.iter().any(|p| p.name == plugin.plugin) {
+                            out.push(Problem::new(
+                                binding_path.key("plugin"),
+                                format!("unknown plugin `{}`", plugin.plugin),
+                            ));
+                        }
+                    }
                 },
             }
         }
@@ -446,6 +459,32 @@ fn plugins(config: &Config, out: &mut Vec<Problem>) {
                 path.key("name"),
                 format!("plugin `{}` is defined twice", plugin.name),
             ));
+        }
+        if !(1..=4096).contains(&plugin.memory_mib) {
+            out.push(Problem::new(
+                path.key("memory_mib"),
+                format!("memory_mib {} is outside 1..=4096", plugin.memory_mib),
+            ));
+        }
+        for (key, duration) in [
+            ("deadline", Some(plugin.deadline)),
+            ("min_interval", Some(plugin.min_interval)),
+            ("tick", plugin.tick),
+        ] {
+            if duration.is_some_and(|d| d.is_zero()) {
+                out.push(Problem::new(
+                    path.key(key),
+                    format!("{key} must be positive"),
+                ));
+            }
+        }
+        for (j, subscription) in plugin.subscribe.iter().enumerate() {
+            if subscription.assets.is_empty() || subscription.properties.is_empty() {
+                out.push(Problem::new(
+                    path.key("subscribe").index(j),
+                    "a subscription needs an `assets` pattern and at least one property",
+                ));
+            }
         }
         let file = config.resolve(&plugin.file);
         if !file.is_file() {

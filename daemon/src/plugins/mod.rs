@@ -1,4 +1,5 @@
 //! Plugins: per-industry logic fed by the twin. WebAssembly components run in [`wasm`]; native
 //! libraries will share the same host API.
 
+pub mod runner;
 pub mod wasm;

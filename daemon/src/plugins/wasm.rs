@@ -290,7 +290,8 @@ mod tests {
     fn component(host: &WasmHost, changes: &str, tick: &str) -> Component {
         let text = TEMPLATE
             .replace("{{CHANGES}}", changes)
-            .replace("{{TICK}}", tick);
+            .replace("{{TICK}}", tick)
+            .replace("{{DATA}}", "");
         host.compile(text.as_bytes())
             .unwrap_or_else(|e| panic!("{e}"))
     }

@@ -110,6 +110,16 @@ pub enum BindingConfig {
     Modbus(ModbusBindingConfig),
     /// An OPC UA variable.
     OpcUa(OpcUaBindingConfig),
+    /// A derived value computed by a plugin.
+    Plugin(PluginBindingConfig),
+}
+
+/// A property whose value a plugin computes: `{ plugin = "line1-oee" }`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginBindingConfig {
+    /// The plugin instance's name.
+    pub plugin: String,
 }
 
 impl BindingConfig {
@@ -124,6 +134,7 @@ impl BindingConfig {
                 scale: b.scale.unwrap_or(1.0),
                 offset: b.offset.unwrap_or(0.0),
             },
+            Self::Plugin(_) => Scaling::IDENTITY,
         }
     }
 
@@ -132,6 +143,7 @@ impl BindingConfig {
         match self {
             Self::Modbus(b) => b.poll,
             Self::OpcUa(b) => b.sampling_interval,
+            Self::Plugin(_) => None,
         }
     }
 
@@ -141,7 +153,7 @@ impl BindingConfig {
     pub fn refresh_interval(&self, default: Duration) -> Option<Duration> {
         match self {
             Self::Modbus(b) => Some(b.poll.unwrap_or(default)),
-            Self::OpcUa(_) => None,
+            Self::OpcUa(_) | Self::Plugin(_) => None,
         }
     }
 }

@@ -65,9 +65,44 @@ pub struct OpcUaMetrics {
     pub source_connected: Family<SourceLabels, Gauge>,
 }
 
+/// Labels of per-plugin series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// Plugin instance name from the config.
+    pub plugin: String,
+}
+
+/// Labels of per-plugin failure series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginFailureLabels {
+    /// Plugin instance name from the config.
+    pub plugin: String,
+    /// `trap`, `deadline`, `memory_cap`, `out_of_fuel`, `load`, `init_refused`.
+    pub kind: String,
+}
+
+/// Plugin metrics.
+#[derive(Debug, Clone, Default)]
+pub struct PluginMetrics {
+    /// Calls into plugins (init, on-changes, on-tick).
+    pub calls: Family<PluginLabels, Counter>,
+    /// Failed calls by kind.
+    pub failures: Family<PluginFailureLabels, Counter>,
+    /// Instances re-created after a failure.
+    pub restarts: Family<PluginLabels, Counter>,
+    /// 1 while quarantined.
+    pub quarantined: Family<PluginLabels, Gauge>,
+    /// Fuel used (≈ wasm instructions).
+    pub fuel: Family<PluginLabels, Counter>,
+    /// Outputs rejected (unknown property, not finite).
+    pub rejected_outputs: Family<PluginLabels, Counter>,
+}
+
 /// Every metric of the daemon.
 #[derive(Debug, Clone)]
 pub struct Metrics {
+    /// Plugins.
+    pub plugins: PluginMetrics,
     registry: Arc<Mutex<Registry>>,
     /// Modbus sources.
     pub modbus: ModbusMetrics,
@@ -138,10 +173,39 @@ impl Metrics {
             "1 while an OPC UA source's session is up",
             opcua.source_connected.clone(),
         );
+        let plugins = PluginMetrics::default();
+        let sub = registry.sub_registry_with_prefix("plugin");
+        sub.register("calls", "Calls into plugins", plugins.calls.clone());
+        sub.register(
+            "failures",
+            "Failed plugin calls, by kind",
+            plugins.failures.clone(),
+        );
+        sub.register(
+            "restarts",
+            "Plugin instances re-created after a failure",
+            plugins.restarts.clone(),
+        );
+        sub.register(
+            "quarantined",
+            "1 while a plugin is quarantined",
+            plugins.quarantined.clone(),
+        );
+        sub.register(
+            "fuel",
+            "Fuel used by plugin calls (about one per wasm instruction)",
+            plugins.fuel.clone(),
+        );
+        sub.register(
+            "rejected_outputs",
+            "Plugin outputs rejected (unknown property, not finite)",
+            plugins.rejected_outputs.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             modbus,
             opcua,
+            plugins,
         }
     }
 

@@ -110,6 +110,8 @@ pub enum QualityReason {
     DeviceException(u8),
     /// The reply could not be decoded into the binding's encoding (OPC UA `Bad_DecodingError`).
     DecodeError,
+    /// The plugin that computes this derived value failed or is quarantined (OPC UA `Bad_InternalError`).
+    PluginFailure,
     /// The device answered with an error for this value's address or the binding does not match
     /// the device (OPC UA `Bad_ConfigurationError`).
     ConfigurationError,
@@ -131,6 +133,7 @@ impl QualityReason {
             Self::NoConnection => "no_connection",
             Self::DeviceException(_) => "device_exception",
             Self::DecodeError => "decode_error",
+            Self::PluginFailure => "plugin_failure",
             Self::ConfigurationError => "configuration_error",
             Self::OutOfRange => "out_of_range",
             Self::Stale => "stale",

@@ -298,6 +298,7 @@ pub fn status_code(quality: Quality) -> StatusCode {
         (QualityLevel::Bad, QualityReason::DecodeError) => StatusCode::BadDecodingError,
         (QualityLevel::Bad, QualityReason::ConfigurationError) => StatusCode::BadConfigurationError,
         (QualityLevel::Bad, QualityReason::OutOfRange) => StatusCode::BadOutOfRange,
+        (QualityLevel::Bad, QualityReason::PluginFailure) => StatusCode::BadInternalError,
         (QualityLevel::Bad, _) => StatusCode::Bad,
     }
 }

@@ -1,6 +1,7 @@
 ;; A hand-written component implementing the `twinloom:plugin/plugin` world, for tests.
-;; `init` answers ok, `on-changes` and `on-tick` return empty outputs unless their bodies
-;; (the {{CHANGES}} and {{TICK}} placeholders) do something else first: loop, trap, grow memory.
+;; `init` answers ok; `on-changes` and `on-tick` return the outputs record at address 64 (empty
+;; unless data segments, the DATA placeholder, put something there) after running the CHANGES and
+;; TICK placeholders' instructions: loop, trap, grow memory.
 (component
   (import "twinloom:plugin/types@0.1.0" (instance $types
     (type $quality' (enum "good" "uncertain" "bad"))
@@ -23,6 +24,7 @@
 
   (core module $m
     (memory (export "memory") 1)
+    {{DATA}}
     (global $heap (mut i32) (i32.const 1024))
     ;; cabi_realloc: a bump allocator (plugins here never free).
     (func (export "realloc") (param i32 i32 i32 i32) (result i32)

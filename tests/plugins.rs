@@ -1,0 +1,208 @@
+//! Plugins against the running daemon: derived values reach the twin; a trapping plugin is
+//! restarted then quarantined; an endless loop is cut at its deadline; the daemon, its sources and
+//! the other plugins keep working throughout. The components are hand-written WAT (see
+//! `daemon/src/plugins/testdata/template.wat`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{config, metric, property, start, wait_for};
+use twinloom::twin::{Quality, QualityReason, Value};
+use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn template() -> String {
+    std::fs::read_to_string(common::repo().join("daemon/src/plugins/testdata/template.wat"))
+        .unwrap()
+}
+
+/// A component that answers every call with one derived value, `path` = `value`.
+fn deriving(path: &str, value: f64) -> String {
+    let bytes = |b: &[u8]| b.iter().map(|x| format!("\\{x:02x}")).collect::<String>();
+    let mut outputs = Vec::new();
+    outputs.extend(128u32.to_le_bytes());
+    outputs.extend(1u32.to_le_bytes());
+    outputs.extend([0u8; 8]);
+    let mut record = Vec::new();
+    record.extend(256u32.to_le_bytes());
+    record.extend((path.len() as u32).to_le_bytes());
+    record.extend(value.to_le_bytes());
+    let data = format!(
+        "(data (i32.const 64) \"{}\") (data (i32.const 128) \"{}\") (data (i32.const 256) \"{path}\")",
+        bytes(&outputs),
+        bytes(&record)
+    );
+    template()
+        .replace("{{DATA}}", &data)
+        .replace("{{CHANGES}}", "")
+        .replace("{{TICK}}", "")
+}
+
+fn misbehaving(changes: &str, tick: &str) -> String {
+    template()
+        .replace("{{DATA}}", "")
+        .replace("{{CHANGES}}", changes)
+        .replace("{{TICK}}", tick)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_derive_values_and_their_faults_stay_contained() {
+    let device = SimDevice::new();
+    device.set_holding(0, &[7]);
+    let server = ModbusServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Framing::Tcp,
+        HashMap::from([(1, Arc::clone(&device))]),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("good.wat"),
+        deriving("site/m1/derived", 42.0),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("trap.wat"), misbehaving("", "unreachable")).unwrap();
+    std::fs::write(
+        dir.path().join("loop.wat"),
+        misbehaving("(loop $l (br $l))", ""),
+    )
+    .unwrap();
+    let mut config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "50ms"
+
+[[types]]
+name = "Machine"
+properties = [
+  {{ name = "count", data_type = "unsigned" }},
+  {{ name = "derived", data_type = "float", unit = "P1" }},
+]
+
+[[assets]]
+path = "site/m1"
+type = "Machine"
+source = "plc"
+bindings.count = {{ table = "holding", address = 0 }}
+bindings.derived = {{ plugin = "good" }}
+
+[[assets]]
+path = "site/m2"
+type = "Machine"
+source = "plc"
+bindings.count = {{ table = "holding", address = 0 }}
+bindings.derived = {{ plugin = "trap" }}
+
+[[assets]]
+path = "site/m3"
+type = "Machine"
+source = "plc"
+bindings.count = {{ table = "holding", address = 0 }}
+bindings.derived = {{ plugin = "loop" }}
+
+[[plugins]]
+name = "good"
+file = "{dir}/good.wat"
+subscribe = [{{ assets = "site/*", properties = ["count"] }}]
+min_interval = "20ms"
+tick = "20ms"
+
+[[plugins]]
+name = "trap"
+file = "{dir}/trap.wat"
+tick = "20ms"
+quarantine_after = 3
+
+[[plugins]]
+name = "loop"
+file = "{dir}/loop.wat"
+subscribe = [{{ assets = "site/m3", properties = ["count"] }}]
+deadline = "50ms"
+min_interval = "20ms"
+"#,
+        addr = server.addr(),
+        dir = dir.path().display(),
+    ));
+    config.file = dir.path().join("twinloom.toml");
+    let handles = start(&config).await;
+    let metrics = || handles.metrics.encode();
+
+    // The good plugin's derived value reaches the twin.
+    let derived = property(&handles, "site/m1/derived");
+    let sample = wait_for(&handles, derived, WAIT, |s| {
+        s.value == Some(Value::Float(42.0))
+    })
+    .await;
+    assert!(sample.quality.is_good());
+
+    // The trapping plugin is restarted, then quarantined; its output is bad.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&metrics(), r#"twinloom_plugin_quarantined{plugin="trap"}"#) != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never quarantined:\n{}",
+            metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = metrics();
+    assert_eq!(
+        metric(
+            &text,
+            r#"twinloom_plugin_failures_total{plugin="trap",kind="trap"}"#
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"twinloom_plugin_restarts_total{plugin="trap"}"#),
+        2.0,
+        "{text}"
+    );
+    let trapped = property(&handles, "site/m2/derived");
+    assert_eq!(
+        handles.twin.sample(trapped).quality,
+        Quality::bad(QualityReason::PluginFailure)
+    );
+
+    // The endless loop is cut at its deadline at every new input, while everything else goes on.
+    let looping = property(&handles, "site/m3/derived");
+    wait_for(&handles, looping, WAIT, |s| {
+        s.quality == Quality::bad(QualityReason::PluginFailure)
+    })
+    .await;
+    let good_calls = metric(&metrics(), r#"twinloom_plugin_calls_total{plugin="good"}"#);
+    device.set_holding(0, &[8]);
+    let count = property(&handles, "site/m1/count");
+    wait_for(&handles, count, WAIT, |s| s.value == Some(Value::UInt(8))).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(
+        &metrics(),
+        r#"twinloom_plugin_failures_total{plugin="loop",kind="deadline"}"#,
+    ) < 2.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "loop not interrupted again:\n{}",
+            metrics()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&metrics(), r#"twinloom_plugin_calls_total{plugin="good"}"#) < good_calls + 5.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the good plugin stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(handles.twin.sample(derived).quality.is_good());
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
