@@ -386,8 +386,35 @@ async fn browse_read_subscribe_and_write_with_roles() {
         .await;
 }
 
+/// Log lines captured in memory (one test per process under nextest, so a global subscriber is fine).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_none_and_anonymous_are_off_unless_enabled_and_failed_logins_count() {
+    let logs = Captured::default();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .try_init();
     let rig = start_rig("auto_trust_clients = true").await;
     let none = connect(
         &rig.url,
@@ -428,6 +455,15 @@ async fn security_none_and_anonymous_are_off_unless_enabled_and_failed_logins_co
         "twinloom_opcua_failed_logins_total",
     );
     assert_eq!(failed, failed_before + 1.0, "the wrong password is counted");
+    // ...and logged with the peer's address.
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("OPC UA login failed") && l.contains("why=\"wrong password\""));
+    assert!(
+        line.is_some_and(|l| l.contains("peer=127.0.0.1:")),
+        "{text}"
+    );
     rig.handles
         .supervisor
         .shutdown(Duration::from_secs(5))

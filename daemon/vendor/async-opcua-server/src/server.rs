@@ -390,7 +390,10 @@ impl Server {
                             );
 
                             let (send, recv) = tokio::sync::mpsc::channel(5);
-                            let handle = tokio::spawn(async move {
+                            // Twinloom patch: everything logged while serving this connection
+                            // (failed logins among it) carries the peer's address.
+                            let span = tracing::info_span!("opcua_connection", peer = %addr);
+                            let handle = tokio::spawn(tracing::Instrument::instrument(async move {
                                 if let Err(payload) =
                                     std::panic::AssertUnwindSafe(conn.run(recv, |_| {}))
                                         .catch_unwind()
@@ -399,7 +402,7 @@ impl Server {
                                     log_connection_panic(connection_counter, payload);
                                 }
                                 connection_counter
-                            });
+                            }, span));
                             self.connections.push(handle);
                             self.connection_map.insert(connection_counter, ConnectionInfo {
                                 command_send: send
