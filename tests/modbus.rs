@@ -234,9 +234,10 @@ async fn recovers_after_the_device_restarts_without_restarting_the_daemon() {
     let back = wait_for(&handles, power, WAIT, |s| s.quality.is_good()).await;
     let took = restarted_at.elapsed();
     assert_eq!(back.value, Some(Value::Float(20.0)));
-    // Within the backoff maximum (500 ms) plus one connect and one poll.
+    // Within the backoff maximum (500 ms) plus one connect and one poll, with slack for a
+    // loaded CI machine.
     assert!(
-        took < Duration::from_millis(500 + 200 + 50 + 250),
+        took < Duration::from_millis(500 + 200 + 50 + 1250),
         "recovery took {took:?}"
     );
     let metrics = handles.metrics.encode();
@@ -319,7 +320,7 @@ bindings.count = {{ table = "holding", address = 0 }}
         .await;
         let took = changed_at.elapsed();
         assert!(
-            took < Duration::from_millis(50 + 100 + 100 + 400),
+            took < Duration::from_millis(50 + 100 + 100 + 1000),
             "change {value} took {took:?}"
         );
     }

@@ -778,9 +778,9 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     let good_count = property(&handles, "demo-plant/line1/filler/good_count");
     let went_bad = tokio::time::Instant::now();
     wait_for(&handles, good_count, WAIT, |s| !s.quality.is_good()).await;
-    // Timeout 500 ms + poll 250 ms, with scheduling slack.
+    // Timeout 500 ms + poll 250 ms, with slack for a loaded CI machine.
     assert!(
-        went_bad.elapsed() < Duration::from_millis(500 + 250 + 750),
+        went_bad.elapsed() < Duration::from_millis(500 + 250 + 2000),
         "{:?}",
         went_bad.elapsed()
     );
