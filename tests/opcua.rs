@@ -584,6 +584,16 @@ impl PyClient {
         self.stdin.flush().unwrap();
     }
 
+    /// The next JSON answer, waited for off the async workers.
+    async fn next_async(self) -> (Self, serde_json::Value) {
+        tokio::task::spawn_blocking(move || {
+            let answer = self.next();
+            (self, answer)
+        })
+        .await
+        .unwrap()
+    }
+
     /// The next JSON answer (within the wait limit).
     fn next(&self) -> serde_json::Value {
         let line = self
@@ -653,24 +663,12 @@ async fn interoperates_with_asyncua_over_basic256sha256_sign_and_encrypt() {
         "{first_two:?}"
     );
     rig.device.set_holding(0, &[0x4348, 0x0000]); // 200.0
-    let changed = tokio::task::spawn_blocking(move || {
-        let answer = py.next();
-        (py, answer)
-    })
-    .await
-    .unwrap();
-    let (py, answer) = changed;
+    let (py, answer) = py.next_async().await;
     assert_eq!(answer["notification"], 200.0);
 
     // The source goes down: the subscriber sees the bad status, with the last value.
     rig.server.take().unwrap().stop().await;
-    let bad = tokio::task::spawn_blocking(move || {
-        let answer = py.next();
-        (py, answer)
-    })
-    .await
-    .unwrap();
-    let (mut py, answer) = bad;
+    let (mut py, answer) = py.next_async().await;
     assert!(
         answer["status"].as_str().unwrap().starts_with("Bad"),
         "{answer}"
@@ -788,13 +786,7 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
         "read ns={};s=demo-plant/line1/filler/good_count",
         server.namespace_index
     ));
-    let read = tokio::task::spawn_blocking(move || {
-        let read = py.next();
-        (py, read)
-    })
-    .await
-    .unwrap();
-    let (mut py, read) = read;
+    let (mut py, read) = py.next_async().await;
     assert!(
         read["status"].as_str().unwrap().starts_with("Bad"),
         "{read}"
@@ -811,14 +803,8 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
         "read ns={};s=demo-plant/line1/filler/good_count",
         server.namespace_index
     ));
-    let read = tokio::task::spawn_blocking(move || {
-        let read = py.next();
-        (py, read)
-    })
-    .await
-    .unwrap();
-    assert_eq!(read.1["status"], "Good");
-    let mut py = read.0;
+    let (mut py, read) = py.next_async().await;
+    assert_eq!(read["status"], "Good");
     py.send("quit");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     plant.stop().await;

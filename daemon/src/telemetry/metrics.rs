@@ -329,66 +329,83 @@ impl prometheus_client::collector::Collector for TwinCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::counter::ConstCounter;
-        use prometheus_client::metrics::gauge::ConstGauge;
         let stats = self.0.stats();
         let (good, uncertain, bad) = self.0.quality_counts();
-        for (name, help, value) in [
-            (
-                "twin_readings",
-                "Readings applied to the twin",
-                stats.readings,
-            ),
-            (
-                "twin_updates",
-                "Changes published by the twin (value beyond deadband, or quality changed)",
-                stats.changes,
-            ),
-            (
-                "twin_filtered",
-                "Readings that changed nothing (same value or within the deadband)",
-                stats.filtered,
-            ),
-            (
-                "twin_coalesced",
-                "Changes coalesced away for slow subscribers",
-                stats.coalesced,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        for (name, help, value) in [
-            (
-                "twin_subscribers",
-                "Live subscriptions to the twin's changes",
-                stats.subscribers as i64,
-            ),
-            (
-                "twin_properties_good",
-                "Properties with good quality",
-                good as i64,
-            ),
-            (
-                "twin_properties_uncertain",
-                "Properties with uncertain quality",
-                uncertain as i64,
-            ),
-            (
-                "twin_properties_bad",
-                "Properties with bad quality",
-                bad as i64,
-            ),
-        ] {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        Ok(())
+        encode_counters(
+            &mut encoder,
+            &[
+                (
+                    "twin_readings",
+                    "Readings applied to the twin",
+                    stats.readings,
+                ),
+                (
+                    "twin_updates",
+                    "Changes published by the twin (value beyond deadband, or quality changed)",
+                    stats.changes,
+                ),
+                (
+                    "twin_filtered",
+                    "Readings that changed nothing (same value or within the deadband)",
+                    stats.filtered,
+                ),
+                (
+                    "twin_coalesced",
+                    "Changes coalesced away for slow subscribers",
+                    stats.coalesced,
+                ),
+            ],
+        )?;
+        encode_gauges(
+            &mut encoder,
+            &[
+                (
+                    "twin_subscribers",
+                    "Live subscriptions to the twin's changes",
+                    stats.subscribers as i64,
+                ),
+                (
+                    "twin_properties_good",
+                    "Properties with good quality",
+                    good as i64,
+                ),
+                (
+                    "twin_properties_uncertain",
+                    "Properties with uncertain quality",
+                    uncertain as i64,
+                ),
+                (
+                    "twin_properties_bad",
+                    "Properties with bad quality",
+                    bad as i64,
+                ),
+            ],
+        )
     }
+}
+
+/// Encodes `(name, help, value)` triples as counters, for collectors read at scrape time.
+pub fn encode_counters(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    counters: &[(&str, &str, u64)],
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    for (name, help, value) in counters {
+        let counter = prometheus_client::metrics::counter::ConstCounter::new(*value);
+        counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+    }
+    Ok(())
+}
+
+/// Encodes `(name, help, value)` triples as gauges, for collectors read at scrape time.
+pub fn encode_gauges(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    gauges: &[(&str, &str, i64)],
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    for (name, help, value) in gauges {
+        let gauge = prometheus_client::metrics::gauge::ConstGauge::new(*value);
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    Ok(())
 }

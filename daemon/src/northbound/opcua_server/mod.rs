@@ -248,28 +248,25 @@ impl prometheus_client::collector::Collector for ServerCollector {
         mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
         use opcua::types::{VariableId, Variant};
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::gauge::ConstGauge;
         let count = |id: VariableId| match self.info.diagnostics.get(id).and_then(|dv| dv.value) {
             Some(Variant::UInt32(n)) => i64::from(n),
             _ => 0,
         };
-        for (name, help, value) in [
-            (
-                "opcua_sessions",
-                "Current OPC UA sessions",
-                count(VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSessionCount),
-            ),
-            (
-                "opcua_subscriptions",
-                "Current OPC UA subscriptions",
-                count(VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSubscriptionCount),
-            ),
-            ("opcua_monitored_items", "Monitored items on twin nodes", self.manager.inner().monitored_items()),
-        ] {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        Ok(())
+        crate::telemetry::metrics::encode_gauges(
+            &mut encoder,
+            &[
+                (
+                    "opcua_sessions",
+                    "Current OPC UA sessions",
+                    count(VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSessionCount),
+                ),
+                (
+                    "opcua_subscriptions",
+                    "Current OPC UA subscriptions",
+                    count(VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSubscriptionCount),
+                ),
+                ("opcua_monitored_items", "Monitored items on twin nodes", self.manager.inner().monitored_items()),
+            ],
+        )
     }
 }
