@@ -206,3 +206,119 @@ min_interval = "20ms"
     assert!(handles.twin.sample(derived).quality.is_good());
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Builds the OEE plugin as a WebAssembly component (wasm32-wasip2; `tests/run.sh` installs the
+/// target) and returns its path.
+fn build_oee_component() -> std::path::PathBuf {
+    let target_dir = common::repo().join("target/wasm");
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "twinloom-oee",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .current_dir(common::repo())
+            .status()
+            .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the OEE component failed (is the wasm32-wasip2 target installed?)"
+    );
+    target_dir.join("wasm32-wasip2/release/twinloom_oee.wasm")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oee_component_computes_from_live_modbus_values() {
+    let component = tokio::task::spawn_blocking(build_oee_component)
+        .await
+        .unwrap();
+    let device = SimDevice::new();
+    device.set_holding(0, &[1, 900, 40]); // running; 900 good; 40 rejects
+    let server = ModbusServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Framing::Tcp,
+        HashMap::from([(1, Arc::clone(&device))]),
+    )
+    .await
+    .unwrap();
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Filler"
+properties = [
+  {{ name = "state", data_type = "integer" }},
+  {{ name = "good_count", data_type = "unsigned", unit = "pcs" }},
+  {{ name = "reject_count", data_type = "unsigned", unit = "pcs" }},
+  {{ name = "availability", data_type = "float", unit = "%" }},
+  {{ name = "performance", data_type = "float", unit = "%" }},
+  {{ name = "quality", data_type = "float", unit = "%" }},
+  {{ name = "oee", data_type = "float", unit = "%" }},
+]
+
+[[assets]]
+path = "line1/filler"
+type = "Filler"
+source = "plc"
+[assets.bindings]
+state = {{ table = "holding", address = 0 }}
+good_count = {{ table = "holding", address = 1 }}
+reject_count = {{ table = "holding", address = 2 }}
+availability = {{ plugin = "oee" }}
+performance = {{ plugin = "oee" }}
+quality = {{ plugin = "oee" }}
+oee = {{ plugin = "oee" }}
+
+[[plugins]]
+name = "oee"
+file = "{file}"
+subscribe = [{{ assets = "line1/*", properties = ["state", "good_count", "reject_count"] }}]
+min_interval = "20ms"
+tick = "50ms"
+deadline = "500ms"
+config = {{ ideal_rate = 600.0 }}
+"#,
+        addr = server.addr(),
+        file = component.display(),
+    ));
+    let handles = start(&config).await;
+    let quality = property(&handles, "line1/filler/quality");
+    let availability = property(&handles, "line1/filler/availability");
+    // The counters move on from the first values the plugin saw: 95 good, 5 rejects more.
+    wait_for(
+        &handles,
+        property(&handles, "line1/filler/good_count"),
+        WAIT,
+        |s| s.value == Some(Value::UInt(900)),
+    )
+    .await;
+    device.set_holding(1, &[995, 45]);
+    let q = wait_for(&handles, quality, WAIT, |s| {
+        s.value
+            .as_ref()
+            .and_then(Value::as_f64)
+            .is_some_and(|v| (v - 95.0).abs() < 1e-6)
+    })
+    .await;
+    assert!(q.quality.is_good());
+    let a = handles
+        .twin
+        .sample(availability)
+        .value
+        .and_then(|v| v.as_f64())
+        .unwrap();
+    assert!((99.0..=100.0).contains(&a), "running the whole time: {a}");
+    let oee = property(&handles, "line1/filler/oee");
+    assert!(handles.twin.sample(oee).quality.is_good());
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}

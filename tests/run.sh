@@ -28,6 +28,8 @@ fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then rustup component add clippy; fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then rustup component add rustfmt; fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then cargo install --locked cargo-nextest; fi
+# Plugins are WebAssembly components built for wasm32-wasip2 (the plugin tests build them).
+if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-wasip2$'; then rustup target add wasm32-wasip2; fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
