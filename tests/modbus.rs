@@ -326,11 +326,12 @@ bindings.count = {{ table = "holding", address = 0 }}
     }
 
     let demoted = r#"twinloom_modbus_device_demoted{source="bus",device="silent"}"#;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while metric(&handles.metrics.encode(), demoted) != 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "never demoted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        WAIT,
+        || !(metric(&handles.metrics.encode(), demoted) != 1.0),
+        || "never demoted".to_string(),
+    )
+    .await;
     // Demoted: polled once per second while the live device is polled every 50 ms.
     let (alive_before, silent_before) = (alive.requests(), silent.requests());
     while alive.requests() < alive_before + 20 {

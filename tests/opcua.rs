@@ -304,20 +304,17 @@ async fn browse_read_subscribe_and_write_with_roles() {
         "{metrics}"
     );
     rig.device.set_holding(0, &[0x42C8, 0x0000]); // 100.0
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !seen
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|v| v.value == Some(Variant::Double(100.0)))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no notification: {:?}",
-            seen.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        WAIT,
+        || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|v| v.value == Some(Variant::Double(100.0)))
+        },
+        || format!("no notification: {:?}", seen.lock().unwrap()),
+    )
+    .await;
 
     // Writes: the operator may write the setpoint within limits; it reaches the device.
     let write = |path: &str, value: Variant| WriteValue {
@@ -694,15 +691,12 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     let handles = start(&config).await;
     let server = handles.opcua.clone().unwrap();
     // Every property good in the twin first.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while handles.twin.quality_counts() != (18, 0, 0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "demo never fully good: {:?}",
-            handles.twin.quality_counts()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        WAIT,
+        || handles.twin.quality_counts() == (18, 0, 0),
+        || format!("demo never fully good: {:?}", handles.twin.quality_counts()),
+    )
+    .await;
     let workdir = tempfile::tempdir().unwrap();
     let url = server.endpoint_url.clone();
     let work = workdir.path().to_owned();

@@ -143,15 +143,12 @@ min_interval = "20ms"
     assert!(sample.quality.is_good());
 
     // The trapping plugin is restarted, then quarantined; its output is bad.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while metric(&metrics(), r#"twinloom_plugin_quarantined{plugin="trap"}"#) != 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never quarantined:\n{}",
-            metrics()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        WAIT,
+        || metric(&metrics(), r#"twinloom_plugin_quarantined{plugin="trap"}"#) == 1.0,
+        || format!("never quarantined:\n{}", metrics()),
+    )
+    .await;
     let text = metrics();
     assert_eq!(
         metric(
@@ -182,27 +179,23 @@ min_interval = "20ms"
     device.set_holding(0, &[8]);
     let count = property(&handles, "site/m1/count");
     wait_for(&handles, count, WAIT, |s| s.value == Some(Value::UInt(8))).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while metric(
-        &metrics(),
-        r#"twinloom_plugin_failures_total{plugin="loop",kind="deadline"}"#,
-    ) < 2.0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "loop not interrupted again:\n{}",
-            metrics()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while metric(&metrics(), r#"twinloom_plugin_calls_total{plugin="good"}"#) < good_calls + 5.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the good plugin stalled"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        WAIT,
+        || {
+            metric(
+                &metrics(),
+                r#"twinloom_plugin_failures_total{plugin="loop",kind="deadline"}"#,
+            ) >= 2.0
+        },
+        || format!("loop not interrupted again:\n{}", metrics()),
+    )
+    .await;
+    common::eventually(
+        WAIT,
+        || metric(&metrics(), r#"twinloom_plugin_calls_total{plugin="good"}"#) >= good_calls + 5.0,
+        || "the good plugin stalled".to_string(),
+    )
+    .await;
     assert!(handles.twin.sample(derived).quality.is_good());
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }

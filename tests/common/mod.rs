@@ -78,3 +78,12 @@ pub fn python() -> PathBuf {
     );
     venv
 }
+
+/// Waits until `done` holds, checking every 20 ms, at most `limit`; panics with `why()` otherwise.
+pub async fn eventually(limit: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{}", why());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
