@@ -18,6 +18,7 @@ const WAIT: Duration = Duration::from_secs(10);
 fn template() -> String {
     std::fs::read_to_string(common::repo().join("daemon/src/plugins/testdata/template.wat"))
         .unwrap()
+        .replace("{{INIT}}", "")
 }
 
 /// A component that answers every call with one derived value, `path` = `value`.
@@ -314,4 +315,115 @@ config = {{ ideal_rate = 600.0 }}
     let oee = property(&handles, "line1/filler/oee");
     assert!(handles.twin.sample(oee).quality.is_good());
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Replaces `file` the way deployment tools do: write a temporary file, rename it over.
+fn replace(file: &std::path::Path, contents: &str) {
+    let temporary = file.with_extension("part");
+    std::fs::write(&temporary, contents).unwrap();
+    std::fs::rename(&temporary, file).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_plugin_file_is_swapped_in_and_a_broken_one_leaves_the_old_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.wasm");
+    replace(&file, &deriving("site/m/derived", 1.0));
+    std::fs::write(dir.path().join("q.wasm"), misbehaving("", "unreachable")).unwrap();
+    let config = config(&format!(
+        r#"
+[[types]]
+name = "Machine"
+properties = [{{ name = "derived", data_type = "float" }}, {{ name = "other", data_type = "float" }}]
+
+[[assets]]
+path = "site/m"
+type = "Machine"
+bindings.derived = {{ plugin = "p" }}
+bindings.other = {{ plugin = "q" }}
+
+[[plugins]]
+name = "p"
+file = "{dir}/p.wasm"
+tick = "20ms"
+
+[[plugins]]
+name = "q"
+file = "{dir}/q.wasm"
+tick = "20ms"
+quarantine_after = 2
+"#,
+        dir = dir.path().display()
+    ));
+    let mut daemon = twinloom::app::Daemon::start(config.clone()).await.unwrap();
+    let handles = daemon.handles.clone();
+    let metrics = || handles.metrics.encode();
+    let derived = property(&handles, "site/m/derived");
+    let is = |want: f64| move |s: &twinloom::twin::Sample| s.value == Some(Value::Float(want));
+    wait_for(&handles, derived, WAIT, is(1.0)).await;
+
+    // A new version: compiled off the call path, initialised, swapped in.
+    replace(&file, &deriving("site/m/derived", 2.0));
+    let sample = wait_for(&handles, derived, WAIT, is(2.0)).await;
+    assert!(sample.quality.is_good());
+    let swapped = r#"twinloom_plugin_reloads_total{plugin="p",outcome="swapped"}"#;
+    assert_eq!(metric(&metrics(), swapped), 1.0);
+
+    // Not a component, then a component whose init traps: both refused, the old one runs on.
+    let refused = r#"twinloom_plugin_reloads_total{plugin="p",outcome="refused"}"#;
+    let init_traps =
+        std::fs::read_to_string(common::repo().join("daemon/src/plugins/testdata/template.wat"))
+            .unwrap()
+            .replace("{{INIT}}", "unreachable")
+            .replace("{{DATA}}", "")
+            .replace("{{CHANGES}}", "")
+            .replace("{{TICK}}", "");
+    for (round, broken) in ["not a component", init_traps.as_str()].iter().enumerate() {
+        replace(&file, broken);
+        let want = round as f64 + 1.0;
+        common::eventually(
+            WAIT,
+            || metric(&metrics(), refused) == want,
+            || format!("reload {round} not refused:\n{}", metrics()),
+        )
+        .await;
+        let calls = metric(&metrics(), r#"twinloom_plugin_calls_total{plugin="p"}"#);
+        common::eventually(
+            WAIT,
+            || metric(&metrics(), r#"twinloom_plugin_calls_total{plugin="p"}"#) >= calls + 5.0,
+            || "the old version stopped".to_string(),
+        )
+        .await;
+        let sample = handles.twin.sample(derived);
+        assert_eq!(sample.value, Some(Value::Float(2.0)));
+        assert!(sample.quality.is_good(), "{sample:?}");
+        assert_eq!(metric(&metrics(), swapped), 1.0);
+    }
+
+    // SIGHUP (a reload with the same configuration) lets a quarantined plugin try again.
+    let quarantined = r#"twinloom_plugin_quarantined{plugin="q"}"#;
+    common::eventually(
+        WAIT,
+        || metric(&metrics(), quarantined) == 1.0,
+        || format!("q never quarantined:\n{}", metrics()),
+    )
+    .await;
+    let failures = r#"twinloom_plugin_failures_total{plugin="q",kind="trap"}"#;
+    assert_eq!(metric(&metrics(), failures), 2.0);
+    let outcome = daemon.apply(config).await.unwrap();
+    assert_eq!(
+        outcome,
+        twinloom::app::Reloaded::PluginsReloaded(vec!["q".into()])
+    );
+    common::eventually(
+        WAIT,
+        || metric(&metrics(), failures) == 4.0 && metric(&metrics(), quarantined) == 1.0,
+        || format!("q did not run and fail again:\n{}", metrics()),
+    )
+    .await;
+    daemon
+        .handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
 }

@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::control::{self, ControlHandle};
 use crate::northbound::admin_http::{self, AdminState};
 use crate::northbound::opcua_server::{self, OpcUaServer};
+use crate::plugins::runner::{PluginHandles, ReloadOutcome};
 use crate::runtime::Supervisor;
 use crate::sources::{self, RunningSources, Writers};
 use crate::telemetry::Metrics;
@@ -36,6 +37,8 @@ pub struct Handles {
     pub admin_http: Option<std::net::SocketAddr>,
     /// Stop handles of the running sources (for reload).
     pub running: Arc<std::sync::Mutex<RunningSources>>,
+    /// The running plugins (for hot reload).
+    pub plugins: PluginHandles,
 }
 
 /// The folder for state the daemon writes: `daemon.state_dir`, systemd's `$STATE_DIRECTORY`, or
@@ -61,7 +64,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     metrics.register_twin(&twin);
     let (writers, running) = sources::spawn_all(config, &twin, &supervisor, &metrics)?;
     let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
-    crate::plugins::runner::spawn_all(config, &twin, &control, &supervisor, &metrics)?;
+    let plugins =
+        crate::plugins::runner::spawn_all(config, &twin, &control, &supervisor, &metrics)?;
     let opcua = match &config.opcua_server {
         Some(server) => {
             let started = opcua_server::start(
@@ -131,14 +135,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         opcua,
         admin_http,
         running: Arc::new(std::sync::Mutex::new(running)),
+        plugins,
     })
 }
 
 /// What a reload changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reloaded {
-    /// The new configuration equals the running one.
+    /// The new configuration equals the running one, and so do the plugin files.
     Unchanged,
+    /// The configuration is unchanged; these plugins' files changed and their new versions now
+    /// run (a new version that fails to load or initialise is logged and the old one stays).
+    PluginsReloaded(Vec<String>),
     /// Only these sources changed; they were restarted, everything else kept running (OPC UA
     /// sessions, other connections, the twin's values).
     SourcesRestarted(Vec<String>),
@@ -171,7 +179,22 @@ impl Daemon {
     /// daemon then has no components running and the caller should stop).
     pub async fn apply(&mut self, new: Config) -> anyhow::Result<Reloaded> {
         if new == self.config {
-            return Ok(Reloaded::Unchanged);
+            let swapped: Vec<String> = self
+                .handles
+                .plugins
+                .reload_all()
+                .await
+                .into_iter()
+                .filter(|(_, outcome)| {
+                    matches!(outcome, ReloadOutcome::Swapped | ReloadOutcome::Retried)
+                })
+                .map(|(name, _)| name)
+                .collect();
+            return Ok(if swapped.is_empty() {
+                Reloaded::Unchanged
+            } else {
+                Reloaded::PluginsReloaded(swapped)
+            });
         }
         let same_ids = new.sources.len() == self.config.sources.len()
             && new.sources.iter().all(|s| {
@@ -186,29 +209,8 @@ impl Daemon {
             a == b
         };
         if same_ids && rest_equal {
-            let mut restarted = Vec::new();
-            let mut running = self
-                .handles
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for source in &new.sources {
-                if self.config.source(source.id()) == Some(source) {
-                    continue;
-                }
-                running.stop(source.id());
-                sources::spawn_one(
-                    source,
-                    &new,
-                    &self.handles.twin,
-                    &self.handles.supervisor,
-                    &self.handles.metrics,
-                    &self.handles.writers,
-                    &mut running,
-                )?;
-                restarted.push(source.id().to_owned());
-            }
-            drop(running);
+            let restarted = self.restart_changed_sources(&new)?;
+            self.handles.plugins.reload_all().await;
             self.config = new;
             return Ok(Reloaded::SourcesRestarted(restarted));
         }
@@ -219,6 +221,33 @@ impl Daemon {
         self.handles = start(&new).await?;
         self.config = new;
         Ok(Reloaded::Restarted)
+    }
+
+    /// Stops and respawns the sources of `new` that differ from the running ones; returns their ids.
+    fn restart_changed_sources(&self, new: &Config) -> anyhow::Result<Vec<String>> {
+        let mut restarted = Vec::new();
+        let mut running = self
+            .handles
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for source in &new.sources {
+            if self.config.source(source.id()) == Some(source) {
+                continue;
+            }
+            running.stop(source.id());
+            sources::spawn_one(
+                source,
+                new,
+                &self.handles.twin,
+                &self.handles.supervisor,
+                &self.handles.metrics,
+                &self.handles.writers,
+                &mut running,
+            )?;
+            restarted.push(source.id().to_owned());
+        }
+        Ok(restarted)
     }
 
     /// Re-reads the configuration file, validates it and applies it. An invalid file changes

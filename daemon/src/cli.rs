@@ -44,6 +44,12 @@ pub enum Command {
     },
     /// Read a password on standard input and print its argon2id hash for `password_hash`.
     HashPassword,
+    /// Build or create WebAssembly plugins.
+    Plugin {
+        /// What to do.
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// List, trust or reject OPC UA client certificates.
     Pki {
         /// The configuration file (its OPC UA server's PKI folder is used).
@@ -70,6 +76,79 @@ pub enum PkiAction {
         /// Start of the certificate's file name, as `list` prints it.
         name: String,
     },
+}
+
+/// `twinloom plugin` actions.
+#[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// Build a plugin crate as a wasm32-wasip2 component, check that it loads, print its path.
+    Build {
+        /// The plugin crate's folder (with its Cargo.toml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Also copy the component here.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Cargo's target folder (cargo's default when not given).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
+    /// Create a plugin crate from the template: a working plugin with unit tests.
+    New {
+        /// Crate name: lowercase letters, digits, `-`, `_`.
+        name: String,
+        /// Where to create it (default: a folder named after it, here).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The guest SDK crate (`plugin-api/rust`); defaults to the one in this source tree.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+/// `twinloom plugin build|new`.
+pub fn plugin(action: &PluginAction) -> ExitCode {
+    use crate::plugins::build;
+    let outcome = match action {
+        PluginAction::Build {
+            dir,
+            out,
+            target_dir,
+        } => build::build(dir, target_dir.as_deref()).and_then(|component| {
+            let shown = match out {
+                Some(out) => {
+                    std::fs::copy(&component, out)
+                        .map_err(|e| anyhow::anyhow!("cannot copy to {}: {e}", out.display()))?;
+                    out.clone()
+                }
+                None => component,
+            };
+            println!("{}", shown.display());
+            Ok(())
+        }),
+        PluginAction::New { name, path, sdk } => {
+            let dir = path.clone().unwrap_or_else(|| PathBuf::from(name));
+            match sdk.clone().or_else(build::sdk_in_source_tree) {
+                Some(sdk) => build::new(name, &dir, &sdk).map(|()| {
+                    println!(
+                        "created {}: `cargo test` checks it, `twinloom plugin build {}` builds it",
+                        dir.display(),
+                        dir.display()
+                    );
+                }),
+                None => Err(anyhow::anyhow!(
+                    "cannot find the guest SDK (plugin-api/rust); pass --sdk"
+                )),
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// `twinloom check PATH`.

@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::Run { config } => cli::run(&config),
         Command::Demo => cli::demo(),
         Command::HashPassword => cli::hash_password(),
+        Command::Plugin { action } => cli::plugin(&action),
         Command::Pki { config, action } => cli::pki(&config, &action),
     }
 }

@@ -3,12 +3,13 @@
 //! Sandboxing: each instance has a memory cap ([`wasmtime::StoreLimits`]), a wall-clock deadline
 //! per call (epoch interruption: a host thread advances the engine's epoch every
 //! [`EPOCH_TICK`]), and optional fuel accounting. WASI p2 is linked with an empty context: no
-//! files, sockets, environment or arguments; stdout and stderr are discarded (the `log` import is
-//! the way to speak). A trap, a deadline overrun or a memory-cap breach fails the call with a
+//! files, sockets, environment or arguments; stdout and stderr go to the log line by line
+//! ([`super::stdio`]) next to the `log` import. A trap, a deadline overrun or a memory-cap breach fails the call with a
 //! [`PluginError`]; the instance must then be discarded (its state is unknown).
 
 use std::time::Duration;
 
+use super::stdio::{LogStream, Stdio};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -163,7 +164,10 @@ impl WasmHost {
     ) -> Result<Instance, PluginError> {
         let state = PluginState {
             name: name.to_owned(),
-            wasi: WasiCtxBuilder::new().build(),
+            wasi: WasiCtxBuilder::new()
+                .stdout(LogStream::new(name, Stdio::Stdout))
+                .stderr(LogStream::new(name, Stdio::Stderr))
+                .build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
@@ -291,7 +295,8 @@ mod tests {
         let text = TEMPLATE
             .replace("{{CHANGES}}", changes)
             .replace("{{TICK}}", tick)
-            .replace("{{DATA}}", "");
+            .replace("{{DATA}}", "")
+            .replace("{{INIT}}", "");
         host.compile(text.as_bytes())
             .unwrap_or_else(|e| panic!("{e}"))
     }

@@ -81,6 +81,16 @@ pub struct PluginFailureLabels {
     pub kind: String,
 }
 
+/// Labels of per-plugin reload series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginReloadLabels {
+    /// Plugin instance name from the config.
+    pub plugin: String,
+    /// `swapped` (the new version runs) or `refused` (it did not load or initialise; the
+    /// running version stays).
+    pub outcome: String,
+}
+
 /// Plugin metrics.
 #[derive(Debug, Clone, Default)]
 pub struct PluginMetrics {
@@ -96,6 +106,8 @@ pub struct PluginMetrics {
     pub fuel: Family<PluginLabels, Counter>,
     /// Outputs rejected (unknown property, not finite).
     pub rejected_outputs: Family<PluginLabels, Counter>,
+    /// Hot reloads of a changed plugin file, by outcome.
+    pub reloads: Family<PluginReloadLabels, Counter>,
 }
 
 /// Every metric of the daemon.
@@ -200,6 +212,11 @@ impl Metrics {
             "rejected_outputs",
             "Plugin outputs rejected (unknown property, not finite)",
             plugins.rejected_outputs.clone(),
+        );
+        sub.register(
+            "reloads",
+            "Hot reloads of a changed plugin file, by outcome (swapped, refused)",
+            plugins.reloads.clone(),
         );
         Self {
             registry: Arc::new(Mutex::new(registry)),

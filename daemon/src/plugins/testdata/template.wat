@@ -1,5 +1,5 @@
 ;; A hand-written component implementing the `twinloom:plugin/plugin` world, for tests.
-;; `init` answers ok; `on-changes` and `on-tick` return the outputs record at address 64 (empty
+;; `init` answers ok after running the INIT placeholder's instructions; `on-changes` and `on-tick` return the outputs record at address 64 (empty
 ;; unless data segments, the DATA placeholder, put something there) after running the CHANGES and
 ;; TICK placeholders' instructions: loop, trap, grow memory.
 (component
@@ -39,6 +39,7 @@
       (local.get $p))
     ;; Result areas at 16 (init: discriminant 0 = ok) and 64 (outputs: two empty lists).
     (func (export "init") (param i32 i32 i32 i32) (result i32)
+      {{INIT}}
       (i32.const 16))
     (func (export "on-changes") (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
       {{CHANGES}}
