@@ -136,8 +136,9 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
     for line in stdout.lines() {
         let line = line.unwrap();
         lines.push(line.clone());
-        // "sources 3/3 up · properties 18 good, 0 uncertain, 0 bad · 12 updates/s"
-        if line.starts_with("sources 3/3 up · properties 18 good, 0 uncertain, 0 bad") {
+        // "sources 3/3 up · properties 31 good, 0 uncertain, 0 bad · 12 updates/s": every
+        // property, those the three plugins derive included.
+        if line.starts_with("sources 3/3 up · properties 31 good, 0 uncertain, 0 bad") {
             all_good = Some(line);
             break;
         }

@@ -681,6 +681,10 @@ async fn interoperates_with_asyncua_over_basic256sha256_sign_and_encrypt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     use twinloom_sim::plant::Plant;
+    tokio::task::spawn_blocking(twinloom::demo::build_plugins)
+        .await
+        .unwrap()
+        .unwrap();
     let mut plant = Plant::start().await.unwrap();
     let mut config = twinloom::demo::config().unwrap();
     twinloom::demo::attach(&mut config, &plant);
@@ -693,7 +697,7 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     // Every property good in the twin first.
     common::eventually(
         WAIT,
-        || handles.twin.quality_counts() == (18, 0, 0),
+        || handles.twin.quality_counts() == (31, 0, 0),
         || format!("demo never fully good: {:?}", handles.twin.quality_counts()),
     )
     .await;

@@ -201,37 +201,20 @@ min_interval = "20ms"
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Builds the OEE plugin as a WebAssembly component (wasm32-wasip2; `tests/run.sh` installs the
-/// target) and returns its path.
-fn build_oee_component() -> std::path::PathBuf {
-    let target_dir = common::repo().join("target/wasm");
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "twinloom-oee",
-                "--target-dir",
-            ])
-            .arg(&target_dir)
-            .current_dir(common::repo())
-            .status()
-            .expect("cargo runs");
-    assert!(
-        status.success(),
-        "building the OEE component failed (is the wasm32-wasip2 target installed?)"
-    );
-    target_dir.join("wasm32-wasip2/release/twinloom_oee.wasm")
+/// Builds the plugin crate `plugins/<name>` as a WebAssembly component (wasm32-wasip2, added
+/// when missing) with the daemon's own `plugin build`, and returns its path.
+async fn built(name: &str) -> std::path::PathBuf {
+    let dir = common::repo().join("plugins").join(name);
+    let target = common::repo().join("target/wasm");
+    tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, Some(&target)))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("building {name}: {e:#}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oee_component_computes_from_live_modbus_values() {
-    let component = tokio::task::spawn_blocking(build_oee_component)
-        .await
-        .unwrap();
+    let component = built("oee").await;
     let device = SimDevice::new();
     device.set_holding(0, &[1, 900, 40]); // running; 900 good; 40 rejects
     let server = ModbusServer::bind(
@@ -426,4 +409,343 @@ quarantine_after = 2
         .supervisor
         .shutdown(Duration::from_secs(5))
         .await;
+}
+
+/// The two registers of an f32 in the default (ABCD, big-endian) order.
+fn f32_words(value: f32) -> [u16; 2] {
+    let bits = value.to_bits();
+    [(bits >> 16) as u16, bits as u16]
+}
+
+fn float(handles: &twinloom::app::Handles, path: &str) -> Option<f64> {
+    let sample = handles.twin.sample(property(handles, path));
+    sample
+        .value
+        .as_ref()
+        .and_then(Value::as_f64)
+        .filter(|_| sample.quality.is_good())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vibration_health_component_flags_a_jump_and_predicts_the_alarm() {
+    let component = built("vibration-health").await;
+    let device = SimDevice::new();
+    device.set_holding(0, &f32_words(2.0));
+    let server = ModbusServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Framing::Tcp,
+        HashMap::from([(1, Arc::clone(&device))]),
+    )
+    .await
+    .unwrap();
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Pump"
+properties = [
+  {{ name = "vibration_rms", data_type = "float", unit = "mm/s" }},
+  {{ name = "vibration_ewma", data_type = "float", unit = "mm/s" }},
+  {{ name = "anomaly_score", data_type = "float" }},
+  {{ name = "vibration_trend", data_type = "float" }},
+  {{ name = "time_to_alarm", data_type = "float", unit = "h" }},
+]
+
+[[assets]]
+path = "site/pump1"
+type = "Pump"
+source = "plc"
+[assets.bindings]
+vibration_rms = {{ table = "holding", address = 0, encoding = "f32" }}
+vibration_ewma = {{ plugin = "health" }}
+anomaly_score = {{ plugin = "health" }}
+vibration_trend = {{ plugin = "health" }}
+time_to_alarm = {{ plugin = "health" }}
+
+[[plugins]]
+name = "health"
+file = "{file}"
+subscribe = [{{ assets = "site/*", properties = ["vibration_rms"] }}]
+min_interval = "10ms"
+config = {{ alpha = 0.2, warmup = 5, alarm = 7.1, horizon = 720.0 }}
+"#,
+        addr = server.addr(),
+        file = component.display(),
+    ));
+    let handles = start(&config).await;
+    let rms = property(&handles, "site/pump1/vibration_rms");
+    // A healthy pump: 2.0 and 2.2 mm/s by turns, each value a change in the twin (the plugin
+    // gets every change, in order).
+    for i in 0..12 {
+        let value = if i % 2 == 0 { 2.2 } else { 2.0 };
+        device.set_holding(0, &f32_words(value));
+        wait_for(&handles, rms, WAIT, |s| {
+            s.value
+                .as_ref()
+                .and_then(Value::as_f64)
+                .is_some_and(|v| (v - f64::from(value)).abs() < 1e-6)
+        })
+        .await;
+    }
+    common::eventually(
+        WAIT,
+        || float(&handles, "site/pump1/vibration_ewma").is_some_and(|e| (2.0..=2.2).contains(&e)),
+        || format!("{:?}", float(&handles, "site/pump1/vibration_ewma")),
+    )
+    .await;
+    let quiet = float(&handles, "site/pump1/anomaly_score").unwrap();
+    assert!(quiet.abs() < 3.0, "healthy samples score low: {quiet}");
+    // A bearing starts to fail: 6 mm/s is far outside what the pump did.
+    device.set_holding(0, &f32_words(6.0));
+    common::eventually(
+        WAIT,
+        || float(&handles, "site/pump1/anomaly_score").is_some_and(|z| z > 10.0),
+        || {
+            format!(
+                "no anomaly: {:?}",
+                float(&handles, "site/pump1/anomaly_score")
+            )
+        },
+    )
+    .await;
+    // The average climbs, so the trend is up and the alarm is predicted within the horizon.
+    let trend = float(&handles, "site/pump1/vibration_trend").unwrap();
+    assert!(trend > 0.0, "{trend}");
+    let hours = float(&handles, "site/pump1/time_to_alarm").unwrap();
+    assert!(hours > 0.0 && hours < 720.0, "{hours}");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_energy_component_integrates_power_and_divides_by_production() {
+    let component = built("energy").await;
+    let meter = SimDevice::new();
+    meter.set_holding(0, &f32_words(120.0));
+    meter.set_holding(2, &[1000]);
+    let server = ModbusServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Framing::Tcp,
+        HashMap::from([(1, Arc::clone(&meter))]),
+    )
+    .await
+    .unwrap();
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Meter"
+properties = [
+  {{ name = "power", data_type = "float", unit = "kW" }},
+  {{ name = "energy_integrated", data_type = "float", unit = "kWh" }},
+  {{ name = "demand", data_type = "float", unit = "kW" }},
+  {{ name = "peak_demand", data_type = "float", unit = "kW" }},
+  {{ name = "energy_per_unit", data_type = "float" }},
+]
+
+[[types]]
+name = "Filler"
+properties = [{{ name = "good_count", data_type = "unsigned", unit = "pcs" }}]
+
+[[assets]]
+path = "site/meter"
+type = "Meter"
+source = "plc"
+[assets.bindings]
+power = {{ table = "holding", address = 0, encoding = "f32" }}
+energy_integrated = {{ plugin = "energy" }}
+demand = {{ plugin = "energy" }}
+peak_demand = {{ plugin = "energy" }}
+energy_per_unit = {{ plugin = "energy" }}
+
+[[assets]]
+path = "site/filler"
+type = "Filler"
+source = "plc"
+bindings.good_count = {{ table = "holding", address = 2 }}
+
+[[plugins]]
+name = "energy"
+file = "{file}"
+subscribe = [
+  {{ assets = "site/meter", properties = ["power"] }},
+  {{ assets = "site/filler", properties = ["good_count"] }},
+]
+min_interval = "10ms"
+tick = "50ms"
+config = {{ demand_interval = 3600, max_gap = 10 }}
+"#,
+        addr = server.addr(),
+        file = component.display(),
+    ));
+    let started = std::time::Instant::now();
+    let handles = start(&config).await;
+    // A steady 120 kW: the interval's average demand is exactly that.
+    common::eventually(
+        WAIT,
+        || float(&handles, "site/meter/demand").is_some_and(|d| (d - 120.0).abs() < 1e-6),
+        || format!("demand {:?}", float(&handles, "site/meter/demand")),
+    )
+    .await;
+    // 1 000 → 1 010 good pieces.
+    meter.set_holding(2, &[1010]);
+    common::eventually(
+        WAIT,
+        || float(&handles, "site/meter/energy_per_unit").is_some(),
+        || "no energy per unit".to_string(),
+    )
+    .await;
+    let per_unit = float(&handles, "site/meter/energy_per_unit").unwrap();
+    let energy = float(&handles, "site/meter/energy_integrated").unwrap();
+    // Energy is 120 kW over at most the time since the start; per unit, at most all of it / 10.
+    let bound = 120.0 * started.elapsed().as_secs_f64() / 3600.0;
+    assert!(
+        energy > 0.0 && energy <= bound,
+        "{energy} kWh, bound {bound}"
+    );
+    assert!(
+        per_unit > 0.0 && per_unit <= energy / 10.0 + 1e-12,
+        "{per_unit} kWh/pcs of {energy} kWh"
+    );
+    let peak = float(&handles, "site/meter/peak_demand").unwrap();
+    assert!((peak - 120.0).abs() < 1e-6, "{peak}");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Log lines written by the daemon in this test process.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_new_makes_a_crate_that_plugin_build_turns_into_a_running_component() {
+    let log = Captured::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = dir.path().join("tank-smoother");
+    let bin = env!("CARGO_BIN_EXE_twinloom");
+    let created = std::process::Command::new(bin)
+        .args(["plugin", "new", "tank-smoother", "--path"])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    assert!(crate_dir.join("src/lib.rs").is_file());
+    // Building it again at the same place is refused: nothing is overwritten.
+    let again = std::process::Command::new(bin)
+        .args(["plugin", "new", "tank-smoother", "--path"])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    let build = crate_dir.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["plugin", "build"])
+            .arg(&build)
+            .arg("--target-dir")
+            .arg(common::repo().join("target/wasm"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let component = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(component.ends_with("tank_smoother.wasm"), "{component}");
+
+    let tank = SimDevice::new();
+    tank.set_holding(0, &[100]);
+    let server = ModbusServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Framing::Tcp,
+        HashMap::from([(1, Arc::clone(&tank))]),
+    )
+    .await
+    .unwrap();
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Tank"
+properties = [
+  {{ name = "level", data_type = "float", unit = "%" }},
+  {{ name = "level_smoothed", data_type = "float", unit = "%" }},
+]
+
+[[assets]]
+path = "plant/tank1"
+type = "Tank"
+source = "plc"
+bindings.level = {{ table = "holding", address = 0, scale = 0.1 }}
+bindings.level_smoothed = {{ plugin = "tank-smoother" }}
+
+[[plugins]]
+name = "tank-smoother"
+file = "{component}"
+subscribe = [{{ assets = "plant/*", properties = ["level"] }}]
+min_interval = "10ms"
+config = {{ alpha = 0.5 }}
+"#,
+        addr = server.addr(),
+    ));
+    let handles = start(&config).await;
+    let smoothed = property(&handles, "plant/tank1/level_smoothed");
+    let is = |want: f64| {
+        move |s: &twinloom::twin::Sample| {
+            s.value
+                .as_ref()
+                .and_then(Value::as_f64)
+                .is_some_and(|v| (v - want).abs() < 1e-9)
+        }
+    };
+    // The first value is taken as it is; then halfway to each new one (alpha 0.5).
+    wait_for(&handles, smoothed, WAIT, is(10.0)).await;
+    tank.set_holding(0, &[200]);
+    wait_for(&handles, smoothed, WAIT, is(15.0)).await;
+    // The template's println! reached the daemon's log, tagged with the plugin.
+    let text = log.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("tank-smoother starts with 1 inputs"))
+        .unwrap_or_else(|| panic!("no stdout line in the log:\n{text}"));
+    assert!(
+        line.contains("plugin=\"tank-smoother\"") && line.contains("stdout"),
+        "{line}"
+    );
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }

@@ -189,8 +189,14 @@ pub fn run(path: &Path) -> ExitCode {
     }
 }
 
-/// `twinloom demo`: the embedded demo config against the simulated plant.
+/// `twinloom demo`: builds the demo plugins, then runs the embedded demo config against the
+/// simulated plant.
 pub fn demo() -> ExitCode {
+    eprintln!("Building the demo plugins (the first time takes a minute or two)…");
+    if let Err(error) = crate::demo::build_plugins() {
+        eprintln!("cannot build the demo plugins: {error:#}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
     match crate::demo::config() {
         Ok(config) => serve(config, |config| crate::demo::run(config, shutdown_signal())),
         Err(error) => report(&error),

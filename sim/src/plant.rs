@@ -272,6 +272,8 @@ fn step(p: &mut Physics, d: &PlantDevices, dt: f64, rng: &mut impl Rng) {
     };
     if fault {
         p.fault_age_s += dt;
+    } else {
+        p.fault_age_s = 0.0; // repaired
     }
     let base = if running { 1.8 } else { 0.1 };
     p.vibration = base * (p.fault_age_s / 120.0).exp() + rng.random_range(-0.05..0.05);
