@@ -136,8 +136,8 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
     for line in stdout.lines() {
         let line = line.unwrap();
         lines.push(line.clone());
-        // "sources 3/3 up · properties 31 good, 0 uncertain, 0 bad · 12 updates/s": every
-        // property, those the three plugins derive included.
+        // "sources 3/3 up · properties 31 good, 0 uncertain, 0 bad · 12 updates/s · OEE 71 % ·
+        // pump z +0.3 · 9.8 Wh/bottle": every property, those the three plugins derive included.
         if line.starts_with("sources 3/3 up · properties 31 good, 0 uncertain, 0 bad") {
             all_good = Some(line);
             break;
@@ -149,14 +149,21 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
         );
     }
     let line = all_good.unwrap();
-    let rate: f64 = line
-        .rsplit("· ")
-        .next()
-        .unwrap()
-        .trim_end_matches(" updates/s")
-        .parse()
-        .unwrap();
-    assert!(rate > 0.0, "values should change over time: {line}");
+    let figure = |suffix: &str| -> f64 {
+        line.split(" · ")
+            .find_map(|part| part.strip_suffix(suffix))
+            .unwrap_or_else(|| panic!("no `{suffix}` in {line}"))
+            .trim_start_matches("OEE ")
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        figure(" updates/s") > 0.0,
+        "values should change over time: {line}"
+    );
+    let oee = figure(" %");
+    assert!((0.0..=100.0).contains(&oee), "{line}");
+    assert!(figure(" Wh/bottle") > 0.0, "{line}");
     let status = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())

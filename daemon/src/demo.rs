@@ -123,7 +123,11 @@ pub async fn run(
         say!(
             "  plugin {:<23} {}",
             plugin.name,
-            config.resolve(&plugin.file).display()
+            config
+                .resolve(&plugin.file)
+                .canonicalize()
+                .unwrap_or_else(|_| config.resolve(&plugin.file))
+                .display()
         );
     }
     say!(
@@ -146,8 +150,9 @@ pub async fn run(
                 let rate = (stats.changes - last) as f64 / STATUS_INTERVAL.as_secs_f64();
                 last = stats.changes;
                 say!(
-                    "sources {up}/{} up · properties {good} good, {uncertain} uncertain, {bad} bad · {rate:.0} updates/s",
-                    config.sources.len()
+                    "sources {up}/{} up · properties {good} good, {uncertain} uncertain, {bad} bad · {rate:.0} updates/s{}",
+                    config.sources.len(),
+                    plugin_figures(&handles.twin)
                 );
             }
         }
@@ -165,4 +170,28 @@ pub async fn run(
         Some(message) => anyhow::bail!(message),
         None => Ok(()),
     }
+}
+
+/// The plugins' headline figures for the status line, where they are good.
+fn plugin_figures(twin: &crate::twin::Twin) -> String {
+    let figure = |path: &str| {
+        let id = twin.model().property_by_path(path)?;
+        let sample = twin.sample(id);
+        sample
+            .value
+            .as_ref()
+            .and_then(crate::twin::Value::as_f64)
+            .filter(|_| sample.quality.is_good())
+    };
+    let mut out = String::new();
+    if let Some(oee) = figure("demo-plant/line1/filler/oee") {
+        out += &format!(" · OEE {oee:.0} %");
+    }
+    if let Some(z) = figure("demo-plant/utilities/pump1/anomaly_score") {
+        out += &format!(" · pump z {z:+.1}");
+    }
+    if let Some(kwh) = figure("demo-plant/energy/main/energy_per_unit") {
+        out += &format!(" · {:.1} Wh/bottle", kwh * 1000.0);
+    }
+    out
 }

@@ -123,7 +123,7 @@ pub fn build(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// Errors: it is not.
 pub fn check(file: &Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let host = WasmHost::new()?;
+    let host = WasmHost::new(false)?;
     let component = host.compile(&bytes)?;
     host.instantiate("check", &component, Limits::default())
         .with_context(|| format!("{}: not a twinloom:plugin component", file.display()))?;

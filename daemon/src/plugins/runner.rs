@@ -127,7 +127,8 @@ pub fn spawn_all(
     if config.plugins.is_empty() {
         return Ok(PluginHandles::default());
     }
-    let host = WasmHost::new()?;
+    // Fuel metering slows every plugin down, so the engine meters only when one asks for it.
+    let host = WasmHost::new(config.plugins.iter().any(|p| p.fuel.is_some()))?;
     let model = twin.model();
     let mut checks = Vec::new();
     let mut watched = Vec::new();

@@ -105,6 +105,7 @@ impl twinloom::plugin::host::Host for PluginState {
 #[derive(Clone)]
 pub struct WasmHost {
     engine: Engine,
+    fuel: bool,
     linker: std::sync::Arc<Linker<PluginState>>,
 }
 
@@ -115,15 +116,18 @@ impl std::fmt::Debug for WasmHost {
 }
 
 impl WasmHost {
-    /// An engine with the component model, epoch interruption and fuel, and a linker with WASI p2
-    /// and the `host` interface. Starts the epoch thread (it ends when the engine is dropped).
+    /// An engine with the component model and epoch interruption, and a linker with WASI p2 and
+    /// the `host` interface. With `fuel`, the engine meters fuel (every instance then counts it,
+    /// and [`Limits::fuel`] can cap it); without, generated code skips the counting, which costs
+    /// about a third of a plugin's speed (see `benches/plugins.rs`). Starts the epoch thread (it
+    /// ends when the engine is dropped).
     ///
     /// Errors: wasmtime cannot create the engine on this machine.
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new(fuel: bool) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        config.consume_fuel(true);
+        config.consume_fuel(fuel);
         let wasm = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
         let engine = Engine::new(&config).map_err(wasm)?;
         let mut linker = Linker::<PluginState>::new(&engine);
@@ -142,6 +146,7 @@ impl WasmHost {
             })?;
         Ok(Self {
             engine,
+            fuel,
             linker: std::sync::Arc::new(linker),
         })
     }
@@ -155,7 +160,8 @@ impl WasmHost {
 
     /// Instantiates `component` in a fresh store with `limits`.
     ///
-    /// Errors: [`PluginError::Load`] when the component does not implement the `plugin` world.
+    /// Errors: [`PluginError::Load`] when the component does not implement the `plugin` world, or
+    /// `limits` caps fuel on a host made without fuel metering.
     pub fn instantiate(
         &self,
         name: &str,
@@ -175,12 +181,18 @@ impl WasmHost {
                 .instances(16)
                 .build(),
         };
+        if limits.fuel.is_some() && !self.fuel {
+            return Err(PluginError::Load(
+                "a fuel limit needs a host with fuel metering".into(),
+            ));
+        }
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         let mut instance = Instance {
             store,
             plugin: None,
             limits,
+            metered: self.fuel,
             fuel_used: 0,
         };
         instance.prepare();
@@ -196,6 +208,7 @@ pub struct Instance {
     store: Store<PluginState>,
     plugin: Option<Plugin>,
     limits: Limits,
+    metered: bool,
     fuel_used: u64,
 }
 
@@ -212,12 +225,17 @@ impl Instance {
         let ticks = (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         self.store.set_epoch_deadline(ticks);
         // With fuel metering on in the engine, every call needs fuel: "unmetered" means plenty.
-        let _ = self
-            .store
-            .set_fuel(self.limits.fuel.unwrap_or(u64::MAX / 2));
+        if self.metered {
+            let _ = self
+                .store
+                .set_fuel(self.limits.fuel.unwrap_or(u64::MAX / 2));
+        }
     }
 
     fn after(&mut self) {
+        if !self.metered {
+            return;
+        }
         let budget = self.limits.fuel.unwrap_or(u64::MAX / 2);
         if let Ok(left) = self.store.get_fuel() {
             self.fuel_used += budget.saturating_sub(left);
@@ -278,7 +296,7 @@ impl Instance {
         self.call(|plugin, store| plugin.call_on_tick(store, now_ms))
     }
 
-    /// Fuel (≈ wasm instructions) used by every call so far.
+    /// Fuel (≈ wasm instructions) used by every call so far; 0 on a host without fuel metering.
     pub fn fuel_used(&self) -> u64 {
         self.fuel_used
     }
@@ -312,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_well_behaved_component_answers() {
-        let host = WasmHost::new().unwrap();
+        let host = WasmHost::new(true).unwrap();
         let mut instance = host
             .instantiate("good", &component(&host, "", ""), Limits::default())
             .unwrap();
@@ -331,7 +349,7 @@ mod tests {
 
     #[test]
     fn an_endless_loop_is_interrupted_at_the_deadline() {
-        let host = WasmHost::new().unwrap();
+        let host = WasmHost::new(true).unwrap();
         let limits = Limits {
             deadline: Duration::from_millis(50),
             ..Limits::default()
@@ -354,7 +372,7 @@ mod tests {
 
     #[test]
     fn a_memory_bomb_hits_the_cap() {
-        let host = WasmHost::new().unwrap();
+        let host = WasmHost::new(true).unwrap();
         let limits = Limits {
             memory_bytes: 4 * 1024 * 1024,
             ..Limits::default()
@@ -371,7 +389,7 @@ mod tests {
 
     #[test]
     fn a_trap_is_reported_and_fuel_runs_out() {
-        let host = WasmHost::new().unwrap();
+        let host = WasmHost::new(true).unwrap();
         let mut instance = host
             .instantiate(
                 "trap",
@@ -396,7 +414,7 @@ mod tests {
 
     #[test]
     fn something_that_is_not_a_component_is_refused() {
-        let host = WasmHost::new().unwrap();
+        let host = WasmHost::new(true).unwrap();
         assert!(matches!(
             host.compile(b"not wasm"),
             Err(PluginError::Load(_))

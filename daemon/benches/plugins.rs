@@ -1,0 +1,194 @@
+//! Plugin call benchmark (issue: Wasm plugins). Run with `cargo bench -p twinloom --bench plugins`.
+//!
+//! Per-sample cost of the vibration-health plugin's `on-changes` for batches of 1, 64 and 1024
+//! samples: as the WebAssembly component, called through the daemon's host exactly as the
+//! runner calls it (lowering the column-wise batch, epoch deadline, fuel accounting, lifting the
+//! outputs), against the same logic compiled natively and called as a Rust function (the plugin
+//! crate's `Plugin` implementation). Prints both, their ratio, and checks the target at 1024:
+//! Wasm ≤ 1.2 × native + 30 ns per batch. The component runs on a host without fuel metering
+//! (the daemon's default) and, for comparison, on one that meters fuel (`fuel = ...` set on a
+//! plugin).
+//!
+//! The component is built first (`twinloom plugin build plugins/vibration-health`).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use twinloom::plugins::wasm::{self, Limits, WasmHost};
+use twinloom_plugin::Plugin;
+use twinloom_vibration_health::VibrationHealth;
+
+/// Samples per measurement, so that every batch size runs about as long.
+const SAMPLES: usize = 2_000_000;
+const BATCHES: [usize; 3] = [1, 64, 1024];
+const CONFIG: &str = "alpha = 0.1\nwarmup = 10\ntrend_window = 600";
+
+/// A deterministic vibration signal: 2 mm/s with ±0.3 of pseudo-random noise, one sample per
+/// 10 ms of source time, on 8 pumps.
+struct Signal {
+    state: u64,
+    time_ms: i64,
+}
+
+impl Signal {
+    fn batch(&mut self, n: usize) -> (Vec<u32>, Vec<f64>, Vec<i64>) {
+        let mut properties = Vec::with_capacity(n);
+        let mut values = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            self.state = self
+                .state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let noise = (self.state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            self.time_ms += 10;
+            properties.push((i % 8) as u32);
+            values.push(2.0 + 0.6 * noise);
+            times.push(self.time_ms);
+        }
+        (properties, values, times)
+    }
+}
+
+fn inputs() -> Vec<String> {
+    (0..8)
+        .map(|i| format!("plant/pump{i}/vibration_rms"))
+        .collect()
+}
+
+/// Nanoseconds per sample of `call` over batches of `n`, best of three runs.
+fn measure(n: usize, mut call: impl FnMut(&mut Signal)) -> f64 {
+    let calls = (SAMPLES / n).max(2_000);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let mut signal = Signal {
+            state: 42,
+            time_ms: 1_700_000_000_000,
+        };
+        for _ in 0..calls / 10 {
+            call(&mut signal);
+        }
+        let started = Instant::now();
+        for _ in 0..calls {
+            call(&mut signal);
+        }
+        let per_sample = started.elapsed().as_nanos() as f64 / (calls * n) as f64;
+        best = best.min(per_sample);
+    }
+    best
+}
+
+fn main() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = twinloom::plugins::build::build(
+        &repo.join("plugins/vibration-health"),
+        Some(&repo.join("target/wasm")),
+    )
+    .expect("the vibration-health component builds");
+    let bytes = std::fs::read(&file).unwrap();
+    let host = WasmHost::new(false).unwrap();
+    let component = host.compile(&bytes).expect("compiles");
+    // A component that ignores its input (hand-written WAT): what passing the batch costs.
+    let empty = std::fs::read_to_string(repo.join("daemon/src/plugins/testdata/template.wat"))
+        .unwrap()
+        .replace("{{INIT}}", "")
+        .replace("{{DATA}}", "")
+        // Its bump allocator never frees: start over on every call (the batch is not read).
+        .replace("{{CHANGES}}", "(global.set $heap (i32.const 1024))")
+        .replace("{{TICK}}", "");
+    let empty = host.compile(empty.as_bytes()).expect("compiles");
+    let metered_host = WasmHost::new(true).unwrap();
+    let metered_component = metered_host.compile(&bytes).expect("compiles");
+    let limits = Limits {
+        deadline: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    println!("vibration-health on-changes, per sample (best of 3; 8 assets; outputs every call)");
+    println!(
+        "{:>6} {:>10} {:>10} {:>7} {:>15} {:>15} {:>13} {:>7} {:>11}",
+        "batch",
+        "native ns",
+        "wasm ns",
+        "ratio",
+        "native µs/batch",
+        "wasm µs/batch",
+        "wasm+fuel ns",
+        "ratio",
+        "passing ns"
+    );
+    let mut at_1024 = None;
+    for n in BATCHES {
+        let mut native = VibrationHealth::new(CONFIG, inputs()).unwrap();
+        let native_ns = measure(n, |signal| {
+            let (properties, values, times) = signal.batch(n);
+            let batch = twinloom_plugin::ChangeBatch {
+                properties,
+                values,
+                qualities: vec![twinloom_plugin::Quality::Good; n],
+                source_times_ms: times,
+            };
+            black_box(native.on_changes(black_box(&batch)));
+        });
+        let mut instance = host.instantiate("bench", &component, limits).unwrap();
+        instance.init(CONFIG, &inputs()).unwrap().unwrap();
+        let wasm_ns = measure(n, |signal| {
+            let (properties, values, times) = signal.batch(n);
+            let batch = wasm::ChangeBatch {
+                properties,
+                values,
+                qualities: vec![wasm::Quality::Good; n],
+                source_times_ms: times,
+            };
+            black_box(instance.on_changes(black_box(&batch)).unwrap());
+        });
+        let metered_limits = Limits {
+            fuel: Some(u64::MAX / 4),
+            ..limits
+        };
+        let mut metered = metered_host
+            .instantiate("bench", &metered_component, metered_limits)
+            .unwrap();
+        metered.init(CONFIG, &inputs()).unwrap().unwrap();
+        let fuel_ns = measure(n, |signal| {
+            let (properties, values, times) = signal.batch(n);
+            let batch = wasm::ChangeBatch {
+                properties,
+                values,
+                qualities: vec![wasm::Quality::Good; n],
+                source_times_ms: times,
+            };
+            black_box(metered.on_changes(black_box(&batch)).unwrap());
+        });
+        let mut ignoring = host.instantiate("bench", &empty, limits).unwrap();
+        ignoring.init(CONFIG, &inputs()).unwrap().unwrap();
+        let passing_ns = measure(n, |signal| {
+            let (properties, values, times) = signal.batch(n);
+            let batch = wasm::ChangeBatch {
+                properties,
+                values,
+                qualities: vec![wasm::Quality::Good; n],
+                source_times_ms: times,
+            };
+            black_box(ignoring.on_changes(black_box(&batch)).unwrap());
+        });
+        let ratio = wasm_ns / native_ns;
+        println!(
+            "{n:>6} {native_ns:>10.1} {wasm_ns:>10.1} {ratio:>6.2}× {:>15.2} {:>15.2} {fuel_ns:>13.1} {:>6.2}× {passing_ns:>11.1}",
+            native_ns * n as f64 / 1000.0,
+            wasm_ns * n as f64 / 1000.0,
+            fuel_ns / native_ns
+        );
+        if n == 1024 {
+            at_1024 = Some((native_ns * n as f64, wasm_ns * n as f64));
+        }
+    }
+    if let Some((native, wasm)) = at_1024 {
+        let target = 1.2 * native + 30.0;
+        println!(
+            "target at 1024: wasm {:.2} µs per batch ≤ 1.2 × native + 30 ns = {:.2} µs: {}",
+            wasm / 1000.0,
+            target / 1000.0,
+            if wasm <= target { "met" } else { "NOT met" }
+        );
+    }
+}
