@@ -50,6 +50,19 @@ impl Signal {
     }
 }
 
+impl Signal {
+    /// The next `n` samples as the host's batch type.
+    fn wasm_batch(&mut self, n: usize) -> wasm::ChangeBatch {
+        let (properties, values, times) = self.batch(n);
+        wasm::ChangeBatch {
+            properties,
+            values,
+            qualities: vec![wasm::Quality::Good; n],
+            source_times_ms: times,
+        }
+    }
+}
+
 fn inputs() -> Vec<String> {
     (0..8)
         .map(|i| format!("plant/pump{i}/vibration_rms"))
@@ -132,13 +145,7 @@ fn main() {
         let mut instance = host.instantiate("bench", &component, limits).unwrap();
         instance.init(CONFIG, &inputs()).unwrap().unwrap();
         let wasm_ns = measure(n, |signal| {
-            let (properties, values, times) = signal.batch(n);
-            let batch = wasm::ChangeBatch {
-                properties,
-                values,
-                qualities: vec![wasm::Quality::Good; n],
-                source_times_ms: times,
-            };
+            let batch = signal.wasm_batch(n);
             black_box(instance.on_changes(black_box(&batch)).unwrap());
         });
         let metered_limits = Limits {
@@ -150,25 +157,13 @@ fn main() {
             .unwrap();
         metered.init(CONFIG, &inputs()).unwrap().unwrap();
         let fuel_ns = measure(n, |signal| {
-            let (properties, values, times) = signal.batch(n);
-            let batch = wasm::ChangeBatch {
-                properties,
-                values,
-                qualities: vec![wasm::Quality::Good; n],
-                source_times_ms: times,
-            };
+            let batch = signal.wasm_batch(n);
             black_box(metered.on_changes(black_box(&batch)).unwrap());
         });
         let mut ignoring = host.instantiate("bench", &empty, limits).unwrap();
         ignoring.init(CONFIG, &inputs()).unwrap().unwrap();
         let passing_ns = measure(n, |signal| {
-            let (properties, values, times) = signal.batch(n);
-            let batch = wasm::ChangeBatch {
-                properties,
-                values,
-                qualities: vec![wasm::Quality::Good; n],
-                source_times_ms: times,
-            };
+            let batch = signal.wasm_batch(n);
             black_box(ignoring.on_changes(black_box(&batch)).unwrap());
         });
         let ratio = wasm_ns / native_ns;

@@ -54,6 +54,33 @@ pub fn log(level: Level, message: &str) {
     bindings::twinloom::plugin::host::log(level, message);
 }
 
+/// Helpers for a plugin's native unit tests (`cargo test` on the host, no component needed).
+pub mod testing {
+    use crate::{ChangeBatch, Outputs, Quality};
+
+    /// A batch of good samples from `(property index, value, source time in ms)` entries.
+    pub fn batch(entries: &[(u32, f64, i64)]) -> ChangeBatch {
+        ChangeBatch {
+            properties: entries.iter().map(|e| e.0).collect(),
+            values: entries.iter().map(|e| e.1).collect(),
+            qualities: entries.iter().map(|_| Quality::Good).collect(),
+            source_times_ms: entries.iter().map(|e| e.2).collect(),
+        }
+    }
+
+    /// The derived value for `property` in `outputs`.
+    ///
+    /// Panics: there is none (naming the values there are).
+    pub fn value(outputs: &Outputs, property: &str) -> f64 {
+        outputs
+            .values
+            .iter()
+            .find(|v| v.property == property)
+            .map(|v| v.value)
+            .unwrap_or_else(|| panic!("no {property} in {:?}", outputs.values))
+    }
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use std::cell::RefCell;

@@ -431,24 +431,7 @@ twinloom_plugin::export_plugin!(Energy);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn batch(entries: &[(u32, f64, i64)]) -> ChangeBatch {
-        ChangeBatch {
-            properties: entries.iter().map(|e| e.0).collect(),
-            values: entries.iter().map(|e| e.1).collect(),
-            qualities: entries.iter().map(|_| Quality::Good).collect(),
-            source_times_ms: entries.iter().map(|e| e.2).collect(),
-        }
-    }
-
-    fn value(outputs: &Outputs, property: &str) -> f64 {
-        outputs
-            .values
-            .iter()
-            .find(|v| v.property == property)
-            .map(|v| v.value)
-            .unwrap_or_else(|| panic!("no {property} in {:?}", outputs.values))
-    }
+    use twinloom_plugin::testing::{batch, value};
 
     fn has(outputs: &Outputs, property: &str) -> bool {
         outputs.values.iter().any(|v| v.property == property)

@@ -200,24 +200,7 @@ twinloom_plugin::export_plugin!(Oee);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn batch(entries: &[(u32, f64, i64)]) -> ChangeBatch {
-        ChangeBatch {
-            properties: entries.iter().map(|e| e.0).collect(),
-            values: entries.iter().map(|e| e.1).collect(),
-            qualities: entries.iter().map(|_| Quality::Good).collect(),
-            source_times_ms: entries.iter().map(|e| e.2).collect(),
-        }
-    }
-
-    fn value(outputs: &Outputs, property: &str) -> f64 {
-        outputs
-            .values
-            .iter()
-            .find(|v| v.property == property)
-            .map(|v| v.value)
-            .unwrap()
-    }
+    use twinloom_plugin::testing::{batch, value};
 
     #[test]
     fn a_textbook_shift() {

@@ -400,26 +400,9 @@ twinloom_plugin::export_plugin!(VibrationHealth);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use twinloom_plugin::testing::{batch, value};
 
     const HOUR_MS: i64 = 3_600_000;
-
-    fn batch(entries: &[(u32, f64, i64)]) -> ChangeBatch {
-        ChangeBatch {
-            properties: entries.iter().map(|e| e.0).collect(),
-            values: entries.iter().map(|e| e.1).collect(),
-            qualities: entries.iter().map(|_| Quality::Good).collect(),
-            source_times_ms: entries.iter().map(|e| e.2).collect(),
-        }
-    }
-
-    fn value(outputs: &Outputs, property: &str) -> f64 {
-        outputs
-            .values
-            .iter()
-            .find(|v| v.property == property)
-            .map(|v| v.value)
-            .unwrap_or_else(|| panic!("no {property} in {:?}", outputs.values))
-    }
 
     fn close(actual: f64, expected: f64) {
         assert!(
