@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{config, metric, property, start, wait_for};
 use twinloom::twin::{Quality, QualityReason, Value};
-use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+use twinloom_sim::modbus::SimDevice;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -54,13 +53,7 @@ fn misbehaving(changes: &str, tick: &str) -> String {
 async fn plugins_derive_values_and_their_faults_stay_contained() {
     let device = SimDevice::new();
     device.set_holding(0, &[7]);
-    let server = ModbusServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Framing::Tcp,
-        HashMap::from([(1, Arc::clone(&device))]),
-    )
-    .await
-    .unwrap();
+    let server = common::modbus_tcp(&device).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("good.wat"),
@@ -217,13 +210,7 @@ async fn the_oee_component_computes_from_live_modbus_values() {
     let component = built("oee").await;
     let device = SimDevice::new();
     device.set_holding(0, &[1, 900, 40]); // running; 900 good; 40 rejects
-    let server = ModbusServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Framing::Tcp,
-        HashMap::from([(1, Arc::clone(&device))]),
-    )
-    .await
-    .unwrap();
+    let server = common::modbus_tcp(&device).await;
     let config = config(&format!(
         r#"
 [[sources.modbus]]
@@ -431,13 +418,7 @@ async fn the_vibration_health_component_flags_a_jump_and_predicts_the_alarm() {
     let component = built("vibration-health").await;
     let device = SimDevice::new();
     device.set_holding(0, &f32_words(2.0));
-    let server = ModbusServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Framing::Tcp,
-        HashMap::from([(1, Arc::clone(&device))]),
-    )
-    .await
-    .unwrap();
+    let server = common::modbus_tcp(&device).await;
     let config = config(&format!(
         r#"
 [[sources.modbus]]
@@ -526,13 +507,7 @@ async fn the_energy_component_integrates_power_and_divides_by_production() {
     let meter = SimDevice::new();
     meter.set_holding(0, &f32_words(120.0));
     meter.set_holding(2, &[1000]);
-    let server = ModbusServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Framing::Tcp,
-        HashMap::from([(1, Arc::clone(&meter))]),
-    )
-    .await
-    .unwrap();
+    let server = common::modbus_tcp(&meter).await;
     let config = config(&format!(
         r#"
 [[sources.modbus]]
@@ -686,13 +661,7 @@ async fn plugin_new_makes_a_crate_that_plugin_build_turns_into_a_running_compone
 
     let tank = SimDevice::new();
     tank.set_holding(0, &[100]);
-    let server = ModbusServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Framing::Tcp,
-        HashMap::from([(1, Arc::clone(&tank))]),
-    )
-    .await
-    .unwrap();
+    let server = common::modbus_tcp(&tank).await;
     let config = config(&format!(
         r#"
 [[sources.modbus]]

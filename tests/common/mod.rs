@@ -87,3 +87,16 @@ pub async fn eventually(limit: Duration, mut done: impl FnMut() -> bool, why: im
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A simulated Modbus TCP server on a free loopback port with `device` as unit 1.
+pub async fn modbus_tcp(
+    device: &std::sync::Arc<twinloom_sim::modbus::SimDevice>,
+) -> twinloom_sim::modbus::ModbusServer {
+    twinloom_sim::modbus::ModbusServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        twinloom_sim::modbus::Framing::Tcp,
+        std::collections::HashMap::from([(1, std::sync::Arc::clone(device))]),
+    )
+    .await
+    .unwrap()
+}
