@@ -199,7 +199,11 @@ min_interval = "20ms"
 async fn built(name: &str) -> std::path::PathBuf {
     let dir = common::repo().join("plugins").join(name);
     let target = common::repo().join("target/wasm");
-    tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, Some(&target)))
+    let options = twinloom::plugins::build::BuildOptions {
+        target_dir: Some(target),
+        ..Default::default()
+    };
+    tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, &options))
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("building {name}: {e:#}"))
@@ -717,4 +721,72 @@ config = {{ alpha = 0.5 }}
         "{line}"
     );
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The toolchain fallback for machines where `rustup target add` cannot download: Debian's Rust
+/// with its library source builds std for `wasm32-unknown-unknown`, and `plugin build` makes the
+/// module a component. That component loads in the host and computes exactly what the
+/// `wasm32-wasip2` build of the same crate computes. (`tests/run.sh` installs Debian's
+/// `rustc-web`, `cargo-web` and `rust-web-src` for this test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_build() {
+    use twinloom::plugins::build::{BuildOptions, Toolchain, build};
+    use twinloom::plugins::wasm::{ChangeBatch, Limits, Quality, WasmHost};
+
+    let wasip2 = built("vibration-health").await;
+    let options = BuildOptions {
+        target_dir: Some(common::repo().join("target/wasm")),
+        toolchain: Toolchain::BuildStd,
+        out: None,
+    };
+    let dir = common::repo().join("plugins/vibration-health");
+    let fallback = tokio::task::spawn_blocking(move || build(&dir, &options))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("build-std fallback (tests/run.sh installs it): {e:#}"));
+    assert!(
+        fallback
+            .ends_with("wasm32-unknown-unknown/release/twinloom_vibration_health.component.wasm"),
+        "{}",
+        fallback.display()
+    );
+
+    let host = WasmHost::new(false).unwrap();
+    let inputs: Vec<String> = (1..=2)
+        .map(|i| format!("site/pump{i}/vibration_rms"))
+        .collect();
+    let run = |file: &std::path::Path| {
+        let component = host.compile(&std::fs::read(file).unwrap()).unwrap();
+        let mut instance = host
+            .instantiate("vibration", &component, Limits::default())
+            .unwrap();
+        instance
+            .init("alpha = 0.2\nwarmup = 3", &inputs)
+            .unwrap()
+            .unwrap();
+        let mut seen = Vec::new();
+        for step in 0..20_i64 {
+            let batch = ChangeBatch {
+                properties: vec![0, 1],
+                values: vec![2.0 + 0.1 * (step % 3) as f64, 1.0 + 0.25 * step as f64],
+                qualities: vec![Quality::Good, Quality::Good],
+                source_times_ms: vec![1_700_000_000_000 + 1_000 * step; 2],
+            };
+            let outputs = instance.on_changes(&batch).unwrap();
+            seen.extend(
+                outputs
+                    .values
+                    .into_iter()
+                    .map(|v| (v.property, v.value.to_bits())),
+            );
+        }
+        seen
+    };
+    let expected = run(&wasip2);
+    // Four outputs per pump per call; pump 2's rising vibration has a positive trend.
+    assert_eq!(expected.len(), 20 * 2 * 4);
+    assert!(expected.iter().any(|(property, bits)| {
+        property == "site/pump2/vibration_trend" && f64::from_bits(*bits) > 0.0
+    }));
+    assert_eq!(run(&fallback), expected);
 }

@@ -93,11 +93,12 @@ fn measure(n: usize, mut call: impl FnMut(&mut Signal)) -> f64 {
 
 fn main() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let file = twinloom::plugins::build::build(
-        &repo.join("plugins/vibration-health"),
-        Some(&repo.join("target/wasm")),
-    )
-    .expect("the vibration-health component builds");
+    let options = twinloom::plugins::build::BuildOptions {
+        target_dir: Some(repo.join("target/wasm")),
+        ..Default::default()
+    };
+    let file = twinloom::plugins::build::build(&repo.join("plugins/vibration-health"), &options)
+        .expect("the vibration-health component builds");
     let bytes = std::fs::read(&file).unwrap();
     let host = WasmHost::new(false).unwrap();
     let component = host.compile(&bytes).expect("compiles");

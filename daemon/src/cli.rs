@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError};
+use crate::plugins::build;
 
 /// Exit code for an invalid configuration (BSD `sysexits.h` EX_USAGE, which init systems and
 /// scripts already treat as "do not restart, fix the input").
@@ -81,17 +82,20 @@ pub enum PkiAction {
 /// `twinloom plugin` actions.
 #[derive(Debug, Subcommand)]
 pub enum PluginAction {
-    /// Build a plugin crate as a wasm32-wasip2 component, check that it loads, print its path.
+    /// Build a plugin crate as a WebAssembly component, check that it loads, print its path.
     Build {
         /// The plugin crate's folder (with its Cargo.toml).
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Also copy the component here.
+        /// Also install the component here (replaced in one step, for hot reload).
         #[arg(long, short)]
         out: Option<PathBuf>,
         /// Cargo's target folder (cargo's default when not given).
         #[arg(long)]
         target_dir: Option<PathBuf>,
+        /// Which toolchain builds the component.
+        #[arg(long, value_enum, default_value_t)]
+        toolchain: build::Toolchain,
     },
     /// Create a plugin crate from the template: a working plugin with unit tests.
     New {
@@ -108,24 +112,20 @@ pub enum PluginAction {
 
 /// `twinloom plugin build|new`.
 pub fn plugin(action: &PluginAction) -> ExitCode {
-    use crate::plugins::build;
     let outcome = match action {
         PluginAction::Build {
             dir,
             out,
             target_dir,
-        } => build::build(dir, target_dir.as_deref()).and_then(|component| {
-            let shown = match out {
-                Some(out) => {
-                    std::fs::copy(&component, out)
-                        .map_err(|e| anyhow::anyhow!("cannot copy to {}: {e}", out.display()))?;
-                    out.clone()
-                }
-                None => component,
+            toolchain,
+        } => {
+            let options = build::BuildOptions {
+                target_dir: target_dir.clone(),
+                toolchain: *toolchain,
+                out: out.clone(),
             };
-            println!("{}", shown.display());
-            Ok(())
-        }),
+            build::build(dir, &options).map(|component| println!("{}", component.display()))
+        }
         PluginAction::New { name, path, sdk } => {
             let dir = path.clone().unwrap_or_else(|| PathBuf::from(name));
             match sdk.clone().or_else(build::sdk_in_source_tree) {

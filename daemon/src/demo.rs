@@ -33,12 +33,13 @@ fn source_tree() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// Builds the demo's plugins ([`DEMO_PLUGINS`]) as components into `target/wasm` of the source
-/// tree, where `config/demo.toml` expects them. Cargo's progress goes to stderr; a second run
-/// only checks that they are up to date.
+/// Builds the demo's plugins ([`DEMO_PLUGINS`]) as components into `target/wasm/<name>.wasm` of
+/// the source tree, where `config/demo.toml` expects them (with `wasm32-wasip2`, or the
+/// build-std fallback when rustup cannot add that target). Cargo's progress goes to stderr; a
+/// second run only checks that they are up to date.
 ///
-/// Errors: the source tree is gone (an installed binary), the `wasm32-wasip2` target cannot be
-/// installed, or a build fails.
+/// Errors: the source tree is gone (an installed binary), no toolchain can build them, or a
+/// build fails.
 pub fn build_plugins() -> anyhow::Result<Vec<PathBuf>> {
     let root = source_tree();
     DEMO_PLUGINS
@@ -50,7 +51,13 @@ pub fn build_plugins() -> anyhow::Result<Vec<PathBuf>> {
                 "the demo builds its plugins from the source tree, and {} is missing",
                 dir.display()
             );
-            crate::plugins::build::build(&dir, Some(&root.join("target/wasm")))
+            let target_dir = root.join("target/wasm");
+            let options = crate::plugins::build::BuildOptions {
+                out: Some(target_dir.join(format!("{name}.wasm"))),
+                target_dir: Some(target_dir),
+                toolchain: crate::plugins::build::Toolchain::Auto,
+            };
+            crate::plugins::build::build(&dir, &options)
         })
         .collect()
 }

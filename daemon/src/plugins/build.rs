@@ -1,9 +1,11 @@
 //! `twinloom plugin build` and `twinloom plugin new`: from a Rust crate to a checked component.
 //!
 //! `build` runs `cargo build --release --target wasm32-wasip2` on the crate (adding the target
-//! with `rustup` when it is missing), finds the `.wasm` file among cargo's JSON artifact messages,
-//! and loads it in the host to prove it is a component of the `twinloom:plugin` world. `new`
-//! writes a plugin crate from the template in `template/`.
+//! with `rustup` when it is missing; where that is impossible, building std from Debian's
+//! library source for `wasm32-unknown-unknown` and making the module a component — see
+//! [`Toolchain`]), finds the `.wasm` file among cargo's JSON artifact messages, and loads it in
+//! the host to prove it is a component of the `twinloom:plugin` world. `new` writes a plugin
+//! crate from the template in `template/`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,15 +17,66 @@ use crate::plugins::wasm::{Limits, WasmHost};
 /// The Rust target plugins are built for: WASI 0.2 components.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
+/// The target of the build-std fallback: a core module without WASI, made a component here.
+pub const CORE_TARGET: &str = "wasm32-unknown-unknown";
+
+/// The Debian packages of the build-std fallback: Rust 1.96 (`rustc-web`, `cargo-web`) with its
+/// library source (`rust-web-src`).
+pub const BUILD_STD_PACKAGES: &str = "rustc-web cargo-web rust-web-src";
+
+/// How `plugin build` turns a crate into a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Toolchain {
+    /// `wasip2` when its standard library is installed or `rustup target add` can fetch it,
+    /// `build-std` otherwise.
+    #[default]
+    Auto,
+    /// cargo for `wasm32-wasip2` with rustup's prebuilt standard library; cargo's output is
+    /// the component.
+    Wasip2,
+    /// For machines where rustup cannot download the target: Debian's Rust 1.96 builds std from
+    /// its source for `wasm32-unknown-unknown` (`-Zbuild-std`, enabled by `RUSTC_BOOTSTRAP=1`),
+    /// rustup's `rust-lld` links it, and wit-component's `ComponentEncoder` makes the core module
+    /// a component. The plugin then has no WASI: its stdout and stderr go nowhere (the `log`
+    /// import works as ever).
+    BuildStd,
+}
+
+/// What [`build`] does besides building.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Cargo's `--target-dir` (cargo's default when `None`).
+    pub target_dir: Option<PathBuf>,
+    /// Which toolchain builds the component.
+    pub toolchain: Toolchain,
+    /// Also install the component here (written beside it and renamed, so a daemon watching the
+    /// file sees one complete replacement).
+    pub out: Option<PathBuf>,
+}
+
 /// The guest SDK in this source tree (`plugin-api/rust`), if the binary runs where it was built.
 pub fn sdk_in_source_tree() -> Option<PathBuf> {
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api/rust");
     sdk.canonicalize().ok()
 }
 
-/// The cargo to run: `$CARGO` (set by `cargo run`) or the one on `PATH`.
-fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+/// The first line `command` prints, trimmed; `None` when it cannot run or fails.
+fn first_line(command: &mut Command) -> Option<String> {
+    let output = command.stderr(Stdio::null()).output().ok()?;
+    output.status.success().then(|| {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    })
+}
+
+/// Whether the standard library for [`WASM_TARGET`] is installed (for the `rustc` on `PATH`).
+fn wasip2_installed() -> bool {
+    first_line(Command::new("rustc").args(["--print", "target-libdir", "--target", WASM_TARGET]))
+        .is_some_and(|libdir| Path::new(&libdir).is_dir())
 }
 
 /// Makes sure the standard library for [`WASM_TARGET`] is installed, adding it with `rustup`
@@ -31,12 +84,7 @@ fn cargo() -> Command {
 ///
 /// Errors: the target is missing and `rustup` is not available or fails.
 pub fn ensure_target() -> anyhow::Result<()> {
-    let libdir = Command::new("rustc")
-        .args(["--print", "target-libdir", "--target", WASM_TARGET])
-        .output()
-        .context("cannot run rustc (is Rust installed?)")?;
-    let libdir = PathBuf::from(String::from_utf8_lossy(&libdir.stdout).trim());
-    if libdir.is_dir() {
+    if wasip2_installed() {
         return Ok(());
     }
     eprintln!("Installing the {WASM_TARGET} target with rustup (once)…");
@@ -46,9 +94,65 @@ pub fn ensure_target() -> anyhow::Result<()> {
     match status {
         Ok(status) if status.success() => Ok(()),
         _ => bail!(
-            "the {WASM_TARGET} target is not installed and `rustup target add {WASM_TARGET}` failed; \
-             install it, or see plugins/README.md for building std from Debian's rust-web-src"
+            "the {WASM_TARGET} target is not installed and `rustup target add {WASM_TARGET}` failed"
         ),
+    }
+}
+
+/// Debian's Rust toolchain with the standard library's source, for [`Toolchain::BuildStd`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildStd {
+    /// Debian's cargo (`cargo-web`).
+    pub cargo: PathBuf,
+    /// Debian's rustc (`rustc-web`), whose sysroot holds the library source (`rust-web-src`).
+    pub rustc: PathBuf,
+    /// The WebAssembly linker: `rust-lld`.
+    pub linker: PathBuf,
+}
+
+impl BuildStd {
+    /// Finds the fallback toolchain: `/usr/bin/cargo` and `/usr/bin/rustc` from Debian, the
+    /// library source under that rustc's sysroot (`lib/rustlib/src/rust/library`), and a
+    /// `rust-lld` — the rustup toolchain's (Debian's `/usr/bin/rust-lld` points at an `lld-22`
+    /// that bookworm does not ship), else one at `/usr/bin/rust-lld` that resolves.
+    ///
+    /// Errors: a part is missing; the message names the Debian packages.
+    pub fn find() -> anyhow::Result<Self> {
+        let (cargo, rustc) = (
+            PathBuf::from("/usr/bin/cargo"),
+            PathBuf::from("/usr/bin/rustc"),
+        );
+        if !cargo.is_file() || !rustc.is_file() {
+            bail!(
+                "Debian's cargo and rustc are not installed (apt-get install {BUILD_STD_PACKAGES})"
+            );
+        }
+        let sysroot = first_line(Command::new(&rustc).args(["--print", "sysroot"]))
+            .with_context(|| format!("cannot run {}", rustc.display()))?;
+        let library = Path::new(&sysroot).join("lib/rustlib/src/rust/library");
+        if !library.join("std").is_dir() {
+            bail!(
+                "{}: the standard library's source is missing (apt-get install rust-web-src)",
+                library.display()
+            );
+        }
+        let mut linkers = Vec::new();
+        if let Some(sysroot) = first_line(Command::new("rustc").args(["--print", "sysroot"]))
+            && let Ok(hosts) = std::fs::read_dir(Path::new(&sysroot).join("lib/rustlib"))
+        {
+            linkers.extend(hosts.flatten().map(|host| host.path().join("bin/rust-lld")));
+        }
+        linkers.push(PathBuf::from("/usr/bin/rust-lld"));
+        // `exists` follows symbolic links: a dangling one does not count.
+        let linker = linkers
+            .into_iter()
+            .find(|linker| linker.exists())
+            .context("no working rust-lld (the rustup toolchain's, or /usr/bin/rust-lld)")?;
+        Ok(Self {
+            cargo,
+            rustc,
+            linker,
+        })
     }
 }
 
@@ -68,19 +172,81 @@ fn package_name(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Builds the plugin crate in `dir` as a component and checks that the host can load it.
-/// `target_dir` is cargo's `--target-dir` (cargo's default when `None`). Cargo's progress goes
-/// to stderr.
+/// Cargo's progress goes to stderr.
 ///
-/// Returns the path of the `.wasm` component.
+/// Returns the path of the component: `options.out` when given, else where cargo wrote it
+/// (`<target dir>/wasm32-wasip2/release/<crate>.wasm`, or with the build-std fallback
+/// `<target dir>/wasm32-unknown-unknown/release/<crate>.component.wasm`).
 ///
-/// Errors: no `Cargo.toml`, the target cannot be installed, the build fails, the crate is not a
-/// `cdylib`, or the result is not a component of the `twinloom:plugin@0.1.0` world.
-pub fn build(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+/// Errors: no `Cargo.toml`; no toolchain (the wasip2 target is missing and cannot be added, and
+/// the fallback is not installed — the message says what each lacks); the build fails; the
+/// crate is not a `cdylib`; the result is not a component of the `twinloom:plugin@0.1.0`
+/// world; `out` cannot be written.
+pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
     let name = package_name(dir)?;
-    ensure_target()?;
-    let mut command = cargo();
+    let toolchain = match options.toolchain {
+        Toolchain::Auto => match ensure_target() {
+            Ok(()) => None,
+            Err(wasip2) => Some(BuildStd::find().map_err(|fallback| {
+                anyhow::anyhow!("{wasip2}; the build-std fallback is not available: {fallback}")
+            })?),
+        },
+        Toolchain::Wasip2 => {
+            ensure_target()?;
+            None
+        }
+        Toolchain::BuildStd => Some(BuildStd::find()?),
+    };
+    let component = match toolchain {
+        None => {
+            let mut command =
+                Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            command.args(["build", "--release", "--target", WASM_TARGET]);
+            cargo_artifact(command, dir, &name, options)?
+        }
+        Some(toolchain) => {
+            eprintln!(
+                "Building `{name}` with std from source ({} for {CORE_TARGET}, then a component)…",
+                toolchain.cargo.display()
+            );
+            let mut command = Command::new(&toolchain.cargo);
+            command
+                .args(["build", "--release", "--target", CORE_TARGET])
+                .arg("-Zbuild-std=std,panic_abort")
+                .env("RUSTC", &toolchain.rustc)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env(
+                    "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
+                    &toolchain.linker,
+                )
+                // What `cargo run`/`cargo test` set for the rustup toolchain must not leak in.
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("RUSTC_WRAPPER")
+                .env_remove("RUSTC_WORKSPACE_WRAPPER")
+                .env_remove("RUSTDOC");
+            let module = cargo_artifact(command, dir, &name, options)?;
+            componentize(&module)?
+        }
+    };
+    check(&component)?;
+    match &options.out {
+        Some(out) => {
+            install(&component, out)?;
+            Ok(out.clone())
+        }
+        None => Ok(component),
+    }
+}
+
+/// Runs the cargo build `command` (`build --release --target ...`) on the crate in `dir` and
+/// returns the `.wasm` file among cargo's JSON artifact messages.
+fn cargo_artifact(
+    mut command: Command,
+    dir: &Path,
+    name: &str,
+    options: &BuildOptions,
+) -> anyhow::Result<PathBuf> {
     command
-        .args(["build", "--release", "--target", WASM_TARGET])
         .args([
             "--message-format",
             "json-render-diagnostics",
@@ -89,33 +255,63 @@ pub fn build(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
         .arg(dir.join("Cargo.toml"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    if let Some(target_dir) = target_dir {
+    if let Some(target_dir) = &options.target_dir {
         command.arg("--target-dir").arg(target_dir);
     }
     let output = command.output().context("cannot run cargo")?;
     if !output.status.success() {
         bail!("building `{name}` failed (cargo's messages are above)");
     }
-    let mut component = None;
+    let mut artifact = None;
     for line in output.stdout.split(|b| *b == b'\n') {
         let Ok(message) = serde_json::from_slice::<serde_json::Value>(line) else {
             continue;
         };
         let of_package = message["target"]["name"].as_str() == Some(&name.replace('-', "_"))
-            || message["target"]["name"].as_str() == Some(&name);
+            || message["target"]["name"].as_str() == Some(name);
         if message["reason"] == "compiler-artifact" && of_package {
             for file in message["filenames"].as_array().into_iter().flatten() {
                 if let Some(file) = file.as_str().filter(|f| f.ends_with(".wasm")) {
-                    component = Some(PathBuf::from(file));
+                    artifact = Some(PathBuf::from(file));
                 }
             }
         }
     }
-    let Some(component) = component else {
-        bail!("`{name}` built no .wasm file: its [lib] needs crate-type = [\"cdylib\"]");
-    };
-    check(&component)?;
-    Ok(component)
+    artifact.with_context(|| {
+        format!("`{name}` built no .wasm file: its [lib] needs crate-type = [\"cdylib\"]")
+    })
+}
+
+/// Makes the core module `module` (built with wit-bindgen, which embeds the world's type) a
+/// component, written beside it as `<stem>.component.wasm`; returns that path.
+///
+/// Errors: the module cannot be read, has no embedded component type, or does not validate.
+fn componentize(module: &Path) -> anyhow::Result<PathBuf> {
+    let bytes =
+        std::fs::read(module).with_context(|| format!("{}: cannot read", module.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| anyhow::anyhow!("{}: cannot make a component: {e:#}", module.display()))?;
+    let path = module.with_extension("component.wasm");
+    std::fs::write(&path, component)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(path)
+}
+
+/// Copies `component` to `out` through a temporary file beside `out` and a rename.
+fn install(component: &Path, out: &Path) -> anyhow::Result<()> {
+    let mut temporary = out.as_os_str().to_owned();
+    temporary.push(".partial");
+    let temporary = PathBuf::from(temporary);
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create", parent.display()))?;
+    }
+    std::fs::copy(component, &temporary)
+        .and_then(|_| std::fs::rename(&temporary, out))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
 }
 
 /// Loads `file` in the host: it must be a component of the `twinloom:plugin` world.
