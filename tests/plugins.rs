@@ -731,7 +731,7 @@ config = {{ alpha = 0.5 }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_build() {
     use twinloom::plugins::build::{BuildOptions, Toolchain, build};
-    use twinloom::plugins::wasm::{ChangeBatch, Limits, Quality, WasmHost};
+    use twinloom::plugins::wasm::{ChangeBatch, Limits, Quality, WasmHost, quality_byte};
 
     let wasip2 = built("vibration-health").await;
     let options = BuildOptions {
@@ -755,7 +755,9 @@ async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_
     let inputs: Vec<String> = (1..=2)
         .map(|i| format!("site/pump{i}/vibration_rms"))
         .collect();
-    let run = |file: &std::path::Path| {
+    // With `not_good`, every batch also carries a bad and an uncertain sample of 1000 mm/s,
+    // which the plugin must ignore: the quality bytes cross the boundary intact.
+    let run = |file: &std::path::Path, not_good: bool| {
         let component = host.compile(&std::fs::read(file).unwrap()).unwrap();
         let mut instance = host
             .instantiate("vibration", &component, Limits::default())
@@ -766,12 +768,21 @@ async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_
             .unwrap();
         let mut seen = Vec::new();
         for step in 0..20_i64 {
-            let batch = ChangeBatch {
+            let at = 1_700_000_000_000 + 1_000 * step;
+            let mut batch = ChangeBatch {
                 properties: vec![0, 1],
                 values: vec![2.0 + 0.1 * (step % 3) as f64, 1.0 + 0.25 * step as f64],
-                qualities: vec![Quality::Good, Quality::Good],
-                source_times_ms: vec![1_700_000_000_000 + 1_000 * step; 2],
+                qualities: vec![quality_byte(Quality::Good); 2],
+                source_times_ms: vec![at; 2],
             };
+            if not_good {
+                batch.properties.extend([0, 1]);
+                batch.values.extend([1000.0, 1000.0]);
+                batch
+                    .qualities
+                    .extend([quality_byte(Quality::Bad), quality_byte(Quality::Uncertain)]);
+                batch.source_times_ms.extend([at; 2]);
+            }
             let outputs = instance.on_changes(&batch).unwrap();
             seen.extend(
                 outputs
@@ -782,11 +793,13 @@ async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_
         }
         seen
     };
-    let expected = run(&wasip2);
+    let expected = run(&wasip2, false);
     // Four outputs per pump per call; pump 2's rising vibration has a positive trend.
     assert_eq!(expected.len(), 20 * 2 * 4);
     assert!(expected.iter().any(|(property, bits)| {
         property == "site/pump2/vibration_trend" && f64::from_bits(*bits) > 0.0
     }));
-    assert_eq!(run(&fallback), expected);
+    assert_eq!(run(&wasip2, true), expected);
+    assert_eq!(run(&fallback, false), expected);
+    assert_eq!(run(&fallback, true), expected);
 }

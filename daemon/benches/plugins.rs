@@ -57,7 +57,7 @@ impl Signal {
         wasm::ChangeBatch {
             properties,
             values,
-            qualities: vec![wasm::Quality::Good; n],
+            qualities: vec![wasm::quality_byte(wasm::Quality::Good); n],
             source_times_ms: times,
         }
     }

@@ -180,7 +180,7 @@ fn package_name(dir: &Path) -> anyhow::Result<String> {
 ///
 /// Errors: no `Cargo.toml`; no toolchain (the wasip2 target is missing and cannot be added, and
 /// the fallback is not installed — the message says what each lacks); the build fails; the
-/// crate is not a `cdylib`; the result is not a component of the `twinloom:plugin@0.1.0`
+/// crate is not a `cdylib`; the result is not a component of the `twinloom:plugin@0.2.0`
 /// world; `out` cannot be written.
 pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
     let name = package_name(dir)?;

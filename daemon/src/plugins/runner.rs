@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::config::model::{PluginConfig, PluginKind};
 use crate::control::{ControlHandle, Origin};
 use crate::plugins::wasm::{
-    ChangeBatch, Instance, Limits, Outputs, PluginError, Quality, WasmHost,
+    ChangeBatch, Instance, Limits, Outputs, PluginError, Quality, WasmHost, quality_byte,
 };
 use crate::runtime::{Backoff, Supervisor};
 use crate::sources::BindingConfig;
@@ -531,11 +531,13 @@ impl Runner {
                     .and_then(Value::as_f64)
                     .unwrap_or(f64::NAN),
             );
-            batch.qualities.push(match change.sample.quality.level {
-                QualityLevel::Good => Quality::Good,
-                QualityLevel::Uncertain => Quality::Uncertain,
-                QualityLevel::Bad => Quality::Bad,
-            });
+            batch
+                .qualities
+                .push(quality_byte(match change.sample.quality.level {
+                    QualityLevel::Good => Quality::Good,
+                    QualityLevel::Uncertain => Quality::Uncertain,
+                    QualityLevel::Bad => Quality::Bad,
+                }));
             batch.source_times_ms.push(
                 change
                     .sample

@@ -21,6 +21,16 @@ wasmtime::component::bindgen!({
 
 pub use twinloom::plugin::types::{DerivedValue, Level, Quality, WriteProposal};
 
+/// The byte `quality` travels as in a [`ChangeBatch`]'s `qualities` column (contract 0.2:
+/// `list<u8>`, one copy into the component instead of a conversion per element).
+pub const fn quality_byte(quality: Quality) -> u8 {
+    match quality {
+        Quality::Good => 0,
+        Quality::Uncertain => 1,
+        Quality::Bad => 2,
+    }
+}
+
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -323,7 +333,7 @@ mod tests {
         ChangeBatch {
             properties: vec![0, 1],
             values: vec![1.5, 2.5],
-            qualities: vec![Quality::Good, Quality::Bad],
+            qualities: vec![quality_byte(Quality::Good), quality_byte(Quality::Bad)],
             source_times_ms: vec![1, 2],
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! Implement [`Plugin`] for a type holding the plugin's state and export it with
 //! [`export_plugin!`]; build with `cargo build --release --target wasm32-wasip2`. The contract is
-//! `plugin-api/wit/plugin.wit` (`twinloom:plugin@0.1.0`): the host calls `init` once, then
+//! `plugin-api/wit/plugin.wit` (`twinloom:plugin@0.2.0`): the host calls `init` once, then
 //! [`Plugin::on_changes`] with column-wise batches and [`Plugin::on_tick`] with the host's clock.
 //! Time is passed in, never read, so the same inputs give the same outputs.
 
@@ -22,9 +22,51 @@ pub mod bindings {
     });
 }
 
-pub use bindings::twinloom::plugin::types::{
-    ChangeBatch, DerivedValue, Level, Outputs, Quality, WriteProposal,
-};
+pub use bindings::twinloom::plugin::types::{DerivedValue, Level, Outputs, Quality, WriteProposal};
+
+/// The changes since the previous call, column-wise: entry `i` is (`properties[i]`,
+/// `values[i]`, `qualities[i]`, `source_times_ms[i]`); all columns have one length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeBatch {
+    /// Index of each changed property in the `properties` given to [`Plugin::init`].
+    pub properties: Vec<u32>,
+    /// The new value in the property's engineering unit; booleans as 0 / 1; NaN when the
+    /// property has no value yet (quality bad).
+    pub values: Vec<f64>,
+    /// Quality of each value.
+    pub qualities: Vec<Quality>,
+    /// When the device produced each value: milliseconds since 1970-01-01T00:00:00Z.
+    pub source_times_ms: Vec<i64>,
+}
+
+impl Quality {
+    /// The quality a byte of the contract's `qualities` column stands for: 0 good,
+    /// 1 uncertain, 2 bad; any other byte bad.
+    pub const fn from_byte(byte: u8) -> Self {
+        match byte {
+            0 => Self::Good,
+            1 => Self::Uncertain,
+            _ => Self::Bad,
+        }
+    }
+}
+
+impl From<bindings::twinloom::plugin::types::ChangeBatch> for ChangeBatch {
+    /// Takes the columns as they arrived; the quality bytes become [`Quality`] values in place
+    /// (same size, no new allocation).
+    fn from(batch: bindings::twinloom::plugin::types::ChangeBatch) -> Self {
+        Self {
+            properties: batch.properties,
+            values: batch.values,
+            qualities: batch
+                .qualities
+                .into_iter()
+                .map(Quality::from_byte)
+                .collect(),
+            source_times_ms: batch.source_times_ms,
+        }
+    }
+}
 
 /// A plugin's logic and state. One value lives per plugin instance.
 pub trait Plugin: Sized + 'static {
@@ -83,6 +125,7 @@ pub mod testing {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::bindings::twinloom::plugin::types::ChangeBatch as WireBatch;
     pub use std::cell::RefCell;
 }
 
@@ -104,7 +147,8 @@ macro_rules! export_plugin {
                 Ok(())
             }
 
-            fn on_changes(batch: $crate::ChangeBatch) -> $crate::Outputs {
+            fn on_changes(batch: $crate::__private::WireBatch) -> $crate::Outputs {
+                let batch = $crate::ChangeBatch::from(batch);
                 __TWINLOOM_STATE.with(|s| match s.borrow_mut().as_mut() {
                     Some(state) => $crate::Plugin::on_changes(state, &batch),
                     None => $crate::nothing(),
@@ -121,4 +165,33 @@ macro_rules! export_plugin {
 
         $crate::bindings::export_world!(__TwinloomGuest with_types_in $crate::bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ChangeBatch, Quality, bindings::twinloom::plugin::types::ChangeBatch as Wire};
+
+    #[test]
+    fn quality_bytes_become_qualities_and_the_columns_stay() {
+        let wire = Wire {
+            properties: vec![3, 1, 4, 1],
+            values: vec![0.5, 1.5, f64::NAN, 2.5],
+            qualities: vec![0, 1, 2, 7],
+            source_times_ms: vec![10, 20, 30, 40],
+        };
+        let batch = ChangeBatch::from(wire);
+        assert_eq!(
+            batch.qualities,
+            [
+                Quality::Good,
+                Quality::Uncertain,
+                Quality::Bad,
+                Quality::Bad
+            ]
+        );
+        assert_eq!(batch.properties, [3, 1, 4, 1]);
+        assert_eq!(batch.values[..2], [0.5, 1.5]);
+        assert!(batch.values[2].is_nan());
+        assert_eq!(batch.source_times_ms, [10, 20, 30, 40]);
+    }
 }

@@ -3,13 +3,13 @@
 ;; unless data segments, the DATA placeholder, put something there) after running the CHANGES and
 ;; TICK placeholders' instructions: loop, trap, grow memory.
 (component
-  (import "twinloom:plugin/types@0.1.0" (instance $types
+  (import "twinloom:plugin/types@0.2.0" (instance $types
     (type $quality' (enum "good" "uncertain" "bad"))
     (export "quality" (type $quality (eq $quality')))
     (type $change-batch' (record
       (field "properties" (list u32))
       (field "values" (list f64))
-      (field "qualities" (list $quality))
+      (field "qualities" (list u8))
       (field "source-times-ms" (list s64))))
     (export "change-batch" (type $change-batch (eq $change-batch')))
     (type $derived-value' (record (field "property" string) (field "value" f64)))
