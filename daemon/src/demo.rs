@@ -42,6 +42,7 @@ fn source_tree() -> PathBuf {
 /// build fails.
 pub fn build_plugins() -> anyhow::Result<Vec<PathBuf>> {
     let root = source_tree();
+    let toolchain = crate::plugins::build::Toolchain::Auto.resolve()?;
     DEMO_PLUGINS
         .iter()
         .map(|name| {
@@ -55,7 +56,7 @@ pub fn build_plugins() -> anyhow::Result<Vec<PathBuf>> {
             let options = crate::plugins::build::BuildOptions {
                 out: Some(target_dir.join(format!("{name}.wasm"))),
                 target_dir: Some(target_dir),
-                toolchain: crate::plugins::build::Toolchain::Auto,
+                toolchain,
             };
             crate::plugins::build::build(&dir, &options)
         })

@@ -42,6 +42,32 @@ pub enum Toolchain {
     BuildStd,
 }
 
+impl Toolchain {
+    /// The concrete toolchain: [`Toolchain::Auto`] becomes `Wasip2` (its standard library is
+    /// installed, or `rustup target add` added it) or `BuildStd` (its parts are there); the
+    /// others stay as they are once their parts are checked. Resolve once before building several
+    /// plugins, so an offline machine tries the rustup download once.
+    ///
+    /// Errors: the chosen toolchain is missing a part; for `Auto`, both are (the message says
+    /// what each lacks).
+    pub fn resolve(self) -> anyhow::Result<Self> {
+        match self {
+            Self::Auto => match ensure_target() {
+                Ok(()) => Ok(Self::Wasip2),
+                Err(wasip2) => BuildStd::find()
+                    .map(|_| Self::BuildStd)
+                    .map_err(|fallback| {
+                        anyhow::anyhow!(
+                            "{wasip2}; the build-std fallback is not available: {fallback}"
+                        )
+                    }),
+            },
+            Self::Wasip2 => ensure_target().map(|()| Self::Wasip2),
+            Self::BuildStd => BuildStd::find().map(|_| Self::BuildStd),
+        }
+    }
+}
+
 /// What [`build`] does besides building.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -184,18 +210,9 @@ fn package_name(dir: &Path) -> anyhow::Result<String> {
 /// world; `out` cannot be written.
 pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
     let name = package_name(dir)?;
-    let toolchain = match options.toolchain {
-        Toolchain::Auto => match ensure_target() {
-            Ok(()) => None,
-            Err(wasip2) => Some(BuildStd::find().map_err(|fallback| {
-                anyhow::anyhow!("{wasip2}; the build-std fallback is not available: {fallback}")
-            })?),
-        },
-        Toolchain::Wasip2 => {
-            ensure_target()?;
-            None
-        }
+    let toolchain = match options.toolchain.resolve()? {
         Toolchain::BuildStd => Some(BuildStd::find()?),
+        _ => None,
     };
     let component = match toolchain {
         None => {
