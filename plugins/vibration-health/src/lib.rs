@@ -32,7 +32,7 @@
 //! 0 with fewer than two points or all at one time. `time_to_alarm` = 0 when
 //! `vibration_ewma` ≥ `alarm`; min((`alarm` − `vibration_ewma`) / b, `horizon`) when b > 0;
 //! `horizon` otherwise. A sample whose source time is earlier than an asset's latest counts at
-//! the latest time. Per sample the work is O(1) amortised: the regression keeps running sums
+//! the latest time; source times are clamped into ±2^53 ms (±285 000 years around 1970). Per sample the work is O(1) amortised: the regression keeps running sums
 //! (re-based on the oldest point once per window, which also bounds rounding error), and the
 //! outputs are computed once per call.
 //!
@@ -65,6 +65,10 @@ const MAX_TREND_WINDOW_S: f64 = 86_400.0;
 const VARIANCE_FLOOR: f64 = 1e-12;
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
+
+/// Source times are clamped into ±2^53 ms (±285 000 years around 1970), so differences of two
+/// times and a window never overflow an `i64`.
+const TIME_LIMIT_MS: i64 = 1 << 53;
 
 /// The input property this plugin understands.
 const INPUT: &str = "vibration_rms";
@@ -149,7 +153,7 @@ struct Trend {
 impl Trend {
     fn coordinates(&self, at_ms: i64, value: f64) -> (f64, f64) {
         (
-            at_ms.saturating_sub(self.origin_ms) as f64 / MS_PER_HOUR,
+            (at_ms - self.origin_ms) as f64 / MS_PER_HOUR,
             value - self.origin_value,
         )
     }
@@ -162,6 +166,20 @@ impl Trend {
         self.sum_tv += sign * t * v;
     }
 
+    /// Drops the oldest point when it is older than `window_ms` before `at_ms` or there are more
+    /// than [`MAX_TREND_POINTS`]; whether it did.
+    #[inline(always)]
+    fn drop_expired(&mut self, at_ms: i64, window_ms: i64) -> bool {
+        match self.points.front() {
+            Some(&(t, v)) if t < at_ms - window_ms || self.points.len() > MAX_TREND_POINTS => {
+                self.points.pop_front();
+                self.add(t, v, -1.0);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Appends a point (`at_ms` not before the last point's) and drops the points older than
     /// `window_ms` before it.
     fn push(&mut self, at_ms: i64, value: f64, window_ms: i64) {
@@ -171,18 +189,16 @@ impl Trend {
         }
         self.points.push_back((at_ms, value));
         self.add(at_ms, value, 1.0);
-        while let Some(&(t, v)) = self.points.front() {
-            if t >= at_ms.saturating_sub(window_ms) && self.points.len() <= MAX_TREND_POINTS {
-                break;
-            }
-            self.points.pop_front();
-            self.add(t, v, -1.0);
+        // At a steady sample rate each point pushed expires one: drop that one without entering
+        // a loop (in WebAssembly every loop entry is a deadline check), loop only for more.
+        if self.drop_expired(at_ms, window_ms) && self.drop_expired(at_ms, window_ms) {
+            while self.drop_expired(at_ms, window_ms) {}
         }
         // Once every point is more than a window past the origin, move the origin to the oldest
         // point and recompute the sums: each point takes part in at most one re-base (times are
         // non-decreasing), so this is O(1) amortised, and it clears accumulated rounding error.
         if let Some(&(t, v)) = self.points.front()
-            && t.saturating_sub(self.origin_ms) > window_ms
+            && t - self.origin_ms > window_ms
         {
             self.origin_ms = t;
             self.origin_value = v;
@@ -275,7 +291,9 @@ impl Asset {
             self.score = 0.0;
             self.samples = 1;
         }
-        self.latest_ms = self.latest_ms.max(at_ms);
+        self.latest_ms = self
+            .latest_ms
+            .max(at_ms.clamp(-TIME_LIMIT_MS, TIME_LIMIT_MS));
         self.trend.push(self.latest_ms, self.mean, window_ms);
     }
 }
@@ -371,21 +389,23 @@ impl Plugin for VibrationHealth {
     }
 
     fn on_changes(&mut self, batch: &ChangeBatch) -> Outputs {
-        for i in 0..batch.properties.len() {
-            let value = batch.values[i];
-            if batch.qualities[i] != Quality::Good || !value.is_finite() {
+        // The columns have one length (the contract says so); slicing them to it up front lets
+        // the loop run without a bounds check per column.
+        let n = batch.properties.len();
+        let columns = batch
+            .properties
+            .iter()
+            .zip(&batch.values[..n])
+            .zip(&batch.qualities[..n])
+            .zip(&batch.source_times_ms[..n]);
+        for (((&property, &value), &quality), &at_ms) in columns {
+            if quality != Quality::Good || !value.is_finite() {
                 continue;
             }
-            let Some(&asset) = self.inputs.get(batch.properties[i] as usize) else {
+            let Some(&asset) = self.inputs.get(property as usize) else {
                 continue;
             };
-            self.assets[asset].sample(
-                value,
-                batch.source_times_ms[i],
-                self.alpha,
-                self.warmup,
-                self.window_ms,
-            );
+            self.assets[asset].sample(value, at_ms, self.alpha, self.warmup, self.window_ms);
         }
         self.outputs()
     }
