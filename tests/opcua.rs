@@ -49,13 +49,7 @@ async fn start_rig(extra_server_settings: &str) -> Rig {
     let device = SimDevice::new();
     device.set_holding(0, &[0x4228, 0x0000]); // 42.0 °C as f32
     device.set_holding(2, &[1500]); // setpoint 150.0 (scale 0.1)
-    let server = ModbusServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Framing::Tcp,
-        HashMap::from([(1, Arc::clone(&device))]),
-    )
-    .await
-    .unwrap();
+    let server = common::modbus_tcp(&device).await;
     let pki = tempfile::tempdir().unwrap();
     let config = config(&format!(
         r#"

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use std::time::Duration;
 use common::{property, wait_for};
 use twinloom::app::{Daemon, Reloaded};
 use twinloom::twin::Value;
-use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+use twinloom_sim::modbus::{ModbusServer, SimDevice};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -42,13 +41,7 @@ async fn http(addr: SocketAddr, path: &'static str) -> (u16, String) {
 async fn device_server(value: u16) -> (Arc<SimDevice>, ModbusServer) {
     let device = SimDevice::new();
     device.set_holding(0, &[value]);
-    let server = ModbusServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Framing::Tcp,
-        HashMap::from([(1, Arc::clone(&device))]),
-    )
-    .await
-    .unwrap();
+    let server = common::modbus_tcp(&device).await;
     (device, server)
 }
 

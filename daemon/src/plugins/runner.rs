@@ -412,12 +412,7 @@ impl Runner {
     }
 
     fn mark_outputs(&self, reason: QualityReason) {
-        let readings: Vec<_> = self
-            .outputs
-            .values()
-            .map(|id| Reading::failed(*id, reason))
-            .collect();
-        self.twin.apply(&readings);
+        self.twin.fail_all(self.outputs.values().copied(), reason);
     }
 
     fn count_failure(&self, error: &PluginError) {

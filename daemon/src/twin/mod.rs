@@ -125,6 +125,21 @@ impl Twin {
         self.apply_at(readings, Instant::now(), SystemTime::now())
     }
 
+    /// Marks every one of `properties` failed with `reason` (their last values are kept), as a
+    /// source does when its connection is lost or a plugin when it fails. Returns how many
+    /// samples changed.
+    pub fn fail_all(
+        &self,
+        properties: impl IntoIterator<Item = PropertyId>,
+        reason: QualityReason,
+    ) -> usize {
+        let readings: Vec<_> = properties
+            .into_iter()
+            .map(|id| Reading::failed(id, reason))
+            .collect();
+        self.apply(&readings)
+    }
+
     /// Applies readings as of `now` (monotonic, for staleness) and `wall` (server timestamp).
     /// Returns how many changes were published.
     pub fn apply_at(&self, readings: &[Reading], now: Instant, wall: SystemTime) -> usize {

@@ -285,12 +285,8 @@ impl Poller {
     }
 
     fn mark_all(&self, reason: QualityReason) {
-        let readings: Vec<_> = self
-            .all_properties
-            .iter()
-            .map(|id| Reading::failed(*id, reason))
-            .collect();
-        self.twin.apply(&readings);
+        self.twin
+            .fail_all(self.all_properties.iter().copied(), reason);
     }
 
     fn lose_connection(&mut self, error: &str) {

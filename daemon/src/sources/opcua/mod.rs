@@ -163,12 +163,7 @@ fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
 impl OpcUaClient {
     fn mark_all(&self, reason: QualityReason) {
         self.connected.set(0);
-        let readings: Vec<_> = self
-            .properties
-            .iter()
-            .map(|p| Reading::failed(*p, reason))
-            .collect();
-        self.twin.apply(&readings);
+        self.twin.fail_all(self.properties.iter().copied(), reason);
     }
 
     async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
