@@ -262,13 +262,15 @@ config = {{ ideal_rate = 600.0 }}
     let handles = start(&config).await;
     let quality = property(&handles, "line1/filler/quality");
     let availability = property(&handles, "line1/filler/availability");
-    // The counters move on from the first values the plugin saw: 95 good, 5 rejects more.
-    wait_for(
-        &handles,
-        property(&handles, "line1/filler/good_count"),
-        WAIT,
-        |s| s.value == Some(Value::UInt(900)),
-    )
+    // The plugin's own first output (no pieces yet: quality 100 %) proves that its baseline is
+    // 900 good and 40 rejects; only then do the counters move on: 95 good, 5 rejects more.
+    wait_for(&handles, quality, WAIT, |s| {
+        s.quality.is_good()
+            && s.value
+                .as_ref()
+                .and_then(Value::as_f64)
+                .is_some_and(|v| v == 100.0)
+    })
     .await;
     device.set_holding(1, &[995, 45]);
     let q = wait_for(&handles, quality, WAIT, |s| {

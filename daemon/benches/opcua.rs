@@ -3,9 +3,13 @@
 //! 100 000 monitored items on one session (security None, anonymous, publishing interval 100 ms),
 //! every value changing every 100 ms, against (1) Twinloom's server in a child process fed by its
 //! twin and (2) an asyncua server (Python, `tests/peers/opcua_server.py`) as the reference, with the
-//! same client (async-opcua) in this process. Prints, for each: monitored-item creation time,
-//! notifications/s received, server CPU % of one core and peak RSS; then the ratio of
-//! notification rates (target ≥ 1) and whether creation took < 2 s.
+//! same client (async-opcua) in this process. The two servers alternate over [`ROUNDS`] rounds
+//! (a new server process per round). Prints, for each, the median (lowest–highest) of:
+//! monitored-item creation time, notifications/s received, server CPU % of one core over a fixed
+//! window after warm-up (the server process's own accounting) and peak RSS; then the median of the
+//! per-round ratios of notification rates (target ≥ 1) and whether creation took < 2 s.
+
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -29,41 +33,90 @@ const ITEMS: usize = ASSETS * PROPERTIES;
 const BATCH: usize = 5000;
 const WINDOW: Duration = Duration::from_secs(10);
 
+/// Rounds of Twinloom then asyncua (each a new server process and a new session).
+const ROUNDS: usize = 3;
+
 fn main() {
     if std::env::var_os("TWINLOOM_BENCH_SERVER").is_some() {
         return serve_twinloom();
     }
+    support::heading(&format!(
+        "OPC UA server: {ITEMS} monitored items, publishing interval 100 ms, every value changing every 100 ms; {ROUNDS} alternating rounds, median (lowest–highest)"
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let exe = std::env::current_exe().unwrap();
-    let twinloom = spawn_server(Command::new(exe).env("TWINLOOM_BENCH_SERVER", "1"));
-    let ours = runtime.block_on(measure("Twinloom", &twinloom, |ns, i| {
-        NodeId::new(ns, format!("bench/a{}/p{}", i / PROPERTIES, i % PROPERTIES))
-    }));
-    drop(twinloom);
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/opcua_server.py");
-    let theirs = if std::env::var_os("TWINLOOM_BENCH_SKIP_REFERENCE").is_some() {
+    let skip_reference = std::env::var_os("TWINLOOM_BENCH_SKIP_REFERENCE").is_some();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let twinloom = spawn_server(Command::new(&exe).env("TWINLOOM_BENCH_SERVER", "1"));
+        ours.push(runtime.block_on(measure(&twinloom, |ns, i| {
+            NodeId::new(ns, format!("bench/a{}/p{}", i / PROPERTIES, i % PROPERTIES))
+        })));
+        drop(twinloom);
+        if !skip_reference {
+            let reference = spawn_server(Command::new(&python).arg(&script).arg(ITEMS.to_string()));
+            theirs.push(runtime.block_on(measure(&reference, |ns, i| {
+                NodeId::new(ns, format!("v{i}"))
+            })));
+        }
+    }
+    report("Twinloom", &ours);
+    if skip_reference {
         println!("asyncua (reference): skipped (TWINLOOM_BENCH_SKIP_REFERENCE)");
-        0.0
-    } else {
-        let reference = spawn_server(Command::new(python).arg(script).arg(ITEMS.to_string()));
-        runtime.block_on(measure("asyncua (reference)", &reference, |ns, i| {
-            NodeId::new(ns, format!("v{i}"))
-        }))
+        return;
+    }
+    report("asyncua (reference)", &theirs);
+    let rates = support::Alternated {
+        a: theirs.iter().map(|m| m.rate).collect(),
+        b: ours.iter().map(|m| m.rate).collect(),
     };
-    if theirs > 0.0 {
+    if rates.a.iter().all(|r| *r > 0.0) {
         println!(
-            "ratio of notifications/s, Twinloom / asyncua: {:.2}   (target >= 1)",
-            ours / theirs
+            "ratio of notifications/s, Twinloom / asyncua: {}   (target >= 1)",
+            rates.ratio_text(2)
         );
     } else {
         println!(
-            "ratio of notifications/s, Twinloom / asyncua: unbounded (asyncua delivered none)   (target >= 1)"
+            "ratio of notifications/s, Twinloom / asyncua: unbounded (asyncua delivered none in a round)   (target >= 1)"
         );
     }
+}
+
+/// One server's figures in one round.
+struct Measured {
+    created: usize,
+    creation: Duration,
+    rate: f64,
+    cpu: f64,
+    rss: f64,
+}
+
+fn report(name: &str, rounds: &[Measured]) {
+    let column = |f: fn(&Measured) -> f64| rounds.iter().map(f).collect::<Vec<f64>>();
+    println!("{name}:");
+    println!(
+        "    monitored items created  {} of {ITEMS} in {} s   (target < 2 s)",
+        rounds.iter().map(|m| m.created).min().unwrap_or(0),
+        support::figure_text(&column(|m| m.creation.as_secs_f64()), 2)
+    );
+    println!(
+        "    notifications received   {} /s   (all values change every 100 ms: at most {} /s)",
+        support::figure_text(&column(|m| m.rate), 0),
+        ITEMS * 10
+    );
+    println!(
+        "    server CPU               {} % of one core",
+        support::figure_text(&column(|m| m.cpu), 1)
+    );
+    println!(
+        "    server peak RSS          {} MiB",
+        support::figure_text(&column(|m| m.rss), 1)
+    );
 }
 
 struct ServerProcess {
@@ -97,27 +150,7 @@ fn spawn_server(command: &mut Command) -> ServerProcess {
     ServerProcess { child, url, ns }
 }
 
-/// CPU seconds (user + system) of a process, from /proc/PID/stat (1/100 s ticks).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(close) = stat.rfind(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-    (fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0)) / 100.0
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-async fn measure(name: &str, server: &ServerProcess, node: impl Fn(u16, usize) -> NodeId) -> f64 {
+async fn measure(server: &ServerProcess, node: impl Fn(u16, usize) -> NodeId) -> Measured {
     let client_pki = tempfile::tempdir().unwrap();
     let mut client = ClientBuilder::new()
         .application_name("twinloom-bench")
@@ -174,31 +207,17 @@ async fn measure(name: &str, server: &ServerProcess, node: impl Fn(u16, usize) -
     let creation = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = server.child.id();
-    let (cpu0, count0, t0) = (
-        cpu_seconds(pid),
-        received.load(Ordering::Relaxed),
-        Instant::now(),
-    );
-    tokio::time::sleep(WINDOW).await;
-    let wall = t0.elapsed().as_secs_f64();
-    let rate = (received.load(Ordering::Relaxed) - count0) as f64 / wall;
-    let cpu = (cpu_seconds(pid) - cpu0) / wall * 100.0;
+    let count0 = received.load(Ordering::Relaxed);
+    let (cpu, wall) = support::cpu_percent_over(pid, || tokio::time::sleep(WINDOW)).await;
+    let rate = (received.load(Ordering::Relaxed) - count0) as f64 / wall.as_secs_f64();
     let _ = session.disconnect().await;
-    println!("{name}:");
-    println!(
-        "    monitored items created  {created} of {ITEMS} in {:.2} s   (target < 2 s)",
-        creation.as_secs_f64()
-    );
-    println!(
-        "    notifications received   {rate:>10.0} /s   (all values change every 100 ms: at most {} /s)",
-        ITEMS * 10
-    );
-    println!("    server CPU               {cpu:>10.1} % of one core");
-    println!(
-        "    server peak RSS          {:>10.1} MiB",
-        peak_rss_mib(pid)
-    );
-    rate
+    Measured {
+        created,
+        creation,
+        rate,
+        cpu,
+        rss: support::peak_rss_mib(pid),
+    }
 }
 
 /// Child process: a twin of 100 000 float properties served over OPC UA, all changing every 100 ms.

@@ -4,12 +4,17 @@
 //! samples: as the WebAssembly component, called through the daemon's host exactly as the
 //! runner calls it (lowering the column-wise batch, epoch deadline, fuel accounting, lifting the
 //! outputs), against the same logic compiled natively and called as a Rust function (the plugin
-//! crate's `Plugin` implementation). Prints both, their ratio, and checks the target at 1024:
+//! crate's `Plugin` implementation). The sides alternate (native, Wasm, Wasm with fuel, the
+//! batch only) over [`support::ROUNDS`] rounds; each figure is the median with its spread (lowest
+//! and highest round), each ratio the median of the per-round ratios. Prints both, their ratio,
+//! and checks the target at 1024:
 //! Wasm ≤ 1.2 × native + 30 ns per batch. The component runs on a host without fuel metering
 //! (the daemon's default) and, for comparison, on one that meters fuel (`fuel = ...` set on a
 //! plugin).
 //!
 //! The component is built first (`twinloom plugin build plugins/vibration-health`).
+
+mod support;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -69,26 +74,22 @@ fn inputs() -> Vec<String> {
         .collect()
 }
 
-/// Nanoseconds per sample of `call` over batches of `n`, best of three runs.
+/// Nanoseconds per sample of `call` over batches of `n`: a tenth of the calls as warm-up, then
+/// the timed calls.
 fn measure(n: usize, mut call: impl FnMut(&mut Signal)) -> f64 {
     let calls = (SAMPLES / n).max(2_000);
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let mut signal = Signal {
-            state: 42,
-            time_ms: 1_700_000_000_000,
-        };
-        for _ in 0..calls / 10 {
-            call(&mut signal);
-        }
-        let started = Instant::now();
-        for _ in 0..calls {
-            call(&mut signal);
-        }
-        let per_sample = started.elapsed().as_nanos() as f64 / (calls * n) as f64;
-        best = best.min(per_sample);
+    let mut signal = Signal {
+        state: 42,
+        time_ms: 1_700_000_000_000,
+    };
+    for _ in 0..calls / 10 {
+        call(&mut signal);
     }
-    best
+    let started = Instant::now();
+    for _ in 0..calls {
+        call(&mut signal);
+    }
+    started.elapsed().as_nanos() as f64 / (calls * n) as f64
 }
 
 fn main() {
@@ -117,38 +118,15 @@ fn main() {
         deadline: Duration::from_secs(1),
         ..Limits::default()
     };
-    println!("vibration-health on-changes, per sample (best of 3; 8 assets; outputs every call)");
-    println!(
-        "{:>6} {:>10} {:>10} {:>7} {:>15} {:>15} {:>13} {:>7} {:>11}",
-        "batch",
-        "native ns",
-        "wasm ns",
-        "ratio",
-        "native µs/batch",
-        "wasm µs/batch",
-        "wasm+fuel ns",
-        "ratio",
-        "passing ns"
-    );
+    support::heading(&format!(
+        "vibration-health on-changes, per sample (8 assets; outputs every call; {} alternating rounds, median (lowest–highest))",
+        support::ROUNDS
+    ));
     let mut at_1024 = None;
     for n in BATCHES {
         let mut native = VibrationHealth::new(CONFIG, inputs()).unwrap();
-        let native_ns = measure(n, |signal| {
-            let (properties, values, times) = signal.batch(n);
-            let batch = twinloom_plugin::ChangeBatch {
-                properties,
-                values,
-                qualities: vec![twinloom_plugin::Quality::Good; n],
-                source_times_ms: times,
-            };
-            black_box(native.on_changes(black_box(&batch)));
-        });
         let mut instance = host.instantiate("bench", &component, limits).unwrap();
         instance.init(CONFIG, &inputs()).unwrap().unwrap();
-        let wasm_ns = measure(n, |signal| {
-            let batch = signal.wasm_batch(n);
-            black_box(instance.on_changes(black_box(&batch)).unwrap());
-        });
         let metered_limits = Limits {
             fuel: Some(u64::MAX / 4),
             ..limits
@@ -157,25 +135,65 @@ fn main() {
             .instantiate("bench", &metered_component, metered_limits)
             .unwrap();
         metered.init(CONFIG, &inputs()).unwrap().unwrap();
-        let fuel_ns = measure(n, |signal| {
-            let batch = signal.wasm_batch(n);
-            black_box(metered.on_changes(black_box(&batch)).unwrap());
-        });
         let mut ignoring = host.instantiate("bench", &empty, limits).unwrap();
         ignoring.init(CONFIG, &inputs()).unwrap().unwrap();
-        let passing_ns = measure(n, |signal| {
-            let batch = signal.wasm_batch(n);
-            black_box(ignoring.on_changes(black_box(&batch)).unwrap());
-        });
-        let ratio = wasm_ns / native_ns;
+        let (mut wasm, mut fuel) = (
+            support::Alternated::default(),
+            support::Alternated::default(),
+        );
+        let mut passing = Vec::new();
+        for _ in 0..support::ROUNDS {
+            let native_ns = measure(n, |signal| {
+                let (properties, values, times) = signal.batch(n);
+                let batch = twinloom_plugin::ChangeBatch {
+                    properties,
+                    values,
+                    qualities: vec![twinloom_plugin::Quality::Good; n],
+                    source_times_ms: times,
+                };
+                black_box(native.on_changes(black_box(&batch)));
+            });
+            let wasm_ns = measure(n, |signal| {
+                let batch = signal.wasm_batch(n);
+                black_box(instance.on_changes(black_box(&batch)).unwrap());
+            });
+            let fuel_ns = measure(n, |signal| {
+                let batch = signal.wasm_batch(n);
+                black_box(metered.on_changes(black_box(&batch)).unwrap());
+            });
+            passing.push(measure(n, |signal| {
+                let batch = signal.wasm_batch(n);
+                black_box(ignoring.on_changes(black_box(&batch)).unwrap());
+            }));
+            wasm.a.push(native_ns);
+            wasm.b.push(wasm_ns);
+            fuel.a.push(native_ns);
+            fuel.b.push(fuel_ns);
+        }
+        println!("batch {n}:");
         println!(
-            "{n:>6} {native_ns:>10.1} {wasm_ns:>10.1} {ratio:>6.2}× {:>15.2} {:>15.2} {fuel_ns:>13.1} {:>6.2}× {passing_ns:>11.1}",
-            native_ns * n as f64 / 1000.0,
-            wasm_ns * n as f64 / 1000.0,
-            fuel_ns / native_ns
+            "    native ns/sample        {}",
+            support::figure_text(&wasm.a, 1)
+        );
+        println!(
+            "    wasm ns/sample          {}",
+            support::figure_text(&wasm.b, 1)
+        );
+        println!("    wasm / native           {}×", wasm.ratio_text(2));
+        println!(
+            "    wasm+fuel ns/sample     {}",
+            support::figure_text(&fuel.b, 1)
+        );
+        println!("    wasm+fuel / native      {}×", fuel.ratio_text(2));
+        println!(
+            "    passing the batch only  {} ns/sample",
+            support::figure_text(&passing, 1)
         );
         if n == 1024 {
-            at_1024 = Some((native_ns * n as f64, wasm_ns * n as f64));
+            at_1024 = Some((
+                support::median(&wasm.a) * n as f64,
+                support::median(&wasm.b) * n as f64,
+            ));
         }
     }
     if let Some((native, wasm)) = at_1024 {
