@@ -139,12 +139,13 @@ source = "plc"
         r#"twinloom_modbus_requests_total{source="plc",device="plc"}"#,
     );
     assert!(requests >= 4.0, "{metrics}");
+    // Stopped, the poller has finished the cycle it was in: only whole cycles were sent.
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
     assert_eq!(
         device.requests() % 4,
         0,
         "requests arrive in whole poll cycles of 4 reads"
     );
-    handles.supervisor.shutdown(Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

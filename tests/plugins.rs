@@ -103,6 +103,8 @@ bindings.derived = {{ plugin = "loop" }}
 
 [[plugins]]
 name = "good"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
 file = "{dir}/good.wat"
 subscribe = [{{ assets = "site/*", properties = ["count"] }}]
 min_interval = "20ms"
@@ -110,6 +112,8 @@ tick = "20ms"
 
 [[plugins]]
 name = "trap"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
 file = "{dir}/trap.wat"
 tick = "20ms"
 quarantine_after = 3
@@ -253,7 +257,7 @@ file = "{file}"
 subscribe = [{{ assets = "line1/*", properties = ["state", "good_count", "reject_count"] }}]
 min_interval = "20ms"
 tick = "50ms"
-deadline = "500ms"
+deadline = "10s"
 config = {{ ideal_rate = 600.0 }}
 "#,
         addr = server.addr(),
@@ -320,11 +324,15 @@ bindings.other = {{ plugin = "q" }}
 
 [[plugins]]
 name = "p"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
 file = "{dir}/p.wasm"
 tick = "20ms"
 
 [[plugins]]
 name = "q"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
 file = "{dir}/q.wasm"
 tick = "20ms"
 quarantine_after = 2
@@ -455,6 +463,8 @@ time_to_alarm = {{ plugin = "health" }}
 
 [[plugins]]
 name = "health"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
 file = "{file}"
 subscribe = [{{ assets = "site/*", properties = ["vibration_rms"] }}]
 min_interval = "10ms"
@@ -516,6 +526,10 @@ async fn the_energy_component_integrates_power_and_divides_by_production() {
     let server = common::modbus_tcp(&meter).await;
     let config = config(&format!(
         r#"
+# A stale blip of `power` (a late poll on a loaded machine) would restart the integration.
+[twin]
+stale_after_polls = 1000
+
 [[sources.modbus]]
 id = "plc"
 tcp = "{addr}"
@@ -554,6 +568,8 @@ bindings.good_count = {{ table = "holding", address = 2 }}
 
 [[plugins]]
 name = "energy"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
 file = "{file}"
 subscribe = [
   {{ assets = "site/meter", properties = ["power"] }},
@@ -691,6 +707,8 @@ bindings.level_smoothed = {{ plugin = "tank-smoother" }}
 
 [[plugins]]
 name = "tank-smoother"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
 file = "{component}"
 subscribe = [{{ assets = "plant/*", properties = ["level"] }}]
 min_interval = "10ms"

@@ -4,6 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each phase prints its name and, when it ends, how long it took (CI keeps a fresh run under
+# 45 minutes; these lines show where the time goes).
+phase_name=""
+phase_start=$SECONDS
+run_started=$SECONDS
+phase() {
+  if [ -n "$phase_name" ]; then
+    echo "tests/run.sh: phase '$phase_name' took $((SECONDS - phase_start)) s" >&2
+  fi
+  phase_name="$1"
+  phase_start=$SECONDS
+  [ -z "$phase_name" ] || echo "tests/run.sh: phase '$phase_name'" >&2
+}
+
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: strace (proves that `twinloom run` with a bad config opens no socket),
@@ -11,6 +25,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # with its library source (rustc-web, cargo-web, rust-web-src: the plugin toolchain fallback,
 # which builds std from source when rustup cannot download the wasm32-wasip2 target; a test
 # builds a plugin with it).
+phase "install test dependencies"
 missing=()
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
@@ -45,6 +60,22 @@ fi
 # A CI run builds once from scratch: incremental state would only take disk (several GB).
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 
+phase "format check"
 cargo fmt --all --check
+phase "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+phase "build the tests"
+cargo nextest run --workspace --locked --no-run
+# The plugin components the tests load, built once before the tests run (by the daemon's own
+# `plugin build`, the binary the test build just made, into target/wasm where the tests look):
+# the tests then find them fresh instead of each waiting for cargo's lock on the same folder.
+phase "build the plugin components"
+for plugin in oee vibration-health energy; do
+  target/debug/twinloom plugin build "plugins/$plugin" --target-dir target/wasm >/dev/null
+done
+target/debug/twinloom plugin build plugins/vibration-health --target-dir target/wasm \
+  --toolchain build-std >/dev/null
+phase "tests"
 cargo nextest run --workspace --locked --no-fail-fast
+phase ""
+echo "tests/run.sh: all phases took $((SECONDS - run_started)) s" >&2

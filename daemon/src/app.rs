@@ -273,6 +273,9 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 /// Errors: a component failed to start, or a task failed while running.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    // Installed before anything reports ready: a SIGHUP sent once `/readyz` answers must reload,
+    // not end the process (the default action).
+    let mut hangup = signal(SignalKind::hangup())?;
     let mut daemon = Daemon::start(config).await?;
     notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled().map(|interval| {
@@ -284,7 +287,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         })
     });
-    let mut hangup = signal(SignalKind::hangup())?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

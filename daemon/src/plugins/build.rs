@@ -319,7 +319,9 @@ fn componentize(module: &Path) -> anyhow::Result<PathBuf> {
 /// Copies `component` to `out` through a temporary file beside `out` and a rename.
 fn install(component: &Path, out: &Path) -> anyhow::Result<()> {
     let mut temporary = out.as_os_str().to_owned();
-    temporary.push(".partial");
+    // One temporary name per process: two builds installing the same file at once (the demo and
+    // a test, say) must not rename each other's half-written copy.
+    temporary.push(format!(".partial.{}", std::process::id()));
     let temporary = PathBuf::from(temporary);
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)

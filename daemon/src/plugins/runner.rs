@@ -36,7 +36,9 @@ use crate::runtime::{Backoff, Supervisor};
 use crate::sources::BindingConfig;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{PluginFailureLabels, PluginLabels, PluginReloadLabels};
-use crate::twin::{Change, Filter, PropertyId, QualityLevel, QualityReason, Reading, Twin, Value};
+use crate::twin::{
+    Change, Filter, PropertyId, QualityLevel, QualityReason, Reading, Subscription, Twin, Value,
+};
 
 /// Changes a plugin's subscription queues before coalescing to the latest per property.
 pub const PLUGIN_SUBSCRIBER_CAPACITY: usize = 8192;
@@ -544,8 +546,12 @@ impl Runner {
         batch
     }
 
-    /// Current values of every input: what a fresh instance starts from.
-    fn current(&self) -> Vec<Change> {
+    /// Current values of every input: what a fresh instance starts from. Changes still queued
+    /// on `subscription` are older than these values and are dropped first, so that a new
+    /// instance never sees an input go back in time.
+    fn current(&self, subscription: &mut Subscription) -> Vec<Change> {
+        let mut older = Vec::new();
+        subscription.try_recv(&mut older);
         self.inputs
             .iter()
             .zip(self.twin.samples(&self.inputs))
@@ -614,7 +620,7 @@ impl Runner {
                                     .inc();
                             }
                             retry_at = None;
-                            pending = self.current();
+                            pending = self.current(&mut subscription);
                             instance = Some(started);
                         }
                         Err(error) => {
@@ -675,7 +681,7 @@ impl Runner {
                                 (failures, quarantined, retry_at) = (0, false, None);
                                 self.set_quarantined(false);
                                 backoff.reset();
-                                pending = self.current();
+                                pending = self.current(&mut subscription);
                                 ReloadOutcome::Swapped
                             }
                             Err(error) => {
