@@ -507,7 +507,7 @@ temperature = {{ table = "input", address = 0 }}
         .write(id("speed_setpoint"), Value::Float(7000.0))
         .await;
     assert!(
-        matches!(too_big, Err(twinloom::sources::WriteError::Encode(_))),
+        matches!(too_big, Err(twinloom::twin::WriteError::OutOfRange { .. })),
         "{too_big:?}"
     );
     assert_eq!(device.holding(0, 1), vec![12_345]);
@@ -517,7 +517,9 @@ temperature = {{ table = "input", address = 0 }}
         .await;
     assert_eq!(
         read_only,
-        Err(twinloom::sources::WriteError::NotWritable("input"))
+        Err(twinloom::twin::WriteError::NotWritable {
+            detail: "the input table cannot be written".into()
+        })
     );
 
     // The twin reads the written values back.

@@ -1,7 +1,6 @@
 //! Wiring: build every component from a validated config, run until asked to stop, drain.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,7 +10,7 @@ use crate::northbound::admin_http::{self, AdminState};
 use crate::northbound::opcua_server::{self, OpcUaServer};
 use crate::plugins::runner::{PluginHandles, ReloadOutcome};
 use crate::runtime::Supervisor;
-use crate::sources::{self, RunningSources, Writers};
+use crate::sources::{self, BindingConfig, Bound, RunningSources, SourceContext, Writers};
 use crate::telemetry::Metrics;
 use crate::twin::{Twin, TwinModel};
 
@@ -41,15 +40,36 @@ pub struct Handles {
     pub plugins: PluginHandles,
 }
 
-/// The folder for state the daemon writes: `daemon.state_dir`, systemd's `$STATE_DIRECTORY`, or
-/// `/var/lib/twinloom`.
-pub fn state_dir(config: &Config) -> PathBuf {
+/// Every property bound to source `id`, resolved against the twin's model: what that source is
+/// handed instead of the whole configuration.
+fn bound_to(config: &Config, model: &TwinModel, id: &str) -> Vec<Bound<BindingConfig>> {
     config
-        .daemon
-        .state_dir
-        .clone()
-        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/lib/twinloom"))
+        .bindings_of(id)
+        .filter_map(|(asset, name, binding)| {
+            Some(Bound {
+                property: model.property_of(&asset.path, name)?,
+                device: asset.device.clone(),
+                binding: binding.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Spawns every source of `config` under `context.supervisor`, feeding `context.twin`; returns
+/// their writers and their stop handles.
+///
+/// Errors: a source cannot be built from its (validated) config.
+fn spawn_sources(
+    config: &Config,
+    context: SourceContext<'_>,
+) -> anyhow::Result<(Writers, RunningSources)> {
+    let writers = Writers::default();
+    let mut running = RunningSources::default();
+    for source in &config.sources {
+        let bindings = bound_to(config, context.twin.model(), source.id());
+        sources::spawn_one(source, &bindings, context, &writers, &mut running)?;
+    }
+    Ok((writers, running))
 }
 
 /// Builds the twin and spawns every component of `config` on the current runtime.
@@ -57,12 +77,21 @@ pub fn state_dir(config: &Config) -> PathBuf {
 /// Errors: a component that cannot be built or bound (all configuration errors were caught
 /// before): the OPC UA listen address is taken, the PKI folder cannot be written.
 pub async fn start(config: &Config) -> anyhow::Result<Handles> {
-    let model = Arc::new(TwinModel::build(config));
+    let model = Arc::new(config.twin_model());
     let twin = Arc::new(Twin::new(model, &config.twin));
     let supervisor = Supervisor::new();
     let metrics = Metrics::new();
     metrics.register_twin(&twin);
-    let (writers, running) = sources::spawn_all(config, &twin, &supervisor, &metrics)?;
+    let state_dir = config.state_dir();
+    let (writers, running) = spawn_sources(
+        config,
+        SourceContext {
+            twin: &twin,
+            supervisor: &supervisor,
+            metrics: &metrics,
+            state_dir: &state_dir,
+        },
+    )?;
     let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
     let plugins =
         crate::plugins::runner::spawn_all(config, &twin, &control, &supervisor, &metrics)?;
@@ -70,7 +99,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         Some(server) => {
             let started = opcua_server::start(
                 server,
-                &state_dir(config),
+                &state_dir,
                 &twin,
                 control.clone(),
                 &metrics,
@@ -236,12 +265,18 @@ impl Daemon {
                 continue;
             }
             running.stop(source.id());
+            let bindings = bound_to(new, self.handles.twin.model(), source.id());
+            let state_dir = new.state_dir();
+            let context = SourceContext {
+                twin: &self.handles.twin,
+                supervisor: &self.handles.supervisor,
+                metrics: &self.handles.metrics,
+                state_dir: &state_dir,
+            };
             sources::spawn_one(
                 source,
-                new,
-                &self.handles.twin,
-                &self.handles.supervisor,
-                &self.handles.metrics,
+                &bindings,
+                context,
                 &self.handles.writers,
                 &mut running,
             )?;
@@ -278,15 +313,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut hangup = signal(SignalKind::hangup())?;
     let mut daemon = Daemon::start(config).await?;
     notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = sd_notify::watchdog_enabled().map(|interval| {
-        tokio::spawn(async move {
+    // The systemd watchdog has a supervisor of its own: it must keep being fed while the
+    // components restart on reload (each start makes a new component supervisor).
+    let process = Supervisor::new();
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        process.spawn("systemd-watchdog", move |token| async move {
             let mut tick = tokio::time::interval(interval / 2);
             loop {
-                tick.tick().await;
-                notify(&[sd_notify::NotifyState::Watchdog]);
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    _ = tick.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+                }
             }
-        })
-    });
+        });
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -313,9 +353,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
-    if let Some(watchdog) = watchdog {
-        watchdog.abort();
-    }
+    process.shutdown(Duration::from_secs(1)).await;
     let handles = &daemon.handles;
     let deadline = daemon.config.daemon.shutdown_timeout;
     if !handles.supervisor.shutdown(deadline).await {

@@ -236,7 +236,7 @@ pub fn pki(path: &Path, action: &PkiAction) -> ExitCode {
         eprintln!("{}: has no [opcua_server] section", path.display());
         return ExitCode::from(EXIT_CONFIG);
     };
-    let dir = crate::northbound::opcua_server::pki_dir(server, &crate::app::state_dir(&config));
+    let dir = crate::northbound::opcua_server::pki_dir(server, &config.state_dir());
     let outcome = match action {
         PkiAction::List => pki::list(&dir).map(|entries| {
             if entries.is_empty() {
@@ -272,7 +272,10 @@ where
     F: FnOnce(crate::config::Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    crate::telemetry::init(&config.daemon.log_level, config.daemon.log_format);
+    crate::telemetry::init(
+        &config.daemon.log_level,
+        config.daemon.log_format == crate::config::model::LogFormat::Json,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

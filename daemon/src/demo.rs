@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::app;
+use crate::config::sources::SourceConfig;
 use crate::config::{self, Config};
-use crate::sources::SourceConfig;
 use twinloom_sim::plant::Plant;
 
 /// Prints a line to stdout, ignoring a closed pipe (the demo must not die because its reader left).

@@ -7,13 +7,19 @@
 //! Both passes produce [`Diagnostic`]s with file, `line:col` and key path. Nothing is opened,
 //! bound or written while loading.
 
+pub mod admin_http;
 pub mod diagnostic;
+pub mod modbus;
 pub mod model;
+pub mod opcua_server;
+pub mod opcua_source;
+pub mod sources;
 mod validate;
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
@@ -24,9 +30,11 @@ pub use diagnostic::{Diagnostic, KeyPath, Problem};
 pub use model::Config;
 use model::{AssetConfig, AssetHead};
 
-use crate::sources::modbus::config::{ModbusBindingConfig, ModbusSourceConfig};
-use crate::sources::opcua::config::{OpcUaBindingConfig, OpcUaSourceConfig};
-use crate::sources::{BindingConfig, SourceConfig, SourceKind};
+use crate::twin::TwinModel;
+use crate::twin::spec::{AssetSpec, BindingSpec};
+use modbus::{ModbusBindingConfig, ModbusSourceConfig};
+use opcua_source::{OpcUaBindingConfig, OpcUaSourceConfig};
+use sources::{BindingConfig, SourceConfig, SourceKind};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +80,70 @@ impl Config {
     /// `path` resolved against [`Self::base_dir`] when relative.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.base_dir().join(path)
+    }
+
+    /// The folder for state the daemon writes (PKI, audit log): `daemon.state_dir`, systemd's
+    /// `$STATE_DIRECTORY`, or `/var/lib/twinloom`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.daemon
+            .state_dir
+            .clone()
+            .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/twinloom"))
+    }
+
+    /// The twin's builder input made from this configuration: every asset with, per bound
+    /// property, its binding's scaling and refresh interval (the binding's poll, else its source's
+    /// default poll; none for subscriptions and plugins).
+    pub fn asset_specs(&self) -> Vec<AssetSpec> {
+        self.assets
+            .iter()
+            .map(|asset| {
+                let default_poll = asset
+                    .source
+                    .as_deref()
+                    .and_then(|id| self.source(id))
+                    .map_or(Duration::from_secs(1), SourceConfig::default_poll);
+                AssetSpec {
+                    path: asset.path.clone(),
+                    type_name: asset.type_name.clone(),
+                    description: asset.description.clone(),
+                    bindings: asset
+                        .bindings
+                        .iter()
+                        .map(|(name, binding)| {
+                            let spec = BindingSpec {
+                                scaling: binding.scaling(),
+                                refresh_interval: binding.refresh_interval(default_poll),
+                            };
+                            (name.clone(), spec)
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The twin's model of this configuration (types, assets, properties).
+    pub fn twin_model(&self) -> TwinModel {
+        TwinModel::build(&self.types, &self.asset_specs())
+    }
+
+    /// Every binding of the assets served by source `id`, in file order: the asset, the
+    /// property's name, the device id (for sources with several devices) and the binding.
+    pub fn bindings_of<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Iterator<Item = (&'a AssetConfig, &'a str, &'a BindingConfig)> + 'a {
+        self.assets
+            .iter()
+            .filter(move |a| a.source.as_deref() == Some(id))
+            .flat_map(|asset| {
+                asset
+                    .bindings
+                    .iter()
+                    .map(move |(name, binding)| (asset, name.as_str(), binding))
+            })
     }
 }
 
@@ -325,10 +397,7 @@ impl Loader<'_, '_> {
                             let by_plugin = matches!(binding.get_ref(), DeValue::Table(t) if t.contains_key("plugin"));
                             let parsed = match kind {
                                 _ if by_plugin => self
-                                    .de::<crate::sources::PluginBindingConfig>(
-                                        &binding_path,
-                                        binding,
-                                    )
+                                    .de::<sources::PluginBindingConfig>(&binding_path, binding)
                                     .map(BindingConfig::Plugin),
                                 Some(SourceKind::Modbus) => self
                                     .de::<ModbusBindingConfig>(&binding_path, binding)

@@ -1,8 +1,10 @@
 //! The typed configuration: what each TOML section deserializes into.
 //!
 //! Every struct denies unknown fields; durations are humantime strings (`"250ms"`, `"5s"`).
-//! Protocol-specific shapes (a Modbus source, a Modbus binding) live beside their protocol in
-//! `sources::*::config`; this module holds the protocol-neutral parts.
+//! Each component's section has its own module beside this one (`modbus`, `opcua_source`,
+//! `opcua_server`, `admin_http`, and `sources` for the registry of source kinds); the twin's
+//! declarations (`[twin]`, `[[types]]`) are `crate::twin::spec`. This module holds the whole
+//! file's shape and the protocol-neutral sections.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::sources::SourceConfig;
+use super::sources::{BindingConfig, SourceConfig};
 
 /// The whole configuration file after both validation passes.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,116 +86,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[twin]`: how the twin treats values.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TwinConfig {
-    /// A property whose source has delivered nothing for this many poll intervals becomes
-    /// `Uncertain` (stale), keeping its last value. Range 2..=1000, default 3.
-    #[serde(default = "default_stale_after_polls")]
-    pub stale_after_polls: u32,
-}
-
-impl Default for TwinConfig {
-    fn default() -> Self {
-        Self {
-            stale_after_polls: default_stale_after_polls(),
-        }
-    }
-}
-
-fn default_stale_after_polls() -> u32 {
-    3
-}
-
-pub use crate::northbound::opcua_server::config::{OpcUaServerConfig, Role, UserConfig};
-
-pub use crate::northbound::admin_http::AdminHttpConfig;
-
-/// `[[types]]`: an asset type, shared by every asset of that kind (an OPC UA ObjectType).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TypeConfig {
-    /// Type name, unique, e.g. `HydraulicPress`.
-    pub name: String,
-    /// Free text shown to OPC UA clients.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// The properties every asset of this type has.
-    pub properties: Vec<PropertyConfig>,
-}
-
-/// One property declared by an asset type.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PropertyConfig {
-    /// Property name, unique within the type, e.g. `oil_temperature`.
-    pub name: String,
-    /// Data type of the value in engineering units.
-    pub data_type: DataType,
-    /// Engineering unit: a UNECE code (`CEL`) or symbol (`°C`).
-    #[serde(default)]
-    pub unit: Option<String>,
-    /// Free text shown to OPC UA clients.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Engineering-unit range `[low, high]` (OPC UA EURange); values outside it are marked out of range.
-    #[serde(default)]
-    pub range: Option<[f64; 2]>,
-    /// Change filter: `{ absolute = 0.2 }` (engineering units) or `{ percent = 1.0 }` (of the range).
-    #[serde(default)]
-    pub deadband: Option<DeadbandConfig>,
-    /// `read-only` (default) or `read-write` (a setpoint clients and plugins may propose to write).
-    #[serde(default)]
-    pub access: Access,
-    /// Write limits `[low, high]` in engineering units; writes outside are refused by the control gate.
-    #[serde(default)]
-    pub limits: Option<[f64; 2]>,
-}
-
-/// The data type of a property's engineering-unit value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataType {
-    /// true / false.
-    Bool,
-    /// Signed 64-bit integer.
-    Integer,
-    /// Unsigned 64-bit integer.
-    Unsigned,
-    /// 64-bit IEEE 754 float.
-    Float,
-    /// UTF-8 text.
-    String,
-}
-
-impl DataType {
-    /// Whether ranges, deadbands and scaling apply.
-    pub fn is_numeric(self) -> bool {
-        matches!(self, Self::Integer | Self::Unsigned | Self::Float)
-    }
-}
-
-/// Who may change a property.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Access {
-    /// Process value: read only.
-    #[default]
-    ReadOnly,
-    /// Setpoint: writes go through the control gate.
-    ReadWrite,
-}
-
-/// Deadband as written in the config (OPC UA Part 8 §6.2 DeadbandType Absolute / Percent).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum DeadbandConfig {
-    /// A change is published when it exceeds this many engineering units.
-    Absolute(f64),
-    /// A change is published when it exceeds this percentage (0..=100) of the EU range.
-    Percent(f64),
-}
+pub use super::admin_http::AdminHttpConfig;
+pub use super::opcua_server::{OpcUaServerConfig, Role, UserConfig};
+/// The `[twin]` and `[[types]]` sections are the twin's own declarations; they are defined there.
+pub use crate::twin::spec::{
+    Access, DataType, DeadbandConfig, PropertyConfig, TwinConfig, TypeConfig,
+};
 
 /// `[[assets]]`: one asset instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,7 +107,7 @@ pub struct AssetConfig {
     /// Free text shown to OPC UA clients.
     pub description: Option<String>,
     /// Where each property's value comes from, by property name, in file order.
-    pub bindings: IndexMap<String, crate::sources::BindingConfig>,
+    pub bindings: IndexMap<String, BindingConfig>,
 }
 
 /// The protocol-neutral fields of an `[[assets]]` entry; bindings are read once the source's kind is known.

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::twin::TwinModel;
 
 fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,7 +17,7 @@ fn the_example_config_is_valid_and_builds_a_twin() {
     assert_eq!(config.sources.len(), 4);
     assert_eq!(config.types.len(), 4);
     assert_eq!(config.assets.len(), 12);
-    let model = TwinModel::build(&config);
+    let model = config.twin_model();
     // 4 packaging machines × 5 + 2 tanks × 4 + 3 pumps × 4 + 3 meters × 3.
     assert_eq!(model.properties().len(), 4 * 5 + 2 * 4 + 3 * 4 + 3 * 3);
     let id = model

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::Incomplete;
 use super::diagnostic::{KeyPath, Problem};
 use super::model::{Access, Config, DeadbandConfig, PropertyConfig, TypeConfig};
-use crate::sources::{BindingConfig, SourceConfig};
+use super::sources::{BindingConfig, SourceConfig};
 use crate::twin::units;
 
 /// Checks `config` as a whole. Sections listed in `incomplete` had entries that failed the shape

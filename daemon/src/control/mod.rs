@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::model::{Access, DataType};
 use crate::runtime::Supervisor;
-use crate::sources::{WriteError, Writers};
-use crate::twin::{PropertyId, Twin, Value};
+use crate::sources::Writers;
+use crate::twin::{Access, DataType};
+use crate::twin::{PropertyId, Twin, Value, WriteError};
 
 /// Write proposals queued at the gate before `write` waits (a full queue slows proposers, not the gate).
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
@@ -66,6 +66,9 @@ pub enum ControlError {
     /// The source could not write it.
     #[error("source refused the write: {0}")]
     Source(#[from] WriteError),
+    /// The gate's queue ([`CONTROL_QUEUE_CAPACITY`]) is full; the proposal was not queued.
+    #[error("the control gate's queue is full")]
+    QueueFull,
     /// The gate is not running.
     #[error("the control gate is not running")]
     Closed,
@@ -111,6 +114,33 @@ impl ControlHandle {
             .await
             .map_err(|_| ControlError::Closed)?;
         answer.await.map_err(|_| ControlError::Closed)?
+    }
+}
+
+impl ControlHandle {
+    /// Queues a write proposal without waiting for its outcome (a plugin's proposals: the gate
+    /// decides and logs each one; the plugin learns of outcomes through the twin). Never waits:
+    /// when the gate's queue is full the proposal is not queued.
+    ///
+    /// Errors: [`ControlError::QueueFull`], or [`ControlError::Closed`] when the gate stopped.
+    pub fn propose(
+        &self,
+        property: PropertyId,
+        value: Value,
+        origin: Origin,
+    ) -> Result<(), ControlError> {
+        let (reply, _outcome) = oneshot::channel();
+        self.tx
+            .try_send(WriteRequest {
+                property,
+                value,
+                origin,
+                reply,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => ControlError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => ControlError::Closed,
+            })
     }
 }
 

@@ -28,12 +28,12 @@ use wasmtime::component::Component;
 
 use crate::config::Config;
 use crate::config::model::{PluginConfig, PluginKind};
+use crate::config::sources::BindingConfig;
 use crate::control::{ControlHandle, Origin};
 use crate::plugins::wasm::{
     ChangeBatch, Instance, Limits, Outputs, PluginError, Quality, WasmHost, quality_byte,
 };
 use crate::runtime::{Backoff, Supervisor};
-use crate::sources::BindingConfig;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{PluginFailureLabels, PluginLabels, PluginReloadLabels};
 use crate::twin::{
@@ -495,16 +495,19 @@ impl Runner {
                 tracing::warn!(plugin = %self.config.name, property = %proposal.property, "Rejected a write proposal for an unknown property");
                 continue;
             };
-            let control = self.control.clone();
+            let control = &self.control;
             let origin = Origin::Plugin {
                 name: self.config.name.clone(),
             };
             tracing::info!(plugin = %self.config.name, property = %proposal.property, value = proposal.value, reason = %proposal.reason, "Plugin proposes a write");
-            tokio::spawn(async move {
-                let _ = control
-                    .write(id, Value::Float(proposal.value), origin)
-                    .await;
-            });
+            if let Err(error) = control.propose(id, Value::Float(proposal.value), origin) {
+                self.metrics
+                    .plugins
+                    .rejected_outputs
+                    .get_or_create(&self.labels)
+                    .inc();
+                tracing::warn!(plugin = %self.config.name, property = %proposal.property, %error, "Write proposal not queued");
+            }
         }
     }
 

@@ -60,6 +60,8 @@ impl Supervisor {
         let name = name.into();
         let token = self.root.child_token();
         let own = token.clone();
+        // The one place a task is spawned: everything else comes through here.
+        #[allow(clippy::disallowed_methods)]
         let inner = tokio::spawn(task(token));
         let root = self.root.clone();
         let fatal = Arc::clone(&self.fatal);

@@ -210,7 +210,7 @@ impl Metrics {
         );
         sub.register(
             "rejected_outputs",
-            "Plugin outputs rejected (unknown property, not finite)",
+            "Plugin outputs rejected (unknown property, not finite, or a write proposal the control gate could not queue)",
             plugins.rejected_outputs.clone(),
         );
         sub.register(

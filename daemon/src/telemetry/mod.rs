@@ -6,19 +6,19 @@ pub use metrics::Metrics;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::model::LogFormat;
-
 /// Installs the global `tracing` subscriber: `RUST_LOG` when set, else `level` (EnvFilter syntax);
-/// plain or JSON lines on stderr. Calling it twice is harmless (the second call does nothing).
-pub fn init(level: &str, format: LogFormat) {
+/// plain lines on stderr, or one JSON object per line when `json`. Calling it twice is harmless
+/// (the second call does nothing).
+pub fn init(level: &str, json: bool) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
     };
 }

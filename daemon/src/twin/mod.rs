@@ -8,8 +8,10 @@
 
 pub mod fanout;
 pub mod model;
+pub mod spec;
 pub mod units;
 pub mod value;
+pub mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -17,10 +19,12 @@ use std::time::{Instant, SystemTime};
 
 pub use fanout::{Change, DEFAULT_SUBSCRIBER_CAPACITY, Filter, Subscription};
 pub use model::{PropertyId, TwinModel};
+pub use spec::{Access, DataType};
 pub use value::{Quality, QualityLevel, QualityReason, Sample, Value};
+pub use write::WriteError;
 
-use crate::config::model::TwinConfig;
 use fanout::Fanout;
+use spec::TwinConfig;
 
 /// What a source observed for one property.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::config::model::{Access, DataType, DeadbandConfig};
-use crate::sources::SourceConfig;
+use crate::twin::spec::{Access, AssetSpec, DataType, DeadbandConfig, TypeConfig};
 use crate::twin::units::{self, EngineeringUnit};
 use crate::twin::value::Value;
 
@@ -225,12 +223,13 @@ pub struct TwinModel {
 }
 
 impl TwinModel {
-    /// Builds the model from a configuration that passed validation. Entries that validation
-    /// would reject (unknown types) are skipped rather than panicking.
-    pub fn build(config: &Config) -> Self {
+    /// Builds the model from asset types and assets that passed validation (the configuration
+    /// makes both: `Config::twin_model`). Entries that validation would reject (unknown types) are
+    /// skipped rather than panicking.
+    pub fn build(types: &[TypeConfig], assets: &[AssetSpec]) -> Self {
         let mut model = Self::default();
         let mut type_ids = HashMap::new();
-        for (i, ty) in config.types.iter().enumerate() {
+        for (i, ty) in types.iter().enumerate() {
             type_ids.insert(ty.name.as_str(), TypeId(i as u32));
             model.types.push(AssetType {
                 name: ty.name.clone(),
@@ -255,16 +254,11 @@ impl TwinModel {
                     .collect(),
             });
         }
-        for asset in &config.assets {
+        for asset in assets {
             let Some(&type_id) = type_ids.get(asset.type_name.as_str()) else {
                 continue;
             };
             let asset_id = AssetId(model.assets.len() as u32);
-            let default_poll = asset
-                .source
-                .as_deref()
-                .and_then(|id| config.source(id))
-                .map_or(Duration::from_secs(1), SourceConfig::default_poll);
             let mut properties = Vec::new();
             for (decl_index, decl) in model.types[type_id.0 as usize]
                 .properties
@@ -279,8 +273,8 @@ impl TwinModel {
                     asset: asset_id,
                     decl: decl_index,
                     path,
-                    scaling: binding.map(|b| b.scaling()).unwrap_or_default(),
-                    refresh_interval: binding.and_then(|b| b.refresh_interval(default_poll)),
+                    scaling: binding.map(|b| b.scaling).unwrap_or_default(),
+                    refresh_interval: binding.and_then(|b| b.refresh_interval),
                 });
                 properties.push(id);
             }

@@ -1,20 +1,19 @@
 //! Twin unit tests: scaling, both deadband kinds, quality transitions, stale marking, coalescing.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::config;
 
-/// A twin with one asset of a type exercising scaling, ranges and both deadband kinds.
+/// A twin with one asset of a type exercising scaling, ranges and both deadband kinds, its
+/// bindings polled every 100 ms.
 fn twin() -> Twin {
-    let text = r#"
-[[sources.modbus]]
-id = "plc"
-tcp = "127.0.0.1:502"
-poll = "100ms"
-
+    #[derive(serde::Deserialize)]
+    struct Types {
+        types: Vec<spec::TypeConfig>,
+    }
+    let Types { types } = toml::from_str(
+        r#"
 [[types]]
 name = "Tank"
 properties = [
@@ -24,19 +23,30 @@ properties = [
   { name = "raw", data_type = "integer" },
   { name = "name", data_type = "string" },
 ]
-
-[[assets]]
-path = "site/area/tank1"
-type = "Tank"
-source = "plc"
-bindings.level = { table = "input", address = 0, scale = 0.1 }
-bindings.temperature = { table = "input", address = 1, encoding = "i16", scale = 0.1, offset = -20 }
-bindings.count = { table = "input", address = 2, encoding = "u32" }
-bindings.raw = { table = "input", address = 4, encoding = "i16" }
-bindings.name = { table = "input", address = 5, encoding = "string", length = 4 }
-"#;
-    let config = config::parse(Path::new("test.toml"), text).expect("valid config");
-    Twin::new(Arc::new(TwinModel::build(&config)), &config.twin)
+"#,
+    )
+    .expect("valid types");
+    let polled = |scale, offset| spec::BindingSpec {
+        scaling: model::Scaling { scale, offset },
+        refresh_interval: Some(Duration::from_millis(100)),
+    };
+    let asset = spec::AssetSpec {
+        path: "site/area/tank1".into(),
+        type_name: "Tank".into(),
+        description: None,
+        bindings: [
+            ("level", polled(0.1, 0.0)),
+            ("temperature", polled(0.1, -20.0)),
+            ("count", polled(1.0, 0.0)),
+            ("raw", polled(1.0, 0.0)),
+            ("name", polled(1.0, 0.0)),
+        ]
+        .into_iter()
+        .map(|(name, binding)| (name.to_owned(), binding))
+        .collect(),
+    };
+    let model = TwinModel::build(&types, &[asset]);
+    Twin::new(Arc::new(model), &spec::TwinConfig::default())
 }
 
 fn id(twin: &Twin, name: &str) -> PropertyId {
@@ -86,21 +96,19 @@ fn scaling_inverse_gives_back_the_raw_value() {
         scale: 0.1,
         offset: -20.0,
     };
-    let eu = scaling
-        .to_eu(&Value::Int(856), config::model::DataType::Float)
-        .unwrap();
+    let eu = scaling.to_eu(&Value::Int(856), DataType::Float).unwrap();
     let raw = scaling.to_raw(&eu).as_f64().unwrap();
     assert!((raw - 856.0).abs() < 1e-9, "{raw}");
     // Text cannot become a number.
     assert!(
         scaling
-            .to_eu(&Value::String("x".into()), config::model::DataType::Float)
+            .to_eu(&Value::String("x".into()), DataType::Float)
             .is_err()
     );
     // A negative number cannot become unsigned.
     assert!(
         model::Scaling::IDENTITY
-            .to_eu(&Value::Int(-1), config::model::DataType::Unsigned)
+            .to_eu(&Value::Int(-1), DataType::Unsigned)
             .is_err()
     );
 }

@@ -15,20 +15,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::config::admin_http::AdminHttpConfig;
 use crate::runtime::Supervisor;
 use crate::telemetry::Metrics;
-
-/// `[admin_http]`: health, readiness and metrics over HTTP.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminHttpConfig {
-    /// Address and port to listen on, e.g. `127.0.0.1:9180`. Keep it on loopback unless a
-    /// firewall guards it: it has no authentication.
-    pub listen: SocketAddr,
-}
 
 /// What the endpoints report on.
 #[derive(Debug)]

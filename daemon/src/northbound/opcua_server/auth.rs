@@ -12,7 +12,7 @@ use opcua::server::authenticator::{
 use opcua::types::{Error, NodeId, StatusCode, UAString, UserTokenPolicy, UserTokenType};
 use prometheus_client::metrics::counter::Counter;
 
-use super::config::{OpcUaServerConfig, Role};
+use crate::config::opcua_server::{OpcUaServerConfig, Role};
 
 /// Policy id of the anonymous user token (OPC UA Part 4 §7.41).
 const POLICY_ID_ANONYMOUS: &str = "anonymous";

@@ -9,7 +9,6 @@
 //! Values are pushed to monitored items from the twin's change fan-out; nothing polls the twin.
 
 pub mod auth;
-pub mod config;
 pub mod node_manager;
 pub mod pki;
 
@@ -23,11 +22,11 @@ use opcua::server::{ServerBuilder, ServerEndpoint};
 use opcua::types::MessageSecurityMode;
 use tokio::net::TcpListener;
 
+use crate::config::opcua_server::OpcUaServerConfig;
 use crate::control::ControlHandle;
 use crate::runtime::Supervisor;
 use crate::telemetry::Metrics;
 use crate::twin::{DEFAULT_SUBSCRIBER_CAPACITY, Filter, Twin};
-use config::OpcUaServerConfig;
 use node_manager::{TwinNodeManager, TwinNodeManagerBuilder};
 
 /// Changes the server takes from the twin per batch before coalescing starts (sized for a plant

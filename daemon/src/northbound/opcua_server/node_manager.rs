@@ -31,12 +31,11 @@ use opcua::types::{
     VariableTypeId,
 };
 
-use crate::config::model::{Access, DataType};
 use crate::control::{ControlError, ControlHandle, Origin};
-use crate::sources::WriteError;
 use crate::twin::model::{PropertyDecl, TwinModel};
 use crate::twin::units::EngineeringUnit;
-use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin};
+use crate::twin::{Access, DataType};
+use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin, WriteError};
 
 /// The node manager serving the twin.
 pub type TwinNodeManager = InMemoryNodeManager<TwinNodeManagerImpl>;
@@ -330,15 +329,18 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
         Err(ControlError::NotWritable) => StatusCode::BadNotWritable,
         Err(ControlError::TypeMismatch(_)) => StatusCode::BadTypeMismatch,
         Err(ControlError::OutOfLimits { .. }) => StatusCode::BadOutOfRange,
-        Err(ControlError::Source(WriteError::Timeout)) => StatusCode::BadTimeout,
-        Err(ControlError::Source(WriteError::Disconnected)) => StatusCode::BadNoCommunication,
-        Err(ControlError::Source(WriteError::Exception(_))) => StatusCode::BadDeviceFailure,
-        Err(ControlError::Source(WriteError::Encode(_))) => StatusCode::BadOutOfRange,
-        Err(ControlError::Source(WriteError::NotWritable(_))) => StatusCode::BadNotWritable,
-        Err(ControlError::Source(WriteError::NotBound)) => StatusCode::BadNodeIdUnknown,
-        Err(ControlError::Source(WriteError::Closed) | ControlError::Closed) => {
-            StatusCode::BadResourceUnavailable
-        }
+        Err(ControlError::Source(error)) => match error {
+            WriteError::Timeout => StatusCode::BadTimeout,
+            WriteError::NotConnected => StatusCode::BadNoCommunication,
+            WriteError::DeviceRejected { .. } => StatusCode::BadDeviceFailure,
+            WriteError::Encoding { .. } | WriteError::OutOfRange { .. } => {
+                StatusCode::BadOutOfRange
+            }
+            WriteError::NotWritable { .. } => StatusCode::BadNotWritable,
+            WriteError::NotBound => StatusCode::BadNodeIdUnknown,
+            WriteError::Stopped => StatusCode::BadResourceUnavailable,
+        },
+        Err(ControlError::Closed | ControlError::QueueFull) => StatusCode::BadResourceUnavailable,
     }
 }
 

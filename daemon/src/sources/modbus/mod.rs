@@ -1,13 +1,13 @@
 //! Modbus source: TCP, RTU and RTU-over-TCP on `tokio-modbus`.
 //!
-//! - [`config`]: the `[[sources.modbus]]` and binding shapes, and their validation.
+//! - its config, the `[[sources.modbus]]` and binding shapes and their validation, is
+//!   [`crate::config::modbus`] (config is plain data below every component).
 //! - [`codec`]: registers ⇄ values in every encoding and word order.
 //! - [`plan`]: the block-read optimiser.
 //! - [`transport`]: opening connections.
 //! - [`poller`]: the per-connection poll loop, failure isolation and writes.
 
 pub mod codec;
-pub mod config;
 pub mod plan;
 pub mod poller;
 pub mod transport;
@@ -18,45 +18,45 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::runtime::{Backoff, Supervisor};
-use crate::sources::BindingConfig;
+use crate::config::modbus::ModbusBindingConfig;
+use crate::config::modbus::{ModbusSourceConfig, RegisterTable};
+use crate::runtime::Backoff;
+use crate::sources::{Bound, SourceContext};
 use crate::telemetry::Metrics;
 use crate::twin::{PropertyId, Twin};
 use codec::Layout;
-use config::{ModbusSourceConfig, RegisterTable};
 use plan::{Limits, Point};
 use poller::{Device, ModbusWriter, PollGroup, Poller, WriteTarget};
 
-/// Spawns the poller of one Modbus connection. Returns its writer, the properties it serves and
-/// the token that stops just this poller.
+/// Spawns the poller of one Modbus connection serving `bindings`. Returns its writer, the
+/// properties it serves and the token that stops just this poller.
 ///
 /// Errors: none today (the config was validated); kept for sources whose build can fail.
 pub fn spawn(
     source: &ModbusSourceConfig,
-    config: &Config,
-    twin: &Arc<Twin>,
-    supervisor: &Supervisor,
-    metrics: &Metrics,
+    bindings: &[Bound<ModbusBindingConfig>],
+    context: SourceContext<'_>,
 ) -> anyhow::Result<(
     ModbusWriter,
     Vec<PropertyId>,
     tokio_util::sync::CancellationToken,
 )> {
-    let poller = build(source, config, twin, metrics);
+    let poller = build(source, bindings, context.twin, context.metrics);
     let properties = poller.all_properties.clone();
     let (writer, writes) = poller::write_channel();
-    let token = supervisor.spawn_cancellable(format!("modbus:{}", source.id), move |token| {
-        poller.run(token, writes)
-    });
+    let token = context
+        .supervisor
+        .spawn_cancellable(format!("modbus:{}", source.id), move |token| {
+            poller.run(token, writes)
+        });
     Ok((writer, properties, token))
 }
 
-/// Builds the poll plan of one source: every binding of every asset on it, grouped per device
-/// and poll interval, joined into blocks.
+/// Builds the poll plan of one source: every bound property, grouped per device and poll
+/// interval, joined into blocks.
 pub(crate) fn build(
     source: &ModbusSourceConfig,
-    config: &Config,
+    bindings: &[Bound<ModbusBindingConfig>],
     twin: &Arc<Twin>,
     metrics: &Metrics,
 ) -> Poller {
@@ -73,44 +73,38 @@ pub(crate) fn build(
         vec![BTreeMap::new(); device_list.len()];
     let mut targets: Vec<(PropertyId, usize, Duration, RegisterTable, Point)> = Vec::new();
     let mut all_properties = Vec::new();
-    for asset in config
-        .assets
-        .iter()
-        .filter(|a| a.source.as_deref() == Some(&source.id))
+    for Bound {
+        property,
+        device,
+        binding,
+    } in bindings
     {
-        let device = match &asset.device {
+        let property = *property;
+        let device = match device {
             Some(id) => device_list.iter().position(|d| &d.id == id).unwrap_or(0),
             None => 0,
         };
-        for (name, binding) in &asset.bindings {
-            let BindingConfig::Modbus(binding) = binding else {
-                continue;
-            };
-            let Some(property) = model.property_of(&asset.path, name) else {
-                continue;
-            };
-            let layout = Layout {
-                encoding: binding.encoding(),
-                order: binding.order(),
-                bit: binding.bit.unwrap_or(0),
-                length: binding.length.unwrap_or(0),
-            };
-            let point = Point {
-                property,
-                address: binding.address as u16,
-                width: binding.width() as u16,
-                layout,
-            };
-            let interval = binding.poll.unwrap_or(source.poll);
-            targets.push((property, device, interval, binding.table, point.clone()));
-            points[device]
-                .entry(interval)
-                .or_default()
-                .entry(binding.table)
-                .or_default()
-                .push(point);
-            all_properties.push(property);
-        }
+        let layout = Layout {
+            encoding: binding.encoding(),
+            order: binding.order(),
+            bit: binding.bit.unwrap_or(0),
+            length: binding.length.unwrap_or(0),
+        };
+        let point = Point {
+            property,
+            address: binding.address as u16,
+            width: binding.width() as u16,
+            layout,
+        };
+        let interval = binding.poll.unwrap_or(source.poll);
+        targets.push((property, device, interval, binding.table, point.clone()));
+        points[device]
+            .entry(interval)
+            .or_default()
+            .entry(binding.table)
+            .or_default()
+            .push(point);
+        all_properties.push(property);
     }
     let now = Instant::now();
     let mut devices = Vec::new();

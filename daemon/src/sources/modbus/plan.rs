@@ -10,8 +10,8 @@
 //! halves; the halves that work replace the block for good, so the plan itself holds what was
 //! learned about the device.
 
+use crate::config::modbus::RegisterTable;
 use crate::sources::modbus::codec::Layout;
-use crate::sources::modbus::config::RegisterTable;
 use crate::twin::PropertyId;
 
 /// One binding to read: a property, where it starts and how many registers (or bits) it spans.

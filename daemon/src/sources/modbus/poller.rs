@@ -31,14 +31,13 @@ use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::modbus::{ModbusSourceConfig, RegisterTable};
 use crate::runtime::Backoff;
-use crate::sources::WriteError;
 use crate::sources::modbus::codec::{CodecError, Encoding};
-use crate::sources::modbus::config::{ModbusSourceConfig, RegisterTable};
 use crate::sources::modbus::plan::{self, Block, Point};
 use crate::sources::modbus::transport::Transport;
 use crate::telemetry::metrics::{DeviceMetrics, SourceMetrics};
-use crate::twin::{PropertyId, QualityReason, Reading, Twin, Value};
+use crate::twin::{PropertyId, QualityReason, Reading, Twin, Value, WriteError};
 
 /// Queued writes per Modbus connection before `write` waits.
 pub const WRITE_QUEUE_CAPACITY: usize = 64;
@@ -104,8 +103,8 @@ impl ModbusWriter {
                 reply,
             })
             .await
-            .map_err(|_| WriteError::Closed)?;
-        answer.await.map_err(|_| WriteError::Closed)?
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
@@ -527,13 +526,15 @@ impl Poller {
             .cloned()
             .ok_or(WriteError::NotBound)?;
         if !target.table.is_writable() {
-            return Err(WriteError::NotWritable(target.table.as_str()));
+            return Err(WriteError::NotWritable {
+                detail: format!("the {} table cannot be written", target.table.as_str()),
+            });
         }
         let raw = target.scaling.to_raw(&request.value);
         let layout = target.point.layout;
         let address = target.point.address;
         let unit = self.devices[target.device].unit_id;
-        let ctx = self.ctx.as_mut().ok_or(WriteError::Disconnected)?;
+        let ctx = self.ctx.as_mut().ok_or(WriteError::NotConnected)?;
         ctx.set_slave(Slave(unit));
         self.devices[target.device].metrics.requests.inc();
         let sent = match (target.table, layout.encoding) {
@@ -577,16 +578,34 @@ impl Poller {
                 self.devices[target.device].groups[target.group].next_due = Instant::now();
                 Ok(())
             }
-            Ok(Ok(Err(code))) => Err(WriteError::Exception(exception_kind(code).to_owned())),
+            Ok(Ok(Err(code))) => Err(WriteError::DeviceRejected {
+                detail: format!(
+                    "Modbus exception {} ({})",
+                    u8::from(code),
+                    exception_kind(code)
+                ),
+            }),
             Ok(Err(error)) => {
                 let message = error.to_string();
                 self.lose_connection(&message);
-                Err(WriteError::Disconnected)
+                Err(WriteError::NotConnected)
             }
             Err(_) => {
                 self.ctx = None;
                 Err(WriteError::Timeout)
             }
+        }
+    }
+}
+
+/// A codec error on the write path as a protocol-neutral write error: a value the encoding cannot
+/// represent is out of range; anything else could not be encoded.
+impl From<CodecError> for WriteError {
+    fn from(error: CodecError) -> Self {
+        let detail = error.to_string();
+        match error {
+            CodecError::Unrepresentable { .. } => Self::OutOfRange { detail },
+            CodecError::Length { .. } | CodecError::Utf8 => Self::Encoding { detail },
         }
     }
 }

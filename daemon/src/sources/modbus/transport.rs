@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_modbus::client::{Context, rtu, tcp};
 
-use crate::sources::modbus::config::{ModbusSourceConfig, Parity, RtuConfig};
+use crate::config::modbus::{ModbusSourceConfig, Parity, RtuConfig};
 
 /// Where and how a Modbus source connects.
 #[derive(Debug, Clone)]

@@ -7,8 +7,6 @@
 //! fresh session and subscription after a backoff from `backoff_min` to `backoff_max` (a
 //! restarted server knows neither the old session nor its subscription).
 
-pub mod config;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,11 +23,13 @@ use opcua::types::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::runtime::{Backoff, Supervisor};
-use crate::sources::BindingConfig;
+use crate::config::opcua_source::OpcUaBindingConfig;
+use crate::config::opcua_source::{
+    OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, parse_node_id,
+};
+use crate::runtime::Backoff;
+use crate::sources::{Bound, SourceContext};
 use crate::twin::{PropertyId, QualityReason, Reading, Twin};
-use config::{OpcUaSourceConfig, SecurityModeName, SecurityPolicyName};
 
 /// One monitored variable.
 #[derive(Debug, Clone)]
@@ -46,50 +46,39 @@ struct Item {
 /// Errors: a binding's NodeId does not parse (validation rejects that before).
 pub fn spawn(
     source: &OpcUaSourceConfig,
-    config: &Config,
-    twin: &Arc<Twin>,
-    supervisor: &Supervisor,
-    metrics: &crate::telemetry::Metrics,
+    bindings: &[Bound<OpcUaBindingConfig>],
+    context: SourceContext<'_>,
 ) -> anyhow::Result<(Vec<PropertyId>, CancellationToken)> {
-    let model = twin.model();
     let mut by_node: HashMap<String, Item> = HashMap::new();
     let mut properties = Vec::new();
-    for asset in config
-        .assets
-        .iter()
-        .filter(|a| a.source.as_deref() == Some(&source.id))
+    for Bound {
+        property, binding, ..
+    } in bindings
     {
-        for (name, binding) in &asset.bindings {
-            let BindingConfig::OpcUa(binding) = binding else {
-                continue;
-            };
-            let Some(property) = model.property_of(&asset.path, name) else {
-                continue;
-            };
-            let (namespace_uri, node) = config::parse_node_id(&binding.node_id)
-                .ok_or_else(|| anyhow::anyhow!("bad NodeId `{}`", binding.node_id))?;
-            let sampling = binding
-                .sampling_interval
-                .unwrap_or(source.sampling_interval);
-            by_node
-                .entry(binding.node_id.clone())
-                .or_insert_with(|| Item {
-                    namespace_uri,
-                    node,
-                    properties: Vec::new(),
-                    sampling,
-                })
-                .properties
-                .push(property);
-            properties.push(property);
-        }
+        let (namespace_uri, node) = parse_node_id(&binding.node_id)
+            .ok_or_else(|| anyhow::anyhow!("bad NodeId `{}`", binding.node_id))?;
+        let sampling = binding
+            .sampling_interval
+            .unwrap_or(source.sampling_interval);
+        by_node
+            .entry(binding.node_id.clone())
+            .or_insert_with(|| Item {
+                namespace_uri,
+                node,
+                properties: Vec::new(),
+                sampling,
+            })
+            .properties
+            .push(*property);
+        properties.push(*property);
     }
+    let (twin, supervisor, metrics) = (context.twin, context.supervisor, context.metrics);
     let client = OpcUaClient {
         config: source.clone(),
         pki_dir: source
             .pki_dir
             .clone()
-            .unwrap_or_else(|| crate::app::state_dir(config).join("pki-client")),
+            .unwrap_or_else(|| context.state_dir.join("pki-client")),
         items: by_node.into_values().collect(),
         properties: properties.clone(),
         twin: Arc::clone(twin),

@@ -10,8 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::diagnostic::{KeyPath, Problem};
-use crate::config::model::{Access, DataType, PropertyConfig};
-use crate::sources::modbus::codec::{Encoding, WordOrder};
+use crate::twin::spec::{Access, DataType, PropertyConfig};
 
 /// `[[sources.modbus]]`: one Modbus connection (a TCP endpoint, a serial line, or a serial
 /// gateway) and the devices (unit ids) reached through it.
@@ -557,5 +556,130 @@ impl ModbusBindingConfig {
                 ),
             ));
         }
+    }
+}
+
+/// How a value is laid out in registers or bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// One coil or discrete input.
+    Bool,
+    /// One bit of a register (`bit = 0..=15`, 0 = least significant).
+    Bit,
+    /// Signed 16-bit integer, one register.
+    I16,
+    /// Unsigned 16-bit integer, one register.
+    U16,
+    /// Signed 32-bit integer, two registers.
+    I32,
+    /// Unsigned 32-bit integer, two registers.
+    U32,
+    /// Signed 64-bit integer, four registers.
+    I64,
+    /// Unsigned 64-bit integer, four registers.
+    U64,
+    /// IEEE 754 binary32, two registers.
+    F32,
+    /// IEEE 754 binary64, four registers.
+    F64,
+    /// Fixed-length text, two bytes per register, NUL-padded.
+    String,
+}
+
+impl Encoding {
+    /// Every encoding, for table tests and error messages.
+    pub const ALL: [Self; 11] = [
+        Self::Bool,
+        Self::Bit,
+        Self::I16,
+        Self::U16,
+        Self::I32,
+        Self::U32,
+        Self::I64,
+        Self::U64,
+        Self::F32,
+        Self::F64,
+        Self::String,
+    ];
+
+    /// Registers occupied; `string_length` is the configured length of a string in registers.
+    /// Bit-table encodings occupy one bit and report 1.
+    pub fn registers(self, string_length: u16) -> u16 {
+        match self {
+            Self::Bool | Self::Bit | Self::I16 | Self::U16 => 1,
+            Self::I32 | Self::U32 | Self::F32 => 2,
+            Self::I64 | Self::U64 | Self::F64 => 4,
+            Self::String => string_length.max(1),
+        }
+    }
+
+    /// Whether `order` means anything for this encoding.
+    pub fn accepts(self, order: WordOrder) -> bool {
+        match self {
+            Self::Bool | Self::Bit | Self::I16 | Self::U16 => order == WordOrder::Abcd,
+            Self::String => matches!(order, WordOrder::Abcd | WordOrder::Badc),
+            _ => true,
+        }
+    }
+
+    /// Name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bool => "bool",
+            Self::Bit => "bit",
+            Self::I16 => "i16",
+            Self::U16 => "u16",
+            Self::I32 => "i32",
+            Self::U32 => "u32",
+            Self::I64 => "i64",
+            Self::U64 => "u64",
+            Self::F32 => "f32",
+            Self::F64 => "f64",
+            Self::String => "string",
+        }
+    }
+}
+
+/// Word and byte order of multi-register values (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+pub enum WordOrder {
+    /// Big-endian: high word first, high byte first.
+    #[default]
+    #[serde(rename = "ABCD")]
+    Abcd,
+    /// Bytes swapped within each word.
+    #[serde(rename = "BADC")]
+    Badc,
+    /// Words reversed, bytes in order.
+    #[serde(rename = "CDAB")]
+    Cdab,
+    /// Little-endian: words reversed and bytes swapped.
+    #[serde(rename = "DCBA")]
+    Dcba,
+}
+
+impl WordOrder {
+    /// All four orders.
+    pub const ALL: [Self; 4] = [Self::Abcd, Self::Badc, Self::Cdab, Self::Dcba];
+
+    /// Name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Abcd => "ABCD",
+            Self::Badc => "BADC",
+            Self::Cdab => "CDAB",
+            Self::Dcba => "DCBA",
+        }
+    }
+
+    /// Whether the two bytes of each register are swapped (`BADC`, `DCBA`).
+    pub fn swaps_bytes(self) -> bool {
+        matches!(self, Self::Badc | Self::Dcba)
+    }
+
+    /// Whether the registers come in reverse order (`CDAB`, `DCBA`).
+    pub fn swaps_words(self) -> bool {
+        matches!(self, Self::Cdab | Self::Dcba)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::diagnostic::{KeyPath, Problem};
-use crate::config::model::{Access, PropertyConfig};
+use crate::twin::spec::{Access, PropertyConfig};
 
 /// `[[sources.opcua]]`: one OPC UA server whose variables feed the twin through a subscription.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -1,0 +1,143 @@
+//! What the twin is built from: its settings and the asset types as declared (the `[twin]` and
+//! `[[types]]` sections deserialize straight into these), and each asset with its bound
+//! properties' scaling and refresh interval ([`AssetSpec`], resolved from the sources by the
+//! configuration). Plain data: the twin's builder input, below every other module.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::model::Scaling;
+
+/// `[twin]`: how the twin treats values.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwinConfig {
+    /// A property whose source has delivered nothing for this many poll intervals becomes
+    /// `Uncertain` (stale), keeping its last value. Range 2..=1000, default 3.
+    #[serde(default = "default_stale_after_polls")]
+    pub stale_after_polls: u32,
+}
+
+impl Default for TwinConfig {
+    fn default() -> Self {
+        Self {
+            stale_after_polls: default_stale_after_polls(),
+        }
+    }
+}
+
+fn default_stale_after_polls() -> u32 {
+    3
+}
+
+/// `[[types]]`: an asset type, shared by every asset of that kind (an OPC UA ObjectType).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeConfig {
+    /// Type name, unique, e.g. `HydraulicPress`.
+    pub name: String,
+    /// Free text shown to OPC UA clients.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The properties every asset of this type has.
+    pub properties: Vec<PropertyConfig>,
+}
+
+/// One property declared by an asset type.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyConfig {
+    /// Property name, unique within the type, e.g. `oil_temperature`.
+    pub name: String,
+    /// Data type of the value in engineering units.
+    pub data_type: DataType,
+    /// Engineering unit: a UNECE code (`CEL`) or symbol (`°C`).
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Free text shown to OPC UA clients.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Engineering-unit range `[low, high]` (OPC UA EURange); values outside it are marked out of range.
+    #[serde(default)]
+    pub range: Option<[f64; 2]>,
+    /// Change filter: `{ absolute = 0.2 }` (engineering units) or `{ percent = 1.0 }` (of the range).
+    #[serde(default)]
+    pub deadband: Option<DeadbandConfig>,
+    /// `read-only` (default) or `read-write` (a setpoint clients and plugins may propose to write).
+    #[serde(default)]
+    pub access: Access,
+    /// Write limits `[low, high]` in engineering units; writes outside are refused by the control gate.
+    #[serde(default)]
+    pub limits: Option<[f64; 2]>,
+}
+
+/// The data type of a property's engineering-unit value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// true / false.
+    Bool,
+    /// Signed 64-bit integer.
+    Integer,
+    /// Unsigned 64-bit integer.
+    Unsigned,
+    /// 64-bit IEEE 754 float.
+    Float,
+    /// UTF-8 text.
+    String,
+}
+
+impl DataType {
+    /// Whether ranges, deadbands and scaling apply.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, Self::Integer | Self::Unsigned | Self::Float)
+    }
+}
+
+/// Who may change a property.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Process value: read only.
+    #[default]
+    ReadOnly,
+    /// Setpoint: writes go through the control gate.
+    ReadWrite,
+}
+
+/// Deadband as written in the config (OPC UA Part 8 §6.2 DeadbandType Absolute / Percent).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum DeadbandConfig {
+    /// A change is published when it exceeds this many engineering units.
+    Absolute(f64),
+    /// A change is published when it exceeds this percentage (0..=100) of the EU range.
+    Percent(f64),
+}
+
+/// One asset as the twin needs it: path, type, and per bound property how its raw values scale
+/// and how often its source refreshes it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AssetSpec {
+    /// Hierarchical path, `/`-separated, e.g. `plant-a/line1/press1`.
+    pub path: String,
+    /// Name of its asset type.
+    pub type_name: String,
+    /// Free text shown to OPC UA clients.
+    pub description: Option<String>,
+    /// Bound properties by name; a property without an entry is unbound (identity scaling, never
+    /// stale).
+    pub bindings: HashMap<String, BindingSpec>,
+}
+
+/// What the twin needs of one binding.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BindingSpec {
+    /// Raw → engineering-unit scaling.
+    pub scaling: Scaling,
+    /// How often the source refreshes the value (a poll interval), for stale detection; `None`
+    /// for values that arrive only on change (subscriptions, plugins).
+    pub refresh_interval: Option<Duration>,
+}
