@@ -275,13 +275,17 @@ fn serve_twinloom() {
         )
         .unwrap();
         let state = tempfile::tempdir().unwrap();
+        let readiness = twinloom::runtime::Readiness::default();
         let server = twinloom::northbound::opcua_server::start(
             &server_config,
-            state.path(),
-            &twin,
             control,
-            &metrics,
-            &supervisor,
+            twinloom::northbound::ServiceContext {
+                twin: &twin,
+                metrics: &metrics,
+                supervisor: &supervisor,
+                readiness: &readiness,
+                state_dir: state.path(),
+            },
         )
         .await
         .unwrap();

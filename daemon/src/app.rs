@@ -6,10 +6,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::control::{self, ControlHandle};
-use crate::northbound::admin_http::{self, AdminState};
+use crate::northbound::ServiceContext;
+use crate::northbound::admin_http;
 use crate::northbound::opcua_server::{self, OpcUaServer};
 use crate::plugins::runner::{PluginHandles, ReloadOutcome};
-use crate::runtime::Supervisor;
+use crate::runtime::{Readiness, Supervisor};
 use crate::sources::{self, BindingConfig, Bound, RunningSources, SourceContext, Writers};
 use crate::telemetry::Metrics;
 use crate::twin::{Twin, TwinModel};
@@ -22,6 +23,8 @@ pub const STALE_SWEEP_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Handles {
     /// The twin.
     pub twin: Arc<Twin>,
+    /// What `/readyz` reports on: each component's readiness condition.
+    pub readiness: Readiness,
     /// The task supervisor.
     pub supervisor: Supervisor,
     /// Writers of every bound property (for the control gate).
@@ -83,6 +86,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     let metrics = Metrics::new();
     metrics.register_twin(&twin);
     let state_dir = config.state_dir();
+    let readiness = Readiness::default();
     let (writers, running) = spawn_sources(
         config,
         SourceContext {
@@ -90,47 +94,37 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
             supervisor: &supervisor,
             metrics: &metrics,
             state_dir: &state_dir,
+            readiness: &readiness,
         },
     )?;
     let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
     let plugins =
         crate::plugins::runner::spawn_all(config, &twin, &control, &supervisor, &metrics)?;
+    let services = ServiceContext {
+        twin: &twin,
+        metrics: &metrics,
+        supervisor: &supervisor,
+        readiness: &readiness,
+        state_dir: &state_dir,
+    };
     let opcua = match &config.opcua_server {
-        Some(server) => {
-            let started = opcua_server::start(
-                server,
-                &state_dir,
-                &twin,
-                control.clone(),
-                &metrics,
-                &supervisor,
-            )
-            .await;
-            match started {
-                Ok(server) => Some(server),
-                Err(error) => {
-                    supervisor.shutdown(config.daemon.shutdown_timeout).await;
-                    return Err(error);
-                }
+        Some(server) => match opcua_server::start(server, control.clone(), services).await {
+            Ok(server) => Some(server),
+            Err(error) => {
+                supervisor.shutdown(config.daemon.shutdown_timeout).await;
+                return Err(error);
             }
-        }
+        },
         None => None,
     };
     let admin_http = match &config.admin_http {
-        Some(admin) => {
-            let state = AdminState {
-                metrics: metrics.clone(),
-                sources: config.sources.iter().map(|s| s.id().to_owned()).collect(),
-                opcua_listening: config.opcua_server.as_ref().map(|_| opcua.is_some()),
-            };
-            match admin_http::start(admin, state, &supervisor).await {
-                Ok(addr) => Some(addr),
-                Err(error) => {
-                    supervisor.shutdown(config.daemon.shutdown_timeout).await;
-                    return Err(error);
-                }
+        Some(admin) => match admin_http::start(admin, services).await {
+            Ok(addr) => Some(addr),
+            Err(error) => {
+                supervisor.shutdown(config.daemon.shutdown_timeout).await;
+                return Err(error);
             }
-        }
+        },
         None => None,
     };
     let sweeper = Arc::clone(&twin);
@@ -157,6 +151,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     );
     Ok(Handles {
         twin,
+        readiness,
         supervisor,
         writers,
         metrics,
@@ -272,6 +267,7 @@ impl Daemon {
                 supervisor: &self.handles.supervisor,
                 metrics: &self.handles.metrics,
                 state_dir: &state_dir,
+                readiness: &self.handles.readiness,
             };
             sources::spawn_one(
                 source,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::sources::{BindingSection, SourceSection};
 use crate::config::diagnostic::{KeyPath, Problem};
+use crate::twin::model::Scaling;
 use crate::twin::spec::{Access, DataType, PropertyConfig};
 
 /// `[[sources.modbus]]`: one Modbus connection (a TCP endpoint, a serial line, or a serial
@@ -681,5 +683,47 @@ impl WordOrder {
     /// Whether the registers come in reverse order (`CDAB`, `DCBA`).
     pub fn swaps_words(self) -> bool {
         matches!(self, Self::Cdab | Self::Dcba)
+    }
+}
+
+impl SourceSection for ModbusSourceConfig {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn device_ids(&self) -> Vec<String> {
+        self.device_list().into_iter().map(|d| d.id).collect()
+    }
+
+    fn claims(&self) -> Vec<(&'static str, String)> {
+        self.rtu
+            .iter()
+            .map(|rtu| ("rtu.port", rtu.port.clone()))
+            .collect()
+    }
+
+    fn default_poll(&self) -> Duration {
+        self.poll
+    }
+
+    fn validate(&self, path: &KeyPath, out: &mut Vec<Problem>) {
+        Self::validate(self, path, out);
+    }
+}
+
+impl BindingSection for ModbusBindingConfig {
+    fn scaling(&self) -> Scaling {
+        Scaling {
+            scale: self.scale.unwrap_or(1.0),
+            offset: self.offset.unwrap_or(0.0),
+        }
+    }
+
+    fn poll(&self) -> Option<Duration> {
+        self.poll
+    }
+
+    fn refresh_interval(&self, default: Duration) -> Option<Duration> {
+        Some(self.poll.unwrap_or(default))
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::sources::{BindingSection, SourceSection};
 use crate::config::diagnostic::{KeyPath, Problem};
+use crate::twin::model::Scaling;
 use crate::twin::spec::{Access, PropertyConfig};
 
 /// `[[sources.opcua]]`: one OPC UA server whose variables feed the twin through a subscription.
@@ -211,6 +213,46 @@ pub fn parse_node_id(text: &str) -> Option<(Option<String>, opcua::types::NodeId
         .ok()
         .map(|node| (None, node))
 }
+
+impl SourceSection for OpcUaSourceConfig {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn device_ids(&self) -> Vec<String> {
+        vec![self.id.clone()]
+    }
+
+    fn claims(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    fn default_poll(&self) -> Duration {
+        self.sampling_interval
+    }
+
+    fn validate(&self, path: &KeyPath, out: &mut Vec<Problem>) {
+        Self::validate(self, path, out);
+    }
+}
+
+impl BindingSection for OpcUaBindingConfig {
+    fn scaling(&self) -> Scaling {
+        Scaling {
+            scale: self.scale.unwrap_or(1.0),
+            offset: self.offset.unwrap_or(0.0),
+        }
+    }
+
+    fn poll(&self) -> Option<Duration> {
+        self.sampling_interval
+    }
+
+    fn refresh_interval(&self, _default: Duration) -> Option<Duration> {
+        None
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

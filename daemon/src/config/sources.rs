@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::diagnostic::{KeyPath, Problem};
 use super::modbus::{ModbusBindingConfig, ModbusSourceConfig};
 use super::opcua_source::{OpcUaBindingConfig, OpcUaSourceConfig};
 use crate::twin::model::Scaling;
@@ -44,12 +45,41 @@ pub enum SourceConfig {
     OpcUa(OpcUaSourceConfig),
 }
 
-impl SourceConfig {
+/// What every kind of `[[sources.<kind>]]` section says of itself. Each kind implements it beside
+/// its section type, so the enums below dispatch in one place ([`SourceConfig::section`]).
+pub trait SourceSection {
     /// The source id.
-    pub fn id(&self) -> &str {
+    fn id(&self) -> &str;
+    /// Device ids behind this source (a source with one device lists it under the source's id).
+    fn device_ids(&self) -> Vec<String>;
+    /// Exclusive local resources this source needs (serial ports), for "claimed twice" checks:
+    /// (key, resource).
+    fn claims(&self) -> Vec<(&'static str, String)>;
+    /// The poll (or sampling) interval of bindings that set none.
+    fn default_poll(&self) -> Duration;
+    /// Checks the section's meaning, pushing every problem found onto `out`.
+    fn validate(&self, path: &KeyPath, out: &mut Vec<Problem>);
+}
+
+/// What every kind of binding says of itself (see [`SourceSection`]).
+pub trait BindingSection {
+    /// Raw → engineering-unit scaling.
+    fn scaling(&self) -> Scaling;
+    /// The binding's own poll interval, if it sets one.
+    fn poll(&self) -> Option<Duration>;
+    /// How often the source refreshes this binding even when its value does not change, for
+    /// stale detection: a polled binding's poll interval (or `default`); `None` for subscribed
+    /// bindings, which hear only of changes (their liveness is the subscription's keep-alive), and
+    /// for derived values.
+    fn refresh_interval(&self, default: Duration) -> Option<Duration>;
+}
+
+impl SourceConfig {
+    /// The section, whatever its kind: the one place that dispatches over source kinds.
+    pub fn section(&self) -> &dyn SourceSection {
         match self {
-            Self::Modbus(c) => &c.id,
-            Self::OpcUa(c) => &c.id,
+            Self::Modbus(c) => c,
+            Self::OpcUa(c) => c,
         }
     }
 
@@ -61,32 +91,24 @@ impl SourceConfig {
         }
     }
 
-    /// Device ids behind this source (a source with one device lists it under the source's id).
+    /// The source id.
+    pub fn id(&self) -> &str {
+        self.section().id()
+    }
+
+    /// See [`SourceSection::device_ids`].
     pub fn device_ids(&self) -> Vec<String> {
-        match self {
-            Self::Modbus(c) => c.device_list().into_iter().map(|d| d.id).collect(),
-            Self::OpcUa(c) => vec![c.id.clone()],
-        }
+        self.section().device_ids()
     }
 
-    /// Exclusive local resources this source needs (serial ports), for "claimed twice" checks.
+    /// See [`SourceSection::claims`].
     pub fn claims(&self) -> Vec<(&'static str, String)> {
-        match self {
-            Self::Modbus(c) => c
-                .rtu
-                .iter()
-                .map(|rtu| ("rtu.port", rtu.port.clone()))
-                .collect(),
-            Self::OpcUa(_) => Vec::new(),
-        }
+        self.section().claims()
     }
 
-    /// The poll interval of bindings that set none.
+    /// See [`SourceSection::default_poll`].
     pub fn default_poll(&self) -> Duration {
-        match self {
-            Self::Modbus(c) => c.poll,
-            Self::OpcUa(c) => c.sampling_interval,
-        }
+        self.section().default_poll()
     }
 }
 
@@ -110,37 +132,57 @@ pub struct PluginBindingConfig {
 }
 
 impl BindingConfig {
-    /// Raw → engineering-unit scaling.
+    /// The Modbus binding, when it is one.
+    pub fn as_modbus(&self) -> Option<&ModbusBindingConfig> {
+        match self {
+            Self::Modbus(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The OPC UA binding, when it is one.
+    pub fn as_opcua(&self) -> Option<&OpcUaBindingConfig> {
+        match self {
+            Self::OpcUa(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The binding, whatever its kind: the one place that dispatches over binding kinds.
+    pub fn section(&self) -> &dyn BindingSection {
+        match self {
+            Self::Modbus(b) => b,
+            Self::OpcUa(b) => b,
+            Self::Plugin(b) => b,
+        }
+    }
+
+    /// See [`BindingSection::scaling`].
     pub fn scaling(&self) -> Scaling {
-        match self {
-            Self::Modbus(b) => Scaling {
-                scale: b.scale.unwrap_or(1.0),
-                offset: b.offset.unwrap_or(0.0),
-            },
-            Self::OpcUa(b) => Scaling {
-                scale: b.scale.unwrap_or(1.0),
-                offset: b.offset.unwrap_or(0.0),
-            },
-            Self::Plugin(_) => Scaling::IDENTITY,
-        }
+        self.section().scaling()
     }
 
-    /// The binding's own poll interval, if it sets one.
+    /// See [`BindingSection::poll`].
     pub fn poll(&self) -> Option<Duration> {
-        match self {
-            Self::Modbus(b) => b.poll,
-            Self::OpcUa(b) => b.sampling_interval,
-            Self::Plugin(_) => None,
-        }
+        self.section().poll()
     }
 
-    /// How often the source refreshes this binding even when its value does not change, for
-    /// stale detection: a polled binding's poll interval (or `default`); `None` for subscribed
-    /// bindings, which hear only of changes (their liveness is the subscription's keep-alive).
+    /// See [`BindingSection::refresh_interval`].
     pub fn refresh_interval(&self, default: Duration) -> Option<Duration> {
-        match self {
-            Self::Modbus(b) => Some(b.poll.unwrap_or(default)),
-            Self::OpcUa(_) | Self::Plugin(_) => None,
-        }
+        self.section().refresh_interval(default)
+    }
+}
+
+impl BindingSection for PluginBindingConfig {
+    fn scaling(&self) -> Scaling {
+        Scaling::IDENTITY
+    }
+
+    fn poll(&self) -> Option<Duration> {
+        None
+    }
+
+    fn refresh_interval(&self, _default: Duration) -> Option<Duration> {
+        None
     }
 }

@@ -121,10 +121,7 @@ fn sources(config: &Config, out: &mut Vec<Problem>) {
         } else {
             ids.insert(source.id(), path.clone());
         }
-        match source {
-            SourceConfig::Modbus(modbus) => modbus.validate(&path, out),
-            SourceConfig::OpcUa(opcua) => opcua.validate(&path, out),
-        }
+        source.section().validate(&path, out);
         for (key, resource) in source.claims() {
             let claim_path = path.join_dotted(key);
             if let Some(first) = claims.get(&resource) {

@@ -117,6 +117,16 @@ impl ControlHandle {
     }
 }
 
+#[cfg(test)]
+impl ControlHandle {
+    /// A handle whose gate is gone: every write answers [`ControlError::Closed`]. For tests of
+    /// components that hold a handle but propose nothing.
+    pub(crate) fn detached() -> Self {
+        let (tx, _) = mpsc::channel(1);
+        Self { tx }
+    }
+}
+
 impl ControlHandle {
     /// Queues a write proposal without waiting for its outcome (a plugin's proposals: the gate
     /// decides and logs each one; the plugin learns of outcomes through the twin). Never waits:

@@ -1,7 +1,9 @@
-//! Plugins: per-industry logic fed by the twin. WebAssembly components run in [`wasm`]; native
-//! libraries will share the same host API.
+//! Plugins: per-industry logic fed by the twin. [`runner`] runs every plugin against the twin,
+//! generic over the [`runtime`] seam; WebAssembly components implement it in [`wasm`]; native
+//! libraries will implement it too.
 
 pub mod build;
 pub mod runner;
+pub mod runtime;
 pub mod stdio;
 pub mod wasm;

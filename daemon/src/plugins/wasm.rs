@@ -52,6 +52,10 @@ pub enum PluginError {
     /// The guest trapped (panic, unreachable, out-of-bounds access, ...).
     #[error("plugin trapped: {0}")]
     Trap(String),
+    /// The host side of the call panicked or was cancelled (a defect of Twinloom or its engine,
+    /// contained as this plugin's fault).
+    #[error("the host failed during the call: {0}")]
+    HostPanic(String),
 }
 
 /// Per-instance limits.
@@ -309,6 +313,42 @@ impl Instance {
     /// Fuel (≈ wasm instructions) used by every call so far; 0 on a host without fuel metering.
     pub fn fuel_used(&self) -> u64 {
         self.fuel_used
+    }
+}
+
+impl super::runtime::PluginRuntime for WasmHost {
+    type Component = Component;
+    type Instance = Instance;
+
+    fn load(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+        self.compile(bytes)
+    }
+
+    fn instantiate(
+        &self,
+        name: &str,
+        component: &Component,
+        limits: Limits,
+    ) -> Result<Instance, PluginError> {
+        Self::instantiate(self, name, component, limits)
+    }
+}
+
+impl super::runtime::PluginInstance for Instance {
+    fn init(&mut self, config: &str, inputs: &[String]) -> Result<Result<(), String>, PluginError> {
+        Self::init(self, config, inputs)
+    }
+
+    fn on_changes(&mut self, batch: &ChangeBatch) -> Result<Outputs, PluginError> {
+        Self::on_changes(self, batch)
+    }
+
+    fn on_tick(&mut self, now_ms: i64) -> Result<Outputs, PluginError> {
+        Self::on_tick(self, now_ms)
+    }
+
+    fn fuel_used(&self) -> u64 {
+        Self::fuel_used(self)
     }
 }
 

@@ -1,7 +1,10 @@
-//! Task supervision, shutdown and backoff: how every long-running task is started and stopped.
+//! Task supervision, shutdown, backoff and readiness: how every long-running task is started and
+//! stopped, and how it says it is ready.
 
 pub mod backoff;
+pub mod readiness;
 pub mod supervisor;
 
 pub use backoff::Backoff;
+pub use readiness::{Readiness, ReadyFlag};
 pub use supervisor::Supervisor;

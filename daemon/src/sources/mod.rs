@@ -1,7 +1,9 @@
 //! Sources: the only code that speaks field protocols.
 //!
-//! Each protocol is one module with one typed config. [`SourceConfig`] is the single registry of
-//! source kinds; adding a protocol means adding a variant here and a module beside `modbus`.
+//! Each protocol is one module with one `spawn(section, bound properties, SourceContext)`; its
+//! section is plain data in `crate::config`. [`spawn_one`] is the single registry of running
+//! source kinds: adding a protocol means a module beside `modbus`, its section in `config`, and
+//! one line there.
 //! A running source turns device data into [`crate::twin::Reading`]s and hands them to the twin;
 //! it reconnects on its own (see [`crate::runtime::backoff`]) and never stalls other sources.
 
@@ -9,39 +11,30 @@ pub mod modbus;
 pub mod opcua;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
-use std::path::Path;
-
-use crate::runtime::Supervisor;
+use crate::runtime::{Readiness, Supervisor};
 use crate::telemetry::Metrics;
 use crate::twin::{PropertyId, Twin, Value, WriteError};
 
 pub use crate::config::sources::{BindingConfig, SourceConfig, SourceKind};
 
-/// Sends writes to the source that owns a property. Only the control gate holds one.
-#[derive(Debug, Clone)]
-pub enum SourceWriter {
-    /// A Modbus connection.
-    Modbus(modbus::poller::ModbusWriter),
-}
-
-impl SourceWriter {
+/// The write side of a running source, as the control gate sees it: one implementation per
+/// source kind that can write (a Modbus connection today).
+#[async_trait::async_trait]
+pub trait DeviceWriter: std::fmt::Debug + Send + Sync {
     /// Writes `value` (engineering units) to `property` and waits for the device's answer.
     ///
-    /// Errors: see [`WriteError`].
-    pub async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
-        match self {
-            Self::Modbus(writer) => writer.write(property, value).await,
-        }
-    }
+    /// Errors: see [`WriteError`]; the source maps its protocol's failures to those kinds.
+    async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError>;
 }
 
 /// The writer of every bound property, by property id. Clones share one table, so a source
 /// restarted on reload is seen by every holder (the control gate).
 #[derive(Debug, Clone, Default)]
 pub struct Writers {
-    by_property: Arc<std::sync::RwLock<HashMap<PropertyId, SourceWriter>>>,
+    by_property: Arc<std::sync::RwLock<HashMap<PropertyId, Arc<dyn DeviceWriter>>>>,
 }
 
 impl Writers {
@@ -61,10 +54,10 @@ impl Writers {
         }
     }
 
-    fn set(&self, properties: &[PropertyId], writer: &SourceWriter) {
+    fn set(&self, properties: &[PropertyId], writer: &Arc<dyn DeviceWriter>) {
         let mut table = self.by_property.write().unwrap_or_else(|e| e.into_inner());
         for property in properties {
-            table.insert(*property, writer.clone());
+            table.insert(*property, Arc::clone(writer));
         }
     }
 }
@@ -109,6 +102,19 @@ pub struct SourceContext<'a> {
     pub metrics: &'a Metrics,
     /// The daemon's state folder (client PKI, for sources that need one).
     pub state_dir: &'a Path,
+    /// Where it registers its readiness condition ("connected") for `/readyz`.
+    pub readiness: &'a Readiness,
+}
+
+/// A started source: what the wiring keeps of it.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The properties it serves.
+    pub properties: Vec<PropertyId>,
+    /// Its write side, for sources that can write.
+    pub writer: Option<Arc<dyn DeviceWriter>>,
+    /// Cancelling it stops just this source.
+    pub token: tokio_util::sync::CancellationToken,
 }
 
 /// The bindings of `kind` among `bindings`.
@@ -129,7 +135,8 @@ fn of_kind<B: Clone>(
 }
 
 /// Spawns one source with its bound properties (every binding of the assets it serves) and
-/// records its writer in `writers` and its token in `running`.
+/// records its writer in `writers` and its token in `running`. The registry of source kinds: one
+/// line per kind.
 ///
 /// Errors: the source cannot be built from its (validated) config.
 pub fn spawn_one(
@@ -139,26 +146,17 @@ pub fn spawn_one(
     writers: &Writers,
     running: &mut RunningSources,
 ) -> anyhow::Result<()> {
-    match source {
-        SourceConfig::Modbus(modbus) => {
-            let bindings = of_kind(bindings, |b| match b {
-                BindingConfig::Modbus(b) => Some(b),
-                _ => None,
-            });
-            let (writer, properties, token) = modbus::spawn(modbus, &bindings, context)?;
-            writers.set(&properties, &SourceWriter::Modbus(writer));
-            running.tokens.insert(modbus.id.clone(), token);
+    let spawned = match source {
+        SourceConfig::Modbus(s) => {
+            modbus::spawn(s, &of_kind(bindings, BindingConfig::as_modbus), context)?
         }
-        SourceConfig::OpcUa(opcua) => {
-            let bindings = of_kind(bindings, |b| match b {
-                BindingConfig::OpcUa(b) => Some(b),
-                _ => None,
-            });
-            // Read-only for now: validation refuses read-write properties on OPC UA sources,
-            // so no writer is registered and the gate answers NotBound.
-            let (_properties, token) = opcua::spawn(opcua, &bindings, context)?;
-            running.tokens.insert(opcua.id.clone(), token);
+        SourceConfig::OpcUa(s) => {
+            opcua::spawn(s, &of_kind(bindings, BindingConfig::as_opcua), context)?
         }
+    };
+    if let Some(writer) = &spawned.writer {
+        writers.set(&spawned.properties, writer);
     }
+    running.tokens.insert(source.id().to_owned(), spawned.token);
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Admin HTTP endpoint (loopback by default): `/healthz`, `/readyz`, `/metrics`.
 //!
 //! - `GET /healthz` → 200 `ok` while the process serves requests (liveness).
-//! - `GET /readyz` → 200 when every source is connected and the OPC UA server (if configured)
-//!   listens; 503 with one line per unmet condition otherwise (readiness).
+//! - `GET /readyz` → 200 when every registered readiness condition is met (every source
+//!   connected, the OPC UA server, if configured, listening); 503 with one line per unmet
+//!   condition otherwise (readiness; see [`crate::runtime::readiness`]).
 //! - `GET /metrics` → every metric in OpenMetrics text format
 //!   (`application/openmetrics-text; version=1.0.0`), which Prometheus scrapes natively.
 
@@ -17,35 +18,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use super::ServiceContext;
 use crate::config::admin_http::AdminHttpConfig;
-use crate::runtime::Supervisor;
+use crate::runtime::Readiness;
 use crate::telemetry::Metrics;
 
 /// What the endpoints report on.
 #[derive(Debug)]
-pub struct AdminState {
-    /// The metrics registry.
-    pub metrics: Metrics,
-    /// Ids of every source, for readiness.
-    pub sources: Vec<String>,
-    /// Whether an OPC UA server is configured and listening: `None` when not configured.
-    pub opcua_listening: Option<bool>,
-}
-
-impl AdminState {
-    /// Unmet readiness conditions, one line each; empty when ready.
-    pub fn not_ready(&self) -> Vec<String> {
-        let mut reasons: Vec<String> = self
-            .sources
-            .iter()
-            .filter(|id| !self.metrics.is_source_connected(id))
-            .map(|id| format!("source {id} is not connected"))
-            .collect();
-        if self.opcua_listening == Some(false) {
-            reasons.push("OPC UA server is not listening".to_owned());
-        }
-        reasons
-    }
+struct AdminState {
+    metrics: Metrics,
+    readiness: Readiness,
 }
 
 async fn healthz() -> &'static str {
@@ -53,7 +35,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let reasons = state.not_ready();
+    let reasons = state.readiness.unmet();
     if reasons.is_empty() {
         (StatusCode::OK, "ready\n".to_owned())
     } else {
@@ -71,15 +53,19 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
-/// Binds `config.listen` and serves the endpoints under `supervisor` until shutdown.
-/// Returns the bound address (useful with port 0).
+/// Binds `config.listen` and serves the endpoints under the context's supervisor until shutdown;
+/// `/readyz` lists the context's unmet readiness conditions. Returns the bound address (useful
+/// with port 0).
 ///
 /// Errors: the address cannot be bound.
 pub async fn start(
     config: &AdminHttpConfig,
-    state: AdminState,
-    supervisor: &Supervisor,
+    context: ServiceContext<'_>,
 ) -> anyhow::Result<SocketAddr> {
+    let state = AdminState {
+        metrics: context.metrics.clone(),
+        readiness: context.readiness.clone(),
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -89,12 +75,14 @@ pub async fn start(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Arc::new(state));
-    supervisor.spawn("admin-http", move |token| async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-            .context("admin HTTP server failed")
-    });
+    context
+        .supervisor
+        .spawn("admin-http", move |token| async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .context("admin HTTP server failed")
+        });
     tracing::info!(%addr, "Admin HTTP listening (/healthz, /readyz, /metrics)");
     Ok(addr)
 }

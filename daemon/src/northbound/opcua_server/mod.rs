@@ -22,11 +22,10 @@ use opcua::server::{ServerBuilder, ServerEndpoint};
 use opcua::types::MessageSecurityMode;
 use tokio::net::TcpListener;
 
+use super::ServiceContext;
 use crate::config::opcua_server::OpcUaServerConfig;
 use crate::control::ControlHandle;
-use crate::runtime::Supervisor;
-use crate::telemetry::Metrics;
-use crate::twin::{DEFAULT_SUBSCRIBER_CAPACITY, Filter, Twin};
+use crate::twin::{DEFAULT_SUBSCRIBER_CAPACITY, Filter};
 use node_manager::{TwinNodeManager, TwinNodeManagerBuilder};
 
 /// Changes the server takes from the twin per batch before coalescing starts (sized for a plant
@@ -66,12 +65,17 @@ pub fn pki_dir(config: &OpcUaServerConfig, state_dir: &Path) -> PathBuf {
 /// Errors: the listen address cannot be bound, or async-opcua rejects the configuration.
 pub async fn start(
     config: &OpcUaServerConfig,
-    state_dir: &Path,
-    twin: &Arc<Twin>,
     control: ControlHandle,
-    metrics: &Metrics,
-    supervisor: &Supervisor,
+    context: ServiceContext<'_>,
 ) -> anyhow::Result<OpcUaServer> {
+    let ServiceContext {
+        twin,
+        metrics,
+        supervisor,
+        readiness,
+        state_dir,
+    } = context;
+    let listening = readiness.register("OPC UA server is not listening");
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -221,6 +225,7 @@ pub async fn start(
             .map_err(|e| anyhow::anyhow!("OPC UA server stopped: {e}"))
     });
     tracing::info!(endpoint = %endpoint_url, pki = %pki.display(), "OPC UA server listening");
+    listening.set(true);
     Ok(OpcUaServer {
         endpoint_url,
         port,

@@ -6,8 +6,11 @@
 //! - [`plan`]: the block-read optimiser.
 //! - [`transport`]: opening connections.
 //! - [`poller`]: the per-connection poll loop, failure isolation and writes.
+//! - `events`: the connection and device events, each emitting its log line, metrics and
+//!   readiness together.
 
 pub mod codec;
+mod events;
 pub mod plan;
 pub mod poller;
 pub mod transport;
@@ -20,28 +23,28 @@ use tokio::time::Instant;
 
 use crate::config::modbus::ModbusBindingConfig;
 use crate::config::modbus::{ModbusSourceConfig, RegisterTable};
-use crate::runtime::Backoff;
-use crate::sources::{Bound, SourceContext};
+use crate::runtime::{Backoff, ReadyFlag};
+use crate::sources::{Bound, SourceContext, Spawned};
 use crate::telemetry::Metrics;
 use crate::twin::{PropertyId, Twin};
 use codec::Layout;
 use plan::{Limits, Point};
-use poller::{Device, ModbusWriter, PollGroup, Poller, WriteTarget};
+use poller::{Device, PollGroup, Poller, WriteTarget};
 
 /// Spawns the poller of one Modbus connection serving `bindings`. Returns its writer, the
-/// properties it serves and the token that stops just this poller.
+/// properties it serves and the token that stops just this poller; registers its readiness
+/// condition (connected).
 ///
 /// Errors: none today (the config was validated); kept for sources whose build can fail.
 pub fn spawn(
     source: &ModbusSourceConfig,
     bindings: &[Bound<ModbusBindingConfig>],
     context: SourceContext<'_>,
-) -> anyhow::Result<(
-    ModbusWriter,
-    Vec<PropertyId>,
-    tokio_util::sync::CancellationToken,
-)> {
-    let poller = build(source, bindings, context.twin, context.metrics);
+) -> anyhow::Result<Spawned> {
+    let ready = context
+        .readiness
+        .register(format!("source {} is not connected", source.id));
+    let poller = build(source, bindings, context.twin, context.metrics, ready);
     let properties = poller.all_properties.clone();
     let (writer, writes) = poller::write_channel();
     let token = context
@@ -49,7 +52,11 @@ pub fn spawn(
         .spawn_cancellable(format!("modbus:{}", source.id), move |token| {
             poller.run(token, writes)
         });
-    Ok((writer, properties, token))
+    Ok(Spawned {
+        properties,
+        writer: Some(std::sync::Arc::new(writer)),
+        token,
+    })
 }
 
 /// Builds the poll plan of one source: every bound property, grouped per device and poll
@@ -59,6 +66,7 @@ pub(crate) fn build(
     bindings: &[Bound<ModbusBindingConfig>],
     twin: &Arc<Twin>,
     metrics: &Metrics,
+    ready: ReadyFlag,
 ) -> Poller {
     let model = twin.model();
     let device_list = source.device_list();
@@ -163,5 +171,6 @@ pub(crate) fn build(
         ever_connected: false,
         link_up: false,
         readings: Vec::new(),
+        ready,
     }
 }

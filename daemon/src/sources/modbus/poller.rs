@@ -32,8 +32,9 @@ use tokio_modbus::{ExceptionCode, Slave};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::modbus::{ModbusSourceConfig, RegisterTable};
-use crate::runtime::Backoff;
+use crate::runtime::{Backoff, ReadyFlag};
 use crate::sources::modbus::codec::{CodecError, Encoding};
+use crate::sources::modbus::events;
 use crate::sources::modbus::plan::{self, Block, Point};
 use crate::sources::modbus::transport::Transport;
 use crate::telemetry::metrics::{DeviceMetrics, SourceMetrics};
@@ -86,6 +87,13 @@ pub struct WriteRequest {
 #[derive(Debug, Clone)]
 pub struct ModbusWriter {
     tx: mpsc::Sender<WriteRequest>,
+}
+
+#[async_trait::async_trait]
+impl crate::sources::DeviceWriter for ModbusWriter {
+    async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
+        Self::write(self, property, value).await
+    }
 }
 
 impl ModbusWriter {
@@ -152,6 +160,8 @@ pub(crate) struct Poller {
     pub link_up: bool,
     /// Reused buffer of one poll group's readings.
     pub readings: Vec<Reading>,
+    /// Its readiness condition for `/readyz`: connected.
+    pub ready: ReadyFlag,
 }
 
 fn exception_kind(code: ExceptionCode) -> &'static str {
@@ -254,12 +264,13 @@ impl Poller {
             Ok(Ok(ctx)) => {
                 self.ctx = Some(ctx);
                 self.backoff.reset();
-                self.metrics.connected.set(1);
-                if self.ever_connected && !self.link_up {
-                    self.metrics.reconnects.inc();
-                    tracing::info!(source = %self.id, transport = %self.transport, "Reconnected");
-                } else if !self.ever_connected {
-                    tracing::info!(source = %self.id, transport = %self.transport, "Connected");
+                if !self.link_up {
+                    events::Connected {
+                        source: &self.id,
+                        transport: &self.transport,
+                        again: self.ever_connected,
+                    }
+                    .emit(&self.metrics, &self.ready);
                 }
                 self.ever_connected = true;
                 self.link_up = true;
@@ -268,18 +279,18 @@ impl Poller {
             Ok(Err(error)) => error.to_string(),
             Err(_) => "connect timed out".to_owned(),
         };
-        self.metrics.connected.set(0);
         let delay = self.backoff.next_delay();
-        if self.link_up || !self.ever_connected {
-            tracing::warn!(source = %self.id, transport = %self.transport, %error, retry_in = ?delay, "Connection failed");
-        } else {
-            tracing::debug!(source = %self.id, %error, retry_in = ?delay, "Connection still failing");
+        let devices: Vec<&DeviceMetrics> = self.devices.iter().map(|d| &d.metrics).collect();
+        events::ConnectionFailed {
+            source: &self.id,
+            transport: &self.transport,
+            error: &error,
+            retry_in: delay,
+            first: self.link_up || !self.ever_connected,
         }
+        .emit(&self.metrics, &devices, &self.ready);
         self.link_up = false;
         self.ever_connected = true;
-        for device in &self.devices {
-            device.metrics.error("connection");
-        }
         self.mark_all(QualityReason::NoConnection);
         tokio::select! {
             () = token.cancelled() => false,
@@ -293,10 +304,13 @@ impl Poller {
     }
 
     fn lose_connection(&mut self, error: &str) {
-        tracing::warn!(source = %self.id, %error, "Connection lost");
+        events::ConnectionLost {
+            source: &self.id,
+            error,
+        }
+        .emit(&self.metrics, &self.ready);
         self.ctx = None;
         self.link_up = false;
-        self.metrics.connected.set(0);
         self.mark_all(QualityReason::CommunicationFailure);
     }
 
@@ -494,8 +508,11 @@ impl Poller {
         device.timeout_streak = 0;
         if device.demoted {
             device.demoted = false;
-            device.metrics.demoted.set(0);
-            tracing::info!(source = %self.id, device = %device.id, "Device answers again; back to its normal poll interval");
+            events::DevicePromoted {
+                source: &self.id,
+                device: &device.id,
+            }
+            .emit(&device.metrics);
         }
     }
 
@@ -507,15 +524,13 @@ impl Poller {
         tracing::debug!(source = %self.id, device = %device.id, streak = device.timeout_streak, "Request timed out");
         if !device.demoted && device.timeout_streak >= demote_after {
             device.demoted = true;
-            device.metrics.demotions.inc();
-            device.metrics.demoted.set(1);
-            tracing::warn!(
-                source = %self.id,
-                device = %device.id,
-                timeouts = device.timeout_streak,
-                poll = ?demoted_poll,
-                "Device demoted after consecutive timeouts; polling it less often until it answers"
-            );
+            events::DeviceDemoted {
+                source: &self.id,
+                device: &device.id,
+                timeouts: device.timeout_streak,
+                poll: demoted_poll,
+            }
+            .emit(&device.metrics);
         }
     }
 

@@ -27,8 +27,8 @@ use crate::config::opcua_source::OpcUaBindingConfig;
 use crate::config::opcua_source::{
     OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, parse_node_id,
 };
-use crate::runtime::Backoff;
-use crate::sources::{Bound, SourceContext};
+use crate::runtime::{Backoff, ReadyFlag};
+use crate::sources::{Bound, SourceContext, Spawned};
 use crate::twin::{PropertyId, QualityReason, Reading, Twin};
 
 /// One monitored variable.
@@ -48,7 +48,7 @@ pub fn spawn(
     source: &OpcUaSourceConfig,
     bindings: &[Bound<OpcUaBindingConfig>],
     context: SourceContext<'_>,
-) -> anyhow::Result<(Vec<PropertyId>, CancellationToken)> {
+) -> anyhow::Result<Spawned> {
     let mut by_node: HashMap<String, Item> = HashMap::new();
     let mut properties = Vec::new();
     for Bound {
@@ -73,6 +73,9 @@ pub fn spawn(
         properties.push(*property);
     }
     let (twin, supervisor, metrics) = (context.twin, context.supervisor, context.metrics);
+    let ready = context
+        .readiness
+        .register(format!("source {} is not connected", source.id));
     let client = OpcUaClient {
         config: source.clone(),
         pki_dir: source
@@ -89,11 +92,18 @@ pub fn spawn(
                 source: source.id.clone(),
             })
             .clone(),
+        ready,
     };
     let token = supervisor.spawn_cancellable(format!("opcua-source:{}", source.id), move |token| {
         client.run(token)
     });
-    Ok((properties, token))
+    // Read-only for now: validation refuses read-write properties on OPC UA sources, so there is
+    // no writer and the gate answers NotBound.
+    Ok(Spawned {
+        properties,
+        writer: None,
+        token,
+    })
 }
 
 struct OpcUaClient {
@@ -103,6 +113,15 @@ struct OpcUaClient {
     properties: Vec<PropertyId>,
     twin: Arc<Twin>,
     connected: prometheus_client::metrics::gauge::Gauge,
+    ready: ReadyFlag,
+}
+
+impl OpcUaClient {
+    /// The session is up or down: the gauge and the readiness condition move together.
+    fn set_connected(&self, up: bool) {
+        self.connected.set(i64::from(up));
+        self.ready.set(up);
+    }
 }
 
 /// The quality reason for a bad or uncertain OPC UA status (OPC UA Part 4 §7.39).
@@ -151,7 +170,7 @@ fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
 
 impl OpcUaClient {
     fn mark_all(&self, reason: QualityReason) {
-        self.connected.set(0);
+        self.set_connected(false);
         self.twin.fail_all(self.properties.iter().copied(), reason);
     }
 
@@ -241,7 +260,7 @@ impl OpcUaClient {
             }
         }
         tracing::info!(source = %self.config.id, endpoint = %self.config.endpoint, "OPC UA source connected");
-        self.connected.set(1);
+        self.set_connected(true);
         // Namespace URIs (`nsu=`) become indexes through the server's NamespaceArray
         // (OPC UA Part 5 §6.3.1, Server_NamespaceArray = ns=0;i=2255).
         let items = if self.items.iter().any(|i| i.namespace_uri.is_some()) {
@@ -367,7 +386,7 @@ impl OpcUaClient {
                         return Ok(());
                     }
                     Some(Ok(SessionPollResult::Reconnected(mode))) => {
-                        self.connected.set(1);
+                        self.set_connected(true);
                         tracing::info!(source = %self.config.id, ?mode, "OPC UA source reconnected");
                     }
                     Some(Ok(_)) => {}

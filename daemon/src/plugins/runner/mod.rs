@@ -1,0 +1,311 @@
+//! Running plugin instances against the twin: subscriptions in, derived values and write
+//! proposals out, faults contained. Split by job: [`resolve`] finds a plugin's inputs and outputs,
+//! [`reload`] watches and reloads files, [`run`] is the run loop with the plugin's life as an
+//! explicit state (running, backing off, quarantined), [`events`] reports what happens (log line
+//! and metrics from one place); all of it generic over the plugin
+//! [`runtime`](crate::plugins::runtime) seam.
+//!
+//! Each `[[plugins]]` entry gets one task. The task subscribes to its input properties, calls
+//! `on-changes` with every change since the previous call at most once per `min_interval`, and
+//! `on-tick` every `tick`. Calls run on the blocking pool, so a plugin never holds up the async
+//! workers. Outputs are checked: a derived value must name a property bound to this plugin and be
+//! finite; a write proposal goes to the control gate, which decides. A failed call (trap,
+//! deadline, memory cap, fuel) discards the instance and marks its derived properties bad
+//! (`PluginFailure`); it is re-created after a backoff, and after `quarantine_after` consecutive
+//! failures it stays quarantined until its file changes or the daemon gets SIGHUP.
+//!
+//! Hot reload: a watcher on the plugin files' folders (and SIGHUP, through
+//! [`PluginHandles::reload_all`]) asks the plugin's reloader task to look at its file; a changed
+//! file is compiled there, off the plugin's call path, then the runner instantiates and
+//! initialises the new version and only then drops the old instance. If the new version does not
+//! compile or initialise, the old one keeps running. A new instance starts with fresh state and
+//! is first fed the current values of all its inputs.
+
+mod events;
+mod reload;
+mod resolve;
+mod run;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::config::model::PluginKind;
+use crate::control::ControlHandle;
+use crate::plugins::runtime::{PluginError, PluginRuntime};
+use crate::plugins::wasm::WasmHost;
+use crate::runtime::Supervisor;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::PluginLabels;
+use crate::twin::{QualityReason, Twin};
+pub use reload::RELOAD_DEBOUNCE;
+use reload::{Check, Reloader, fingerprint, watch};
+pub use run::PLUGIN_SUBSCRIBER_CAPACITY;
+use run::Runner;
+
+/// What a running plugin's hot reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The file is the one already loaded (or tried); nothing changed.
+    Unchanged,
+    /// The new version compiled and initialised, and now runs; the old instance is gone.
+    Swapped,
+    /// The new version did not compile or initialise; the running version stays.
+    Refused(String),
+    /// The file is unchanged but the plugin was quarantined: it starts again.
+    Retried,
+}
+
+/// The running plugins, for reloads.
+#[derive(Debug, Clone, Default)]
+pub struct PluginHandles {
+    checks: Arc<Vec<(String, mpsc::Sender<Check>)>>,
+}
+
+impl PluginHandles {
+    /// Looks at every Wasm plugin's file (a SIGHUP): a changed file is compiled off the hot path,
+    /// initialised and swapped in; a quarantined plugin starts again. Returns each plugin's
+    /// outcome, in configuration order.
+    pub async fn reload_all(&self) -> Vec<(String, ReloadOutcome)> {
+        let mut waiting = Vec::new();
+        for (name, checks) in self.checks.iter() {
+            let (reply, outcome) = oneshot::channel();
+            let check = Check {
+                retry: true,
+                reply: Some(reply),
+            };
+            if checks.send(check).await.is_ok() {
+                waiting.push((name.clone(), outcome));
+            }
+        }
+        let mut outcomes = Vec::new();
+        for (name, outcome) in waiting {
+            if let Ok(outcome) = outcome.await {
+                outcomes.push((name, outcome));
+            }
+        }
+        outcomes
+    }
+}
+
+/// Starts every configured plugin under `supervisor`, with a watcher that hot-reloads a plugin
+/// when its file changes. A plugin whose file cannot be loaded is logged and its derived
+/// properties marked bad; the daemon runs on, and the plugin starts when a loadable file appears.
+///
+/// Errors: the wasm engine cannot be created.
+pub fn spawn_all(
+    config: &Config,
+    twin: &Arc<Twin>,
+    control: &ControlHandle,
+    supervisor: &Supervisor,
+    metrics: &Metrics,
+) -> anyhow::Result<PluginHandles> {
+    if config.plugins.is_empty() {
+        return Ok(PluginHandles::default());
+    }
+    // Fuel metering slows every plugin down, so the engine meters only when one asks for it.
+    let runtime = WasmHost::new(config.plugins.iter().any(|p| p.fuel.is_some()))?;
+    let mut checks = Vec::new();
+    let mut watched = Vec::new();
+    for plugin in &config.plugins {
+        let runner = Runner {
+            config: plugin.clone(),
+            init_config: plugin
+                .config
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            resolved: resolve::resolve(plugin, &config.assets, twin.model()),
+            twin: Arc::clone(twin),
+            control: control.clone(),
+            metrics: metrics.clone(),
+            labels: PluginLabels {
+                plugin: plugin.name.clone(),
+            },
+        };
+        if plugin.kind == PluginKind::Native {
+            tracing::error!(plugin = %plugin.name, "Native plugins are not supported yet; this plugin does not run");
+            runner.mark_outputs(QualityReason::PluginFailure);
+            continue;
+        }
+        let file = std::path::absolute(config.resolve(&plugin.file))
+            .unwrap_or_else(|_| config.resolve(&plugin.file));
+        let loaded = std::fs::read(&file)
+            .map_err(|e| PluginError::Load(format!("{}: {e}", file.display())))
+            .and_then(|bytes| Ok((fingerprint(&bytes), runtime.load(&bytes)?)));
+        let (fingerprint, component) = match loaded {
+            Ok((fingerprint, component)) => (Some(fingerprint), Some(component)),
+            Err(error) => {
+                events::LoadFailed {
+                    plugin: &plugin.name,
+                    error: &error,
+                }
+                .emit(metrics);
+                runner.mark_outputs(QualityReason::PluginFailure);
+                (None, None)
+            }
+        };
+        let (check_tx, check_rx) = mpsc::channel(4);
+        let (swap_tx, swap_rx) = mpsc::channel(1);
+        let reloader = Reloader {
+            plugin: plugin.name.clone(),
+            file: file.clone(),
+            fingerprint,
+            runtime: runtime.clone(),
+            metrics: metrics.clone(),
+        };
+        supervisor.spawn(format!("plugin-reload:{}", plugin.name), move |token| {
+            reloader.run(check_rx, swap_tx, token)
+        });
+        let runtime = runtime.clone();
+        supervisor.spawn(format!("plugin:{}", plugin.name), move |token| {
+            runner.run(runtime, component, swap_rx, token)
+        });
+        watched.push((file, check_tx.clone()));
+        checks.push((plugin.name.clone(), check_tx));
+    }
+    watch(&watched, supervisor);
+    Ok(PluginHandles {
+        checks: Arc::new(checks),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plugins::runtime::{ChangeBatch, Limits, Outputs, PluginInstance};
+    use crate::twin::{Quality, Value};
+
+    /// A runtime whose instances panic on the host side of every `on-changes` call: what a defect
+    /// in the engine or in a host function looks like to the runner.
+    #[derive(Debug, Clone)]
+    struct PanickingRuntime;
+
+    struct PanickingInstance;
+
+    impl PluginRuntime for PanickingRuntime {
+        type Component = ();
+        type Instance = PanickingInstance;
+
+        fn load(&self, _bytes: &[u8]) -> Result<(), PluginError> {
+            Ok(())
+        }
+
+        fn instantiate(
+            &self,
+            _name: &str,
+            _component: &(),
+            _limits: Limits,
+        ) -> Result<PanickingInstance, PluginError> {
+            Ok(PanickingInstance)
+        }
+    }
+
+    impl PluginInstance for PanickingInstance {
+        fn init(
+            &mut self,
+            _config: &str,
+            _inputs: &[String],
+        ) -> Result<Result<(), String>, PluginError> {
+            Ok(Ok(()))
+        }
+
+        fn on_changes(&mut self, _batch: &ChangeBatch) -> Result<Outputs, PluginError> {
+            panic!("a deliberate host-side panic in a plugin call");
+        }
+
+        fn on_tick(&mut self, _now_ms: i64) -> Result<Outputs, PluginError> {
+            Ok(Outputs {
+                values: Vec::new(),
+                proposals: Vec::new(),
+            })
+        }
+
+        fn fuel_used(&self) -> u64 {
+            0
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_panic_in_a_plugin_call_is_a_plugin_fault_not_the_daemons_end() {
+        // The file only has to exist for validation: this runtime never reads it.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let config = crate::config::parse(
+            &dir.path().join("test.toml"),
+            r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "127.0.0.1:502"
+
+[[types]]
+name = "Probe"
+properties = [
+  { name = "input", data_type = "float" },
+  { name = "derived", data_type = "float" },
+]
+
+[[assets]]
+path = "site/probe"
+type = "Probe"
+source = "plc"
+bindings.input = { table = "holding", address = 0 }
+bindings.derived = { plugin = "p" }
+
+[[plugins]]
+name = "p"
+file = "p.wasm"
+subscribe = [{ assets = "site/probe", properties = ["input"] }]
+quarantine_after = 2
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let twin = Arc::new(Twin::new(Arc::new(config.twin_model()), &config.twin));
+        let supervisor = Supervisor::new();
+        let metrics = Metrics::new();
+        let control = ControlHandle::detached();
+        let plugin = &config.plugins[0];
+        let runner = Runner {
+            config: plugin.clone(),
+            init_config: String::new(),
+            resolved: resolve::resolve(plugin, &config.assets, twin.model()),
+            twin: Arc::clone(&twin),
+            control,
+            metrics: metrics.clone(),
+            labels: PluginLabels { plugin: "p".into() },
+        };
+        let (_swaps, swap_rx) = mpsc::channel(1);
+        supervisor.spawn("plugin:p", move |token| {
+            runner.run(PanickingRuntime, Some(()), swap_rx, token)
+        });
+        // A fresh instance is fed the current input at once: every call panics, each panic is
+        // counted as the plugin's fault, and after two the plugin is quarantined.
+        let quarantined = r#"twinloom_plugin_quarantined{plugin="p"} 1"#;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !metrics.encode().contains(quarantined) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never quarantined:\n{}",
+                metrics.encode()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"twinloom_plugin_failures_total{plugin="p",kind="host_panic"} 2"#),
+            "{text}"
+        );
+        let derived = twin.model().property_by_path("site/probe/derived").unwrap();
+        assert_eq!(
+            twin.sample(derived).quality,
+            Quality::bad(QualityReason::PluginFailure)
+        );
+        assert_eq!(twin.sample(derived).value, None::<Value>);
+        // The daemon runs on: no task failed, nothing was cancelled.
+        assert_eq!(supervisor.fatal_error(), None);
+        assert!(supervisor.shutdown(Duration::from_secs(5)).await);
+    }
+}

@@ -1,0 +1,85 @@
+//! Readiness: what `/readyz` reports on. Each component registers the conditions it must meet
+//! (a source: "connected"; the OPC UA server: "listening") and sets its flag as its state changes;
+//! the admin endpoint lists the conditions not met. Nothing is read back out of metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One condition: the line `/readyz` shows while it is unmet, and whether it is met.
+type Condition = (String, Arc<AtomicBool>);
+
+/// The daemon's readiness conditions, in registration order. Cheap to clone; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    conditions: Arc<Mutex<Vec<Condition>>>,
+}
+
+/// One component's readiness condition; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ReadyFlag(Arc<AtomicBool>);
+
+impl ReadyFlag {
+    /// Sets whether the condition is met.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the condition is met.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Readiness {
+    /// Registers a condition, not met until its flag is set. `unmet` is the line `/readyz` shows
+    /// while it is not met (e.g. `source plc is not connected`); registering the same line again
+    /// (a source restarted on reload) replaces the old flag.
+    pub fn register(&self, unmet: impl Into<String>) -> ReadyFlag {
+        let unmet = unmet.into();
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut conditions = self.conditions.lock().unwrap_or_else(|e| e.into_inner());
+        match conditions.iter_mut().find(|(line, _)| *line == unmet) {
+            Some((_, old)) => *old = Arc::clone(&flag),
+            None => conditions.push((unmet, Arc::clone(&flag))),
+        }
+        ReadyFlag(flag)
+    }
+
+    /// The lines of the conditions not met, in registration order; empty when ready.
+    pub fn unmet(&self) -> Vec<String> {
+        self.conditions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, flag)| !flag.load(Ordering::Relaxed))
+            .map(|(line, _)| line.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmet_conditions_are_listed_in_order_and_a_new_registration_replaces_the_old() {
+        let readiness = Readiness::default();
+        let a = readiness.register("source a is not connected");
+        let b = readiness.register("source b is not connected");
+        assert_eq!(
+            readiness.unmet(),
+            ["source a is not connected", "source b is not connected"]
+        );
+        a.set(true);
+        assert_eq!(readiness.unmet(), ["source b is not connected"]);
+        b.set(true);
+        assert!(readiness.unmet().is_empty());
+        // Source a restarts: its new flag starts unmet; the old one no longer counts.
+        let again = readiness.register("source a is not connected");
+        assert_eq!(readiness.unmet(), ["source a is not connected"]);
+        a.set(true);
+        assert_eq!(readiness.unmet(), ["source a is not connected"]);
+        again.set(true);
+        assert!(readiness.unmet().is_empty());
+    }
+}
