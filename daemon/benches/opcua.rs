@@ -279,7 +279,7 @@ fn serve_twinloom() {
         let server = twinloom::northbound::opcua_server::start(
             &server_config,
             control,
-            twinloom::northbound::ServiceContext {
+            twinloom::context::ComponentContext {
                 twin: &twin,
                 metrics: &metrics,
                 supervisor: &supervisor,

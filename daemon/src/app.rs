@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
+use crate::context::ComponentContext;
 use crate::control::{self, ControlHandle};
-use crate::northbound::ServiceContext;
 use crate::northbound::admin_http;
 use crate::northbound::opcua_server::{self, OpcUaServer};
 use crate::plugins::runner::{PluginHandles, ReloadOutcome};
 use crate::runtime::{Readiness, Supervisor};
-use crate::sources::{self, BindingConfig, Bound, RunningSources, SourceContext, Writers};
+use crate::sources::{self, BindingConfig, Bound, RunningSources, Writers};
 use crate::telemetry::Metrics;
 use crate::twin::{Twin, TwinModel};
 
@@ -64,7 +64,7 @@ fn bound_to(config: &Config, model: &TwinModel, id: &str) -> Vec<Bound<BindingCo
 /// Errors: a source cannot be built from its (validated) config.
 fn spawn_sources(
     config: &Config,
-    context: SourceContext<'_>,
+    context: ComponentContext<'_>,
 ) -> anyhow::Result<(Writers, RunningSources)> {
     let writers = Writers::default();
     let mut running = RunningSources::default();
@@ -87,28 +87,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     metrics.register_twin(&twin);
     let state_dir = config.state_dir();
     let readiness = Readiness::default();
-    let (writers, running) = spawn_sources(
-        config,
-        SourceContext {
-            twin: &twin,
-            supervisor: &supervisor,
-            metrics: &metrics,
-            state_dir: &state_dir,
-            readiness: &readiness,
-        },
-    )?;
-    let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
-    let plugins =
-        crate::plugins::runner::spawn_all(config, &twin, &control, &supervisor, &metrics)?;
-    let services = ServiceContext {
+    let context = ComponentContext {
         twin: &twin,
-        metrics: &metrics,
         supervisor: &supervisor,
+        metrics: &metrics,
         readiness: &readiness,
         state_dir: &state_dir,
     };
+    let (writers, running) = spawn_sources(config, context)?;
+    let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
+    let plugins =
+        crate::plugins::runner::spawn_all(config, &twin, &control, &supervisor, &metrics)?;
     let opcua = match &config.opcua_server {
-        Some(server) => match opcua_server::start(server, control.clone(), services).await {
+        Some(server) => match opcua_server::start(server, control.clone(), context).await {
             Ok(server) => Some(server),
             Err(error) => {
                 supervisor.shutdown(config.daemon.shutdown_timeout).await;
@@ -118,7 +109,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         None => None,
     };
     let admin_http = match &config.admin_http {
-        Some(admin) => match admin_http::start(admin, services).await {
+        Some(admin) => match admin_http::start(admin, context).await {
             Ok(addr) => Some(addr),
             Err(error) => {
                 supervisor.shutdown(config.daemon.shutdown_timeout).await;
@@ -262,7 +253,7 @@ impl Daemon {
             running.stop(source.id());
             let bindings = bound_to(new, self.handles.twin.model(), source.id());
             let state_dir = new.state_dir();
-            let context = SourceContext {
+            let context = ComponentContext {
                 twin: &self.handles.twin,
                 supervisor: &self.handles.supervisor,
                 metrics: &self.handles.metrics,

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod control;
 pub mod demo;
 pub mod northbound;

@@ -713,10 +713,7 @@ impl SourceSection for ModbusSourceConfig {
 
 impl BindingSection for ModbusBindingConfig {
     fn scaling(&self) -> Scaling {
-        Scaling {
-            scale: self.scale.unwrap_or(1.0),
-            offset: self.offset.unwrap_or(0.0),
-        }
+        Scaling::configured(self.scale, self.offset)
     }
 
     fn poll(&self) -> Option<Duration> {

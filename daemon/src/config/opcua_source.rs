@@ -238,10 +238,7 @@ impl SourceSection for OpcUaSourceConfig {
 
 impl BindingSection for OpcUaBindingConfig {
     fn scaling(&self) -> Scaling {
-        Scaling {
-            scale: self.scale.unwrap_or(1.0),
-            offset: self.offset.unwrap_or(0.0),
-        }
+        Scaling::configured(self.scale, self.offset)
     }
 
     fn poll(&self) -> Option<Duration> {
@@ -252,7 +249,6 @@ impl BindingSection for OpcUaBindingConfig {
         None
     }
 }
-
 
 #[cfg(test)]
 mod tests {

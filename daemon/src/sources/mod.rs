@@ -1,6 +1,6 @@
 //! Sources: the only code that speaks field protocols.
 //!
-//! Each protocol is one module with one `spawn(section, bound properties, SourceContext)`; its
+//! Each protocol is one module with one `spawn(section, bound properties, ComponentContext)`; its
 //! section is plain data in `crate::config`. [`spawn_one`] is the single registry of running
 //! source kinds: adding a protocol means a module beside `modbus`, its section in `config`, and
 //! one line there.
@@ -11,12 +11,10 @@ pub mod modbus;
 pub mod opcua;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use crate::runtime::{Readiness, Supervisor};
-use crate::telemetry::Metrics;
-use crate::twin::{PropertyId, Twin, Value, WriteError};
+use crate::context::ComponentContext;
+use crate::twin::{PropertyId, Value, WriteError};
 
 pub use crate::config::sources::{BindingConfig, SourceConfig, SourceKind};
 
@@ -91,21 +89,6 @@ pub struct Bound<B> {
     pub binding: B,
 }
 
-/// What every source is given to start, besides its own section and bound properties.
-#[derive(Debug, Clone, Copy)]
-pub struct SourceContext<'a> {
-    /// The twin its readings go to.
-    pub twin: &'a Arc<Twin>,
-    /// Where its task is spawned.
-    pub supervisor: &'a Supervisor,
-    /// The metrics registry.
-    pub metrics: &'a Metrics,
-    /// The daemon's state folder (client PKI, for sources that need one).
-    pub state_dir: &'a Path,
-    /// Where it registers its readiness condition ("connected") for `/readyz`.
-    pub readiness: &'a Readiness,
-}
-
 /// A started source: what the wiring keeps of it.
 #[derive(Debug)]
 pub struct Spawned {
@@ -142,7 +125,7 @@ fn of_kind<B: Clone>(
 pub fn spawn_one(
     source: &SourceConfig,
     bindings: &[Bound<BindingConfig>],
-    context: SourceContext<'_>,
+    context: ComponentContext<'_>,
     writers: &Writers,
     running: &mut RunningSources,
 ) -> anyhow::Result<()> {

@@ -93,6 +93,15 @@ pub struct ConversionError {
 }
 
 impl Scaling {
+    /// A binding's scaling as configured: `raw × scale + offset`, each defaulting to the identity
+    /// (scale 1, offset 0) when not set.
+    pub fn configured(scale: Option<f64>, offset: Option<f64>) -> Self {
+        Self {
+            scale: scale.unwrap_or(1.0),
+            offset: offset.unwrap_or(0.0),
+        }
+    }
+
     /// No scaling.
     pub const IDENTITY: Self = Self {
         scale: 1.0,

@@ -18,8 +18,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use super::ServiceContext;
 use crate::config::admin_http::AdminHttpConfig;
+use crate::context::ComponentContext;
 use crate::runtime::Readiness;
 use crate::telemetry::Metrics;
 
@@ -60,7 +60,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 /// Errors: the address cannot be bound.
 pub async fn start(
     config: &AdminHttpConfig,
-    context: ServiceContext<'_>,
+    context: ComponentContext<'_>,
 ) -> anyhow::Result<SocketAddr> {
     let state = AdminState {
         metrics: context.metrics.clone(),

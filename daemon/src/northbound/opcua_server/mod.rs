@@ -22,8 +22,8 @@ use opcua::server::{ServerBuilder, ServerEndpoint};
 use opcua::types::MessageSecurityMode;
 use tokio::net::TcpListener;
 
-use super::ServiceContext;
 use crate::config::opcua_server::OpcUaServerConfig;
+use crate::context::ComponentContext;
 use crate::control::ControlHandle;
 use crate::twin::{DEFAULT_SUBSCRIBER_CAPACITY, Filter};
 use node_manager::{TwinNodeManager, TwinNodeManagerBuilder};
@@ -66,9 +66,9 @@ pub fn pki_dir(config: &OpcUaServerConfig, state_dir: &Path) -> PathBuf {
 pub async fn start(
     config: &OpcUaServerConfig,
     control: ControlHandle,
-    context: ServiceContext<'_>,
+    context: ComponentContext<'_>,
 ) -> anyhow::Result<OpcUaServer> {
-    let ServiceContext {
+    let ComponentContext {
         twin,
         metrics,
         supervisor,

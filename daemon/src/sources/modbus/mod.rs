@@ -23,8 +23,9 @@ use tokio::time::Instant;
 
 use crate::config::modbus::ModbusBindingConfig;
 use crate::config::modbus::{ModbusSourceConfig, RegisterTable};
+use crate::context::ComponentContext;
 use crate::runtime::{Backoff, ReadyFlag};
-use crate::sources::{Bound, SourceContext, Spawned};
+use crate::sources::{Bound, Spawned};
 use crate::telemetry::Metrics;
 use crate::twin::{PropertyId, Twin};
 use codec::Layout;
@@ -39,7 +40,7 @@ use poller::{Device, PollGroup, Poller, WriteTarget};
 pub fn spawn(
     source: &ModbusSourceConfig,
     bindings: &[Bound<ModbusBindingConfig>],
-    context: SourceContext<'_>,
+    context: ComponentContext<'_>,
 ) -> anyhow::Result<Spawned> {
     let ready = context
         .readiness

@@ -27,8 +27,9 @@ use crate::config::opcua_source::OpcUaBindingConfig;
 use crate::config::opcua_source::{
     OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, parse_node_id,
 };
+use crate::context::ComponentContext;
 use crate::runtime::{Backoff, ReadyFlag};
-use crate::sources::{Bound, SourceContext, Spawned};
+use crate::sources::{Bound, Spawned};
 use crate::twin::{PropertyId, QualityReason, Reading, Twin};
 
 /// One monitored variable.
@@ -47,7 +48,7 @@ struct Item {
 pub fn spawn(
     source: &OpcUaSourceConfig,
     bindings: &[Bound<OpcUaBindingConfig>],
-    context: SourceContext<'_>,
+    context: ComponentContext<'_>,
 ) -> anyhow::Result<Spawned> {
     let mut by_node: HashMap<String, Item> = HashMap::new();
     let mut properties = Vec::new();
