@@ -96,8 +96,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     };
     let (writers, running) = spawn_sources(config, context)?;
     let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
-    let plugins =
-        crate::plugins::runner::spawn_all(config, &twin, &control, &supervisor, &metrics)?;
+    let plugins = crate::plugins::runner::spawn_all(
+        &config.plugins,
+        &config.assets,
+        config.base_dir(),
+        &control,
+        context,
+    )?;
     let opcua = match &config.opcua_server {
         Some(server) => match opcua_server::start(server, control.clone(), context).await {
             Ok(server) => Some(server),

@@ -168,14 +168,18 @@ pub fn spawn(twin: Arc<Twin>, writers: Writers, supervisor: &Supervisor) -> Cont
             };
             let outcome = decide(&twin, &request).map(|value| (value, writers.clone()));
             let outcome = match outcome {
-                Ok((value, writers)) => writers.write(request.property, value).await.map_err(ControlError::from),
+                Ok((value, writers)) => writers
+                    .write(request.property, value)
+                    .await
+                    .map_err(ControlError::from),
                 Err(refused) => Err(refused),
             };
-            let path = &twin.model().property(request.property).path;
-            match &outcome {
-                Ok(()) => tracing::info!(property = %path, value = %request.value, origin = %request.origin, "Write accepted and carried out"),
-                Err(error) => tracing::warn!(property = %path, value = %request.value, origin = %request.origin, %error, "Write refused"),
+            WriteDecided {
+                property: &twin.model().property(request.property).path,
+                request: &request,
+                outcome: &outcome,
             }
+            .emit();
             let _ = request.reply.send(outcome);
         }
     });
@@ -183,6 +187,25 @@ pub fn spawn(twin: Arc<Twin>, writers: Writers, supervisor: &Supervisor) -> Cont
 }
 
 /// Checks a proposal against the property's declaration; returns the value to write.
+/// The gate decided a proposal (and, when accepted, the device answered): the one event per
+/// decision, logged with its origin. The control-path work adds its audit record here.
+#[derive(Debug)]
+struct WriteDecided<'a> {
+    property: &'a str,
+    request: &'a WriteRequest,
+    outcome: &'a Result<(), ControlError>,
+}
+
+impl WriteDecided<'_> {
+    fn emit(&self) {
+        let (property, value, origin) = (self.property, &self.request.value, &self.request.origin);
+        match self.outcome {
+            Ok(()) => tracing::info!(%property, %value, %origin, "Write accepted and carried out"),
+            Err(error) => tracing::warn!(%property, %value, %origin, %error, "Write refused"),
+        }
+    }
+}
+
 fn decide(twin: &Twin, request: &WriteRequest) -> Result<Value, ControlError> {
     let decl = twin.model().decl(request.property);
     if decl.access != Access::ReadWrite {

@@ -55,10 +55,13 @@ impl Authenticator {
     }
 
     fn reject(&self, endpoint: &ServerEndpoint, user: &str, why: &str) -> Error {
-        self.failed_logins.inc();
-        // async-opcua's authenticator interface carries no peer address; the transport logs it
-        // ("Accept new connection from ...") when the connection opens.
-        tracing::warn!(user, endpoint = %endpoint.security_policy, mode = %endpoint.security_mode, why, "OPC UA login failed");
+        super::events::LoginFailed {
+            user,
+            policy: &endpoint.security_policy,
+            mode: &endpoint.security_mode,
+            why,
+        }
+        .emit(&self.failed_logins);
         Error::new(StatusCode::BadUserAccessDenied, "login failed")
     }
 }
@@ -96,7 +99,7 @@ impl AuthManager for Authenticator {
         .await
         .unwrap_or(false);
         if verified {
-            tracing::info!(user = username, "OPC UA user logged in");
+            super::events::LoggedIn { user: username }.emit();
             Ok(UserToken(username.to_owned()))
         } else {
             Err(self.reject(endpoint, username, "wrong password"))

@@ -9,6 +9,7 @@
 //! Values are pushed to monitored items from the twin's change fan-out; nothing polls the twin.
 
 pub mod auth;
+mod events;
 pub mod node_manager;
 pub mod pki;
 
@@ -224,8 +225,11 @@ pub async fn start(
             .await
             .map_err(|e| anyhow::anyhow!("OPC UA server stopped: {e}"))
     });
-    tracing::info!(endpoint = %endpoint_url, pki = %pki.display(), "OPC UA server listening");
-    listening.set(true);
+    events::Listening {
+        endpoint: &endpoint_url,
+        pki: &pki,
+    }
+    .emit(&listening);
     Ok(OpcUaServer {
         endpoint_url,
         port,

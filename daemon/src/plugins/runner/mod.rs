@@ -26,19 +26,18 @@ mod reload;
 mod resolve;
 mod run;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Config;
-use crate::config::model::PluginKind;
+use crate::config::model::{AssetConfig, PluginConfig, PluginKind};
+use crate::context::ComponentContext;
 use crate::control::ControlHandle;
 use crate::plugins::runtime::{PluginError, PluginRuntime};
 use crate::plugins::wasm::WasmHost;
-use crate::runtime::Supervisor;
-use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PluginLabels;
-use crate::twin::{QualityReason, Twin};
+use crate::twin::QualityReason;
 pub use reload::RELOAD_DEBOUNCE;
 use reload::{Check, Reloader, fingerprint, watch};
 pub use run::PLUGIN_SUBSCRIBER_CAPACITY;
@@ -89,26 +88,34 @@ impl PluginHandles {
     }
 }
 
-/// Starts every configured plugin under `supervisor`, with a watcher that hot-reloads a plugin
-/// when its file changes. A plugin whose file cannot be loaded is logged and its derived
-/// properties marked bad; the daemon runs on, and the plugin starts when a loadable file appears.
+/// Starts every plugin of `plugins` under the context's supervisor, with a watcher that
+/// hot-reloads a plugin when its file changes. `assets` are the configured assets (their bindings
+/// name the plugin that computes a property); relative plugin files resolve against `base_dir`.
+/// A plugin whose file cannot be loaded is logged and its derived properties marked bad; the
+/// daemon runs on, and the plugin starts when a loadable file appears.
 ///
 /// Errors: the wasm engine cannot be created.
 pub fn spawn_all(
-    config: &Config,
-    twin: &Arc<Twin>,
+    plugins: &[PluginConfig],
+    assets: &[AssetConfig],
+    base_dir: &Path,
     control: &ControlHandle,
-    supervisor: &Supervisor,
-    metrics: &Metrics,
+    context: ComponentContext<'_>,
 ) -> anyhow::Result<PluginHandles> {
-    if config.plugins.is_empty() {
+    let ComponentContext {
+        twin,
+        supervisor,
+        metrics,
+        ..
+    } = context;
+    if plugins.is_empty() {
         return Ok(PluginHandles::default());
     }
     // Fuel metering slows every plugin down, so the engine meters only when one asks for it.
-    let runtime = WasmHost::new(config.plugins.iter().any(|p| p.fuel.is_some()))?;
+    let runtime = WasmHost::new(plugins.iter().any(|p| p.fuel.is_some()))?;
     let mut checks = Vec::new();
     let mut watched = Vec::new();
-    for plugin in &config.plugins {
+    for plugin in plugins {
         let runner = Runner {
             config: plugin.clone(),
             init_config: plugin
@@ -116,7 +123,7 @@ pub fn spawn_all(
                 .as_ref()
                 .map(|t| t.to_string())
                 .unwrap_or_default(),
-            resolved: resolve::resolve(plugin, &config.assets, twin.model()),
+            resolved: resolve::resolve(plugin, assets, twin.model()),
             twin: Arc::clone(twin),
             control: control.clone(),
             metrics: metrics.clone(),
@@ -129,8 +136,8 @@ pub fn spawn_all(
             runner.mark_outputs(QualityReason::PluginFailure);
             continue;
         }
-        let file = std::path::absolute(config.resolve(&plugin.file))
-            .unwrap_or_else(|_| config.resolve(&plugin.file));
+        let file = base_dir.join(&plugin.file);
+        let file = std::path::absolute(&file).unwrap_or(file);
         let loaded = std::fs::read(&file)
             .map_err(|e| PluginError::Load(format!("{}: {e}", file.display())))
             .and_then(|bytes| Ok((fingerprint(&bytes), runtime.load(&bytes)?)));
@@ -177,7 +184,9 @@ mod tests {
 
     use super::*;
     use crate::plugins::runtime::{ChangeBatch, Limits, Outputs, PluginInstance};
-    use crate::twin::{Quality, Value};
+    use crate::runtime::Supervisor;
+    use crate::telemetry::Metrics;
+    use crate::twin::{Quality, Twin, Value};
 
     /// A runtime whose instances panic on the host side of every `on-changes` call: what a defect
     /// in the engine or in a host function looks like to the runner.

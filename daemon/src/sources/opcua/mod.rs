@@ -7,6 +7,8 @@
 //! fresh session and subscription after a backoff from `backoff_min` to `backoff_max` (a
 //! restarted server knows neither the old session nor its subscription).
 
+mod events;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -117,14 +119,6 @@ struct OpcUaClient {
     ready: ReadyFlag,
 }
 
-impl OpcUaClient {
-    /// The session is up or down: the gauge and the readiness condition move together.
-    fn set_connected(&self, up: bool) {
-        self.connected.set(i64::from(up));
-        self.ready.set(up);
-    }
-}
-
 /// The quality reason for a bad or uncertain OPC UA status (OPC UA Part 4 §7.39).
 fn reason(status: StatusCode) -> QualityReason {
     match status {
@@ -171,7 +165,6 @@ fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
 
 impl OpcUaClient {
     fn mark_all(&self, reason: QualityReason) {
-        self.set_connected(false);
         self.twin.fail_all(self.properties.iter().copied(), reason);
     }
 
@@ -188,11 +181,15 @@ impl OpcUaClient {
             }
             self.mark_all(QualityReason::NoConnection);
             let delay = backoff.next_delay();
-            match outcome {
-                Ok(()) => backoff.reset(),
-                Err(error) => {
-                    tracing::warn!(source = %id, endpoint = %self.config.endpoint, %error, retry_in = ?delay, "OPC UA connection failed")
-                }
+            events::SessionEnded {
+                source: &id,
+                endpoint: &self.config.endpoint,
+                error: outcome.as_ref().err(),
+                retry_in: delay,
+            }
+            .emit(&self.connected, &self.ready);
+            if outcome.is_ok() {
+                backoff.reset();
             }
             tokio::select! {
                 () = token.cancelled() => return Ok(()),
@@ -260,8 +257,11 @@ impl OpcUaClient {
                 },
             }
         }
-        tracing::info!(source = %self.config.id, endpoint = %self.config.endpoint, "OPC UA source connected");
-        self.set_connected(true);
+        events::SessionUp {
+            source: &self.config.id,
+            endpoint: &self.config.endpoint,
+        }
+        .emit(&self.connected, &self.ready);
         // Namespace URIs (`nsu=`) become indexes through the server's NamespaceArray
         // (OPC UA Part 5 §6.3.1, Server_NamespaceArray = ns=0;i=2255).
         let items = if self.items.iter().any(|i| i.namespace_uri.is_some()) {
@@ -382,13 +382,20 @@ impl OpcUaClient {
                     Some(Ok(SessionPollResult::ConnectionLost(status))) => {
                         // Start over with a fresh session and subscription: a restarted server
                         // knows neither the old session nor its subscription.
-                        tracing::warn!(source = %self.config.id, %status, "OPC UA connection lost; reconnecting");
+                        events::ConnectionLost {
+                            source: &self.config.id,
+                            status: &status,
+                        }
+                        .emit(&self.connected, &self.ready);
                         self.mark_all(QualityReason::NoConnection);
                         return Ok(());
                     }
                     Some(Ok(SessionPollResult::Reconnected(mode))) => {
-                        self.set_connected(true);
-                        tracing::info!(source = %self.config.id, ?mode, "OPC UA source reconnected");
+                        events::SessionResumed {
+                            source: &self.config.id,
+                            mode: &mode,
+                        }
+                        .emit(&self.connected, &self.ready);
                     }
                     Some(Ok(_)) => {}
                     Some(Err(status)) => anyhow::bail!("session failed: {status}"),

@@ -1,0 +1,50 @@
+//! The OPC UA server's events: one type per occurrence, whose `emit` writes the log line and moves
+//! the server's metrics and readiness together, from one place.
+
+use prometheus_client::metrics::counter::Counter;
+
+use crate::runtime::ReadyFlag;
+
+/// The server listens and serves the address space.
+#[derive(Debug)]
+pub(super) struct Listening<'a> {
+    pub endpoint: &'a str,
+    pub pki: &'a std::path::Path,
+}
+
+impl Listening<'_> {
+    pub fn emit(&self, ready: &ReadyFlag) {
+        ready.set(true);
+        tracing::info!(endpoint = %self.endpoint, pki = %self.pki.display(), "OPC UA server listening");
+    }
+}
+
+/// A user logged in.
+#[derive(Debug)]
+pub(super) struct LoggedIn<'a> {
+    pub user: &'a str,
+}
+
+impl LoggedIn<'_> {
+    pub fn emit(&self) {
+        tracing::info!(user = self.user, "OPC UA user logged in");
+    }
+}
+
+/// A login was refused (counted in `twinloom_opcua_failed_logins_total`).
+#[derive(Debug)]
+pub(super) struct LoginFailed<'a> {
+    pub user: &'a str,
+    pub policy: &'a str,
+    pub mode: &'a str,
+    pub why: &'a str,
+}
+
+impl LoginFailed<'_> {
+    pub fn emit(&self, failed_logins: &Counter) {
+        failed_logins.inc();
+        // async-opcua's authenticator interface carries no peer address; the transport logs it
+        // ("Accept new connection from ...") when the connection opens.
+        tracing::warn!(user = self.user, endpoint = %self.policy, mode = %self.mode, why = self.why, "OPC UA login failed");
+    }
+}
