@@ -111,6 +111,39 @@ fn run_with_an_invalid_config_exits_64_and_opens_no_socket() {
     assert!(sockets.is_empty(), "sockets opened: {sockets:?}");
 }
 
+/// `run` and `check` take the file the same way: as the argument or with `--config` (the form the
+/// systemd unit uses), never both, never neither.
+#[test]
+fn run_and_check_take_the_config_file_as_argument_or_option() {
+    let invalid = repo("config/invalid/claims.toml");
+    for command in ["run", "check"] {
+        for form in [vec![], vec!["--config"], vec!["-c"]] {
+            let output = bin()
+                .arg(command)
+                .args(&form)
+                .arg(&invalid)
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(64), "{command} {form:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains("claims.toml:"),
+                "{command} {form:?}: {stderr}"
+            );
+        }
+        let neither = bin().arg(command).output().unwrap();
+        assert_eq!(neither.status.code(), Some(2), "{command} without a file");
+        let both = bin()
+            .arg(command)
+            .arg(&invalid)
+            .arg("--config")
+            .arg(&invalid)
+            .output()
+            .unwrap();
+        assert_eq!(both.status.code(), Some(2), "{command} with the file twice");
+    }
+}
+
 #[test]
 fn version_prints_the_package_version() {
     let output = bin().arg("--version").output().unwrap();

@@ -30,19 +30,13 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon with a configuration file.
-    Run {
-        /// The TOML configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    /// Run the daemon with a configuration file: `twinloom run FILE` (or `--config FILE`).
+    Run(ConfigFile),
     /// Run the daemon against a simulated plant on free loopback ports (no files needed).
     Demo,
-    /// Validate a configuration file: exit 0 when valid, 64 with every error when not.
-    Check {
-        /// The TOML configuration file.
-        path: PathBuf,
-    },
+    /// Validate a configuration file (`twinloom check FILE`, or `--config FILE`): exit 0 when
+    /// valid, 64 with every error when not.
+    Check(ConfigFile),
     /// Read a password on standard input and print its argon2id hash for `password_hash`.
     HashPassword,
     /// Build or create WebAssembly plugins.
@@ -60,6 +54,29 @@ pub enum Command {
         #[command(subcommand)]
         action: PkiAction,
     },
+}
+
+/// The configuration file of `run` and `check`: given as the argument, or with `--config` (the
+/// form installed units use); exactly one of the two.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ConfigFile {
+    /// The TOML configuration file.
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The TOML configuration file, as an option.
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// The file, however it was given.
+    pub fn path(&self) -> &Path {
+        self.file
+            .as_deref()
+            .or(self.config.as_deref())
+            .unwrap_or(Path::new("twinloom.toml"))
+    }
 }
 
 /// `twinloom pki` actions.

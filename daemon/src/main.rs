@@ -7,8 +7,8 @@ use twinloom::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { path } => cli::check(&path),
-        Command::Run { config } => cli::run(&config),
+        Command::Check(file) => cli::check(file.path()),
+        Command::Run(file) => cli::run(file.path()),
         Command::Demo => cli::demo(),
         Command::HashPassword => cli::hash_password(),
         Command::Plugin { action } => cli::plugin(&action),

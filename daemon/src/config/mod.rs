@@ -16,6 +16,7 @@ pub mod opcua_source;
 pub mod sources;
 mod validate;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
@@ -194,14 +196,65 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     }
 }
 
-/// Which sections had entries that failed the shape pass, so that validation does not report
-/// follow-on errors ("unknown type") for names it could not see.
+/// What the shape pass tells the validation pass: where each parsed entry stands in the file
+/// (entries that failed drop out, so an index into `Config` is not a position in the file), and
+/// which names belong to entries that failed, so that references to them are not reported as
+/// unknown (their own errors were).
 #[derive(Debug, Default)]
 pub(crate) struct Incomplete {
-    pub sources: bool,
-    pub types: bool,
-    /// (asset index, property name) of bindings that failed the shape pass.
-    pub bindings: std::collections::HashSet<(usize, String)>,
+    /// Ids of sources whose entry failed the shape pass (or sits under an unknown kind).
+    pub sources: HashSet<String>,
+    /// Names of types whose entry failed the shape pass.
+    pub types: HashSet<String>,
+    /// (asset index in `Config::assets`, property name) of bindings that failed the shape pass.
+    pub bindings: HashSet<(usize, String)>,
+    /// Key path of each entry of `Config::sources`, `types`, `assets` and `plugins`, in order.
+    pub source_paths: Vec<KeyPath>,
+    pub type_paths: Vec<KeyPath>,
+    pub asset_paths: Vec<KeyPath>,
+    pub plugin_paths: Vec<KeyPath>,
+}
+
+/// The string value of `key` in `value` when it is a table that has one.
+fn string_field(value: &DeValue<'_>, key: &str) -> Option<String> {
+    let DeValue::Table(fields) = value else {
+        return None;
+    };
+    match fields.get(key).map(Spanned::get_ref) {
+        Some(DeValue::String(text)) => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+/// Removes the table key that `segments` (a path into `value` from serde_path_to_error) ends
+/// at. Returns whether a key was removed (the path ends at a table key that exists).
+fn remove_at(value: &mut DeValue<'_>, segments: &[Segment]) -> bool {
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut current = value;
+    for segment in parents {
+        current = match (segment, current) {
+            (Segment::Map { key }, DeValue::Table(table)) => {
+                match table.iter_mut().find(|(k, _)| k.get_ref() == key) {
+                    Some((_, v)) => v.get_mut(),
+                    None => return false,
+                }
+            }
+            (Segment::Seq { index }, DeValue::Array(items)) => match items.get_mut(*index) {
+                Some(v) => v.get_mut(),
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, current) {
+        (Segment::Map { key }, DeValue::Table(table)) => {
+            let found = table.keys().find(|k| k.get_ref() == key).cloned();
+            found.is_some_and(|k| table.remove(&k).is_some())
+        }
+        _ => false,
+    }
 }
 
 struct Loader<'m, 'a> {
@@ -239,12 +292,15 @@ impl Loader<'_, '_> {
                 "admin_http" => config.admin_http = self.de(&path, value),
                 "sources" => config.sources = self.sources(&path, value),
                 "types" => {
-                    let (types, complete) = self.array(&path, value);
-                    config.types = types;
-                    self.incomplete.types |= !complete;
+                    let (types, broken) = self.array(&path, value, "name");
+                    (config.types, self.incomplete.type_paths) = types.into_iter().unzip();
+                    self.incomplete.types.extend(broken);
                 }
                 "assets" => assets = Some((path, value)),
-                "plugins" => config.plugins = self.array(&path, value).0,
+                "plugins" => {
+                    let (plugins, _) = self.array(&path, value, "name");
+                    (config.plugins, self.incomplete.plugin_paths) = plugins.into_iter().unzip();
+                }
                 other => self.error_at(
                     key.span().start,
                     path.clone(),
@@ -263,51 +319,80 @@ impl Loader<'_, '_> {
             .push(self.map.at_offset(offset, path, message));
     }
 
-    /// Deserializes one value; on failure records a diagnostic at the offending key.
+    /// Deserializes one value, recording a diagnostic at each offending key. After an error the
+    /// offending key is taken out and the value deserialized again, so that every shape error of
+    /// one entry is reported in one run, and an entry whose broken keys are all optional still
+    /// parses (with their defaults) and gets its semantic checks. Gives up (`None`) when a
+    /// required key was the broken one, or the error is not at a table key.
     fn de<T: DeserializeOwned>(
         &mut self,
         path: &KeyPath,
         value: &Spanned<DeValue<'_>>,
     ) -> Option<T> {
-        let deserializer = ValueDeserializer::from(value.clone());
-        match serde_path_to_error::deserialize::<_, T>(deserializer) {
-            Ok(parsed) => Some(parsed),
-            Err(error) => {
-                let full = path.join_dotted(&error.path().to_string());
-                let error = error.into_inner();
-                let offset = error
-                    .span()
-                    .map_or_else(|| self.map.span_of(&full).start, |span| span.start);
-                self.error_at(offset, full, error.message().trim().to_owned());
-                None
+        let mut value = value.clone();
+        let mut removed: Vec<String> = Vec::new();
+        loop {
+            let deserializer = ValueDeserializer::from(value.clone());
+            let error = match serde_path_to_error::deserialize::<_, T>(deserializer) {
+                Ok(parsed) => return Some(parsed),
+                Err(error) => error,
+            };
+            let at = error.path().to_string();
+            let segments: Vec<Segment> = error.path().iter().cloned().collect();
+            let error = error.into_inner();
+            let message = error.message().trim().to_owned();
+            // A required key that an earlier round took out: its error is already reported.
+            if let Some(field) = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+            {
+                let missing = if at == "." || at.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{at}.{field}")
+                };
+                if removed.contains(&missing) {
+                    return None;
+                }
             }
+            let full = path.join_dotted(&at);
+            let offset = error
+                .span()
+                .map_or_else(|| self.map.span_of(&full).start, |span| span.start);
+            self.error_at(offset, full, message);
+            if !remove_at(value.get_mut(), &segments) {
+                return None;
+            }
+            removed.push(at);
         }
     }
 
-    /// Deserializes an array of tables entry by entry. Returns the entries that parsed and
-    /// whether all did.
+    /// Deserializes an array of tables entry by entry. Returns the entries that parsed, each
+    /// with its key path, and the value of `name_key` (an id or a name) of every entry that did
+    /// not.
     fn array<T: DeserializeOwned>(
         &mut self,
         path: &KeyPath,
         value: &Spanned<DeValue<'_>>,
-    ) -> (Vec<T>, bool) {
+        name_key: &str,
+    ) -> (Vec<(T, KeyPath)>, Vec<String>) {
         let DeValue::Array(items) = value.get_ref() else {
             self.error_at(
                 value.span().start,
                 path.clone(),
                 format!("expected an array of tables (`[[{path}]]`)"),
             );
-            return (Vec::new(), false);
+            return (Vec::new(), Vec::new());
         };
-        let mut complete = true;
-        let mut out = Vec::with_capacity(items.len());
+        let (mut out, mut broken) = (Vec::with_capacity(items.len()), Vec::new());
         for (i, item) in items.iter().enumerate() {
-            match self.de(&path.index(i), item) {
-                Some(parsed) => out.push(parsed),
-                None => complete = false,
+            let entry_path = path.index(i);
+            match self.de(&entry_path, item) {
+                Some(parsed) => out.push((parsed, entry_path)),
+                None => broken.extend(string_field(item.get_ref(), name_key)),
             }
         }
-        (out, complete)
+        (out, broken)
     }
 
     fn sources(&mut self, path: &KeyPath, value: &Spanned<DeValue<'_>>) -> Vec<SourceConfig> {
@@ -317,7 +402,6 @@ impl Loader<'_, '_> {
                 path.clone(),
                 "expected a table of source kinds".into(),
             );
-            self.incomplete.sources = true;
             return Vec::new();
         };
         let mut sources = Vec::new();
@@ -334,16 +418,19 @@ impl Loader<'_, '_> {
                     }
                 }
             }
-            match kind {
+            let (parsed, broken) = match kind {
                 Some(SourceKind::Modbus) => {
-                    let (parsed, complete) = self.array::<ModbusSourceConfig>(&kind_path, value);
-                    self.incomplete.sources |= !complete;
-                    sources.extend(parsed.into_iter().map(SourceConfig::Modbus));
+                    let (parsed, broken) =
+                        self.array::<ModbusSourceConfig>(&kind_path, value, "id");
+                    let parsed = parsed
+                        .into_iter()
+                        .map(|(s, p)| (SourceConfig::Modbus(s), p));
+                    (parsed.collect::<Vec<_>>(), broken)
                 }
                 Some(SourceKind::OpcUa) => {
-                    let (parsed, complete) = self.array::<OpcUaSourceConfig>(&kind_path, value);
-                    self.incomplete.sources |= !complete;
-                    sources.extend(parsed.into_iter().map(SourceConfig::OpcUa));
+                    let (parsed, broken) = self.array::<OpcUaSourceConfig>(&kind_path, value, "id");
+                    let parsed = parsed.into_iter().map(|(s, p)| (SourceConfig::OpcUa(s), p));
+                    (parsed.collect(), broken)
                 }
                 None => {
                     let known: Vec<_> = SourceKind::ALL
@@ -359,8 +446,21 @@ impl Loader<'_, '_> {
                             known.join(", ")
                         ),
                     );
-                    self.incomplete.sources = true;
+                    // Its entries' ids are not reported again as unknown where assets name them.
+                    let ids = match value.get_ref() {
+                        DeValue::Array(items) => items
+                            .iter()
+                            .filter_map(|item| string_field(item.get_ref(), "id"))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    (Vec::new(), ids)
                 }
+            };
+            self.incomplete.sources.extend(broken);
+            for (source, path) in parsed {
+                sources.push(source);
+                self.incomplete.source_paths.push(path);
             }
         }
         sources
@@ -427,6 +527,7 @@ impl Loader<'_, '_> {
                     ),
                 }
             }
+            self.incomplete.asset_paths.push(asset_path);
             assets.push(AssetConfig {
                 path: head.path,
                 type_name: head.type_name,

@@ -9,17 +9,27 @@ use super::model::{Access, Config, DeadbandConfig, PropertyConfig, TypeConfig};
 use super::sources::{BindingConfig, SourceConfig};
 use crate::twin::units;
 
-/// Checks `config` as a whole. Sections listed in `incomplete` had entries that failed the shape
-/// pass; references into them are not reported as unknown.
+/// Checks `config` as a whole. `incomplete` says where each entry stands in the file and which
+/// names belong to entries that failed the shape pass (references to them are not reported as
+/// unknown).
 pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem> {
     let mut out = Vec::new();
     daemon(config, &mut out);
     listeners(config, &mut out);
-    sources(config, &mut out);
-    let types = types(config, &mut out);
+    sources(config, incomplete, &mut out);
+    let types = types(config, incomplete, &mut out);
     assets(config, incomplete, &types, &mut out);
-    plugins(config, &mut out);
+    plugins(config, incomplete, &mut out);
     out
+}
+
+/// The key path of entry `index` of a section: where the shape pass found it, or (for a
+/// `Config` made in code) its position.
+fn entry_path(paths: &[KeyPath], section: &str, index: usize) -> KeyPath {
+    paths
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| KeyPath::root().key(section).index(index))
 }
 
 fn daemon(config: &Config, out: &mut Vec<Problem>) {
@@ -95,7 +105,10 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
     }
 }
 
-fn source_path(config: &Config, index: usize) -> KeyPath {
+fn source_path(config: &Config, incomplete: &Incomplete, index: usize) -> KeyPath {
+    if let Some(path) = incomplete.source_paths.get(index) {
+        return path.clone();
+    }
     let kind = config.sources[index].kind();
     let position = config.sources[..index]
         .iter()
@@ -107,11 +120,11 @@ fn source_path(config: &Config, index: usize) -> KeyPath {
         .index(position)
 }
 
-fn sources(config: &Config, out: &mut Vec<Problem>) {
+fn sources(config: &Config, incomplete: &Incomplete, out: &mut Vec<Problem>) {
     let mut ids: HashMap<&str, KeyPath> = HashMap::new();
     let mut claims: HashMap<String, KeyPath> = HashMap::new();
     for (i, source) in config.sources.iter().enumerate() {
-        let path = source_path(config, i);
+        let path = source_path(config, incomplete, i);
         check_name(source.id(), &path.key("id"), "source id", out);
         if let Some(first) = ids.get(source.id()) {
             out.push(Problem::new(
@@ -152,10 +165,14 @@ fn check_name(name: &str, path: &KeyPath, what: &str, out: &mut Vec<Problem>) {
     }
 }
 
-fn types<'c>(config: &'c Config, out: &mut Vec<Problem>) -> HashMap<&'c str, &'c TypeConfig> {
+fn types<'c>(
+    config: &'c Config,
+    incomplete: &Incomplete,
+    out: &mut Vec<Problem>,
+) -> HashMap<&'c str, &'c TypeConfig> {
     let mut by_name: HashMap<&str, &TypeConfig> = HashMap::new();
     for (i, ty) in config.types.iter().enumerate() {
-        let path = KeyPath::root().key("types").index(i);
+        let path = entry_path(&incomplete.type_paths, "types", i);
         check_name(&ty.name, &path.key("name"), "type name", out);
         if by_name.insert(&ty.name, ty).is_some() {
             out.push(Problem::new(
@@ -306,21 +323,22 @@ fn assets(
 ) {
     let mut paths: HashMap<&str, usize> = HashMap::new();
     for (i, asset) in config.assets.iter().enumerate() {
-        let path = KeyPath::root().key("assets").index(i);
+        let path = entry_path(&incomplete.asset_paths, "assets", i);
         check_asset_path(&asset.path, &path.key("path"), out);
         if let Some(first) = paths.get(asset.path.as_str()) {
             out.push(Problem::new(
                 path.key("path"),
                 format!(
-                    "asset path `{}` is already used by `assets[{first}]`",
-                    asset.path
+                    "asset path `{}` is already used by `{}`",
+                    asset.path,
+                    entry_path(&incomplete.asset_paths, "assets", *first)
                 ),
             ));
         } else {
             paths.insert(&asset.path, i);
         }
         let ty = types.get(asset.type_name.as_str()).copied();
-        if ty.is_none() && !incomplete.types {
+        if ty.is_none() && !incomplete.types.contains(&asset.type_name) {
             let mut known: Vec<_> = types.keys().copied().collect();
             known.sort_unstable();
             out.push(Problem::new(
@@ -349,7 +367,7 @@ fn assets(
             }
             Some(id) => {
                 let found = config.source(id);
-                if found.is_none() && !incomplete.sources {
+                if found.is_none() && !incomplete.sources.contains(id) {
                     let mut known: Vec<_> = config.sources.iter().map(SourceConfig::id).collect();
                     known.sort_unstable();
                     out.push(Problem::new(
@@ -436,7 +454,7 @@ fn assets(
             .is_some_and(|t| t.properties.iter().any(|p| p.name == name))
         {
             out.push(Problem::new(
-                KeyPath::root().key("assets").index(i).key("path"),
+                entry_path(&incomplete.asset_paths, "assets", i).key("path"),
                 format!(
                     "asset path `{}` collides with property `{name}` of asset `{parent}`",
                     asset.path
@@ -446,10 +464,10 @@ fn assets(
     }
 }
 
-fn plugins(config: &Config, out: &mut Vec<Problem>) {
+fn plugins(config: &Config, incomplete: &Incomplete, out: &mut Vec<Problem>) {
     let mut names = HashSet::new();
     for (i, plugin) in config.plugins.iter().enumerate() {
-        let path = KeyPath::root().key("plugins").index(i);
+        let path = entry_path(&incomplete.plugin_paths, "plugins", i);
         check_name(&plugin.name, &path.key("name"), "plugin name", out);
         if !names.insert(plugin.name.as_str()) {
             out.push(Problem::new(
