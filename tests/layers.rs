@@ -494,3 +494,39 @@ mod tests {
     .collect();
     assert_eq!(found, expected);
 }
+
+/// The binary that goes on a factory server links neither the plant simulator nor the component
+/// tooling of `twinloom plugin build`: both sit behind the `demo` and `plugin-tools` features.
+/// (Proc-macro edges are left out: wasmtime's `bindgen!` runs wit-component at compile time only.)
+#[test]
+fn the_default_build_links_neither_the_simulator_nor_component_tooling() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "tree",
+            "-p",
+            "twinloom",
+            "-e",
+            "normal,no-proc-macro",
+            "--prefix",
+            "none",
+            "--locked",
+            "--offline",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(tree.contains("wasmtime"), "{tree}");
+    for unwanted in ["twinloom-sim", "wit-component"] {
+        assert!(
+            !tree.lines().any(|line| line.starts_with(unwanted)),
+            "the default build depends on {unwanted}:\n{tree}"
+        );
+    }
+}

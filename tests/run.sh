@@ -62,10 +62,13 @@ if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 
 phase "format check"
 cargo fmt --all --check
+# Everything is checked with every feature (the demo and the plugin tools are features of the
+# daemon crate), and the production binary is checked on its own (no features).
 phase "clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+cargo clippy -p twinloom --bin twinloom --locked -- -D warnings
 phase "build the tests"
-cargo nextest run --workspace --locked --no-run
+cargo nextest run --workspace --all-features --locked --no-run
 # The plugin components the tests load, built once before the tests run (by the daemon's own
 # `plugin build`, the binary the test build just made, into target/wasm where the tests look):
 # the tests then find them fresh instead of each waiting for cargo's lock on the same folder.
@@ -76,6 +79,6 @@ done
 target/debug/twinloom plugin build plugins/vibration-health --target-dir target/wasm \
   --toolchain build-std >/dev/null
 phase "tests"
-cargo nextest run --workspace --locked --no-fail-fast
+cargo nextest run --workspace --all-features --locked --no-fail-fast
 phase ""
 echo "tests/run.sh: all phases took $((SECONDS - run_started)) s" >&2

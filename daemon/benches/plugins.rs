@@ -1,4 +1,4 @@
-//! Plugin call benchmark (issue: Wasm plugins). Run with `cargo bench -p twinloom --bench plugins`.
+//! Plugin call benchmark (issue: Wasm plugins). Run with `cargo bench -p twinloom --features plugin-tools --bench plugins`.
 //!
 //! Per-sample cost of the vibration-health plugin's `on-changes` for batches of 1, 64 and 1024
 //! samples: as the WebAssembly component, called through the daemon's host exactly as the

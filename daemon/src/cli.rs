@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, ConfigError};
+#[cfg(feature = "plugin-tools")]
 use crate::plugins::build;
 
 /// Exit code for an invalid configuration (BSD `sysexits.h` EX_USAGE, which init systems and
@@ -33,6 +34,7 @@ pub enum Command {
     /// Run the daemon with a configuration file: `twinloom run FILE` (or `--config FILE`).
     Run(ConfigFile),
     /// Run the daemon against a simulated plant on free loopback ports (no files needed).
+    #[cfg(feature = "demo")]
     Demo,
     /// Validate a configuration file (`twinloom check FILE`, or `--config FILE`): exit 0 when
     /// valid, 64 with every error when not.
@@ -40,6 +42,7 @@ pub enum Command {
     /// Read a password on standard input and print its argon2id hash for `password_hash`.
     HashPassword,
     /// Build or create WebAssembly plugins.
+    #[cfg(feature = "plugin-tools")]
     Plugin {
         /// What to do.
         #[command(subcommand)]
@@ -97,6 +100,7 @@ pub enum PkiAction {
 }
 
 /// `twinloom plugin` actions.
+#[cfg(feature = "plugin-tools")]
 #[derive(Debug, Subcommand)]
 pub enum PluginAction {
     /// Build a plugin crate as a WebAssembly component, check that it loads, print its path.
@@ -128,6 +132,7 @@ pub enum PluginAction {
 }
 
 /// `twinloom plugin build|new`.
+#[cfg(feature = "plugin-tools")]
 pub fn plugin(action: &PluginAction) -> ExitCode {
     let outcome = match action {
         PluginAction::Build {
@@ -208,6 +213,7 @@ pub fn run(path: &Path) -> ExitCode {
 
 /// `twinloom demo`: builds the demo plugins, then runs the embedded demo config against the
 /// simulated plant.
+#[cfg(feature = "demo")]
 pub fn demo() -> ExitCode {
     eprintln!("Building the demo plugins (the first time takes a minute or two)…");
     if let Err(error) = crate::demo::build_plugins() {

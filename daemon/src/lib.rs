@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod control;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod northbound;
 pub mod opcua_values;

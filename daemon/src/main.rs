@@ -9,8 +9,10 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check(file) => cli::check(file.path()),
         Command::Run(file) => cli::run(file.path()),
+        #[cfg(feature = "demo")]
         Command::Demo => cli::demo(),
         Command::HashPassword => cli::hash_password(),
+        #[cfg(feature = "plugin-tools")]
         Command::Plugin { action } => cli::plugin(&action),
         Command::Pki { config, action } => cli::pki(&config, &action),
     }

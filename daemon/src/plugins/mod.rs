@@ -2,6 +2,7 @@
 //! generic over the [`runtime`] seam; WebAssembly components implement it in [`wasm`]; native
 //! libraries will implement it too.
 
+#[cfg(feature = "plugin-tools")]
 pub mod build;
 pub mod runner;
 pub mod runtime;
