@@ -21,7 +21,8 @@ phase() {
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: strace (proves that `twinloom run` with a bad config opens no socket),
-# socat (a pseudo-terminal pair stands in for an RS-485 line in the RTU test), and Rust 1.96
+# socat (a pseudo-terminal pair stands in for an RS-485 line in the RTU test), patch (the vendored
+# async-opcua-server is checked against the published crate plus its patch series), and Rust 1.96
 # with its library source (rustc-web, cargo-web, rust-web-src: the plugin toolchain fallback,
 # which builds std from source when rustup cannot download the wasm32-wasip2 target; a test
 # builds a plugin with it).
@@ -29,6 +30,7 @@ phase "install test dependencies"
 missing=()
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v patch >/dev/null 2>&1 || missing+=(patch)
 [ -x /usr/bin/cargo ] || missing+=(cargo-web)
 [ -x /usr/bin/rustc ] || missing+=(rustc-web)
 [ -d /usr/lib/rustlib/src/rust/library/std ] || missing+=(rust-web-src)
