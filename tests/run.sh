@@ -20,7 +20,7 @@ phase() {
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Debian packages: strace (proves that `twinloom run` with a bad config opens no socket),
+# Debian packages: systemd (`systemd-analyze verify` checks the packaged unit), strace (proves that `twinloom run` with a bad config opens no socket),
 # socat (a pseudo-terminal pair stands in for an RS-485 line in the RTU test), patch (the vendored
 # async-opcua-server is checked against the published crate plus its patch series), and Rust 1.96
 # with its library source (rustc-web, cargo-web, rust-web-src: the plugin toolchain fallback,
@@ -31,6 +31,7 @@ missing=()
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v patch >/dev/null 2>&1 || missing+=(patch)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /usr/bin/cargo ] || missing+=(cargo-web)
 [ -x /usr/bin/rustc ] || missing+=(rustc-web)
 [ -d /usr/lib/rustlib/src/rust/library/std ] || missing+=(rust-web-src)
@@ -51,6 +52,10 @@ fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then rustup component add clippy; fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then rustup component add rustfmt; fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then cargo install --locked cargo-nextest; fi
+# cargo-deb makes the Debian package; a test installs it without systemd (tests/package.sh).
+if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.0'; then
+  cargo install --locked cargo-deb --version 3.8.0
+fi
 # Plugins are WebAssembly components built for wasm32-wasip2 (the plugin tests build them). When
 # rustup cannot download it, `twinloom plugin build` falls back to building std from the Debian
 # sources installed above.
