@@ -241,14 +241,20 @@ impl Runner {
             .collect()
     }
 
-    fn fail(&self, error: &PluginError, failures: u32) {
+    /// A call or a start failed: counts it, marks the outputs bad, and returns the state to back
+    /// off in (the instance, if any, is gone).
+    fn fail<I>(&self, error: &PluginError, failures: &mut u32, backoff: &mut Backoff) -> State<I> {
+        *failures += 1;
         events::CallFailed {
             plugin: &self.config.name,
             error,
-            failures,
+            failures: *failures,
         }
         .emit(&self.metrics);
         self.mark_outputs(QualityReason::PluginFailure);
+        State::BackingOff {
+            until: Instant::now() + backoff.next_delay(),
+        }
     }
 
     /// Runs the plugin until `token` is cancelled: starts an instance of `component` (when there
@@ -305,13 +311,7 @@ impl Runner {
                             pending = self.current(&mut subscription);
                             State::Running(started)
                         }
-                        Err(error) => {
-                            failures += 1;
-                            self.fail(&error, failures);
-                            State::BackingOff {
-                                until: Instant::now() + backoff.next_delay(),
-                            }
-                        }
+                        Err(error) => self.fail(&error, &mut failures, &mut backoff),
                     }
                 };
             }
@@ -425,13 +425,7 @@ impl Runner {
                     self.apply(outputs);
                     State::Running(instance)
                 }
-                Err(error) => {
-                    failures += 1;
-                    self.fail(&error, failures);
-                    State::BackingOff {
-                        until: Instant::now() + backoff.next_delay(),
-                    }
-                }
+                Err(error) => self.fail(&error, &mut failures, &mut backoff),
             };
             // At most one on-changes per min_interval: later changes wait and are batched.
             if batch_call {
