@@ -20,6 +20,33 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// The longest line kept, in bytes.
 pub const MAX_LINE: usize = 4096;
 
+/// `text` as one log line a plugin cannot use to forge others: control characters (line feeds,
+/// carriage returns, terminal escape sequences) are written as escapes (`\n`, `\r`,
+/// `\u{1b}`), and text past [`MAX_LINE`] bytes is cut (marked `…`). Other characters, non-ASCII
+/// ones included, stay as they are.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let long = text.len() > MAX_LINE;
+    if !long && !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = text.len().min(MAX_LINE);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut line = String::with_capacity(end + 8);
+    for c in text[..end].chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    if long {
+        line.push('…');
+    }
+    std::borrow::Cow::Owned(line)
+}
+
 /// Which standard stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stdio {
@@ -103,7 +130,7 @@ impl LineWriter {
 
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        let text = text.trim_end_matches('\r');
+        let text = one_line(text.trim_end_matches('\r'));
         let ellipsis = if self.cut { "…" } else { "" };
         let plugin = &*self.plugin;
         match self.stdio {
@@ -165,5 +192,27 @@ impl AsyncWrite for LineWriter {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_flush(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_cannot_forge_another_line_and_is_capped() {
+        assert!(matches!(
+            one_line("pump z 2.1 °C ✓"),
+            std::borrow::Cow::Borrowed("pump z 2.1 °C ✓")
+        ));
+        assert_eq!(
+            one_line("ok\n2026-11-30T00:00:00Z ERROR twinloom: forged\r\u{1b}[31mred"),
+            "ok\\n2026-11-30T00:00:00Z ERROR twinloom: forged\\r\\u{1b}[31mred"
+        );
+        let long = "é".repeat(MAX_LINE);
+        let cut = one_line(&long);
+        assert!(cut.ends_with('…'));
+        assert_eq!(cut.len(), MAX_LINE + '…'.len_utf8());
+        assert!(cut.trim_end_matches('…').chars().all(|c| c == 'é'));
     }
 }

@@ -105,6 +105,7 @@ impl twinloom::plugin::types::Host for PluginState {}
 impl twinloom::plugin::host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {
         let plugin = self.name.as_str();
+        let message = super::stdio::one_line(&message);
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
             Level::Debug => tracing::debug!(plugin, "{message}"),
