@@ -266,18 +266,13 @@ async fn hundred_thousand_tags(ports: &[u16]) {
     let pid = std::process::id();
     let (mut cpu, mut rates, mut per_tag) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..CPU_WINDOWS {
-        let (cpu0, readings0, started) = (
-            support::cpu_time(pid),
-            handles.twin.stats().readings,
-            Instant::now(),
-        );
-        tokio::time::sleep(WINDOW).await;
-        let wall = started.elapsed().as_secs_f64();
-        let used = support::cpu_time(pid).saturating_sub(cpu0).as_secs_f64();
+        let readings0 = handles.twin.stats().readings;
+        let (percent, wall) = support::cpu_percent_over(pid, || tokio::time::sleep(WINDOW)).await;
+        let wall = wall.as_secs_f64();
         let tags = (handles.twin.stats().readings - readings0) as f64;
-        cpu.push(used / wall * 100.0);
+        cpu.push(percent);
         rates.push(tags / wall);
-        per_tag.push(used / tags * 1e9);
+        per_tag.push(percent / 100.0 * wall / tags * 1e9);
     }
     let (good, _, bad) = handles.twin.quality_counts();
     handles.supervisor.shutdown(Duration::from_secs(2)).await;

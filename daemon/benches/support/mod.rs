@@ -92,20 +92,6 @@ pub fn figure_text(values: &[f64], digits: usize) -> String {
     format!("{:.digits$} ({lo:.digits$}–{hi:.digits$})", median(values))
 }
 
-/// Runs `rounds` rounds of `a` then `b` (each returns its figure) and collects the figures.
-pub fn alternate(
-    rounds: usize,
-    mut a: impl FnMut() -> f64,
-    mut b: impl FnMut() -> f64,
-) -> Alternated {
-    let mut result = Alternated::default();
-    for _ in 0..rounds {
-        result.a.push(a());
-        result.b.push(b());
-    }
-    result
-}
-
 /// CPU time process `pid` has used so far: the sum of its threads' run time from
 /// `/proc/PID/task/TID/schedstat` (first field, nanoseconds; the scheduler's own accounting, so a
 /// 3 s window resolves far below 0.1 % of a core, where `utime + stime` of `/proc/PID/stat` count
