@@ -57,6 +57,10 @@ fn daemon(config: &Config, out: &mut Vec<Problem>) {
     }
 }
 
+/// User names OPC UA sessions use for themselves (async-opcua's `ANONYMOUS_USER_TOKEN_ID`),
+/// refused for configured users in any letter case.
+pub(crate) const RESERVED_USER_NAMES: [&str; 1] = ["ANONYMOUS"];
+
 /// Two listeners conflict when they share a port and either binds the unspecified address.
 fn listeners(config: &Config, out: &mut Vec<Problem>) {
     let mut listen: Vec<(KeyPath, SocketAddr)> = Vec::new();
@@ -72,6 +76,20 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
                 out.push(Problem::new(
                     path.key("name"),
                     format!("user `{}` appears twice", user.name),
+                ));
+            }
+            // async-opcua identifies anonymous sessions by this token id: a user of that name
+            // would hand its role to every anonymous session.
+            if RESERVED_USER_NAMES
+                .iter()
+                .any(|reserved| user.name.eq_ignore_ascii_case(reserved))
+            {
+                out.push(Problem::new(
+                    path.key("name"),
+                    format!(
+                        "user name `{}` is reserved (anonymous sessions use it); choose another",
+                        user.name
+                    ),
                 ));
             }
             if !user.password_hash.starts_with("$argon2")
