@@ -87,6 +87,24 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<Result<(), ControlError>>,
 }
 
+impl WriteRequest {
+    /// A request and the receiver its outcome arrives on.
+    fn new(
+        property: PropertyId,
+        value: Value,
+        origin: Origin,
+    ) -> (Self, oneshot::Receiver<Result<(), ControlError>>) {
+        let (reply, answer) = oneshot::channel();
+        let request = Self {
+            property,
+            value,
+            origin,
+            reply,
+        };
+        (request, answer)
+    }
+}
+
 /// Proposes writes to the gate. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
@@ -103,31 +121,14 @@ impl ControlHandle {
         value: Value,
         origin: Origin,
     ) -> Result<(), ControlError> {
-        let (reply, answer) = oneshot::channel();
+        let (request, answer) = WriteRequest::new(property, value, origin);
         self.tx
-            .send(WriteRequest {
-                property,
-                value,
-                origin,
-                reply,
-            })
+            .send(request)
             .await
             .map_err(|_| ControlError::Closed)?;
         answer.await.map_err(|_| ControlError::Closed)?
     }
-}
 
-#[cfg(test)]
-impl ControlHandle {
-    /// A handle whose gate is gone: every write answers [`ControlError::Closed`]. For tests of
-    /// components that hold a handle but propose nothing.
-    pub(crate) fn detached() -> Self {
-        let (tx, _) = mpsc::channel(1);
-        Self { tx }
-    }
-}
-
-impl ControlHandle {
     /// Queues a write proposal without waiting for its outcome (a plugin's proposals: the gate
     /// decides and logs each one; the plugin learns of outcomes through the twin). Never waits:
     /// when the gate's queue is full the proposal is not queued.
@@ -139,18 +140,21 @@ impl ControlHandle {
         value: Value,
         origin: Origin,
     ) -> Result<(), ControlError> {
-        let (reply, _outcome) = oneshot::channel();
-        self.tx
-            .try_send(WriteRequest {
-                property,
-                value,
-                origin,
-                reply,
-            })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => ControlError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => ControlError::Closed,
-            })
+        let (request, _outcome) = WriteRequest::new(property, value, origin);
+        self.tx.try_send(request).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => ControlError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => ControlError::Closed,
+        })
+    }
+}
+
+#[cfg(test)]
+impl ControlHandle {
+    /// A handle whose gate is gone: every write answers [`ControlError::Closed`]. For tests of
+    /// components that hold a handle but propose nothing.
+    pub(crate) fn detached() -> Self {
+        let (tx, _) = mpsc::channel(1);
+        Self { tx }
     }
 }
 
