@@ -50,6 +50,11 @@ struct Rig {
 }
 
 async fn start_rig(extra_server_settings: &str) -> Rig {
+    start_rig_with(extra_server_settings, "").await
+}
+
+/// [`start_rig`] with `extra` (types, assets, plugins) appended to the configuration.
+async fn start_rig_with(extra_server_settings: &str, extra: &str) -> Rig {
     let device = SimDevice::new();
     device.set_holding(0, &[0x4228, 0x0000]); // 42.0 °C as f32
     device.set_holding(2, &[1500]); // setpoint 150.0 (scale 0.1)
@@ -92,6 +97,7 @@ source = "plc"
 temperature = {{ table = "holding", address = 0, encoding = "f32" }}
 setpoint = {{ table = "holding", address = 2, scale = 0.1 }}
 door_open = {{ table = "coil", address = 0 }}
+{extra}
 "#,
         pki = pki.path().display(),
         users = users(),
@@ -818,4 +824,94 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     py.send("quit");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     plant.stop().await;
+}
+
+/// A derived value's quality, as its plugin reports it, is what an OPC UA client reads: bad as
+/// Bad, uncertain as `Uncertain_SubNormal` (derived from inputs that are not all good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_bad_and_uncertain_outputs_read_as_such_over_opcua() {
+    let dir = common::repo().join("tests/plugins/probe");
+    let options = twinloom::plugins::build::BuildOptions {
+        target_dir: Some(common::repo().join("target/wasm")),
+        ..Default::default()
+    };
+    let probe =
+        tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, &options))
+            .await
+            .unwrap()
+            .expect("the probe plugin builds (tests/run.sh builds it first)");
+    let rig = start_rig_with(
+        "auto_trust_clients = true",
+        &format!(
+            r#"
+[[types]]
+name = "Derived"
+properties = [
+  {{ name = "bad", data_type = "float" }},
+  {{ name = "uncertain", data_type = "float" }},
+]
+
+[[assets]]
+path = "plant/bakery/probe"
+type = "Derived"
+bindings.bad = {{ plugin = "probe" }}
+bindings.uncertain = {{ plugin = "probe" }}
+
+[[plugins]]
+name = "probe"
+file = "{file}"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+tick = "50ms"
+config = {{ behaviour = "quality" }}
+"#,
+            file = probe.display()
+        ),
+    )
+    .await;
+    let bad = property(&rig.handles, "plant/bakery/probe/bad");
+    wait_for(&rig.handles, bad, WAIT, |s| {
+        s.value.is_some() && s.quality.level == twinloom::twin::QualityLevel::Bad
+    })
+    .await;
+    let uncertain = property(&rig.handles, "plant/bakery/probe/uncertain");
+    wait_for(&rig.handles, uncertain, WAIT, |s| {
+        s.quality.level == twinloom::twin::QualityLevel::Uncertain
+    })
+    .await;
+    let viewer = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("viewer", "viewer-pw"),
+    )
+    .await
+    .expect("viewer connects");
+    let node = |path: &str| NodeId::new(rig.ns, path);
+    let values = read(
+        &viewer,
+        &[
+            node("plant/bakery/probe/bad"),
+            node("plant/bakery/probe/uncertain"),
+        ],
+    )
+    .await;
+    assert_eq!(values[0].status, Some(StatusCode::Bad), "{:?}", values[0]);
+    assert_eq!(
+        values[0].value,
+        Some(Variant::Double(1.0)),
+        "the last value is kept"
+    );
+    assert_eq!(
+        values[1].status,
+        Some(StatusCode::UncertainSubNormal),
+        "{:?}",
+        values[1]
+    );
+    assert_eq!(values[1].value, Some(Variant::Double(2.0)));
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
 }

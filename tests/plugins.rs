@@ -20,21 +20,22 @@ fn template() -> String {
         .replace("{{INIT}}", "")
 }
 
-/// A component that answers every call with one derived value, `path` = `value`.
-fn deriving(path: &str, value: f64) -> String {
+/// A component that answers every call with one derived value: `value`, good, for the first
+/// property it owns (owned index 0).
+fn deriving(value: f64) -> String {
     let bytes = |b: &[u8]| b.iter().map(|x| format!("\\{x:02x}")).collect::<String>();
+    // The outputs record: three one-element columns at 128 (index 0), 136 (value), 144
+    // (quality good), no proposals and no reasons.
     let mut outputs = Vec::new();
-    outputs.extend(128u32.to_le_bytes());
-    outputs.extend(1u32.to_le_bytes());
-    outputs.extend([0u8; 8]);
-    let mut record = Vec::new();
-    record.extend(256u32.to_le_bytes());
-    record.extend((path.len() as u32).to_le_bytes());
-    record.extend(value.to_le_bytes());
+    for ptr in [128u32, 136, 144] {
+        outputs.extend(ptr.to_le_bytes());
+        outputs.extend(1u32.to_le_bytes());
+    }
+    outputs.extend([0u8; 16]);
     let data = format!(
-        "(data (i32.const 64) \"{}\") (data (i32.const 128) \"{}\") (data (i32.const 256) \"{path}\")",
+        "(data (i32.const 64) \"{}\") (data (i32.const 136) \"{}\")",
         bytes(&outputs),
-        bytes(&record)
+        bytes(&value.to_le_bytes())
     );
     template()
         .replace("{{DATA}}", &data)
@@ -55,11 +56,7 @@ async fn plugins_derive_values_and_their_faults_stay_contained() {
     device.set_holding(0, &[7]);
     let server = common::modbus_tcp(&device).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("good.wat"),
-        deriving("site/m1/derived", 42.0),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("good.wat"), deriving(42.0)).unwrap();
     std::fs::write(dir.path().join("trap.wat"), misbehaving("", "unreachable")).unwrap();
     std::fs::write(
         dir.path().join("loop.wat"),
@@ -201,7 +198,13 @@ min_interval = "20ms"
 /// Builds the plugin crate `plugins/<name>` as a WebAssembly component (wasm32-wasip2, added
 /// when missing) with the daemon's own `plugin build`, and returns its path.
 async fn built(name: &str) -> std::path::PathBuf {
-    let dir = common::repo().join("plugins").join(name);
+    built_at(&format!("plugins/{name}")).await
+}
+
+/// Builds the plugin crate at `dir` (relative to the repository) like [`built`].
+async fn built_at(dir: &str) -> std::path::PathBuf {
+    let name = dir.to_owned();
+    let dir = common::repo().join(dir);
     let target = common::repo().join("target/wasm");
     let options = twinloom::plugins::build::BuildOptions {
         target_dir: Some(target),
@@ -308,7 +311,7 @@ fn replace(file: &std::path::Path, contents: &str) {
 async fn a_replaced_plugin_file_is_swapped_in_and_a_broken_one_leaves_the_old_running() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.wasm");
-    replace(&file, &deriving("site/m/derived", 1.0));
+    replace(&file, &deriving(1.0));
     std::fs::write(dir.path().join("q.wasm"), misbehaving("", "unreachable")).unwrap();
     let config = config(&format!(
         r#"
@@ -347,7 +350,7 @@ quarantine_after = 2
     wait_for(&handles, derived, WAIT, is(1.0)).await;
 
     // A new version: compiled off the call path, initialised, swapped in.
-    replace(&file, &deriving("site/m/derived", 2.0));
+    replace(&file, &deriving(2.0));
     let sample = wait_for(&handles, derived, WAIT, is(2.0)).await;
     assert!(sample.quality.is_good());
     let swapped = r#"twinloom_plugin_reloads_total{plugin="p",outcome="swapped"}"#;
@@ -750,8 +753,11 @@ config = {{ alpha = 0.5 }}
 /// `rustc-web`, `cargo-web` and `rust-web-src` for this test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_build() {
+    use std::sync::Arc;
     use twinloom::plugins::build::{BuildOptions, Toolchain, build};
-    use twinloom::plugins::wasm::{ChangeBatch, Limits, Quality, WasmHost, quality_byte};
+    use twinloom::plugins::wasm::{
+        ChangeBatch, Limits, Properties, ProposalOutcome, Quality, WasmHost, quality_byte,
+    };
 
     let wasip2 = built("vibration-health").await;
     let options = BuildOptions {
@@ -772,21 +778,37 @@ async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_
     );
 
     let host = WasmHost::new(false).unwrap();
-    let inputs: Vec<String> = (1..=2)
-        .map(|i| format!("site/pump{i}/vibration_rms"))
-        .collect();
+    let properties = Properties {
+        inputs: (1..=2)
+            .map(|i| format!("site/pump{i}/vibration_rms"))
+            .collect(),
+        owned: (1..=2)
+            .flat_map(|i| {
+                [
+                    "vibration_ewma",
+                    "anomaly_score",
+                    "vibration_trend",
+                    "time_to_alarm",
+                ]
+                .map(|name| format!("site/pump{i}/{name}"))
+            })
+            .collect(),
+        writable: Vec::new(),
+    };
+    let none: Arc<[ProposalOutcome]> = Arc::from(Vec::new());
     // With `not_good`, every batch also carries a bad and an uncertain sample of 1000 mm/s,
-    // which the plugin must ignore: the quality bytes cross the boundary intact.
+    // whose values the plugin must ignore and whose qualities its outputs must carry: the
+    // quality bytes cross the boundary intact.
     let run = |file: &std::path::Path, not_good: bool| {
         let component = host.compile(&std::fs::read(file).unwrap()).unwrap();
         let mut instance = host
             .instantiate("vibration", &component, Limits::default())
             .unwrap();
         instance
-            .init("alpha = 0.2\nwarmup = 3", &inputs)
+            .init(0, "alpha = 0.2\nwarmup = 3", &properties)
             .unwrap()
             .unwrap();
-        let mut seen = Vec::new();
+        let (mut seen, mut qualities) = (Vec::new(), Vec::new());
         for step in 0..20_i64 {
             let at = 1_700_000_000_000 + 1_000 * step;
             let mut batch = ChangeBatch {
@@ -803,23 +825,460 @@ async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_
                     .extend([quality_byte(Quality::Bad), quality_byte(Quality::Uncertain)]);
                 batch.source_times_ms.extend([at; 2]);
             }
-            let outputs = instance.on_changes(&batch).unwrap();
+            let outputs = instance.on_changes(at, &Arc::new(batch), &none).unwrap();
+            let values = outputs.values;
             seen.extend(
-                outputs
-                    .values
-                    .into_iter()
-                    .map(|v| (v.property, v.value.to_bits())),
+                values
+                    .indices
+                    .iter()
+                    .zip(&values.values)
+                    .map(|(index, value)| {
+                        (properties.owned[*index as usize].clone(), value.to_bits())
+                    }),
             );
+            qualities.extend(values.indices.iter().copied().zip(values.qualities));
         }
-        seen
+        (seen, qualities)
     };
-    let expected = run(&wasip2, false);
+    let (expected, good) = run(&wasip2, false);
     // Four outputs per pump per call; pump 2's rising vibration has a positive trend.
     assert_eq!(expected.len(), 20 * 2 * 4);
     assert!(expected.iter().any(|(property, bits)| {
         property == "site/pump2/vibration_trend" && f64::from_bits(*bits) > 0.0
     }));
-    assert_eq!(run(&wasip2, true), expected);
-    assert_eq!(run(&fallback, false), expected);
-    assert_eq!(run(&fallback, true), expected);
+    assert!(good.iter().all(|(_, q)| *q == quality_byte(Quality::Good)));
+    // Pump 1's last sample in each batch is bad, pump 2's uncertain: so are their outputs.
+    let (values, qualities) = run(&wasip2, true);
+    assert_eq!(values, expected);
+    let pump = |index: u32| {
+        if index < 4 {
+            Quality::Bad
+        } else {
+            Quality::Uncertain
+        }
+    };
+    assert!(
+        qualities
+            .iter()
+            .all(|(index, q)| *q == quality_byte(pump(*index))),
+        "{qualities:?}"
+    );
+    assert_eq!(run(&fallback, false), (expected.clone(), good));
+    assert_eq!(run(&fallback, true).0, expected);
+}
+
+/// The probe plugin (`tests/plugins/probe`): one component that misbehaves as its `behaviour`
+/// setting says.
+async fn probe() -> std::path::PathBuf {
+    built_at("tests/plugins/probe").await
+}
+
+/// A plugin that blocks in a WASI call (`std::thread::sleep`) is stopped by a typed fault at
+/// once, not when its sleep ends: a direct call, then in the daemon, where it is restarted,
+/// quarantined after `quarantine_after` faults while another plugin keeps computing, and the
+/// daemon shuts down without waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_plugin_is_cut_off_quarantined_and_never_holds_up_shutdown() {
+    use std::sync::Arc;
+    use twinloom::plugins::wasm::{Limits, PluginError, Properties, WasmHost};
+
+    let file = probe().await;
+    let host = WasmHost::new(false).unwrap();
+    let component = host.compile(&std::fs::read(&file).unwrap()).unwrap();
+    let deadline = Duration::from_millis(200);
+    let limits = Limits {
+        deadline,
+        ..Limits::default()
+    };
+    let mut instance = host.instantiate("sleeper", &component, limits).unwrap();
+    let properties = Properties {
+        inputs: Vec::new(),
+        owned: Vec::new(),
+        writable: Vec::new(),
+    };
+    instance
+        .init(0, "behaviour = \"sleep\"", &properties)
+        .unwrap()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let error = instance.on_tick(1, &Arc::from(Vec::new())).unwrap_err();
+    assert!(matches!(error, PluginError::Blocked(_)), "{error}");
+    assert!(started.elapsed() < 2 * deadline, "{:?}", started.elapsed());
+
+    let device = SimDevice::new();
+    device.set_holding(0, &[7]);
+    let server = common::modbus_tcp(&device).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.wat"), deriving(42.0)).unwrap();
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "50ms"
+
+[[types]]
+name = "Machine"
+properties = [
+  {{ name = "count", data_type = "unsigned" }},
+  {{ name = "derived", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/m1"
+type = "Machine"
+source = "plc"
+bindings.count = {{ table = "holding", address = 0 }}
+bindings.derived = {{ plugin = "good" }}
+
+[[assets]]
+path = "site/m2"
+type = "Machine"
+source = "plc"
+bindings.count = {{ table = "holding", address = 0 }}
+bindings.derived = {{ plugin = "sleeper" }}
+
+[[plugins]]
+name = "good"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+file = "{dir}/good.wat"
+tick = "20ms"
+
+[[plugins]]
+name = "sleeper"
+file = "{file}"
+deadline = "200ms"
+tick = "20ms"
+quarantine_after = 3
+config = {{ behaviour = "sleep" }}
+"#,
+        addr = server.addr(),
+        dir = dir.path().display(),
+        file = file.display(),
+    ));
+    let handles = start(&config).await;
+    let quarantined = r#"twinloom_plugin_quarantined{plugin="sleeper"}"#;
+    common::eventually(
+        Duration::from_secs(30),
+        || metric(&handles.metrics.encode(), quarantined) == 1.0,
+        || handles.metrics.encode(),
+    )
+    .await;
+    let text = handles.metrics.encode();
+    assert_eq!(
+        metric(
+            &text,
+            r#"twinloom_plugin_failures_total{plugin="sleeper",kind="blocked"}"#
+        ),
+        3.0,
+        "{text}"
+    );
+    let derived = property(&handles, "site/m2/derived");
+    assert_eq!(
+        handles.twin.sample(derived).quality,
+        Quality::bad(QualityReason::PluginFailure)
+    );
+    // The other plugin keeps computing after the quarantine.
+    let calls = r#"twinloom_plugin_calls_total{plugin="good"}"#;
+    let before = metric(&handles.metrics.encode(), calls);
+    common::eventually(
+        WAIT,
+        || metric(&handles.metrics.encode(), calls) >= before + 5.0,
+        || handles.metrics.encode(),
+    )
+    .await;
+    let good = property(&handles, "site/m1/derived");
+    assert_eq!(handles.twin.sample(good).value, Some(Value::Float(42.0)));
+    assert!(handles.twin.sample(good).quality.is_good());
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    assert_eq!(handles.supervisor.fatal_error(), None);
+}
+
+/// Collects what the process logs, for tests that count log lines (nextest runs each test in its
+/// own process, so the global subscriber is this test's alone).
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn install() -> Self {
+        let capture = Self::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .init();
+        capture
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A plugin writing 1000 lines per call (the `log` import and stdout, each message with a line
+/// feed meant to forge a second line) is held to its rate: what reaches the log is bounded, the
+/// metric counts exactly the lines that did not, no forged line appears, and one summary line
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_flood_is_capped_counted_exactly_and_forges_nothing() {
+    let capture = LogCapture::install();
+    let file = probe().await;
+    let device = SimDevice::new();
+    device.set_holding(0, &[1]);
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Machine"
+properties = [
+  {{ name = "count", data_type = "unsigned" }},
+  {{ name = "calls", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/m1"
+type = "Machine"
+source = "plc"
+bindings.count = {{ table = "holding", address = 0 }}
+bindings.calls = {{ plugin = "flood" }}
+
+[[plugins]]
+name = "flood"
+file = "{file}"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+min_interval = "20ms"
+subscribe = [{{ assets = "site/m1", properties = ["count"] }}]
+config = {{ behaviour = "log-flood", lines = 500 }}
+"#,
+        addr = server.addr(),
+        file = file.display(),
+    ));
+    let started = std::time::Instant::now();
+    let handles = start(&config).await;
+    let calls = property(&handles, "site/m1/calls");
+    // One call with the starting values, then one per change of the input: the probe reports
+    // how many calls it has had, after their lines are written and counted.
+    wait_for(&handles, calls, WAIT, |s| {
+        s.value == Some(Value::Float(1.0))
+    })
+    .await;
+    for count in 2..=3u16 {
+        device.set_holding(0, &[count]);
+        wait_for(&handles, calls, WAIT, |s| {
+            s.value == Some(Value::Float(f64::from(count)))
+        })
+        .await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let lines = capture.lines();
+    let written = lines
+        .iter()
+        .filter(|l| l.contains("probe line") || l.contains("probe stdout"))
+        .count() as f64;
+    let dropped = metric(
+        &handles.metrics.encode(),
+        r#"twinloom_plugin_log_lines_dropped_total{plugin="flood"}"#,
+    );
+    assert_eq!(written + dropped, 3.0 * 1000.0, "written {written}");
+    // At most the burst plus what refills while the test ran.
+    assert!(
+        written <= 200.0 + 50.0 * elapsed + 1.0,
+        "{written} in {elapsed} s"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.contains("forged"))
+            .all(|l| l.contains("probe line") && l.contains("\\nERROR twinloom: forged")),
+        "a forged line got through"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Plugin log lines dropped by its rate limit")),
+        "no summary line"
+    );
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A plugin proposes to the one setpoint in its `writes` list and to an index past it: the first
+/// reaches the PLC and comes back as `written`, the second is refused as `writable-list`, and
+/// the plugin is told both in later calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_are_addressed_by_writable_index_and_their_outcomes_come_back() {
+    let file = probe().await;
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "setpoint", data_type = "float", access = "read-write" }},
+  {{ name = "written", data_type = "float" }},
+  {{ name = "refused", data_type = "float" }},
+  {{ name = "other", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+bindings.written = {{ plugin = "controller" }}
+bindings.refused = {{ plugin = "controller" }}
+bindings.other = {{ plugin = "controller" }}
+
+[[plugins]]
+name = "controller"
+file = "{file}"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+tick = "50ms"
+writes = ["site/heater/setpoint"]
+config = {{ behaviour = "propose", setpoint = 33.0 }}
+"#,
+        addr = server.addr(),
+        file = file.display(),
+    ));
+    let handles = start(&config).await;
+    let written = property(&handles, "site/heater/written");
+    let refused = property(&handles, "site/heater/refused");
+    let at_least_one = |s: &twinloom::twin::Sample| {
+        s.value
+            .as_ref()
+            .and_then(Value::as_f64)
+            .is_some_and(|v| v >= 1.0)
+    };
+    wait_for(&handles, written, WAIT, at_least_one).await;
+    wait_for(&handles, refused, WAIT, at_least_one).await;
+    assert_eq!(device.holding(10, 1), [33]);
+    let other = property(&handles, "site/heater/other");
+    assert_eq!(handles.twin.sample(other).value, Some(Value::Float(0.0)));
+    assert!(
+        metric(
+            &handles.metrics.encode(),
+            r#"twinloom_plugin_rejected_outputs_total{plugin="controller"}"#
+        ) >= 1.0
+    );
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A `writes` entry must name a read-write property bound to a device: other entries are config
+/// errors with their key path.
+#[test]
+fn writes_entries_are_checked_at_config_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+    let text = format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "127.0.0.1:502"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "setpoint", data_type = "float", access = "read-write" }},
+  {{ name = "temperature", data_type = "float" }},
+  {{ name = "derived", data_type = "float", access = "read-write" }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+bindings.temperature = {{ table = "holding", address = 11 }}
+bindings.derived = {{ plugin = "p" }}
+
+[[plugins]]
+name = "p"
+file = "{dir}/p.wasm"
+writes = ["site/heater/setpoint", "site/heater/temperature", "site/heater/derived", "site/nowhere/x", "site/heater/nothing"]
+"#,
+        dir = dir.path().display()
+    );
+    let error = twinloom::config::parse(&dir.path().join("t.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "plugins[0].writes[1]",
+        "is read-only",
+        "plugins[0].writes[2]",
+        "is computed by plugin `p`",
+        "plugins[0].writes[3]",
+        "there is no asset `site/nowhere`",
+        "plugins[0].writes[4]",
+        "has no property `nothing`",
+    ] {
+        assert!(
+            error.contains(expected),
+            "{expected} missing from:\n{error}"
+        );
+    }
+    assert!(!error.contains("plugins[0].writes[0]"), "{error}");
+}
+
+/// Same inputs, same outputs: an instance's random source is seeded from its name (a `HashMap`'s
+/// order repeats for one name) and its clocks answer the call's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomness_and_clocks_are_deterministic_per_instance() {
+    use std::sync::Arc;
+    use twinloom::plugins::wasm::{Limits, Properties, WasmHost};
+
+    let file = probe().await;
+    let host = WasmHost::new(false).unwrap();
+    let component = host.compile(&std::fs::read(&file).unwrap()).unwrap();
+    let properties = Properties {
+        inputs: Vec::new(),
+        owned: (0..3).map(|i| format!("site/probe/o{i}")).collect(),
+        writable: Vec::new(),
+    };
+    let start_ms = 1_700_000_000_000;
+    let run = |name: &str| {
+        let mut instance = host
+            .instantiate(name, &component, Limits::default())
+            .unwrap();
+        instance
+            .init(start_ms, "behaviour = \"determinism\"", &properties)
+            .unwrap()
+            .unwrap();
+        let outputs = instance
+            .on_tick(start_ms + 1_500, &Arc::from(Vec::new()))
+            .unwrap();
+        outputs.values.values
+    };
+    let first = run("alpha");
+    assert_eq!(first[1], (start_ms + 1_500) as f64, "wall clock");
+    assert_eq!(first[2], 1_500.0, "monotonic clock since init");
+    assert_eq!(run("alpha"), first);
+    assert_ne!(run("beta")[0], first[0]);
 }

@@ -147,6 +147,12 @@ pub struct PluginConfig {
     /// segment) and property names.
     #[serde(default)]
     pub subscribe: Vec<SubscribeConfig>,
+    /// The setpoints the plugin may propose writes to: full property paths
+    /// (`<asset path>/<property>`) of read-write properties bound to a source, e.g.
+    /// `["tank1/heater_power"]`. The plugin addresses them by their index in this list; it can
+    /// propose to nothing else.
+    #[serde(default)]
+    pub writes: Vec<String>,
     /// Shortest time between two `on-changes` calls; changes in between are batched. Default 1 s.
     #[serde(default = "default_min_interval", with = "humantime_serde")]
     pub min_interval: Duration,

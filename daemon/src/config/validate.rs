@@ -519,6 +519,11 @@ fn plugins(config: &Config, incomplete: &Incomplete, out: &mut Vec<Problem>) {
                 ));
             }
         }
+        for (j, target) in plugin.writes.iter().enumerate() {
+            if let Err(why) = writable(config, target) {
+                out.push(Problem::new(path.key("writes").index(j), why));
+            }
+        }
         let file = config.resolve(&plugin.file);
         if !file.is_file() {
             out.push(Problem::new(
@@ -530,6 +535,42 @@ fn plugins(config: &Config, incomplete: &Incomplete, out: &mut Vec<Problem>) {
                 ),
             ));
         }
+    }
+}
+
+/// Checks that a plugin's `writes` entry names a read-write property bound to a source.
+fn writable(config: &Config, target: &str) -> Result<(), String> {
+    let (asset_path, name) = target
+        .rsplit_once('/')
+        .ok_or_else(|| format!("`{target}` is not a property path `<asset path>/<property>`"))?;
+    let asset = config
+        .assets
+        .iter()
+        .find(|a| a.path == asset_path)
+        .ok_or_else(|| format!("`{target}`: there is no asset `{asset_path}`"))?;
+    let property = config
+        .types
+        .iter()
+        .find(|t| t.name == asset.type_name)
+        .and_then(|t| t.properties.iter().find(|p| p.name == name))
+        .ok_or_else(|| {
+            format!(
+                "`{target}`: asset `{asset_path}` (type `{}`) has no property `{name}`",
+                asset.type_name
+            )
+        })?;
+    if property.access != Access::ReadWrite {
+        return Err(format!(
+            "`{target}` is read-only: a plugin can only propose writes to a property with `access = \"read-write\"`"
+        ));
+    }
+    match asset.bindings.get(name) {
+        Some(BindingConfig::Plugin(by)) => Err(format!(
+            "`{target}` is computed by plugin `{}`, not bound to a device",
+            by.plugin
+        )),
+        Some(_) => Ok(()),
+        None => Err(format!("`{target}` is not bound to a source")),
     }
 }
 

@@ -130,8 +130,9 @@ impl ControlHandle {
     }
 
     /// Queues a write proposal without waiting for its outcome (a plugin's proposals: the gate
-    /// decides and logs each one; the plugin learns of outcomes through the twin). Never waits:
-    /// when the gate's queue is full the proposal is not queued.
+    /// decides and logs each one). Never waits: when the gate's queue is full the proposal is
+    /// not queued. Returns where the outcome arrives; a receiver whose sender is dropped means
+    /// the gate dropped the proposal unanswered (it stopped).
     ///
     /// Errors: [`ControlError::QueueFull`], or [`ControlError::Closed`] when the gate stopped.
     pub fn propose(
@@ -139,12 +140,13 @@ impl ControlHandle {
         property: PropertyId,
         value: Value,
         origin: Origin,
-    ) -> Result<(), ControlError> {
-        let (request, _outcome) = WriteRequest::new(property, value, origin);
+    ) -> Result<oneshot::Receiver<Result<(), ControlError>>, ControlError> {
+        let (request, outcome) = WriteRequest::new(property, value, origin);
         self.tx.try_send(request).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ControlError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => ControlError::Closed,
-        })
+        })?;
+        Ok(outcome)
     }
 }
 

@@ -3,10 +3,13 @@
 //! output checks, proposals, hot reload, restart, backoff and quarantine ([`super::runner`]) are
 //! written once, against these traits.
 //!
-//! The values crossing the seam are the plugin contract's (`plugin-api/wit`): a columnar
-//! [`ChangeBatch`] in, [`Outputs`] (derived values and write proposals) back.
+//! The values crossing the seam are the plugin contract's (`plugin-api/wit`, contract 0.3): the
+//! instance's [`Properties`] at init, a columnar [`ChangeBatch`] and the [`ProposalOutcome`]s in,
+//! [`Outputs`] (derived values by owned index, write proposals by writable index) back.
 
-pub use super::wasm::{ChangeBatch, Limits, Outputs, PluginError};
+use std::sync::Arc;
+
+pub use super::wasm::{ChangeBatch, Limits, Outputs, PluginError, Properties, ProposalOutcome};
 
 /// A kind of plugin: turns a plugin file into a loaded component and makes instances of it.
 pub trait PluginRuntime: Clone + Send + Sync + 'static {
@@ -18,7 +21,8 @@ pub trait PluginRuntime: Clone + Send + Sync + 'static {
     /// Loads a plugin file's bytes. May take long (compilation): the runner calls it off the
     /// async workers.
     ///
-    /// Errors: [`PluginError::Load`] when the bytes are not a plugin of the contract.
+    /// Errors: [`PluginError::Load`] when the bytes are not a plugin, [`PluginError::Contract`]
+    /// when built for another contract version.
     fn load(&self, bytes: &[u8]) -> Result<Self::Component, PluginError>;
 
     /// Makes a fresh instance of `component` named `name`, held to `limits`.
@@ -33,24 +37,43 @@ pub trait PluginRuntime: Clone + Send + Sync + 'static {
 }
 
 /// One running plugin instance. Calls block (the runner makes them on the blocking pool) and
-/// never overlap for one instance. After any `Err` the instance is discarded.
+/// never overlap for one instance. After any `Err` the instance is discarded. `now_ms` is the
+/// call's time in milliseconds since the Unix epoch: what the plugin is told and what its clocks
+/// answer.
 pub trait PluginInstance: Send + 'static {
-    /// Calls `init` with the plugin's settings (TOML text) and its input property paths, in
-    /// index order. The outer error is a fault; the inner one is the plugin refusing its settings.
+    /// Calls `init` with the plugin's settings (TOML text) and its properties. The outer error
+    /// is a fault; the inner one is the plugin refusing its settings.
     ///
-    /// Errors: a fault (trap, deadline, memory cap, fuel).
-    fn init(&mut self, config: &str, inputs: &[String]) -> Result<Result<(), String>, PluginError>;
+    /// Errors: a fault (trap, deadline, limit, fuel).
+    fn init(
+        &mut self,
+        now_ms: i64,
+        config: &str,
+        properties: &Properties,
+    ) -> Result<Result<(), String>, PluginError>;
 
-    /// Calls `on-changes` with the changes since the previous call.
+    /// Calls `on-changes` with the changes and the proposals' outcomes since the previous call.
     ///
     /// Errors: a fault.
-    fn on_changes(&mut self, batch: &ChangeBatch) -> Result<Outputs, PluginError>;
+    fn on_changes(
+        &mut self,
+        now_ms: i64,
+        batch: &Arc<ChangeBatch>,
+        outcomes: &Arc<[ProposalOutcome]>,
+    ) -> Result<Outputs, PluginError>;
 
-    /// Calls `on-tick` with the wall-clock time in milliseconds since the Unix epoch.
+    /// Calls `on-tick` with the proposals' outcomes since the previous call.
     ///
     /// Errors: a fault.
-    fn on_tick(&mut self, now_ms: i64) -> Result<Outputs, PluginError>;
+    fn on_tick(
+        &mut self,
+        now_ms: i64,
+        outcomes: &Arc<[ProposalOutcome]>,
+    ) -> Result<Outputs, PluginError>;
 
     /// Fuel used by every call so far (0 when unmetered).
     fn fuel_used(&self) -> u64;
+
+    /// Log lines the instance's rate limit dropped since the previous time this was asked.
+    fn log_dropped(&mut self) -> u64;
 }

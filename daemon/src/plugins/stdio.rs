@@ -6,11 +6,18 @@
 //! WARN. Lines longer than [`MAX_LINE`] bytes are cut there (the rest is dropped, the cut is
 //! marked with `…`) so a plugin cannot make the host buffer without bound; invalid UTF-8 is
 //! replaced. A partial last line is written when the stream is flushed or dropped.
+//!
+//! Every line, from stdout, stderr or the `log` import, spends a token of the instance's
+//! [`LogBudget`]: a token bucket of [`LOG_BURST`] lines refilled at [`LOG_LINES_PER_SECOND`].
+//! Lines past it are dropped and counted; the runner turns the count into a metric and one
+//! summary line per interval.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -47,6 +54,72 @@ pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(line)
 }
 
+/// Lines per second a plugin instance may write to the log, over time.
+pub const LOG_LINES_PER_SECOND: f64 = 50.0;
+/// Lines a plugin instance may write at once, after a quiet spell.
+pub const LOG_BURST: f64 = 200.0;
+
+/// One plugin instance's log budget: a token bucket shared by its `log` import, stdout and
+/// stderr. Cheap to clone (clones share the bucket).
+#[derive(Debug, Clone)]
+#[allow(
+    clippy::new_without_default,
+    reason = "a budget starts full at a point in time"
+)]
+pub struct LogBudget {
+    bucket: Arc<Mutex<Bucket>>,
+    dropped: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl LogBudget {
+    /// A full budget, starting now.
+    #[allow(
+        clippy::new_without_default,
+        reason = "a budget starts full at a point in time"
+    )]
+    pub fn new() -> Self {
+        Self {
+            bucket: Arc::new(Mutex::new(Bucket {
+                tokens: LOG_BURST,
+                refilled: Instant::now(),
+            })),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Spends a token for one line: `true` when the line may be written, `false` (and the line
+    /// counted as dropped) when the budget is spent.
+    pub fn take(&self) -> bool {
+        let mut bucket = self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.refilled).as_secs_f64() * LOG_LINES_PER_SECOND;
+        bucket.tokens = (bucket.tokens + refill).min(LOG_BURST);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            drop(bucket);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Lines dropped since the previous call (the count starts again at zero).
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+}
+
 /// Which standard stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stdio {
@@ -62,14 +135,16 @@ pub enum Stdio {
 pub struct LogStream {
     plugin: Arc<str>,
     stdio: Stdio,
+    budget: LogBudget,
 }
 
 impl LogStream {
-    /// The `stdio` stream of plugin instance `plugin`.
-    pub fn new(plugin: &str, stdio: Stdio) -> Self {
+    /// The `stdio` stream of plugin instance `plugin`, spending `budget`.
+    pub fn new(plugin: &str, stdio: Stdio, budget: LogBudget) -> Self {
         Self {
             plugin: plugin.into(),
             stdio,
+            budget,
         }
     }
 
@@ -77,6 +152,7 @@ impl LogStream {
         LineWriter {
             plugin: Arc::clone(&self.plugin),
             stdio: self.stdio,
+            budget: self.budget.clone(),
             line: Vec::new(),
             cut: false,
         }
@@ -104,6 +180,7 @@ impl StdoutStream for LogStream {
 struct LineWriter {
     plugin: Arc<str>,
     stdio: Stdio,
+    budget: LogBudget,
     line: Vec<u8>,
     cut: bool,
 }
@@ -129,6 +206,11 @@ impl LineWriter {
     }
 
     fn emit(&mut self) {
+        if !self.budget.take() {
+            self.line.clear();
+            self.cut = false;
+            return;
+        }
         let text = String::from_utf8_lossy(&self.line);
         let text = one_line(text.trim_end_matches('\r'));
         let ellipsis = if self.cut { "…" } else { "" };
@@ -214,5 +296,24 @@ mod tests {
         assert!(cut.ends_with('…'));
         assert_eq!(cut.len(), MAX_LINE + '…'.len_utf8());
         assert!(cut.trim_end_matches('…').chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn the_budget_lets_a_burst_through_and_counts_every_line_past_it() {
+        let budget = LogBudget::new();
+        let mut written = 0;
+        // Far more lines than the burst, written faster than the refill can matter: at most the
+        // burst plus what refills while the loop runs gets through, every other line is counted.
+        let started = Instant::now();
+        for _ in 0..10_000 {
+            if budget.take() {
+                written += 1;
+            }
+        }
+        let refill = started.elapsed().as_secs_f64() * LOG_LINES_PER_SECOND;
+        assert!(written >= LOG_BURST as u64, "{written}");
+        assert!(written as f64 <= LOG_BURST + refill + 1.0, "{written}");
+        assert_eq!(budget.take_dropped(), 10_000 - written);
+        assert_eq!(budget.take_dropped(), 0);
     }
 }

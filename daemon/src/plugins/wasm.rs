@@ -1,28 +1,78 @@
-//! The WebAssembly host: wasmtime's component model, one store per plugin instance.
+//! The WebAssembly host: wasmtime's component model, one store per plugin instance, contract
+//! `twinloom:plugin@0.3.0` (`plugin-api/wit/plugin.wit`).
 //!
-//! Sandboxing: each instance has a memory cap ([`wasmtime::StoreLimits`]), a wall-clock deadline
-//! per call (epoch interruption: a host thread advances the engine's epoch every
-//! [`EPOCH_TICK`]), and optional fuel accounting. WASI p2 is linked with an empty context: no
-//! files, sockets, environment or arguments; stdout and stderr go to the log line by line
-//! ([`super::stdio`]) next to the `log` import. A trap, a deadline overrun or a memory-cap breach fails the call with a
-//! [`PluginError`]; the instance must then be discarded (its state is unknown).
+//! Sandboxing, per instance:
+//! - **deadline**: a wall-clock deadline per call (epoch interruption: a host thread advances the
+//!   engine's epoch every [`EPOCH_TICK`]); optional fuel accounting;
+//! - **no blocking**: WASI p2 is linked with an empty context (no files, sockets, environment or
+//!   arguments), and every import that could wait — `wasi:io/poll.poll`, `pollable.block`, the
+//!   monotonic clock's subscriptions, stdin — traps with [`PluginError::Blocked`], so a plugin
+//!   that sleeps fails like one that loops, within its deadline;
+//! - **limits on the whole instance** ([`InstanceLimiter`]): all linear memories together within
+//!   the memory cap, at most [`MAX_MEMORIES`] memories, [`MAX_TABLE_ELEMENTS`] table elements
+//!   in all and [`MAX_CORE_INSTANCES`] core instances; breaches are typed
+//!   ([`LimitExceeded`]) by the limiter itself;
+//! - **bounded outputs**: the contract's outputs hold no string or list inside a list (the
+//!   proposals' reasons are one string), so copying them out of the plugin's memory costs the
+//!   host at most about five times that memory however the lists point (three derived-value
+//!   columns, the proposals, the reasons; without nesting there is no multiplying one list's
+//!   length by another's); their counts are then checked against [`OutputCaps`] before anything
+//!   is used. (The copy cannot be checked before it is made: wasmtime 48 runs the component's
+//!   post-return, which frees the outputs, as part of the call, so lazily lifted lists would point
+//!   at freed memory.)
+//! - **determinism**: the WASI clocks answer the call's `now-ms` and `wasi:random` is a
+//!   generator seeded from the instance's name, so the same inputs give the same outputs;
+//! - **quiet**: stdout, stderr and the `log` import go to the log line by line, escaped to one
+//!   line and held to a per-instance rate ([`super::stdio::LogBudget`]).
+//!
+//! A fault fails the call with a [`PluginError`]; the instance must then be discarded (its state
+//! is unknown).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use super::stdio::{LogStream, Stdio};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use super::stdio::{LogBudget, LogStream, Stdio};
+use rand_wasi::SeedableRng;
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable, TypedFunc};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreContextMut};
+use wasmtime_wasi::p2::{DynInputStream, DynPollable};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 wasmtime::component::bindgen!({
     path: "../plugin-api/wit",
     world: "plugin",
+    additional_derives: [PartialEq],
 });
 
-pub use twinloom::plugin::types::{DerivedValue, Level, Quality, WriteProposal};
+pub use twinloom::plugin::types::{
+    DataType, DerivedValues, DeviceErrorKind, Level, Outcome, Quality, Setpoint, WritableProperty,
+    WriteProposal,
+};
 
-/// The byte `quality` travels as in a [`ChangeBatch`]'s `qualities` column (contract 0.2:
-/// `list<u8>`, one copy into the component instead of a conversion per element).
+/// The reason of `proposal`, one of `outputs`' proposals: its bytes of `outputs.reasons`, cut to
+/// [`MAX_REASON_BYTES`] at a character boundary; empty when the range is not within the reasons
+/// or does not fall on character boundaries.
+pub fn reason<'a>(outputs: &'a Outputs, proposal: &WriteProposal) -> &'a str {
+    let start = proposal.reason_start as usize;
+    let end = start.saturating_add(proposal.reason_len as usize);
+    let Some(text) = outputs.reasons.get(start..end) else {
+        return "";
+    };
+    let mut cut = text.len().min(MAX_REASON_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// The contract this host runs: the WIT package plugins must be built against.
+pub const CONTRACT: &str = "twinloom:plugin@0.3.0";
+
+/// The byte `quality` travels as in the contract's columnar records (`list<u8>`: one copy into
+/// the component instead of a conversion per element).
 pub const fn quality_byte(quality: Quality) -> u8 {
     match quality {
         Quality::Good => 0,
@@ -31,8 +81,61 @@ pub const fn quality_byte(quality: Quality) -> u8 {
     }
 }
 
+/// The quality a byte of a columnar record stands for: 0 good, 1 uncertain, anything else bad.
+pub const fn quality_of_byte(byte: u8) -> Quality {
+    match byte {
+        0 => Quality::Good,
+        1 => Quality::Uncertain,
+        _ => Quality::Bad,
+    }
+}
+
 /// How often the engine's epoch advances; call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Most linear memories one instance may have (a Rust or C component has one; two leaves room
+/// for an adapter's).
+pub const MAX_MEMORIES: usize = 2;
+/// Most table elements one instance may have, over all its tables.
+pub const MAX_TABLE_ELEMENTS: usize = 10_000;
+/// Most core module instances one component may make (components built with the WASI preview1
+/// adapter make about six).
+pub const MAX_CORE_INSTANCES: usize = 16;
+
+/// A limit on the whole instance that a plugin tried to pass; raised by [`InstanceLimiter`] and
+/// carried through the trap, so it is told apart by type, not by error text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    /// All linear memories together would pass the memory cap.
+    #[error("memory cap of {cap} bytes exceeded (the instance asked for {asked} bytes in all)")]
+    Memory {
+        /// The cap, bytes.
+        cap: usize,
+        /// What all memories would have held, bytes.
+        asked: usize,
+    },
+    /// More linear memories than [`MAX_MEMORIES`].
+    #[error("more than {max} linear memories")]
+    Memories {
+        /// The most allowed.
+        max: usize,
+    },
+    /// More table elements, over all tables, than [`MAX_TABLE_ELEMENTS`].
+    #[error("{asked} table elements in all, more than the {max} allowed")]
+    TableElements {
+        /// The most allowed.
+        max: usize,
+        /// What all tables would have held.
+        asked: usize,
+    },
+}
+
+/// An import a plugin may not call because it could wait: the trap's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the plugin called `{0}`, which waits; plugins may not block (no sleeps, no polling, no stdin)"
+)]
+pub struct Blocked(pub &'static str);
 
 /// Why a plugin call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -40,12 +143,35 @@ pub enum PluginError {
     /// The component could not be compiled or instantiated (not a component, wrong world).
     #[error("cannot load the plugin: {0}")]
     Load(String),
+    /// The component was built for another version of the plugin contract.
+    #[error(
+        "the plugin is built for contract {found}, this daemon runs {expected}: rebuild it against the twinloom-plugin SDK for {expected}"
+    )]
+    Contract {
+        /// The contract the component imports, e.g. `twinloom:plugin@0.2.0`.
+        found: String,
+        /// [`CONTRACT`].
+        expected: &'static str,
+    },
     /// The call ran past its deadline and was interrupted.
     #[error("call exceeded its deadline of {0:?}")]
     Deadline(Duration),
-    /// The instance tried to grow its memory past the cap.
-    #[error("memory cap of {0} bytes exceeded")]
-    MemoryCap(usize),
+    /// The instance tried to pass a limit on its memories or tables.
+    #[error("{0}")]
+    Limit(LimitExceeded),
+    /// The instance called an import that waits.
+    #[error("{0}")]
+    Blocked(Blocked),
+    /// A call returned more than [`OutputCaps`] allow.
+    #[error("a call returned {got} {what}, more than the {cap} allowed per call")]
+    OutputCap {
+        /// What was counted.
+        what: &'static str,
+        /// The cap.
+        cap: usize,
+        /// What the call returned.
+        got: usize,
+    },
     /// The call used up its fuel.
     #[error("call ran out of fuel")]
     OutOfFuel,
@@ -58,15 +184,60 @@ pub enum PluginError {
     HostPanic(String),
 }
 
+impl PluginError {
+    /// The metric label of this kind of fault.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Load(_) => "load",
+            Self::Contract { .. } => "contract",
+            Self::Deadline(_) => "deadline",
+            Self::Limit(LimitExceeded::Memory { .. }) => "memory_cap",
+            Self::Limit(_) => "limit",
+            Self::Blocked(_) => "blocked",
+            Self::OutputCap { .. } => "output_cap",
+            Self::OutOfFuel => "out_of_fuel",
+            Self::Trap(_) => "trap",
+            Self::HostPanic(_) => "host_panic",
+        }
+    }
+}
+
+/// Most outputs one call may return; past any of them the call is a fault
+/// ([`PluginError::OutputCap`]) and nothing is copied out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCaps {
+    /// Derived values per call.
+    pub derived_values: usize,
+    /// Write proposals per call.
+    pub proposals: usize,
+    /// Bytes of all proposal reasons together, per call.
+    pub string_bytes: usize,
+}
+
+impl Default for OutputCaps {
+    fn default() -> Self {
+        Self {
+            derived_values: 65_536,
+            proposals: 1_024,
+            string_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A proposal's reason is cut to this many bytes (at a character boundary) for the audit log.
+pub const MAX_REASON_BYTES: usize = 256;
+
 /// Per-instance limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
-    /// Most linear memory the instance may have, in bytes.
+    /// Most linear memory the instance may have, all memories together, in bytes.
     pub memory_bytes: usize,
     /// Wall-clock time one call may take.
     pub deadline: Duration,
     /// Fuel (≈ wasm instructions) one call may use; `None` for no fuel metering.
     pub fuel: Option<u64>,
+    /// Most outputs per call.
+    pub outputs: OutputCaps,
 }
 
 impl Default for Limits {
@@ -75,8 +246,158 @@ impl Default for Limits {
             memory_bytes: 64 * 1024 * 1024,
             deadline: Duration::from_millis(100),
             fuel: None,
+            outputs: OutputCaps::default(),
         }
     }
+}
+
+/// Holds one instance to its limits on memories, tables and instances (wasmtime asks it before
+/// every memory or table is created or grows).
+#[derive(Debug)]
+pub struct InstanceLimiter {
+    memory_cap: usize,
+    memory_bytes: usize,
+    memories: usize,
+    table_elements: usize,
+    /// Whether the instance is being instantiated: then a memory growing from nothing is a new
+    /// memory (a start function growing an empty memory would count as one more).
+    instantiating: bool,
+    /// The last growth allowed, undone if the engine then fails it.
+    last_memory_grant: usize,
+    last_table_grant: usize,
+}
+
+impl InstanceLimiter {
+    fn new(memory_cap: usize) -> Self {
+        Self {
+            memory_cap,
+            memory_bytes: 0,
+            memories: 0,
+            table_elements: 0,
+            instantiating: false,
+            last_memory_grant: 0,
+            last_table_grant: 0,
+        }
+    }
+}
+
+impl ResourceLimiter for InstanceLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if self.instantiating && current == 0 {
+            self.memories += 1;
+            if self.memories > MAX_MEMORIES {
+                return Err(wasmtime::Error::new(LimitExceeded::Memories {
+                    max: MAX_MEMORIES,
+                }));
+            }
+        }
+        let grant = desired.saturating_sub(current);
+        let asked = self.memory_bytes.saturating_add(grant);
+        if asked > self.memory_cap {
+            return Err(wasmtime::Error::new(LimitExceeded::Memory {
+                cap: self.memory_cap,
+                asked,
+            }));
+        }
+        self.memory_bytes = asked;
+        self.last_memory_grant = grant;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_bytes -= std::mem::take(&mut self.last_memory_grant);
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grant = desired.saturating_sub(current);
+        let asked = self.table_elements.saturating_add(grant);
+        if asked > MAX_TABLE_ELEMENTS {
+            return Err(wasmtime::Error::new(LimitExceeded::TableElements {
+                max: MAX_TABLE_ELEMENTS,
+                asked,
+            }));
+        }
+        self.table_elements = asked;
+        self.last_table_grant = grant;
+        Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.table_elements -= std::mem::take(&mut self.last_table_grant);
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+}
+
+/// The time of the current call, shared by an instance's WASI clocks: milliseconds since the
+/// Unix epoch, set before every call.
+#[derive(Debug, Clone, Default)]
+struct CallTime {
+    now_ms: Arc<AtomicI64>,
+    /// The first call's time: the monotonic clock counts from it.
+    origin_ms: Arc<AtomicI64>,
+}
+
+impl CallTime {
+    fn set(&self, now_ms: i64) {
+        if self.origin_ms.load(Ordering::Relaxed) == i64::MIN {
+            self.origin_ms.store(now_ms, Ordering::Relaxed);
+        }
+        // Never backwards, so the monotonic clock stays monotonic.
+        self.now_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    fn new() -> Self {
+        Self {
+            now_ms: Arc::new(AtomicI64::new(0)),
+            origin_ms: Arc::new(AtomicI64::new(i64::MIN)),
+        }
+    }
+}
+
+impl HostWallClock for CallTime {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.now_ms.load(Ordering::Relaxed).max(0) as u64)
+    }
+}
+
+impl HostMonotonicClock for CallTime {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        let origin = self.origin_ms.load(Ordering::Relaxed);
+        let now = self.now_ms.load(Ordering::Relaxed);
+        if origin == i64::MIN {
+            return 0;
+        }
+        (now.saturating_sub(origin).max(0) as u64).saturating_mul(1_000_000)
+    }
+}
+
+/// The seed of an instance's random sources: SHA-256 of its name.
+fn seed(name: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(name.as_bytes()).into()
 }
 
 /// What a store holds for its instance.
@@ -88,7 +409,8 @@ pub struct PluginState {
     name: String,
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limiter: InstanceLimiter,
+    budget: LogBudget,
 }
 
 impl WasiView for PluginState {
@@ -104,6 +426,9 @@ impl twinloom::plugin::types::Host for PluginState {}
 
 impl twinloom::plugin::host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {
+        if !self.budget.take() {
+            return;
+        }
         let plugin = self.name.as_str();
         let message = super::stdio::one_line(&message);
         match level {
@@ -116,12 +441,62 @@ impl twinloom::plugin::host::Host for PluginState {
     }
 }
 
+/// Replaces the WASI imports that could wait with ones that trap with [`Blocked`] (the linker
+/// must already hold WASI p2, whose definitions these shadow).
+fn forbid_blocking(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    fn blocked<R>(import: &'static str) -> wasmtime::Result<R> {
+        Err(wasmtime::Error::new(Blocked(import)))
+    }
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
+    poll.func_wrap(
+        "poll",
+        |_: StoreContextMut<'_, PluginState>,
+         (_,): (Vec<Resource<DynPollable>>,)|
+         -> wasmtime::Result<(Vec<u32>,)> { blocked("wasi:io/poll.poll") },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_: StoreContextMut<'_, PluginState>,
+         (_,): (Resource<DynPollable>,)|
+         -> wasmtime::Result<()> { blocked("wasi:io/poll.pollable.block") },
+    )?;
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |_: StoreContextMut<'_, PluginState>,
+         (_,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            blocked("wasi:clocks/monotonic-clock.subscribe-duration")
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |_: StoreContextMut<'_, PluginState>,
+         (_,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            blocked("wasi:clocks/monotonic-clock.subscribe-instant")
+        },
+    )?;
+    let mut stdin = linker.instance("wasi:cli/stdin@0.2.12")?;
+    stdin.func_wrap(
+        "get-stdin",
+        |_: StoreContextMut<'_, PluginState>,
+         (): ()|
+         -> wasmtime::Result<(Resource<DynInputStream>,)> {
+            blocked("wasi:cli/stdin.get-stdin")
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// The engine and linker every plugin instance shares.
 #[derive(Clone)]
 pub struct WasmHost {
     engine: Engine,
     fuel: bool,
-    linker: std::sync::Arc<Linker<PluginState>>,
+    linker: Arc<Linker<PluginState>>,
 }
 
 impl std::fmt::Debug for WasmHost {
@@ -130,12 +505,35 @@ impl std::fmt::Debug for WasmHost {
     }
 }
 
+/// The contract package a component's imports name (`twinloom:plugin@<version>`), if any.
+fn imported_contract(engine: &Engine, component: &Component) -> Option<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .find_map(|(name, _)| {
+            let (package, rest) = name.split_once('/')?;
+            let version = rest.split_once('@')?.1;
+            (package == "twinloom:plugin").then(|| format!("{package}@{version}"))
+        })
+}
+
+type InitFunc = TypedFunc<(String, Properties), (Result<(), String>,)>;
+type OnChangesFunc = TypedFunc<(i64, Arc<ChangeBatch>, Arc<[ProposalOutcome]>), (Outputs,)>;
+type OnTickFunc = TypedFunc<(i64, Arc<[ProposalOutcome]>), (Outputs,)>;
+
+/// The contract's three exports, type-checked once at instantiation.
+struct Exports {
+    init: InitFunc,
+    on_changes: OnChangesFunc,
+    on_tick: OnTickFunc,
+}
+
 impl WasmHost {
-    /// An engine with the component model and epoch interruption, and a linker with WASI p2 and
-    /// the `host` interface. With `fuel`, the engine meters fuel (every instance then counts it,
-    /// and [`Limits::fuel`] can cap it); without, generated code skips the counting, which costs
-    /// about a third of a plugin's speed (see `benches/plugins.rs`). Starts the epoch thread (it
-    /// ends when the engine is dropped).
+    /// An engine with the component model and epoch interruption, and a linker with WASI p2 (its
+    /// waiting imports replaced by traps) and the `host` interface. With `fuel`, the engine
+    /// meters fuel (every instance then counts it, and [`Limits::fuel`] can cap it); without,
+    /// generated code skips the counting, which costs about a third of a plugin's speed (see
+    /// `benches/plugins.rs`). Starts the epoch thread (it ends when the engine is dropped).
     ///
     /// Errors: wasmtime cannot create the engine on this machine.
     pub fn new(fuel: bool) -> anyhow::Result<Self> {
@@ -147,6 +545,7 @@ impl WasmHost {
         let engine = Engine::new(&config).map_err(wasm)?;
         let mut linker = Linker::<PluginState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasm)?;
+        forbid_blocking(&mut linker).map_err(wasm)?;
         Plugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| state)
             .map_err(wasm)?;
         let weak = engine.weak();
@@ -162,58 +561,94 @@ impl WasmHost {
         Ok(Self {
             engine,
             fuel,
-            linker: std::sync::Arc::new(linker),
+            linker: Arc::new(linker),
         })
     }
 
-    /// Compiles a component from its binary (or WAT text).
+    /// Compiles a component from its binary (or WAT text) and checks it is built for
+    /// [`CONTRACT`].
     ///
-    /// Errors: [`PluginError::Load`] when the bytes are not a valid component.
+    /// Errors: [`PluginError::Load`] when the bytes are not a valid component;
+    /// [`PluginError::Contract`] when it imports another version of the contract.
     pub fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
-        Component::new(&self.engine, bytes).map_err(|e| PluginError::Load(format!("{e:#}")))
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| PluginError::Load(format!("{e:#}")))?;
+        match imported_contract(&self.engine, &component) {
+            Some(found) if found != CONTRACT => Err(PluginError::Contract {
+                found,
+                expected: CONTRACT,
+            }),
+            _ => Ok(component),
+        }
     }
 
-    /// Instantiates `component` in a fresh store with `limits`.
+    /// Instantiates `component` in a fresh store named `name` (its log lines say so; its random
+    /// sources are seeded from it) with `limits`.
     ///
-    /// Errors: [`PluginError::Load`] when the component does not implement the `plugin` world, or
-    /// `limits` caps fuel on a host made without fuel metering.
+    /// Errors: [`PluginError::Load`] when the component does not implement the `plugin` world,
+    /// makes more than [`MAX_CORE_INSTANCES`] core instances, or `limits` caps fuel on a host
+    /// made without fuel metering; [`PluginError::Limit`] when its memories or tables pass a
+    /// limit already at instantiation.
     pub fn instantiate(
         &self,
         name: &str,
         component: &Component,
         limits: Limits,
     ) -> Result<Instance, PluginError> {
-        let state = PluginState {
-            name: name.to_owned(),
-            wasi: WasiCtxBuilder::new()
-                .stdout(LogStream::new(name, Stdio::Stdout))
-                .stderr(LogStream::new(name, Stdio::Stderr))
-                .build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .trap_on_grow_failure(true)
-                .instances(16)
-                .build(),
-        };
         if limits.fuel.is_some() && !self.fuel {
             return Err(PluginError::Load(
                 "a fuel limit needs a host with fuel metering".into(),
             ));
         }
+        let time = CallTime::new();
+        let seed = seed(name);
+        let budget = LogBudget::new();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogStream::new(name, Stdio::Stdout, budget.clone()))
+            .stderr(LogStream::new(name, Stdio::Stderr, budget.clone()))
+            .wall_clock(time.clone())
+            .monotonic_clock(time.clone())
+            .secure_random(rand_wasi::rngs::StdRng::from_seed(seed))
+            .insecure_random(rand_wasi::rngs::StdRng::from_seed(seed))
+            .insecure_random_seed(u128::from_le_bytes(
+                seed[..16].try_into().unwrap_or_default(),
+            ));
+        let state = PluginState {
+            name: name.to_owned(),
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: InstanceLimiter::new(limits.memory_bytes),
+            budget,
+        };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.limiter);
         let mut instance = Instance {
             store,
-            plugin: None,
+            exports: None,
             limits,
             metered: self.fuel,
             fuel_used: 0,
+            time,
         };
         instance.prepare();
-        let plugin = Plugin::instantiate(&mut instance.store, component, &self.linker)
-            .map_err(|e| instance.classify(&e))?;
-        instance.plugin = Some(plugin);
+        instance.store.data_mut().limiter.instantiating = true;
+        let made = self.linker.instantiate(&mut instance.store, component);
+        instance.store.data_mut().limiter.instantiating = false;
+        let made = made.map_err(|e| instance.classify(&e))?;
+        let load = |e: wasmtime::Error| {
+            PluginError::Load(format!(
+                "the component does not implement {CONTRACT}: {e:#}"
+            ))
+        };
+        let store = &mut instance.store;
+        let exports = Exports {
+            init: made.get_typed_func(&mut *store, "init").map_err(load)?,
+            on_changes: made
+                .get_typed_func(&mut *store, "on-changes")
+                .map_err(load)?,
+            on_tick: made.get_typed_func(&mut *store, "on-tick").map_err(load)?,
+        };
+        instance.exports = Some(exports);
         Ok(instance)
     }
 }
@@ -221,10 +656,11 @@ impl WasmHost {
 /// One plugin instance: its store and its exports.
 pub struct Instance {
     store: Store<PluginState>,
-    plugin: Option<Plugin>,
+    exports: Option<Exports>,
     limits: Limits,
     metered: bool,
     fuel_used: u64,
+    time: CallTime,
 }
 
 impl std::fmt::Debug for Instance {
@@ -258,62 +694,116 @@ impl Instance {
     }
 
     fn classify(&self, error: &wasmtime::Error) -> PluginError {
+        if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+            return PluginError::Limit(*limit);
+        }
+        if let Some(blocked) = error.downcast_ref::<Blocked>() {
+            return PluginError::Blocked(*blocked);
+        }
         match error.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => PluginError::Deadline(self.limits.deadline),
             Some(wasmtime::Trap::OutOfFuel) => PluginError::OutOfFuel,
-            _ => {
-                let text = format!("{error:#}");
-                if text.contains("forcing trap when growing memory")
-                    || text.contains("memory minimum size")
-                {
-                    PluginError::MemoryCap(self.limits.memory_bytes)
-                } else {
-                    PluginError::Trap(text)
-                }
-            }
+            _ => PluginError::Trap(format!("{error:#}")),
         }
     }
 
     fn call<R>(
         &mut self,
-        f: impl FnOnce(&Plugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
+        now_ms: i64,
+        f: impl FnOnce(&Exports, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         self.prepare();
-        let Some(plugin) = self.plugin.as_ref() else {
+        self.time.set(now_ms);
+        let Some(exports) = self.exports.as_ref() else {
             return Err(PluginError::Load("instance is not initialised".into()));
         };
-        let result = f(plugin, &mut self.store);
+        let result = f(exports, &mut self.store);
         self.after();
         result.map_err(|e| self.classify(&e))
     }
 
-    /// Calls `init`. The outer error is a fault (trap, deadline, memory); the inner one is the
-    /// plugin refusing its configuration.
+    /// Checks a call's outputs against [`Limits::outputs`] (and that the derived-value columns
+    /// have one length).
+    fn check(&self, outputs: Outputs) -> Result<Outputs, PluginError> {
+        let caps = self.limits.outputs;
+        let over = |what, cap, got| PluginError::OutputCap { what, cap, got };
+        let values = &outputs.values;
+        let count = values.indices.len();
+        if values.values.len() != count || values.qualities.len() != count {
+            return Err(PluginError::Trap(format!(
+                "derived values have columns of different lengths ({count}, {}, {})",
+                values.values.len(),
+                values.qualities.len()
+            )));
+        }
+        if count > caps.derived_values {
+            return Err(over("derived values", caps.derived_values, count));
+        }
+        if outputs.proposals.len() > caps.proposals {
+            return Err(over("proposals", caps.proposals, outputs.proposals.len()));
+        }
+        if outputs.reasons.len() > caps.string_bytes {
+            return Err(over(
+                "bytes of proposal reasons",
+                caps.string_bytes,
+                outputs.reasons.len(),
+            ));
+        }
+        Ok(outputs)
+    }
+
+    /// Calls `init` at `now_ms` (the clocks' time during the call, and the monotonic clock's
+    /// origin) with the plugin's settings (TOML text) and its properties. The outer error is a
+    /// fault (trap, deadline, limit); the inner one is the plugin refusing its settings.
     pub fn init(
         &mut self,
+        now_ms: i64,
         config: &str,
-        properties: &[String],
+        properties: &Properties,
     ) -> Result<Result<(), String>, PluginError> {
-        self.call(|plugin, store| plugin.call_init(store, config, properties))
+        let params = (config.to_owned(), properties.clone());
+        self.call(now_ms, |exports, store| exports.init.call(store, params))
+            .map(|(answer,)| answer)
     }
 
-    /// Calls `on-changes`.
+    /// Calls `on-changes` at `now_ms` (milliseconds since the Unix epoch) with the changes and
+    /// the proposals' outcomes since the previous call.
     ///
     /// Errors: a fault; the instance must be discarded.
-    pub fn on_changes(&mut self, batch: &ChangeBatch) -> Result<Outputs, PluginError> {
-        self.call(|plugin, store| plugin.call_on_changes(store, batch))
+    pub fn on_changes(
+        &mut self,
+        now_ms: i64,
+        batch: &Arc<ChangeBatch>,
+        outcomes: &Arc<[ProposalOutcome]>,
+    ) -> Result<Outputs, PluginError> {
+        let params = (now_ms, Arc::clone(batch), Arc::clone(outcomes));
+        let (outputs,) = self.call(now_ms, |exports, store| {
+            exports.on_changes.call(store, params)
+        })?;
+        self.check(outputs)
     }
 
-    /// Calls `on-tick`.
+    /// Calls `on-tick` at `now_ms` with the proposals' outcomes since the previous call.
     ///
     /// Errors: a fault; the instance must be discarded.
-    pub fn on_tick(&mut self, now_ms: i64) -> Result<Outputs, PluginError> {
-        self.call(|plugin, store| plugin.call_on_tick(store, now_ms))
+    pub fn on_tick(
+        &mut self,
+        now_ms: i64,
+        outcomes: &Arc<[ProposalOutcome]>,
+    ) -> Result<Outputs, PluginError> {
+        let params = (now_ms, Arc::clone(outcomes));
+        let (outputs,) = self.call(now_ms, |exports, store| exports.on_tick.call(store, params))?;
+        self.check(outputs)
     }
 
     /// Fuel (≈ wasm instructions) used by every call so far; 0 on a host without fuel metering.
     pub fn fuel_used(&self) -> u64 {
         self.fuel_used
+    }
+
+    /// Log lines dropped by the rate limit since the previous time this was asked.
+    pub fn log_dropped(&mut self) -> u64 {
+        self.store.data().budget.take_dropped()
     }
 }
 
@@ -336,20 +826,38 @@ impl super::runtime::PluginRuntime for WasmHost {
 }
 
 impl super::runtime::PluginInstance for Instance {
-    fn init(&mut self, config: &str, inputs: &[String]) -> Result<Result<(), String>, PluginError> {
-        Self::init(self, config, inputs)
+    fn init(
+        &mut self,
+        now_ms: i64,
+        config: &str,
+        properties: &Properties,
+    ) -> Result<Result<(), String>, PluginError> {
+        Self::init(self, now_ms, config, properties)
     }
 
-    fn on_changes(&mut self, batch: &ChangeBatch) -> Result<Outputs, PluginError> {
-        Self::on_changes(self, batch)
+    fn on_changes(
+        &mut self,
+        now_ms: i64,
+        batch: &Arc<ChangeBatch>,
+        outcomes: &Arc<[ProposalOutcome]>,
+    ) -> Result<Outputs, PluginError> {
+        Self::on_changes(self, now_ms, batch, outcomes)
     }
 
-    fn on_tick(&mut self, now_ms: i64) -> Result<Outputs, PluginError> {
-        Self::on_tick(self, now_ms)
+    fn on_tick(
+        &mut self,
+        now_ms: i64,
+        outcomes: &Arc<[ProposalOutcome]>,
+    ) -> Result<Outputs, PluginError> {
+        Self::on_tick(self, now_ms, outcomes)
     }
 
     fn fuel_used(&self) -> u64 {
         Self::fuel_used(self)
+    }
+
+    fn log_dropped(&mut self) -> u64 {
+        Self::log_dropped(self)
     }
 }
 
@@ -359,24 +867,86 @@ mod tests {
 
     const TEMPLATE: &str = include_str!("testdata/template.wat");
 
-    /// A component whose `on-changes` and `on-tick` run `changes` and `tick` (WAT instructions) first.
-    fn component(host: &WasmHost, changes: &str, tick: &str) -> Component {
+    /// A component whose `on-changes` and `on-tick` run `changes` and `tick` (WAT instructions)
+    /// first; `data` goes into its core module (data segments, more memories or tables).
+    fn component_with(host: &WasmHost, data: &str, changes: &str, tick: &str) -> Component {
         let text = TEMPLATE
             .replace("{{CHANGES}}", changes)
             .replace("{{TICK}}", tick)
-            .replace("{{DATA}}", "")
+            .replace("{{DATA}}", data)
             .replace("{{INIT}}", "");
         host.compile(text.as_bytes())
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn batch() -> ChangeBatch {
-        ChangeBatch {
+    fn component(host: &WasmHost, changes: &str, tick: &str) -> Component {
+        component_with(host, "", changes, tick)
+    }
+
+    fn batch() -> Arc<ChangeBatch> {
+        Arc::new(ChangeBatch {
             properties: vec![0, 1],
             values: vec![1.5, 2.5],
             qualities: vec![quality_byte(Quality::Good), quality_byte(Quality::Bad)],
             source_times_ms: vec![1, 2],
+        })
+    }
+
+    fn none() -> Arc<[ProposalOutcome]> {
+        Arc::from(Vec::new())
+    }
+
+    fn properties() -> Properties {
+        Properties {
+            inputs: vec!["a/b/c".into()],
+            owned: vec!["a/b/d".into()],
+            writable: vec![WritableProperty {
+                path: "a/b/e".into(),
+                data_type: DataType::Float,
+            }],
         }
+    }
+
+    /// Little-endian bytes as a WAT string literal.
+    fn bytes(b: &[u8]) -> String {
+        b.iter().map(|x| format!("\\{x:02x}")).collect()
+    }
+
+    /// Data segments putting an outputs record at 64: `count` derived values (all index 0,
+    /// value 1.0, good; at most 100 written), `proposals` proposals (float 40.0 to writable 0)
+    /// whose reasons are all bytes 0..`reason_len` of a `reasons` string of that length (`x`s).
+    fn outputs_data(count: u32, proposals: u32, reason_len: u32) -> String {
+        // Above the bump allocator's first kilobytes, so lowering a call's arguments cannot
+        // overwrite them.
+        let (indices, values, qualities, list, reasons) =
+            (20_000u32, 24_000u32, 28_000u32, 32_000u32, 40_000u32);
+        let mut record = Vec::new();
+        for (ptr, len) in [
+            (indices, count),
+            (values, count),
+            (qualities, count),
+            (list, proposals),
+            (reasons, reason_len),
+        ] {
+            record.extend(ptr.to_le_bytes());
+            record.extend(len.to_le_bytes());
+        }
+        let mut proposal = Vec::new();
+        proposal.extend(0u32.to_le_bytes()); // index
+        proposal.extend([0u8; 4]);
+        proposal.push(2); // setpoint: float
+        proposal.extend([0u8; 7]);
+        proposal.extend(40.0f64.to_le_bytes());
+        proposal.extend(0u32.to_le_bytes()); // reason start
+        proposal.extend(reason_len.to_le_bytes());
+        let one = 1.0f64.to_le_bytes();
+        format!(
+            "(data (i32.const 64) \"{}\") (data (i32.const {values}) \"{}\") (data (i32.const {list}) \"{}\") (data (i32.const {reasons}) \"{}\")",
+            bytes(&record),
+            bytes(&one).repeat(count.min(100) as usize),
+            bytes(&proposal).repeat(proposals.min(100) as usize),
+            "x".repeat(reason_len as usize),
+        )
     }
 
     #[test]
@@ -385,17 +955,90 @@ mod tests {
         let mut instance = host
             .instantiate("good", &component(&host, "", ""), Limits::default())
             .unwrap();
-        assert_eq!(instance.init("x = 1", &["a/b/c".into()]).unwrap(), Ok(()));
-        let outputs = instance.on_changes(&batch()).unwrap();
-        assert!(outputs.values.is_empty() && outputs.proposals.is_empty());
-        assert!(
-            instance
-                .on_tick(1_700_000_000_000)
-                .unwrap()
-                .values
-                .is_empty()
-        );
+        assert_eq!(instance.init(0, "x = 1", &properties()).unwrap(), Ok(()));
+        let outputs = instance.on_changes(1, &batch(), &none()).unwrap();
+        assert!(outputs.values.indices.is_empty() && outputs.proposals.is_empty());
+        let outputs = instance.on_tick(1_700_000_000_000, &none()).unwrap();
+        assert!(outputs.values.indices.is_empty());
         assert!(instance.fuel_used() > 0);
+        assert_eq!(instance.log_dropped(), 0);
+    }
+
+    #[test]
+    fn outputs_are_copied_out_by_index_with_their_reasons_cut() {
+        let host = WasmHost::new(false).unwrap();
+        let data = outputs_data(3, 2, 300);
+        let mut instance = host
+            .instantiate(
+                "out",
+                &component_with(&host, &data, "", ""),
+                Limits::default(),
+            )
+            .unwrap();
+        let outputs = instance.on_tick(0, &none()).unwrap();
+        assert_eq!(outputs.values.indices, [0, 0, 0]);
+        assert_eq!(outputs.values.values, [1.0, 1.0, 1.0]);
+        assert_eq!(outputs.values.qualities, [0, 0, 0]);
+        assert_eq!(outputs.proposals.len(), 2);
+        assert_eq!(outputs.proposals[0].value, Setpoint::Float(40.0));
+        assert_eq!(
+            reason(&outputs, &outputs.proposals[0]),
+            "x".repeat(MAX_REASON_BYTES)
+        );
+        // A range outside the reasons, or inside a character, gives no reason.
+        let mut odd = outputs.proposals[0];
+        odd.reason_start = 299;
+        assert_eq!(reason(&outputs, &odd), "");
+        let accented = Outputs {
+            reasons: "é".into(),
+            ..outputs
+        };
+        odd.reason_start = 0;
+        odd.reason_len = 1;
+        assert_eq!(reason(&accented, &odd), "");
+    }
+
+    #[test]
+    fn outputs_past_the_caps_are_a_fault() {
+        let host = WasmHost::new(false).unwrap();
+        let limits = Limits {
+            outputs: OutputCaps {
+                derived_values: 10,
+                proposals: 4,
+                string_bytes: 1000,
+            },
+            ..Limits::default()
+        };
+        let over = |data: String| {
+            let mut instance = host
+                .instantiate("caps", &component_with(&host, &data, "", ""), limits)
+                .unwrap();
+            instance.on_tick(0, &none()).unwrap_err()
+        };
+        assert_eq!(
+            over(outputs_data(11, 0, 0)),
+            PluginError::OutputCap {
+                what: "derived values",
+                cap: 10,
+                got: 11
+            }
+        );
+        assert_eq!(
+            over(outputs_data(0, 5, 0)),
+            PluginError::OutputCap {
+                what: "proposals",
+                cap: 4,
+                got: 5
+            }
+        );
+        assert_eq!(
+            over(outputs_data(0, 1, 1200)),
+            PluginError::OutputCap {
+                what: "bytes of proposal reasons",
+                cap: 1000,
+                got: 1200
+            }
+        );
     }
 
     #[test]
@@ -410,7 +1053,7 @@ mod tests {
             .unwrap();
         let started = std::time::Instant::now();
         assert_eq!(
-            instance.on_tick(0).err(),
+            instance.on_tick(0, &none()).err(),
             Some(PluginError::Deadline(Duration::from_millis(50)))
         );
         // Interrupted within a few epoch ticks of the deadline (bounded, not timed for luck).
@@ -422,7 +1065,7 @@ mod tests {
     }
 
     #[test]
-    fn a_memory_bomb_hits_the_cap() {
+    fn a_memory_bomb_hits_the_cap_with_a_typed_error() {
         let host = WasmHost::new(true).unwrap();
         let limits = Limits {
             memory_bytes: 4 * 1024 * 1024,
@@ -432,9 +1075,48 @@ mod tests {
         let mut instance = host
             .instantiate("bomb", &component(&host, bomb, ""), limits)
             .unwrap();
+        assert!(matches!(
+            instance.on_changes(0, &batch(), &none()),
+            Err(PluginError::Limit(LimitExceeded::Memory { cap, asked }))
+                if cap == 4 * 1024 * 1024 && asked > cap
+        ));
+    }
+
+    #[test]
+    fn memories_tables_and_their_sum_are_limited_for_the_whole_instance() {
+        let host = WasmHost::new(false).unwrap();
+        let load = |data: &str, memory_mib: usize| {
+            let limits = Limits {
+                memory_bytes: memory_mib * 1024 * 1024,
+                ..Limits::default()
+            };
+            host.instantiate("limits", &component_with(&host, data, "", ""), limits)
+                .err()
+        };
+        // Two memories are allowed; a third is refused at instantiation.
+        assert_eq!(load("(memory 1)", 64), None);
         assert_eq!(
-            instance.on_changes(&batch()).err(),
-            Some(PluginError::MemoryCap(4 * 1024 * 1024))
+            load("(memory 1) (memory 1)", 64),
+            Some(PluginError::Limit(LimitExceeded::Memories { max: 2 }))
+        );
+        // A second memory of exactly the 64 MiB cap would fit alone, but not beside the first
+        // memory's page: the cap is on the sum.
+        assert_eq!(
+            load("(memory 1024)", 64),
+            Some(PluginError::Limit(LimitExceeded::Memory {
+                cap: 64 * 1024 * 1024,
+                asked: 1025 * 65536
+            }))
+        );
+        assert_eq!(load("(memory 1024)", 128), None);
+        // A table of a million elements is refused; ten thousand are allowed.
+        assert_eq!(load("(table 10000 funcref)", 64), None);
+        assert_eq!(
+            load("(table 1000000 funcref)", 64),
+            Some(PluginError::Limit(LimitExceeded::TableElements {
+                max: MAX_TABLE_ELEMENTS,
+                asked: 1_000_000
+            }))
         );
     }
 
@@ -449,7 +1131,7 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            instance.on_changes(&batch()),
+            instance.on_changes(0, &batch(), &none()),
             Err(PluginError::Trap(_))
         ));
         let limits = Limits {
@@ -460,7 +1142,10 @@ mod tests {
         let mut hungry = host
             .instantiate("fuel", &component(&host, "", "(loop $l (br $l))"), limits)
             .unwrap();
-        assert_eq!(hungry.on_tick(0).err(), Some(PluginError::OutOfFuel));
+        assert_eq!(
+            hungry.on_tick(0, &none()).err(),
+            Some(PluginError::OutOfFuel)
+        );
     }
 
     #[test]
@@ -472,5 +1157,46 @@ mod tests {
         ));
         let core_module = host.compile(b"(module)");
         assert!(core_module.is_err());
+    }
+
+    #[test]
+    fn a_component_of_contract_0_2_is_refused_naming_both_versions() {
+        let host = WasmHost::new(false).unwrap();
+        let old = include_str!("testdata/contract-0.2.wat")
+            .replace("{{CHANGES}}", "")
+            .replace("{{TICK}}", "")
+            .replace("{{DATA}}", "")
+            .replace("{{INIT}}", "");
+        let error = host.compile(old.as_bytes()).unwrap_err();
+        assert_eq!(
+            error,
+            PluginError::Contract {
+                found: "twinloom:plugin@0.2.0".into(),
+                expected: CONTRACT
+            }
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("twinloom:plugin@0.2.0") && text.contains("twinloom:plugin@0.3.0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_clocks_answer_the_calls_time() {
+        let time = CallTime::new();
+        assert_eq!(HostMonotonicClock::now(&time), 0);
+        time.set(1_700_000_000_000);
+        time.set(1_700_000_000_250);
+        assert_eq!(
+            HostWallClock::now(&time),
+            Duration::from_millis(1_700_000_000_250)
+        );
+        assert_eq!(HostMonotonicClock::now(&time), 250_000_000);
+        // A call with an earlier time does not turn the clocks back.
+        time.set(1_700_000_000_100);
+        assert_eq!(HostMonotonicClock::now(&time), 250_000_000);
+        assert_eq!(seed("a"), seed("a"));
+        assert_ne!(seed("a"), seed("b"));
     }
 }

@@ -108,6 +108,8 @@ pub struct PluginMetrics {
     pub rejected_outputs: Family<PluginLabels, Counter>,
     /// Hot reloads of a changed plugin file, by outcome.
     pub reloads: Family<PluginReloadLabels, Counter>,
+    /// Log lines (the `log` import, stdout, stderr) dropped by the plugin's rate limit.
+    pub log_lines_dropped: Family<PluginLabels, Counter>,
 }
 
 /// Every metric of the daemon.
@@ -210,13 +212,18 @@ impl Metrics {
         );
         sub.register(
             "rejected_outputs",
-            "Plugin outputs rejected (unknown property, not finite, or a write proposal the control gate could not queue)",
+            "Plugin outputs rejected (a derived value for an index outside the owned list or not finite, a proposal for an index outside the writable list or of the wrong type)",
             plugins.rejected_outputs.clone(),
         );
         sub.register(
             "reloads",
             "Hot reloads of a changed plugin file, by outcome (swapped, refused)",
             plugins.reloads.clone(),
+        );
+        sub.register(
+            "log_lines_dropped",
+            "Plugin log lines (log import, stdout, stderr) dropped by the per-plugin rate limit",
+            plugins.log_lines_dropped.clone(),
         );
         Self {
             registry: Arc::new(Mutex::new(registry)),

@@ -37,6 +37,9 @@ pub struct Reading {
     /// When the device produced the value, if the protocol says; otherwise the twin uses the
     /// time the reading arrived.
     pub source_time: Option<SystemTime>,
+    /// With a value: it is usable but uncertain for this reason (a derived value whose plugin
+    /// says an input is uncertain); `None` for a good value.
+    pub uncertain: Option<QualityReason>,
 }
 
 impl Reading {
@@ -46,6 +49,20 @@ impl Reading {
             property,
             outcome: Ok(raw),
             source_time,
+            uncertain: None,
+        }
+    }
+
+    /// A reading whose value is usable but uncertain for `reason`.
+    pub fn uncertain(
+        property: PropertyId,
+        raw: Value,
+        source_time: Option<SystemTime>,
+        reason: QualityReason,
+    ) -> Self {
+        Self {
+            uncertain: Some(reason),
+            ..Self::value(property, raw, source_time)
         }
     }
 
@@ -55,6 +72,7 @@ impl Reading {
             property,
             outcome: Err(reason),
             source_time: None,
+            uncertain: None,
         }
     }
 }
@@ -190,10 +208,10 @@ impl Twin {
                         (Some(v), Some(range)) => range.contains(v),
                         _ => true,
                     };
-                    let quality = if in_range {
-                        Quality::GOOD
-                    } else {
-                        Quality::bad(QualityReason::OutOfRange)
+                    let quality = match reading.uncertain {
+                        _ if !in_range => Quality::bad(QualityReason::OutOfRange),
+                        Some(reason) => Quality::uncertain(reason),
+                        None => Quality::GOOD,
                     };
                     (Some(eu), quality, Some(reading.source_time.unwrap_or(wall)))
                 }

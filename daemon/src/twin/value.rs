@@ -112,6 +112,10 @@ pub enum QualityReason {
     DecodeError,
     /// The plugin that computes this derived value failed or is quarantined (OPC UA `Bad_InternalError`).
     PluginFailure,
+    /// The plugin that computes this derived value reports that inputs it comes from are not
+    /// good (OPC UA `Uncertain_SubNormal` when uncertain, Part 8 §6.3.2: "derived from multiple
+    /// values and has less than the required number of Good values"; `Bad` when bad).
+    InputsNotGood,
     /// The device answered with an error for this value's address or the binding does not match
     /// the device (OPC UA `Bad_ConfigurationError`).
     ConfigurationError,
@@ -134,6 +138,7 @@ impl QualityReason {
             Self::DeviceException(_) => "device_exception",
             Self::DecodeError => "decode_error",
             Self::PluginFailure => "plugin_failure",
+            Self::InputsNotGood => "inputs_not_good",
             Self::ConfigurationError => "configuration_error",
             Self::OutOfRange => "out_of_range",
             Self::Stale => "stale",

@@ -1,10 +1,17 @@
 //! Guest SDK for Twinloom plugins.
 //!
 //! Implement [`Plugin`] for a type holding the plugin's state and export it with
-//! [`export_plugin!`]; build with `cargo build --release --target wasm32-wasip2`. The contract is
-//! `plugin-api/wit/plugin.wit` (`twinloom:plugin@0.2.0`): the host calls `init` once, then
-//! [`Plugin::on_changes`] with column-wise batches and [`Plugin::on_tick`] with the host's clock.
-//! Time is passed in, never read, so the same inputs give the same outputs.
+//! [`export_plugin!`]; build with `twinloom plugin build` (a `wasm32-wasip2` component). The
+//! contract is `plugin-api/wit/plugin.wit` (`twinloom:plugin@0.3.0`): the host calls
+//! [`Plugin::init`] once with the instance's [`Properties`], then [`Plugin::on_changes`] with
+//! column-wise batches and [`Plugin::on_tick`] on its tick. Each call brings a [`Call`]: the time
+//! (passed in, never read: the WASI clocks answer the same time and the random source is seeded
+//! from the instance's name, so the same inputs give the same outputs) and the outcomes of
+//! earlier proposals.
+//!
+//! A plugin addresses everything by index: a change names an input (`properties.inputs`), a
+//! derived value an owned property (`properties.owned`), a proposal a writable property
+//! (`properties.writable`). Look the indices up once, in `init`.
 
 #[doc(hidden)]
 #[allow(
@@ -19,16 +26,24 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "export_world",
         default_bindings_module: "twinloom_plugin::bindings",
+        additional_derives: [PartialEq],
     });
 }
 
-pub use bindings::twinloom::plugin::types::{DerivedValue, Level, Outputs, Quality, WriteProposal};
+use bindings::twinloom::plugin::types as wire;
+pub use wire::{
+    DataType, DeviceErrorKind, Level, Outcome, Properties, ProposalOutcome, Quality, Setpoint,
+    WritableProperty,
+};
+
+/// The contract this SDK builds against.
+pub const CONTRACT: &str = "twinloom:plugin@0.3.0";
 
 /// The changes since the previous call, column-wise: entry `i` is (`properties[i]`,
 /// `values[i]`, `qualities[i]`, `source_times_ms[i]`); all columns have one length.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeBatch {
-    /// Index of each changed property in the `properties` given to [`Plugin::init`].
+    /// Index of each changed property in [`Properties::inputs`].
     pub properties: Vec<u32>,
     /// The new value in the property's engineering unit; booleans as 0 / 1; NaN when the
     /// property has no value yet (quality bad).
@@ -40,8 +55,8 @@ pub struct ChangeBatch {
 }
 
 impl Quality {
-    /// The quality a byte of the contract's `qualities` column stands for: 0 good,
-    /// 1 uncertain, 2 bad; any other byte bad.
+    /// The quality a byte of the contract's quality columns stands for: 0 good, 1 uncertain,
+    /// 2 bad; any other byte bad.
     pub const fn from_byte(byte: u8) -> Self {
         match byte {
             0 => Self::Good,
@@ -49,12 +64,31 @@ impl Quality {
             _ => Self::Bad,
         }
     }
+
+    /// The byte this quality travels as.
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            Self::Good => 0,
+            Self::Uncertain => 1,
+            Self::Bad => 2,
+        }
+    }
+
+    /// The worse of two qualities (bad over uncertain over good): the quality of a value
+    /// computed from both.
+    pub fn worst(self, other: Self) -> Self {
+        if other.to_byte() > self.to_byte() {
+            other
+        } else {
+            self
+        }
+    }
 }
 
-impl From<bindings::twinloom::plugin::types::ChangeBatch> for ChangeBatch {
+impl From<wire::ChangeBatch> for ChangeBatch {
     /// Takes the columns as they arrived; the quality bytes become [`Quality`] values in place
     /// (same size, no new allocation).
-    fn from(batch: bindings::twinloom::plugin::types::ChangeBatch) -> Self {
+    fn from(batch: wire::ChangeBatch) -> Self {
         Self {
             properties: batch.properties,
             values: batch.values,
@@ -68,39 +102,193 @@ impl From<bindings::twinloom::plugin::types::ChangeBatch> for ChangeBatch {
     }
 }
 
-/// A plugin's logic and state. One value lives per plugin instance.
-pub trait Plugin: Sized + 'static {
-    /// Builds the state. `config` is the plugin's `config` table as TOML text; `properties` are
-    /// the full paths (`<asset>/<property>`) of the subscribed properties, in index order.
-    ///
-    /// Errors: a message saying what is wrong with the configuration (the instance is not used).
-    fn init(config: &str, properties: Vec<String>) -> Result<Self, String>;
+impl Properties {
+    /// Index of the input `path` in [`Properties::inputs`], if subscribed.
+    pub fn input_index(&self, path: &str) -> Option<u32> {
+        self.inputs.iter().position(|p| p == path).map(|i| i as u32)
+    }
 
-    /// Handles the changes since the previous call.
-    fn on_changes(&mut self, batch: &ChangeBatch) -> Outputs;
+    /// Index of the owned property `path` in [`Properties::owned`], if bound to this plugin.
+    pub fn owned_index(&self, path: &str) -> Option<u32> {
+        self.owned.iter().position(|p| p == path).map(|i| i as u32)
+    }
 
-    /// Handles a tick; `now_ms` is milliseconds since the Unix epoch.
-    fn on_tick(&mut self, now_ms: i64) -> Outputs;
-}
-
-/// Outputs with nothing in them.
-pub fn nothing() -> Outputs {
-    Outputs {
-        values: Vec::new(),
-        proposals: Vec::new(),
+    /// Index of the writable property `path` in [`Properties::writable`], if in the plugin's
+    /// `writes` list.
+    pub fn writable_index(&self, path: &str) -> Option<u32> {
+        self.writable
+            .iter()
+            .position(|p| p.path == path)
+            .map(|i| i as u32)
     }
 }
 
-/// Writes a line to the daemon's log.
+/// What every call brings besides its batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The time of the call: milliseconds since the Unix epoch (in a replay, the recorded time).
+    pub now_ms: i64,
+    /// Outcomes of earlier proposals that became known since the previous call.
+    pub outcomes: Vec<ProposalOutcome>,
+}
+
+impl Call {
+    /// A call at `now_ms` with no outcomes.
+    pub fn at(now_ms: i64) -> Self {
+        Self {
+            now_ms,
+            outcomes: Vec::new(),
+        }
+    }
+}
+
+/// A setpoint the plugin would like written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    /// Index into [`Properties::writable`].
+    pub index: u32,
+    /// The value, of the property's data type.
+    pub value: Setpoint,
+    /// Why, for the audit log (the host keeps at most 256 bytes).
+    pub reason: String,
+}
+
+/// What a call returns: values for owned properties and write proposals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outputs {
+    indices: Vec<u32>,
+    values: Vec<f64>,
+    qualities: Vec<u8>,
+    proposals: Vec<Proposal>,
+}
+
+impl Outputs {
+    /// Outputs with nothing in them.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Outputs with room for `values` derived values.
+    pub fn with_capacity(values: usize) -> Self {
+        Self {
+            indices: Vec::with_capacity(values),
+            values: Vec::with_capacity(values),
+            qualities: Vec::with_capacity(values),
+            proposals: Vec::new(),
+        }
+    }
+
+    /// Sets owned property `owned` (an index into [`Properties::owned`]) to `value`, quality good.
+    pub fn set(&mut self, owned: u32, value: f64) {
+        self.set_with_quality(owned, value, Quality::Good);
+    }
+
+    /// Sets owned property `owned` to `value` with `quality`: say bad or uncertain when the
+    /// inputs the value comes from are (NaN with bad keeps the property's last value).
+    pub fn set_with_quality(&mut self, owned: u32, value: f64, quality: Quality) {
+        self.indices.push(owned);
+        self.values.push(value);
+        self.qualities.push(quality.to_byte());
+    }
+
+    /// Proposes writing `value` to writable property `writable` (an index into
+    /// [`Properties::writable`]); `reason` goes to the audit log.
+    pub fn propose(&mut self, writable: u32, value: Setpoint, reason: impl Into<String>) {
+        self.proposals.push(Proposal {
+            index: writable,
+            value,
+            reason: reason.into(),
+        });
+    }
+
+    /// How many derived values there are.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Whether there are neither derived values nor proposals.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty() && self.proposals.is_empty()
+    }
+
+    /// The derived values in the order they were set: (owned index, value, quality).
+    pub fn values(&self) -> impl Iterator<Item = (u32, f64, Quality)> + '_ {
+        (0..self.indices.len()).map(|i| {
+            (
+                self.indices[i],
+                self.values[i],
+                Quality::from_byte(self.qualities[i]),
+            )
+        })
+    }
+
+    /// The last value set for owned property `owned`, with its quality.
+    pub fn value(&self, owned: u32) -> Option<(f64, Quality)> {
+        self.values()
+            .filter(|(i, _, _)| *i == owned)
+            .last()
+            .map(|(_, v, q)| (v, q))
+    }
+
+    /// The proposals, in order.
+    pub fn proposals(&self) -> &[Proposal] {
+        &self.proposals
+    }
+
+    #[doc(hidden)]
+    pub fn into_wire(self) -> wire::Outputs {
+        let mut reasons = String::new();
+        let proposals = self
+            .proposals
+            .into_iter()
+            .map(|p| {
+                let reason_start = reasons.len() as u32;
+                reasons.push_str(&p.reason);
+                wire::WriteProposal {
+                    index: p.index,
+                    value: p.value,
+                    reason_start,
+                    reason_len: p.reason.len() as u32,
+                }
+            })
+            .collect();
+        wire::Outputs {
+            values: wire::DerivedValues {
+                indices: self.indices,
+                values: self.values,
+                qualities: self.qualities,
+            },
+            proposals,
+            reasons,
+        }
+    }
+}
+
+/// A plugin's logic and state. One value lives per plugin instance.
+pub trait Plugin: Sized + 'static {
+    /// Builds the state. `config` is the plugin's `config` table as TOML text; `properties` are
+    /// the instance's inputs, owned and writable properties, in index order.
+    ///
+    /// Errors: a message saying what is wrong with the configuration (the instance is not used).
+    fn init(config: &str, properties: Properties) -> Result<Self, String>;
+
+    /// Handles the changes since the previous call.
+    fn on_changes(&mut self, batch: &ChangeBatch, call: &Call) -> Outputs;
+
+    /// Handles a tick.
+    fn on_tick(&mut self, call: &Call) -> Outputs;
+}
+
+/// Writes a line to the daemon's log (escaped to one line, cut at 4 KiB, rate-limited).
 pub fn log(level: Level, message: &str) {
     bindings::twinloom::plugin::host::log(level, message);
 }
 
 /// Helpers for a plugin's native unit tests (`cargo test` on the host, no component needed).
 pub mod testing {
-    use crate::{ChangeBatch, Outputs, Quality};
+    use crate::{ChangeBatch, DataType, Properties, Quality, WritableProperty};
 
-    /// A batch of good samples from `(property index, value, source time in ms)` entries.
+    /// A batch of good samples from `(input index, value, source time in ms)` entries.
     pub fn batch(entries: &[(u32, f64, i64)]) -> ChangeBatch {
         ChangeBatch {
             properties: entries.iter().map(|e| e.0).collect(),
@@ -110,22 +298,32 @@ pub mod testing {
         }
     }
 
-    /// The derived value for `property` in `outputs`.
-    ///
-    /// Panics: there is none (naming the values there are).
-    pub fn value(outputs: &Outputs, property: &str) -> f64 {
-        outputs
-            .values
-            .iter()
-            .find(|v| v.property == property)
-            .map(|v| v.value)
-            .unwrap_or_else(|| panic!("no {property} in {:?}", outputs.values))
+    /// Properties from input, owned and writable (path, data type) lists.
+    pub fn properties(
+        inputs: &[&str],
+        owned: &[&str],
+        writable: &[(&str, DataType)],
+    ) -> Properties {
+        Properties {
+            inputs: inputs.iter().map(|p| p.to_string()).collect(),
+            owned: owned.iter().map(|p| p.to_string()).collect(),
+            writable: writable
+                .iter()
+                .map(|(path, data_type)| WritableProperty {
+                    path: path.to_string(),
+                    data_type: *data_type,
+                })
+                .collect(),
+        }
     }
 }
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::bindings::twinloom::plugin::types::ChangeBatch as WireBatch;
+    pub use crate::bindings::twinloom::plugin::types::{
+        ChangeBatch as WireBatch, Outputs as WireOutputs, Properties as WireProperties,
+        ProposalOutcome as WireOutcome,
+    };
     pub use std::cell::RefCell;
 }
 
@@ -141,25 +339,41 @@ macro_rules! export_plugin {
         }
 
         impl $crate::bindings::Guest for __TwinloomGuest {
-            fn init(config: String, properties: Vec<String>) -> Result<(), String> {
+            fn init(
+                config: String,
+                properties: $crate::__private::WireProperties,
+            ) -> Result<(), String> {
                 let state = <$plugin as $crate::Plugin>::init(&config, properties)?;
                 __TWINLOOM_STATE.with(|s| *s.borrow_mut() = Some(state));
                 Ok(())
             }
 
-            fn on_changes(batch: $crate::__private::WireBatch) -> $crate::Outputs {
+            fn on_changes(
+                now_ms: i64,
+                batch: $crate::__private::WireBatch,
+                outcomes: Vec<$crate::__private::WireOutcome>,
+            ) -> $crate::__private::WireOutputs {
                 let batch = $crate::ChangeBatch::from(batch);
-                __TWINLOOM_STATE.with(|s| match s.borrow_mut().as_mut() {
-                    Some(state) => $crate::Plugin::on_changes(state, &batch),
-                    None => $crate::nothing(),
-                })
+                let call = $crate::Call { now_ms, outcomes };
+                __TWINLOOM_STATE
+                    .with(|s| match s.borrow_mut().as_mut() {
+                        Some(state) => $crate::Plugin::on_changes(state, &batch, &call),
+                        None => $crate::Outputs::new(),
+                    })
+                    .into_wire()
             }
 
-            fn on_tick(now_ms: i64) -> $crate::Outputs {
-                __TWINLOOM_STATE.with(|s| match s.borrow_mut().as_mut() {
-                    Some(state) => $crate::Plugin::on_tick(state, now_ms),
-                    None => $crate::nothing(),
-                })
+            fn on_tick(
+                now_ms: i64,
+                outcomes: Vec<$crate::__private::WireOutcome>,
+            ) -> $crate::__private::WireOutputs {
+                let call = $crate::Call { now_ms, outcomes };
+                __TWINLOOM_STATE
+                    .with(|s| match s.borrow_mut().as_mut() {
+                        Some(state) => $crate::Plugin::on_tick(state, &call),
+                        None => $crate::Outputs::new(),
+                    })
+                    .into_wire()
             }
         }
 
@@ -169,11 +383,11 @@ macro_rules! export_plugin {
 
 #[cfg(test)]
 mod tests {
-    use super::{ChangeBatch, Quality, bindings::twinloom::plugin::types::ChangeBatch as Wire};
+    use super::{ChangeBatch, Outputs, Quality, Setpoint, wire};
 
     #[test]
     fn quality_bytes_become_qualities_and_the_columns_stay() {
-        let wire = Wire {
+        let wire = wire::ChangeBatch {
             properties: vec![3, 1, 4, 1],
             values: vec![0.5, 1.5, f64::NAN, 2.5],
             qualities: vec![0, 1, 2, 7],
@@ -193,5 +407,33 @@ mod tests {
         assert_eq!(batch.values[..2], [0.5, 1.5]);
         assert!(batch.values[2].is_nan());
         assert_eq!(batch.source_times_ms, [10, 20, 30, 40]);
+    }
+
+    #[test]
+    fn outputs_travel_as_columns_and_read_back_by_index() {
+        let mut outputs = Outputs::new();
+        outputs.set(2, 1.5);
+        outputs.set_with_quality(0, f64::NAN, Quality::Bad);
+        outputs.set(2, 2.5);
+        outputs.propose(1, Setpoint::Float(40.0), "warm up");
+        outputs.propose(0, Setpoint::Boolean(true), "start");
+        assert_eq!(outputs.value(2), Some((2.5, Quality::Good)));
+        assert!(
+            outputs
+                .value(0)
+                .is_some_and(|(v, q)| v.is_nan() && q == Quality::Bad)
+        );
+        assert_eq!(outputs.value(1), None);
+        assert_eq!(outputs.len(), 3);
+        let wire = outputs.into_wire();
+        assert_eq!(wire.values.indices, [2, 0, 2]);
+        assert_eq!(wire.values.qualities, [0, 2, 0]);
+        assert_eq!(wire.proposals.len(), 2);
+        assert_eq!(wire.proposals[0].index, 1);
+        assert_eq!(wire.reasons, "warm upstart");
+        let (start, len) = (wire.proposals[1].reason_start, wire.proposals[1].reason_len);
+        assert_eq!(&wire.reasons[start as usize..][..len as usize], "start");
+        assert_eq!(Quality::Good.worst(Quality::Uncertain), Quality::Uncertain);
+        assert_eq!(Quality::Bad.worst(Quality::Uncertain), Quality::Bad);
     }
 }

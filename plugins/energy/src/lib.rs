@@ -10,7 +10,7 @@
 //! clock of the plugin's own.
 //!
 //! Outputs per meter (the asset of each `power` input), once it has had a good sample (bind them
-//! with `{ plugin = "<name>" }`):
+//! with `{ plugin = "<name>" }`; an output that is not bound to the plugin is not produced):
 //!
 //! - `energy_integrated` (kWh): energy since the plugin started.
 //! - `demand` (kW): average power in the current demand interval so far.
@@ -48,11 +48,19 @@
 //!
 //! Keep the plugin's `tick` shorter than `max_gap`, or a steady load between samples is taken
 //! for an outage.
+//!
+//! Quality. Each output carries the worst quality of the latest samples of the inputs it comes
+//! from (a good sample whose value is not finite, being ignored, changes nothing): a meter's
+//! `energy_integrated`, `demand` and `peak_demand` that of its `power`; `energy_per_unit`, which
+//! sums over all meters and counters, the worst over every `power` and `good_count`. While an
+//! input is uncertain or bad the outputs go on from what was integrated and counted so far and
+//! say uncertain or bad; with its next good sample they are good again. An input that has had no
+//! sample yet counts as good.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use twinloom_plugin::{ChangeBatch, DerivedValue, Outputs, Plugin, Quality};
+use twinloom_plugin::{Call, ChangeBatch, Outputs, Plugin, Properties, Quality};
 
 /// Longest accepted `demand_interval` and `max_gap`, s (one day).
 const MAX_SECONDS: f64 = 86_400.0;
@@ -123,6 +131,14 @@ enum Input {
     Count(usize),
 }
 
+/// The output property names, in the order of [`Meter::outputs`].
+const OUTPUTS: [&str; 4] = [
+    "energy_integrated",
+    "demand",
+    "peak_demand",
+    "energy_per_unit",
+];
+
 /// Energy (kWh) of the trapezoid from (`t1` ms, `p1` kW) to (`t2` ms, `p2` kW).
 fn trapezoid(t1: i64, p1: f64, t2: i64, p2: f64) -> f64 {
     (p1 + p2) / 2.0 * (t2 - t1) as f64 / MS_PER_HOUR
@@ -131,8 +147,11 @@ fn trapezoid(t1: i64, p1: f64, t2: i64, p2: f64) -> f64 {
 /// The state of one meter.
 #[derive(Debug)]
 struct Meter {
-    /// Output property paths: energy, demand, peak demand, energy per unit.
-    outputs: [String; 4],
+    /// Index in [`Properties::owned`] of energy, demand, peak demand and energy per unit; none
+    /// where the output is not bound to the plugin.
+    outputs: [Option<u32>; 4],
+    /// Quality of the latest `power` sample (good before the first).
+    quality: Quality,
     /// Source time of the first good sample, ms since the Unix epoch.
     first_ms: Option<i64>,
     /// Time of the latest point (sample or tick), ms since the Unix epoch.
@@ -150,15 +169,11 @@ struct Meter {
 }
 
 impl Meter {
-    fn new(asset: &str) -> Self {
+    /// A meter for `asset`, its outputs looked up in `properties.owned`.
+    fn new(asset: &str, properties: &Properties) -> Self {
         Self {
-            outputs: [
-                "energy_integrated",
-                "demand",
-                "peak_demand",
-                "energy_per_unit",
-            ]
-            .map(|name| format!("{asset}/{name}")),
+            outputs: OUTPUTS.map(|name| properties.owned_index(&format!("{asset}/{name}"))),
+            quality: Quality::Good,
             first_ms: None,
             now_ms: 0,
             held_kw: None,
@@ -275,15 +290,23 @@ impl Meter {
     }
 }
 
+/// One `good_count` input.
+#[derive(Debug)]
+struct Counter {
+    /// Latest good value, pcs.
+    value: Option<f64>,
+    /// Quality of the latest sample (good before the first).
+    quality: Quality,
+}
+
 /// The plugin's state: one [`Meter`] per asset with a subscribed `power`, and the counters.
 #[derive(Debug)]
 pub struct Energy {
     timing: Timing,
-    /// What each subscribed property is, in `init` order.
+    /// What each subscribed property is, in [`Properties::inputs`] order.
     inputs: Vec<Input>,
     meters: Vec<Meter>,
-    /// Latest value of each `good_count`, pcs.
-    counters: Vec<Option<f64>>,
+    counters: Vec<Counter>,
     /// Energy of all meters since the start, kWh.
     total_kwh: f64,
     /// `total_kwh` when the first counter sample came.
@@ -293,30 +316,35 @@ pub struct Energy {
 }
 
 impl Energy {
-    /// Builds the state from the settings (`config` table as TOML text) and the subscribed
-    /// property paths (`<asset path>/power`, `<asset path>/good_count`).
+    /// Builds the state from the settings (`config` table as TOML text) and the instance's
+    /// properties: the subscribed inputs (`<asset path>/power`, `<asset path>/good_count`) and
+    /// the owned outputs of each meter it looks up (`<meter>/energy_integrated`, `demand`,
+    /// `peak_demand`, `energy_per_unit`; the ones not bound to the plugin are not produced).
     ///
     /// Errors: the config is not valid TOML for the settings, a setting is out of range (every
     /// such setting is named), a subscribed property is neither `power` nor `good_count`, or
     /// there is a `good_count` but no `power`.
-    pub fn new(config: &str, properties: Vec<String>) -> Result<Self, String> {
+    pub fn new(config: &str, properties: &Properties) -> Result<Self, String> {
         let settings: Settings = toml::from_str(config).map_err(|e| format!("bad config: {e}"))?;
         settings.validate()?;
         let mut inputs = Vec::new();
         let mut meters = Vec::new();
         let mut counters = Vec::new();
         let mut meter_of = HashMap::new();
-        for path in properties {
+        for path in &properties.inputs {
             let (asset, name) = path
                 .rsplit_once('/')
                 .ok_or_else(|| format!("`{path}` is not a property path"))?;
             let input = match name {
-                "power" => Input::Power(*meter_of.entry(asset.to_owned()).or_insert_with(|| {
-                    meters.push(Meter::new(asset));
+                "power" => Input::Power(*meter_of.entry(asset).or_insert_with(|| {
+                    meters.push(Meter::new(asset, properties));
                     meters.len() - 1
                 })),
                 "good_count" => {
-                    counters.push(None);
+                    counters.push(Counter {
+                        value: None,
+                        quality: Quality::Good,
+                    });
                     Input::Count(counters.len() - 1)
                 }
                 _ => {
@@ -350,7 +378,7 @@ impl Energy {
     /// Takes a good counter sample (`value` finite, pcs).
     fn count(&mut self, counter: usize, value: f64) {
         self.kwh_at_first_count.get_or_insert(self.total_kwh);
-        if let Some(last) = self.counters[counter] {
+        if let Some(last) = self.counters[counter].value {
             let increase = value - last;
             // A decrease is a counter reset: it counted from 0 up to `value` since.
             self.pieces += if increase >= 0.0 {
@@ -359,7 +387,7 @@ impl Energy {
                 value.max(0.0)
             };
         }
-        self.counters[counter] = Some(value);
+        self.counters[counter].value = Some(value);
     }
 
     fn outputs(&self) -> Outputs {
@@ -367,7 +395,14 @@ impl Energy {
             Some(at_first) if self.pieces > 0.0 => Some((self.total_kwh - at_first) / self.pieces),
             _ => None,
         };
-        let mut values = Vec::new();
+        // Energy per unit comes from every meter and every counter.
+        let per_unit_quality = self
+            .meters
+            .iter()
+            .map(|m| m.quality)
+            .chain(self.counters.iter().map(|c| c.quality))
+            .fold(Quality::Good, Quality::worst);
+        let mut outputs = Outputs::with_capacity(4 * self.meters.len());
         for meter in self.meters.iter().filter(|m| m.first_ms.is_some()) {
             let demand = meter.demand(self.timing);
             let figures = [
@@ -376,51 +411,63 @@ impl Energy {
                 Some(meter.peak_kw.unwrap_or(demand)),
                 per_unit,
             ];
-            for (property, value) in meter.outputs.iter().zip(figures) {
+            let qualities = [
+                meter.quality,
+                meter.quality,
+                meter.quality,
+                per_unit_quality,
+            ];
+            for ((owned, value), quality) in meter.outputs.iter().zip(figures).zip(qualities) {
                 // Derived values must be finite; one that overflowed is left out.
-                if let Some(value) = value.filter(|v| v.is_finite()) {
-                    values.push(DerivedValue {
-                        property: property.clone(),
-                        value,
-                    });
+                if let (Some(owned), Some(value)) = (*owned, value.filter(|v| v.is_finite())) {
+                    outputs.set_with_quality(owned, value, quality);
                 }
             }
         }
-        Outputs {
-            values,
-            proposals: Vec::new(),
-        }
+        outputs
     }
 }
 
 impl Plugin for Energy {
-    fn init(config: &str, properties: Vec<String>) -> Result<Self, String> {
-        Self::new(config, properties)
+    fn init(config: &str, properties: Properties) -> Result<Self, String> {
+        Self::new(config, &properties)
     }
 
-    fn on_changes(&mut self, batch: &ChangeBatch) -> Outputs {
+    fn on_changes(&mut self, batch: &ChangeBatch, _call: &Call) -> Outputs {
         for i in 0..batch.properties.len() {
             let Some(&input) = self.inputs.get(batch.properties[i] as usize) else {
                 continue;
             };
-            let (value, good) = (batch.values[i], batch.qualities[i] == Quality::Good);
+            let (value, quality) = (batch.values[i], batch.qualities[i]);
+            let good = quality == Quality::Good;
             match input {
                 // The power is unknown from here: stop integrating until the next good sample.
-                Input::Power(meter) if !good => self.meters[meter].held_kw = None,
+                Input::Power(meter) if !good => {
+                    let meter = &mut self.meters[meter];
+                    meter.held_kw = None;
+                    meter.quality = quality;
+                }
                 Input::Power(meter) if value.is_finite() => {
                     let at_ms = batch.source_times_ms[i];
-                    self.total_kwh += self.meters[meter].sample(value, at_ms, self.timing);
+                    let meter = &mut self.meters[meter];
+                    meter.quality = Quality::Good;
+                    self.total_kwh += meter.sample(value, at_ms, self.timing);
                 }
-                Input::Count(counter) if good && value.is_finite() => self.count(counter, value),
+                Input::Count(counter) if !good => self.counters[counter].quality = quality,
+                Input::Count(counter) if value.is_finite() => {
+                    self.counters[counter].quality = Quality::Good;
+                    self.count(counter, value);
+                }
+                // A good sample without a finite value: ignored.
                 Input::Power(_) | Input::Count(_) => {}
             }
         }
         self.outputs()
     }
 
-    fn on_tick(&mut self, now_ms: i64) -> Outputs {
+    fn on_tick(&mut self, call: &Call) -> Outputs {
         for meter in &mut self.meters {
-            self.total_kwh += meter.tick(now_ms, self.timing);
+            self.total_kwh += meter.tick(call.now_ms, self.timing);
         }
         self.outputs()
     }
@@ -431,10 +478,28 @@ twinloom_plugin::export_plugin!(Energy);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use twinloom_plugin::testing::{batch, value};
+    use twinloom_plugin::testing::{batch, properties};
 
-    fn has(outputs: &Outputs, property: &str) -> bool {
-        outputs.values.iter().any(|v| v.property == property)
+    /// The owned indices of a single meter's outputs (see [`meter`]).
+    const ENERGY: u32 = 0;
+    const DEMAND: u32 = 1;
+    const PEAK: u32 = 2;
+    const PER_UNIT: u32 = 3;
+
+    fn value(outputs: &Outputs, owned: u32) -> f64 {
+        outputs.value(owned).expect("a value").0
+    }
+
+    fn quality(outputs: &Outputs, owned: u32) -> Quality {
+        outputs.value(owned).expect("a value").1
+    }
+
+    fn has(outputs: &Outputs, owned: u32) -> bool {
+        outputs.value(owned).is_some()
+    }
+
+    fn finite(outputs: &Outputs) -> bool {
+        outputs.values().all(|(_, v, _)| v.is_finite())
     }
 
     fn close(actual: f64, expected: f64) {
@@ -444,8 +509,20 @@ mod tests {
         );
     }
 
+    /// A plugin with one meter, `site/main`, owning its four outputs in [`OUTPUTS`] order.
     fn meter(config: &str) -> Energy {
-        Energy::new(config, vec!["site/main/power".into()]).unwrap()
+        let owned = OUTPUTS.map(|name| format!("site/main/{name}"));
+        let properties = properties(
+            &["site/main/power"],
+            &owned.each_ref().map(String::as_str),
+            &[],
+        );
+        Energy::new(config, &properties).unwrap()
+    }
+
+    /// Properties with `inputs` and no outputs.
+    fn inputs(inputs: &[&str]) -> Properties {
+        properties(inputs, &[], &[])
     }
 
     #[test]
@@ -453,15 +530,15 @@ mod tests {
         // 0 → 60 kW over a minute: 30 kW · 1/60 h = 0.5 kWh; then 60 kW for a minute: 1 kWh.
         // 1.5 kWh in the 2 minutes since the interval's start: 45 kW.
         let mut e = meter("max_gap = 60");
-        e.on_changes(&batch(&[(0, 0.0, 0)]));
-        let out = e.on_changes(&batch(&[(0, 60.0, 60_000)]));
-        close(value(&out, "site/main/energy_integrated"), 0.5);
-        let out = e.on_changes(&batch(&[(0, 60.0, 120_000)]));
-        close(value(&out, "site/main/energy_integrated"), 1.5);
-        close(value(&out, "site/main/demand"), 45.0);
+        e.on_changes(&batch(&[(0, 0.0, 0)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 60.0, 60_000)]), &Call::at(0));
+        close(value(&out, ENERGY), 0.5);
+        let out = e.on_changes(&batch(&[(0, 60.0, 120_000)]), &Call::at(0));
+        close(value(&out, ENERGY), 1.5);
+        close(value(&out, DEMAND), 45.0);
         // No interval has completed yet: the peak is the current demand.
-        close(value(&out, "site/main/peak_demand"), 45.0);
-        assert!(!has(&out, "site/main/energy_per_unit"));
+        close(value(&out, PEAK), 45.0);
+        assert!(!has(&out, PER_UNIT));
     }
 
     #[test]
@@ -469,104 +546,184 @@ mod tests {
         // 1-minute intervals. 0 kW at 30 s to 120 kW at 90 s crosses 60 s at 60 kW:
         // [30 s, 60 s] 30 kW · 30 s = 0.25 kWh (interval 0), [60 s, 90 s] 90 kW · 30 s = 0.75 kWh.
         let mut e = meter("demand_interval = 60\nmax_gap = 120");
-        e.on_changes(&batch(&[(0, 0.0, 30_000)]));
-        let out = e.on_changes(&batch(&[(0, 120.0, 90_000)]));
-        close(value(&out, "site/main/energy_integrated"), 1.0);
+        e.on_changes(&batch(&[(0, 0.0, 30_000)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 120.0, 90_000)]), &Call::at(0));
+        close(value(&out, ENERGY), 1.0);
         // 0.75 kWh in the 30 s (1/120 h) of interval 1 so far.
-        close(value(&out, "site/main/demand"), 90.0);
+        close(value(&out, DEMAND), 90.0);
         // Interval 0 was seen only from 30 s: not a peak candidate, so still the current demand.
-        close(value(&out, "site/main/peak_demand"), 90.0);
+        close(value(&out, PEAK), 90.0);
         // A tick at 120 s holds 120 kW for 30 s (+1 kWh) and closes interval 1:
         // 1.75 kWh / (1/60 h) = 105 kW. Interval 2 has just begun: demand 0.
-        let out = e.on_tick(120_000);
-        close(value(&out, "site/main/energy_integrated"), 2.0);
-        close(value(&out, "site/main/peak_demand"), 105.0);
-        close(value(&out, "site/main/demand"), 0.0);
+        let out = e.on_tick(&Call::at(120_000));
+        close(value(&out, ENERGY), 2.0);
+        close(value(&out, PEAK), 105.0);
+        close(value(&out, DEMAND), 0.0);
         // No new sample (steady load): the tick at 180 s closes interval 2 at 120 kW.
-        let out = e.on_tick(180_000);
-        close(value(&out, "site/main/energy_integrated"), 4.0);
-        close(value(&out, "site/main/peak_demand"), 120.0);
+        let out = e.on_tick(&Call::at(180_000));
+        close(value(&out, ENERGY), 4.0);
+        close(value(&out, PEAK), 120.0);
         // 120 → 0 kW over 30 s: 60 kW · 30 s = 0.5 kWh, 60 kW over the 30 s of interval 3.
-        let out = e.on_changes(&batch(&[(0, 0.0, 210_000)]));
-        close(value(&out, "site/main/energy_integrated"), 4.5);
-        close(value(&out, "site/main/demand"), 60.0);
-        close(value(&out, "site/main/peak_demand"), 120.0);
+        let out = e.on_changes(&batch(&[(0, 0.0, 210_000)]), &Call::at(0));
+        close(value(&out, ENERGY), 4.5);
+        close(value(&out, DEMAND), 60.0);
+        close(value(&out, PEAK), 120.0);
     }
 
     #[test]
     fn gaps_longer_than_max_gap_are_not_integrated() {
         // 10 kW for 30 s = 1/12 kWh, twice; the 170 s and 70 s gaps count nothing.
         let mut e = meter("max_gap = 60");
-        e.on_changes(&batch(&[(0, 10.0, 0), (0, 10.0, 30_000)]));
-        e.on_changes(&batch(&[(0, 10.0, 200_000)]));
-        let out = e.on_changes(&batch(&[(0, 10.0, 230_000)]));
-        close(value(&out, "site/main/energy_integrated"), 2.0 / 12.0);
+        e.on_changes(&batch(&[(0, 10.0, 0), (0, 10.0, 30_000)]), &Call::at(0));
+        e.on_changes(&batch(&[(0, 10.0, 200_000)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 10.0, 230_000)]), &Call::at(0));
+        close(value(&out, ENERGY), 2.0 / 12.0);
         // A tick more than max_gap after the last point ends the hold; the next sample starts
         // afresh even though it is close to the tick.
-        e.on_tick(300_000);
-        let out = e.on_changes(&batch(&[(0, 10.0, 310_000)]));
-        close(value(&out, "site/main/energy_integrated"), 2.0 / 12.0);
+        e.on_tick(&Call::at(300_000));
+        let out = e.on_changes(&batch(&[(0, 10.0, 310_000)]), &Call::at(0));
+        close(value(&out, ENERGY), 2.0 / 12.0);
     }
 
     #[test]
     fn bad_quality_ends_integration_and_is_otherwise_ignored() {
         let mut e = meter("max_gap = 60");
-        e.on_changes(&batch(&[(0, 10.0, 0)]));
+        e.on_changes(&batch(&[(0, 10.0, 0)]), &Call::at(0));
         let mut bad = batch(&[(0, 500.0, 10_000)]);
         bad.qualities[0] = Quality::Uncertain;
-        e.on_changes(&bad);
-        e.on_tick(20_000);
-        let out = e.on_changes(&batch(&[(0, 10.0, 30_000)]));
-        close(value(&out, "site/main/energy_integrated"), 0.0);
+        e.on_changes(&bad, &Call::at(10_000));
+        e.on_tick(&Call::at(20_000));
+        let out = e.on_changes(&batch(&[(0, 10.0, 30_000)]), &Call::at(0));
+        close(value(&out, ENERGY), 0.0);
         // 10 kW from 30 s to 60 s: 1/12 kWh. A non-finite good sample is just skipped, and an
         // index that was never subscribed is ignored.
-        let out = e.on_changes(&batch(&[(0, f64::NAN, 40_000), (9, 1.0, 50_000)]));
-        close(value(&out, "site/main/energy_integrated"), 0.0);
-        let out = e.on_changes(&batch(&[(0, 10.0, 60_000)]));
-        close(value(&out, "site/main/energy_integrated"), 1.0 / 12.0);
+        let out = e.on_changes(
+            &batch(&[(0, f64::NAN, 40_000), (9, 1.0, 50_000)]),
+            &Call::at(0),
+        );
+        close(value(&out, ENERGY), 0.0);
+        let out = e.on_changes(&batch(&[(0, 10.0, 60_000)]), &Call::at(0));
+        close(value(&out, ENERGY), 1.0 / 12.0);
+    }
+
+    #[test]
+    fn a_bad_input_makes_what_comes_from_it_bad_until_its_next_good_sample() {
+        // A meter and a counter; the meter's energy per unit comes from both.
+        let properties = properties(
+            &["site/main/power", "site/filler/good_count"],
+            &OUTPUTS
+                .map(|name| format!("site/main/{name}"))
+                .each_ref()
+                .map(String::as_str),
+            &[],
+        );
+        let mut e = Energy::new("max_gap = 60", &properties).unwrap();
+        e.on_changes(&batch(&[(0, 60.0, 0), (1, 0.0, 0)]), &Call::at(0));
+        let out = e.on_changes(
+            &batch(&[(0, 60.0, 30_000), (1, 10.0, 30_000)]),
+            &Call::at(30_000),
+        );
+        assert_eq!(out.len(), 4);
+        assert!(out.values().all(|(_, _, q)| q == Quality::Good), "{out:?}");
+        // The counter goes bad: only energy per unit comes from it.
+        let mut bad = batch(&[(1, f64::NAN, 40_000)]);
+        bad.qualities[0] = Quality::Bad;
+        let out = e.on_changes(&bad, &Call::at(40_000));
+        assert_eq!(quality(&out, ENERGY), Quality::Good);
+        assert_eq!(quality(&out, PER_UNIT), Quality::Bad);
+        // The power goes bad too: everything is bad, and stays at what was integrated so far
+        // (60 kW for 30 s = 0.5 kWh), ticks included.
+        let mut bad = batch(&[(0, f64::NAN, 45_000)]);
+        bad.qualities[0] = Quality::Bad;
+        e.on_changes(&bad, &Call::at(45_000));
+        let out = e.on_tick(&Call::at(50_000));
+        assert_eq!(out.len(), 4);
+        assert!(out.values().all(|(_, _, q)| q == Quality::Bad), "{out:?}");
+        close(value(&out, ENERGY), 0.5);
+        // The power comes back; the counter is still bad.
+        let out = e.on_changes(&batch(&[(0, 60.0, 60_000)]), &Call::at(60_000));
+        for owned in [ENERGY, DEMAND, PEAK] {
+            assert_eq!(quality(&out, owned), Quality::Good, "{owned}");
+        }
+        assert_eq!(quality(&out, PER_UNIT), Quality::Bad);
+        // An uncertain power sample: uncertain, and it ends the integration like a bad one.
+        let mut uncertain = batch(&[(0, 60.0, 70_000)]);
+        uncertain.qualities[0] = Quality::Uncertain;
+        let out = e.on_changes(&uncertain, &Call::at(70_000));
+        assert_eq!(quality(&out, ENERGY), Quality::Uncertain);
+        assert_eq!(quality(&out, PER_UNIT), Quality::Bad);
+        // Both good again: all good; 60 kW from 80 s to 90 s added 1/6 kWh.
+        let out = e.on_changes(
+            &batch(&[(0, 60.0, 80_000), (1, 20.0, 80_000), (0, 60.0, 90_000)]),
+            &Call::at(90_000),
+        );
+        assert!(out.values().all(|(_, _, q)| q == Quality::Good), "{out:?}");
+        close(value(&out, ENERGY), 0.5 + 1.0 / 6.0);
     }
 
     #[test]
     fn energy_per_unit_over_all_meters_and_counters() {
-        let properties = vec![
-            "site/meter-a/power".into(),
-            "site/meter-b/power".into(),
-            "site/l1/filler/good_count".into(),
-            "site/l1/capper/good_count".into(),
-        ];
-        let mut e = Energy::new("", properties).unwrap();
+        // Energy per unit of both meters, in another order than the inputs; the filler's is
+        // not a meter's output, so it is never produced.
+        let properties = properties(
+            &[
+                "site/meter-a/power",
+                "site/meter-b/power",
+                "site/l1/filler/good_count",
+                "site/l1/capper/good_count",
+            ],
+            &[
+                "site/meter-b/energy_per_unit",
+                "site/meter-a/energy_per_unit",
+                "site/meter-a/energy_integrated",
+                "site/meter-b/energy_integrated",
+                "site/l1/filler/energy_per_unit",
+            ],
+            &[],
+        );
+        let (b_per_unit, a_per_unit, a_energy, b_energy, filler) = (0, 1, 2, 3, 4);
+        let mut e = Energy::new("", &properties).unwrap();
         // 30 kW + 90 kW = 2 kWh a minute. The energy before the first count is not counted.
-        e.on_changes(&batch(&[(0, 30.0, 0), (1, 90.0, 0)]));
-        e.on_changes(&batch(&[(0, 30.0, 60_000), (1, 90.0, 60_000)]));
-        let out = e.on_changes(&batch(&[(2, 1_000.0, 60_000)]));
-        assert!(!has(&out, "site/meter-a/energy_per_unit"));
+        e.on_changes(&batch(&[(0, 30.0, 0), (1, 90.0, 0)]), &Call::at(0));
+        e.on_changes(
+            &batch(&[(0, 30.0, 60_000), (1, 90.0, 60_000)]),
+            &Call::at(0),
+        );
+        let out = e.on_changes(&batch(&[(2, 1_000.0, 60_000)]), &Call::at(0));
+        assert!(!has(&out, a_per_unit));
         // +2 kWh, 100 pieces from the filler; the capper's first value is its baseline.
-        let out = e.on_changes(&batch(&[
-            (0, 30.0, 120_000),
-            (1, 90.0, 120_000),
-            (2, 1_100.0, 120_000),
-            (3, 500.0, 120_000),
-        ]));
-        close(value(&out, "site/meter-a/energy_per_unit"), 0.02);
-        close(value(&out, "site/meter-b/energy_per_unit"), 0.02);
-        close(value(&out, "site/meter-a/energy_integrated"), 1.0);
-        close(value(&out, "site/meter-b/energy_integrated"), 3.0);
+        let out = e.on_changes(
+            &batch(&[
+                (0, 30.0, 120_000),
+                (1, 90.0, 120_000),
+                (2, 1_100.0, 120_000),
+                (3, 500.0, 120_000),
+            ]),
+            &Call::at(0),
+        );
+        close(value(&out, a_per_unit), 0.02);
+        close(value(&out, b_per_unit), 0.02);
+        close(value(&out, a_energy), 1.0);
+        close(value(&out, b_energy), 3.0);
         // +2 kWh; the filler resets and counts 20, the capper makes 10.
-        e.on_changes(&batch(&[
-            (0, 30.0, 180_000),
-            (1, 90.0, 180_000),
-            (2, 20.0, 180_000),
-            (3, 510.0, 180_000),
-        ]));
+        e.on_changes(
+            &batch(&[
+                (0, 30.0, 180_000),
+                (1, 90.0, 180_000),
+                (2, 20.0, 180_000),
+                (3, 510.0, 180_000),
+            ]),
+            &Call::at(0),
+        );
         // +2 kWh; the filler makes 30 more. 6 kWh / 160 pcs.
-        let out = e.on_changes(&batch(&[
-            (0, 30.0, 240_000),
-            (1, 90.0, 240_000),
-            (2, 50.0, 240_000),
-        ]));
-        close(value(&out, "site/meter-a/energy_per_unit"), 6.0 / 160.0);
-        close(value(&out, "site/meter-b/energy_per_unit"), 6.0 / 160.0);
-        assert!(!has(&out, "site/l1/filler/energy_per_unit"));
+        let out = e.on_changes(
+            &batch(&[(0, 30.0, 240_000), (1, 90.0, 240_000), (2, 50.0, 240_000)]),
+            &Call::at(0),
+        );
+        close(value(&out, a_per_unit), 6.0 / 160.0);
+        close(value(&out, b_per_unit), 6.0 / 160.0);
+        assert!(!has(&out, filler));
+        assert_eq!(out.len(), 4);
     }
 
     #[test]
@@ -575,27 +732,33 @@ mod tests {
         // 15 minutes is 25 kWh, and the interval (seen whole) has 100 kW demand.
         let start = 1_700_000_100_000; // 1 700 000 100 s = 1 888 889 · 900 s
         let mut e = meter("");
-        e.on_changes(&batch(&[(0, 100.0, start)]));
-        let mut out = twinloom_plugin::nothing();
+        e.on_changes(&batch(&[(0, 100.0, start)]), &Call::at(0));
+        let mut out = Outputs::new();
         for minute in 1..=15 {
-            out = e.on_tick(start + minute * 60_000);
+            out = e.on_tick(&Call::at(start + minute * 60_000));
         }
-        close(value(&out, "site/main/energy_integrated"), 25.0);
-        close(value(&out, "site/main/peak_demand"), 100.0);
-        close(value(&out, "site/main/demand"), 0.0);
+        close(value(&out, ENERGY), 25.0);
+        close(value(&out, PEAK), 100.0);
+        close(value(&out, DEMAND), 0.0);
         // A tick 61 s later is past max_gap: nothing more.
-        let out = e.on_tick(start + 15 * 60_000 + 61_000);
-        close(value(&out, "site/main/energy_integrated"), 25.0);
+        let out = e.on_tick(&Call::at(start + 15 * 60_000 + 61_000));
+        close(value(&out, ENERGY), 25.0);
     }
 
     #[test]
     fn outputs_stay_finite() {
-        let mut e = Energy::new(
-            "demand_interval = 1\nmax_gap = 86400",
-            vec!["m/power".into(), "m/good_count".into()],
-        )
-        .unwrap();
-        assert!(e.on_tick(0).values.is_empty());
+        let properties = properties(
+            &["m/power", "m/good_count"],
+            &[
+                "m/energy_integrated",
+                "m/demand",
+                "m/peak_demand",
+                "m/energy_per_unit",
+            ],
+            &[],
+        );
+        let mut e = Energy::new("demand_interval = 1\nmax_gap = 86400", &properties).unwrap();
+        assert!(e.on_tick(&Call::at(0)).is_empty());
         for (i, (kw, at)) in [
             (f64::MAX, 0),
             (f64::MAX, 86_400_000),
@@ -607,13 +770,13 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let out = e.on_changes(&batch(&[(0, kw, at), (1, i as f64, at)]));
-            assert!(out.values.iter().all(|v| v.value.is_finite()), "{out:?}");
+            let out = e.on_changes(&batch(&[(0, kw, at), (1, i as f64, at)]), &Call::at(0));
+            assert!(finite(&out), "{out:?}");
         }
-        let out = e.on_tick(i64::MAX);
-        assert!(out.values.iter().all(|v| v.value.is_finite()), "{out:?}");
-        let out = e.on_tick(i64::MIN);
-        assert!(has(&out, "m/demand"));
+        let out = e.on_tick(&Call::at(i64::MAX));
+        assert!(finite(&out), "{out:?}");
+        let out = e.on_tick(&Call::at(i64::MIN));
+        assert!(has(&out, DEMAND));
     }
 
     #[test]
@@ -630,26 +793,26 @@ mod tests {
             "interval = 900",
         ] {
             assert!(
-                Energy::new(config, vec![]).is_err(),
+                Energy::new(config, &inputs(&[])).is_err(),
                 "{config} was accepted"
             );
         }
-        let error = Energy::new("demand_interval = 0\nmax_gap = -1", vec![]).unwrap_err();
+        let error = Energy::new("demand_interval = 0\nmax_gap = -1", &inputs(&[])).unwrap_err();
         assert!(
             error.contains("demand_interval") && error.contains("max_gap"),
             "{error}"
         );
-        assert!(Energy::new("demand_interval = 1800\nmax_gap = 7.5", vec![]).is_ok());
+        assert!(Energy::new("demand_interval = 1800\nmax_gap = 7.5", &inputs(&[])).is_ok());
     }
 
     #[test]
     fn unknown_inputs_and_counters_without_meters_are_refused() {
-        let error = Energy::new("", vec!["site/main/voltage".into()]).unwrap_err();
+        let error = Energy::new("", &inputs(&["site/main/voltage"])).unwrap_err();
         assert!(error.contains("site/main/voltage"), "{error}");
         assert!(error.contains("power, good_count"), "{error}");
-        let error = Energy::new("", vec!["site/filler/good_count".into()]).unwrap_err();
+        let error = Energy::new("", &inputs(&["site/filler/good_count"])).unwrap_err();
         assert!(error.contains("power"), "{error}");
-        assert!(Energy::new("", vec!["power".into()]).is_err());
-        assert!(Energy::new("", vec![]).is_ok());
+        assert!(Energy::new("", &inputs(&["power"])).is_err());
+        assert!(Energy::new("", &inputs(&[])).is_ok());
     }
 }

@@ -5,7 +5,8 @@
 //! value is not finite are ignored; times come from the samples' source timestamps, never from a
 //! clock of the plugin's own.
 //!
-//! Outputs per asset, once it has had a sample (bind them with `{ plugin = "<name>" }`):
+//! Outputs per asset, once it has had a sample (bind them with `{ plugin = "<name>" }`; an output
+//! that is not bound to the plugin is not produced):
 //!
 //! - `vibration_ewma` (mm/s): exponentially weighted moving average of the samples.
 //! - `anomaly_score` (dimensionless, signed): z-score of the latest sample against the weighted
@@ -48,11 +49,16 @@
 //!
 //! The default `alarm`, 7.1 mm/s, is the zone C/D boundary (vibration that may damage the
 //! machine) for class II (medium-sized) machines in the ISO 10816-1 severity chart (Annex B).
+//!
+//! Quality. All four outputs of an asset come from its `vibration_rms`, so they carry the quality
+//! of its latest sample (a good sample whose value is not finite, being ignored, changes
+//! nothing): while it is uncertain or bad the outputs keep the statistics of the last good
+//! samples and say uncertain or bad; with the next good sample they are good again.
 
 use std::collections::{HashMap, VecDeque};
 
 use serde::Deserialize;
-use twinloom_plugin::{ChangeBatch, DerivedValue, Outputs, Plugin, Quality};
+use twinloom_plugin::{Call, ChangeBatch, Outputs, Plugin, Properties, Quality};
 
 /// Most trend points kept per asset; beyond it the oldest are dropped, so at very high sample
 /// rates the trend spans less than `trend_window`.
@@ -72,6 +78,14 @@ const TIME_LIMIT_MS: i64 = 1 << 53;
 
 /// The input property this plugin understands.
 const INPUT: &str = "vibration_rms";
+
+/// The output property names, in the order of [`Asset::outputs`].
+const OUTPUTS: [&str; 4] = [
+    "vibration_ewma",
+    "anomaly_score",
+    "vibration_trend",
+    "time_to_alarm",
+];
 
 /// Plugin settings (`config` table).
 #[derive(Debug, Deserialize)]
@@ -234,8 +248,11 @@ impl Trend {
 /// The state of one asset.
 #[derive(Debug)]
 struct Asset {
-    /// Output property paths: ewma, anomaly score, trend, time to alarm.
-    outputs: [String; 4],
+    /// Index in [`Properties::owned`] of ewma, anomaly score, trend and time to alarm; none
+    /// where the output is not bound to the plugin.
+    outputs: [Option<u32>; 4],
+    /// Quality of the latest `vibration_rms` sample (good before the first).
+    quality: Quality,
     /// Samples taken into the mean and variance.
     samples: u64,
     /// Weighted mean, mm/s.
@@ -250,15 +267,11 @@ struct Asset {
 }
 
 impl Asset {
-    fn new(asset: &str) -> Self {
+    /// An asset at path `asset`, its outputs looked up in `properties.owned`.
+    fn new(asset: &str, properties: &Properties) -> Self {
         Self {
-            outputs: [
-                "vibration_ewma",
-                "anomaly_score",
-                "vibration_trend",
-                "time_to_alarm",
-            ]
-            .map(|name| format!("{asset}/{name}")),
+            outputs: OUTPUTS.map(|name| properties.owned_index(&format!("{asset}/{name}"))),
+            quality: Quality::Good,
             samples: 0,
             mean: 0.0,
             variance: 0.0,
@@ -306,24 +319,26 @@ pub struct VibrationHealth {
     warmup: u32,
     horizon: f64,
     window_ms: i64,
-    /// Asset index of each subscribed property, in `init` order.
+    /// Asset index of each subscribed property, in [`Properties::inputs`] order.
     inputs: Vec<usize>,
     assets: Vec<Asset>,
 }
 
 impl VibrationHealth {
-    /// Builds the state from the settings (`config` table as TOML text) and the subscribed
-    /// property paths (`<asset path>/vibration_rms`).
+    /// Builds the state from the settings (`config` table as TOML text) and the instance's
+    /// properties: the subscribed inputs (`<asset path>/vibration_rms`) and the owned outputs of
+    /// each asset it looks up (`<asset path>/vibration_ewma`, `anomaly_score`,
+    /// `vibration_trend`, `time_to_alarm`; the ones not bound to the plugin are not produced).
     ///
     /// Errors: the config is not valid TOML for the settings, a setting is out of range (every
     /// such setting is named), or a subscribed property is not `vibration_rms`.
-    pub fn new(config: &str, properties: Vec<String>) -> Result<Self, String> {
+    pub fn new(config: &str, properties: &Properties) -> Result<Self, String> {
         let settings: Settings = toml::from_str(config).map_err(|e| format!("bad config: {e}"))?;
         settings.validate()?;
         let mut inputs = Vec::new();
         let mut assets = Vec::new();
         let mut by_path = HashMap::new();
-        for path in properties {
+        for path in &properties.inputs {
             let (asset, name) = path
                 .rsplit_once('/')
                 .ok_or_else(|| format!("`{path}` is not a property path"))?;
@@ -332,8 +347,8 @@ impl VibrationHealth {
                     "cannot use property `{path}`; the accepted inputs are: {INPUT}"
                 ));
             }
-            let index = *by_path.entry(asset.to_owned()).or_insert_with(|| {
-                assets.push(Asset::new(asset));
+            let index = *by_path.entry(asset).or_insert_with(|| {
+                assets.push(Asset::new(asset, properties));
                 assets.len() - 1
             });
             inputs.push(index);
@@ -350,7 +365,7 @@ impl VibrationHealth {
     }
 
     fn outputs(&self) -> Outputs {
-        let mut values = Vec::new();
+        let mut outputs = Outputs::with_capacity(4 * self.assets.len());
         for asset in self.assets.iter().filter(|a| a.samples > 0) {
             let ewma = asset.mean;
             let trend = asset.trend.slope();
@@ -361,34 +376,30 @@ impl VibrationHealth {
             } else {
                 self.horizon
             };
-            for (property, value) in
+            for (owned, value) in
                 asset
                     .outputs
                     .iter()
                     .zip([ewma, asset.score, trend, time_to_alarm])
             {
                 // Derived values must be finite; one that overflowed is left out.
-                if value.is_finite() {
-                    values.push(DerivedValue {
-                        property: property.clone(),
-                        value,
-                    });
+                if let Some(owned) = *owned
+                    && value.is_finite()
+                {
+                    outputs.set_with_quality(owned, value, asset.quality);
                 }
             }
         }
-        Outputs {
-            values,
-            proposals: Vec::new(),
-        }
+        outputs
     }
 }
 
 impl Plugin for VibrationHealth {
-    fn init(config: &str, properties: Vec<String>) -> Result<Self, String> {
-        Self::new(config, properties)
+    fn init(config: &str, properties: Properties) -> Result<Self, String> {
+        Self::new(config, &properties)
     }
 
-    fn on_changes(&mut self, batch: &ChangeBatch) -> Outputs {
+    fn on_changes(&mut self, batch: &ChangeBatch, _call: &Call) -> Outputs {
         // The columns have one length (the contract says so); slicing them to it up front lets
         // the loop run without a bounds check per column.
         let n = batch.properties.len();
@@ -399,18 +410,22 @@ impl Plugin for VibrationHealth {
             .zip(&batch.qualities[..n])
             .zip(&batch.source_times_ms[..n]);
         for (((&property, &value), &quality), &at_ms) in columns {
-            if quality != Quality::Good || !value.is_finite() {
-                continue;
-            }
             let Some(&asset) = self.inputs.get(property as usize) else {
                 continue;
             };
-            self.assets[asset].sample(value, at_ms, self.alpha, self.warmup, self.window_ms);
+            let asset = &mut self.assets[asset];
+            if quality != Quality::Good {
+                // Not taken: the outputs keep the last good statistics, marked with this.
+                asset.quality = quality;
+            } else if value.is_finite() {
+                asset.quality = Quality::Good;
+                asset.sample(value, at_ms, self.alpha, self.warmup, self.window_ms);
+            }
         }
         self.outputs()
     }
 
-    fn on_tick(&mut self, _now_ms: i64) -> Outputs {
+    fn on_tick(&mut self, _call: &Call) -> Outputs {
         self.outputs()
     }
 }
@@ -420,7 +435,7 @@ twinloom_plugin::export_plugin!(VibrationHealth);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use twinloom_plugin::testing::{batch, value};
+    use twinloom_plugin::testing::{batch, properties};
 
     const HOUR_MS: i64 = 3_600_000;
 
@@ -431,8 +446,30 @@ mod tests {
         );
     }
 
+    /// The owned indices of a single pump's outputs (see [`pump`]).
+    const EWMA: u32 = 0;
+    const SCORE: u32 = 1;
+    const TREND: u32 = 2;
+    const TO_ALARM: u32 = 3;
+
+    fn value(outputs: &Outputs, owned: u32) -> f64 {
+        outputs.value(owned).expect("a value").0
+    }
+
+    /// A plugin with one pump, `site/p1`, owning its four outputs in [`OUTPUTS`] order.
     fn pump(config: &str) -> VibrationHealth {
-        VibrationHealth::new(config, vec!["site/p1/vibration_rms".into()]).unwrap()
+        let owned = OUTPUTS.map(|name| format!("site/p1/{name}"));
+        let properties = properties(
+            &["site/p1/vibration_rms"],
+            &owned.each_ref().map(String::as_str),
+            &[],
+        );
+        VibrationHealth::new(config, &properties).unwrap()
+    }
+
+    /// Properties with `inputs` and no outputs.
+    fn inputs(inputs: &[&str]) -> Properties {
+        properties(inputs, &[], &[])
     }
 
     #[test]
@@ -440,24 +477,24 @@ mod tests {
         // alpha 0.5. x = 2: mean 2, var 0. x = 4: diff 2, incr 1, mean 3, var 0.5·(0 + 2) = 1.
         // x = 6: score (6 − 3)/√1 = 3; diff 3, incr 1.5, mean 4.5, var 0.5·(1 + 4.5) = 2.75.
         let mut p = pump("alpha = 0.5\nwarmup = 2");
-        let out = p.on_changes(&batch(&[(0, 2.0, 0)]));
-        close(value(&out, "site/p1/vibration_ewma"), 2.0);
-        close(value(&out, "site/p1/anomaly_score"), 0.0);
+        let out = p.on_changes(&batch(&[(0, 2.0, 0)]), &Call::at(0));
+        close(value(&out, EWMA), 2.0);
+        close(value(&out, SCORE), 0.0);
         // Only one sample came before: still warming up.
-        let out = p.on_changes(&batch(&[(0, 4.0, 1_000)]));
-        close(value(&out, "site/p1/vibration_ewma"), 3.0);
-        close(value(&out, "site/p1/anomaly_score"), 0.0);
-        let out = p.on_changes(&batch(&[(0, 6.0, 2_000)]));
-        close(value(&out, "site/p1/vibration_ewma"), 4.5);
-        close(value(&out, "site/p1/anomaly_score"), 3.0);
+        let out = p.on_changes(&batch(&[(0, 4.0, 1_000)]), &Call::at(0));
+        close(value(&out, EWMA), 3.0);
+        close(value(&out, SCORE), 0.0);
+        let out = p.on_changes(&batch(&[(0, 6.0, 2_000)]), &Call::at(0));
+        close(value(&out, EWMA), 4.5);
+        close(value(&out, SCORE), 3.0);
         // Points (0 h, 2), (1/3600 h, 3), (2/3600 h, 4.5): t̄ = 1/3600, m̄ = 9.5/3,
         // Σ(t − t̄)(m − m̄) = (1/3600)·(7/6 + 4/3) = 2.5/3600, Σ(t − t̄)² = 2/3600²,
         // slope = 1.25 · 3600 = 4500 mm/s per hour.
-        close(value(&out, "site/p1/vibration_trend"), 4500.0);
-        close(value(&out, "site/p1/time_to_alarm"), (7.1 - 4.5) / 4500.0);
+        close(value(&out, TREND), 4500.0);
+        close(value(&out, TO_ALARM), (7.1 - 4.5) / 4500.0);
         // Next sample 1.2 against mean 4.5, var 2.75: z = −3.3 / √2.75.
-        let out = p.on_changes(&batch(&[(0, 1.2, 3_000)]));
-        close(value(&out, "site/p1/anomaly_score"), -3.3 / 2.75f64.sqrt());
+        let out = p.on_changes(&batch(&[(0, 1.2, 3_000)]), &Call::at(0));
+        close(value(&out, SCORE), -3.3 / 2.75f64.sqrt());
     }
 
     #[test]
@@ -465,27 +502,27 @@ mod tests {
         // alpha 1: the EWMA is the sample. 1, 2, 3 mm/s at 0, 30, 60 min: 2 mm/s per hour, and
         // (7.1 − 3) / 2 = 2.05 h to the alarm. The point exactly one window old is kept.
         let mut p = pump("alpha = 1.0\ntrend_window = 3600");
-        p.on_changes(&batch(&[(0, 1.0, 0), (0, 2.0, HOUR_MS / 2)]));
-        let out = p.on_changes(&batch(&[(0, 3.0, HOUR_MS)]));
-        close(value(&out, "site/p1/vibration_ewma"), 3.0);
-        close(value(&out, "site/p1/vibration_trend"), 2.0);
-        close(value(&out, "site/p1/time_to_alarm"), 2.05);
+        p.on_changes(&batch(&[(0, 1.0, 0), (0, 2.0, HOUR_MS / 2)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 3.0, HOUR_MS)]), &Call::at(0));
+        close(value(&out, EWMA), 3.0);
+        close(value(&out, TREND), 2.0);
+        close(value(&out, TO_ALARM), 2.05);
         // At or above the alarm: 0 h.
-        let out = p.on_changes(&batch(&[(0, 7.1, 2 * HOUR_MS)]));
-        close(value(&out, "site/p1/time_to_alarm"), 0.0);
+        let out = p.on_changes(&batch(&[(0, 7.1, 2 * HOUR_MS)]), &Call::at(0));
+        close(value(&out, TO_ALARM), 0.0);
 
         // Rising by 0.001 mm/s per hour from 1 mm/s: 6 099 h away, capped at the horizon.
         let mut slow = pump("alpha = 1.0\ntrend_window = 3600");
-        slow.on_changes(&batch(&[(0, 1.0, 0)]));
-        let out = slow.on_changes(&batch(&[(0, 1.001, HOUR_MS)]));
-        close(value(&out, "site/p1/vibration_trend"), 0.001);
-        close(value(&out, "site/p1/time_to_alarm"), 720.0);
+        slow.on_changes(&batch(&[(0, 1.0, 0)]), &Call::at(0));
+        let out = slow.on_changes(&batch(&[(0, 1.001, HOUR_MS)]), &Call::at(0));
+        close(value(&out, TREND), 0.001);
+        close(value(&out, TO_ALARM), 720.0);
 
         // Two points at one time span no time: no trend, so the horizon.
         let mut same = pump("alpha = 1.0");
-        let out = same.on_changes(&batch(&[(0, 1.0, 5_000), (0, 3.0, 5_000)]));
-        close(value(&out, "site/p1/vibration_trend"), 0.0);
-        close(value(&out, "site/p1/time_to_alarm"), 720.0);
+        let out = same.on_changes(&batch(&[(0, 1.0, 5_000), (0, 3.0, 5_000)]), &Call::at(0));
+        close(value(&out, TREND), 0.0);
+        close(value(&out, TO_ALARM), 720.0);
     }
 
     #[test]
@@ -494,13 +531,13 @@ mod tests {
         // 10 min = −18 mm/s per hour, not rising, so the horizon. At 1 800 s it holds
         // (1 200 s, 2) and (1 800 s, 3): +6 mm/s per hour, (7.1 − 3) / 6 h to the alarm.
         let mut p = pump("alpha = 1.0\ntrend_window = 900\nhorizon = 100");
-        p.on_changes(&batch(&[(0, 9.0, 0), (0, 5.0, 600_000)]));
-        let out = p.on_changes(&batch(&[(0, 2.0, 1_200_000)]));
-        close(value(&out, "site/p1/vibration_trend"), -18.0);
-        close(value(&out, "site/p1/time_to_alarm"), 100.0);
-        let out = p.on_changes(&batch(&[(0, 3.0, 1_800_000)]));
-        close(value(&out, "site/p1/vibration_trend"), 6.0);
-        close(value(&out, "site/p1/time_to_alarm"), 4.1 / 6.0);
+        p.on_changes(&batch(&[(0, 9.0, 0), (0, 5.0, 600_000)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 2.0, 1_200_000)]), &Call::at(0));
+        close(value(&out, TREND), -18.0);
+        close(value(&out, TO_ALARM), 100.0);
+        let out = p.on_changes(&batch(&[(0, 3.0, 1_800_000)]), &Call::at(0));
+        close(value(&out, TREND), 6.0);
+        close(value(&out, TO_ALARM), 4.1 / 6.0);
     }
 
     #[test]
@@ -509,18 +546,17 @@ mod tests {
         // windows and re-bases later the slope is still 0.5 and the alarm (7.1 − 6) / 0.5 h away.
         let start = 1_700_000_000_000;
         let mut p = pump("alpha = 1.0");
-        let mut out = twinloom_plugin::nothing();
+        let mut out = Outputs::new();
         for i in 0..=3_600 {
             let hours = f64::from(i) * 10.0 / 3_600.0;
-            out = p.on_changes(&batch(&[(
-                0,
-                1.0 + 0.5 * hours,
-                start + i64::from(i) * 10_000,
-            )]));
+            out = p.on_changes(
+                &batch(&[(0, 1.0 + 0.5 * hours, start + i64::from(i) * 10_000)]),
+                &Call::at(0),
+            );
         }
-        close(value(&out, "site/p1/vibration_ewma"), 6.0);
-        close(value(&out, "site/p1/vibration_trend"), 0.5);
-        close(value(&out, "site/p1/time_to_alarm"), 2.2);
+        close(value(&out, EWMA), 6.0);
+        close(value(&out, TREND), 0.5);
+        close(value(&out, TO_ALARM), 2.2);
         assert!(p.assets[0].trend.points.len() <= 61);
     }
 
@@ -534,8 +570,8 @@ mod tests {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             t += 1 + (seed >> 40) as i64 % 3_000;
             let x = 2.0 + (seed >> 33) as f64 / (1u64 << 31) as f64;
-            let out = p.on_changes(&batch(&[(0, x, t)]));
-            history.push((t, value(&out, "site/p1/vibration_ewma")));
+            let out = p.on_changes(&batch(&[(0, x, t)]), &Call::at(0));
+            history.push((t, value(&out, EWMA)));
             let window: Vec<(f64, f64)> = history
                 .iter()
                 .filter(|(at, _)| *at >= t - 120_000)
@@ -549,7 +585,7 @@ mod tests {
             let sxx: f64 = window.iter().map(|w| (w.0 - tm).powi(2)).sum();
             let sxy: f64 = window.iter().map(|w| (w.0 - tm) * (w.1 - mm)).sum();
             let expected = if window.len() < 2 { 0.0 } else { sxy / sxx };
-            let actual = value(&out, "site/p1/vibration_trend");
+            let actual = value(&out, TREND);
             assert!(
                 (actual - expected).abs() <= 1e-6 * expected.abs().max(1.0),
                 "{actual} != {expected}"
@@ -562,68 +598,111 @@ mod tests {
         // alpha 0.1: 0 then 10 a second later gives 1, rising 3 600 mm/s per hour, so the
         // 7.1 mm/s alarm is (7.1 − 1) / 3 600 h away.
         let mut p = pump("");
-        p.on_changes(&batch(&[(0, 0.0, 0)]));
-        let out = p.on_changes(&batch(&[(0, 10.0, 1_000)]));
-        close(value(&out, "site/p1/vibration_ewma"), 1.0);
-        close(value(&out, "site/p1/vibration_trend"), 3_600.0);
-        close(value(&out, "site/p1/time_to_alarm"), (7.1 - 1.0) / 3_600.0);
+        p.on_changes(&batch(&[(0, 0.0, 0)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 10.0, 1_000)]), &Call::at(0));
+        close(value(&out, EWMA), 1.0);
+        close(value(&out, TREND), 3_600.0);
+        close(value(&out, TO_ALARM), (7.1 - 1.0) / 3_600.0);
         // 5 then 0 gives 4.5, falling: the 720 h horizon.
         let mut p = pump("");
-        p.on_changes(&batch(&[(0, 5.0, 0)]));
-        let out = p.on_changes(&batch(&[(0, 0.0, 1_000)]));
-        close(value(&out, "site/p1/vibration_ewma"), 4.5);
-        close(value(&out, "site/p1/time_to_alarm"), 720.0);
+        p.on_changes(&batch(&[(0, 5.0, 0)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 0.0, 1_000)]), &Call::at(0));
+        close(value(&out, EWMA), 4.5);
+        close(value(&out, TO_ALARM), 720.0);
         // Ten samples warm up; the eleventh is scored.
         let mut p = pump("");
         for i in 0..10 {
-            let out = p.on_changes(&batch(&[(0, f64::from(i % 2), i64::from(i))]));
-            close(value(&out, "site/p1/anomaly_score"), 0.0);
+            let out = p.on_changes(&batch(&[(0, f64::from(i % 2), i64::from(i))]), &Call::at(0));
+            close(value(&out, SCORE), 0.0);
         }
-        let out = p.on_changes(&batch(&[(0, 100.0, 10)]));
-        assert!(value(&out, "site/p1/anomaly_score") > 10.0);
+        let out = p.on_changes(&batch(&[(0, 100.0, 10)]), &Call::at(0));
+        assert!(value(&out, SCORE) > 10.0);
     }
 
     #[test]
     fn bad_quality_and_non_finite_samples_are_ignored() {
         let mut p = pump("alpha = 0.5");
-        p.on_changes(&batch(&[(0, 2.0, 0)]));
+        p.on_changes(&batch(&[(0, 2.0, 0)]), &Call::at(0));
         let mut bad = batch(&[(0, 40.0, 1_000), (0, 30.0, 2_000), (0, f64::NAN, 3_000)]);
         bad.qualities[0] = Quality::Bad;
         bad.qualities[1] = Quality::Uncertain;
-        let out = p.on_changes(&bad);
-        close(value(&out, "site/p1/vibration_ewma"), 2.0);
-        close(value(&out, "site/p1/vibration_trend"), 0.0);
-        let out = p.on_changes(&batch(&[(0, f64::INFINITY, 4_000), (7, 5.0, 4_000)]));
-        close(value(&out, "site/p1/vibration_ewma"), 2.0);
+        let out = p.on_changes(&bad, &Call::at(0));
+        close(value(&out, EWMA), 2.0);
+        close(value(&out, TREND), 0.0);
+        // The good NaN is ignored altogether: the latest quality is the uncertain one.
+        assert_eq!(out.value(EWMA).map(|(_, q)| q), Some(Quality::Uncertain));
+        let out = p.on_changes(
+            &batch(&[(0, f64::INFINITY, 4_000), (7, 5.0, 4_000)]),
+            &Call::at(0),
+        );
+        close(value(&out, EWMA), 2.0);
         assert_eq!(p.assets[0].samples, 1);
     }
 
     #[test]
     fn outputs_per_asset_only_after_a_sample() {
-        let mut p = VibrationHealth::new(
-            "",
-            vec!["a/m1/vibration_rms".into(), "a/m2/vibration_rms".into()],
-        )
-        .unwrap();
-        assert!(p.on_tick(0).values.is_empty());
-        let out = p.on_changes(&batch(&[(1, 3.0, 0)]));
-        let names: Vec<&str> = out.values.iter().map(|v| v.property.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "a/m2/vibration_ewma",
-                "a/m2/anomaly_score",
-                "a/m2/vibration_trend",
-                "a/m2/time_to_alarm"
-            ]
+        // Two pumps, their outputs bound in another order than the inputs.
+        let owned: Vec<String> = ["a/m2", "a/m1"]
+            .iter()
+            .flat_map(|asset| OUTPUTS.map(|name| format!("{asset}/{name}")))
+            .collect();
+        let owned: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let properties = properties(&["a/m1/vibration_rms", "a/m2/vibration_rms"], &owned, &[]);
+        let mut p = VibrationHealth::new("", &properties).unwrap();
+        assert!(p.on_tick(&Call::at(0)).is_empty());
+        let out = p.on_changes(&batch(&[(1, 3.0, 0)]), &Call::at(0));
+        let indices: Vec<u32> = out.values().map(|(i, _, _)| i).collect();
+        assert_eq!(indices, [0, 1, 2, 3]);
+        assert_eq!(p.on_tick(&Call::at(1_000)), out);
+    }
+
+    #[test]
+    fn only_the_outputs_bound_to_the_plugin_are_produced() {
+        // Only the EWMA and the trend are bound to the plugin.
+        let properties = properties(
+            &["site/p1/vibration_rms"],
+            &["site/p1/vibration_trend", "site/p1/vibration_ewma"],
+            &[],
         );
-        let pairs = |o: &Outputs| -> Vec<(String, f64)> {
-            o.values
-                .iter()
-                .map(|v| (v.property.clone(), v.value))
-                .collect()
-        };
-        assert_eq!(pairs(&p.on_tick(1_000)), pairs(&out));
+        let mut p = VibrationHealth::new("alpha = 1.0\ntrend_window = 3600", &properties).unwrap();
+        p.on_changes(&batch(&[(0, 1.0, 0)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 2.0, HOUR_MS)]), &Call::at(HOUR_MS));
+        assert_eq!(out.len(), 2);
+        close(value(&out, 0), 1.0);
+        close(value(&out, 1), 2.0);
+    }
+
+    #[test]
+    fn a_bad_sample_makes_the_outputs_bad_until_the_next_good_one() {
+        let mut p = pump("alpha = 0.5");
+        // Bad before any good sample: still nothing to say.
+        let mut bad = batch(&[(0, f64::NAN, 0)]);
+        bad.qualities[0] = Quality::Bad;
+        assert!(p.on_changes(&bad, &Call::at(0)).is_empty());
+        let out = p.on_changes(&batch(&[(0, 2.0, 1_000)]), &Call::at(1_000));
+        assert_eq!(out.len(), 4);
+        assert!(out.values().all(|(_, _, q)| q == Quality::Good), "{out:?}");
+        // Bad: the statistics stay those of the good samples, and every output says bad, on
+        // ticks too.
+        let mut bad = batch(&[(0, 40.0, 2_000)]);
+        bad.qualities[0] = Quality::Bad;
+        p.on_changes(&bad, &Call::at(2_000));
+        let out = p.on_tick(&Call::at(3_000));
+        assert_eq!(out.len(), 4);
+        assert!(out.values().all(|(_, _, q)| q == Quality::Bad), "{out:?}");
+        close(value(&out, EWMA), 2.0);
+        // Uncertain is not as bad.
+        let mut uncertain = batch(&[(0, 30.0, 4_000)]);
+        uncertain.qualities[0] = Quality::Uncertain;
+        let out = p.on_changes(&uncertain, &Call::at(4_000));
+        assert!(
+            out.values().all(|(_, _, q)| q == Quality::Uncertain),
+            "{out:?}"
+        );
+        // Good again: good outputs, the sample taken (2 → 3).
+        let out = p.on_changes(&batch(&[(0, 4.0, 5_000)]), &Call::at(5_000));
+        assert!(out.values().all(|(_, _, q)| q == Quality::Good), "{out:?}");
+        close(value(&out, EWMA), 3.0);
     }
 
     #[test]
@@ -644,12 +723,12 @@ mod tests {
                 7,
                 i64::MAX / 2 + 2,
             ][i];
-            let out = p.on_changes(&batch(&[(0, x, at)]));
-            assert!(out.values.iter().all(|v| v.value.is_finite()), "{out:?}");
+            let out = p.on_changes(&batch(&[(0, x, at)]), &Call::at(0));
+            assert!(out.values().all(|(_, v, _)| v.is_finite()), "{out:?}");
         }
-        let out = p.on_tick(0);
-        assert_eq!(out.values.len(), 4);
-        close(value(&out, "site/p1/vibration_ewma"), 5.0);
+        let out = p.on_tick(&Call::at(0));
+        assert_eq!(out.len(), 4);
+        close(value(&out, EWMA), 5.0);
     }
 
     #[test]
@@ -669,25 +748,25 @@ mod tests {
             "alpha = \"0.1\"",
         ] {
             assert!(
-                VibrationHealth::new(config, vec![]).is_err(),
+                VibrationHealth::new(config, &inputs(&[])).is_err(),
                 "{config} was accepted"
             );
         }
         // Every bad setting is named.
-        let error = VibrationHealth::new("alpha = 2.0\nhorizon = -1.0", vec![]).unwrap_err();
+        let error = VibrationHealth::new("alpha = 2.0\nhorizon = -1.0", &inputs(&[])).unwrap_err();
         assert!(
             error.contains("alpha") && error.contains("horizon"),
             "{error}"
         );
         // Integers are fine where numbers are expected.
-        assert!(VibrationHealth::new("alarm = 11\ntrend_window = 300", vec![]).is_ok());
+        assert!(VibrationHealth::new("alarm = 11\ntrend_window = 300", &inputs(&[])).is_ok());
     }
 
     #[test]
     fn unknown_inputs_are_refused() {
-        let error = VibrationHealth::new("", vec!["site/p1/temperature".into()]).unwrap_err();
+        let error = VibrationHealth::new("", &inputs(&["site/p1/temperature"])).unwrap_err();
         assert!(error.contains("site/p1/temperature"), "{error}");
         assert!(error.contains("vibration_rms"), "{error}");
-        assert!(VibrationHealth::new("", vec!["vibration_rms".into()]).is_err());
+        assert!(VibrationHealth::new("", &inputs(&["vibration_rms"])).is_err());
     }
 }

@@ -286,6 +286,7 @@ pub fn status_code(quality: Quality) -> StatusCode {
     match (quality.level, quality.reason) {
         (QualityLevel::Good, _) => StatusCode::Good,
         (QualityLevel::Uncertain, QualityReason::Stale) => StatusCode::UncertainLastUsableValue,
+        (QualityLevel::Uncertain, QualityReason::InputsNotGood) => StatusCode::UncertainSubNormal,
         (QualityLevel::Uncertain, _) => StatusCode::Uncertain,
         (QualityLevel::Bad, QualityReason::NotYetRead) => StatusCode::BadWaitingForInitialData,
         (QualityLevel::Bad, QualityReason::CommunicationFailure) => {

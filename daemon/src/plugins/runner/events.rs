@@ -2,7 +2,8 @@
 //! plugin's metrics together, from one place (Vector's "internal events"). The runner and the
 //! reloader say what happened; how it is reported lives here.
 
-use crate::control::ControlError;
+use std::time::Duration;
+
 use crate::plugins::runtime::PluginError;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{PluginFailureLabels, PluginLabels, PluginReloadLabels};
@@ -13,25 +14,13 @@ fn labels(plugin: &str) -> PluginLabels {
     }
 }
 
-/// The `kind` label of `twinloom_plugin_failures_total` for `error`.
-fn failure_kind(error: &PluginError) -> &'static str {
-    match error {
-        PluginError::Load(_) => "load",
-        PluginError::Deadline(_) => "deadline",
-        PluginError::MemoryCap(_) => "memory_cap",
-        PluginError::OutOfFuel => "out_of_fuel",
-        PluginError::Trap(_) => "trap",
-        PluginError::HostPanic(_) => "host_panic",
-    }
-}
-
 fn count_failure(metrics: &Metrics, plugin: &str, error: &PluginError) {
     metrics
         .plugins
         .failures
         .get_or_create(&PluginFailureLabels {
             plugin: plugin.to_owned(),
-            kind: failure_kind(error).to_owned(),
+            kind: error.kind().to_owned(),
         })
         .inc();
 }
@@ -177,42 +166,82 @@ impl VersionRefused<'_> {
 }
 
 /// Why an output of the plugin was not taken.
-#[derive(Debug)]
-pub(super) enum Rejection<'a> {
-    /// A derived value for a property not bound to this plugin, or not finite.
-    DerivedValue { value: f64 },
-    /// A write proposal for a property the twin does not have.
-    UnknownProposalTarget,
-    /// A write proposal the control gate could not queue.
-    ProposalNotQueued { error: &'a ControlError },
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Rejection {
+    /// A derived value for an index outside the owned list.
+    OwnedIndex { index: u32 },
+    /// A derived value that is not finite while its quality is not bad.
+    NotFinite { property: String, value: f64 },
+    /// A proposal for an index outside the writable list.
+    WritableIndex { index: u32 },
+    /// A proposal whose value does not fit its property's data type, or is not finite.
+    ProposalValue { property: String },
 }
 
-/// An output of the plugin was rejected (counted in `twinloom_plugin_rejected_outputs_total`).
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OwnedIndex { index } => {
+                write!(
+                    f,
+                    "derived value for owned index {index}, outside the owned list"
+                )
+            }
+            Self::NotFinite { property, value } => {
+                write!(f, "derived value {value} for `{property}` is not finite")
+            }
+            Self::WritableIndex { index } => write!(
+                f,
+                "proposal for writable index {index}, outside the writable list (the plugin's `writes`)"
+            ),
+            Self::ProposalValue { property } => write!(
+                f,
+                "proposal for `{property}` does not fit its data type or is not finite"
+            ),
+        }
+    }
+}
+
+/// Outputs of one call were rejected: one line per call however many (the first one named),
+/// each counted in `twinloom_plugin_rejected_outputs_total`.
 #[derive(Debug)]
-pub(super) struct OutputRejected<'a> {
+pub(super) struct OutputsRejected<'a> {
     pub plugin: &'a str,
-    pub property: &'a str,
-    pub why: Rejection<'a>,
+    pub count: u64,
+    pub first: &'a Rejection,
 }
 
-impl OutputRejected<'_> {
+impl OutputsRejected<'_> {
     pub fn emit(&self, metrics: &Metrics) {
         metrics
             .plugins
             .rejected_outputs
             .get_or_create(&labels(self.plugin))
-            .inc();
-        let (plugin, property) = (self.plugin, self.property);
-        match &self.why {
-            Rejection::DerivedValue { value } => {
-                tracing::warn!(%plugin, %property, value, "Rejected a derived value: not a property of this plugin, or not finite")
-            }
-            Rejection::UnknownProposalTarget => {
-                tracing::warn!(%plugin, %property, "Rejected a write proposal for an unknown property")
-            }
-            Rejection::ProposalNotQueued { error } => {
-                tracing::warn!(%plugin, %property, %error, "Write proposal not queued")
-            }
+            .inc_by(self.count);
+        tracing::warn!(plugin = %self.plugin, count = self.count, first = %self.first, "Rejected plugin outputs");
+    }
+}
+
+/// Log lines the plugin's rate limit dropped: counted at once; summarised in one line at most
+/// once per `interval`.
+#[derive(Debug)]
+pub(super) struct LogLinesDropped<'a> {
+    pub plugin: &'a str,
+    /// Dropped by the call just made.
+    pub now: u64,
+    /// Dropped since the last summary, `now` included, when a summary is due.
+    pub summary: Option<(u64, Duration)>,
+}
+
+impl LogLinesDropped<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        metrics
+            .plugins
+            .log_lines_dropped
+            .get_or_create(&labels(self.plugin))
+            .inc_by(self.now);
+        if let Some((dropped, interval)) = self.summary {
+            tracing::warn!(plugin = %self.plugin, dropped, "Plugin log lines dropped by its rate limit in the last {}", humantime::format_duration(interval));
         }
     }
 }

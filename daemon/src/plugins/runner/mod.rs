@@ -22,6 +22,7 @@
 //! is first fed the current values of all its inputs.
 
 mod events;
+mod proposals;
 mod reload;
 mod resolve;
 mod run;
@@ -130,6 +131,7 @@ pub fn spawn_all(
             labels: PluginLabels {
                 plugin: plugin.name.clone(),
             },
+            dropped: Default::default(),
         };
         if plugin.kind == PluginKind::Native {
             tracing::error!(plugin = %plugin.name, "Native plugins are not supported yet; this plugin does not run");
@@ -183,7 +185,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plugins::runtime::{ChangeBatch, Limits, Outputs, PluginInstance};
+    use crate::plugins::runtime::{
+        ChangeBatch, Limits, Outputs, PluginInstance, Properties, ProposalOutcome,
+    };
     use crate::runtime::Supervisor;
     use crate::telemetry::Metrics;
     use crate::twin::{Quality, Twin, Value};
@@ -216,24 +220,35 @@ mod tests {
     impl PluginInstance for PanickingInstance {
         fn init(
             &mut self,
+            _now_ms: i64,
             _config: &str,
-            _inputs: &[String],
+            _properties: &Properties,
         ) -> Result<Result<(), String>, PluginError> {
             Ok(Ok(()))
         }
 
-        fn on_changes(&mut self, _batch: &ChangeBatch) -> Result<Outputs, PluginError> {
+        fn on_changes(
+            &mut self,
+            _now_ms: i64,
+            _batch: &Arc<ChangeBatch>,
+            _outcomes: &Arc<[ProposalOutcome]>,
+        ) -> Result<Outputs, PluginError> {
             panic!("a deliberate host-side panic in a plugin call");
         }
 
-        fn on_tick(&mut self, _now_ms: i64) -> Result<Outputs, PluginError> {
-            Ok(Outputs {
-                values: Vec::new(),
-                proposals: Vec::new(),
-            })
+        fn on_tick(
+            &mut self,
+            _now_ms: i64,
+            _outcomes: &Arc<[ProposalOutcome]>,
+        ) -> Result<Outputs, PluginError> {
+            unreachable!("the probe has no tick")
         }
 
         fn fuel_used(&self) -> u64 {
+            0
+        }
+
+        fn log_dropped(&mut self) -> u64 {
             0
         }
     }
@@ -285,6 +300,7 @@ quarantine_after = 2
             control,
             metrics: metrics.clone(),
             labels: PluginLabels { plugin: "p".into() },
+            dropped: Default::default(),
         };
         let (_swaps, swap_rx) = mpsc::channel(1);
         supervisor.spawn("plugin:p", move |token| {

@@ -1,5 +1,6 @@
-//! The run loop of one plugin: its life as an explicit [`State`], calls on the blocking pool,
-//! outputs checked into the twin, proposals to the control gate.
+//! The run loop of one plugin: its life as an explicit [`State`], calls on the blocking pool
+//! (never awaited past the deadline's grace, never past shutdown), outputs checked into the twin,
+//! proposals to the control gate and their outcomes back to the plugin.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,20 +11,44 @@ use tokio_util::sync::CancellationToken;
 
 use super::ReloadOutcome;
 use super::events::{self, Refusal, Rejection};
+use super::proposals::{Proposals, rule};
 use super::reload::Swap;
 use super::resolve::Resolved;
 use crate::config::model::PluginConfig;
 use crate::control::{ControlHandle, Origin};
 use crate::plugins::runtime::{
-    ChangeBatch, Limits, Outputs, PluginError, PluginInstance, PluginRuntime,
+    ChangeBatch, Limits, Outputs, PluginError, PluginInstance, PluginRuntime, ProposalOutcome,
 };
-use crate::plugins::wasm::{Quality, quality_byte};
+use crate::plugins::wasm::{Outcome, OutputCaps, Quality, Setpoint, quality_byte, quality_of_byte};
 use crate::runtime::Backoff;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PluginLabels;
 use crate::twin::{
-    Change, Filter, QualityLevel, QualityReason, Reading, Subscription, Twin, Value,
+    Change, DataType, Filter, QualityLevel, QualityReason, Reading, Subscription, Twin, Value,
 };
+
+/// How long past its deadline a call may keep the runner waiting before the instance is given
+/// up (its blocking thread is left to finish on its own): the epoch interrupt normally ends a
+/// call within a few ticks of the deadline.
+pub const CALL_GRACE: Duration = Duration::from_secs(1);
+
+/// Dropped log lines are summarised in one line at most this often.
+pub const LOG_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a call gave no answer.
+enum Unanswered {
+    /// The plugin's fault: the instance is gone.
+    Fault(PluginError),
+    /// The daemon is stopping: the runner returns at once.
+    Cancelled,
+}
+
+/// Dropped log lines not yet summarised.
+#[derive(Debug, Default)]
+pub(super) struct DroppedLines {
+    since_summary: u64,
+    last_summary: Option<Instant>,
+}
 
 /// Changes a plugin's subscription queues before coalescing to the latest per property.
 pub const PLUGIN_SUBSCRIBER_CAPACITY: usize = 8192;
@@ -58,6 +83,21 @@ pub(super) struct Runner {
     pub control: ControlHandle,
     pub metrics: Metrics,
     pub labels: PluginLabels,
+    pub dropped: std::sync::Mutex<DroppedLines>,
+}
+
+/// A proposal's value as the twin's value for a property of `data_type`, or the rule it breaks.
+fn typed(value: &Setpoint, data_type: DataType) -> Result<Value, &'static str> {
+    match (value, data_type) {
+        (Setpoint::Boolean(b), DataType::Bool) => Ok(Value::Bool(*b)),
+        (Setpoint::Integer(i), DataType::Integer) => Ok(Value::Int(*i)),
+        (Setpoint::Integer(i), DataType::Unsigned) => u64::try_from(*i)
+            .map(Value::UInt)
+            .map_err(|_| rule::DATA_TYPE),
+        (Setpoint::Float(f), DataType::Float) if f.is_finite() => Ok(Value::Float(*f)),
+        (Setpoint::Float(_), DataType::Float) => Err(rule::FINITE),
+        _ => Err(rule::DATA_TYPE),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -72,40 +112,52 @@ impl Runner {
             memory_bytes: self.config.memory_mib as usize * 1024 * 1024,
             deadline: self.config.deadline,
             fuel: self.config.fuel,
+            outputs: OutputCaps::default(),
         }
     }
 
     /// Marks every derived property of the plugin bad with `reason`, keeping the last values.
     pub fn mark_outputs(&self, reason: QualityReason) {
         self.twin
-            .fail_all(self.resolved.outputs.values().copied(), reason);
+            .fail_all(self.resolved.owned.iter().copied(), reason);
     }
 
     /// Runs `call` on the blocking pool with the instance, and gives the instance back when the
     /// call succeeded (after a fault the instance is discarded). A panic on the host side of the
-    /// call is this plugin's fault ([`PluginError::HostPanic`]), never the daemon's end.
+    /// call is this plugin's fault ([`PluginError::HostPanic`]), never the daemon's end. The
+    /// runner waits at most the deadline plus [`CALL_GRACE`], and not at all once `token` is
+    /// cancelled: a call that does not come back is abandoned on its thread.
     async fn call<I: PluginInstance, R: Send + 'static>(
         &self,
         mut instance: I,
+        token: &CancellationToken,
         call: impl FnOnce(&mut I) -> Result<R, PluginError> + Send + 'static,
-    ) -> Result<(I, R), PluginError> {
+    ) -> Result<(I, R), Unanswered> {
         self.metrics.plugins.calls.get_or_create(&self.labels).inc();
         let fuel_before = instance.fuel_used();
-        let joined = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let result = call(&mut instance);
             (instance, result)
-        })
-        .await;
-        let (instance, result) = match joined {
-            Ok(done) => done,
-            Err(error) => {
+        });
+        let waited = tokio::select! {
+            () = token.cancelled() => return Err(Unanswered::Cancelled),
+            waited = tokio::time::timeout(self.config.deadline + CALL_GRACE, task) => waited,
+        };
+        let (mut instance, result) = match waited {
+            Ok(Ok(done)) => done,
+            Ok(Err(error)) => {
                 let why = if error.is_panic() {
                     "it panicked"
                 } else {
                     "it was cancelled"
                 };
-                return Err(PluginError::HostPanic(format!(
+                return Err(Unanswered::Fault(PluginError::HostPanic(format!(
                     "the blocking call ended without an answer: {why}"
+                ))));
+            }
+            Err(_) => {
+                return Err(Unanswered::Fault(PluginError::Deadline(
+                    self.config.deadline,
                 )));
             }
         };
@@ -114,79 +166,156 @@ impl Runner {
             .fuel
             .get_or_create(&self.labels)
             .inc_by(instance.fuel_used() - fuel_before);
-        result.map(|outputs| (instance, outputs))
+        let dropped = instance.log_dropped();
+        self.log_dropped(dropped);
+        result
+            .map(|outputs| (instance, outputs))
+            .map_err(Unanswered::Fault)
+    }
+
+    /// Counts log lines the instance's rate limit dropped, and summarises them in one line at
+    /// most every [`LOG_SUMMARY_INTERVAL`].
+    fn log_dropped(&self, now: u64) {
+        let mut dropped = self
+            .dropped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        dropped.since_summary += now;
+        let due = dropped.since_summary > 0
+            && dropped
+                .last_summary
+                .is_none_or(|at| at.elapsed() >= LOG_SUMMARY_INTERVAL);
+        let summary = due.then(|| {
+            let interval = dropped
+                .last_summary
+                .map_or(Duration::ZERO, |at| at.elapsed());
+            dropped.last_summary = Some(Instant::now());
+            (std::mem::take(&mut dropped.since_summary), interval)
+        });
+        drop(dropped);
+        if now > 0 || summary.is_some() {
+            events::LogLinesDropped {
+                plugin: &self.config.name,
+                now,
+                summary,
+            }
+            .emit(&self.metrics);
+        }
     }
 
     async fn start<R: PluginRuntime>(
         &self,
         runtime: &R,
         component: &R::Component,
-    ) -> Result<R::Instance, PluginError> {
-        let instance = runtime.instantiate(&self.config.name, component, self.limits())?;
-        let (config, names) = (self.init_config.clone(), self.resolved.input_names.clone());
+        token: &CancellationToken,
+    ) -> Result<R::Instance, Unanswered> {
+        let instance = runtime
+            .instantiate(&self.config.name, component, self.limits())
+            .map_err(Unanswered::Fault)?;
+        let (config, properties) = (self.init_config.clone(), self.resolved.properties.clone());
+        let now = now_ms();
         let (instance, refusal) = self
-            .call(instance, move |i| i.init(&config, &names))
+            .call(instance, token, move |i| i.init(now, &config, &properties))
             .await?;
         match refusal {
             Ok(()) => Ok(instance),
-            Err(refusal) => Err(PluginError::Trap(format!(
+            Err(refusal) => Err(Unanswered::Fault(PluginError::Trap(format!(
                 "init refused its configuration: {refusal}"
-            ))),
+            )))),
         }
     }
 
-    fn apply(&self, outputs: Outputs) {
+    /// Takes a call's outputs: derived values into the twin (by owned index, with the quality
+    /// the plugin gives), proposals to the control gate (by writable index, typed). What does not
+    /// fit is rejected, one event per call; every proposal's outcome is recorded in `proposals`.
+    fn apply(&self, outputs: Outputs, proposals: &mut Proposals) {
         let stamp = SystemTime::now();
-        let mut readings = Vec::with_capacity(outputs.values.len());
-        for derived in outputs.values {
-            match self.resolved.outputs.get(&derived.property) {
-                Some(id) if derived.value.is_finite() => {
-                    readings.push(Reading::value(
-                        *id,
-                        Value::Float(derived.value),
-                        Some(stamp),
-                    ));
+        let mut rejected = 0u64;
+        let mut first: Option<Rejection> = None;
+        let mut reject = |why: Rejection| {
+            rejected += 1;
+            first.get_or_insert(why);
+        };
+        let values = &outputs.values;
+        let mut readings = Vec::with_capacity(values.indices.len());
+        for ((index, value), quality) in values
+            .indices
+            .iter()
+            .zip(&values.values)
+            .zip(&values.qualities)
+        {
+            let Some(id) = self.resolved.owned.get(*index as usize).copied() else {
+                reject(Rejection::OwnedIndex { index: *index });
+                continue;
+            };
+            let reading = match quality_of_byte(*quality) {
+                Quality::Bad => Reading::failed(id, QualityReason::InputsNotGood),
+                _ if !value.is_finite() => {
+                    reject(Rejection::NotFinite {
+                        property: self.twin.model().property(id).path.clone(),
+                        value: *value,
+                    });
+                    continue;
                 }
-                _ => events::OutputRejected {
-                    plugin: &self.config.name,
-                    property: &derived.property,
-                    why: Rejection::DerivedValue {
-                        value: derived.value,
-                    },
-                }
-                .emit(&self.metrics),
-            }
+                Quality::Uncertain => Reading::uncertain(
+                    id,
+                    Value::Float(*value),
+                    Some(stamp),
+                    QualityReason::InputsNotGood,
+                ),
+                Quality::Good => Reading::value(id, Value::Float(*value), Some(stamp)),
+            };
+            readings.push(reading);
         }
         self.twin.apply(&readings);
         for proposal in outputs.proposals {
-            let Some(id) = self.twin.model().property_by_path(&proposal.property) else {
-                events::OutputRejected {
-                    plugin: &self.config.name,
-                    property: &proposal.property,
-                    why: Rejection::UnknownProposalTarget,
-                }
-                .emit(&self.metrics);
+            let number = proposals.number();
+            let Some((id, data_type)) =
+                self.resolved.writable.get(proposal.index as usize).copied()
+            else {
+                reject(Rejection::WritableIndex {
+                    index: proposal.index,
+                });
+                proposals.decided(
+                    number,
+                    proposal.index,
+                    Outcome::Refused(rule::WRITABLE_LIST.into()),
+                );
                 continue;
+            };
+            let value = match typed(&proposal.value, data_type) {
+                Ok(value) => value,
+                Err(rule) => {
+                    reject(Rejection::ProposalValue {
+                        property: self.twin.model().property(id).path.clone(),
+                    });
+                    proposals.decided(number, proposal.index, Outcome::Refused(rule.into()));
+                    continue;
+                }
             };
             let origin = Origin::Plugin {
                 name: self.config.name.clone(),
             };
-            tracing::info!(plugin = %self.config.name, property = %proposal.property, value = proposal.value, reason = %proposal.reason, "Plugin proposes a write");
-            if let Err(error) = self
-                .control
-                .propose(id, Value::Float(proposal.value), origin)
-            {
-                events::OutputRejected {
-                    plugin: &self.config.name,
-                    property: &proposal.property,
-                    why: Rejection::ProposalNotQueued { error: &error },
-                }
-                .emit(&self.metrics);
+            match self.control.propose(id, value, origin) {
+                Ok(answer) => proposals.sent(number, proposal.index, answer),
+                Err(error) => proposals.decided(
+                    number,
+                    proposal.index,
+                    super::proposals::outcome_of(Err(error)),
+                ),
             }
+        }
+        if let Some(first) = &first {
+            events::OutputsRejected {
+                plugin: &self.config.name,
+                count: rejected,
+                first,
+            }
+            .emit(&self.metrics);
         }
     }
 
-    fn batch(&self, changes: &[Change]) -> ChangeBatch {
+    fn batch(&self, changes: &[Change]) -> Arc<ChangeBatch> {
         let mut batch = ChangeBatch {
             properties: Vec::with_capacity(changes.len()),
             values: Vec::with_capacity(changes.len()),
@@ -221,7 +350,7 @@ impl Runner {
                     .map_or(0, |d| d.as_millis() as i64),
             );
         }
-        batch
+        Arc::new(batch)
     }
 
     /// Current values of every input: what a fresh instance starts from. Changes still queued
@@ -286,6 +415,7 @@ impl Runner {
         };
         let mut changes = Vec::new();
         let mut pending: Vec<Change> = Vec::new();
+        let mut proposals = Proposals::default();
         loop {
             // A new instance when the backoff has passed, or quarantine after too many faults.
             if let (State::BackingOff { until }, Some(loaded)) = (&state, &component)
@@ -300,7 +430,7 @@ impl Runner {
                     self.mark_outputs(QualityReason::PluginFailure);
                     State::Quarantined
                 } else {
-                    match self.start(&runtime, loaded).await {
+                    match self.start(&runtime, loaded, &token).await {
                         Ok(started) => {
                             if failures > 0 {
                                 events::Restarted {
@@ -309,9 +439,13 @@ impl Runner {
                                 .emit(&self.metrics);
                             }
                             pending = self.current(&mut subscription);
+                            proposals.reset();
                             State::Running(started)
                         }
-                        Err(error) => self.fail(&error, &mut failures, &mut backoff),
+                        Err(Unanswered::Cancelled) => return Ok(()),
+                        Err(Unanswered::Fault(error)) => {
+                            self.fail(&error, &mut failures, &mut backoff)
+                        }
                     }
                 };
             }
@@ -358,7 +492,7 @@ impl Runner {
                 Work::Idle => continue,
                 Work::Swap(swap) => {
                     let outcome = match swap.component {
-                        Some(new) => match self.start(&runtime, &new).await {
+                        Some(new) => match self.start(&runtime, &new, &token).await {
                             Ok(instance) => {
                                 events::VersionSwapped {
                                     plugin: &self.config.name,
@@ -370,9 +504,11 @@ impl Runner {
                                 failures = 0;
                                 backoff.reset();
                                 pending = self.current(&mut subscription);
+                                proposals.reset();
                                 ReloadOutcome::Swapped
                             }
-                            Err(error) => {
+                            Err(Unanswered::Cancelled) => return Ok(()),
+                            Err(Unanswered::Fault(error)) => {
                                 events::VersionRefused {
                                     plugin: &self.config.name,
                                     why: Refusal::Init(&error),
@@ -410,22 +546,28 @@ impl Runner {
                     continue;
                 }
             };
+            let outcomes: Arc<[ProposalOutcome]> = proposals.deliver();
+            let now = now_ms();
             let result = if batch_call {
                 let batch = self.batch(&pending);
                 pending.clear();
-                self.call(instance, move |i| i.on_changes(&batch)).await
+                self.call(instance, &token, move |i| {
+                    i.on_changes(now, &batch, &outcomes)
+                })
+                .await
             } else {
-                let now = now_ms();
-                self.call(instance, move |i| i.on_tick(now)).await
+                self.call(instance, &token, move |i| i.on_tick(now, &outcomes))
+                    .await
             };
             state = match result {
                 Ok((instance, outputs)) => {
                     failures = 0;
                     backoff.reset();
-                    self.apply(outputs);
+                    self.apply(outputs, &mut proposals);
                     State::Running(instance)
                 }
-                Err(error) => self.fail(&error, &mut failures, &mut backoff),
+                Err(Unanswered::Cancelled) => return Ok(()),
+                Err(Unanswered::Fault(error)) => self.fail(&error, &mut failures, &mut backoff),
             };
             // At most one on-changes per min_interval: later changes wait and are batched.
             if batch_call {

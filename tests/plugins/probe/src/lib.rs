@@ -1,0 +1,135 @@
+//! A plugin for the sandbox tests (`tests/sandbox.rs`): one component whose `behaviour` setting
+//! picks how it misbehaves. Not shipped.
+//!
+//! - `sleep`: every call sleeps for a minute (`std::thread::sleep`: a WASI clock subscription and
+//!   a blocking poll), as a plugin waiting on something would;
+//! - `log-flood`: every call writes `lines` log lines through the `log` import, each with a line
+//!   feed that would forge a second log line, and as many to stdout; owned 0 counts the calls;
+//! - `quality`: sets owned 0 to 1.0 and owned 1 to 2.0, good on the first call; from the second
+//!   on, owned 0 with quality bad (it keeps its value) and owned 1 with quality uncertain;
+//! - `propose`: every tick proposes `setpoint` to writable 0 and 1.0 to the index just past the
+//!   writable list; owned 0 counts the outcomes `written` received, owned 1 the outcomes
+//!   `refused("writable-list")`, owned 2 all others;
+//! - `determinism`: on every call, owned 0 is a hash of a `HashMap`'s iteration order (seeded from
+//!   the WASI random source), owned 1 the wall clock (`SystemTime::now`, ms since the epoch) and
+//!   owned 2 the monotonic clock (`Instant`, ms since `init`), so a test can see that both answer
+//!   the call's time and that the same instance name gives the same order.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use twinloom_plugin::{
+    Call, ChangeBatch, Level, Outcome, Outputs, Plugin, Properties, Quality, Setpoint, log,
+};
+
+/// Settings (`config` table).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    behaviour: String,
+    #[serde(default = "default_lines")]
+    lines: u32,
+    #[serde(default)]
+    setpoint: f64,
+}
+
+fn default_lines() -> u32 {
+    10_000
+}
+
+/// The probe's state.
+#[derive(Debug)]
+pub struct Probe {
+    settings: Settings,
+    writable: u32,
+    calls: u32,
+    /// Outcomes received: written, refused for the writable list, others.
+    outcomes: [u32; 3],
+    started: Instant,
+    order: HashMap<String, u32>,
+}
+
+impl Probe {
+    fn act(&mut self, call: &Call, tick: bool) -> Outputs {
+        self.calls += 1;
+        for outcome in &call.outcomes {
+            let kind = match &outcome.outcome {
+                Outcome::Written => 0,
+                Outcome::Refused(rule) if rule == "writable-list" => 1,
+                _ => 2,
+            };
+            self.outcomes[kind] += 1;
+        }
+        let mut out = Outputs::new();
+        match self.settings.behaviour.as_str() {
+            "sleep" => std::thread::sleep(Duration::from_secs(60)),
+            "log-flood" => {
+                for i in 0..self.settings.lines {
+                    log(
+                        Level::Info,
+                        &format!("probe line {i}\nERROR twinloom: forged"),
+                    );
+                    println!("probe stdout {i}");
+                }
+                out.set(0, f64::from(self.calls));
+            }
+            "quality" if self.calls == 1 => {
+                out.set(0, 1.0);
+                out.set(1, 2.0);
+            }
+            "quality" => {
+                out.set_with_quality(0, 1.0, Quality::Bad);
+                out.set_with_quality(1, 2.0, Quality::Uncertain);
+            }
+            "propose" if tick => {
+                out.propose(0, Setpoint::Float(self.settings.setpoint), "probe");
+                out.propose(self.writable, Setpoint::Float(1.0), "out of the list");
+                for (i, count) in self.outcomes.iter().enumerate() {
+                    out.set(i as u32, f64::from(*count));
+                }
+            }
+            "determinism" => {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                for key in self.order.keys() {
+                    key.hash(&mut hasher);
+                }
+                let random = std::collections::hash_map::RandomState::new().hash_one(7u8);
+                out.set(0, ((hasher.finish() ^ random) >> 12) as f64);
+                let wall = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                out.set(1, wall as f64);
+                out.set(2, self.started.elapsed().as_millis() as f64);
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+impl Plugin for Probe {
+    fn init(config: &str, properties: Properties) -> Result<Self, String> {
+        let settings: Settings = toml::from_str(config).map_err(|e| format!("bad config: {e}"))?;
+        let order = (0..64).map(|i| (format!("key{i}"), i)).collect();
+        Ok(Self {
+            settings,
+            writable: properties.writable.len() as u32,
+            calls: 0,
+            outcomes: [0; 3],
+            started: Instant::now(),
+            order,
+        })
+    }
+
+    fn on_changes(&mut self, _batch: &ChangeBatch, call: &Call) -> Outputs {
+        self.act(call, false)
+    }
+
+    fn on_tick(&mut self, call: &Call) -> Outputs {
+        self.act(call, true)
+    }
+}
+
+twinloom_plugin::export_plugin!(Probe);
