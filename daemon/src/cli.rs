@@ -129,9 +129,36 @@ pub enum PluginAction {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// Run a plugin component over a recorded change stream and print its outputs and proposals,
+    /// one JSON line per call (the format: docs/plugins.md, "Replay"). Same inputs, same output.
+    Test {
+        /// The component (`.wasm`).
+        component: PathBuf,
+        /// The recorded changes: JSON lines of `time_ms`, `property`, `value`, `quality`.
+        #[arg(long)]
+        replay: PathBuf,
+        /// The plugin's settings: a TOML file (what its `config` table holds).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// An owned property, in index order (repeat for each).
+        #[arg(long)]
+        owned: Vec<String>,
+        /// A writable property, `path` or `path:boolean|integer|float`, in index order (repeat).
+        #[arg(long = "writes", value_parser = crate::plugins::replay::writable_arg)]
+        writes: Vec<crate::plugins::wasm::WritableProperty>,
+        /// Period of `on-tick`, e.g. `1s`; none without.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        tick: Option<std::time::Duration>,
+        /// Changes within this much of a batch's first one go into one call.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        min_interval: std::time::Duration,
+        /// The instance name, which seeds its random source.
+        #[arg(long, default_value = "replay")]
+        name: String,
+    },
 }
 
-/// `twinloom plugin build|new`.
+/// `twinloom plugin build|new|test`.
 #[cfg(feature = "plugin-tools")]
 pub fn plugin(action: &PluginAction) -> ExitCode {
     let outcome = match action {
@@ -163,6 +190,26 @@ pub fn plugin(action: &PluginAction) -> ExitCode {
                 )),
             }
         }
+        PluginAction::Test {
+            component,
+            replay,
+            config,
+            owned,
+            writes,
+            tick,
+            min_interval,
+            name,
+        } => {
+            let options = crate::plugins::replay::ReplayOptions {
+                name: name.clone(),
+                settings: String::new(),
+                owned: owned.clone(),
+                writable: writes.clone(),
+                tick: *tick,
+                min_interval: *min_interval,
+            };
+            plugin_test(component, replay, config.as_deref(), options)
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +218,31 @@ pub fn plugin(action: &PluginAction) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// `twinloom plugin test COMPONENT --replay FILE`: reads the files, replays, prints to stdout.
+#[cfg(feature = "plugin-tools")]
+fn plugin_test(
+    component: &Path,
+    replay: &Path,
+    settings: Option<&Path>,
+    mut options: crate::plugins::replay::ReplayOptions,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let read =
+        |file: &Path| std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()));
+    let bytes = read(component)?;
+    let text = String::from_utf8_lossy(&read(replay)?).into_owned();
+    let records = crate::plugins::replay::read_records(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", replay.display()))?;
+    if let Some(file) = settings {
+        options.settings = String::from_utf8_lossy(&read(file)?).into_owned();
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = crate::plugins::replay::replay(&bytes, &records, &options, &mut out);
+    out.flush()?;
+    result
 }
 
 /// `twinloom check PATH`.

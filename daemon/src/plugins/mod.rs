@@ -4,6 +4,7 @@
 
 #[cfg(feature = "plugin-tools")]
 pub mod build;
+pub mod replay;
 pub mod runner;
 pub mod runtime;
 pub mod stdio;
