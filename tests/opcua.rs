@@ -826,6 +826,19 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     plant.stop().await;
 }
 
+/// The probe plugin component (`tests/plugins/probe`), built like the other plugins.
+async fn probe() -> std::path::PathBuf {
+    let dir = common::repo().join("tests/plugins/probe");
+    let options = twinloom::plugins::build::BuildOptions {
+        target_dir: Some(common::repo().join("target/wasm")),
+        ..Default::default()
+    };
+    tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, &options))
+        .await
+        .unwrap()
+        .expect("the probe plugin builds (tests/run.sh builds it first)")
+}
+
 /// A derived value's quality, as its plugin reports it, is what an OPC UA client reads: bad as
 /// Bad, uncertain as `Uncertain_SubNormal` (derived from inputs that are not all good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -910,6 +923,135 @@ config = {{ behaviour = "quality" }}
         values[1]
     );
     assert_eq!(values[1].value, Some(Variant::Double(2.0)));
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// Every plugin's state is an object on OPC UA (`twinloom/plugins/<name>`: state, last fault,
+/// failures in a row) and a metric; its `ClearQuarantine` method starts a quarantined plugin
+/// again, for operators only, and says `Bad_InvalidState` for a plugin that is not quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_state_is_visible_and_an_operator_clears_its_quarantine() {
+    let probe = probe().await;
+    let rig = start_rig_with(
+        "auto_trust_clients = true",
+        &format!(
+            r#"
+[[types]]
+name = "Derived"
+properties = [
+  {{ name = "bad", data_type = "float" }},
+  {{ name = "uncertain", data_type = "float" }},
+]
+
+[[assets]]
+path = "plant/bakery/probe"
+type = "Derived"
+bindings.bad = {{ plugin = "healthy" }}
+bindings.uncertain = {{ plugin = "healthy" }}
+
+[[plugins]]
+name = "sleeper"
+file = "{file}"
+deadline = "200ms"
+tick = "20ms"
+quarantine_after = 1
+config = {{ behaviour = "sleep" }}
+
+[[plugins]]
+name = "healthy"
+file = "{file}"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+tick = "50ms"
+config = {{ behaviour = "quality" }}
+"#,
+            file = probe.display()
+        ),
+    )
+    .await;
+    let state = property(&rig.handles, "twinloom/plugins/sleeper/state");
+    let quarantined = Some(Value::String("quarantined".into()));
+    wait_for(&rig.handles, state, WAIT, |s| s.value == quarantined).await;
+    let running = property(&rig.handles, "twinloom/plugins/healthy/state");
+    wait_for(&rig.handles, running, WAIT, |s| {
+        s.value == Some(Value::String("running".into()))
+    })
+    .await;
+    let text = rig.handles.metrics.encode();
+    assert_eq!(
+        metric(
+            &text,
+            r#"twinloom_plugin_state{plugin="sleeper",state="quarantined"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"twinloom_plugin_state{plugin="sleeper",state="running"}"#
+        ),
+        0.0
+    );
+
+    let node = |path: &str| NodeId::new(rig.ns, path);
+    let connect_as = |name: &'static str, password: &'static str| {
+        connect(
+            &rig.url,
+            rig.client_pki.path(),
+            SecurityPolicy::Basic256Sha256,
+            MessageSecurityMode::SignAndEncrypt,
+            user(name, password),
+        )
+    };
+    let viewer = connect_as("viewer", "viewer-pw")
+        .await
+        .expect("viewer connects");
+    let values = read(
+        &viewer,
+        &[
+            node("twinloom/plugins/sleeper/state"),
+            node("twinloom/plugins/sleeper/last_fault"),
+            node("twinloom/plugins/sleeper/failures"),
+        ],
+    )
+    .await;
+    assert_eq!(values[0].value, Some(Variant::from("quarantined")));
+    let Some(Variant::String(fault)) = &values[1].value else {
+        panic!("{:?}", values[1])
+    };
+    assert!(fault.as_ref().contains("may not block"), "{fault}");
+    assert_eq!(values[2].value, Some(Variant::UInt64(1)));
+
+    let clear = |plugin: &str| {
+        (
+            node(&format!("twinloom/plugins/{plugin}")),
+            node(&format!("twinloom/plugins/{plugin}/ClearQuarantine")),
+            None::<Vec<Variant>>,
+        )
+    };
+    let refused = viewer.call_one(clear("sleeper")).await.unwrap();
+    assert_eq!(refused.status_code, StatusCode::BadUserAccessDenied);
+    let operator = connect_as("operator", "operator-pw")
+        .await
+        .expect("operator connects");
+    let not_quarantined = operator.call_one(clear("healthy")).await.unwrap();
+    assert_eq!(not_quarantined.status_code, StatusCode::BadInvalidState);
+    let blocked = r#"twinloom_plugin_failures_total{plugin="sleeper",kind="blocked"}"#;
+    assert_eq!(metric(&rig.handles.metrics.encode(), blocked), 1.0);
+    let cleared = operator.call_one(clear("sleeper")).await.unwrap();
+    assert_eq!(cleared.status_code, StatusCode::Good);
+    // It starts again, sleeps again, and is quarantined again after its one allowed fault.
+    common::eventually(
+        WAIT,
+        || metric(&rig.handles.metrics.encode(), blocked) == 2.0,
+        || rig.handles.metrics.encode(),
+    )
+    .await;
+    wait_for(&rig.handles, state, WAIT, |s| s.value == quarantined).await;
     rig.handles
         .supervisor
         .shutdown(Duration::from_secs(5))

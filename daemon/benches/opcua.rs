@@ -279,6 +279,7 @@ fn serve_twinloom() {
         let server = twinloom::northbound::opcua_server::start(
             &server_config,
             control,
+            None,
             twinloom::context::ComponentContext {
                 twin: &twin,
                 metrics: &metrics,

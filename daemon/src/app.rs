@@ -43,6 +43,15 @@ pub struct Handles {
     pub plugins: PluginHandles,
 }
 
+/// The OPC UA `ClearQuarantine` methods' way to the plugins.
+fn clear_quarantine(plugins: &PluginHandles) -> opcua_server::node_manager::ClearQuarantine {
+    let plugins = plugins.clone();
+    Arc::new(move |name: String| {
+        let plugins = plugins.clone();
+        Box::pin(async move { plugins.clear_quarantine(&name).await })
+    })
+}
+
 /// Every property bound to source `id`, resolved against the twin's model: what that source is
 /// handed instead of the whole configuration.
 fn bound_to(config: &Config, model: &TwinModel, id: &str) -> Vec<Bound<BindingConfig>> {
@@ -104,7 +113,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         context,
     )?;
     let opcua = match &config.opcua_server {
-        Some(server) => match opcua_server::start(server, control.clone(), context).await {
+        Some(server) => match opcua_server::start(
+            server,
+            control.clone(),
+            Some(clear_quarantine(&plugins)),
+            context,
+        )
+        .await
+        {
             Ok(server) => Some(server),
             Err(error) => {
                 supervisor.shutdown(config.daemon.shutdown_timeout).await;

@@ -126,9 +126,21 @@ impl Config {
             .collect()
     }
 
-    /// The twin's model of this configuration (types, assets, properties).
+    /// The twin's model of this configuration (types, assets, properties), with a status object
+    /// per plugin (`twinloom/plugins/<name>`, type `TwinloomPlugin`).
     pub fn twin_model(&self) -> TwinModel {
-        TwinModel::build(&self.types, &self.asset_specs())
+        let mut types = self.types.clone();
+        let mut assets = self.asset_specs();
+        if !self.plugins.is_empty() {
+            types.push(crate::twin::spec::plugin_status_type());
+            assets.extend(self.plugins.iter().map(|plugin| AssetSpec {
+                path: crate::twin::spec::plugin_status_path(&plugin.name),
+                type_name: crate::twin::spec::PLUGIN_STATUS_TYPE.to_owned(),
+                description: Some(format!("Plugin `{}`", plugin.name)),
+                bindings: Default::default(),
+            }));
+        }
+        TwinModel::build(&types, &assets)
     }
 
     /// Every binding of the assets served by source `id`, in file order: the asset, the

@@ -192,6 +192,15 @@ fn types<'c>(
     for (i, ty) in config.types.iter().enumerate() {
         let path = entry_path(&incomplete.type_paths, "types", i);
         check_name(&ty.name, &path.key("name"), "type name", out);
+        if ty.name == crate::twin::spec::PLUGIN_STATUS_TYPE {
+            out.push(Problem::new(
+                path.key("name"),
+                format!(
+                    "type name `{}` is reserved (every plugin's status object has it); choose another",
+                    ty.name
+                ),
+            ));
+        }
         if by_name.insert(&ty.name, ty).is_some() {
             out.push(Problem::new(
                 path.key("name"),
@@ -343,6 +352,15 @@ fn assets(
     for (i, asset) in config.assets.iter().enumerate() {
         let path = entry_path(&incomplete.asset_paths, "assets", i);
         check_asset_path(&asset.path, &path.key("path"), out);
+        let root = crate::twin::spec::SYSTEM_ROOT;
+        if asset.path.split('/').next() == Some(root) {
+            out.push(Problem::new(
+                path.key("path"),
+                format!(
+                    "asset paths starting with `{root}/` are reserved for the daemon's own objects (plugin status); choose another"
+                ),
+            ));
+        }
         if let Some(first) = paths.get(asset.path.as_str()) {
             out.push(Problem::new(
                 path.key("path"),

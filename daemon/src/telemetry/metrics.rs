@@ -91,6 +91,15 @@ pub struct PluginReloadLabels {
     pub outcome: String,
 }
 
+/// Labels of the per-plugin state series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginStateLabels {
+    /// Plugin instance name from the config.
+    pub plugin: String,
+    /// `unloaded`, `running`, `backing-off` or `quarantined`.
+    pub state: String,
+}
+
 /// Plugin metrics.
 #[derive(Debug, Clone, Default)]
 pub struct PluginMetrics {
@@ -110,6 +119,8 @@ pub struct PluginMetrics {
     pub reloads: Family<PluginReloadLabels, Counter>,
     /// Log lines (the `log` import, stdout, stderr) dropped by the plugin's rate limit.
     pub log_lines_dropped: Family<PluginLabels, Counter>,
+    /// 1 for the state the plugin is in, 0 for the others (a state set).
+    pub state: Family<PluginStateLabels, Gauge>,
 }
 
 /// Every metric of the daemon.
@@ -219,6 +230,11 @@ impl Metrics {
             "reloads",
             "Hot reloads of a changed plugin file, by outcome (swapped, refused)",
             plugins.reloads.clone(),
+        );
+        sub.register(
+            "state",
+            "1 for the state a plugin is in (unloaded, running, backing-off, quarantined), 0 for the others",
+            plugins.state.clone(),
         );
         sub.register(
             "log_lines_dropped",

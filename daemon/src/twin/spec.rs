@@ -141,3 +141,55 @@ pub struct BindingSpec {
     /// for values that arrive only on change (subscriptions, plugins).
     pub refresh_interval: Option<Duration>,
 }
+
+/// Every plugin has a status object in the twin (and so in the OPC UA address space) at
+/// [`plugin_status_path`], of this type: its `state` (`unloaded`, `running`, `backing-off`,
+/// `quarantined`), `last_fault` (the last fault's message, empty when none) and `failures`
+/// (consecutive faults). The name is reserved for it.
+pub const PLUGIN_STATUS_TYPE: &str = "TwinloomPlugin";
+
+/// The first path segment of the daemon's own objects (`twinloom/plugins/<name>`), reserved:
+/// configured assets cannot use it.
+pub const SYSTEM_ROOT: &str = "twinloom";
+
+/// The path of plugin `name`'s status object.
+pub fn plugin_status_path(name: &str) -> String {
+    format!("{SYSTEM_ROOT}/plugins/{name}")
+}
+
+/// The [`PLUGIN_STATUS_TYPE`] type.
+pub fn plugin_status_type() -> TypeConfig {
+    let text = |name: &str, description: &str, data_type: DataType| PropertyConfig {
+        name: name.to_owned(),
+        data_type,
+        unit: None,
+        description: Some(description.to_owned()),
+        range: None,
+        deadband: None,
+        access: Access::ReadOnly,
+        limits: None,
+    };
+    TypeConfig {
+        name: PLUGIN_STATUS_TYPE.to_owned(),
+        description: Some(
+            "A plugin instance's state, as its runner sees it; its ClearQuarantine method (operator role) starts a quarantined plugin again".to_owned(),
+        ),
+        properties: vec![
+            text(
+                "state",
+                "unloaded, running, backing-off (restarting after a fault) or quarantined",
+                DataType::String,
+            ),
+            text(
+                "last_fault",
+                "The last fault's message; empty when there was none",
+                DataType::String,
+            ),
+            text(
+                "failures",
+                "Faults in a row (0 once a call succeeds)",
+                DataType::Unsigned,
+            ),
+        ],
+    }
+}

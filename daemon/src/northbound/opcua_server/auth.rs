@@ -106,6 +106,11 @@ impl AuthManager for Authenticator {
         }
     }
 
+    /// Methods (a plugin's `ClearQuarantine`) change what runs: operators only.
+    fn is_user_executable(&self, token: &UserToken, _method_id: &NodeId) -> bool {
+        self.role(token) == Role::Operator
+    }
+
     fn effective_user_access_level(
         &self,
         token: &UserToken,

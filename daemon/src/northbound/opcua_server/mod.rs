@@ -61,12 +61,14 @@ pub fn pki_dir(config: &OpcUaServerConfig, state_dir: &Path) -> PathBuf {
 }
 
 /// Binds the listener, builds the address space from the twin and starts serving under
-/// `supervisor`, fed by the twin's fan-out.
+/// `supervisor`, fed by the twin's fan-out. Client writes go to `control`; the plugins' status
+/// objects' `ClearQuarantine` methods to `clear_quarantine`.
 ///
 /// Errors: the listen address cannot be bound, or async-opcua rejects the configuration.
 pub async fn start(
     config: &OpcUaServerConfig,
     control: ControlHandle,
+    clear_quarantine: Option<node_manager::ClearQuarantine>,
     context: ComponentContext<'_>,
 ) -> anyhow::Result<OpcUaServer> {
     let ComponentContext {
@@ -120,6 +122,7 @@ pub async fn start(
             namespace_uri: config.namespace_uri.clone(),
             twin: Arc::clone(twin),
             control,
+            clear_quarantine,
         }))
         .max_sessions(config.max_sessions)
         // async-opcua's defaults (arrays of 1000, messages of 320 KiB) are far below a plant of

@@ -8,6 +8,9 @@
 //! - Every **property** is a variable: numbers are AnalogItemType (OPC UA Part 8 §5.3.2.2) with
 //!   `EngineeringUnits` (EUInformation, UNECE codes, Part 8 §5.6.3) and `EURange` properties;
 //!   other data types are DataItemType (Part 8 §5.3.1).
+//! - Every plugin's status object (`twinloom/plugins/<name>`, type `TwinloomPlugin`) has a method
+//!   `ClearQuarantine` (no arguments; operator role): a quarantined plugin starts again (Good),
+//!   one that is not quarantined answers `Bad_InvalidState`.
 //! - NodeIds are strings derived from paths: `ns=<plant>;s=plant-a/line1/press1/oil_temperature`
 //!   for a property, `...;s=plant-a/line1/press1` for an asset, `...;s=types/HydraulicPress` for
 //!   a type. They are stable across restarts as long as the paths are.
@@ -17,13 +20,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use opcua::nodes::{ObjectBuilder, ObjectTypeBuilder, VariableBuilder};
+use opcua::nodes::{MethodBuilder, ObjectBuilder, ObjectTypeBuilder, VariableBuilder};
 use opcua::server::address_space::{AccessLevel, AddressSpace};
 use opcua::server::diagnostics::NamespaceMetadata;
 use opcua::server::node_manager::memory::{
     InMemoryNodeManager, InMemoryNodeManagerImpl, InMemoryNodeManagerImplBuilder,
 };
-use opcua::server::node_manager::{RequestContext, ServerContext, WriteNode};
+use opcua::server::node_manager::{MethodCall, RequestContext, ServerContext, WriteNode};
 use opcua::sync::RwLock;
 use opcua::types::{
     AttributeId, DataTypeId, DataValue, DateTime, EUInformation, ExtensionObject, LocalizedText,
@@ -33,6 +36,7 @@ use opcua::types::{
 
 use crate::control::{ControlError, ControlHandle, Origin};
 use crate::twin::model::{PropertyDecl, TwinModel};
+use crate::twin::spec::PLUGIN_STATUS_TYPE;
 use crate::twin::units::EngineeringUnit;
 use crate::twin::{Access, DataType};
 use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin, WriteError};
@@ -40,8 +44,15 @@ use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin
 /// The node manager serving the twin.
 pub type TwinNodeManager = InMemoryNodeManager<TwinNodeManagerImpl>;
 
+/// Clears plugin `name`'s quarantine (given by the daemon's wiring, which owns the plugins):
+/// answers `true` when the plugin was quarantined and starts again, `false` when it was not.
+pub type ClearQuarantine =
+    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// The name of the method every plugin status object has.
+pub const CLEAR_QUARANTINE: &str = "ClearQuarantine";
+
 /// Builds the twin's node manager when the server starts.
-#[derive(Debug)]
 pub struct TwinNodeManagerBuilder {
     /// Namespace URI of the plant's nodes.
     pub namespace_uri: String,
@@ -49,18 +60,38 @@ pub struct TwinNodeManagerBuilder {
     pub twin: Arc<Twin>,
     /// Where client writes go.
     pub control: ControlHandle,
+    /// Where the plugins' `ClearQuarantine` calls go; none when no plugin runs.
+    pub clear_quarantine: Option<ClearQuarantine>,
+}
+
+impl std::fmt::Debug for TwinNodeManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwinNodeManagerBuilder")
+            .field("namespace_uri", &self.namespace_uri)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The twin's node manager: values come from the twin's change fan-out, writes go to the control gate.
-#[derive(Debug)]
 pub struct TwinNodeManagerImpl {
     namespace: NamespaceMetadata,
     /// Node id of each property, indexed by [`PropertyId`].
     property_nodes: Vec<NodeId>,
     by_node: HashMap<NodeId, PropertyId>,
+    /// `ClearQuarantine` method node → its plugin's name.
+    clear_methods: HashMap<NodeId, String>,
     twin: Arc<Twin>,
     control: ControlHandle,
+    clear_quarantine: Option<ClearQuarantine>,
     monitored_items: std::sync::atomic::AtomicI64,
+}
+
+impl std::fmt::Debug for TwinNodeManagerImpl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwinNodeManagerImpl")
+            .field("namespace", &self.namespace.namespace_uri)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TwinNodeManagerImpl {
@@ -91,7 +122,7 @@ impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
             .namespaces_mut()
             .add_namespace(&self.namespace_uri);
         address_space.add_namespace(&self.namespace_uri, ns);
-        let property_nodes = populate(address_space, ns, self.twin.model());
+        let (property_nodes, clear_methods) = populate(address_space, ns, self.twin.model());
         let by_node = property_nodes
             .iter()
             .enumerate()
@@ -105,8 +136,10 @@ impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
             },
             property_nodes,
             by_node,
+            clear_methods,
             twin: self.twin,
             control: self.control,
+            clear_quarantine: self.clear_quarantine,
             monitored_items: Default::default(),
         }
     }
@@ -202,7 +235,14 @@ fn add_variable(
 }
 
 /// Adds types, folders, assets and properties; returns the node id of every property by index.
-fn populate(space: &mut AddressSpace, ns: u16, model: &TwinModel) -> Vec<NodeId> {
+/// Adds the twin's types, folders, assets and properties to `space`; returns the node of each
+/// property (by [`PropertyId`]) and the plugin status objects' `ClearQuarantine` methods (node →
+/// plugin name).
+fn populate(
+    space: &mut AddressSpace,
+    ns: u16,
+    model: &TwinModel,
+) -> (Vec<NodeId>, HashMap<NodeId, String>) {
     let mut type_nodes = Vec::new();
     for ty in model.types() {
         let id = format!("types/{}", ty.name);
@@ -234,6 +274,7 @@ fn populate(space: &mut AddressSpace, ns: u16, model: &TwinModel) -> Vec<NodeId>
         model.assets().iter().map(|a| a.path.as_str()).collect();
     let mut folders: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut property_nodes = vec![NodeId::null(); model.properties().len()];
+    let mut clear_methods = HashMap::new();
     for asset in model.assets() {
         // Folders for every ancestor that is not itself an asset.
         let mut parent = NodeId::from(ObjectId::ObjectsFolder);
@@ -270,8 +311,22 @@ fn populate(space: &mut AddressSpace, ns: u16, model: &TwinModel) -> Vec<NodeId>
             property_nodes[property.index()] =
                 add_variable(space, ns, id, &asset_node, decl, false);
         }
+        if ty.name == PLUGIN_STATUS_TYPE {
+            let method = NodeId::new(ns, format!("{}/{CLEAR_QUARANTINE}", asset.path));
+            MethodBuilder::new(
+                &method,
+                QualifiedName::new(ns, CLEAR_QUARANTINE),
+                CLEAR_QUARANTINE,
+            )
+            .description("Starts the quarantined plugin again (operator role)")
+            .component_of(asset_node.clone())
+            .executable(true)
+            .user_executable(true)
+            .insert(space);
+            clear_methods.insert(method, name.to_owned());
+        }
     }
-    property_nodes
+    (property_nodes, clear_methods)
 }
 
 fn node_path(node: &NodeId) -> String {
@@ -391,6 +446,37 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
     ) {
         self.monitored_items
             .fetch_sub(items.len() as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Method calls: the plugins' `ClearQuarantine` (the server has already checked that the
+    /// method belongs to the object and that the user may execute it: operators only).
+    async fn call(
+        &self,
+        _context: &RequestContext,
+        _address_space: &RwLock<AddressSpace>,
+        methods_to_call: &mut [&mut &mut MethodCall],
+    ) -> Result<(), StatusCode> {
+        for method in methods_to_call {
+            let (Some(plugin), Some(clear)) = (
+                self.clear_methods.get(method.method_id()),
+                self.clear_quarantine.as_ref(),
+            ) else {
+                method.set_status(StatusCode::BadMethodInvalid);
+                continue;
+            };
+            if !method.arguments().is_empty() {
+                method.set_status(StatusCode::BadTooManyArguments);
+                continue;
+            }
+            let status = if clear(plugin.clone()).await {
+                StatusCode::Good
+            } else {
+                StatusCode::BadInvalidState
+            };
+            method.set_outputs(Vec::new());
+            method.set_status(status);
+        }
+        Ok(())
     }
 
     /// Client writes: the address space checks access (Bad_NotWritable for read-only properties,

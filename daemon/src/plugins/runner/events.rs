@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::plugins::runtime::PluginError;
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{PluginFailureLabels, PluginLabels, PluginReloadLabels};
+use crate::telemetry::metrics::{
+    PluginFailureLabels, PluginLabels, PluginReloadLabels, PluginStateLabels,
+};
 
 fn labels(plugin: &str) -> PluginLabels {
     PluginLabels {
@@ -242,6 +244,31 @@ impl LogLinesDropped<'_> {
             .inc_by(self.now);
         if let Some((dropped, interval)) = self.summary {
             tracing::warn!(plugin = %self.plugin, dropped, "Plugin log lines dropped by its rate limit in the last {}", humantime::format_duration(interval));
+        }
+    }
+}
+
+/// The states a plugin's life goes through, as the metric and the status object name them.
+pub(super) const STATES: [&str; 4] = ["unloaded", "running", "backing-off", "quarantined"];
+
+/// The plugin entered `state` (one of [`STATES`]): the state-set metric follows.
+#[derive(Debug)]
+pub(super) struct StateEntered<'a> {
+    pub plugin: &'a str,
+    pub state: &'static str,
+}
+
+impl StateEntered<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        for state in STATES {
+            metrics
+                .plugins
+                .state
+                .get_or_create(&PluginStateLabels {
+                    plugin: self.plugin.to_owned(),
+                    state: state.to_owned(),
+                })
+                .set(i64::from(state == self.state));
         }
     }
 }

@@ -38,7 +38,7 @@ use crate::control::ControlHandle;
 use crate::plugins::runtime::{PluginError, PluginRuntime};
 use crate::plugins::wasm::WasmHost;
 use crate::telemetry::metrics::PluginLabels;
-use crate::twin::QualityReason;
+use crate::twin::{PropertyId, QualityReason};
 pub use reload::RELOAD_DEBOUNCE;
 use reload::{Check, Reloader, fingerprint, watch};
 pub use run::PLUGIN_SUBSCRIBER_CAPACITY;
@@ -87,6 +87,37 @@ impl PluginHandles {
         }
         outcomes
     }
+
+    /// Clears plugin `name`'s quarantine (the OPC UA method `ClearQuarantine`): its file is
+    /// looked at as on SIGHUP. Answers whether it was quarantined (or its file had changed) and
+    /// now starts again; `false` for an unknown plugin or one that was not quarantined.
+    pub async fn clear_quarantine(&self, name: &str) -> bool {
+        let Some((_, checks)) = self.checks.iter().find(|(n, _)| n == name) else {
+            return false;
+        };
+        let (reply, outcome) = oneshot::channel();
+        let check = Check {
+            retry: true,
+            reply: Some(reply),
+        };
+        if checks.send(check).await.is_err() {
+            return false;
+        }
+        matches!(
+            outcome.await,
+            Ok(ReloadOutcome::Retried | ReloadOutcome::Swapped)
+        )
+    }
+}
+
+/// The properties of plugin `name`'s status object (`state`, `last_fault`, `failures`).
+fn status_properties(name: &str, model: &crate::twin::TwinModel) -> Option<[PropertyId; 3]> {
+    let path = crate::twin::spec::plugin_status_path(name);
+    Some([
+        model.property_of(&path, "state")?,
+        model.property_of(&path, "last_fault")?,
+        model.property_of(&path, "failures")?,
+    ])
 }
 
 /// Starts every plugin of `plugins` under the context's supervisor, with a watcher that
@@ -132,7 +163,10 @@ pub fn spawn_all(
                 plugin: plugin.name.clone(),
             },
             dropped: Default::default(),
+            status: status_properties(&plugin.name, twin.model()),
+            load_fault: None,
         };
+        let mut runner = runner;
         if plugin.kind == PluginKind::Native {
             tracing::error!(plugin = %plugin.name, "Native plugins are not supported yet; this plugin does not run");
             runner.mark_outputs(QualityReason::PluginFailure);
@@ -152,6 +186,7 @@ pub fn spawn_all(
                 }
                 .emit(metrics);
                 runner.mark_outputs(QualityReason::PluginFailure);
+                runner.load_fault = Some(error.to_string());
                 (None, None)
             }
         };
@@ -301,6 +336,8 @@ quarantine_after = 2
             metrics: metrics.clone(),
             labels: PluginLabels { plugin: "p".into() },
             dropped: Default::default(),
+            status: status_properties("p", twin.model()),
+            load_fault: None,
         };
         let (_swaps, swap_rx) = mpsc::channel(1);
         supervisor.spawn("plugin:p", move |token| {

@@ -24,7 +24,8 @@ use crate::runtime::Backoff;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PluginLabels;
 use crate::twin::{
-    Change, DataType, Filter, QualityLevel, QualityReason, Reading, Subscription, Twin, Value,
+    Change, DataType, Filter, PropertyId, QualityLevel, QualityReason, Reading, Subscription, Twin,
+    Value,
 };
 
 /// How long past its deadline a call may keep the runner waiting before the instance is given
@@ -66,6 +67,18 @@ enum State<I> {
     Quarantined,
 }
 
+impl<I> State<I> {
+    /// The state's name, as the metric and the status object say it.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Unloaded => events::STATES[0],
+            Self::Running(_) => events::STATES[1],
+            Self::BackingOff { .. } => events::STATES[2],
+            Self::Quarantined => events::STATES[3],
+        }
+    }
+}
+
 /// What the loop does next.
 enum Work<C> {
     Changes,
@@ -84,6 +97,19 @@ pub(super) struct Runner {
     pub metrics: Metrics,
     pub labels: PluginLabels,
     pub dropped: std::sync::Mutex<DroppedLines>,
+    /// The plugin's status object's properties (`state`, `last_fault`, `failures`), when the
+    /// model has them.
+    pub status: Option<[PropertyId; 3]>,
+    /// Why the plugin's file could not be loaded at start, if it could not.
+    pub load_fault: Option<String>,
+}
+
+/// What the status object last showed.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Shown {
+    state: &'static str,
+    failures: u32,
+    fault: String,
 }
 
 /// A proposal's value as the twin's value for a property of `data_type`, or the rule it breaks.
@@ -372,8 +398,15 @@ impl Runner {
 
     /// A call or a start failed: counts it, marks the outputs bad, and returns the state to back
     /// off in (the instance, if any, is gone).
-    fn fail<I>(&self, error: &PluginError, failures: &mut u32, backoff: &mut Backoff) -> State<I> {
+    fn fail<I>(
+        &self,
+        error: &PluginError,
+        failures: &mut u32,
+        backoff: &mut Backoff,
+        fault: &mut String,
+    ) -> State<I> {
         *failures += 1;
+        *fault = error.to_string();
         events::CallFailed {
             plugin: &self.config.name,
             error,
@@ -384,6 +417,35 @@ impl Runner {
         State::BackingOff {
             until: Instant::now() + backoff.next_delay(),
         }
+    }
+
+    /// Shows the plugin's state, consecutive failures and last fault on its status object and
+    /// the state metric, when they changed since `shown`.
+    fn show<I>(&self, state: &State<I>, failures: u32, fault: &str, shown: &mut Option<Shown>) {
+        let now = Shown {
+            state: state.name(),
+            failures,
+            fault: fault.to_owned(),
+        };
+        if shown.as_ref() == Some(&now) {
+            return;
+        }
+        if shown.as_ref().is_none_or(|s| s.state != now.state) {
+            events::StateEntered {
+                plugin: &self.config.name,
+                state: now.state,
+            }
+            .emit(&self.metrics);
+        }
+        if let Some([state_id, fault_id, failures_id]) = self.status {
+            let text = |s: &str| Value::String(std::sync::Arc::from(s));
+            self.twin.apply(&[
+                Reading::value(state_id, text(now.state), None),
+                Reading::value(fault_id, text(&now.fault), None),
+                Reading::value(failures_id, Value::UInt(u64::from(now.failures)), None),
+            ]);
+        }
+        *shown = Some(now);
     }
 
     /// Runs the plugin until `token` is cancelled: starts an instance of `component` (when there
@@ -416,6 +478,8 @@ impl Runner {
         let mut changes = Vec::new();
         let mut pending: Vec<Change> = Vec::new();
         let mut proposals = Proposals::default();
+        let mut fault = self.load_fault.clone().unwrap_or_default();
+        let mut shown: Option<Shown> = None;
         loop {
             // A new instance when the backoff has passed, or quarantine after too many faults.
             if let (State::BackingOff { until }, Some(loaded)) = (&state, &component)
@@ -444,11 +508,13 @@ impl Runner {
                         }
                         Err(Unanswered::Cancelled) => return Ok(()),
                         Err(Unanswered::Fault(error)) => {
-                            self.fail(&error, &mut failures, &mut backoff)
+                            self.fail(&error, &mut failures, &mut backoff, &mut fault)
                         }
                     }
                 };
             }
+            // Every change of state comes back here before the loop waits: show it.
+            self.show(&state, failures, &fault, &mut shown);
             let running = matches!(state, State::Running(_));
             let work = if running && !pending.is_empty() {
                 Work::Changes
@@ -567,7 +633,9 @@ impl Runner {
                     State::Running(instance)
                 }
                 Err(Unanswered::Cancelled) => return Ok(()),
-                Err(Unanswered::Fault(error)) => self.fail(&error, &mut failures, &mut backoff),
+                Err(Unanswered::Fault(error)) => {
+                    self.fail(&error, &mut failures, &mut backoff, &mut fault)
+                }
             };
             // At most one on-changes per min_interval: later changes wait and are batched.
             if batch_call {
