@@ -582,6 +582,11 @@ fn writable(config: &Config, target: &str) -> Result<(), String> {
             "`{target}` is read-only: a plugin can only propose writes to a property with `access = \"read-write\"`"
         ));
     }
+    if property.data_type == crate::twin::DataType::String {
+        return Err(format!(
+            "`{target}` is a string: a proposal carries a boolean, an integer or a float"
+        ));
+    }
     match asset.bindings.get(name) {
         Some(BindingConfig::Plugin(by)) => Err(format!(
             "`{target}` is computed by plugin `{}`, not bound to a device",

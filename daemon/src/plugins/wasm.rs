@@ -634,7 +634,12 @@ impl WasmHost {
         instance.store.data_mut().limiter.instantiating = true;
         let made = self.linker.instantiate(&mut instance.store, component);
         instance.store.data_mut().limiter.instantiating = false;
-        let made = made.map_err(|e| instance.classify(&e))?;
+        // A limit the limiter raised is typed; anything else wrong at instantiation (a missing
+        // import, too many core instances) means the component cannot be loaded.
+        let made = made.map_err(|e| match instance.classify(&e) {
+            PluginError::Trap(text) => PluginError::Load(text),
+            typed => typed,
+        })?;
         let load = |e: wasmtime::Error| {
             PluginError::Load(format!(
                 "the component does not implement {CONTRACT}: {e:#}"

@@ -1,18 +1,23 @@
 //! Running plugin instances against the twin: subscriptions in, derived values and write
-//! proposals out, faults contained. Split by job: [`resolve`] finds a plugin's inputs and outputs,
-//! [`reload`] watches and reloads files, [`run`] is the run loop with the plugin's life as an
-//! explicit state (running, backing off, quarantined), [`events`] reports what happens (log line
-//! and metrics from one place); all of it generic over the plugin
-//! [`runtime`](crate::plugins::runtime) seam.
+//! proposals out, faults contained. Split by job: [`resolve`] finds a plugin's inputs, owned and
+//! writable properties, [`reload`] watches and reloads files, [`run`] is the run loop with the
+//! plugin's life as an explicit state (unloaded, running, backing off, quarantined; shown on the
+//! plugin's status object `twinloom/plugins/<name>` and a metric), [`proposals`] follows each
+//! write proposal to its outcome, [`events`] reports what happens (log line and metrics from one
+//! place); all of it generic over the plugin [`runtime`](crate::plugins::runtime) seam.
 //!
 //! Each `[[plugins]]` entry gets one task. The task subscribes to its input properties, calls
 //! `on-changes` with every change since the previous call at most once per `min_interval`, and
 //! `on-tick` every `tick`. Calls run on the blocking pool, so a plugin never holds up the async
-//! workers. Outputs are checked: a derived value must name a property bound to this plugin and be
-//! finite; a write proposal goes to the control gate, which decides. A failed call (trap,
-//! deadline, memory cap, fuel) discards the instance and marks its derived properties bad
-//! (`PluginFailure`); it is re-created after a backoff, and after `quarantine_after` consecutive
-//! failures it stays quarantined until its file changes or the daemon gets SIGHUP.
+//! workers, and the runner never waits on one past its deadline plus [`run::CALL_GRACE`] or past
+//! shutdown. Outputs are checked: a derived value must carry an index into the owned list and,
+//! unless its quality is bad, be finite; a write proposal must carry an index into the writable
+//! list (the plugin's `writes`) and a value of the property's type, and goes to the control gate,
+//! which decides; every proposal's outcome reaches the plugin in a later call. A failed call
+//! (trap, deadline, blocking import, limit, fuel) discards the instance and marks its derived
+//! properties bad (`PluginFailure`); it is re-created after a backoff, and after
+//! `quarantine_after` consecutive failures it stays quarantined until its file changes, the daemon
+//! gets SIGHUP, or an operator calls the status object's `ClearQuarantine` method.
 //!
 //! Hot reload: a watcher on the plugin files' folders (and SIGHUP, through
 //! [`PluginHandles::reload_all`]) asks the plugin's reloader task to look at its file; a changed

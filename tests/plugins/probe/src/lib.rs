@@ -1,4 +1,4 @@
-//! A plugin for the sandbox tests (`tests/sandbox.rs`): one component whose `behaviour` setting
+//! A plugin for the sandbox tests (`tests/plugins.rs`, `tests/opcua.rs`, `tests/cli.rs`): one component whose `behaviour` setting
 //! picks how it misbehaves. Not shipped.
 //!
 //! - `sleep`: every call sleeps for a minute (`std::thread::sleep`: a WASI clock subscription and
