@@ -148,6 +148,23 @@ fn main() {
         "vibration-health on-changes, per sample (8 assets; outputs every call; {} alternating rounds, median (lowest–highest))",
         support::ROUNDS
     ));
+    // The floor: an `on-tick` with nothing in and nothing out, on the component that ignores its
+    // input, against a native call of the SDK's empty tick.
+    let mut floor = Vec::new();
+    {
+        let mut ignoring = host.instantiate("bench", &empty, limits).unwrap();
+        ignoring.init(0, CONFIG, &properties()).unwrap().unwrap();
+        let none: Arc<[wasm::ProposalOutcome]> = Arc::from(Vec::new());
+        for _ in 0..support::ROUNDS {
+            floor.push(measure(1, |_| {
+                black_box(ignoring.on_tick(0, black_box(&none)).unwrap());
+            }));
+        }
+    }
+    println!(
+        "empty call (on-tick, nothing in or out): {} ns",
+        support::figure_text(&floor, 1)
+    );
     let (mut at_1024, mut at_1) = (None, None);
     for n in BATCHES {
         let mut native = VibrationHealth::new(CONFIG, &sdk_properties()).unwrap();
