@@ -1,7 +1,8 @@
 //! Task supervision, shutdown, backoff and readiness: how every long-running task is started and
-//! stopped, and how it says it is ready.
+//! stopped, and how it says it is ready; and the durable journal records are kept in.
 
 pub mod backoff;
+pub mod journal;
 pub mod readiness;
 pub mod supervisor;
 
