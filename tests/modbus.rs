@@ -743,3 +743,143 @@ device = "b"
     assert_eq!(a.holding(1, 1), vec![0xFF9C]);
     handles.supervisor.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Every write the gate carries out has its intent on disk before the PLC is written and its
+/// outcome after; refusals (limits, NaN) are summarised per origin and rule; `twinloom audit
+/// verify` accepts the log, and names the record after one that was edited. Without an audit
+/// log the gate refuses writes and the PLC sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_audited_and_an_edited_record_is_found() {
+    use twinloom::control::{ControlError, Origin};
+
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write", limits = [0, 100] }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#,
+        state = state.path().display(),
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let setpoint = property(&handles, "site/heater/setpoint");
+    wait_for(&handles, setpoint, Duration::from_secs(10), |s| {
+        s.quality.is_good()
+    })
+    .await;
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let write = |value: f64| {
+        handles
+            .control
+            .write(setpoint, Value::Float(value), operator.clone())
+    };
+    assert_eq!(write(42.0).await, Ok(()));
+    assert_eq!(device.holding(10, 1), [42]);
+    assert!(matches!(
+        write(500.0).await,
+        Err(ControlError::OutOfLimits { .. })
+    ));
+    assert!(matches!(
+        write(f64::NAN).await,
+        Err(ControlError::NotFinite(_))
+    ));
+    assert!(matches!(
+        write(f64::NAN).await,
+        Err(ControlError::NotFinite(_))
+    ));
+
+    // A gate without an audit log refuses: fail safe.
+    let blind = twinloom::control::spawn(
+        Arc::clone(&handles.twin),
+        handles.writers.clone(),
+        Err("the audit disk is gone".into()),
+        &handles.supervisor,
+    );
+    assert!(matches!(
+        blind
+            .write(setpoint, Value::Float(7.0), operator.clone())
+            .await,
+        Err(ControlError::AuditUnavailable(_))
+    ));
+    assert_eq!(device.holding(10, 1), [42]);
+    // Stopping writes the last refusal summary.
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+
+    let audit = state.path().join("audit");
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_twinloom"))
+            .args(["audit", "verify"])
+            .arg(&audit)
+            .output()
+            .unwrap()
+    };
+    let output = verify();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Intent, outcome, and one summary per rule (bounds once, finite twice).
+    assert!(stdout.contains(": 4 records in 1 segments"), "{stdout}");
+    assert!(stdout.contains("every intent has its outcome"), "{stdout}");
+    let segment = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .unwrap();
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records[0]["kind"], "intent");
+    assert_eq!(records[0]["requested"], 42.0);
+    assert_eq!(records[0]["user"], "operator");
+    assert_eq!(records[1]["kind"], "outcome");
+    assert_eq!(records[1]["intent"], 0);
+    assert_eq!(records[1]["outcome"], "written");
+    let refusals: Vec<(String, u64)> = records[2..]
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap().to_owned(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(refusals, [("bounds".into(), 1), ("finite".into(), 2)]);
+
+    // Someone changes what was requested: the next record's `prev` no longer matches.
+    std::fs::write(
+        &segment,
+        text.replacen("\"requested\":42.0", "\"requested\":4.0", 1),
+    )
+    .unwrap();
+    let output = verify();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("record 1") && stderr.contains("chain is broken"),
+        "{stderr}"
+    );
+}

@@ -269,7 +269,13 @@ fn serve_twinloom() {
         let twin = Arc::new(Twin::new(Arc::new(config.twin_model()), &config.twin));
         let supervisor = twinloom::runtime::Supervisor::new();
         let metrics = twinloom::telemetry::Metrics::new();
-        let control = twinloom::control::spawn(Arc::clone(&twin), Default::default(), &supervisor);
+        // The benchmark writes nothing: no audit log.
+        let control = twinloom::control::spawn(
+            Arc::clone(&twin),
+            Default::default(),
+            Err("the benchmark writes nothing".into()),
+            &supervisor,
+        );
         let server_config: twinloom::config::model::OpcUaServerConfig = toml::from_str(
             "listen = \"127.0.0.1:0\"\nallow_security_none = true\nanonymous = true",
         )

@@ -43,6 +43,37 @@ pub struct Handles {
     pub plugins: PluginHandles,
 }
 
+/// The control gate's audit journal, `<state dir>/audit`, opened when some property can be
+/// written; otherwise, or when it cannot be opened (logged), why there is none: the gate then
+/// refuses every write.
+fn open_audit(
+    twin: &Twin,
+    state_dir: &std::path::Path,
+    supervisor: &Supervisor,
+) -> Result<crate::runtime::journal::Journal, String> {
+    let model = twin.model();
+    let writable = model.properties().iter().enumerate().any(|(i, _)| {
+        model.decl(crate::twin::PropertyId(i as u32)).access == crate::twin::Access::ReadWrite
+    });
+    if !writable {
+        return Err("no property is writable, so there is no audit log".to_owned());
+    }
+    let dir = state_dir.join("audit");
+    match crate::runtime::journal::Journal::open(
+        crate::runtime::journal::JournalConfig::new(&dir),
+        supervisor,
+    ) {
+        Ok((journal, opened)) => {
+            tracing::info!(dir = %dir.display(), records = opened.records, cut_bytes = opened.cut_bytes, "Audit log opened");
+            Ok(journal)
+        }
+        Err(error) => {
+            tracing::error!(dir = %dir.display(), %error, "Cannot open the audit log: every write is refused until it can be");
+            Err(error.to_string())
+        }
+    }
+}
+
 /// The OPC UA `ClearQuarantine` methods' way to the plugins.
 fn clear_quarantine(plugins: &PluginHandles) -> opcua_server::node_manager::ClearQuarantine {
     let plugins = plugins.clone();
@@ -104,7 +135,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         state_dir: &state_dir,
     };
     let (writers, running) = spawn_sources(config, context)?;
-    let control = control::spawn(Arc::clone(&twin), writers.clone(), &supervisor);
+    let journal = open_audit(&twin, &state_dir, &supervisor);
+    let control = control::spawn(Arc::clone(&twin), writers.clone(), journal, &supervisor);
     let plugins = crate::plugins::runner::spawn_all(
         &config.plugins,
         &config.assets,

@@ -41,6 +41,11 @@ pub enum Command {
     Check(ConfigFile),
     /// Read a password on standard input and print its argon2id hash for `password_hash`.
     HashPassword,
+    /// Check the control gate's audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Build or create WebAssembly plugins.
     #[cfg(feature = "plugin-tools")]
     Plugin {
@@ -97,6 +102,53 @@ pub enum PkiAction {
         /// Start of the certificate's file name, as `list` prints it.
         name: String,
     },
+}
+
+/// `twinloom audit` actions.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the chain of records and the head file, and list the intents without an outcome
+    /// (writes under way when the daemon stopped). Exit 0 when intact, 1 with the first damaged
+    /// record otherwise.
+    Verify {
+        /// The audit folder (default: `audit` in the state folder, `$STATE_DIRECTORY` or
+        /// `/var/lib/twinloom`).
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `twinloom audit verify [DIR]`.
+pub fn audit(action: &AuditAction) -> ExitCode {
+    let AuditAction::Verify { dir } = action;
+    let dir = dir.clone().unwrap_or_else(|| {
+        std::env::var_os("STATE_DIRECTORY")
+            .map_or_else(|| PathBuf::from("/var/lib/twinloom"), PathBuf::from)
+            .join("audit")
+    });
+    match crate::control::audit::verify(&dir) {
+        Ok(report) => {
+            println!(
+                "{}: {} records in {} segments; the chain and the head hold",
+                dir.display(),
+                report.records,
+                report.segments
+            );
+            if report.open_intents.is_empty() {
+                println!("every intent has its outcome");
+            } else {
+                let list: Vec<String> = report.open_intents.iter().map(u64::to_string).collect();
+                println!(
+                    "intents without an outcome (writes under way when the daemon stopped): {}",
+                    list.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", dir.display());
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// `twinloom plugin` actions.

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "demo")]
         Command::Demo => cli::demo(),
         Command::HashPassword => cli::hash_password(),
+        Command::Audit { action } => cli::audit(&action),
         #[cfg(feature = "plugin-tools")]
         Command::Plugin { action } => cli::plugin(&action),
         Command::Pki { config, action } => cli::pki(&config, &action),

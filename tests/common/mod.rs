@@ -18,9 +18,20 @@ pub fn config(text: &str) -> Config {
     config::parse(Path::new("test.toml"), text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Starts the daemon's components for `config` on the current runtime.
+/// Starts the daemon's components for `config` on the current runtime. A config without a state
+/// folder gets a fresh one under the system's temporary folder (the audit log and the OPC UA PKI
+/// go there, never to `/var/lib/twinloom`).
 pub async fn start(config: &Config) -> Handles {
-    app::start(config).await.expect("daemon starts")
+    let mut config = config.clone();
+    if config.daemon.state_dir.is_none() {
+        let dir = tempfile::Builder::new()
+            .prefix("twinloom-test-state-")
+            .tempdir()
+            .expect("a temporary state folder")
+            .keep();
+        config.daemon.state_dir = Some(dir);
+    }
+    app::start(&config).await.expect("daemon starts")
 }
 
 /// The property at `path`.

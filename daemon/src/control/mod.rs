@@ -4,8 +4,12 @@
 //! gate's bounded queue. The gate checks the proposal against the property's declaration
 //! (read-write access, data type, write limits in engineering units), forwards accepted writes to
 //! the owning source through [`Writers`], logs every decision with its origin, and answers.
-//! Richer policy (rate limits, interlocks, quality conditions) and a persistent audit log belong
-//! to the control-path issue; they will live here, behind the same handle.
+//! Every write it carries out is audited ([`audit`]): an intent record on disk before the device
+//! is written, an outcome record after; refusals are summarised per origin and rule. Richer
+//! policy (rate limits, interlocks, arming) belongs to the control-path issue; it will live here,
+//! behind the same handle.
+
+pub mod audit;
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use crate::runtime::Supervisor;
 use crate::sources::Writers;
 use crate::twin::{Access, DataType};
 use crate::twin::{PropertyId, Twin, Value, WriteError};
+use audit::{Audit, REFUSAL_SUMMARY_INTERVAL};
 
 /// Write proposals queued at the gate before `write` waits (a full queue slows proposers, not the gate).
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
@@ -44,6 +49,25 @@ impl fmt::Display for Origin {
     }
 }
 
+/// The names of the rules that decide a proposal: what an audit record, a plugin's outcome and
+/// a metric call them.
+pub mod rule {
+    /// A plugin proposed to an index outside its writable list (its `writes`).
+    pub const WRITABLE_LIST: &str = "writable-list";
+    /// The property is read-only.
+    pub const ACCESS: &str = "read-write-access";
+    /// The value's kind does not fit the property's data type.
+    pub const DATA_TYPE: &str = "data-type";
+    /// The value is NaN or infinite.
+    pub const FINITE: &str = "finite";
+    /// The value lies outside the property's write limits.
+    pub const BOUNDS: &str = "bounds";
+    /// The gate's queue was full.
+    pub const QUEUE: &str = "queue";
+    /// The intent could not be audited.
+    pub const AUDIT: &str = "audit";
+}
+
 /// Why the gate refused or could not carry out a write.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ControlError {
@@ -63,6 +87,13 @@ pub enum ControlError {
         /// Highest allowed.
         high: f64,
     },
+    /// The value is NaN or infinite (refused for every numeric property, limits or not).
+    #[error("value {0} is not finite")]
+    NotFinite(f64),
+    /// The write's intent could not be written to the audit log (full or failing disk, no audit
+    /// folder): fail safe, nothing is written to the device.
+    #[error("the audit log cannot be written: {0}")]
+    AuditUnavailable(String),
     /// The source could not write it.
     #[error("source refused the write: {0}")]
     Source(#[from] WriteError),
@@ -150,6 +181,22 @@ impl ControlHandle {
     }
 }
 
+impl ControlError {
+    /// The rule that refused, for a refusal ([`rule`]); `None` for a device's answer or a gate
+    /// that is gone.
+    pub fn rule(&self) -> Option<&'static str> {
+        match self {
+            Self::NotWritable => Some(rule::ACCESS),
+            Self::TypeMismatch(_) => Some(rule::DATA_TYPE),
+            Self::OutOfLimits { .. } => Some(rule::BOUNDS),
+            Self::NotFinite(_) => Some(rule::FINITE),
+            Self::AuditUnavailable(_) => Some(rule::AUDIT),
+            Self::QueueFull => Some(rule::QUEUE),
+            Self::Source(_) | Self::Closed => None,
+        }
+    }
+}
+
 #[cfg(test)]
 impl ControlHandle {
     /// A handle whose gate is gone: every write answers [`ControlError::Closed`]. For tests of
@@ -160,28 +207,48 @@ impl ControlHandle {
     }
 }
 
-/// Starts the gate under `supervisor`.
-pub fn spawn(twin: Arc<Twin>, writers: Writers, supervisor: &Supervisor) -> ControlHandle {
+/// Starts the gate under `supervisor`, auditing to `journal` (or refusing every write with the
+/// reason there is none).
+pub fn spawn(
+    twin: Arc<Twin>,
+    writers: Writers,
+    journal: Result<crate::runtime::journal::Journal, String>,
+    supervisor: &Supervisor,
+) -> ControlHandle {
     let (tx, mut rx) = mpsc::channel::<WriteRequest>(CONTROL_QUEUE_CAPACITY);
     supervisor.spawn("control-gate", move |token| async move {
+        let mut audit = Audit::new(journal);
+        let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
+        summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let request = tokio::select! {
-                () = token.cancelled() => return Ok(()),
+                () = token.cancelled() => {
+                    if let Err(error) = audit.summarise_refusals().await {
+                        tracing::error!(%error, "Cannot write the last refusal summary to the audit log");
+                    }
+                    return Ok(());
+                }
+                _ = summary.tick() => {
+                    if let Err(error) = audit.summarise_refusals().await {
+                        tracing::error!(%error, "Cannot write a refusal summary to the audit log");
+                    }
+                    continue;
+                }
                 request = rx.recv() => match request {
                     Some(request) => request,
                     None => return Ok(()),
                 },
             };
-            let outcome = decide(&twin, &request).map(|value| (value, writers.clone()));
-            let outcome = match outcome {
-                Ok((value, writers)) => writers
-                    .write(request.property, value)
-                    .await
-                    .map_err(ControlError::from),
+            let path = &twin.model().property(request.property).path;
+            let outcome = match decide(&twin, &request) {
+                Ok(value) => carry_out(&twin, &writers, &audit, &request, path, value).await,
                 Err(refused) => Err(refused),
             };
+            if let Some(rule) = outcome.as_ref().err().and_then(ControlError::rule) {
+                audit.refused(&request.origin, rule);
+            }
             WriteDecided {
-                property: &twin.model().property(request.property).path,
+                property: path,
                 request: &request,
                 outcome: &outcome,
             }
@@ -190,6 +257,28 @@ pub fn spawn(twin: Arc<Twin>, writers: Writers, supervisor: &Supervisor) -> Cont
         }
     });
     ControlHandle { tx }
+}
+
+/// Carries out an accepted write: its intent on disk first, then the device, then its outcome.
+async fn carry_out(
+    twin: &Twin,
+    writers: &Writers,
+    audit: &Audit,
+    request: &WriteRequest,
+    path: &str,
+    value: Value,
+) -> Result<(), ControlError> {
+    let old = twin.sample(request.property).value;
+    let intent = audit.intent(request, path, old.as_ref(), &value).await?;
+    let started = std::time::Instant::now();
+    let result = writers
+        .write(request.property, value)
+        .await
+        .map_err(ControlError::from);
+    if let Err(error) = audit.outcome(intent, &result, started.elapsed()).await {
+        tracing::error!(property = %path, intent, %error, "The write's outcome cannot be written to the audit log");
+    }
+    result
 }
 
 /// Checks a proposal against the property's declaration; returns the value to write.
@@ -228,8 +317,13 @@ fn decide(twin: &Twin, request: &WriteRequest) -> Result<Value, ControlError> {
             _ => return Err(mismatch()),
         },
     };
+    if let Some(v) = value.as_f64()
+        && !v.is_finite()
+    {
+        return Err(ControlError::NotFinite(v));
+    }
     if let (Some(limits), Some(v)) = (decl.limits, value.as_f64())
-        && !(v.is_finite() && limits.contains(v))
+        && !limits.contains(v)
     {
         return Err(ControlError::OutOfLimits {
             value: v,

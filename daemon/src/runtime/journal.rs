@@ -85,6 +85,10 @@ pub enum JournalError {
     Closed,
 }
 
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "an adaptor for map_err, which hands the error over"
+)]
 fn io(error: std::io::Error) -> JournalError {
     JournalError::Io(error.to_string())
 }
@@ -334,7 +338,8 @@ impl Writer {
         for (i, record) in batch.iter_mut().enumerate() {
             record.insert("seq".into(), Value::from(first + i as u64));
             record.insert("prev".into(), Value::from(hash.clone()));
-            let line = serde_json::to_string(record).map_err(|e| JournalError::Io(e.to_string()))?;
+            let line =
+                serde_json::to_string(record).map_err(|e| JournalError::Io(e.to_string()))?;
             hash = line_hash(&line);
             text.push_str(&line);
             text.push('\n');
@@ -441,7 +446,7 @@ impl Journal {
         let writer = Writer {
             file: None,
             count: scan.records.len() as u64,
-            last_hash: scan.last_hash.clone(),
+            last_hash: scan.last_hash,
             config,
         };
         let opened = Opened {
@@ -449,7 +454,7 @@ impl Journal {
             cut_bytes,
         };
         let (tx, rx) = mpsc::channel(JOURNAL_QUEUE_CAPACITY);
-        supervisor.spawn("journal-writer", move |token| run(writer, rx, token));
+        supervisor.spawn("journal-writer", move |_token| run(writer, rx));
         Ok((Self { tx }, opened))
     }
 
@@ -472,20 +477,15 @@ impl Journal {
     }
 }
 
-/// The writer task: batches what is queued, commits it off the async workers, answers.
-async fn run(
-    mut writer: Writer,
-    mut rx: mpsc::Receiver<Append>,
-    token: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
+/// The writer task: batches what is queued, commits it off the async workers, answers. It ends
+/// when every [`Journal`] handle is gone, not on shutdown's cancellation: the tasks that write
+/// records (the control gate's last refusal summary) stop at the same time and their last
+/// records must still reach the disk; shutdown waits for them as for any task.
+async fn run(mut writer: Writer, mut rx: mpsc::Receiver<Append>) -> anyhow::Result<()> {
     let mut queued = Vec::new();
     loop {
-        let first = tokio::select! {
-            () = token.cancelled() => return Ok(()),
-            first = rx.recv() => match first {
-                Some(first) => first,
-                None => return Ok(()),
-            },
+        let Some(first) = rx.recv().await else {
+            return Ok(());
         };
         queued.push(first);
         while let Ok(more) = rx.try_recv() {
@@ -568,7 +568,13 @@ mod tests {
             &supervisor,
         )
         .unwrap();
-        assert_eq!(opened, Opened { records: 20, cut_bytes: 0 });
+        assert_eq!(
+            opened,
+            Opened {
+                records: 20,
+                cut_bytes: 0
+            }
+        );
         assert_eq!(journal.append(json!({ "after": true })).await, Ok(20));
         assert_eq!(verify(dir.path()).unwrap().records.len(), 21);
         assert_eq!(
@@ -588,12 +594,18 @@ mod tests {
         assert_ne!(edited, original);
         std::fs::write(&segment, &edited).unwrap();
         let error = verify(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("record 5") && error.contains("chain is broken"), "{error}");
+        assert!(
+            error.contains("record 5") && error.contains("chain is broken"),
+            "{error}"
+        );
         // Whole records cut off the end: the chain holds, the head does not.
         let kept: String = original.lines().take(7).map(|l| format!("{l}\n")).collect();
         std::fs::write(&segment, kept).unwrap();
         let error = verify(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("the head says 10 records, the journal has 7"), "{error}");
+        assert!(
+            error.contains("the head says 10 records, the journal has 7"),
+            "{error}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -605,7 +617,12 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
         file.write_all(torn).unwrap();
         drop(file);
-        assert!(verify(dir.path()).unwrap_err().to_string().contains("record 5"));
+        assert!(
+            verify(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("record 5")
+        );
         let supervisor = Supervisor::new();
         let (journal, opened) = Journal::open(
             JournalConfig {
@@ -633,7 +650,10 @@ mod tests {
         let (journal, _) = Journal::open(config, &supervisor).unwrap();
         assert!(matches!(
             journal.append(json!({ "a": 1 })).await,
-            Err(JournalError::DiskFull { reserve: u64::MAX, .. })
+            Err(JournalError::DiskFull {
+                reserve: u64::MAX,
+                ..
+            })
         ));
         assert!(lines(dir.path()).is_empty());
     }

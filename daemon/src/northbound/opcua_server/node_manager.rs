@@ -384,7 +384,10 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
         Ok(()) => StatusCode::Good,
         Err(ControlError::NotWritable) => StatusCode::BadNotWritable,
         Err(ControlError::TypeMismatch(_)) => StatusCode::BadTypeMismatch,
-        Err(ControlError::OutOfLimits { .. }) => StatusCode::BadOutOfRange,
+        Err(ControlError::OutOfLimits { .. } | ControlError::NotFinite(_)) => {
+            StatusCode::BadOutOfRange
+        }
+        Err(ControlError::AuditUnavailable(_)) => StatusCode::BadResourceUnavailable,
         Err(ControlError::Source(error)) => match error {
             WriteError::Timeout => StatusCode::BadTimeout,
             WriteError::NotConnected => StatusCode::BadNoCommunication,

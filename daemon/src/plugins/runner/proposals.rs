@@ -11,31 +11,21 @@ use crate::plugins::runtime::ProposalOutcome;
 use crate::plugins::wasm::{DeviceErrorKind, Outcome};
 use crate::twin::WriteError;
 
-/// Rule names an outcome `refused(rule)` carries (the control path's named rules).
-pub(super) mod rule {
-    /// The proposal's index is outside the plugin's writable list.
-    pub const WRITABLE_LIST: &str = "writable-list";
-    /// The value's kind does not fit the property's data type.
-    pub const DATA_TYPE: &str = "data-type";
-    /// The value is NaN or infinite.
-    pub const FINITE: &str = "finite";
-    /// The property is read-only.
-    pub const ACCESS: &str = "read-write-access";
-    /// The value lies outside the property's write limits.
-    pub const BOUNDS: &str = "bounds";
-    /// The gate's queue was full.
-    pub const QUEUE: &str = "queue";
-}
+pub(super) use crate::control::rule;
 
 /// What the gate's answer means to the plugin.
 pub(super) fn outcome_of(answer: Result<(), ControlError>) -> Outcome {
     match answer {
         Ok(()) => Outcome::Written,
-        Err(ControlError::NotWritable) => Outcome::Refused(rule::ACCESS.into()),
-        Err(ControlError::TypeMismatch(_)) => Outcome::Refused(rule::DATA_TYPE.into()),
-        Err(ControlError::OutOfLimits { .. }) => Outcome::Refused(rule::BOUNDS.into()),
-        Err(ControlError::QueueFull) => Outcome::Refused(rule::QUEUE.into()),
         Err(ControlError::Closed) => Outcome::Expired,
+        Err(
+            error @ (ControlError::NotWritable
+            | ControlError::TypeMismatch(_)
+            | ControlError::OutOfLimits { .. }
+            | ControlError::NotFinite(_)
+            | ControlError::AuditUnavailable(_)
+            | ControlError::QueueFull),
+        ) => Outcome::Refused(error.rule().unwrap_or(rule::QUEUE).into()),
         Err(ControlError::Source(error)) => Outcome::DeviceError(match error {
             WriteError::NotBound => DeviceErrorKind::NotBound,
             WriteError::NotWritable { .. } => DeviceErrorKind::NotWritable,

@@ -1,0 +1,211 @@
+//! The audit log of the control gate, on a [`Journal`](crate::runtime::journal::Journal): every
+//! write the gate carries out has an **intent** record, on disk before the device is written, and
+//! an **outcome** record after; refusals are counted per origin and rule and summarised in one
+//! **refusals** record per [`REFUSAL_SUMMARY_INTERVAL`] (a flood of refused proposals cannot fill
+//! the disk). Records are JSON objects (the journal adds `seq` and `prev`, the chain):
+//!
+//! - `{"kind": "intent", "time", "origin", "user" | "plugin", "property", "old", "requested",
+//!   "written", "rule": "accepted"}`;
+//! - `{"kind": "outcome", "time", "intent": <seq of the intent>, "outcome": "written" |
+//!   "device-error", "error", "latency_ms"}`;
+//! - `{"kind": "refusals", "time", "origin", "rule", "count", "since"}`.
+//!
+//! When the intent cannot be written (full disk, failing disk, no audit folder) the write is
+//! refused ([`ControlError::AuditUnavailable`]): fail safe. Reading is not affected.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value as Json, json};
+
+use super::{ControlError, Origin, WriteRequest};
+use crate::runtime::journal::Journal;
+use crate::twin::Value;
+
+/// How often refusals are summarised into one record per origin and rule.
+pub const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+
+fn time(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+fn value(value: Option<&Value>) -> Json {
+    match value {
+        None => Json::Null,
+        Some(Value::Bool(b)) => json!(b),
+        Some(Value::Int(i)) => json!(i),
+        Some(Value::UInt(u)) => json!(u),
+        Some(Value::Float(f)) => json!(f),
+        Some(Value::String(s)) => json!(s.as_ref()),
+    }
+}
+
+fn who(origin: &Origin) -> (&'static str, &str) {
+    match origin {
+        Origin::OpcUa { user } => ("user", user),
+        Origin::Plugin { name } => ("plugin", name),
+    }
+}
+
+/// Refusals of one origin and rule since the last summary.
+#[derive(Debug)]
+struct Refused {
+    count: u64,
+    since: SystemTime,
+}
+
+/// The gate's audit: the journal (or why there is none) and the refusals not yet summarised.
+#[derive(Debug)]
+pub struct Audit {
+    journal: Result<Journal, String>,
+    refusals: BTreeMap<(String, &'static str), Refused>,
+}
+
+impl Audit {
+    /// An audit writing to `journal`, or refusing every write with the reason it has none.
+    pub fn new(journal: Result<Journal, String>) -> Self {
+        Self {
+            journal,
+            refusals: BTreeMap::new(),
+        }
+    }
+
+    /// Writes the intent of carrying out `request` on `property` (from `old` to `written`) and
+    /// waits until it is on disk; returns its sequence number.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
+    pub async fn intent(
+        &self,
+        request: &WriteRequest,
+        property: &str,
+        old: Option<&Value>,
+        written: &Value,
+    ) -> Result<u64, ControlError> {
+        let journal = self
+            .journal
+            .as_ref()
+            .map_err(|why| ControlError::AuditUnavailable(why.clone()))?;
+        let (role, name) = who(&request.origin);
+        let mut record = json!({
+            "kind": "intent",
+            "time": time(SystemTime::now()),
+            "origin": request.origin.to_string(),
+            "property": property,
+            "old": value(old),
+            "requested": value(Some(&request.value)),
+            "written": value(Some(written)),
+            "rule": "accepted",
+        });
+        record[role] = json!(name);
+        journal
+            .append(record)
+            .await
+            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
+    }
+
+    /// Writes the outcome of the write whose intent is record `intent`.
+    ///
+    /// Errors: the record could not be written (the write has happened: the caller logs it; the
+    /// intent without an outcome shows in `twinloom audit verify`).
+    pub async fn outcome(
+        &self,
+        intent: u64,
+        result: &Result<(), ControlError>,
+        latency: Duration,
+    ) -> Result<(), ControlError> {
+        let journal = self
+            .journal
+            .as_ref()
+            .map_err(|why| ControlError::AuditUnavailable(why.clone()))?;
+        let record = json!({
+            "kind": "outcome",
+            "time": time(SystemTime::now()),
+            "intent": intent,
+            "outcome": if result.is_ok() { "written" } else { "device-error" },
+            "error": result.as_ref().err().map(ToString::to_string),
+            "latency_ms": latency.as_secs_f64() * 1000.0,
+        });
+        journal
+            .append(record)
+            .await
+            .map(|_| ())
+            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
+    }
+
+    /// Counts a refusal by `rule` of a proposal from `origin`.
+    pub fn refused(&mut self, origin: &Origin, rule: &'static str) {
+        self.refusals
+            .entry((origin.to_string(), rule))
+            .or_insert_with(|| Refused {
+                count: 0,
+                since: SystemTime::now(),
+            })
+            .count += 1;
+    }
+
+    /// Writes one record per origin and rule refused since the last summary.
+    ///
+    /// Errors: a record could not be written (the counts are dropped; the caller logs it).
+    pub async fn summarise_refusals(&mut self) -> Result<(), ControlError> {
+        let refusals = std::mem::take(&mut self.refusals);
+        let Ok(journal) = &self.journal else {
+            return Ok(());
+        };
+        let now = time(SystemTime::now());
+        for ((origin, rule), refused) in refusals {
+            let record = json!({
+                "kind": "refusals",
+                "time": now,
+                "origin": origin,
+                "rule": rule,
+                "count": refused.count,
+                "since": time(refused.since),
+            });
+            journal
+                .append(record)
+                .await
+                .map_err(|e| ControlError::AuditUnavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// What `twinloom audit verify` found: the record count and the intents without an outcome
+/// (writes in flight when the daemon stopped, or whose outcome could not be written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditReport {
+    /// Records in the journal.
+    pub records: usize,
+    /// Segment files.
+    pub segments: usize,
+    /// Sequence numbers of intents no outcome refers to.
+    pub open_intents: Vec<u64>,
+}
+
+/// Checks the audit journal in `dir` (the chain, the head) and lists intents without outcome.
+///
+/// Errors: the journal is damaged or cut off (the message names the record).
+pub fn verify(dir: &std::path::Path) -> Result<AuditReport, crate::runtime::journal::JournalError> {
+    let verified = crate::runtime::journal::verify(dir)?;
+    let mut open = BTreeMap::new();
+    for record in &verified.records {
+        match record.get("kind").and_then(Json::as_str) {
+            Some("intent") => {
+                if let Some(seq) = record.get("seq").and_then(Json::as_u64) {
+                    open.insert(seq, ());
+                }
+            }
+            Some("outcome") => {
+                if let Some(intent) = record.get("intent").and_then(Json::as_u64) {
+                    open.remove(&intent);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(AuditReport {
+        records: verified.records.len(),
+        segments: verified.segments,
+        open_intents: open.into_keys().collect(),
+    })
+}
