@@ -154,15 +154,42 @@ fn version_prints_the_package_version() {
     );
 }
 
+/// A child process killed when the test ends, however it ends (a failed assertion must not leave
+/// a daemon running).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Child {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Child {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 #[test]
 fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
     use std::io::{BufRead, BufReader};
-    let mut child = bin()
-        .arg("demo")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Child(
+        bin()
+            .arg("demo")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut all_good = None;
     let mut lines = Vec::new();
@@ -352,13 +379,15 @@ config = {{ behaviour = "sleep" }}
         ),
     )
     .unwrap();
-    let mut child = bin()
-        .arg("run")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Child(
+        bin()
+            .arg("run")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr_lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in stderr_lines.by_ref() {

@@ -812,6 +812,7 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
         Arc::clone(&handles.twin),
         handles.writers.clone(),
         Err("the audit disk is gone".into()),
+        600,
         &handles.supervisor,
     );
     assert!(matches!(
@@ -882,4 +883,92 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
         stderr.contains("record 1") && stderr.contains("chain is broken"),
         "{stderr}"
     );
+}
+
+/// The gate's rules, each deciding on a real PLC's setpoints: a value past the limits is clamped
+/// when the property says so, a second write within `min_write_interval` and a step steeper than
+/// `max_rate` are refused, and an origin past its writes per minute is refused; every refusal
+/// leaves the PLC as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gates_rules_clamp_space_and_ration_writes() {
+    use twinloom::control::{ControlError, Origin};
+
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[control]
+max_writes_per_origin_per_minute = 3
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "spaced", data_type = "float", access = "read-write", min_write_interval = "1h" }},
+  {{ name = "ramped", data_type = "float", access = "read-write", limits = [0, 100], clamp = true, max_rate = 1.0 }},
+  {{ name = "free", data_type = "float", access = "read-write" }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.spaced = {{ table = "holding", address = 10 }}
+bindings.ramped = {{ table = "holding", address = 11 }}
+bindings.free = {{ table = "holding", address = 12 }}
+"#,
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let [spaced, ramped, free] =
+        ["spaced", "ramped", "free"].map(|name| property(&handles, &format!("site/heater/{name}")));
+    wait_for(&handles, free, Duration::from_secs(10), |s| {
+        s.quality.is_good()
+    })
+    .await;
+    let origin = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let write = |property, value: f64| {
+        handles
+            .control
+            .write(property, Value::Float(value), origin.clone())
+    };
+    // Clamped to the limits (the first write to a property has no rate to keep).
+    assert_eq!(write(ramped, 500.0).await, Ok(()));
+    assert_eq!(device.holding(11, 1), [100]);
+    // One unit down at least a second later is within 1 unit per second; all the way down at
+    // once is not (it would take 99 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(write(ramped, 99.0).await, Ok(()));
+    assert!(matches!(
+        write(ramped, 0.0).await,
+        Err(ControlError::TooFast { max, .. }) if max == 1.0
+    ));
+    assert_eq!(device.holding(11, 1), [99]);
+    // A second write within the hour between writes is refused.
+    assert_eq!(write(spaced, 1.0).await, Ok(()));
+    assert!(matches!(
+        write(spaced, 2.0).await,
+        Err(ControlError::TooSoon { .. })
+    ));
+    assert_eq!(device.holding(10, 1), [1]);
+    // Three writes accepted this minute: the fourth is over the origin's budget, another origin
+    // still has its own.
+    assert_eq!(
+        write(free, 5.0).await,
+        Err(ControlError::OverBudget { per_minute: 3 })
+    );
+    assert_eq!(device.holding(12, 1), [0]);
+    let other = Origin::Plugin { name: "pid".into() };
+    assert_eq!(
+        handles.control.write(free, Value::Float(6.0), other).await,
+        Ok(())
+    );
+    assert_eq!(device.holding(12, 1), [6]);
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }

@@ -237,6 +237,7 @@ fn serve_twinloom() {
             twin: Default::default(),
             opcua_server: None,
             admin_http: None,
+            control: Default::default(),
             sources: Vec::new(),
             types: vec![TypeConfig {
                 name: "Probe".into(),
@@ -251,6 +252,9 @@ fn serve_twinloom() {
                         deadband: None,
                         access: Default::default(),
                         limits: None,
+                        clamp: false,
+                        max_rate: None,
+                        min_write_interval: None,
                     })
                     .collect(),
             }],
@@ -274,6 +278,7 @@ fn serve_twinloom() {
             Arc::clone(&twin),
             Default::default(),
             Err("the benchmark writes nothing".into()),
+            600,
             &supervisor,
         );
         let server_config: twinloom::config::model::OpcUaServerConfig = toml::from_str(

@@ -136,7 +136,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     };
     let (writers, running) = spawn_sources(config, context)?;
     let journal = open_audit(&twin, &state_dir, &supervisor);
-    let control = control::spawn(Arc::clone(&twin), writers.clone(), journal, &supervisor);
+    let control = control::spawn(
+        Arc::clone(&twin),
+        writers.clone(),
+        journal,
+        config.control.max_writes_per_origin_per_minute,
+        &supervisor,
+    );
     let plugins = crate::plugins::runner::spawn_all(
         &config.plugins,
         &config.assets,

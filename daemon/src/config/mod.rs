@@ -278,8 +278,7 @@ struct Loader<'m, 'a> {
     source_kinds: std::collections::HashMap<String, SourceKind>,
 }
 
-const SECTIONS: &str =
-    "`daemon`, `twin`, `opcua_server`, `admin_http`, `sources`, `types`, `assets`, `plugins`";
+const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `control`, `sources`, `types`, `assets`, `plugins`";
 
 impl Loader<'_, '_> {
     fn load(&mut self, file: &Path, root: &DeTable<'_>) -> Config {
@@ -293,6 +292,7 @@ impl Loader<'_, '_> {
             types: Vec::new(),
             assets: Vec::new(),
             plugins: Vec::new(),
+            control: Default::default(),
         };
         let mut assets = None;
         for (key, value) in root {
@@ -302,6 +302,7 @@ impl Loader<'_, '_> {
                 "twin" => config.twin = self.de(&path, value).unwrap_or_default(),
                 "opcua_server" => config.opcua_server = self.de(&path, value),
                 "admin_http" => config.admin_http = self.de(&path, value),
+                "control" => config.control = self.de(&path, value).unwrap_or_default(),
                 "sources" => config.sources = self.sources(&path, value),
                 "types" => {
                     let (types, broken) = self.array(&path, value, "name");

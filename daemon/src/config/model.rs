@@ -35,6 +35,30 @@ pub struct Config {
     pub assets: Vec<AssetConfig>,
     /// `[[plugins]]`: plugin instances.
     pub plugins: Vec<PluginConfig>,
+    /// `[control]`: the control gate's limits.
+    pub control: ControlConfig,
+}
+
+/// `[control]`: limits of the control gate that hold for every property.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Writes the gate accepts per origin (an OPC UA user, a plugin) in any minute, 1 or more.
+    /// Default 600.
+    #[serde(default = "default_writes_per_minute")]
+    pub max_writes_per_origin_per_minute: u32,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            max_writes_per_origin_per_minute: default_writes_per_minute(),
+        }
+    }
+}
+
+fn default_writes_per_minute() -> u32 {
+    600
 }
 
 /// `[daemon]`: logging and process behaviour.

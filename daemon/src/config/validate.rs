@@ -20,6 +20,14 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
     let types = types(config, incomplete, &mut out);
     assets(config, incomplete, &types, &mut out);
     plugins(config, incomplete, &mut out);
+    if config.control.max_writes_per_origin_per_minute == 0 {
+        out.push(Problem::new(
+            KeyPath::root()
+                .key("control")
+                .key("max_writes_per_origin_per_minute"),
+            "max_writes_per_origin_per_minute must be 1 or more",
+        ));
+    }
     out
 }
 
@@ -321,6 +329,51 @@ fn property_rules(property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Probl
                 format!(
                     "limits [{low}, {high}] reach outside the range [{range_low}, {range_high}]"
                 ),
+            ));
+        }
+    }
+    write_policy(property, numeric, path, out);
+}
+
+/// The write rules of a property: only on read-write properties, `clamp` only with limits,
+/// `max_rate` only on numbers and positive, `min_write_interval` positive.
+fn write_policy(property: &PropertyConfig, numeric: bool, path: &KeyPath, out: &mut Vec<Problem>) {
+    let read_write = property.access == Access::ReadWrite;
+    let only_writable = "applies only to `access = \"read-write\"` properties";
+    if property.clamp && property.limits.is_none() {
+        out.push(Problem::new(
+            path.key("clamp"),
+            "`clamp = true` needs `limits` to clamp to",
+        ));
+    }
+    if let Some(rate) = property.max_rate {
+        if !read_write {
+            out.push(Problem::new(
+                path.key("max_rate"),
+                format!("max_rate {only_writable}"),
+            ));
+        } else if !numeric {
+            out.push(Problem::new(
+                path.key("max_rate"),
+                "max_rate applies only to numeric properties",
+            ));
+        } else if !(rate.is_finite() && rate > 0.0) {
+            out.push(Problem::new(
+                path.key("max_rate"),
+                format!("max_rate {rate} must be a positive number of units per second"),
+            ));
+        }
+    }
+    if let Some(interval) = property.min_write_interval {
+        if !read_write {
+            out.push(Problem::new(
+                path.key("min_write_interval"),
+                format!("min_write_interval {only_writable}"),
+            ));
+        } else if interval.is_zero() {
+            out.push(Problem::new(
+                path.key("min_write_interval"),
+                "min_write_interval must be positive",
             ));
         }
     }

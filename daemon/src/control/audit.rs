@@ -5,7 +5,7 @@
 //! the disk). Records are JSON objects (the journal adds `seq` and `prev`, the chain):
 //!
 //! - `{"kind": "intent", "time", "origin", "user" | "plugin", "property", "old", "requested",
-//!   "written", "rule": "accepted"}`;
+//!   "written", "rule": "accepted" | "clamped-to-bounds"}`;
 //! - `{"kind": "outcome", "time", "intent": <seq of the intent>, "outcome": "written" |
 //!   "device-error", "error", "latency_ms"}`;
 //! - `{"kind": "refusals", "time", "origin", "rule", "count", "since"}`.
@@ -70,8 +70,9 @@ impl Audit {
         }
     }
 
-    /// Writes the intent of carrying out `request` on `property` (from `old` to `written`) and
-    /// waits until it is on disk; returns its sequence number.
+    /// Writes the intent of carrying out `request` on `property` (from `old` to `written`, as
+    /// `rule` decided: `accepted` or `clamped-to-bounds`) and waits until it is on disk; returns
+    /// its sequence number.
     ///
     /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
     pub async fn intent(
@@ -80,6 +81,7 @@ impl Audit {
         property: &str,
         old: Option<&Value>,
         written: &Value,
+        rule: &str,
     ) -> Result<u64, ControlError> {
         let journal = self
             .journal
@@ -94,7 +96,7 @@ impl Audit {
             "old": value(old),
             "requested": value(Some(&request.value)),
             "written": value(Some(written)),
-            "rule": "accepted",
+            "rule": rule,
         });
         record[role] = json!(name);
         journal

@@ -10,6 +10,7 @@
 //! behind the same handle.
 
 pub mod audit;
+pub mod policy;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,9 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::Supervisor;
 use crate::sources::Writers;
-use crate::twin::{Access, DataType};
 use crate::twin::{PropertyId, Twin, Value, WriteError};
 use audit::{Audit, REFUSAL_SUMMARY_INTERVAL};
+use policy::{Accepted, Policy};
 
 /// Write proposals queued at the gate before `write` waits (a full queue slows proposers, not the gate).
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
@@ -64,6 +65,12 @@ pub mod rule {
     pub const BOUNDS: &str = "bounds";
     /// The gate's queue was full.
     pub const QUEUE: &str = "queue";
+    /// Too soon after the last write to the property (`min_write_interval`).
+    pub const MIN_INTERVAL: &str = "min-interval";
+    /// The step from the last value written is too steep (`max_rate`).
+    pub const MAX_RATE: &str = "max-rate";
+    /// The origin has used its writes for the minute.
+    pub const ORIGIN_BUDGET: &str = "origin-budget";
     /// The intent could not be audited.
     pub const AUDIT: &str = "audit";
 }
@@ -90,6 +97,28 @@ pub enum ControlError {
     /// The value is NaN or infinite (refused for every numeric property, limits or not).
     #[error("value {0} is not finite")]
     NotFinite(f64),
+    /// The property was written less than its `min_write_interval` ago.
+    #[error("the last write was {since:?} ago, less than the {interval:?} between writes")]
+    TooSoon {
+        /// The property's `min_write_interval`.
+        interval: std::time::Duration,
+        /// Time since the last write.
+        since: std::time::Duration,
+    },
+    /// The step from the last value written is steeper than the property's `max_rate`.
+    #[error("a change of {rate} units per second, more than the {max} allowed")]
+    TooFast {
+        /// The step over the time since the last write, EU/s.
+        rate: f64,
+        /// The property's `max_rate`, EU/s.
+        max: f64,
+    },
+    /// The origin has used its writes for the minute.
+    #[error("this origin has used its {per_minute} writes per minute")]
+    OverBudget {
+        /// `[control] max_writes_per_origin_per_minute`.
+        per_minute: u32,
+    },
     /// The write's intent could not be written to the audit log (full or failing disk, no audit
     /// folder): fail safe, nothing is written to the device.
     #[error("the audit log cannot be written: {0}")]
@@ -190,6 +219,9 @@ impl ControlError {
             Self::TypeMismatch(_) => Some(rule::DATA_TYPE),
             Self::OutOfLimits { .. } => Some(rule::BOUNDS),
             Self::NotFinite(_) => Some(rule::FINITE),
+            Self::TooSoon { .. } => Some(rule::MIN_INTERVAL),
+            Self::TooFast { .. } => Some(rule::MAX_RATE),
+            Self::OverBudget { .. } => Some(rule::ORIGIN_BUDGET),
             Self::AuditUnavailable(_) => Some(rule::AUDIT),
             Self::QueueFull => Some(rule::QUEUE),
             Self::Source(_) | Self::Closed => None,
@@ -208,14 +240,17 @@ impl ControlHandle {
 }
 
 /// Starts the gate under `supervisor`, auditing to `journal` (or refusing every write with the
-/// reason there is none).
+/// reason there is none), allowing each origin `writes_per_origin_per_minute` writes a minute
+/// (the [`policy`]).
 pub fn spawn(
     twin: Arc<Twin>,
     writers: Writers,
     journal: Result<crate::runtime::journal::Journal, String>,
+    writes_per_origin_per_minute: u32,
     supervisor: &Supervisor,
 ) -> ControlHandle {
     let (tx, mut rx) = mpsc::channel::<WriteRequest>(CONTROL_QUEUE_CAPACITY);
+    let mut policy = Policy::new(writes_per_origin_per_minute);
     supervisor.spawn("control-gate", move |token| async move {
         let mut audit = Audit::new(journal);
         let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
@@ -240,8 +275,15 @@ pub fn spawn(
                 },
             };
             let path = &twin.model().property(request.property).path;
-            let outcome = match decide(&twin, &request) {
-                Ok(value) => carry_out(&twin, &writers, &audit, &request, path, value).await,
+            let outcome = match policy.decide(&twin, &request, std::time::Instant::now()) {
+                Ok(accepted) => {
+                    let value = accepted.value.clone();
+                    let done = carry_out(&twin, &writers, &audit, &request, path, accepted).await;
+                    if done.is_ok() {
+                        policy.written(request.property, &value, std::time::Instant::now());
+                    }
+                    done
+                }
                 Err(refused) => Err(refused),
             };
             if let Some(rule) = outcome.as_ref().err().and_then(ControlError::rule) {
@@ -266,10 +308,18 @@ async fn carry_out(
     audit: &Audit,
     request: &WriteRequest,
     path: &str,
-    value: Value,
+    accepted: Accepted,
 ) -> Result<(), ControlError> {
     let old = twin.sample(request.property).value;
-    let intent = audit.intent(request, path, old.as_ref(), &value).await?;
+    let rule = if accepted.clamped {
+        "clamped-to-bounds"
+    } else {
+        "accepted"
+    };
+    let value = accepted.value;
+    let intent = audit
+        .intent(request, path, old.as_ref(), &value, rule)
+        .await?;
     let started = std::time::Instant::now();
     let result = writers
         .write(request.property, value)
@@ -299,37 +349,4 @@ impl WriteDecided<'_> {
             Err(error) => tracing::warn!(%property, %value, %origin, %error, "Write refused"),
         }
     }
-}
-
-fn decide(twin: &Twin, request: &WriteRequest) -> Result<Value, ControlError> {
-    let decl = twin.model().decl(request.property);
-    if decl.access != Access::ReadWrite {
-        return Err(ControlError::NotWritable);
-    }
-    let mismatch = || ControlError::TypeMismatch(request.value.to_string());
-    let value = match decl.data_type {
-        DataType::Bool => Value::Bool(request.value.as_bool().ok_or_else(mismatch)?),
-        DataType::Integer => Value::Int(request.value.as_i64().ok_or_else(mismatch)?),
-        DataType::Unsigned => Value::UInt(request.value.as_u64().ok_or_else(mismatch)?),
-        DataType::Float => Value::Float(request.value.as_f64().ok_or_else(mismatch)?),
-        DataType::String => match &request.value {
-            Value::String(_) => request.value.clone(),
-            _ => return Err(mismatch()),
-        },
-    };
-    if let Some(v) = value.as_f64()
-        && !v.is_finite()
-    {
-        return Err(ControlError::NotFinite(v));
-    }
-    if let (Some(limits), Some(v)) = (decl.limits, value.as_f64())
-        && !limits.contains(v)
-    {
-        return Err(ControlError::OutOfLimits {
-            value: v,
-            low: limits.low,
-            high: limits.high,
-        });
-    }
-    Ok(value)
 }

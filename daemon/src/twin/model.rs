@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::twin::spec::{Access, AssetSpec, DataType, DeadbandConfig, TypeConfig};
+use crate::twin::spec::{Access, AssetSpec, DataType, DeadbandConfig, TypeConfig, WritePolicy};
 use crate::twin::units::{self, EngineeringUnit};
 use crate::twin::value::Value;
 
@@ -180,6 +180,8 @@ pub struct PropertyDecl {
     pub access: Access,
     /// Write limits in engineering units.
     pub limits: Option<EuRange>,
+    /// Clamping, rate and interval of writes.
+    pub write_policy: WritePolicy,
 }
 
 /// An asset type (an OPC UA ObjectType).
@@ -259,6 +261,11 @@ impl TwinModel {
                         },
                         access: p.access,
                         limits: p.limits.map(|[low, high]| EuRange { low, high }),
+                        write_policy: WritePolicy {
+                            clamp: p.clamp,
+                            max_rate: p.max_rate,
+                            min_write_interval: p.min_write_interval,
+                        },
                     })
                     .collect(),
             });

@@ -71,6 +71,27 @@ pub struct PropertyConfig {
     /// Write limits `[low, high]` in engineering units; writes outside are refused by the control gate.
     #[serde(default)]
     pub limits: Option<[f64; 2]>,
+    /// With `limits`: a write outside them is clamped to them instead of refused.
+    #[serde(default)]
+    pub clamp: bool,
+    /// Largest rate of change a write may make, engineering units per second: the step from the
+    /// last value written over the time since it was.
+    #[serde(default)]
+    pub max_rate: Option<f64>,
+    /// Shortest time between two writes to the property, e.g. `"2s"`.
+    #[serde(default, with = "humantime_serde")]
+    pub min_write_interval: Option<Duration>,
+}
+
+/// How the control gate treats writes to one property, beside its access, type and limits.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WritePolicy {
+    /// Clamp a write outside the limits to them instead of refusing it.
+    pub clamp: bool,
+    /// Largest rate of change, engineering units per second.
+    pub max_rate: Option<f64>,
+    /// Shortest time between two writes.
+    pub min_write_interval: Option<Duration>,
 }
 
 /// The data type of a property's engineering-unit value.
@@ -168,6 +189,9 @@ pub fn plugin_status_type() -> TypeConfig {
         deadband: None,
         access: Access::ReadOnly,
         limits: None,
+        clamp: false,
+        max_rate: None,
+        min_write_interval: None,
     };
     TypeConfig {
         name: PLUGIN_STATUS_TYPE.to_owned(),

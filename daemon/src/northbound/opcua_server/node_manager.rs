@@ -388,6 +388,10 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
             StatusCode::BadOutOfRange
         }
         Err(ControlError::AuditUnavailable(_)) => StatusCode::BadResourceUnavailable,
+        Err(ControlError::TooSoon { .. } | ControlError::TooFast { .. }) => {
+            StatusCode::BadRequestNotAllowed
+        }
+        Err(ControlError::OverBudget { .. }) => StatusCode::BadTooManyOperations,
         Err(ControlError::Source(error)) => match error {
             WriteError::Timeout => StatusCode::BadTimeout,
             WriteError::NotConnected => StatusCode::BadNoCommunication,

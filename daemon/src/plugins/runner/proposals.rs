@@ -18,14 +18,6 @@ pub(super) fn outcome_of(answer: Result<(), ControlError>) -> Outcome {
     match answer {
         Ok(()) => Outcome::Written,
         Err(ControlError::Closed) => Outcome::Expired,
-        Err(
-            error @ (ControlError::NotWritable
-            | ControlError::TypeMismatch(_)
-            | ControlError::OutOfLimits { .. }
-            | ControlError::NotFinite(_)
-            | ControlError::AuditUnavailable(_)
-            | ControlError::QueueFull),
-        ) => Outcome::Refused(error.rule().unwrap_or(rule::QUEUE).into()),
         Err(ControlError::Source(error)) => Outcome::DeviceError(match error {
             WriteError::NotBound => DeviceErrorKind::NotBound,
             WriteError::NotWritable { .. } => DeviceErrorKind::NotWritable,
@@ -36,6 +28,8 @@ pub(super) fn outcome_of(answer: Result<(), ControlError>) -> Outcome {
             WriteError::Encoding { .. } => DeviceErrorKind::Encoding,
             WriteError::OutOfRange { .. } => DeviceErrorKind::OutOfRange,
         }),
+        // Every other answer is a refusal by a named rule (`ControlError::rule` is exhaustive).
+        Err(error) => Outcome::Refused(error.rule().unwrap_or(rule::QUEUE).into()),
     }
 }
 
