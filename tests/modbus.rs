@@ -812,7 +812,7 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
         Arc::clone(&handles.twin),
         handles.writers.clone(),
         Err("the audit disk is gone".into()),
-        600,
+        Default::default(),
         &handles.supervisor,
     );
     assert!(matches!(
@@ -971,4 +971,136 @@ bindings.free = {{ table = "holding", address = 12 }}
     );
     assert_eq!(device.holding(12, 1), [6]);
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Writes run concurrently per property: a PLC that never answers holds up only its own
+/// property's write (ended by the gate's write timeout), not another PLC's; while it is in
+/// flight, newer proposals for the same property replace the waiting one (`superseded`), and a
+/// waiting proposal whose proposer has gone is never written (`expired`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_plc_delays_only_its_own_writes_and_waiting_ones_are_superseded() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+
+    let device = SimDevice::new();
+    let live = common::modbus_tcp(&device).await;
+    // A PLC that accepts the connection and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let helpers = twinloom::runtime::Supervisor::new();
+    helpers.spawn("silent-plc", move |token| async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                accepted = silent.accept() => held.push(accepted?.0),
+            }
+        }
+    });
+    let state = tempfile::tempdir().unwrap();
+    let config = config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+write_timeout = "3s"
+
+[[sources.modbus]]
+id = "live"
+tcp = "{live}"
+poll = "20ms"
+
+[[sources.modbus]]
+id = "silent"
+tcp = "{silent_addr}"
+poll = "1h"
+timeout = "1h"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/live"
+type = "Heater"
+source = "live"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+
+[[assets]]
+path = "site/silent"
+type = "Heater"
+source = "silent"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#,
+        state = state.path().display(),
+        live = live.addr(),
+    ));
+    let handles = start(&config).await;
+    let live_setpoint = property(&handles, "site/live/setpoint");
+    let silent_setpoint = property(&handles, "site/silent/setpoint");
+    wait_for(&handles, live_setpoint, Duration::from_secs(10), |s| {
+        s.quality.is_good()
+    })
+    .await;
+    let pid = Origin::Plugin { name: "pid".into() };
+    let propose = |value: f64| {
+        handles
+            .control
+            .propose(silent_setpoint, Value::Float(value), pid.clone())
+            .unwrap()
+    };
+    // In order: the first is carried out (and hangs), the second waits, the third replaces it,
+    // the fourth replaces the third and its proposer goes away at once.
+    let mut first = propose(1.0);
+    let second = propose(2.0);
+    let third = propose(3.0);
+    drop(propose(4.0));
+    assert_eq!(second.await.unwrap(), Err(ControlError::Superseded));
+    assert_eq!(third.await.unwrap(), Err(ControlError::Superseded));
+    // The live PLC's write is carried out while the silent one's is still in flight.
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    assert_eq!(
+        handles
+            .control
+            .write(live_setpoint, Value::Float(5.0), operator)
+            .await,
+        Ok(())
+    );
+    assert_eq!(device.holding(10, 1), [5]);
+    assert!(
+        first.try_recv().is_err(),
+        "the silent PLC's write ended too early"
+    );
+    // The silent PLC's write ends at the gate's write timeout.
+    assert_eq!(
+        first.await.unwrap(),
+        Err(ControlError::Source(WriteError::Timeout))
+    );
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    helpers.shutdown(Duration::from_secs(5)).await;
+
+    // The audit log: the carried-out writes have intent and outcome; the superseded and the
+    // expired ones only count in the summaries (nothing was written for them).
+    let report = twinloom::control::audit::verify(&state.path().join("audit")).unwrap();
+    assert!(report.open_intents.is_empty(), "{report:?}");
+    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let kinds: Vec<String> = journal
+        .records
+        .iter()
+        .map(|r| {
+            let kind = r["kind"].as_str().unwrap();
+            match r.get("rule").and_then(|v| v.as_str()) {
+                Some(rule) if kind == "refusals" => format!("{kind}:{rule}:{}", r["count"]),
+                _ => kind.to_owned(),
+            }
+        })
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|x| x.as_str() == k).count();
+    assert_eq!(count("intent"), 2, "{kinds:?}");
+    assert_eq!(count("outcome"), 2, "{kinds:?}");
+    assert_eq!(count("refusals:superseded:2"), 1, "{kinds:?}");
+    assert_eq!(count("refusals:expired:1"), 1, "{kinds:?}");
 }

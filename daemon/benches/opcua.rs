@@ -278,7 +278,7 @@ fn serve_twinloom() {
             Arc::clone(&twin),
             Default::default(),
             Err("the benchmark writes nothing".into()),
-            600,
+            Default::default(),
             &supervisor,
         );
         let server_config: twinloom::config::model::OpcUaServerConfig = toml::from_str(

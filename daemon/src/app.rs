@@ -140,7 +140,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         Arc::clone(&twin),
         writers.clone(),
         journal,
-        config.control.max_writes_per_origin_per_minute,
+        control::GateLimits {
+            writes_per_origin_per_minute: config.control.max_writes_per_origin_per_minute,
+            write_timeout: config.control.write_timeout,
+        },
         &supervisor,
     );
     let plugins = crate::plugins::runner::spawn_all(

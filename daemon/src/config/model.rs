@@ -47,14 +47,23 @@ pub struct ControlConfig {
     /// Default 600.
     #[serde(default = "default_writes_per_minute")]
     pub max_writes_per_origin_per_minute: u32,
+    /// Longest a device write may take; past it the write counts as timed out (whether the
+    /// device took the value is then unknown until it is read back). Default 10 s.
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
         Self {
             max_writes_per_origin_per_minute: default_writes_per_minute(),
+            write_timeout: default_write_timeout(),
         }
     }
+}
+
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_writes_per_minute() -> u32 {

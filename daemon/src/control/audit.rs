@@ -54,20 +54,34 @@ struct Refused {
     since: SystemTime,
 }
 
-/// The gate's audit: the journal (or why there is none) and the refusals not yet summarised.
-#[derive(Debug)]
-pub struct Audit {
-    journal: Result<Journal, String>,
-    refusals: BTreeMap<(String, &'static str), Refused>,
+/// Refusals counted per origin and rule, not yet summarised.
+#[derive(Debug, Default)]
+pub struct Refusals(BTreeMap<(String, &'static str), Refused>);
+
+impl Refusals {
+    /// Counts a refusal by `rule` of a proposal from `origin`.
+    pub fn count(&mut self, origin: &Origin, rule: &'static str) {
+        self.0
+            .entry((origin.to_string(), rule))
+            .or_insert_with(|| Refused {
+                count: 0,
+                since: SystemTime::now(),
+            })
+            .count += 1;
+    }
 }
 
-impl Audit {
-    /// An audit writing to `journal`, or refusing every write with the reason it has none.
+/// The gate's audit log: the journal, or why there is none. Cheap to clone (each write in flight
+/// holds one).
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    journal: Result<Journal, String>,
+}
+
+impl AuditLog {
+    /// An audit log writing to `journal`, or refusing every write with the reason it has none.
     pub fn new(journal: Result<Journal, String>) -> Self {
-        Self {
-            journal,
-            refusals: BTreeMap::new(),
-        }
+        Self { journal }
     }
 
     /// Writes the intent of carrying out `request` on `property` (from `old` to `written`, as
@@ -134,22 +148,11 @@ impl Audit {
             .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
     }
 
-    /// Counts a refusal by `rule` of a proposal from `origin`.
-    pub fn refused(&mut self, origin: &Origin, rule: &'static str) {
-        self.refusals
-            .entry((origin.to_string(), rule))
-            .or_insert_with(|| Refused {
-                count: 0,
-                since: SystemTime::now(),
-            })
-            .count += 1;
-    }
-
-    /// Writes one record per origin and rule refused since the last summary.
+    /// Writes one record per origin and rule of `refusals`, and starts them again.
     ///
     /// Errors: a record could not be written (the counts are dropped; the caller logs it).
-    pub async fn summarise_refusals(&mut self) -> Result<(), ControlError> {
-        let refusals = std::mem::take(&mut self.refusals);
+    pub async fn summarise(&self, refusals: &mut Refusals) -> Result<(), ControlError> {
+        let refusals = std::mem::take(&mut refusals.0);
         let Ok(journal) = &self.journal else {
             return Ok(());
         };

@@ -20,8 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::runtime::Supervisor;
 use crate::sources::Writers;
 use crate::twin::{PropertyId, Twin, Value, WriteError};
-use audit::{Audit, REFUSAL_SUMMARY_INTERVAL};
+use audit::{AuditLog, REFUSAL_SUMMARY_INTERVAL, Refusals};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use policy::{Accepted, Policy};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// Write proposals queued at the gate before `write` waits (a full queue slows proposers, not the gate).
 pub const CONTROL_QUEUE_CAPACITY: usize = 256;
@@ -71,6 +75,10 @@ pub mod rule {
     pub const MAX_RATE: &str = "max-rate";
     /// The origin has used its writes for the minute.
     pub const ORIGIN_BUDGET: &str = "origin-budget";
+    /// A newer accepted proposal replaced this one while it waited.
+    pub const SUPERSEDED: &str = "superseded";
+    /// The proposer had gone before the write was carried out.
+    pub const EXPIRED: &str = "expired";
     /// The intent could not be audited.
     pub const AUDIT: &str = "audit";
 }
@@ -119,6 +127,14 @@ pub enum ControlError {
         /// `[control] max_writes_per_origin_per_minute`.
         per_minute: u32,
     },
+    /// A newer accepted proposal for the same property replaced this one before it was carried
+    /// out.
+    #[error("superseded by a newer write to the same property")]
+    Superseded,
+    /// The proposer had gone (an OPC UA client that timed out) before the write was carried
+    /// out; nothing was written.
+    #[error("the proposer had gone before the write was carried out")]
+    Expired,
     /// The write's intent could not be written to the audit log (full or failing disk, no audit
     /// folder): fail safe, nothing is written to the device.
     #[error("the audit log cannot be written: {0}")]
@@ -222,6 +238,8 @@ impl ControlError {
             Self::TooSoon { .. } => Some(rule::MIN_INTERVAL),
             Self::TooFast { .. } => Some(rule::MAX_RATE),
             Self::OverBudget { .. } => Some(rule::ORIGIN_BUDGET),
+            Self::Superseded => Some(rule::SUPERSEDED),
+            Self::Expired => Some(rule::EXPIRED),
             Self::AuditUnavailable(_) => Some(rule::AUDIT),
             Self::QueueFull => Some(rule::QUEUE),
             Self::Source(_) | Self::Closed => None,
@@ -239,96 +257,181 @@ impl ControlHandle {
     }
 }
 
+/// A write being carried out: it ends with its request and outcome.
+type Carried = futures::future::BoxFuture<'static, (WriteRequest, Result<(), ControlError>)>;
+
+/// A decided write waiting for its property's turn.
+#[derive(Debug)]
+struct Job {
+    request: WriteRequest,
+    accepted: Accepted,
+}
+
+/// A property's writes: whether one is in flight, and the one waiting (a newer accepted
+/// proposal replaces it: `superseded`).
+#[derive(Debug, Default)]
+struct Slot {
+    busy: bool,
+    pending: Option<Job>,
+}
+
+/// What the gate carries out with: cheap clones every write in flight holds.
+#[derive(Debug, Clone)]
+struct Executor {
+    twin: Arc<Twin>,
+    writers: Writers,
+    audit: AuditLog,
+    write_timeout: Duration,
+}
+
+impl Executor {
+    /// Carries out `job`: its intent on disk first, then the device (within the write timeout),
+    /// then its outcome. A proposer that has gone meanwhile (an OPC UA client that timed out)
+    /// gets nothing written: `expired`.
+    async fn run(self, job: Job) -> (WriteRequest, Result<(), ControlError>) {
+        let Job { request, accepted } = job;
+        if request.reply.is_closed() {
+            return (request, Err(ControlError::Expired));
+        }
+        let path = self.twin.model().property(request.property).path.clone();
+        let old = self.twin.sample(request.property).value;
+        let rule = if accepted.clamped {
+            "clamped-to-bounds"
+        } else {
+            "accepted"
+        };
+        let intent = match self
+            .audit
+            .intent(&request, &path, old.as_ref(), &accepted.value, rule)
+            .await
+        {
+            Ok(intent) => intent,
+            Err(error) => return (request, Err(error)),
+        };
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            self.write_timeout,
+            self.writers.write(request.property, accepted.value),
+        )
+        .await
+        {
+            Ok(written) => written.map_err(ControlError::from),
+            Err(_) => Err(ControlError::Source(WriteError::Timeout)),
+        };
+        if let Err(error) = self.audit.outcome(intent, &result, started.elapsed()).await {
+            tracing::error!(property = %path, intent, %error, "The write's outcome cannot be written to the audit log");
+        }
+        (request, result)
+    }
+}
+
+/// The gate's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateLimits {
+    /// Writes accepted per origin in any minute.
+    pub writes_per_origin_per_minute: u32,
+    /// Longest a device write may take before it counts as timed out.
+    pub write_timeout: Duration,
+}
+
+impl Default for GateLimits {
+    fn default() -> Self {
+        Self {
+            writes_per_origin_per_minute: 600,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Starts the gate under `supervisor`, auditing to `journal` (or refusing every write with the
-/// reason there is none), allowing each origin `writes_per_origin_per_minute` writes a minute
-/// (the [`policy`]).
+/// reason there is none), with `limits`.
+///
+/// Deciding is synchronous, in arrival order ([`policy`]); carrying out is concurrent: each
+/// property has at most one write in flight and one waiting, writes to different properties (and
+/// so different sources) run side by side, and their audit records share the journal's group
+/// commits.
 pub fn spawn(
     twin: Arc<Twin>,
     writers: Writers,
     journal: Result<crate::runtime::journal::Journal, String>,
-    writes_per_origin_per_minute: u32,
+    limits: GateLimits,
     supervisor: &Supervisor,
 ) -> ControlHandle {
     let (tx, mut rx) = mpsc::channel::<WriteRequest>(CONTROL_QUEUE_CAPACITY);
-    let mut policy = Policy::new(writes_per_origin_per_minute);
+    let mut policy = Policy::new(limits.writes_per_origin_per_minute);
+    let executor = Executor {
+        twin: Arc::clone(&twin),
+        writers,
+        audit: AuditLog::new(journal),
+        write_timeout: limits.write_timeout,
+    };
     supervisor.spawn("control-gate", move |token| async move {
-        let mut audit = Audit::new(journal);
+        let mut refusals = Refusals::default();
+        let mut slots: HashMap<PropertyId, Slot> = HashMap::new();
+        let mut running: FuturesUnordered<Carried> = FuturesUnordered::new();
         let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
         summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let request = tokio::select! {
+            tokio::select! {
                 () = token.cancelled() => {
-                    if let Err(error) = audit.summarise_refusals().await {
+                    if let Err(error) = executor.audit.summarise(&mut refusals).await {
                         tracing::error!(%error, "Cannot write the last refusal summary to the audit log");
                     }
                     return Ok(());
                 }
                 _ = summary.tick() => {
-                    if let Err(error) = audit.summarise_refusals().await {
+                    if let Err(error) = executor.audit.summarise(&mut refusals).await {
                         tracing::error!(%error, "Cannot write a refusal summary to the audit log");
                     }
-                    continue;
                 }
-                request = rx.recv() => match request {
-                    Some(request) => request,
-                    None => return Ok(()),
-                },
-            };
-            let path = &twin.model().property(request.property).path;
-            let outcome = match policy.decide(&twin, &request, std::time::Instant::now()) {
-                Ok(accepted) => {
-                    let value = accepted.value.clone();
-                    let done = carry_out(&twin, &writers, &audit, &request, path, accepted).await;
-                    if done.is_ok() {
-                        policy.written(request.property, &value, std::time::Instant::now());
+                Some((request, outcome)) = running.next(), if !running.is_empty() => {
+                    let property = request.property;
+                    answer(&twin, &mut refusals, request, outcome);
+                    let slot = slots.entry(property).or_default();
+                    match slot.pending.take() {
+                        Some(job) => running.push(Box::pin(executor.clone().run(job))),
+                        None => slot.busy = false,
                     }
-                    done
                 }
-                Err(refused) => Err(refused),
-            };
-            if let Some(rule) = outcome.as_ref().err().and_then(ControlError::rule) {
-                audit.refused(&request.origin, rule);
+                request = rx.recv() => {
+                    let Some(request) = request else { return Ok(()) };
+                    match policy.decide(&twin, &request, Instant::now()) {
+                        Ok(accepted) => {
+                            let job = Job { request, accepted };
+                            let slot = slots.entry(job.request.property).or_default();
+                            if !slot.busy {
+                                slot.busy = true;
+                                running.push(Box::pin(executor.clone().run(job)));
+                            } else if let Some(old) = slot.pending.replace(job) {
+                                answer(&twin, &mut refusals, old.request, Err(ControlError::Superseded));
+                            }
+                        }
+                        Err(refused) => answer(&twin, &mut refusals, request, Err(refused)),
+                    }
+                }
             }
-            WriteDecided {
-                property: path,
-                request: &request,
-                outcome: &outcome,
-            }
-            .emit();
-            let _ = request.reply.send(outcome);
         }
     });
     ControlHandle { tx }
 }
 
-/// Carries out an accepted write: its intent on disk first, then the device, then its outcome.
-async fn carry_out(
+/// Answers `request` with `outcome`: counts a refusal, logs the decision, replies.
+fn answer(
     twin: &Twin,
-    writers: &Writers,
-    audit: &Audit,
-    request: &WriteRequest,
-    path: &str,
-    accepted: Accepted,
-) -> Result<(), ControlError> {
-    let old = twin.sample(request.property).value;
-    let rule = if accepted.clamped {
-        "clamped-to-bounds"
-    } else {
-        "accepted"
-    };
-    let value = accepted.value;
-    let intent = audit
-        .intent(request, path, old.as_ref(), &value, rule)
-        .await?;
-    let started = std::time::Instant::now();
-    let result = writers
-        .write(request.property, value)
-        .await
-        .map_err(ControlError::from);
-    if let Err(error) = audit.outcome(intent, &result, started.elapsed()).await {
-        tracing::error!(property = %path, intent, %error, "The write's outcome cannot be written to the audit log");
+    refusals: &mut Refusals,
+    request: WriteRequest,
+    outcome: Result<(), ControlError>,
+) {
+    if let Some(rule) = outcome.as_ref().err().and_then(ControlError::rule) {
+        refusals.count(&request.origin, rule);
     }
-    result
+    WriteDecided {
+        property: &twin.model().property(request.property).path,
+        request: &request,
+        outcome: &outcome,
+    }
+    .emit();
+    let _ = request.reply.send(outcome);
 }
 
 /// Checks a proposal against the property's declaration; returns the value to write.

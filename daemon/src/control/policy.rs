@@ -1,6 +1,6 @@
 //! The gate's write policy: one named rule after another ([`super::rule`]), the first that
-//! refuses decides. Deciding is synchronous and touches only this state: the last value written
-//! to each property and when, and each origin's writes in the last minute.
+//! refuses decides. Deciding is synchronous and touches only this state: the last value accepted
+//! for each property and when, and each origin's accepted writes in the last minute.
 //!
 //! Rules, in order:
 //! 1. `read-write-access`: the property is declared `access = "read-write"`;
@@ -8,8 +8,9 @@
 //! 3. `finite`: a number is neither NaN nor infinite (always, limits or not);
 //! 4. `bounds`: within the property's `limits`, or clamped to them when it says `clamp = true`
 //!    (the audit record then shows requested and written apart);
-//! 5. `min-interval`: at least `min_write_interval` since the last write to the property;
-//! 6. `max-rate`: the step from the last value written, divided by the time since, at most
+//! 5. `min-interval`: at least `min_write_interval` since the last accepted write to the
+//!    property;
+//! 6. `max-rate`: the step from the last accepted value, divided by the time since, at most
 //!    `max_rate` engineering units per second (the first write to a property is not limited);
 //! 7. `origin-budget`: at most `[control] max_writes_per_origin_per_minute` accepted writes per
 //!    origin (an OPC UA user, a plugin) in any minute.
@@ -35,7 +36,7 @@ pub struct Accepted {
 /// The policy's state.
 #[derive(Debug)]
 pub struct Policy {
-    /// Last value written to each property (as a number) and when.
+    /// Last value accepted for each property (as a number) and when.
     written: HashMap<PropertyId, (Option<f64>, Instant)>,
     /// Each origin's accepted writes in the last [`BUDGET_WINDOW`].
     budgets: HashMap<String, VecDeque<Instant>>,
@@ -130,11 +131,9 @@ impl Policy {
             });
         }
         budget.push_back(now);
+        // The interval and rate rules count from the last accepted value (whether or not the
+        // device then took it: the conservative choice while writes are in flight).
+        self.written.insert(request.property, (value.as_f64(), now));
         Ok(Accepted { value, clamped })
-    }
-
-    /// `value` was written to `property` at `at`: the interval and rate rules count from it.
-    pub fn written(&mut self, property: PropertyId, value: &Value, at: Instant) {
-        self.written.insert(property, (value.as_f64(), at));
     }
 }

@@ -392,6 +392,8 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
             StatusCode::BadRequestNotAllowed
         }
         Err(ControlError::OverBudget { .. }) => StatusCode::BadTooManyOperations,
+        Err(ControlError::Superseded) => StatusCode::BadOperationAbandoned,
+        Err(ControlError::Expired) => StatusCode::BadTimeout,
         Err(ControlError::Source(error)) => match error {
             WriteError::Timeout => StatusCode::BadTimeout,
             WriteError::NotConnected => StatusCode::BadNoCommunication,

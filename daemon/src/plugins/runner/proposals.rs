@@ -17,7 +17,8 @@ pub(super) use crate::control::rule;
 pub(super) fn outcome_of(answer: Result<(), ControlError>) -> Outcome {
     match answer {
         Ok(()) => Outcome::Written,
-        Err(ControlError::Closed) => Outcome::Expired,
+        Err(ControlError::Closed | ControlError::Expired) => Outcome::Expired,
+        Err(ControlError::Superseded) => Outcome::Superseded,
         Err(ControlError::Source(error)) => Outcome::DeviceError(match error {
             WriteError::NotBound => DeviceErrorKind::NotBound,
             WriteError::NotWritable { .. } => DeviceErrorKind::NotWritable,

@@ -211,14 +211,24 @@ impl Poller {
             match next {
                 Next::Cancelled => return Ok(()),
                 Next::Write(request) => {
-                    let outcome = self.write(&request).await;
+                    // A device that never answers must not hold up shutdown for its timeout.
+                    let outcome = tokio::select! {
+                        () = token.cancelled() => {
+                            let _ = request.reply.send(Err(WriteError::Stopped));
+                            return Ok(());
+                        }
+                        outcome = self.write(&request) => outcome,
+                    };
                     if let Err(error) = &outcome {
                         tracing::warn!(source = %self.id, property = %self.twin.model().property(request.property).path, %error, "Write failed");
                     }
                     let _ = request.reply.send(outcome);
                 }
                 Next::Poll => {
-                    self.poll_group(device, group).await;
+                    tokio::select! {
+                        () = token.cancelled() => return Ok(()),
+                        () = self.poll_group(device, group) => {}
+                    }
                     let interval = self.effective_interval(device, group);
                     let entry = &mut self.devices[device].groups[group];
                     entry.next_due = (entry.next_due + interval).max(Instant::now());
