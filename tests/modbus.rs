@@ -964,7 +964,9 @@ bindings.free = {{ table = "holding", address = 12 }}
         Err(ControlError::OverBudget { per_minute: 3 })
     );
     assert_eq!(device.holding(12, 1), [0]);
-    let other = Origin::Plugin { name: "pid".into() };
+    let other = Origin::OpcUa {
+        user: "engineer".into(),
+    };
     assert_eq!(
         handles.control.write(free, Value::Float(6.0), other).await,
         Ok(())
@@ -1005,6 +1007,7 @@ state_dir = "{state}"
 
 [control]
 write_timeout = "3s"
+armed = true
 
 [[sources.modbus]]
 id = "live"
@@ -1047,7 +1050,7 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
     let propose = |value: f64| {
         handles
             .control
-            .propose(silent_setpoint, Value::Float(value), pid.clone())
+            .propose(silent_setpoint, Value::Float(value), pid.clone(), false)
             .unwrap()
     };
     // In order: the first is carried out (and hangs), the second waits, the third replaces it,

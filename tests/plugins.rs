@@ -1133,6 +1133,9 @@ async fn proposals_are_addressed_by_writable_index_and_their_outcomes_come_back(
     let server = common::modbus_tcp(&device).await;
     let config = config(&format!(
         r#"
+[control]
+armed = true
+
 [[sources.modbus]]
 id = "plc"
 tcp = "{addr}"
@@ -1189,6 +1192,94 @@ config = {{ behaviour = "propose", setpoint = 33.0 }}
         ) >= 1.0
     );
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// While the plant is disarmed (the default after a start) a live plugin's proposals are
+/// refused (`disarmed`); a plugin in shadow mode has its proposals decided and audited and
+/// nothing written (`shadow`); one whose mode is off has them refused at once (`mode-off`). The
+/// PLC sees no write from any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disarmed_shadow_and_off_plugins_write_nothing() {
+    let file = probe().await;
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "setpoint", data_type = "float", access = "read-write" }},
+  {{ name = "written", data_type = "float" }},
+  {{ name = "refused", data_type = "float" }},
+  {{ name = "other", data_type = "float" }},
+]
+"#,
+        state = state.path().display(),
+        addr = server.addr(),
+    );
+    for (i, mode) in ["live", "shadow", "off"].iter().enumerate() {
+        text.push_str(&format!(
+            r#"
+[[assets]]
+path = "site/{mode}"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = {address} }}
+bindings.written = {{ plugin = "{mode}" }}
+bindings.refused = {{ plugin = "{mode}" }}
+bindings.other = {{ plugin = "{mode}" }}
+
+[[plugins]]
+name = "{mode}"
+mode = "{mode}"
+file = "{file}"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+tick = "50ms"
+writes = ["site/{mode}/setpoint"]
+config = {{ behaviour = "propose", setpoint = 33.0 }}
+"#,
+            address = 10 + i,
+            file = file.display(),
+        ));
+    }
+    let handles = start(&config(&text)).await;
+    for (mode, code) in [("live", 2.0), ("shadow", 1.0), ("off", 3.0)] {
+        let other = property(&handles, &format!("site/{mode}/other"));
+        wait_for(&handles, other, WAIT, |s| {
+            s.value == Some(Value::Float(code))
+        })
+        .await;
+        let written = property(&handles, &format!("site/{mode}/written"));
+        assert_eq!(
+            handles.twin.sample(written).value,
+            Some(Value::Float(0.0)),
+            "{mode}"
+        );
+    }
+    assert_eq!(device.holding(10, 3), [0, 0, 0]);
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    // The shadow plugin's decisions are in the audit log, each with what it would have written.
+    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let shadows: Vec<_> = journal
+        .records
+        .iter()
+        .filter(|r| r["kind"] == "shadow")
+        .collect();
+    assert!(!shadows.is_empty());
+    assert!(shadows.iter().all(|r| r["plugin"] == "shadow"
+        && r["property"] == "site/shadow/setpoint"
+        && r["written"] == 33.0));
+    assert!(!journal.records.iter().any(|r| r["kind"] == "intent"));
 }
 
 /// A `writes` entry must name a read-write property bound to a device: other entries are config

@@ -206,6 +206,7 @@ fn main() {
                 value: Value::Float(i as f64),
                 origin: Origin::Plugin { name: "bench".into() },
                 reply,
+                shadow: false,
             };
             std::hint::black_box(policy.decide(&handles.twin, &request, Instant::now()).ok());
         }

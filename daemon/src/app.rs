@@ -143,6 +143,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         control::GateLimits {
             writes_per_origin_per_minute: config.control.max_writes_per_origin_per_minute,
             write_timeout: config.control.write_timeout,
+            armed: config.control.armed,
         },
         &supervisor,
     );

@@ -51,6 +51,10 @@ pub struct ControlConfig {
     /// device took the value is then unknown until it is read back). Default 10 s.
     #[serde(default = "default_write_timeout", with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// Whether plugins may write from the start. Default false: after a (re)start the plant is
+    /// disarmed and plugins' proposals are refused (`disarmed`) until it is armed.
+    #[serde(default)]
+    pub armed: bool,
 }
 
 impl Default for ControlConfig {
@@ -58,6 +62,7 @@ impl Default for ControlConfig {
         Self {
             max_writes_per_origin_per_minute: default_writes_per_minute(),
             write_timeout: default_write_timeout(),
+            armed: false,
         }
     }
 }
@@ -186,6 +191,11 @@ pub struct PluginConfig {
     /// propose to nothing else.
     #[serde(default)]
     pub writes: Vec<String>,
+    /// `live` (the default: proposals go to the gate and, while the plant is armed, to the
+    /// devices), `shadow` (decided and audited, nothing written) or `off` (proposals refused at
+    /// once).
+    #[serde(default)]
+    pub mode: PluginMode,
     /// Shortest time between two `on-changes` calls; changes in between are batched. Default 1 s.
     #[serde(default = "default_min_interval", with = "humantime_serde")]
     pub min_interval: Duration,
@@ -218,6 +228,19 @@ fn default_deadline() -> Duration {
 }
 fn default_quarantine_after() -> u32 {
     5
+}
+
+/// What becomes of a plugin's proposals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginMode {
+    /// To the gate and, while armed, to the devices.
+    #[default]
+    Live,
+    /// Decided and audited, never written.
+    Shadow,
+    /// Refused at once (`mode-off`).
+    Off,
 }
 
 /// One subscription of a plugin.

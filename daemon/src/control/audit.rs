@@ -8,7 +8,9 @@
 //!   "written", "rule": "accepted" | "clamped-to-bounds"}`;
 //! - `{"kind": "outcome", "time", "intent": <seq of the intent>, "outcome": "written" |
 //!   "device-error", "error", "latency_ms"}`;
-//! - `{"kind": "refusals", "time", "origin", "rule", "count", "since"}`.
+//! - `{"kind": "refusals", "time", "origin", "rule", "count", "since"}`;
+//! - `{"kind": "shadow", "time", "origin", "plugin", "property", "requested", "written"}`: a
+//!   shadow-mode plugin's proposal that every rule accepted; nothing was written.
 //!
 //! When the intent cannot be written (full disk, failing disk, no audit folder) the write is
 //! refused ([`ControlError::AuditUnavailable`]): fail safe. Reading is not affected.
@@ -116,6 +118,36 @@ impl AuditLog {
         journal
             .append(record)
             .await
+            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
+    }
+
+    /// Writes a shadow decision: what `request` would have written to `property`.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
+    pub async fn shadow(
+        &self,
+        request: &WriteRequest,
+        property: &str,
+        written: &Value,
+    ) -> Result<(), ControlError> {
+        let journal = self
+            .journal
+            .as_ref()
+            .map_err(|why| ControlError::AuditUnavailable(why.clone()))?;
+        let (role, name) = who(&request.origin);
+        let mut record = json!({
+            "kind": "shadow",
+            "time": time(SystemTime::now()),
+            "origin": request.origin.to_string(),
+            "property": property,
+            "requested": value(Some(&request.value)),
+            "written": value(Some(written)),
+        });
+        record[role] = json!(name);
+        journal
+            .append(record)
+            .await
+            .map(|_| ())
             .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
     }
 

@@ -75,6 +75,10 @@ pub mod rule {
     pub const MAX_RATE: &str = "max-rate";
     /// The origin has used its writes for the minute.
     pub const ORIGIN_BUDGET: &str = "origin-budget";
+    /// The plant is disarmed and the proposal came from a plugin.
+    pub const DISARMED: &str = "disarmed";
+    /// The plugin's mode is `off`.
+    pub const MODE_OFF: &str = "mode-off";
     /// A newer accepted proposal replaced this one while it waited.
     pub const SUPERSEDED: &str = "superseded";
     /// The proposer had gone before the write was carried out.
@@ -127,6 +131,12 @@ pub enum ControlError {
         /// `[control] max_writes_per_origin_per_minute`.
         per_minute: u32,
     },
+    /// The plant is disarmed: plugins do not write (`[control] armed`).
+    #[error("the plant is disarmed: plugins do not write")]
+    Disarmed,
+    /// Decided and audited, not written: the proposing plugin runs in shadow mode.
+    #[error("decided in shadow mode: nothing was written")]
+    Shadow,
     /// A newer accepted proposal for the same property replaced this one before it was carried
     /// out.
     #[error("superseded by a newer write to the same property")]
@@ -161,6 +171,8 @@ pub struct WriteRequest {
     pub origin: Origin,
     /// Where the decision goes.
     pub reply: oneshot::Sender<Result<(), ControlError>>,
+    /// Decide and audit, but write nothing (a plugin in shadow mode).
+    pub shadow: bool,
 }
 
 impl WriteRequest {
@@ -176,6 +188,7 @@ impl WriteRequest {
             value,
             origin,
             reply,
+            shadow: false,
         };
         (request, answer)
     }
@@ -206,7 +219,7 @@ impl ControlHandle {
     }
 
     /// Queues a write proposal without waiting for its outcome (a plugin's proposals: the gate
-    /// decides and logs each one). Never waits: when the gate's queue is full the proposal is
+    /// decides and logs each one; with `shadow`, it decides and audits but writes nothing). Never waits: when the gate's queue is full the proposal is
     /// not queued. Returns where the outcome arrives; a receiver whose sender is dropped means
     /// the gate dropped the proposal unanswered (it stopped).
     ///
@@ -216,8 +229,10 @@ impl ControlHandle {
         property: PropertyId,
         value: Value,
         origin: Origin,
+        shadow: bool,
     ) -> Result<oneshot::Receiver<Result<(), ControlError>>, ControlError> {
-        let (request, outcome) = WriteRequest::new(property, value, origin);
+        let (mut request, outcome) = WriteRequest::new(property, value, origin);
+        request.shadow = shadow;
         self.tx.try_send(request).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => ControlError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => ControlError::Closed,
@@ -239,6 +254,8 @@ impl ControlError {
             Self::TooFast { .. } => Some(rule::MAX_RATE),
             Self::OverBudget { .. } => Some(rule::ORIGIN_BUDGET),
             Self::Superseded => Some(rule::SUPERSEDED),
+            Self::Disarmed => Some(rule::DISARMED),
+            Self::Shadow => None,
             Self::Expired => Some(rule::EXPIRED),
             Self::AuditUnavailable(_) => Some(rule::AUDIT),
             Self::QueueFull => Some(rule::QUEUE),
@@ -332,6 +349,8 @@ pub struct GateLimits {
     pub writes_per_origin_per_minute: u32,
     /// Longest a device write may take before it counts as timed out.
     pub write_timeout: Duration,
+    /// Whether plugins may write from the start (the plant is armed).
+    pub armed: bool,
 }
 
 impl Default for GateLimits {
@@ -339,6 +358,7 @@ impl Default for GateLimits {
         Self {
             writes_per_origin_per_minute: 600,
             write_timeout: Duration::from_secs(10),
+            armed: false,
         }
     }
 }
@@ -395,7 +415,16 @@ pub fn spawn(
                 }
                 request = rx.recv() => {
                     let Some(request) = request else { return Ok(()) };
+                    let from_plugin = matches!(request.origin, Origin::Plugin { .. });
+                    if from_plugin && !request.shadow && !limits.armed {
+                        answer(&twin, &mut refusals, request, Err(ControlError::Disarmed));
+                        continue;
+                    }
                     match policy.decide(&twin, &request, Instant::now()) {
+                        Ok(accepted) if request.shadow => {
+                            let outcome = executor.audit.shadow(&request, &twin.model().property(request.property).path, &accepted.value).await;
+                            answer(&twin, &mut refusals, request, outcome.and(Err(ControlError::Shadow)));
+                        }
                         Ok(accepted) => {
                             let job = Job { request, accepted };
                             let slot = slots.entry(job.request.property).or_default();

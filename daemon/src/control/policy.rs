@@ -132,8 +132,11 @@ impl Policy {
         }
         budget.push_back(now);
         // The interval and rate rules count from the last accepted value (whether or not the
-        // device then took it: the conservative choice while writes are in flight).
-        self.written.insert(request.property, (value.as_f64(), now));
+        // device then took it: the conservative choice while writes are in flight); a shadow
+        // decision writes nothing, so it does not count (it does spend its origin's budget).
+        if !request.shadow {
+            self.written.insert(request.property, (value.as_f64(), now));
+        }
         Ok(Accepted { value, clamped })
     }
 }

@@ -393,6 +393,8 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
         }
         Err(ControlError::OverBudget { .. }) => StatusCode::BadTooManyOperations,
         Err(ControlError::Superseded) => StatusCode::BadOperationAbandoned,
+        // Plugins' answers only: an OPC UA write is neither disarmed nor in shadow mode.
+        Err(ControlError::Disarmed | ControlError::Shadow) => StatusCode::BadRequestNotAllowed,
         Err(ControlError::Expired) => StatusCode::BadTimeout,
         Err(ControlError::Source(error)) => match error {
             WriteError::Timeout => StatusCode::BadTimeout,

@@ -19,6 +19,8 @@ pub(super) fn outcome_of(answer: Result<(), ControlError>) -> Outcome {
         Ok(()) => Outcome::Written,
         Err(ControlError::Closed | ControlError::Expired) => Outcome::Expired,
         Err(ControlError::Superseded) => Outcome::Superseded,
+        Err(ControlError::Disarmed) => Outcome::Disarmed,
+        Err(ControlError::Shadow) => Outcome::Shadow,
         Err(ControlError::Source(error)) => Outcome::DeviceError(match error {
             WriteError::NotBound => DeviceErrorKind::NotBound,
             WriteError::NotWritable { .. } => DeviceErrorKind::NotWritable,

@@ -14,7 +14,7 @@ use super::events::{self, Refusal, Rejection};
 use super::proposals::{Proposals, rule};
 use super::reload::Swap;
 use super::resolve::Resolved;
-use crate::config::model::PluginConfig;
+use crate::config::model::{PluginConfig, PluginMode};
 use crate::control::{ControlHandle, Origin};
 use crate::plugins::runtime::{
     ChangeBatch, Limits, Outputs, PluginError, PluginInstance, PluginRuntime, ProposalOutcome,
@@ -319,10 +319,22 @@ impl Runner {
                     continue;
                 }
             };
+            let shadow = match self.config.mode {
+                PluginMode::Off => {
+                    proposals.decided(
+                        number,
+                        proposal.index,
+                        Outcome::Refused(rule::MODE_OFF.into()),
+                    );
+                    continue;
+                }
+                PluginMode::Shadow => true,
+                PluginMode::Live => false,
+            };
             let origin = Origin::Plugin {
                 name: self.config.name.clone(),
             };
-            match self.control.propose(id, value, origin) {
+            match self.control.propose(id, value, origin, shadow) {
                 Ok(answer) => proposals.sent(number, proposal.index, answer),
                 Err(error) => proposals.decided(
                     number,

@@ -9,7 +9,8 @@
 //!   on, owned 0 with quality bad (it keeps its value) and owned 1 with quality uncertain;
 //! - `propose`: every tick proposes `setpoint` to writable 0 and 1.0 to the index just past the
 //!   writable list; owned 0 counts the outcomes `written` received, owned 1 the outcomes
-//!   `refused("writable-list")`, owned 2 all others;
+//!   `refused("writable-list")`, owned 2 is the code of the last other outcome: 0 none,
+//!   1 `shadow`, 2 `disarmed`, 3 `refused("mode-off")`, 4 another refusal, 5 anything else;
 //! - `determinism`: on every call, owned 0 is a hash of a `HashMap`'s iteration order (seeded from
 //!   the WASI random source), owned 1 the wall clock (`SystemTime::now`, ms since the epoch) and
 //!   owned 2 the monotonic clock (`Instant`, ms since `init`), so a test can see that both answer
@@ -45,8 +46,10 @@ pub struct Probe {
     settings: Settings,
     writable: u32,
     calls: u32,
-    /// Outcomes received: written, refused for the writable list, others.
-    outcomes: [u32; 3],
+    /// Outcomes received: written, refused for the writable list.
+    outcomes: [u32; 2],
+    /// The code of the last other outcome.
+    other: u32,
     started: Instant,
     order: HashMap<String, u32>,
 }
@@ -55,12 +58,15 @@ impl Probe {
     fn act(&mut self, call: &Call, tick: bool) -> Outputs {
         self.calls += 1;
         for outcome in &call.outcomes {
-            let kind = match &outcome.outcome {
-                Outcome::Written => 0,
-                Outcome::Refused(rule) if rule == "writable-list" => 1,
-                _ => 2,
-            };
-            self.outcomes[kind] += 1;
+            match &outcome.outcome {
+                Outcome::Written => self.outcomes[0] += 1,
+                Outcome::Refused(rule) if rule == "writable-list" => self.outcomes[1] += 1,
+                Outcome::Shadow => self.other = 1,
+                Outcome::Disarmed => self.other = 2,
+                Outcome::Refused(rule) if rule == "mode-off" => self.other = 3,
+                Outcome::Refused(_) => self.other = 4,
+                _ => self.other = 5,
+            }
         }
         let mut out = Outputs::new();
         match self.settings.behaviour.as_str() {
@@ -86,9 +92,9 @@ impl Probe {
             "propose" if tick => {
                 out.propose(0, Setpoint::Float(self.settings.setpoint), "probe");
                 out.propose(self.writable, Setpoint::Float(1.0), "out of the list");
-                for (i, count) in self.outcomes.iter().enumerate() {
-                    out.set(i as u32, f64::from(*count));
-                }
+                out.set(0, f64::from(self.outcomes[0]));
+                out.set(1, f64::from(self.outcomes[1]));
+                out.set(2, f64::from(self.other));
             }
             "determinism" => {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -117,7 +123,8 @@ impl Plugin for Probe {
             settings,
             writable: properties.writable.len() as u32,
             calls: 0,
-            outcomes: [0; 3],
+            outcomes: [0; 2],
+            other: 0,
             started: Instant::now(),
             order,
         })
