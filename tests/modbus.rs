@@ -813,6 +813,7 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
         handles.writers.clone(),
         Err("the audit disk is gone".into()),
         Default::default(),
+        &handles.metrics.control,
         &handles.supervisor,
     );
     assert!(matches!(
@@ -972,6 +973,38 @@ bindings.free = {{ table = "holding", address = 12 }}
         Ok(())
     );
     assert_eq!(device.holding(12, 1), [6]);
+    // Every decision is counted by origin kind, rule and outcome.
+    let text = handles.metrics.encode();
+    for (series, count) in [
+        (
+            r#"twinloom_control_decisions_total{origin="opcua",rule="clamped-to-bounds",outcome="written"}"#,
+            1.0,
+        ),
+        (
+            r#"twinloom_control_decisions_total{origin="opcua",rule="accepted",outcome="written"}"#,
+            3.0,
+        ),
+        (
+            r#"twinloom_control_decisions_total{origin="opcua",rule="max-rate",outcome="refused"}"#,
+            1.0,
+        ),
+        (
+            r#"twinloom_control_decisions_total{origin="opcua",rule="min-interval",outcome="refused"}"#,
+            1.0,
+        ),
+        (
+            r#"twinloom_control_decisions_total{origin="opcua",rule="origin-budget",outcome="refused"}"#,
+            1.0,
+        ),
+        ("twinloom_control_write_latency_seconds_count", 4.0),
+        ("twinloom_control_armed", 0.0),
+    ] {
+        assert_eq!(metric(&text, series), count, "{series}\n{text}");
+    }
+    assert!(
+        metric(&text, "twinloom_control_audit_commit_seconds_count") >= 4.0,
+        "{text}"
+    );
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -49,6 +49,7 @@ pub struct Handles {
 fn open_audit(
     twin: &Twin,
     state_dir: &std::path::Path,
+    metrics: &Metrics,
     supervisor: &Supervisor,
 ) -> Result<crate::runtime::journal::Journal, String> {
     let model = twin.model();
@@ -59,9 +60,11 @@ fn open_audit(
         return Err("no property is writable, so there is no audit log".to_owned());
     }
     let dir = state_dir.join("audit");
-    match crate::runtime::journal::Journal::open(
+    let commits = metrics.control.audit_commit.clone();
+    match crate::runtime::journal::Journal::open_observed(
         crate::runtime::journal::JournalConfig::new(&dir),
         supervisor,
+        Arc::new(move |took| commits.observe(took.as_secs_f64())),
     ) {
         Ok((journal, opened)) => {
             tracing::info!(dir = %dir.display(), records = opened.records, cut_bytes = opened.cut_bytes, "Audit log opened");
@@ -135,7 +138,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         state_dir: &state_dir,
     };
     let (writers, running) = spawn_sources(config, context)?;
-    let journal = open_audit(&twin, &state_dir, &supervisor);
+    let journal = open_audit(&twin, &state_dir, &metrics, &supervisor);
     let control = control::spawn(
         Arc::clone(&twin),
         writers.clone(),
@@ -145,6 +148,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
             write_timeout: config.control.write_timeout,
             armed: config.control.armed,
         },
+        &metrics.control,
         &supervisor,
     );
     let plugins = crate::plugins::runner::spawn_all(

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::Supervisor;
 use crate::sources::Writers;
+use crate::telemetry::metrics::{ControlMetrics, DecisionLabels};
 use crate::twin::{PropertyId, Twin, Value, WriteError};
 use audit::{AuditLog, REFUSAL_SUMMARY_INTERVAL, Refusals};
 use futures::StreamExt;
@@ -275,7 +276,8 @@ impl ControlHandle {
 }
 
 /// A write being carried out: it ends with its request and outcome.
-type Carried = futures::future::BoxFuture<'static, (WriteRequest, Result<(), ControlError>)>;
+type Carried =
+    futures::future::BoxFuture<'static, (WriteRequest, &'static str, Result<(), ControlError>)>;
 
 /// A decided write waiting for its property's turn.
 #[derive(Debug)]
@@ -299,31 +301,32 @@ struct Executor {
     writers: Writers,
     audit: AuditLog,
     write_timeout: Duration,
+    metrics: ControlMetrics,
 }
 
 impl Executor {
     /// Carries out `job`: its intent on disk first, then the device (within the write timeout),
     /// then its outcome. A proposer that has gone meanwhile (an OPC UA client that timed out)
     /// gets nothing written: `expired`.
-    async fn run(self, job: Job) -> (WriteRequest, Result<(), ControlError>) {
+    async fn run(self, job: Job) -> (WriteRequest, &'static str, Result<(), ControlError>) {
         let Job { request, accepted } = job;
-        if request.reply.is_closed() {
-            return (request, Err(ControlError::Expired));
-        }
-        let path = self.twin.model().property(request.property).path.clone();
-        let old = self.twin.sample(request.property).value;
         let rule = if accepted.clamped {
             "clamped-to-bounds"
         } else {
             "accepted"
         };
+        if request.reply.is_closed() {
+            return (request, rule, Err(ControlError::Expired));
+        }
+        let path = self.twin.model().property(request.property).path.clone();
+        let old = self.twin.sample(request.property).value;
         let intent = match self
             .audit
             .intent(&request, &path, old.as_ref(), &accepted.value, rule)
             .await
         {
             Ok(intent) => intent,
-            Err(error) => return (request, Err(error)),
+            Err(error) => return (request, rule, Err(error)),
         };
         let started = Instant::now();
         let result = match tokio::time::timeout(
@@ -335,10 +338,13 @@ impl Executor {
             Ok(written) => written.map_err(ControlError::from),
             Err(_) => Err(ControlError::Source(WriteError::Timeout)),
         };
+        self.metrics
+            .write_latency
+            .observe(started.elapsed().as_secs_f64());
         if let Err(error) = self.audit.outcome(intent, &result, started.elapsed()).await {
             tracing::error!(property = %path, intent, %error, "The write's outcome cannot be written to the audit log");
         }
-        (request, result)
+        (request, rule, result)
     }
 }
 
@@ -375,8 +381,10 @@ pub fn spawn(
     writers: Writers,
     journal: Result<crate::runtime::journal::Journal, String>,
     limits: GateLimits,
+    metrics: &ControlMetrics,
     supervisor: &Supervisor,
 ) -> ControlHandle {
+    metrics.armed.set(i64::from(limits.armed));
     let (tx, mut rx) = mpsc::channel::<WriteRequest>(CONTROL_QUEUE_CAPACITY);
     let mut policy = Policy::new(limits.writes_per_origin_per_minute);
     let executor = Executor {
@@ -384,6 +392,7 @@ pub fn spawn(
         writers,
         audit: AuditLog::new(journal),
         write_timeout: limits.write_timeout,
+        metrics: metrics.clone(),
     };
     supervisor.spawn("control-gate", move |token| async move {
         let mut refusals = Refusals::default();
@@ -404,9 +413,9 @@ pub fn spawn(
                         tracing::error!(%error, "Cannot write a refusal summary to the audit log");
                     }
                 }
-                Some((request, outcome)) = running.next(), if !running.is_empty() => {
+                Some((request, rule, outcome)) = running.next(), if !running.is_empty() => {
                     let property = request.property;
-                    answer(&twin, &mut refusals, request, outcome);
+                    answer(&twin, &executor.metrics, &mut refusals, request, rule, outcome);
                     let slot = slots.entry(property).or_default();
                     match slot.pending.take() {
                         Some(job) => running.push(Box::pin(executor.clone().run(job))),
@@ -417,13 +426,13 @@ pub fn spawn(
                     let Some(request) = request else { return Ok(()) };
                     let from_plugin = matches!(request.origin, Origin::Plugin { .. });
                     if from_plugin && !request.shadow && !limits.armed {
-                        answer(&twin, &mut refusals, request, Err(ControlError::Disarmed));
+                        answer(&twin, &executor.metrics, &mut refusals, request, "", Err(ControlError::Disarmed));
                         continue;
                     }
                     match policy.decide(&twin, &request, Instant::now()) {
                         Ok(accepted) if request.shadow => {
                             let outcome = executor.audit.shadow(&request, &twin.model().property(request.property).path, &accepted.value).await;
-                            answer(&twin, &mut refusals, request, outcome.and(Err(ControlError::Shadow)));
+                            answer(&twin, &executor.metrics, &mut refusals, request, "accepted", outcome.and(Err(ControlError::Shadow)));
                         }
                         Ok(accepted) => {
                             let job = Job { request, accepted };
@@ -432,10 +441,10 @@ pub fn spawn(
                                 slot.busy = true;
                                 running.push(Box::pin(executor.clone().run(job)));
                             } else if let Some(old) = slot.pending.replace(job) {
-                                answer(&twin, &mut refusals, old.request, Err(ControlError::Superseded));
+                                answer(&twin, &executor.metrics, &mut refusals, old.request, "", Err(ControlError::Superseded));
                             }
                         }
-                        Err(refused) => answer(&twin, &mut refusals, request, Err(refused)),
+                        Err(refused) => answer(&twin, &executor.metrics, &mut refusals, request, "", Err(refused)),
                     }
                 }
             }
@@ -444,16 +453,38 @@ pub fn spawn(
     ControlHandle { tx }
 }
 
-/// Answers `request` with `outcome`: counts a refusal, logs the decision, replies.
+/// Answers `request` with `outcome` (`accepted_by` names the rule that accepted it, when one
+/// did): counts the decision and a refusal, logs the decision, replies.
 fn answer(
     twin: &Twin,
+    metrics: &ControlMetrics,
     refusals: &mut Refusals,
     request: WriteRequest,
+    accepted_by: &'static str,
     outcome: Result<(), ControlError>,
 ) {
-    if let Some(rule) = outcome.as_ref().err().and_then(ControlError::rule) {
+    let refused_by = outcome.as_ref().err().and_then(ControlError::rule);
+    if let Some(rule) = refused_by {
         refusals.count(&request.origin, rule);
     }
+    let (rule, kind) = match (&outcome, refused_by) {
+        (Ok(()), _) => (accepted_by, "written"),
+        (Err(ControlError::Shadow), _) => (accepted_by, "shadow"),
+        (Err(_), Some(rule)) => (rule, "refused"),
+        (Err(_), None) => (accepted_by, "device-error"),
+    };
+    metrics
+        .decisions
+        .get_or_create(&DecisionLabels {
+            origin: match request.origin {
+                Origin::OpcUa { .. } => "opcua",
+                Origin::Plugin { .. } => "plugin",
+            }
+            .to_owned(),
+            rule: rule.to_owned(),
+            outcome: kind.to_owned(),
+        })
+        .inc();
     WriteDecided {
         property: &twin.model().property(request.property).path,
         request: &request,

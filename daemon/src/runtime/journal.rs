@@ -313,6 +313,9 @@ struct Append {
     ack: oneshot::Sender<Result<u64, JournalError>>,
 }
 
+/// Told how long each group commit took (write, `fdatasync`, head), e.g. to feed a histogram.
+pub type CommitObserver = std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+
 /// The writer's state: the open segment and the chain's end.
 #[derive(Debug)]
 struct Writer {
@@ -418,6 +421,17 @@ impl Journal {
         config: JournalConfig,
         supervisor: &Supervisor,
     ) -> Result<(Self, Opened), JournalError> {
+        Self::open_observed(config, supervisor, std::sync::Arc::new(|_| {}))
+    }
+
+    /// [`Journal::open`], telling `observer` how long each group commit takes.
+    ///
+    /// Errors: as [`Journal::open`].
+    pub fn open_observed(
+        config: JournalConfig,
+        supervisor: &Supervisor,
+        observer: CommitObserver,
+    ) -> Result<(Self, Opened), JournalError> {
         std::fs::create_dir_all(&config.dir).map_err(io)?;
         let scan = scan(&config.dir)?;
         let mut cut_bytes = 0;
@@ -454,7 +468,7 @@ impl Journal {
             cut_bytes,
         };
         let (tx, rx) = mpsc::channel(JOURNAL_QUEUE_CAPACITY);
-        supervisor.spawn("journal-writer", move |_token| run(writer, rx));
+        supervisor.spawn("journal-writer", move |_token| run(writer, rx, observer));
         Ok((Self { tx }, opened))
     }
 
@@ -481,7 +495,11 @@ impl Journal {
 /// when every [`Journal`] handle is gone, not on shutdown's cancellation: the tasks that write
 /// records (the control gate's last refusal summary) stop at the same time and their last
 /// records must still reach the disk; shutdown waits for them as for any task.
-async fn run(mut writer: Writer, mut rx: mpsc::Receiver<Append>) -> anyhow::Result<()> {
+async fn run(
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<Append>,
+    observer: CommitObserver,
+) -> anyhow::Result<()> {
     let mut queued = Vec::new();
     loop {
         let Some(first) = rx.recv().await else {
@@ -494,10 +512,15 @@ async fn run(mut writer: Writer, mut rx: mpsc::Receiver<Append>) -> anyhow::Resu
         let (mut records, acks): (Vec<_>, Vec<_>) =
             queued.drain(..).map(|a| (a.record, a.ack)).unzip();
         let (back, result) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = writer.commit(&mut records);
-            (writer, result)
+            (writer, result.map(|first| (first, started.elapsed())))
         })
         .await?;
+        let result = result.map(|(first, took)| {
+            observer(took);
+            first
+        });
         writer = back;
         for (i, ack) in acks.into_iter().enumerate() {
             let _ = ack.send(result.clone().map(|first| first + i as u64));

@@ -65,6 +65,41 @@ pub struct OpcUaMetrics {
     pub source_connected: Family<SourceLabels, Gauge>,
 }
 
+/// Labels of the control gate's decision series (bounded: fixed sets of values).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `opcua` or `plugin`.
+    pub origin: String,
+    /// The deciding rule: `accepted`, `clamped-to-bounds`, or the refusing rule's name.
+    pub rule: String,
+    /// `written`, `device-error`, `refused`, `shadow`.
+    pub outcome: String,
+}
+
+/// Control gate metrics.
+#[derive(Debug, Clone)]
+pub struct ControlMetrics {
+    /// Decisions by origin kind, rule and outcome.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Seconds from a write's intent on disk to the device's answer.
+    pub write_latency: Histogram,
+    /// 1 while the plant is armed (plugins may write).
+    pub armed: Gauge,
+    /// Seconds per audit-log group commit (write, `fdatasync`, head).
+    pub audit_commit: Histogram,
+}
+
+impl Default for ControlMetrics {
+    fn default() -> Self {
+        Self {
+            decisions: Family::default(),
+            write_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
+            armed: Gauge::default(),
+            audit_commit: Histogram::new(exponential_buckets(0.00005, 2.0, 17)),
+        }
+    }
+}
+
 /// Labels of per-plugin series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
@@ -128,6 +163,8 @@ pub struct PluginMetrics {
 pub struct Metrics {
     /// Plugins.
     pub plugins: PluginMetrics,
+    /// The control gate.
+    pub control: ControlMetrics,
     registry: Arc<Mutex<Registry>>,
     /// Modbus sources.
     pub modbus: ModbusMetrics,
@@ -198,6 +235,28 @@ impl Metrics {
             "1 while an OPC UA source's session is up",
             opcua.source_connected.clone(),
         );
+        let control = ControlMetrics::default();
+        let sub = registry.sub_registry_with_prefix("control");
+        sub.register(
+            "decisions",
+            "Write decisions by origin kind, deciding rule and outcome",
+            control.decisions.clone(),
+        );
+        sub.register(
+            "write_latency_seconds",
+            "From a write's intent on disk to the device's answer",
+            control.write_latency.clone(),
+        );
+        sub.register(
+            "armed",
+            "1 while the plant is armed (plugins may write)",
+            control.armed.clone(),
+        );
+        sub.register(
+            "audit_commit_seconds",
+            "One audit-log group commit: write, fdatasync, head",
+            control.audit_commit.clone(),
+        );
         let plugins = PluginMetrics::default();
         let sub = registry.sub_registry_with_prefix("plugin");
         sub.register("calls", "Calls into plugins", plugins.calls.clone());
@@ -246,6 +305,7 @@ impl Metrics {
             modbus,
             opcua,
             plugins,
+            control,
         }
     }
 
