@@ -86,6 +86,36 @@ impl AuditLog {
         Self { journal }
     }
 
+    /// Appends `record`, waiting until it is on disk; returns its sequence number.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`] when there is no journal or it cannot write.
+    async fn append(&self, record: Json) -> Result<u64, ControlError> {
+        let journal = self
+            .journal
+            .as_ref()
+            .map_err(|why| ControlError::AuditUnavailable(why.clone()))?;
+        journal
+            .append(record)
+            .await
+            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
+    }
+
+    /// A record of `kind` about `request` on `property` that would write `written`: time,
+    /// origin, user or plugin, requested and written value.
+    fn decision(kind: &str, request: &WriteRequest, property: &str, written: &Value) -> Json {
+        let (role, name) = who(&request.origin);
+        let mut record = json!({
+            "kind": kind,
+            "time": time(SystemTime::now()),
+            "origin": request.origin.to_string(),
+            "property": property,
+            "requested": value(Some(&request.value)),
+            "written": value(Some(written)),
+        });
+        record[role] = json!(name);
+        record
+    }
+
     /// Writes the intent of carrying out `request` on `property` (from `old` to `written`, as
     /// `rule` decided: `accepted` or `clamped-to-bounds`) and waits until it is on disk; returns
     /// its sequence number.
@@ -99,26 +129,10 @@ impl AuditLog {
         written: &Value,
         rule: &str,
     ) -> Result<u64, ControlError> {
-        let journal = self
-            .journal
-            .as_ref()
-            .map_err(|why| ControlError::AuditUnavailable(why.clone()))?;
-        let (role, name) = who(&request.origin);
-        let mut record = json!({
-            "kind": "intent",
-            "time": time(SystemTime::now()),
-            "origin": request.origin.to_string(),
-            "property": property,
-            "old": value(old),
-            "requested": value(Some(&request.value)),
-            "written": value(Some(written)),
-            "rule": rule,
-        });
-        record[role] = json!(name);
-        journal
-            .append(record)
-            .await
-            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
+        let mut record = Self::decision("intent", request, property, written);
+        record["old"] = value(old);
+        record["rule"] = json!(rule);
+        self.append(record).await
     }
 
     /// Writes a shadow decision: what `request` would have written to `property`.
@@ -130,25 +144,8 @@ impl AuditLog {
         property: &str,
         written: &Value,
     ) -> Result<(), ControlError> {
-        let journal = self
-            .journal
-            .as_ref()
-            .map_err(|why| ControlError::AuditUnavailable(why.clone()))?;
-        let (role, name) = who(&request.origin);
-        let mut record = json!({
-            "kind": "shadow",
-            "time": time(SystemTime::now()),
-            "origin": request.origin.to_string(),
-            "property": property,
-            "requested": value(Some(&request.value)),
-            "written": value(Some(written)),
-        });
-        record[role] = json!(name);
-        journal
-            .append(record)
-            .await
-            .map(|_| ())
-            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
+        let record = Self::decision("shadow", request, property, written);
+        self.append(record).await.map(|_| ())
     }
 
     /// Writes the outcome of the write whose intent is record `intent`.
@@ -161,10 +158,6 @@ impl AuditLog {
         result: &Result<(), ControlError>,
         latency: Duration,
     ) -> Result<(), ControlError> {
-        let journal = self
-            .journal
-            .as_ref()
-            .map_err(|why| ControlError::AuditUnavailable(why.clone()))?;
         let record = json!({
             "kind": "outcome",
             "time": time(SystemTime::now()),
@@ -173,11 +166,7 @@ impl AuditLog {
             "error": result.as_ref().err().map(ToString::to_string),
             "latency_ms": latency.as_secs_f64() * 1000.0,
         });
-        journal
-            .append(record)
-            .await
-            .map(|_| ())
-            .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
+        self.append(record).await.map(|_| ())
     }
 
     /// Writes one record per origin and rule of `refusals`, and starts them again.
@@ -185,9 +174,9 @@ impl AuditLog {
     /// Errors: a record could not be written (the counts are dropped; the caller logs it).
     pub async fn summarise(&self, refusals: &mut Refusals) -> Result<(), ControlError> {
         let refusals = std::mem::take(&mut refusals.0);
-        let Ok(journal) = &self.journal else {
+        if self.journal.is_err() {
             return Ok(());
-        };
+        }
         let now = time(SystemTime::now());
         for ((origin, rule), refused) in refusals {
             let record = json!({
@@ -198,10 +187,7 @@ impl AuditLog {
                 "count": refused.count,
                 "since": time(refused.since),
             });
-            journal
-                .append(record)
-                .await
-                .map_err(|e| ControlError::AuditUnavailable(e.to_string()))?;
+            self.append(record).await?;
         }
         Ok(())
     }

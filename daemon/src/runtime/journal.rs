@@ -547,6 +547,15 @@ mod tests {
             .collect()
     }
 
+    /// Opens the journal in `dir` again, without a free-space reserve.
+    fn reopen(dir: &Path, supervisor: &Supervisor) -> (Journal, Opened) {
+        let config = JournalConfig {
+            reserve_bytes: 0,
+            ..JournalConfig::new(dir)
+        };
+        Journal::open(config, supervisor).unwrap()
+    }
+
     async fn write(dir: &Path, config: impl FnOnce(&mut JournalConfig), n: u64) -> Supervisor {
         let supervisor = Supervisor::new();
         let mut settings = JournalConfig::new(dir);
@@ -583,14 +592,7 @@ mod tests {
         assert!(verified.segments > 2, "{}", verified.segments);
         // Reopened, the chain goes on where it ended.
         let supervisor = Supervisor::new();
-        let (journal, opened) = Journal::open(
-            JournalConfig {
-                reserve_bytes: 0,
-                ..JournalConfig::new(dir.path())
-            },
-            &supervisor,
-        )
-        .unwrap();
+        let (journal, opened) = reopen(dir.path(), &supervisor);
         assert_eq!(
             opened,
             Opened {
@@ -647,14 +649,7 @@ mod tests {
                 .contains("record 5")
         );
         let supervisor = Supervisor::new();
-        let (journal, opened) = Journal::open(
-            JournalConfig {
-                reserve_bytes: 0,
-                ..JournalConfig::new(dir.path())
-            },
-            &supervisor,
-        )
-        .unwrap();
+        let (journal, opened) = reopen(dir.path(), &supervisor);
         assert_eq!(opened.records, 5);
         assert_eq!(opened.cut_bytes, torn.len() as u64);
         assert_eq!(journal.append(json!({ "next": 1 })).await, Ok(5));
