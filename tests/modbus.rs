@@ -1039,7 +1039,8 @@ async fn a_silent_plc_delays_only_its_own_writes_and_waiting_ones_are_superseded
 state_dir = "{state}"
 
 [control]
-write_timeout = "3s"
+# Long enough that the live PLC's write ends first even on a loaded machine.
+write_timeout = "10s"
 armed = true
 
 [[sources.modbus]]
