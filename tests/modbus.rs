@@ -813,6 +813,7 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
         handles.writers.clone(),
         Err("the audit disk is gone".into()),
         Default::default(),
+        Default::default(),
         &handles.metrics.control,
         &handles.supervisor,
     );
@@ -1020,18 +1021,8 @@ async fn a_silent_plc_delays_only_its_own_writes_and_waiting_ones_are_superseded
     let device = SimDevice::new();
     let live = common::modbus_tcp(&device).await;
     // A PLC that accepts the connection and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
     let helpers = twinloom::runtime::Supervisor::new();
-    helpers.spawn("silent-plc", move |token| async move {
-        let mut held = Vec::new();
-        loop {
-            tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                accepted = silent.accept() => held.push(accepted?.0),
-            }
-        }
-    });
+    let silent_addr = common::silent_plc(&helpers).await;
     let state = tempfile::tempdir().unwrap();
     let config = config(&format!(
         r#"
@@ -1140,4 +1131,191 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
     assert_eq!(count("outcome"), 2, "{kinds:?}");
     assert_eq!(count("refusals:superseded:2"), 1, "{kinds:?}");
     assert_eq!(count("refusals:expired:1"), 1, "{kinds:?}");
+}
+
+/// Interlocks: a write to a guarded property is carried out while the condition holds, refused
+/// (rule `interlock`, with the inputs' values) when it does not, refused when an input is not
+/// Good, and checked again just before execution: a write that waited while the condition
+/// stopped holding is never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interlocks_hold_writes_while_their_condition_fails_or_an_input_is_not_good() {
+    use twinloom::control::{ControlError, Origin};
+
+    let (sensors, actuators) = (SimDevice::new(), SimDevice::new());
+    let mut sensor_plc = common::modbus_tcp(&sensors).await;
+    let actuator_plc = common::modbus_tcp(&actuators).await;
+    let helpers = twinloom::runtime::Supervisor::new();
+    let silent_addr = common::silent_plc(&helpers).await;
+    sensors.set_input(0, &[50]);
+    sensors.set_coil(0, true);
+    let config = config(&format!(
+        r#"
+[control]
+write_timeout = "10s"
+armed = true
+
+[[control.interlocks]]
+name = "dry-run"
+applies_to = ["site/heater/power", "site/stuck/power"]
+condition = "site/tank/level < 95 and site/tank/running"
+
+[[sources.modbus]]
+id = "sensors"
+tcp = "{sensors}"
+poll = "20ms"
+timeout = "200ms"
+
+[[sources.modbus]]
+id = "actuators"
+tcp = "{actuators}"
+poll = "20ms"
+
+[[sources.modbus]]
+id = "silent"
+tcp = "{silent_addr}"
+poll = "1h"
+timeout = "1h"
+
+[[types]]
+name = "Tank"
+properties = [
+  {{ name = "level", data_type = "float", unit = "%" }},
+  {{ name = "running", data_type = "bool" }},
+]
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "power", data_type = "float", unit = "%", access = "read-write" }}]
+
+[[assets]]
+path = "site/tank"
+type = "Tank"
+source = "sensors"
+bindings.level = {{ table = "input", address = 0 }}
+bindings.running = {{ table = "coil", address = 0 }}
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "actuators"
+bindings.power = {{ table = "holding", address = 10 }}
+
+[[assets]]
+path = "site/stuck"
+type = "Heater"
+source = "silent"
+bindings.power = {{ table = "holding", address = 10 }}
+"#,
+        sensors = sensor_plc.addr(),
+        actuators = actuator_plc.addr(),
+    ));
+    let handles = start(&config).await;
+    let [level, running, power, stuck] = [
+        "site/tank/level",
+        "site/tank/running",
+        "site/heater/power",
+        "site/stuck/power",
+    ]
+    .map(|path| property(&handles, path));
+    for input in [level, running] {
+        wait_for(&handles, input, WAIT, |s| s.quality.is_good()).await;
+    }
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let write = |value: f64| {
+        handles
+            .control
+            .write(power, Value::Float(value), operator.clone())
+    };
+    // The condition holds: written.
+    assert_eq!(write(30.0).await, Ok(()));
+    assert_eq!(actuators.holding(10, 1), [30]);
+    // The pump stops: refused, and the refusal says why with the inputs' values.
+    sensors.set_coil(0, false);
+    wait_for(&handles, running, WAIT, |s| {
+        s.value == Some(Value::Bool(false))
+    })
+    .await;
+    match write(40.0).await {
+        Err(ControlError::Interlock { name, why }) => {
+            assert_eq!(name, "dry-run");
+            assert_eq!(
+                why,
+                "`site/tank/level < 95 and site/tank/running` is false (site/tank/level = 50, site/tank/running = false)"
+            );
+        }
+        other => panic!("expected the interlock to hold the write, got {other:?}"),
+    }
+    assert_eq!(actuators.holding(10, 1), [30]);
+    sensors.set_coil(0, true);
+    wait_for(&handles, running, WAIT, |s| {
+        s.value == Some(Value::Bool(true))
+    })
+    .await;
+    assert_eq!(write(41.0).await, Ok(()));
+
+    // Checked again before execution: a write waiting behind one in flight is refused once the
+    // level rises above 95, though it was accepted when proposed.
+    let pid = Origin::Plugin { name: "pid".into() };
+    let propose = |value: f64| {
+        handles
+            .control
+            .propose(stuck, Value::Float(value), pid.clone(), false)
+            .unwrap()
+    };
+    let mut in_flight = propose(10.0);
+    let waiting = propose(20.0);
+    sensors.set_input(0, &[97]);
+    wait_for(&handles, level, WAIT, |s| {
+        s.value == Some(Value::Float(97.0))
+    })
+    .await;
+    assert!(
+        in_flight.try_recv().is_err(),
+        "the silent PLC's write ended before the level rose"
+    );
+    assert!(matches!(
+        waiting.await.unwrap(),
+        Err(ControlError::Interlock { name, .. }) if name == "dry-run"
+    ));
+
+    // An input that is not Good holds writes whatever its last value said.
+    sensors.set_input(0, &[50]);
+    wait_for(&handles, level, WAIT, |s| {
+        s.value == Some(Value::Float(50.0))
+    })
+    .await;
+    sensor_plc.halt().await;
+    wait_for(&handles, level, WAIT, |s| !s.quality.is_good()).await;
+    match write(42.0).await {
+        Err(ControlError::Interlock { why, .. }) => {
+            assert!(
+                why.starts_with("input `site/tank/level` is not Good"),
+                "{why}"
+            );
+        }
+        other => panic!("expected the interlock to hold the write, got {other:?}"),
+    }
+    assert_eq!(actuators.holding(10, 1), [41]);
+    let text = handles.metrics.encode();
+    assert_eq!(
+        metric(
+            &text,
+            r#"twinloom_control_decisions_total{origin="opcua",rule="interlock",outcome="refused"}"#
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"twinloom_control_decisions_total{origin="plugin",rule="interlock",outcome="refused"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+    drop(in_flight);
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    helpers.shutdown(Duration::from_secs(5)).await;
 }

@@ -196,7 +196,7 @@ fn main() {
         println!("    audit / bare                {}×", records.ratio_text(2));
 
         // The decision alone.
-        let mut policy = Policy::new(u32::MAX);
+        let mut policy = Policy::new(u32::MAX, Default::default());
         let decisions = 200_000;
         let started = Instant::now();
         for i in 0..decisions {

@@ -279,6 +279,7 @@ fn serve_twinloom() {
             Default::default(),
             Err("the benchmark writes nothing".into()),
             Default::default(),
+            Default::default(),
             &twinloom::telemetry::metrics::ControlMetrics::default(),
             &supervisor,
         );

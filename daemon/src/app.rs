@@ -43,6 +43,26 @@ pub struct Handles {
     pub plugins: PluginHandles,
 }
 
+/// The configured interlocks resolved against the twin model.
+///
+/// Errors: one that validation let through (a bug; the message names the interlock).
+fn interlocks(
+    config: &Config,
+    model: &TwinModel,
+) -> anyhow::Result<control::interlock::Interlocks> {
+    let specs =
+        config
+            .control
+            .interlocks
+            .iter()
+            .map(|interlock| control::interlock::InterlockSpec {
+                name: &interlock.name,
+                applies_to: &interlock.applies_to,
+                condition: &interlock.condition,
+            });
+    control::interlock::Interlocks::compile(specs, model).map_err(anyhow::Error::msg)
+}
+
 /// The control gate's audit journal, `<state dir>/audit`, opened when some property can be
 /// written; otherwise, or when it cannot be opened (logged), why there is none: the gate then
 /// refuses every write.
@@ -137,6 +157,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         readiness: &readiness,
         state_dir: &state_dir,
     };
+    let interlocks = interlocks(config, twin.model())?;
     let (writers, running) = spawn_sources(config, context)?;
     let journal = open_audit(&twin, &state_dir, &metrics, &supervisor);
     let control = control::spawn(
@@ -148,6 +169,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
             write_timeout: config.control.write_timeout,
             armed: config.control.armed,
         },
+        interlocks,
         &metrics.control,
         &supervisor,
     );

@@ -111,3 +111,20 @@ pub async fn modbus_tcp(
     .await
     .unwrap()
 }
+
+/// A PLC that accepts TCP connections on a free loopback port and never answers, run under
+/// `helpers` until it shuts down.
+pub async fn silent_plc(helpers: &twinloom::runtime::Supervisor) -> std::net::SocketAddr {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    helpers.spawn("silent-plc", move |token| async move {
+        let mut held = Vec::new();
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                accepted = silent.accept() => held.push(accepted?.0),
+            }
+        }
+    });
+    addr
+}

@@ -130,6 +130,9 @@ pub struct Problem {
     pub path: KeyPath,
     /// What is wrong, lowercase.
     pub message: String,
+    /// For a string value: the byte offset inside the string's contents where the problem is
+    /// (an error inside an interlock's condition).
+    pub inside: Option<usize>,
 }
 
 impl Problem {
@@ -138,6 +141,15 @@ impl Problem {
         Self {
             path,
             message: message.into(),
+            inside: None,
+        }
+    }
+
+    /// A problem at byte `offset` of the contents of the string at `path`.
+    pub fn inside(path: KeyPath, offset: usize, message: impl Into<String>) -> Self {
+        Self {
+            inside: Some(offset),
+            ..Self::new(path, message)
         }
     }
 }
@@ -159,7 +171,28 @@ impl<'a> SourceMap<'a> {
     /// The diagnostic for `problem`, positioned at the deepest existing value on its path.
     pub fn locate(&self, problem: Problem) -> Diagnostic {
         let span = self.span_of(&problem.path);
-        self.at_offset(span.start, problem.path, problem.message)
+        let offset = match problem.inside {
+            Some(inside) => span.start + self.contents_start(span.start) + inside,
+            None => span.start,
+        };
+        self.at_offset(offset, problem.path, problem.message)
+    }
+
+    /// How many bytes a string value starting at `at` has before its contents: the quote (`"` or
+    /// `'`), or three and a newline right after them (multi-line strings). Offsets inside a
+    /// string with escapes count the unescaped text, so they land a little early after an escape.
+    fn contents_start(&self, at: usize) -> usize {
+        let rest = self.text.get(at..).unwrap_or_default();
+        if rest.starts_with("\"\"\"") || rest.starts_with("'''") {
+            let after = &rest[3..];
+            3 + if after.starts_with("\r\n") {
+                2
+            } else {
+                usize::from(after.starts_with('\n'))
+            }
+        } else {
+            usize::from(rest.starts_with('"') || rest.starts_with('\''))
+        }
     }
 
     /// A diagnostic at byte `offset` of the text.

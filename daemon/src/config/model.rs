@@ -55,6 +55,9 @@ pub struct ControlConfig {
     /// disarmed and plugins' proposals are refused (`disarmed`) until it is armed.
     #[serde(default)]
     pub armed: bool,
+    /// `[[control.interlocks]]`: conditions that must hold for writes to some properties.
+    #[serde(default)]
+    pub interlocks: Vec<InterlockConfig>,
 }
 
 impl Default for ControlConfig {
@@ -63,8 +66,25 @@ impl Default for ControlConfig {
             max_writes_per_origin_per_minute: default_writes_per_minute(),
             write_timeout: default_write_timeout(),
             armed: false,
+            interlocks: Vec::new(),
         }
     }
+}
+
+/// `[[control.interlocks]]`: an operational interlock (not a safety function: Twinloom is not
+/// an IEC 61511 safety system). A write to any of `applies_to` is refused (rule `interlock`)
+/// unless `condition` holds, checked when the write is decided and again just before it is
+/// carried out; an input of the condition whose quality is not Good refuses too.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterlockConfig {
+    /// Name, unique among interlocks, shown in refusals and the audit log, e.g. `tank1-dry-run`.
+    pub name: String,
+    /// The read-write properties it guards, as `<asset path>/<property>`.
+    pub applies_to: Vec<String>,
+    /// A condition over twin properties (`crate::twin::condition`), e.g.
+    /// `"tank1/level > 20 and pump1/running"`.
+    pub condition: String,
 }
 
 fn default_write_timeout() -> Duration {

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 
 use super::Incomplete;
 use super::diagnostic::{KeyPath, Problem};
-use super::model::{Access, Config, DeadbandConfig, PropertyConfig, TypeConfig};
+use super::model::{Access, AssetConfig, Config, DeadbandConfig, PropertyConfig, TypeConfig};
 use super::sources::{BindingConfig, SourceConfig};
-use crate::twin::units;
+use crate::twin::{condition, units};
 
 /// Checks `config` as a whole. `incomplete` says where each entry stands in the file and which
 /// names belong to entries that failed the shape pass (references to them are not reported as
@@ -20,6 +20,7 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
     let types = types(config, incomplete, &mut out);
     assets(config, incomplete, &types, &mut out);
     plugins(config, incomplete, &mut out);
+    interlocks(config, &mut out);
     if config.control.max_writes_per_origin_per_minute == 0 {
         out.push(Problem::new(
             KeyPath::root()
@@ -609,8 +610,11 @@ fn plugins(config: &Config, incomplete: &Incomplete, out: &mut Vec<Problem>) {
     }
 }
 
-/// Checks that a plugin's `writes` entry names a read-write property bound to a source.
-fn writable(config: &Config, target: &str) -> Result<(), String> {
+/// The asset and property declaration a property path `<asset path>/<property>` names.
+fn property_at<'c>(
+    config: &'c Config,
+    target: &str,
+) -> Result<(&'c AssetConfig, &'c PropertyConfig), String> {
     let (asset_path, name) = target
         .rsplit_once('/')
         .ok_or_else(|| format!("`{target}` is not a property path `<asset path>/<property>`"))?;
@@ -630,9 +634,16 @@ fn writable(config: &Config, target: &str) -> Result<(), String> {
                 asset.type_name
             )
         })?;
+    Ok((asset, property))
+}
+
+/// Checks that `target` (a plugin's `writes` entry, an interlock's `applies_to`) names a
+/// read-write property bound to a source.
+fn writable(config: &Config, target: &str) -> Result<(), String> {
+    let (asset, property) = property_at(config, target)?;
     if property.access != Access::ReadWrite {
         return Err(format!(
-            "`{target}` is read-only: a plugin can only propose writes to a property with `access = \"read-write\"`"
+            "`{target}` is read-only: only properties with `access = \"read-write\"` are written"
         ));
     }
     if property.data_type == crate::twin::DataType::String {
@@ -640,13 +651,48 @@ fn writable(config: &Config, target: &str) -> Result<(), String> {
             "`{target}` is a string: a proposal carries a boolean, an integer or a float"
         ));
     }
-    match asset.bindings.get(name) {
+    match asset.bindings.get(&property.name) {
         Some(BindingConfig::Plugin(by)) => Err(format!(
             "`{target}` is computed by plugin `{}`, not bound to a device",
             by.plugin
         )),
         Some(_) => Ok(()),
         None => Err(format!("`{target}` is not bound to a source")),
+    }
+}
+
+/// `[[control.interlocks]]`: unique names, guarded properties that are written, conditions
+/// that parse and type-check against the declared properties (errors inside the string).
+fn interlocks(config: &Config, out: &mut Vec<Problem>) {
+    let mut names = HashSet::new();
+    for (i, interlock) in config.control.interlocks.iter().enumerate() {
+        let path = KeyPath::root().key("control").key("interlocks").index(i);
+        check_name(&interlock.name, &path.key("name"), "interlock name", out);
+        if !names.insert(interlock.name.as_str()) {
+            out.push(Problem::new(
+                path.key("name"),
+                format!("interlock `{}` is defined twice", interlock.name),
+            ));
+        }
+        if interlock.applies_to.is_empty() {
+            out.push(Problem::new(
+                path.key("applies_to"),
+                "an interlock needs at least one property to guard",
+            ));
+        }
+        for (j, target) in interlock.applies_to.iter().enumerate() {
+            if let Err(why) = writable(config, target) {
+                out.push(Problem::new(path.key("applies_to").index(j), why));
+            }
+        }
+        let type_of = |target: &str| property_at(config, target).map(|(_, p)| p.data_type);
+        if let Err(errors) = condition::parse(&interlock.condition, type_of) {
+            out.extend(
+                errors.into_iter().map(|error| {
+                    Problem::inside(path.key("condition"), error.offset, error.message)
+                }),
+            );
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! behind the same handle.
 
 pub mod audit;
+pub mod interlock;
 pub mod policy;
 
 use std::fmt;
@@ -76,6 +77,8 @@ pub mod rule {
     pub const MAX_RATE: &str = "max-rate";
     /// The origin has used its writes for the minute.
     pub const ORIGIN_BUDGET: &str = "origin-budget";
+    /// An interlock guarding the property does not hold (or one of its inputs is not Good).
+    pub const INTERLOCK: &str = "interlock";
     /// The plant is disarmed and the proposal came from a plugin.
     pub const DISARMED: &str = "disarmed";
     /// The plugin's mode is `off`.
@@ -131,6 +134,14 @@ pub enum ControlError {
     OverBudget {
         /// `[control] max_writes_per_origin_per_minute`.
         per_minute: u32,
+    },
+    /// An interlock guarding the property does not hold, or one of its inputs is not Good.
+    #[error("interlock `{name}` holds the write: {why}")]
+    Interlock {
+        /// The interlock's name.
+        name: String,
+        /// Which input is not Good, or the condition and its inputs' values.
+        why: String,
     },
     /// The plant is disarmed: plugins do not write (`[control] armed`).
     #[error("the plant is disarmed: plugins do not write")]
@@ -254,6 +265,7 @@ impl ControlError {
             Self::TooSoon { .. } => Some(rule::MIN_INTERVAL),
             Self::TooFast { .. } => Some(rule::MAX_RATE),
             Self::OverBudget { .. } => Some(rule::ORIGIN_BUDGET),
+            Self::Interlock { .. } => Some(rule::INTERLOCK),
             Self::Superseded => Some(rule::SUPERSEDED),
             Self::Disarmed => Some(rule::DISARMED),
             Self::Shadow => None,
@@ -302,6 +314,7 @@ struct Executor {
     audit: AuditLog,
     write_timeout: Duration,
     metrics: ControlMetrics,
+    interlocks: Arc<interlock::Interlocks>,
 }
 
 impl Executor {
@@ -317,6 +330,10 @@ impl Executor {
         };
         if request.reply.is_closed() {
             return (request, rule, Err(ControlError::Expired));
+        }
+        // The interlocks again: the write may have waited for its turn while a condition changed.
+        if let Err(held) = self.interlocks.check(&self.twin, request.property) {
+            return (request, rule, Err(held));
         }
         let path = self.twin.model().property(request.property).path.clone();
         let old = self.twin.sample(request.property).value;
@@ -370,7 +387,7 @@ impl Default for GateLimits {
 }
 
 /// Starts the gate under `supervisor`, auditing to `journal` (or refusing every write with the
-/// reason there is none), with `limits`.
+/// reason there is none), with `limits` and `interlocks`.
 ///
 /// Deciding is synchronous, in arrival order ([`policy`]); carrying out is concurrent: each
 /// property has at most one write in flight and one waiting, writes to different properties (and
@@ -381,18 +398,21 @@ pub fn spawn(
     writers: Writers,
     journal: Result<crate::runtime::journal::Journal, String>,
     limits: GateLimits,
+    interlocks: interlock::Interlocks,
     metrics: &ControlMetrics,
     supervisor: &Supervisor,
 ) -> ControlHandle {
+    let interlocks = Arc::new(interlocks);
     metrics.armed.set(i64::from(limits.armed));
     let (tx, mut rx) = mpsc::channel::<WriteRequest>(CONTROL_QUEUE_CAPACITY);
-    let mut policy = Policy::new(limits.writes_per_origin_per_minute);
+    let mut policy = Policy::new(limits.writes_per_origin_per_minute, Arc::clone(&interlocks));
     let executor = Executor {
         twin: Arc::clone(&twin),
         writers,
         audit: AuditLog::new(journal),
         write_timeout: limits.write_timeout,
         metrics: metrics.clone(),
+        interlocks,
     };
     supervisor.spawn("control-gate", move |token| async move {
         let mut refusals = Refusals::default();

@@ -12,12 +12,15 @@
 //!    property;
 //! 6. `max-rate`: the step from the last accepted value, divided by the time since, at most
 //!    `max_rate` engineering units per second (the first write to a property is not limited);
-//! 7. `origin-budget`: at most `[control] max_writes_per_origin_per_minute` accepted writes per
+//! 7. `interlock`: every interlock guarding the property holds ([`super::interlock`]);
+//! 8. `origin-budget`: at most `[control] max_writes_per_origin_per_minute` accepted writes per
 //!    origin (an OPC UA user, a plugin) in any minute.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::interlock::Interlocks;
 use super::{ControlError, WriteRequest};
 use crate::twin::{Access, DataType, PropertyId, Twin, Value};
 
@@ -41,15 +44,17 @@ pub struct Policy {
     /// Each origin's accepted writes in the last [`BUDGET_WINDOW`].
     budgets: HashMap<String, VecDeque<Instant>>,
     per_minute: u32,
+    interlocks: Arc<Interlocks>,
 }
 
 impl Policy {
-    /// A policy allowing each origin `per_minute` writes per minute.
-    pub fn new(per_minute: u32) -> Self {
+    /// A policy allowing each origin `per_minute` writes per minute, with `interlocks`.
+    pub fn new(per_minute: u32, interlocks: Arc<Interlocks>) -> Self {
         Self {
             written: HashMap::new(),
             budgets: HashMap::new(),
             per_minute,
+            interlocks,
         }
     }
 
@@ -118,6 +123,7 @@ impl Policy {
                 }
             }
         }
+        self.interlocks.check(twin, request.property)?;
         let budget = self.budgets.entry(request.origin.to_string()).or_default();
         while budget
             .front()

@@ -6,6 +6,7 @@
 //! [`Change`] out to subscribers (OPC UA server, plugins, admin view) over bounded queues.
 //! Everyone else reads snapshots or changes; nobody else writes values.
 
+pub mod condition;
 pub mod fanout;
 pub mod model;
 pub mod spec;

@@ -392,6 +392,8 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
             StatusCode::BadRequestNotAllowed
         }
         Err(ControlError::OverBudget { .. }) => StatusCode::BadTooManyOperations,
+        // The plant is not in a state that permits the write (Part 4 §7.39: BadInvalidState).
+        Err(ControlError::Interlock { .. }) => StatusCode::BadInvalidState,
         Err(ControlError::Superseded) => StatusCode::BadOperationAbandoned,
         // Plugins' answers only: an OPC UA write is neither disarmed nor in shadow mode.
         Err(ControlError::Disarmed | ControlError::Shadow) => StatusCode::BadRequestNotAllowed,
