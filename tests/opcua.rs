@@ -1058,3 +1058,67 @@ config = {{ behaviour = "quality" }}
         .shutdown(Duration::from_secs(5))
         .await;
 }
+
+/// The control gate's status object (`twinloom/control`) shows whether the plant is armed; its
+/// `Arm` method is an operator's, its `Disarm` method every session's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_arms_the_plant_and_any_session_disarms_it() {
+    let rig = start_rig_with("auto_trust_clients = true", "").await;
+    let node = |path: &str| NodeId::new(rig.ns, path);
+    let connect_as = |name: &'static str, password: &'static str| {
+        connect(
+            &rig.url,
+            rig.client_pki.path(),
+            SecurityPolicy::Basic256Sha256,
+            MessageSecurityMode::SignAndEncrypt,
+            user(name, password),
+        )
+    };
+    let call = |method: &str| {
+        (
+            node("twinloom/control"),
+            node(&format!("twinloom/control/{method}")),
+            None::<Vec<Variant>>,
+        )
+    };
+    let armed = node("twinloom/control/armed");
+    let viewer = connect_as("viewer", "viewer-pw")
+        .await
+        .expect("viewer connects");
+    assert_eq!(
+        read(&viewer, std::slice::from_ref(&armed)).await[0].value,
+        Some(Variant::Boolean(false))
+    );
+    let refused = viewer.call_one(call("Arm")).await.unwrap();
+    assert_eq!(refused.status_code, StatusCode::BadUserAccessDenied);
+    assert!(!rig.handles.control.is_armed());
+    let operator = connect_as("operator", "operator-pw")
+        .await
+        .expect("operator connects");
+    assert_eq!(
+        operator.call_one(call("Arm")).await.unwrap().status_code,
+        StatusCode::Good
+    );
+    assert!(rig.handles.control.is_armed());
+    assert_eq!(
+        read(&viewer, std::slice::from_ref(&armed)).await[0].value,
+        Some(Variant::Boolean(true))
+    );
+    assert_eq!(
+        metric(&rig.handles.metrics.encode(), "twinloom_control_armed"),
+        1.0
+    );
+    assert_eq!(
+        viewer.call_one(call("Disarm")).await.unwrap().status_code,
+        StatusCode::Good
+    );
+    assert!(!rig.handles.control.is_armed());
+    assert_eq!(
+        read(&viewer, std::slice::from_ref(&armed)).await[0].value,
+        Some(Variant::Boolean(false))
+    );
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}

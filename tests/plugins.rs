@@ -1282,6 +1282,190 @@ config = {{ behaviour = "propose", setpoint = 33.0 }}
     assert!(!journal.records.iter().any(|r| r["kind"] == "intent"));
 }
 
+/// Arming and disarming: a live plugin's proposals reach the PLC only while the plant is armed;
+/// arming over admin HTTP needs an operator's credentials, disarming does not; disarming applies
+/// every setpoint's `on_loss`, and so does the quarantine of the plugin controlling one. Every
+/// step is in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arming_gates_plugin_writes_and_losing_the_controller_applies_on_loss() {
+    use base64::Engine as _;
+    let file = probe().await;
+    let device = SimDevice::new();
+    device.set_holding(10, &[77]);
+    device.set_holding(11, &[100]);
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let hash = twinloom::northbound::opcua_server::auth::hash_password("shift-pw").unwrap();
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[admin_http]
+listen = "127.0.0.1:0"
+operators = [{{ name = "shift", password_hash = "{hash}" }}]
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "setpoint", data_type = "float", access = "read-write", on_loss = {{ write = 5.0 }} }},
+  {{ name = "power", data_type = "float", access = "read-write", on_loss = {{ write = 0.0 }} }},
+  {{ name = "written", data_type = "float" }},
+  {{ name = "refused", data_type = "float" }},
+  {{ name = "other", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+bindings.power = {{ table = "holding", address = 11 }}
+bindings.written = {{ plugin = "controller" }}
+bindings.refused = {{ plugin = "controller" }}
+bindings.other = {{ plugin = "controller" }}
+
+[[plugins]]
+name = "controller"
+file = "{file}"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+tick = "50ms"
+writes = ["site/heater/setpoint"]
+config = {{ behaviour = "propose", setpoint = 33.0 }}
+
+[[plugins]]
+name = "sleeper"
+file = "{file}"
+deadline = "200ms"
+tick = "20ms"
+quarantine_after = 1
+writes = ["site/heater/power"]
+config = {{ behaviour = "sleep" }}
+"#,
+        state = state.path().display(),
+        addr = server.addr(),
+        file = file.display(),
+    );
+    let handles = start(&config(&text)).await;
+    let admin = handles.admin_http.expect("admin HTTP listens");
+    // The sleeper is quarantined: its setpoint gets its on_loss value though the plant is
+    // disarmed (the fallback needs no arming).
+    common::eventually(
+        WAIT,
+        || device.holding(11, 1) == [0],
+        || format!("{:?}", device.holding(11, 1)),
+    )
+    .await;
+    // Disarmed after a start: the controller's proposals are refused (`disarmed`, code 2).
+    let other = property(&handles, "site/heater/other");
+    wait_for(&handles, other, WAIT, |s| {
+        s.value == Some(Value::Float(2.0))
+    })
+    .await;
+    assert_eq!(device.holding(10, 1), [77]);
+
+    let basic = |user: &str, password: &str| {
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        ))
+    };
+    let arm = |authorization| common::http(admin, "POST", "/control/arm", authorization);
+    assert_eq!(arm(None).await.0, 401);
+    assert_eq!(arm(basic("shift", "wrong")).await.0, 401);
+    assert_eq!(arm(basic("nobody", "shift-pw")).await.0, 401);
+    assert!(!handles.control.is_armed());
+    assert_eq!(
+        arm(basic("shift", "shift-pw")).await,
+        (200, "armed\n".to_owned())
+    );
+    let armed = property(&handles, "twinloom/control/armed");
+    assert_eq!(handles.twin.sample(armed).value, Some(Value::Bool(true)));
+    common::eventually(
+        WAIT,
+        || device.holding(10, 1) == [33],
+        || format!("{:?}", device.holding(10, 1)),
+    )
+    .await;
+
+    // Disarming needs no credential; the controller's setpoint gets its on_loss value and its
+    // next proposals are refused again.
+    assert_eq!(
+        common::http(admin, "POST", "/control/disarm", None).await,
+        (200, "disarmed\n".to_owned())
+    );
+    assert_eq!(handles.twin.sample(armed).value, Some(Value::Bool(false)));
+    let disarmed =
+        r#"twinloom_control_decisions_total{origin="plugin",rule="disarmed",outcome="refused"}"#;
+    let refused_before = metric(&handles.metrics.encode(), disarmed);
+    common::eventually(
+        WAIT,
+        || device.holding(10, 1) == [5],
+        || format!("{:?}", device.holding(10, 1)),
+    )
+    .await;
+    common::eventually(
+        WAIT,
+        || metric(&handles.metrics.encode(), disarmed) > refused_before,
+        || handles.metrics.encode(),
+    )
+    .await;
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    assert_eq!(device.holding(10, 2), [5, 0]);
+
+    // The audit log: the quarantine and the disarm with the setpoints they applied on_loss to,
+    // who armed and disarmed, and the on_loss writes with intent and outcome.
+    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let find = |kind: &str| -> Vec<&serde_json::Map<String, serde_json::Value>> {
+        journal
+            .records
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .collect()
+    };
+    let lost = find("controller-lost");
+    assert!(
+        lost.iter()
+            .any(|r| r["why"] == "plugin `sleeper` quarantined"
+                && r["properties"] == serde_json::json!(["site/heater/power"])),
+        "{lost:?}"
+    );
+    assert!(
+        lost.iter().any(|r| r["why"] == "disarmed"
+            && r["properties"] == serde_json::json!(["site/heater/setpoint", "site/heater/power"])),
+        "{lost:?}"
+    );
+    let arms = find("arm");
+    assert_eq!(arms.len(), 1, "{arms:?}");
+    assert_eq!(arms[0]["user"], "shift");
+    let disarms = find("disarm");
+    assert_eq!(disarms.len(), 1, "{disarms:?}");
+    assert_eq!(disarms[0]["user"], "anonymous");
+    let on_loss: Vec<_> = find("intent")
+        .into_iter()
+        .filter(|r| r["origin"] == "twinloom:on-loss")
+        .map(|r| {
+            (
+                r["property"].as_str().unwrap(),
+                r["written"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(on_loss.contains(&("site/heater/power", 0.0)), "{on_loss:?}");
+    assert!(
+        on_loss.contains(&("site/heater/setpoint", 5.0)),
+        "{on_loss:?}"
+    );
+    let report = twinloom::control::audit::verify(&state.path().join("audit")).unwrap();
+    assert!(report.open_intents.is_empty(), "{report:?}");
+}
+
 /// A `writes` entry must name a read-write property bound to a device: other entries are config
 /// errors with their key path.
 #[test]

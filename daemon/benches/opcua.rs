@@ -255,6 +255,7 @@ fn serve_twinloom() {
                         clamp: false,
                         max_rate: None,
                         min_write_interval: None,
+                        on_loss: Default::default(),
                     })
                     .collect(),
             }],

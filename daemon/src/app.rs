@@ -198,7 +198,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         None => None,
     };
     let admin_http = match &config.admin_http {
-        Some(admin) => match admin_http::start(admin, context).await {
+        Some(admin) => match admin_http::start(admin, control.clone(), context).await {
             Ok(addr) => Some(addr),
             Err(error) => {
                 supervisor.shutdown(config.daemon.shutdown_timeout).await;

@@ -128,3 +128,36 @@ pub async fn silent_plc(helpers: &twinloom::runtime::Supervisor) -> std::net::So
     });
     addr
 }
+
+/// One HTTP/1.1 request (`method` `path`, with an `Authorization` header when given) on a fresh
+/// connection; returns (status code, body).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &'static str,
+    path: &str,
+    authorization: Option<String>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let authorization = authorization
+            .map(|value| format!("Authorization: {value}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: twinloom\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    })
+    .await
+    .unwrap()
+}

@@ -127,10 +127,25 @@ impl Config {
     }
 
     /// The twin's model of this configuration (types, assets, properties), with a status object
-    /// per plugin (`twinloom/plugins/<name>`, type `TwinloomPlugin`).
+    /// per plugin (`twinloom/plugins/<name>`, type `TwinloomPlugin`) and, when some property is
+    /// read-write, the control gate's (`twinloom/control`, type `TwinloomControl`).
     pub fn twin_model(&self) -> TwinModel {
         let mut types = self.types.clone();
         let mut assets = self.asset_specs();
+        let writable = self
+            .types
+            .iter()
+            .flat_map(|t| &t.properties)
+            .any(|p| p.access == crate::twin::Access::ReadWrite);
+        if writable {
+            types.push(crate::twin::spec::control_status_type());
+            assets.push(AssetSpec {
+                path: format!("{}/control", crate::twin::spec::SYSTEM_ROOT),
+                type_name: crate::twin::spec::CONTROL_STATUS_TYPE.to_owned(),
+                description: Some("The control gate".to_owned()),
+                bindings: Default::default(),
+            });
+        }
         if !self.plugins.is_empty() {
             types.push(crate::twin::spec::plugin_status_type());
             assets.extend(self.plugins.iter().map(|plugin| AssetSpec {

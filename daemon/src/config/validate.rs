@@ -201,11 +201,16 @@ fn types<'c>(
     for (i, ty) in config.types.iter().enumerate() {
         let path = entry_path(&incomplete.type_paths, "types", i);
         check_name(&ty.name, &path.key("name"), "type name", out);
-        if ty.name == crate::twin::spec::PLUGIN_STATUS_TYPE {
+        if [
+            crate::twin::spec::PLUGIN_STATUS_TYPE,
+            crate::twin::spec::CONTROL_STATUS_TYPE,
+        ]
+        .contains(&ty.name.as_str())
+        {
             out.push(Problem::new(
                 path.key("name"),
                 format!(
-                    "type name `{}` is reserved (every plugin's status object has it); choose another",
+                    "type name `{}` is reserved (the daemon's status objects have it); choose another",
                     ty.name
                 ),
             ));
@@ -363,6 +368,31 @@ fn write_policy(property: &PropertyConfig, numeric: bool, path: &KeyPath, out: &
                 path.key("max_rate"),
                 format!("max_rate {rate} must be a positive number of units per second"),
             ));
+        }
+    }
+    if let crate::twin::spec::OnLoss::Write(safe) = property.on_loss {
+        let fits = match (safe, property.data_type) {
+            (crate::twin::spec::SafeValue::Bool(_), crate::twin::DataType::Bool) => Ok(()),
+            (crate::twin::spec::SafeValue::Number(v), _) if numeric => match property.limits {
+                _ if !v.is_finite() => Err(format!("on_loss value {v} is not finite")),
+                Some([low, high]) if !(low..=high).contains(&v) => Err(format!(
+                    "on_loss value {v} is outside the write limits [{low}, {high}]"
+                )),
+                _ => Ok(()),
+            },
+            _ => Err(format!(
+                "on_loss writes a value of the property's data type ({:?})",
+                property.data_type
+            )
+            .to_lowercase()),
+        };
+        let fits = if read_write {
+            fits
+        } else {
+            Err(format!("on_loss {only_writable}"))
+        };
+        if let Err(why) = fits {
+            out.push(Problem::new(path.key("on_loss"), why));
         }
     }
     if let Some(interval) = property.min_write_interval {

@@ -10,7 +10,10 @@
 //!   "device-error", "error", "latency_ms"}`;
 //! - `{"kind": "refusals", "time", "origin", "rule", "count", "since"}`;
 //! - `{"kind": "shadow", "time", "origin", "plugin", "property", "requested", "written"}`: a
-//!   shadow-mode plugin's proposal that every rule accepted; nothing was written.
+//!   shadow-mode plugin's proposal that every rule accepted; nothing was written;
+//! - `{"kind": "arm" | "disarm", "time", "origin", "user", "dropped"}`: the plant armed or
+//!   disarmed (a disarm's `dropped` counts the plugins' writes it dropped before execution);
+//! - `{"kind": "controller-lost", "time", "why", "properties"}`: their `on_loss` applied.
 //!
 //! When the intent cannot be written (full disk, failing disk, no audit folder) the write is
 //! refused ([`ControlError::AuditUnavailable`]): fail safe. Reading is not affected.
@@ -44,8 +47,9 @@ fn value(value: Option<&Value>) -> Json {
 
 fn who(origin: &Origin) -> (&'static str, &str) {
     match origin {
-        Origin::OpcUa { user } => ("user", user),
+        Origin::OpcUa { user } | Origin::Admin { user } => ("user", user),
         Origin::Plugin { name } => ("plugin", name),
+        Origin::OnLoss => ("reason", "on-loss"),
     }
 }
 
@@ -145,6 +149,43 @@ impl AuditLog {
         written: &Value,
     ) -> Result<(), ControlError> {
         let record = Self::decision("shadow", request, property, written);
+        self.append(record).await.map(|_| ())
+    }
+
+    /// Writes that `by` armed (`armed`) or disarmed the plant, dropping `dropped` waiting writes.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
+    pub async fn armed(
+        &self,
+        by: &Origin,
+        armed: bool,
+        dropped: usize,
+    ) -> Result<(), ControlError> {
+        let (role, name) = who(by);
+        let mut record = json!({
+            "kind": if armed { "arm" } else { "disarm" },
+            "time": time(SystemTime::now()),
+            "origin": by.to_string(),
+            "dropped": dropped,
+        });
+        record[role] = json!(name);
+        self.append(record).await.map(|_| ())
+    }
+
+    /// Writes that the controller of `properties` was lost (`why`) and their `on_loss` applies.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
+    pub async fn controller_lost(
+        &self,
+        why: &str,
+        properties: &[&str],
+    ) -> Result<(), ControlError> {
+        let record = json!({
+            "kind": "controller-lost",
+            "time": time(SystemTime::now()),
+            "why": why,
+            "properties": properties,
+        });
         self.append(record).await.map(|_| ())
     }
 

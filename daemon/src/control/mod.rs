@@ -16,12 +16,13 @@ pub mod policy;
 use std::fmt;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::runtime::Supervisor;
 use crate::sources::Writers;
 use crate::telemetry::metrics::{ControlMetrics, DecisionLabels};
-use crate::twin::{PropertyId, Twin, Value, WriteError};
+use crate::twin::spec::{OnLoss, SafeValue};
+use crate::twin::{DataType, PropertyId, Reading, Twin, Value, WriteError};
 use audit::{AuditLog, REFUSAL_SUMMARY_INTERVAL, Refusals};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -45,6 +46,13 @@ pub enum Origin {
         /// The plugin instance.
         name: String,
     },
+    /// An admin HTTP client, by the user its credential named (`anonymous` without one).
+    Admin {
+        /// The user.
+        user: String,
+    },
+    /// The daemon itself: an `on_loss` write after the controller was lost.
+    OnLoss,
 }
 
 impl fmt::Display for Origin {
@@ -52,6 +60,8 @@ impl fmt::Display for Origin {
         match self {
             Self::OpcUa { user } => write!(f, "opcua:{user}"),
             Self::Plugin { name } => write!(f, "plugin:{name}"),
+            Self::Admin { user } => write!(f, "admin:{user}"),
+            Self::OnLoss => f.write_str("twinloom:on-loss"),
         }
     }
 }
@@ -206,10 +216,36 @@ impl WriteRequest {
     }
 }
 
-/// Proposes writes to the gate. Cheap to clone.
+/// Commands the gate's queue for commands cannot hold; past them `controller_lost` is logged and
+/// dropped (each command is small and the gate serves commands before proposals).
+pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
+
+/// A command to the gate, served before waiting proposals.
+#[derive(Debug)]
+enum Command {
+    /// Arm the plant: plugins' proposals may be written.
+    Arm {
+        by: Origin,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Disarm the plant: plugins' waiting writes are dropped, `on_loss` applies.
+    Disarm {
+        by: Origin,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// The controller of `properties` was lost (`why`): their `on_loss` applies.
+    Lost {
+        why: String,
+        properties: Vec<PropertyId>,
+    },
+}
+
+/// Proposes writes to the gate, arms and disarms the plant. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
     tx: mpsc::Sender<WriteRequest>,
+    commands: mpsc::Sender<Command>,
+    armed: watch::Receiver<bool>,
 }
 
 impl ControlHandle {
@@ -253,6 +289,51 @@ impl ControlHandle {
     }
 }
 
+impl ControlHandle {
+    /// Arms the plant (`by` an operator): plugins' proposals may be written from now on. The
+    /// arming is audited first; when it cannot be, the plant stays disarmed.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`], or [`ControlError::Closed`] when the gate
+    /// stopped.
+    pub async fn arm(&self, by: Origin) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Arm { by, reply }).await?;
+        answer.await.map_err(|_| ControlError::Closed)?
+    }
+
+    /// Disarms the plant (always allowed): plugins' writes not yet carried out are dropped
+    /// (outcome `disarmed`), later proposals refused, and every setpoint's `on_loss` applies.
+    /// Audited; a disarm that cannot be audited still disarms (and is logged).
+    ///
+    /// Errors: [`ControlError::Closed`] when the gate stopped.
+    pub async fn disarm(&self, by: Origin) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Disarm { by, reply }).await?;
+        answer.await.map_err(|_| ControlError::Closed)?
+    }
+
+    /// Tells the gate the controller of `properties` is lost (`why`: a plugin quarantined or
+    /// unloaded): the `on_loss` of each applies. Never waits; a full command queue is logged.
+    pub fn controller_lost(&self, why: impl Into<String>, properties: Vec<PropertyId>) {
+        let why = why.into();
+        if let Err(error) = self.commands.try_send(Command::Lost { why, properties }) {
+            tracing::error!(%error, "The control gate cannot take a lost controller's on_loss");
+        }
+    }
+
+    /// Whether the plant is armed now.
+    pub fn is_armed(&self) -> bool {
+        *self.armed.borrow()
+    }
+
+    async fn command(&self, command: Command) -> Result<(), ControlError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| ControlError::Closed)
+    }
+}
+
 impl ControlError {
     /// The rule that refused, for a refusal ([`rule`]); `None` for a device's answer or a gate
     /// that is gone.
@@ -283,7 +364,13 @@ impl ControlHandle {
     /// components that hold a handle but propose nothing.
     pub(crate) fn detached() -> Self {
         let (tx, _) = mpsc::channel(1);
-        Self { tx }
+        let (commands, _) = mpsc::channel(1);
+        let (_, armed) = watch::channel(false);
+        Self {
+            tx,
+            commands,
+            armed,
+        }
     }
 }
 
@@ -296,6 +383,9 @@ type Carried =
 struct Job {
     request: WriteRequest,
     accepted: Accepted,
+    /// An `on_loss` write: carried out even when it cannot be audited, with no interlock or
+    /// proposer to wait for.
+    forced: bool,
 }
 
 /// A property's writes: whether one is in flight, and the one waiting (a newer accepted
@@ -322,17 +412,21 @@ impl Executor {
     /// then its outcome. A proposer that has gone meanwhile (an OPC UA client that timed out)
     /// gets nothing written: `expired`.
     async fn run(self, job: Job) -> (WriteRequest, &'static str, Result<(), ControlError>) {
-        let Job { request, accepted } = job;
-        let rule = if accepted.clamped {
-            "clamped-to-bounds"
-        } else {
-            "accepted"
+        let Job {
+            request,
+            accepted,
+            forced,
+        } = job;
+        let rule = match (forced, accepted.clamped) {
+            (true, _) => ON_LOSS,
+            (false, true) => "clamped-to-bounds",
+            (false, false) => "accepted",
         };
-        if request.reply.is_closed() {
+        if !forced && request.reply.is_closed() {
             return (request, rule, Err(ControlError::Expired));
         }
         // The interlocks again: the write may have waited for its turn while a condition changed.
-        if let Err(held) = self.interlocks.check(&self.twin, request.property) {
+        if !forced && let Err(held) = self.interlocks.check(&self.twin, request.property) {
             return (request, rule, Err(held));
         }
         let path = self.twin.model().property(request.property).path.clone();
@@ -342,7 +436,13 @@ impl Executor {
             .intent(&request, &path, old.as_ref(), &accepted.value, rule)
             .await
         {
-            Ok(intent) => intent,
+            Ok(intent) => Some(intent),
+            // The fallback is written even when it cannot be audited: refusing it could leave a
+            // heater at full power.
+            Err(error) if forced => {
+                tracing::error!(property = %path, %error, "Writing the on_loss value without its audit record");
+                None
+            }
             Err(error) => return (request, rule, Err(error)),
         };
         let started = Instant::now();
@@ -358,7 +458,9 @@ impl Executor {
         self.metrics
             .write_latency
             .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = self.audit.outcome(intent, &result, started.elapsed()).await {
+        if let Some(intent) = intent
+            && let Err(error) = self.audit.outcome(intent, &result, started.elapsed()).await
+        {
             tracing::error!(property = %path, intent, %error, "The write's outcome cannot be written to the audit log");
         }
         (request, rule, result)
@@ -403,9 +505,10 @@ pub fn spawn(
     supervisor: &Supervisor,
 ) -> ControlHandle {
     let interlocks = Arc::new(interlocks);
-    metrics.armed.set(i64::from(limits.armed));
     let (tx, mut rx) = mpsc::channel::<WriteRequest>(CONTROL_QUEUE_CAPACITY);
-    let mut policy = Policy::new(limits.writes_per_origin_per_minute, Arc::clone(&interlocks));
+    let (commands, mut commands_rx) = mpsc::channel::<Command>(COMMAND_QUEUE_CAPACITY);
+    let (armed_tx, armed) = watch::channel(limits.armed);
+    let policy = Policy::new(limits.writes_per_origin_per_minute, Arc::clone(&interlocks));
     let executor = Executor {
         twin: Arc::clone(&twin),
         writers,
@@ -414,63 +517,263 @@ pub fn spawn(
         metrics: metrics.clone(),
         interlocks,
     };
+    let mut gate = Gate {
+        on_loss: on_loss_values(&twin),
+        armed_property: twin
+            .model()
+            .property_by_path(&crate::twin::spec::control_status_path("armed")),
+        twin,
+        executor,
+        policy,
+        armed: armed_tx,
+        refusals: Refusals::default(),
+        slots: HashMap::new(),
+        running: FuturesUnordered::new(),
+        audit_failed: false,
+    };
+    gate.set_armed(limits.armed);
     supervisor.spawn("control-gate", move |token| async move {
-        let mut refusals = Refusals::default();
-        let mut slots: HashMap<PropertyId, Slot> = HashMap::new();
-        let mut running: FuturesUnordered<Carried> = FuturesUnordered::new();
         let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
         summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 () = token.cancelled() => {
-                    if let Err(error) = executor.audit.summarise(&mut refusals).await {
-                        tracing::error!(%error, "Cannot write the last refusal summary to the audit log");
-                    }
+                    gate.summarise("last ").await;
                     return Ok(());
                 }
-                _ = summary.tick() => {
-                    if let Err(error) = executor.audit.summarise(&mut refusals).await {
-                        tracing::error!(%error, "Cannot write a refusal summary to the audit log");
-                    }
+                Some(command) = commands_rx.recv() => gate.command(command).await,
+                Some((request, rule, outcome)) = gate.running.next(), if !gate.running.is_empty() => {
+                    gate.finished(request, rule, outcome).await;
                 }
-                Some((request, rule, outcome)) = running.next(), if !running.is_empty() => {
-                    let property = request.property;
-                    answer(&twin, &executor.metrics, &mut refusals, request, rule, outcome);
-                    let slot = slots.entry(property).or_default();
-                    match slot.pending.take() {
-                        Some(job) => running.push(Box::pin(executor.clone().run(job))),
-                        None => slot.busy = false,
-                    }
-                }
+                _ = summary.tick() => gate.summarise("").await,
                 request = rx.recv() => {
                     let Some(request) = request else { return Ok(()) };
-                    let from_plugin = matches!(request.origin, Origin::Plugin { .. });
-                    if from_plugin && !request.shadow && !limits.armed {
-                        answer(&twin, &executor.metrics, &mut refusals, request, "", Err(ControlError::Disarmed));
-                        continue;
-                    }
-                    match policy.decide(&twin, &request, Instant::now()) {
-                        Ok(accepted) if request.shadow => {
-                            let outcome = executor.audit.shadow(&request, &twin.model().property(request.property).path, &accepted.value).await;
-                            answer(&twin, &executor.metrics, &mut refusals, request, "accepted", outcome.and(Err(ControlError::Shadow)));
-                        }
-                        Ok(accepted) => {
-                            let job = Job { request, accepted };
-                            let slot = slots.entry(job.request.property).or_default();
-                            if !slot.busy {
-                                slot.busy = true;
-                                running.push(Box::pin(executor.clone().run(job)));
-                            } else if let Some(old) = slot.pending.replace(job) {
-                                answer(&twin, &executor.metrics, &mut refusals, old.request, "", Err(ControlError::Superseded));
-                            }
-                        }
-                        Err(refused) => answer(&twin, &executor.metrics, &mut refusals, request, "", Err(refused)),
-                    }
+                    gate.decide(request).await;
                 }
             }
         }
     });
-    ControlHandle { tx }
+    ControlHandle {
+        tx,
+        commands,
+        armed,
+    }
+}
+
+/// The rule name of an `on_loss` write in the audit log and metrics.
+const ON_LOSS: &str = "on-loss";
+
+/// The `on_loss = { write = ... }` value of every property that has one, converted to its data
+/// type (validated at config load).
+fn on_loss_values(twin: &Twin) -> HashMap<PropertyId, Value> {
+    let model = twin.model();
+    (0..model.properties().len() as u32)
+        .map(PropertyId)
+        .filter_map(|id| {
+            let decl = model.decl(id);
+            let OnLoss::Write(safe) = decl.write_policy.on_loss else {
+                return None;
+            };
+            let value = match (safe, decl.data_type) {
+                (SafeValue::Bool(b), _) => Value::Bool(b),
+                (SafeValue::Number(v), DataType::Integer) => Value::Int(v.round() as i64),
+                (SafeValue::Number(v), DataType::Unsigned) => {
+                    Value::UInt(v.round().max(0.0) as u64)
+                }
+                (SafeValue::Number(v), _) => Value::Float(v),
+            };
+            Some((id, value))
+        })
+        .collect()
+}
+
+/// The gate's state, owned by its task.
+struct Gate {
+    twin: Arc<Twin>,
+    executor: Executor,
+    policy: Policy,
+    armed: watch::Sender<bool>,
+    /// `twinloom/control/armed` in the twin, when the model has it.
+    armed_property: Option<PropertyId>,
+    on_loss: HashMap<PropertyId, Value>,
+    refusals: Refusals,
+    slots: HashMap<PropertyId, Slot>,
+    running: FuturesUnordered<Carried>,
+    /// An intent could not be audited since the last one that could (`on_loss` applied once).
+    audit_failed: bool,
+}
+
+impl Gate {
+    fn answer(
+        &mut self,
+        request: WriteRequest,
+        accepted_by: &'static str,
+        outcome: Result<(), ControlError>,
+    ) {
+        answer(
+            &self.twin,
+            &self.executor.metrics,
+            &mut self.refusals,
+            request,
+            accepted_by,
+            outcome,
+        );
+    }
+
+    async fn summarise(&mut self, which: &str) {
+        if let Err(error) = self.executor.audit.summarise(&mut self.refusals).await {
+            tracing::error!(%error, "Cannot write the {which}refusal summary to the audit log");
+        }
+    }
+
+    fn set_armed(&mut self, armed: bool) {
+        self.armed.send_replace(armed);
+        self.executor.metrics.armed.set(i64::from(armed));
+        if let Some(property) = self.armed_property {
+            self.twin
+                .apply(&[Reading::value(property, Value::Bool(armed), None)]);
+        }
+    }
+
+    /// Starts `job` now, or makes it its property's waiting write (answering the one it
+    /// replaces: superseded).
+    fn schedule(&mut self, job: Job) {
+        let slot = self.slots.entry(job.request.property).or_default();
+        if !slot.busy {
+            slot.busy = true;
+            self.running.push(Box::pin(self.executor.clone().run(job)));
+        } else if let Some(old) = slot.pending.replace(job) {
+            self.answer(old.request, "", Err(ControlError::Superseded));
+        }
+    }
+
+    async fn decide(&mut self, request: WriteRequest) {
+        let from_plugin = matches!(request.origin, Origin::Plugin { .. });
+        if from_plugin && !request.shadow && !*self.armed.borrow() {
+            self.answer(request, "", Err(ControlError::Disarmed));
+            return;
+        }
+        match self.policy.decide(&self.twin, &request, Instant::now()) {
+            Ok(accepted) if request.shadow => {
+                let path = &self.twin.model().property(request.property).path;
+                let outcome = self
+                    .executor
+                    .audit
+                    .shadow(&request, path, &accepted.value)
+                    .await;
+                self.answer(request, "accepted", outcome.and(Err(ControlError::Shadow)));
+            }
+            Ok(accepted) => self.schedule(Job {
+                request,
+                accepted,
+                forced: false,
+            }),
+            Err(refused) => self.answer(request, "", Err(refused)),
+        }
+    }
+
+    /// A write ended: answer it, start its property's waiting write; an intent that could not
+    /// be audited applies every `on_loss` (once, until an intent can be audited again).
+    async fn finished(
+        &mut self,
+        request: WriteRequest,
+        rule: &'static str,
+        outcome: Result<(), ControlError>,
+    ) {
+        let property = request.property;
+        match &outcome {
+            Err(ControlError::AuditUnavailable(why)) if !self.audit_failed => {
+                self.audit_failed = true;
+                let why = format!("the audit log cannot be written: {why}");
+                self.lose(&why, self.on_loss.keys().copied().collect())
+                    .await;
+            }
+            Ok(()) | Err(ControlError::Source(_)) if rule != ON_LOSS => self.audit_failed = false,
+            _ => {}
+        }
+        self.answer(request, rule, outcome);
+        let slot = self.slots.entry(property).or_default();
+        match slot.pending.take() {
+            Some(job) => self.running.push(Box::pin(self.executor.clone().run(job))),
+            None => slot.busy = false,
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Arm { by, reply } => {
+                let outcome = self.executor.audit.armed(&by, true, 0).await;
+                match &outcome {
+                    Ok(()) => {
+                        self.set_armed(true);
+                        tracing::warn!(%by, "Plant armed: plugins' proposals are written");
+                    }
+                    Err(error) => {
+                        tracing::error!(%by, %error, "Plant not armed: the arming cannot be audited")
+                    }
+                }
+                let _ = reply.send(outcome);
+            }
+            Command::Disarm { by, reply } => {
+                self.set_armed(false);
+                let mut dropped = Vec::new();
+                for slot in self.slots.values_mut() {
+                    if slot
+                        .pending
+                        .as_ref()
+                        .is_some_and(|job| matches!(job.request.origin, Origin::Plugin { .. }))
+                    {
+                        dropped.extend(slot.pending.take());
+                    }
+                }
+                let count = dropped.len();
+                for job in dropped {
+                    self.answer(job.request, "", Err(ControlError::Disarmed));
+                }
+                if let Err(error) = self.executor.audit.armed(&by, false, count).await {
+                    tracing::error!(%by, %error, "The disarming cannot be audited (the plant is disarmed)");
+                }
+                tracing::warn!(%by, dropped = count, "Plant disarmed: plugins' proposals are refused");
+                self.lose("disarmed", self.on_loss.keys().copied().collect())
+                    .await;
+                let _ = reply.send(Ok(()));
+            }
+            Command::Lost { why, properties } => self.lose(&why, properties).await,
+        }
+    }
+
+    /// Applies the `on_loss` of `properties` (those that write a value): each value is written
+    /// through the property's slot, replacing a waiting write, without the rules.
+    async fn lose(&mut self, why: &str, mut properties: Vec<PropertyId>) {
+        properties.retain(|p| self.on_loss.contains_key(p));
+        properties.sort_unstable();
+        properties.dedup();
+        if properties.is_empty() {
+            return;
+        }
+        let paths: Vec<String> = properties
+            .iter()
+            .map(|&p| self.twin.model().property(p).path.clone())
+            .collect();
+        tracing::warn!(why, properties = ?paths, "Controller lost: writing the on_loss values");
+        let names: Vec<&str> = paths.iter().map(String::as_str).collect();
+        if let Err(error) = self.executor.audit.controller_lost(why, &names).await {
+            tracing::error!(%error, "Cannot write the controller-lost record to the audit log");
+        }
+        for property in properties {
+            let value = self.on_loss[&property].clone();
+            let (request, _) = WriteRequest::new(property, value.clone(), Origin::OnLoss);
+            self.schedule(Job {
+                request,
+                accepted: Accepted {
+                    value,
+                    clamped: false,
+                },
+                forced: true,
+            });
+        }
+    }
 }
 
 /// Answers `request` with `outcome` (`accepted_by` names the rule that accepted it, when one
@@ -499,6 +802,8 @@ fn answer(
             origin: match request.origin {
                 Origin::OpcUa { .. } => "opcua",
                 Origin::Plugin { .. } => "plugin",
+                Origin::Admin { .. } => "admin",
+                Origin::OnLoss => "on-loss",
             }
             .to_owned(),
             rule: rule.to_owned(),

@@ -5,3 +5,18 @@
 
 pub mod admin_http;
 pub mod opcua_server;
+
+/// Whether `password` matches the argon2 `hash` (PHC string format), checked on the blocking pool
+/// (argon2 is deliberately slow). A hash that does not parse matches nothing.
+pub(crate) async fn verify_password(hash: String, password: String) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|parsed| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    })
+    .await
+    .unwrap_or(false)
+}

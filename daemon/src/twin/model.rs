@@ -265,6 +265,7 @@ impl TwinModel {
                             clamp: p.clamp,
                             max_rate: p.max_rate,
                             min_write_interval: p.min_write_interval,
+                            on_loss: p.on_loss,
                         },
                     })
                     .collect(),

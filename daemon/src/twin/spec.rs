@@ -81,6 +81,32 @@ pub struct PropertyConfig {
     /// Shortest time between two writes to the property, e.g. `"2s"`.
     #[serde(default, with = "humantime_serde")]
     pub min_write_interval: Option<Duration>,
+    /// What the gate does when the property's controller is lost (its plugin quarantined or
+    /// unloaded, the plant disarmed, the audit log unwritable): `"hold"` (default: leave the
+    /// last value) or `{ write = <value> }` (a safe value, e.g. `{ write = 0.0 }` for a heater).
+    #[serde(default)]
+    pub on_loss: OnLoss,
+}
+
+/// `on_loss` of a setpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum OnLoss {
+    /// Leave the last value written.
+    #[default]
+    Hold,
+    /// Write this value (through the gate, without its rules: it is the fallback).
+    Write(SafeValue),
+}
+
+/// The value an `on_loss = { write = ... }` writes: a boolean or a number in engineering units.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SafeValue {
+    /// For a boolean setpoint.
+    Bool(bool),
+    /// For a numeric setpoint.
+    Number(f64),
 }
 
 /// How the control gate treats writes to one property, beside its access, type and limits.
@@ -92,6 +118,8 @@ pub struct WritePolicy {
     pub max_rate: Option<f64>,
     /// Shortest time between two writes.
     pub min_write_interval: Option<Duration>,
+    /// What happens when the controller is lost.
+    pub on_loss: OnLoss,
 }
 
 /// The data type of a property's engineering-unit value.
@@ -173,14 +201,34 @@ pub const PLUGIN_STATUS_TYPE: &str = "TwinloomPlugin";
 /// configured assets cannot use it.
 pub const SYSTEM_ROOT: &str = "twinloom";
 
-/// The path of plugin `name`'s status object.
-pub fn plugin_status_path(name: &str) -> String {
-    format!("{SYSTEM_ROOT}/plugins/{name}")
+/// When some property is read-write, the twin has the control gate's status object at
+/// `twinloom/control`, of this type: `armed` (whether plugins' proposals are written). Its
+/// methods `Arm` (operator role) and `Disarm` (any session) arm and disarm the plant.
+pub const CONTROL_STATUS_TYPE: &str = "TwinloomControl";
+
+/// The path of the control status object's `property`.
+pub fn control_status_path(property: &str) -> String {
+    format!("{SYSTEM_ROOT}/control/{property}")
 }
 
-/// The [`PLUGIN_STATUS_TYPE`] type.
-pub fn plugin_status_type() -> TypeConfig {
-    let text = |name: &str, description: &str, data_type: DataType| PropertyConfig {
+/// The [`CONTROL_STATUS_TYPE`] type.
+pub fn control_status_type() -> TypeConfig {
+    TypeConfig {
+        name: CONTROL_STATUS_TYPE.to_owned(),
+        description: Some(
+            "The control gate: whether the plant is armed; Arm (operator role) and Disarm (any session)".to_owned(),
+        ),
+        properties: vec![status_property(
+            "armed",
+            "Whether plugins' proposals are written (false after a start unless [control] armed = true)",
+            DataType::Bool,
+        )],
+    }
+}
+
+/// A read-only property of a status object.
+fn status_property(name: &str, description: &str, data_type: DataType) -> PropertyConfig {
+    PropertyConfig {
         name: name.to_owned(),
         data_type,
         unit: None,
@@ -192,7 +240,18 @@ pub fn plugin_status_type() -> TypeConfig {
         clamp: false,
         max_rate: None,
         min_write_interval: None,
-    };
+        on_loss: OnLoss::Hold,
+    }
+}
+
+/// The path of plugin `name`'s status object.
+pub fn plugin_status_path(name: &str) -> String {
+    format!("{SYSTEM_ROOT}/plugins/{name}")
+}
+
+/// The [`PLUGIN_STATUS_TYPE`] type.
+pub fn plugin_status_type() -> TypeConfig {
+    let text = status_property;
     TypeConfig {
         name: PLUGIN_STATUS_TYPE.to_owned(),
         description: Some(

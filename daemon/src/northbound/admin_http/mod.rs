@@ -6,6 +6,11 @@
 //!   condition otherwise (readiness; see [`crate::runtime::readiness`]).
 //! - `GET /metrics` → every metric in OpenMetrics text format
 //!   (`application/openmetrics-text; version=1.0.0`), which Prometheus scrapes natively.
+//! - `POST /control/arm` → arms the plant (plugins' proposals are written). Needs HTTP Basic
+//!   credentials (RFC 7617) of one of `[admin_http] operators`: 401 without or with wrong ones,
+//!   503 when the arming cannot be audited, 200 `armed`.
+//! - `POST /control/disarm` → disarms the plant, always allowed (credentials, when sent and
+//!   valid, name the user in the audit log; otherwise it says `anonymous`): 200 `disarmed`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,13 +18,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
+use base64::Engine as _;
 use tokio::net::TcpListener;
 
-use crate::config::admin_http::AdminHttpConfig;
+use crate::config::admin_http::{AdminHttpConfig, AdminUserConfig};
 use crate::context::ComponentContext;
+use crate::control::{ControlHandle, Origin};
 use crate::runtime::Readiness;
 use crate::telemetry::Metrics;
 
@@ -28,6 +35,59 @@ use crate::telemetry::Metrics;
 struct AdminState {
     metrics: Metrics,
     readiness: Readiness,
+    control: ControlHandle,
+    operators: Vec<AdminUserConfig>,
+}
+
+/// The user named by valid HTTP Basic credentials of one of the operators; `None` without
+/// credentials or with wrong ones (an unknown user is checked against a real hash too, so the
+/// answer takes as long).
+async fn operator(state: &AdminState, headers: &HeaderMap) -> Option<String> {
+    let encoded = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let (name, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    let known = state.operators.iter().find(|user| user.name == name);
+    let hash = known.or(state.operators.first())?.password_hash.clone();
+    let verified = super::verify_password(hash, password.to_owned()).await;
+    (verified && known.is_some()).then(|| name.to_owned())
+}
+
+async fn arm(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> impl IntoResponse {
+    let Some(user) = operator(&state, &headers).await else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"twinloom\", charset=\"UTF-8\"",
+            )],
+            "arming needs the credentials of one of [admin_http] operators\n".to_owned(),
+        )
+            .into_response();
+    };
+    match state.control.arm(Origin::Admin { user }).await {
+        Ok(()) => (StatusCode::OK, "armed\n".to_owned()).into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not armed: {error}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn disarm(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> impl IntoResponse {
+    let user = operator(&state, &headers)
+        .await
+        .unwrap_or_else(|| "anonymous".to_owned());
+    match state.control.disarm(Origin::Admin { user }).await {
+        Ok(()) => (StatusCode::OK, "disarmed\n".to_owned()),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")),
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -54,17 +114,20 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 /// Binds `config.listen` and serves the endpoints under the context's supervisor until shutdown;
-/// `/readyz` lists the context's unmet readiness conditions. Returns the bound address (useful
-/// with port 0).
+/// `/readyz` lists the context's unmet readiness conditions; `/control/*` go to `control`.
+/// Returns the bound address (useful with port 0).
 ///
 /// Errors: the address cannot be bound.
 pub async fn start(
     config: &AdminHttpConfig,
+    control: ControlHandle,
     context: ComponentContext<'_>,
 ) -> anyhow::Result<SocketAddr> {
     let state = AdminState {
         metrics: context.metrics.clone(),
         readiness: context.readiness.clone(),
+        control,
+        operators: config.operators.clone(),
     };
     let listener = TcpListener::bind(config.listen)
         .await
@@ -74,6 +137,8 @@ pub async fn start(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/control/arm", post(arm))
+        .route("/control/disarm", post(disarm))
         .with_state(Arc::new(state));
     context
         .supervisor
@@ -83,6 +148,6 @@ pub async fn start(
                 .await
                 .context("admin HTTP server failed")
         });
-    tracing::info!(%addr, "Admin HTTP listening (/healthz, /readyz, /metrics)");
+    tracing::info!(%addr, "Admin HTTP listening (/healthz, /readyz, /metrics, /control/arm, /control/disarm)");
     Ok(addr)
 }

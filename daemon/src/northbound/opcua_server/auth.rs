@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use async_trait::async_trait;
 use opcua::server::ServerEndpoint;
 use opcua::server::address_space::AccessLevel;
@@ -85,19 +84,7 @@ impl AuthManager for Authenticator {
         let Some((hash, _)) = self.users.get(username) else {
             return Err(self.reject(endpoint, username, "unknown user"));
         };
-        let (hash, password) = (hash.clone(), password.get().to_owned());
-        // Argon2 is deliberately slow: keep it off the async workers.
-        let verified = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    argon2::Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
+        let verified = super::super::verify_password(hash.clone(), password.get().to_owned()).await;
         if verified {
             super::events::LoggedIn { user: username }.emit();
             Ok(UserToken(username.to_owned()))
@@ -106,9 +93,12 @@ impl AuthManager for Authenticator {
         }
     }
 
-    /// Methods (a plugin's `ClearQuarantine`) change what runs: operators only.
-    fn is_user_executable(&self, token: &UserToken, _method_id: &NodeId) -> bool {
-        self.role(token) == Role::Operator
+    /// Methods (a plugin's `ClearQuarantine`, the gate's `Arm`) change what runs: operators
+    /// only; `Disarm` makes the plant safer and is every session's.
+    fn is_user_executable(&self, token: &UserToken, method_id: &NodeId) -> bool {
+        let disarm = matches!(&method_id.identifier,
+            opcua::types::Identifier::String(id) if id.as_ref() == super::node_manager::DISARM_METHOD);
+        disarm || self.role(token) == Role::Operator
     }
 
     fn effective_user_access_level(
@@ -162,20 +152,12 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 mod tests {
     use super::*;
 
-    #[test]
-    fn hashes_verify_and_wrong_passwords_do_not() {
+    #[tokio::test]
+    async fn hashes_verify_and_wrong_passwords_do_not() {
         let hash = hash_password("s3cret").unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        let parsed = PasswordHash::new(&hash).unwrap();
-        assert!(
-            argon2::Argon2::default()
-                .verify_password(b"s3cret", &parsed)
-                .is_ok()
-        );
-        assert!(
-            argon2::Argon2::default()
-                .verify_password(b"secret", &parsed)
-                .is_err()
-        );
+        assert!(crate::northbound::verify_password(hash.clone(), "s3cret".into()).await);
+        assert!(!crate::northbound::verify_password(hash, "secret".into()).await);
+        assert!(!crate::northbound::verify_password("not a hash".into(), "s3cret".into()).await);
     }
 }

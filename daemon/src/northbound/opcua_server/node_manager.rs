@@ -11,6 +11,10 @@
 //! - Every plugin's status object (`twinloom/plugins/<name>`, type `TwinloomPlugin`) has a method
 //!   `ClearQuarantine` (no arguments; operator role): a quarantined plugin starts again (Good),
 //!   one that is not quarantined answers `Bad_InvalidState`.
+//! - The control gate's status object (`twinloom/control`, type `TwinloomControl`, when some
+//!   property is read-write) has methods `Arm` (operator role; `Bad_ResourceUnavailable` when the
+//!   arming cannot be audited) and `Disarm` (any session: disarming is always allowed); both are
+//!   audited with the session's user.
 //! - NodeIds are strings derived from paths: `ns=<plant>;s=plant-a/line1/press1/oil_temperature`
 //!   for a property, `...;s=plant-a/line1/press1` for an asset, `...;s=types/HydraulicPress` for
 //!   a type. They are stable across restarts as long as the paths are.
@@ -36,7 +40,7 @@ use opcua::types::{
 
 use crate::control::{ControlError, ControlHandle, Origin};
 use crate::twin::model::{PropertyDecl, TwinModel};
-use crate::twin::spec::PLUGIN_STATUS_TYPE;
+use crate::twin::spec::{CONTROL_STATUS_TYPE, PLUGIN_STATUS_TYPE};
 use crate::twin::units::EngineeringUnit;
 use crate::twin::{Access, DataType};
 use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin, WriteError};
@@ -51,6 +55,21 @@ pub type ClearQuarantine =
 
 /// The name of the method every plugin status object has.
 pub const CLEAR_QUARANTINE: &str = "ClearQuarantine";
+
+/// The NodeId identifier (a string) of the control status object's `Disarm` method: the one
+/// method every session may call.
+pub const DISARM_METHOD: &str = "twinloom/control/Disarm";
+
+/// What a method node does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Method {
+    /// Clear this plugin's quarantine.
+    ClearQuarantine(String),
+    /// Arm the plant.
+    Arm,
+    /// Disarm the plant.
+    Disarm,
+}
 
 /// Builds the twin's node manager when the server starts.
 pub struct TwinNodeManagerBuilder {
@@ -78,8 +97,8 @@ pub struct TwinNodeManagerImpl {
     /// Node id of each property, indexed by [`PropertyId`].
     property_nodes: Vec<NodeId>,
     by_node: HashMap<NodeId, PropertyId>,
-    /// `ClearQuarantine` method node → its plugin's name.
-    clear_methods: HashMap<NodeId, String>,
+    /// Method nodes and what they do.
+    methods: HashMap<NodeId, Method>,
     twin: Arc<Twin>,
     control: ControlHandle,
     clear_quarantine: Option<ClearQuarantine>,
@@ -122,7 +141,7 @@ impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
             .namespaces_mut()
             .add_namespace(&self.namespace_uri);
         address_space.add_namespace(&self.namespace_uri, ns);
-        let (property_nodes, clear_methods) = populate(address_space, ns, self.twin.model());
+        let (property_nodes, methods) = populate(address_space, ns, self.twin.model());
         let by_node = property_nodes
             .iter()
             .enumerate()
@@ -136,7 +155,7 @@ impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
             },
             property_nodes,
             by_node,
-            clear_methods,
+            methods,
             twin: self.twin,
             control: self.control,
             clear_quarantine: self.clear_quarantine,
@@ -234,15 +253,14 @@ fn add_variable(
     node_id
 }
 
-/// Adds types, folders, assets and properties; returns the node id of every property by index.
 /// Adds the twin's types, folders, assets and properties to `space`; returns the node of each
-/// property (by [`PropertyId`]) and the plugin status objects' `ClearQuarantine` methods (node →
-/// plugin name).
+/// property (by [`PropertyId`]) and the status objects' methods (`ClearQuarantine` of each plugin,
+/// `Arm` and `Disarm` of the control gate).
 fn populate(
     space: &mut AddressSpace,
     ns: u16,
     model: &TwinModel,
-) -> (Vec<NodeId>, HashMap<NodeId, String>) {
+) -> (Vec<NodeId>, HashMap<NodeId, Method>) {
     let mut type_nodes = Vec::new();
     for ty in model.types() {
         let id = format!("types/{}", ty.name);
@@ -274,7 +292,7 @@ fn populate(
         model.assets().iter().map(|a| a.path.as_str()).collect();
     let mut folders: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut property_nodes = vec![NodeId::null(); model.properties().len()];
-    let mut clear_methods = HashMap::new();
+    let mut methods = HashMap::new();
     for asset in model.assets() {
         // Folders for every ancestor that is not itself an asset.
         let mut parent = NodeId::from(ObjectId::ObjectsFolder);
@@ -311,22 +329,40 @@ fn populate(
             property_nodes[property.index()] =
                 add_variable(space, ns, id, &asset_node, decl, false);
         }
-        if ty.name == PLUGIN_STATUS_TYPE {
-            let method = NodeId::new(ns, format!("{}/{CLEAR_QUARANTINE}", asset.path));
-            MethodBuilder::new(
-                &method,
-                QualifiedName::new(ns, CLEAR_QUARANTINE),
+        let own: &[(&str, &str, Method)] = if ty.name == PLUGIN_STATUS_TYPE {
+            &[(
                 CLEAR_QUARANTINE,
-            )
-            .description("Starts the quarantined plugin again (operator role)")
-            .component_of(asset_node.clone())
-            .executable(true)
-            .user_executable(true)
-            .insert(space);
-            clear_methods.insert(method, name.to_owned());
+                "Starts the quarantined plugin again (operator role)",
+                Method::ClearQuarantine(name.to_owned()),
+            )]
+        } else if ty.name == CONTROL_STATUS_TYPE {
+            &[
+                (
+                    "Arm",
+                    "Arms the plant: plugins' proposals are written (operator role; audited)",
+                    Method::Arm,
+                ),
+                (
+                    "Disarm",
+                    "Disarms the plant: plugins' waiting writes are dropped, on_loss applies (any session; audited)",
+                    Method::Disarm,
+                ),
+            ]
+        } else {
+            &[]
+        };
+        for (method_name, description, action) in own {
+            let method = NodeId::new(ns, format!("{}/{method_name}", asset.path));
+            MethodBuilder::new(&method, QualifiedName::new(ns, *method_name), *method_name)
+                .description(*description)
+                .component_of(asset_node.clone())
+                .executable(true)
+                .user_executable(true)
+                .insert(space);
+            methods.insert(method, action.clone());
         }
     }
-    (property_nodes, clear_methods)
+    (property_nodes, methods)
 }
 
 fn node_path(node: &NodeId) -> String {
@@ -376,6 +412,18 @@ pub fn data_value(sample: &Sample) -> DataValue {
         source_timestamp: sample.source_time.map(date_time),
         server_timestamp: Some(date_time(sample.server_time)),
         ..Default::default()
+    }
+}
+
+/// The origin of a session's request: its user (`anonymous` for anonymous sessions).
+fn origin(context: &RequestContext) -> Origin {
+    let user = context.user_token();
+    Origin::OpcUa {
+        user: if user.is_anonymous() {
+            "anonymous".to_owned()
+        } else {
+            user.0.clone()
+        },
     }
 }
 
@@ -461,19 +509,17 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
             .fetch_sub(items.len() as i64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Method calls: the plugins' `ClearQuarantine` (the server has already checked that the
-    /// method belongs to the object and that the user may execute it: operators only).
+    /// Method calls: the plugins' `ClearQuarantine`, the control gate's `Arm` and `Disarm` (the
+    /// server has already checked that the method belongs to the object and that the user may
+    /// execute it: operators only, except `Disarm`).
     async fn call(
         &self,
-        _context: &RequestContext,
+        context: &RequestContext,
         _address_space: &RwLock<AddressSpace>,
         methods_to_call: &mut [&mut &mut MethodCall],
     ) -> Result<(), StatusCode> {
         for method in methods_to_call {
-            let (Some(plugin), Some(clear)) = (
-                self.clear_methods.get(method.method_id()),
-                self.clear_quarantine.as_ref(),
-            ) else {
+            let Some(action) = self.methods.get(method.method_id()) else {
                 method.set_status(StatusCode::BadMethodInvalid);
                 continue;
             };
@@ -481,10 +527,20 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
                 method.set_status(StatusCode::BadTooManyArguments);
                 continue;
             }
-            let status = if clear(plugin.clone()).await {
-                StatusCode::Good
-            } else {
-                StatusCode::BadInvalidState
+            let status = match action {
+                Method::ClearQuarantine(plugin) => match self.clear_quarantine.as_ref() {
+                    Some(clear) if clear(plugin.clone()).await => StatusCode::Good,
+                    Some(_) => StatusCode::BadInvalidState,
+                    None => StatusCode::BadMethodInvalid,
+                },
+                Method::Arm => match self.control.arm(origin(context)).await {
+                    Ok(()) => StatusCode::Good,
+                    Err(_) => StatusCode::BadResourceUnavailable,
+                },
+                Method::Disarm => match self.control.disarm(origin(context)).await {
+                    Ok(()) => StatusCode::Good,
+                    Err(_) => StatusCode::BadResourceUnavailable,
+                },
             };
             method.set_outputs(Vec::new());
             method.set_status(status);
@@ -545,14 +601,7 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
                 }
             }
         }
-        let user = context.user_token();
-        let origin = Origin::OpcUa {
-            user: if user.is_anonymous() {
-                "anonymous".to_owned()
-            } else {
-                user.0.clone()
-            },
-        };
+        let origin = origin(context);
         for (index, property, value) in proposals {
             let outcome = self.control.write(property, value, origin.clone()).await;
             nodes_to_write[index].set_status(write_status(&outcome));

@@ -191,6 +191,7 @@ pub fn spawn_all(
                 }
                 .emit(metrics);
                 runner.mark_outputs(QualityReason::PluginFailure);
+                runner.controller_lost("could not be loaded");
                 runner.load_fault = Some(error.to_string());
                 (None, None)
             }

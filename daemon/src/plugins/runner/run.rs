@@ -142,6 +142,18 @@ impl Runner {
         }
     }
 
+    /// Tells the gate this plugin no longer controls its writable properties (`what` happened to
+    /// it): their `on_loss` applies. Only a live plugin controls anything.
+    pub fn controller_lost(&self, what: &str) {
+        if self.config.mode == crate::config::model::PluginMode::Live
+            && !self.resolved.writable.is_empty()
+        {
+            let properties = self.resolved.writable.iter().map(|(id, _)| *id).collect();
+            self.control
+                .controller_lost(format!("plugin `{}` {what}", self.config.name), properties);
+        }
+    }
+
     /// Marks every derived property of the plugin bad with `reason`, keeping the last values.
     pub fn mark_outputs(&self, reason: QualityReason) {
         self.twin
@@ -504,6 +516,7 @@ impl Runner {
                     }
                     .emit(&self.metrics);
                     self.mark_outputs(QualityReason::PluginFailure);
+                    self.controller_lost("quarantined");
                     State::Quarantined
                 } else {
                     match self.start(&runtime, loaded, &token).await {
