@@ -24,7 +24,7 @@ pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The plugin crates the demo runs, in `plugins/`.
-pub const DEMO_PLUGINS: [&str; 3] = ["oee", "vibration-health", "energy"];
+pub const DEMO_PLUGINS: [&str; 4] = ["oee", "vibration-health", "energy", "pid"];
 
 /// The source tree this binary was built from.
 fn source_tree() -> PathBuf {
@@ -138,6 +138,9 @@ pub async fn run(
                 .display()
         );
     }
+    if handles.control.is_armed() {
+        say!("  plant ARMED by the demo's config: plugin tank1-pid writes the tank's heater power");
+    }
     say!(
         "  twin: {} assets, {} properties. Ctrl-C stops.",
         handles.twin.model().assets().len(),
@@ -200,6 +203,14 @@ fn plugin_figures(twin: &crate::twin::Twin) -> String {
     }
     if let Some(kwh) = figure("demo-plant/energy/main/energy_per_unit") {
         out += &format!(" · {:.1} Wh/bottle", kwh * 1000.0);
+    }
+    let tank = |name: &str| figure(&format!("demo-plant/utilities/tank1/{name}"));
+    if let (Some(sp), Some(pv), Some(op)) = (
+        tank("temperature_setpoint"),
+        tank("temperature"),
+        tank("heater_power"),
+    ) {
+        out += &format!(" · tank SP {sp:.1} PV {pv:.1} °C, heater {op:.1} kW");
     }
     out
 }

@@ -2,9 +2,11 @@
 //!
 //! - **Filling line** (Modbus TCP, unit 1): a state machine (running, micro-stop, stopped), speed
 //!   following its setpoint with a first-order lag, good and reject counters.
-//! - **Utilities gateway** (RTU over TCP): unit 1 a heated tank (level with fill/drain hysteresis,
-//!   temperature following a first-order heat balance of a heater whose power is a writable
-//!   register, with losses to ambient), unit 11 a pump (flow, discharge pressure, vibration RMS
+//! - **Utilities gateway** (RTU over TCP): unit 1 a heated tank (level with fill/drain hysteresis;
+//!   temperature following a first-order heat balance of its heated section, 300 kg of water, a
+//!   heater of up to 80 kW whose power is a writable register, and losses of 900 W/K to ambient;
+//!   thermal time runs [`TANK_TIME_SCALE`] times faster than the wall clock; holding register 1
+//!   holds the temperature setpoint an operator gives the PID plugin), unit 11 a pump (flow, discharge pressure, vibration RMS
 //!   with a slowly developing bearing fault that can be switched on), unit 21 an energy meter
 //!   (total kW of the plant and its kWh integral).
 //! - **Quality lab** (OPC UA, security None): fill weight of sampled bottles (g), sugar content
@@ -15,6 +17,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -29,6 +32,16 @@ pub const STEP: Duration = Duration::from_millis(100);
 /// Ambient temperature, °C.
 const AMBIENT_C: f64 = 18.0;
 
+/// How much faster than the wall clock the tank's thermal time runs (so the demo's temperature
+/// loop moves visibly and a test sees 600 simulated seconds in 30 wall seconds).
+pub const TANK_TIME_SCALE: f64 = 20.0;
+
+/// Water in the tank's heated section, kg.
+const HEATED_MASS_KG: f64 = 300.0;
+
+/// Heat lost to ambient, W per K above it.
+const LOSS_W_PER_K: f64 = 900.0;
+
 /// The running plant: its servers and the physics task.
 #[derive(Debug)]
 pub struct Plant {
@@ -40,6 +53,8 @@ pub struct Plant {
     pub lab: Arc<OpcUaSimServer>,
     /// The devices, for tests and fault injection.
     pub devices: PlantDevices,
+    /// The tank's thermal time, ms (advances [`TANK_TIME_SCALE`] × the physics' steps).
+    thermal_ms: Arc<AtomicU64>,
     physics: JoinHandle<()>,
 }
 
@@ -67,7 +82,8 @@ impl Plant {
             meter: SimDevice::new(),
         };
         devices.filler.set_holding(10, &[3000]); // speed setpoint 300.0 /min
-        devices.tank.set_holding(0, &[600]); // heater 6.00 kW
+        devices.tank.set_holding(0, &[1800]); // heater 18.00 kW: about what holds 38 °C
+        devices.tank.set_holding(1, &[400]); // temperature setpoint 40.0 °C
         devices.pump.set_holding(0, &[1]); // running
         devices
             .meter
@@ -91,14 +107,26 @@ impl Plant {
         let lab = Arc::new(
             OpcUaSimServer::start(loopback, &["FillWeight", "Brix", "SampleCount"]).await?,
         );
-        let physics = tokio::spawn(run_physics(devices.clone(), Arc::clone(&lab)));
+        let thermal_ms = Arc::new(AtomicU64::new(0));
+        let physics = tokio::spawn(run_physics(
+            devices.clone(),
+            Arc::clone(&lab),
+            Arc::clone(&thermal_ms),
+        ));
         Ok(Self {
             line_plc,
             utilities,
             lab,
             devices,
+            thermal_ms,
             physics,
         })
+    }
+
+    /// Seconds of the tank's thermal time since the plant started (the physics' own count of
+    /// its steps: a loaded machine slows it rather than skipping).
+    pub fn tank_seconds(&self) -> f64 {
+        self.thermal_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     /// Stops the physics and every server.
@@ -165,7 +193,7 @@ struct Physics {
     energy_kwh: f64,
 }
 
-async fn run_physics(devices: PlantDevices, lab: Arc<OpcUaSimServer>) {
+async fn run_physics(devices: PlantDevices, lab: Arc<OpcUaSimServer>, thermal_ms: Arc<AtomicU64>) {
     let mut p = Physics {
         line_state: LineState::Running,
         state_left_s: 45.0,
@@ -174,7 +202,7 @@ async fn run_physics(devices: PlantDevices, lab: Arc<OpcUaSimServer>) {
         rejects: 0.0,
         level: 55.0,
         filling: false,
-        temperature: 21.0,
+        temperature: 38.0,
         flow: 0.0,
         vibration: 1.8,
         fault_age_s: 0.0,
@@ -186,6 +214,10 @@ async fn run_physics(devices: PlantDevices, lab: Arc<OpcUaSimServer>) {
     loop {
         tick.tick().await;
         step(&mut p, &devices, STEP.as_secs_f64(), &mut rand::rng());
+        thermal_ms.fetch_add(
+            (STEP.as_secs_f64() * TANK_TIME_SCALE * 1000.0) as u64,
+            Ordering::Relaxed,
+        );
         // The lab weighs a bottle about once a second while the line runs.
         if p.line_state == LineState::Running && rand::rng().random_bool(0.1) {
             samples += 1;
@@ -238,14 +270,12 @@ fn step(p: &mut Physics, d: &PlantDevices, dt: f64, rng: &mut impl Rng) {
     let inflow_pct_s = if p.filling { 0.25 } else { 0.0 };
     let outflow_pct_s = 0.08; // drawn by the line
     p.level = (p.level + (inflow_pct_s - outflow_pct_s) * dt).clamp(0.0, 100.0);
-    let heater_kw = f64::from(d.tank.holding(0, 1)[0]) / 100.0;
-    let mass_kg = (p.level / 100.0 * 10_000.0).max(200.0);
-    let heat_capacity = 4186.0 * mass_kg; // J/K
-    let loss_w_per_k = 900.0;
-    let d_temp = (heater_kw * 1000.0 - loss_w_per_k * (p.temperature - AMBIENT_C)) / heat_capacity
+    let heater_kw = (f64::from(d.tank.holding(0, 1)[0]) / 100.0).min(80.0);
+    let heat_capacity = 4186.0 * HEATED_MASS_KG; // J/K
+    let d_temp = (heater_kw * 1000.0 - LOSS_W_PER_K * (p.temperature - AMBIENT_C)) / heat_capacity
         * dt
-        * 60.0;
-    p.temperature += d_temp; // time compressed ×60 so the demo moves visibly
+        * TANK_TIME_SCALE;
+    p.temperature += d_temp;
     d.tank.set_input(
         0,
         &[

@@ -18,8 +18,10 @@ fn the_example_config_is_valid_and_builds_a_twin() {
     assert_eq!(config.types.len(), 4);
     assert_eq!(config.assets.len(), 12);
     let model = config.twin_model();
-    // 4 packaging machines × 5 + 2 tanks × 4 + 3 pumps × 4 + 3 meters × 3.
-    assert_eq!(model.properties().len(), 4 * 5 + 2 * 4 + 3 * 4 + 3 * 3);
+    // 4 packaging machines × 5 + 2 tanks × 4 + 3 pumps × 4 + 3 meters × 3, and the control
+    // gate's `twinloom/control/armed` (some properties are read-write).
+    assert_eq!(model.properties().len(), 4 * 5 + 2 * 4 + 3 * 4 + 3 * 3 + 1);
+    assert!(model.property_by_path("twinloom/control/armed").is_some());
     let id = model
         .property_by_path("plant-a/utilities/pump2/vibration_rms")
         .unwrap();
