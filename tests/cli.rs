@@ -419,3 +419,126 @@ config = {{ behaviour = "sleep" }}
     assert!(!all.contains("panicked"), "{all}");
     assert!(all.contains("may not block"), "{all}");
 }
+
+/// `kill -9` in the middle of a write storm: every write the PLC took has its intent record in
+/// the audit log (the intent is on disk before the device is written), and `twinloom audit
+/// verify` passes on what the kill left, listing the intents whose outcome it cut off.
+#[test]
+fn kill_9_during_a_write_storm_leaves_an_intent_for_every_write_the_plc_took() {
+    use std::collections::{HashMap, HashSet};
+    use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+    let component = probe();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let device = SimDevice::new();
+    let server = runtime
+        .block_on(ModbusServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Framing::Tcp,
+            HashMap::from([(1, std::sync::Arc::clone(&device))]),
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("storm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+armed = true
+max_writes_per_origin_per_minute = 1000000
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "1s"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+
+[[plugins]]
+name = "storm"
+file = "{component}"
+deadline = "10s"
+tick = "2ms"
+min_interval = "1ms"
+writes = ["site/heater/setpoint"]
+config = {{ behaviour = "storm" }}
+"#,
+            state = dir.path().display(),
+            addr = server.addr(),
+        ),
+    )
+    .unwrap();
+    let mut child = Child(
+        bin()
+            .arg("run")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    while device.register_writes().len() < 300 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the storm never reached the PLC: {} writes",
+            device.register_writes().len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SIGKILL: no shutdown, no last records.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let taken = device.register_writes();
+    drop(server);
+
+    let audit = dir.path().join("audit");
+    let verified = bin()
+        .arg("audit")
+        .arg("verify")
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let journal = twinloom::runtime::journal::verify(&audit).unwrap();
+    let intended: HashSet<u64> = journal
+        .records
+        .iter()
+        .filter(|r| r["kind"] == "intent" && r["property"] == "site/heater/setpoint")
+        .filter_map(|r| r["written"].as_f64())
+        .map(|v| v as u64)
+        .collect();
+    let missing: Vec<u16> = taken
+        .iter()
+        .filter(|(address, _)| *address == 10)
+        .map(|(_, word)| *word)
+        .filter(|word| !intended.contains(&u64::from(*word)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} writes the PLC took have no intent record: {missing:?}",
+        missing.len(),
+        taken.len()
+    );
+    eprintln!(
+        "storm: the PLC took {} writes, the audit holds {} intents; verify says: {}",
+        taken.len(),
+        intended.len(),
+        String::from_utf8_lossy(&verified.stdout).trim()
+    );
+}

@@ -1319,3 +1319,59 @@ bindings.power = {{ table = "holding", address = 10 }}
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
     helpers.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A write to a source that is not connected is answered at once with "not connected" (OPC UA:
+/// Bad_NoCommunication), never held until a reconnect (here an hour away) or the write timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_disconnected_source_is_answered_at_once() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+
+    // A loopback port nobody listens on: every connect is refused.
+    let closed = std::net::TcpListener::bind(LOOPBACK)
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = config(&format!(
+        r#"
+[control]
+write_timeout = "10s"
+
+[[sources.modbus]]
+id = "down"
+tcp = "{closed}"
+poll = "20ms"
+backoff_min = "1h"
+backoff_max = "1h"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "down"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#
+    ));
+    let handles = start(&config).await;
+    let setpoint = property(&handles, "site/heater/setpoint");
+    wait_for(&handles, setpoint, WAIT, |s| {
+        s.quality == Quality::bad(QualityReason::NoConnection)
+    })
+    .await;
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    for value in [1.0, 2.0] {
+        assert_eq!(
+            handles
+                .control
+                .write(setpoint, Value::Float(value), operator.clone())
+                .await,
+            Err(ControlError::Source(WriteError::NotConnected))
+        );
+    }
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+}

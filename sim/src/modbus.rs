@@ -78,6 +78,8 @@ pub struct SimDevice {
     tables: Mutex<Tables>,
     behaviour: Mutex<Behaviour>,
     requests: AtomicU64,
+    /// Every holding register write the device took, in order: (address, word).
+    register_writes: Mutex<Vec<(u16, u16)>>,
 }
 
 impl SimDevice {
@@ -111,6 +113,25 @@ impl SimDevice {
     /// Sets one discrete input.
     pub fn set_discrete(&self, address: u16, on: bool) {
         self.with_tables(|t| t.discrete[usize::from(address)] = on);
+    }
+
+    /// Every holding register write the device took so far, in order: (address, word) per
+    /// register (function codes 6 and 16), as a PLC's write log would show them.
+    pub fn register_writes(&self) -> Vec<(u16, u16)> {
+        self.register_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn log_writes(&self, address: u16, words: &[u16]) {
+        let mut log = self
+            .register_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (i, word) in words.iter().enumerate() {
+            log.push((address.wrapping_add(i as u16), *word));
+        }
     }
 
     /// Holding registers from `address`.
@@ -185,11 +206,13 @@ impl SimDevice {
             Request::WriteSingleRegister(a, word) => {
                 registers(a, 1)?;
                 t.holding[usize::from(a)] = word;
+                self.log_writes(a, &[word]);
                 Response::WriteSingleRegister(a, word)
             }
             Request::WriteMultipleRegisters(a, words) => {
                 let range = registers(a, words.len() as u16)?;
                 t.holding[range].copy_from_slice(&words);
+                self.log_writes(a, &words);
                 Response::WriteMultipleRegisters(a, words.len() as u16)
             }
             Request::MaskWriteRegister(a, and, or) => {

@@ -179,6 +179,26 @@ fn exception_kind(code: ExceptionCode) -> &'static str {
     }
 }
 
+/// Awaits `until`, answering every write that arrives meanwhile with
+/// [`WriteError::NotConnected`]; `None` when `token` is cancelled first.
+async fn refuse_writes_until<T>(
+    token: &CancellationToken,
+    writes: &mut mpsc::Receiver<WriteRequest>,
+    until: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            biased;
+            () = token.cancelled() => return None,
+            Some(request) = writes.recv() => {
+                let _ = request.reply.send(Err(WriteError::NotConnected));
+            }
+            done = &mut until => return Some(done),
+        }
+    }
+}
+
 impl Poller {
     /// Runs until `token` is cancelled.
     pub async fn run(
@@ -188,7 +208,7 @@ impl Poller {
     ) -> anyhow::Result<()> {
         let gap = self.config.request_delay.max(self.transport.frame_gap());
         loop {
-            if self.ctx.is_none() && !self.connect_or_wait(&token).await {
+            if self.ctx.is_none() && !self.connect_or_wait(&token, &mut writes).await {
                 return Ok(());
             }
             let (device, group, due) = self.next_due();
@@ -265,10 +285,20 @@ impl Poller {
     }
 
     /// Connects, or marks everything bad and waits out the backoff. `false` when cancelled.
-    async fn connect_or_wait(&mut self, token: &CancellationToken) -> bool {
-        let attempt = tokio::select! {
-            () = token.cancelled() => return false,
-            attempt = timeout(self.config.timeout.max(Duration::from_secs(1)), self.transport.connect()) => attempt,
+    /// Connects, or logs why not and waits out the backoff; returns `false` when cancelled.
+    /// Writes that arrive meanwhile are answered at once with [`WriteError::NotConnected`]: a
+    /// write must not reach the device late, after a reconnect nobody waited for.
+    async fn connect_or_wait(
+        &mut self,
+        token: &CancellationToken,
+        writes: &mut mpsc::Receiver<WriteRequest>,
+    ) -> bool {
+        let connect = timeout(
+            self.config.timeout.max(Duration::from_secs(1)),
+            self.transport.connect(),
+        );
+        let Some(attempt) = refuse_writes_until(token, writes, connect).await else {
+            return false;
         };
         let error = match attempt {
             Ok(Ok(ctx)) => {
@@ -302,10 +332,9 @@ impl Poller {
         self.link_up = false;
         self.ever_connected = true;
         self.mark_all(QualityReason::NoConnection);
-        tokio::select! {
-            () = token.cancelled() => false,
-            () = sleep(delay) => true,
-        }
+        refuse_writes_until(token, writes, sleep(delay))
+            .await
+            .is_some()
     }
 
     fn mark_all(&self, reason: QualityReason) {

@@ -11,6 +11,7 @@
 //!   writable list; owned 0 counts the outcomes `written` received, owned 1 the outcomes
 //!   `refused("writable-list")`, owned 2 is the code of the last other outcome: 0 none,
 //!   1 `shadow`, 2 `disarmed`, 3 `refused("mode-off")`, 4 another refusal, 5 anything else;
+//! - `storm`: every tick proposes 1, 2, 3, … (one more each tick) to writable 0;
 //! - `determinism`: on every call, owned 0 is a hash of a `HashMap`'s iteration order (seeded from
 //!   the WASI random source), owned 1 the wall clock (`SystemTime::now`, ms since the epoch) and
 //!   owned 2 the monotonic clock (`Instant`, ms since `init`), so a test can see that both answer
@@ -50,6 +51,8 @@ pub struct Probe {
     outcomes: [u32; 2],
     /// The code of the last other outcome.
     other: u32,
+    /// Proposals made by `storm`.
+    storm: u32,
     started: Instant,
     order: HashMap<String, u32>,
 }
@@ -96,6 +99,10 @@ impl Probe {
                 out.set(1, f64::from(self.outcomes[1]));
                 out.set(2, f64::from(self.other));
             }
+            "storm" if tick => {
+                self.storm += 1;
+                out.propose(0, Setpoint::Float(f64::from(self.storm)), "storm");
+            }
             "determinism" => {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 for key in self.order.keys() {
@@ -125,6 +132,7 @@ impl Plugin for Probe {
             calls: 0,
             outcomes: [0; 2],
             other: 0,
+            storm: 0,
             started: Instant::now(),
             order,
         })
