@@ -1375,3 +1375,59 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
     }
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
 }
+
+/// A proposer's deadline (an OPC UA request's arrival plus its timeout hint) bounds the device
+/// write even when `[control] write_timeout` is an hour, and a write whose turn comes after its
+/// deadline is not carried out (`expired`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_ends_at_its_proposers_deadline_and_a_late_turn_expires() {
+    use std::time::Instant;
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+
+    let helpers = twinloom::runtime::Supervisor::new();
+    let silent_addr = common::silent_plc(&helpers).await;
+    let config = config(&format!(
+        r#"
+[control]
+write_timeout = "1h"
+
+[[sources.modbus]]
+id = "silent"
+tcp = "{silent_addr}"
+poll = "1h"
+timeout = "1h"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/silent"
+type = "Heater"
+source = "silent"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#
+    ));
+    let handles = start(&config).await;
+    let setpoint = property(&handles, "site/silent/setpoint");
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let write = |value: f64| {
+        handles.control.write_until(
+            setpoint,
+            Value::Float(value),
+            operator.clone(),
+            Some(deadline),
+        )
+    };
+    // The first is carried out and ends at the deadline; the second waits behind it and its
+    // turn comes after its deadline: expired, never written.
+    let (first, second) = tokio::join!(write(1.0), write(2.0));
+    assert_eq!(first, Err(ControlError::Source(WriteError::Timeout)));
+    assert_eq!(second, Err(ControlError::Expired));
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    helpers.shutdown(Duration::from_secs(5)).await;
+}

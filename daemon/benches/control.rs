@@ -207,6 +207,7 @@ fn main() {
                 origin: Origin::Plugin { name: "bench".into() },
                 reply,
                 shadow: false,
+                deadline: None,
             };
             std::hint::black_box(policy.decide(&handles.twin, &request, Instant::now()).ok());
         }

@@ -195,6 +195,9 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<Result<(), ControlError>>,
     /// Decide and audit, but write nothing (a plugin in shadow mode).
     pub shadow: bool,
+    /// When the proposer stops waiting (an OPC UA request's timeout hint): the device write
+    /// ends by then, and one whose turn comes later is not carried out (`expired`).
+    pub deadline: Option<Instant>,
 }
 
 impl WriteRequest {
@@ -211,6 +214,7 @@ impl WriteRequest {
             origin,
             reply,
             shadow: false,
+            deadline: None,
         };
         (request, answer)
     }
@@ -258,7 +262,24 @@ impl ControlHandle {
         value: Value,
         origin: Origin,
     ) -> Result<(), ControlError> {
-        let (request, answer) = WriteRequest::new(property, value, origin);
+        self.write_until(property, value, origin, None).await
+    }
+
+    /// [`write`](Self::write) for a proposer that stops waiting at `deadline` (an OPC UA
+    /// request's arrival plus its timeout hint): the device write ends by then (the smaller of
+    /// it and `[control] write_timeout`), and a write whose turn comes after it is not carried
+    /// out ([`ControlError::Expired`]).
+    ///
+    /// Errors: see [`ControlError`].
+    pub async fn write_until(
+        &self,
+        property: PropertyId,
+        value: Value,
+        origin: Origin,
+        deadline: Option<Instant>,
+    ) -> Result<(), ControlError> {
+        let (mut request, answer) = WriteRequest::new(property, value, origin);
+        request.deadline = deadline;
         self.tx
             .send(request)
             .await
@@ -422,7 +443,9 @@ impl Executor {
             (false, true) => "clamped-to-bounds",
             (false, false) => "accepted",
         };
-        if !forced && request.reply.is_closed() {
+        let gone =
+            request.reply.is_closed() || request.deadline.is_some_and(|at| at <= Instant::now());
+        if !forced && gone {
             return (request, rule, Err(ControlError::Expired));
         }
         // The interlocks again: the write may have waited for its turn while a condition changed.
@@ -446,8 +469,11 @@ impl Executor {
             Err(error) => return (request, rule, Err(error)),
         };
         let started = Instant::now();
-        let result = match tokio::time::timeout(
-            self.write_timeout,
+        let ends = request.deadline.map_or(started + self.write_timeout, |at| {
+            at.min(started + self.write_timeout)
+        });
+        let result = match tokio::time::timeout_at(
+            ends.into(),
             self.writers.write(request.property, accepted.value),
         )
         .await

@@ -603,7 +603,11 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
         }
         let origin = origin(context);
         for (index, property, value) in proposals {
-            let outcome = self.control.write(property, value, origin.clone()).await;
+            // The client's timeout hint bounds the device write (patch 0003 of the series).
+            let outcome = self
+                .control
+                .write_until(property, value, origin.clone(), context.deadline)
+                .await;
             nodes_to_write[index].set_status(write_status(&outcome));
         }
         Ok(())

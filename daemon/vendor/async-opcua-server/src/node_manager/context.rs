@@ -121,6 +121,10 @@ pub struct RequestContextInner {
     /// Server info object, containing configuration and other shared server
     /// state.
     pub info: Arc<ServerInfo>,
+    /// When the client stops waiting for the answer: the time the request arrived plus its
+    /// `RequestHeader.timeoutHint` (OPC UA Part 4 §7.33); `None` without a hint (0) or outside a
+    /// service call.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl RequestContext {

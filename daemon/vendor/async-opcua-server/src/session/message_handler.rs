@@ -81,6 +81,7 @@ pub(super) struct Request<T> {
     pub token: UserToken,
     pub subscriptions: Arc<SubscriptionCache>,
     pub session_id: u32,
+    pub deadline: Option<Instant>,
 }
 
 /// Convenient macro for creating a response containing a service fault.
@@ -105,6 +106,7 @@ impl<T> Request<T> {
         token: UserToken,
         subscriptions: Arc<SubscriptionCache>,
         session_id: u32,
+        deadline: Option<Instant>,
     ) -> Self {
         Self {
             request,
@@ -115,6 +117,7 @@ impl<T> Request<T> {
             token,
             subscriptions,
             session_id,
+            deadline,
         }
     }
 
@@ -131,6 +134,7 @@ impl<T> Request<T> {
                 subscriptions: self.subscriptions.clone(),
                 session_id: self.session_id,
                 info: self.info.clone(),
+                deadline: self.deadline,
             }),
         }
     }
@@ -150,6 +154,7 @@ macro_rules! async_service_call {
                 $r.token,
                 $slf.subscriptions.clone(),
                 $r.session_id,
+                $r.deadline,
             ),
         )))
     };
@@ -161,6 +166,7 @@ struct RequestData {
     session: Arc<RwLock<Session>>,
     token: UserToken,
     session_id: u32,
+    deadline: Option<Instant>,
 }
 
 impl MessageHandler {
@@ -189,12 +195,15 @@ impl MessageHandler {
         token: UserToken,
         request_id: u32,
     ) -> HandleMessageResult {
+        let timeout_hint = message.request_header().timeout_hint;
         let data = RequestData {
             request_id,
             request_handle: message.request_handle(),
             session,
             token,
             session_id,
+            deadline: (timeout_hint > 0)
+                .then(|| Instant::now() + std::time::Duration::from_millis(timeout_hint.into())),
         };
         // Session management requests are not handled here.
         match message {
@@ -378,6 +387,7 @@ impl MessageHandler {
                 subscriptions: self.subscriptions.clone(),
                 info: self.info.clone(),
                 type_tree_getter: self.info.type_tree_getter.clone(),
+                deadline: None,
             }),
         };
 
@@ -411,6 +421,7 @@ impl MessageHandler {
                 subscriptions: self.subscriptions.clone(),
                 info: self.info.clone(),
                 type_tree_getter: self.info.type_tree_getter.clone(),
+                deadline: None,
             }),
         };
         get_namespaces_for_user(&ctx, &self.node_managers)
@@ -455,6 +466,7 @@ impl MessageHandler {
             dt.token,
             self.subscriptions.clone(),
             dt.session_id,
+            dt.deadline,
         )
     }
 

@@ -190,6 +190,7 @@ impl SubscriptionCache {
                     subscriptions: context.subscriptions.clone(),
                     info: context.info.clone(),
                     type_tree_getter: context.type_tree_getter.clone(),
+                    deadline: None,
                 }),
             };
 

@@ -68,6 +68,7 @@ async fn get_eu_range(
         token: context.token.clone(),
         subscriptions: context.subscriptions.clone(),
         session_id: context.session_id,
+        deadline: context.deadline,
     };
     let response = translate_browse_paths(node_managers.clone(), req).await;
     let ResponseMessage::TranslateBrowsePathsToNodeIds(translated) = response.message else {
@@ -117,6 +118,7 @@ async fn get_eu_range(
         token: context.token.clone(),
         subscriptions: context.subscriptions.clone(),
         session_id: context.session_id,
+        deadline: context.deadline,
     };
     let read_res = read(node_managers.clone(), read_req).await;
     let ResponseMessage::Read(read) = read_res.message else {
