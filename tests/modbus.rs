@@ -1107,6 +1107,16 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
         first.await.unwrap(),
         Err(ControlError::Source(WriteError::Timeout))
     );
+    // The fourth's turn comes next: its proposer has gone, so it expires (counted before the
+    // gate stops: shutdown does not wait for writes in flight).
+    let expired =
+        r#"twinloom_control_decisions_total{origin="plugin",rule="expired",outcome="refused"}"#;
+    common::eventually(
+        WAIT,
+        || metric(&handles.metrics.encode(), expired) == 1.0,
+        || handles.metrics.encode(),
+    )
+    .await;
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
     helpers.shutdown(Duration::from_secs(5)).await;
 
@@ -1430,4 +1440,93 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
     assert_eq!(second, Err(ControlError::Expired));
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
     helpers.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A written register is read back at once and its words compared: a PLC that answers the write
+/// but holds another value (its own logic overrides it) makes the write's outcome a read-back
+/// mismatch, in the answer and in the audit log; with `read_back = false` nothing is compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_plc_does_not_hold_is_a_read_back_mismatch() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+
+    let device = SimDevice::new();
+    device.behave(|b| b.frozen_registers = vec![10..11]);
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[sources.modbus]]
+id = "trusting"
+tcp = "{addr}"
+poll = "20ms"
+read_back = false
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "held", data_type = "float", access = "read-write" }},
+  {{ name = "free", data_type = "float", access = "read-write" }},
+]
+
+[[assets]]
+path = "site/checked"
+type = "Heater"
+source = "plc"
+bindings.held = {{ table = "holding", address = 10 }}
+bindings.free = {{ table = "holding", address = 11 }}
+
+[[assets]]
+path = "site/trusting"
+type = "Heater"
+source = "trusting"
+bindings.held = {{ table = "holding", address = 10 }}
+bindings.free = {{ table = "holding", address = 12 }}
+"#,
+        state = state.path().display(),
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    for path in ["site/checked/free", "site/trusting/free"] {
+        wait_for(&handles, property(&handles, path), WAIT, |s| {
+            s.quality.is_good()
+        })
+        .await;
+    }
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let write = |path: &str, value: f64| {
+        let property = property(&handles, path);
+        let origin = operator.clone();
+        let control = handles.control.clone();
+        async move { control.write(property, Value::Float(value), origin).await }
+    };
+    match write("site/checked/held", 7.0).await {
+        Err(ControlError::Source(WriteError::ReadBackMismatch { detail })) => {
+            assert_eq!(detail, "wrote [0007] at holding 10, read [0000]");
+        }
+        other => panic!("expected a read-back mismatch, got {other:?}"),
+    }
+    assert_eq!(write("site/checked/free", 8.0).await, Ok(()));
+    assert_eq!(device.holding(11, 1), [8]);
+    // Without read-back the same frozen register's write counts as written.
+    assert_eq!(write("site/trusting/held", 9.0).await, Ok(()));
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let outcomes: Vec<&str> = journal
+        .records
+        .iter()
+        .filter(|r| r["kind"] == "outcome")
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["read-back-mismatch", "written", "written"]);
 }

@@ -58,6 +58,9 @@ pub struct Behaviour {
     pub delay: Duration,
     /// Accept requests and never answer them.
     pub silent: bool,
+    /// Holding registers whose writes are answered as taken but not applied (the PLC's own
+    /// logic holds them), so a read-back differs.
+    pub frozen_registers: Vec<Range<u16>>,
 }
 
 impl Default for Behaviour {
@@ -68,6 +71,7 @@ impl Default for Behaviour {
             missing_registers: Vec::new(),
             delay: Duration::ZERO,
             silent: false,
+            frozen_registers: Vec::new(),
         }
     }
 }
@@ -205,7 +209,9 @@ impl SimDevice {
             }
             Request::WriteSingleRegister(a, word) => {
                 registers(a, 1)?;
-                t.holding[usize::from(a)] = word;
+                if !behaviour.frozen_registers.iter().any(|r| r.contains(&a)) {
+                    t.holding[usize::from(a)] = word;
+                }
                 self.log_writes(a, &[word]);
                 Response::WriteSingleRegister(a, word)
             }

@@ -73,6 +73,15 @@ pub struct ModbusSourceConfig {
     /// Poll interval of a demoted device until it answers again. Default 10 s.
     #[serde(default = "default_demoted_poll", with = "humantime_serde")]
     pub demoted_poll: Duration,
+    /// Read every written coil or register back at once and compare the device's image with the
+    /// words written (not the floats): a difference answers the write "read-back mismatch".
+    /// Default true; one more request per write.
+    #[serde(default = "default_read_back")]
+    pub read_back: bool,
+}
+
+fn default_read_back() -> bool {
+    true
 }
 
 fn default_timeout() -> Duration {

@@ -7,7 +7,7 @@
 //! - `{"kind": "intent", "time", "origin", "user" | "plugin", "property", "old", "requested",
 //!   "written", "rule": "accepted" | "clamped-to-bounds"}`;
 //! - `{"kind": "outcome", "time", "intent": <seq of the intent>, "outcome": "written" |
-//!   "device-error", "error", "latency_ms"}`;
+//!   "read-back-mismatch" | "device-error", "error", "latency_ms"}`;
 //! - `{"kind": "refusals", "time", "origin", "rule", "count", "since"}`;
 //! - `{"kind": "shadow", "time", "origin", "plugin", "property", "requested", "written"}`: a
 //!   shadow-mode plugin's proposal that every rule accepted; nothing was written;
@@ -203,7 +203,13 @@ impl AuditLog {
             "kind": "outcome",
             "time": time(SystemTime::now()),
             "intent": intent,
-            "outcome": if result.is_ok() { "written" } else { "device-error" },
+            "outcome": match result {
+                Ok(()) => "written",
+                Err(ControlError::Source(crate::twin::WriteError::ReadBackMismatch { .. })) => {
+                    "read-back-mismatch"
+                }
+                Err(_) => "device-error",
+            },
             "error": result.as_ref().err().map(ToString::to_string),
             "latency_ms": latency.as_secs_f64() * 1000.0,
         });

@@ -45,4 +45,11 @@ pub enum WriteError {
         /// What did not fit.
         detail: String,
     },
+    /// The device took the write, but reading it back at once gave another image (the PLC's
+    /// logic or an HMI overrode it, or the register does not hold what is written).
+    #[error("read back differs: {detail}")]
+    ReadBackMismatch {
+        /// The image written and the image read, in the protocol's terms.
+        detail: String,
+    },
 }

@@ -449,7 +449,9 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
         Err(ControlError::Source(error)) => match error {
             WriteError::Timeout => StatusCode::BadTimeout,
             WriteError::NotConnected => StatusCode::BadNoCommunication,
-            WriteError::DeviceRejected { .. } => StatusCode::BadDeviceFailure,
+            WriteError::DeviceRejected { .. } | WriteError::ReadBackMismatch { .. } => {
+                StatusCode::BadDeviceFailure
+            }
             WriteError::Encoding { .. } | WriteError::OutOfRange { .. } => {
                 StatusCode::BadOutOfRange
             }

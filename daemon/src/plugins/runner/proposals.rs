@@ -21,6 +21,7 @@ pub(super) fn outcome_of(answer: Result<(), ControlError>) -> Outcome {
         Err(ControlError::Superseded) => Outcome::Superseded,
         Err(ControlError::Disarmed) => Outcome::Disarmed,
         Err(ControlError::Shadow) => Outcome::Shadow,
+        Err(ControlError::Source(WriteError::ReadBackMismatch { .. })) => Outcome::ReadBackMismatch,
         Err(ControlError::Source(error)) => Outcome::DeviceError(match error {
             WriteError::NotBound => DeviceErrorKind::NotBound,
             WriteError::NotWritable { .. } => DeviceErrorKind::NotWritable,
@@ -30,6 +31,7 @@ pub(super) fn outcome_of(answer: Result<(), ControlError>) -> Outcome {
             WriteError::DeviceRejected { .. } => DeviceErrorKind::DeviceRejected,
             WriteError::Encoding { .. } => DeviceErrorKind::Encoding,
             WriteError::OutOfRange { .. } => DeviceErrorKind::OutOfRange,
+            WriteError::ReadBackMismatch { .. } => unreachable!("answered above"),
         }),
         // Every other answer is a refusal by a named rule (`ControlError::rule` is exhaustive).
         Err(error) => Outcome::Refused(error.rule().unwrap_or(rule::QUEUE).into()),

@@ -630,6 +630,9 @@ impl Poller {
                 tracing::info!(source = %self.id, property = %self.twin.model().property(request.property).path, value = %request.value, "Wrote value");
                 // Read it back on the next turn so the twin shows what the device holds.
                 self.devices[target.device].groups[target.group].next_due = Instant::now();
+                if self.config.read_back {
+                    self.read_back(&target, &raw).await?;
+                }
                 Ok(())
             }
             Ok(Ok(Err(code))) => Err(WriteError::DeviceRejected {
@@ -649,6 +652,81 @@ impl Poller {
                 Err(WriteError::Timeout)
             }
         }
+    }
+}
+
+impl Poller {
+    /// Reads the image just written to `target` (`raw`, before encoding) back and compares the
+    /// words (or the coil, or the one bit) with those written. A read that fails leaves the
+    /// write as taken (logged): the device answered the write itself.
+    ///
+    /// Errors: [`WriteError::ReadBackMismatch`] naming both images.
+    async fn read_back(&mut self, target: &WriteTarget, raw: &Value) -> Result<(), WriteError> {
+        let layout = target.point.layout;
+        let address = target.point.address;
+        let Some(ctx) = self.ctx.as_mut() else {
+            return Ok(());
+        };
+        self.devices[target.device].metrics.requests.inc();
+        let (written, read) = match (target.table, layout.encoding) {
+            (RegisterTable::Coil, _) => {
+                let wrote = raw.as_bool().unwrap_or_default();
+                match timeout(self.config.timeout, ctx.read_coils(address, 1)).await {
+                    Ok(Ok(Ok(bits))) if bits.first() == Some(&wrote) => return Ok(()),
+                    Ok(Ok(Ok(bits))) => (format!("coil {wrote}"), format!("coil {bits:?}")),
+                    other => {
+                        self.read_back_failed(target, &other);
+                        return Ok(());
+                    }
+                }
+            }
+            (_, encoding) => {
+                let words = layout.encode(raw)?;
+                let count = words.len() as u16;
+                let answer = timeout(
+                    self.config.timeout,
+                    ctx.read_holding_registers(address, count),
+                )
+                .await;
+                let read = match answer {
+                    Ok(Ok(Ok(read))) => read,
+                    other => {
+                        self.read_back_failed(target, &other);
+                        return Ok(());
+                    }
+                };
+                let same = match encoding {
+                    Encoding::Bit => {
+                        let mask = 1u16 << layout.bit;
+                        read.first().map(|w| w & mask) == Some(words[0] & mask)
+                    }
+                    _ => read == words,
+                };
+                if same {
+                    return Ok(());
+                }
+                (format!("{words:04x?}"), format!("{read:04x?}"))
+            }
+        };
+        Err(WriteError::ReadBackMismatch {
+            detail: format!(
+                "wrote {written} at {} {address}, read {read}",
+                target.table.as_str()
+            ),
+        })
+    }
+
+    /// Logs a read-back that got no image (the write itself was answered); after a timeout the
+    /// connection is dropped like after a write's, so a late reply cannot answer the next request.
+    fn read_back_failed<T: std::fmt::Debug>(
+        &mut self,
+        target: &WriteTarget,
+        answer: &Result<T, tokio::time::error::Elapsed>,
+    ) {
+        if answer.is_err() {
+            self.ctx = None;
+        }
+        tracing::warn!(source = %self.id, address = target.point.address, ?answer, "The written value could not be read back");
     }
 }
 
