@@ -1451,7 +1451,7 @@ async fn a_write_the_plc_does_not_hold_is_a_read_back_mismatch() {
     use twinloom::twin::WriteError;
 
     let device = SimDevice::new();
-    device.behave(|b| b.frozen_registers = vec![10..11]);
+    device.behave(|b| b.frozen_registers.push(10..11));
     let server = common::modbus_tcp(&device).await;
     let state = tempfile::tempdir().unwrap();
     let config = config(&format!(

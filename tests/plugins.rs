@@ -1466,6 +1466,111 @@ config = {{ behaviour = "sleep" }}
     assert!(report.open_intents.is_empty(), "{report:?}");
 }
 
+/// Manual override: a setpoint changed at the HMI (read back different from the value the gate
+/// last wrote) blocks the plugin's writes to it (`manual-override`) until the plant is armed
+/// again; the override is in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setpoint_changed_by_hand_blocks_the_plugin_until_the_plant_is_armed_again() {
+    use twinloom::control::Origin;
+    let file = probe().await;
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+armed = true
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "setpoint", data_type = "float", access = "read-write" }},
+  {{ name = "written", data_type = "float" }},
+  {{ name = "refused", data_type = "float" }},
+  {{ name = "other", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+bindings.written = {{ plugin = "controller" }}
+bindings.refused = {{ plugin = "controller" }}
+bindings.other = {{ plugin = "controller" }}
+
+[[plugins]]
+name = "controller"
+file = "{file}"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+tick = "50ms"
+writes = ["site/heater/setpoint"]
+config = {{ behaviour = "propose", setpoint = 33.0 }}
+"#,
+        state = state.path().display(),
+        addr = server.addr(),
+        file = file.display(),
+    );
+    let handles = start(&config(&text)).await;
+    let setpoint = property(&handles, "site/heater/setpoint");
+    wait_for(&handles, setpoint, WAIT, |s| {
+        s.value == Some(Value::Float(33.0))
+    })
+    .await;
+    // The operator turns the setpoint down at the HMI: the plugin's writes are refused from
+    // then on (another refusal: code 4) and the PLC keeps the hand-set value.
+    device.set_holding(10, &[12]);
+    let other = property(&handles, "site/heater/other");
+    wait_for(&handles, other, WAIT, |s| {
+        s.value == Some(Value::Float(4.0))
+    })
+    .await;
+    let overridden = r#"twinloom_control_decisions_total{origin="plugin",rule="manual-override",outcome="refused"}"#;
+    let refused = metric(&handles.metrics.encode(), overridden);
+    assert!(refused >= 1.0);
+    common::eventually(
+        WAIT,
+        || metric(&handles.metrics.encode(), overridden) > refused,
+        || handles.metrics.encode(),
+    )
+    .await;
+    assert_eq!(device.holding(10, 1), [12]);
+    // Armed again: the plugin writes it again.
+    handles
+        .control
+        .arm(Origin::OpcUa {
+            user: "operator".into(),
+        })
+        .await
+        .unwrap();
+    common::eventually(
+        WAIT,
+        || device.holding(10, 1) == [33],
+        || format!("{:?}", device.holding(10, 1)),
+    )
+    .await;
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let overrides: Vec<_> = journal
+        .records
+        .iter()
+        .filter(|r| r["kind"] == "manual-override")
+        .collect();
+    assert_eq!(overrides.len(), 1, "{overrides:?}");
+    assert_eq!(overrides[0]["property"], "site/heater/setpoint");
+    assert_eq!(overrides[0]["written"], 33.0);
+    assert_eq!(overrides[0]["read"], 12.0);
+}
+
 /// A `writes` entry must name a read-write property bound to a device: other entries are config
 /// errors with their key path.
 #[test]

@@ -13,7 +13,9 @@
 //!   shadow-mode plugin's proposal that every rule accepted; nothing was written;
 //! - `{"kind": "arm" | "disarm", "time", "origin", "user", "dropped"}`: the plant armed or
 //!   disarmed (a disarm's `dropped` counts the plugins' writes it dropped before execution);
-//! - `{"kind": "controller-lost", "time", "why", "properties"}`: their `on_loss` applied.
+//! - `{"kind": "controller-lost", "time", "why", "properties"}`: their `on_loss` applied;
+//! - `{"kind": "manual-override", "time", "property", "written", "read"}`: a setpoint changed by
+//!   hand since the gate wrote it (plugins no longer write it until the plant is armed again).
 //!
 //! When the intent cannot be written (full disk, failing disk, no audit folder) the write is
 //! refused ([`ControlError::AuditUnavailable`]): fail safe. Reading is not affected.
@@ -185,6 +187,25 @@ impl AuditLog {
             "time": time(SystemTime::now()),
             "why": why,
             "properties": properties,
+        });
+        self.append(record).await.map(|_| ())
+    }
+
+    /// Writes that `property`, last written `written`, now reads `read`: changed by hand.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
+    pub async fn manual_override(
+        &self,
+        property: &str,
+        written: f64,
+        read: f64,
+    ) -> Result<(), ControlError> {
+        let record = json!({
+            "kind": "manual-override",
+            "time": time(SystemTime::now()),
+            "property": property,
+            "written": written,
+            "read": read,
         });
         self.append(record).await.map(|_| ())
     }

@@ -93,6 +93,9 @@ pub mod rule {
     pub const DISARMED: &str = "disarmed";
     /// The plugin's mode is `off`.
     pub const MODE_OFF: &str = "mode-off";
+    /// The setpoint was changed by hand (at the HMI) since the gate last wrote it: plugins do
+    /// not write it until the plant is armed again.
+    pub const MANUAL_OVERRIDE: &str = "manual-override";
     /// A newer accepted proposal replaced this one while it waited.
     pub const SUPERSEDED: &str = "superseded";
     /// The proposer had gone before the write was carried out.
@@ -156,6 +159,12 @@ pub enum ControlError {
     /// The plant is disarmed: plugins do not write (`[control] armed`).
     #[error("the plant is disarmed: plugins do not write")]
     Disarmed,
+    /// The setpoint was changed by hand since the gate last wrote it; plugins do not write it
+    /// until the plant is armed again.
+    #[error(
+        "the setpoint was changed by hand (manual override): plugins do not write it until the plant is armed again"
+    )]
+    ManualOverride,
     /// Decided and audited, not written: the proposing plugin runs in shadow mode.
     #[error("decided in shadow mode: nothing was written")]
     Shadow,
@@ -370,6 +379,7 @@ impl ControlError {
             Self::Interlock { .. } => Some(rule::INTERLOCK),
             Self::Superseded => Some(rule::SUPERSEDED),
             Self::Disarmed => Some(rule::DISARMED),
+            Self::ManualOverride => Some(rule::MANUAL_OVERRIDE),
             Self::Shadow => None,
             Self::Expired => Some(rule::EXPIRED),
             Self::AuditUnavailable(_) => Some(rule::AUDIT),
@@ -556,7 +566,19 @@ pub fn spawn(
         slots: HashMap::new(),
         running: FuturesUnordered::new(),
         audit_failed: false,
+        written: HashMap::new(),
+        overridden: Default::default(),
     };
+    let model = gate.twin.model();
+    let setpoints: Vec<PropertyId> = (0..model.properties().len() as u32)
+        .map(PropertyId)
+        .filter(|&p| model.decl(p).access == crate::twin::Access::ReadWrite)
+        .collect();
+    let mut readings = gate.twin.subscribe(
+        crate::twin::Filter::Properties(setpoints),
+        crate::twin::DEFAULT_SUBSCRIBER_CAPACITY,
+    );
+    let mut changes = Vec::new();
     gate.set_armed(limits.armed);
     supervisor.spawn("control-gate", move |token| async move {
         let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
@@ -572,6 +594,11 @@ pub fn spawn(
                 Some((request, rule, outcome)) = gate.running.next(), if !gate.running.is_empty() => {
                     gate.finished(request, rule, outcome).await;
                 }
+                _ = readings.recv(&mut changes) => {
+                    for change in changes.drain(..) {
+                        gate.read(&change).await;
+                    }
+                }
                 _ = summary.tick() => gate.summarise("").await,
                 request = rx.recv() => {
                     let Some(request) = request else { return Ok(()) };
@@ -586,6 +613,10 @@ pub fn spawn(
         armed,
     }
 }
+
+/// How many recent written values per setpoint a reading is compared with: a poll that read a
+/// value just before a newer write still matches one of them.
+const WRITTEN_HISTORY: usize = 8;
 
 /// The rule name of an `on_loss` write in the audit log and metrics.
 const ON_LOSS: &str = "on-loss";
@@ -628,6 +659,12 @@ struct Gate {
     running: FuturesUnordered<Carried>,
     /// An intent could not be audited since the last one that could (`on_loss` applied once).
     audit_failed: bool,
+    /// The last [`WRITTEN_HISTORY`] values the gate started writing to each setpoint (as
+    /// numbers): a reading that matches one of them is the gate's own.
+    written: HashMap<PropertyId, std::collections::VecDeque<f64>>,
+    /// Setpoints changed by hand since the gate wrote them: plugins do not write them until
+    /// the plant is armed again.
+    overridden: std::collections::HashSet<PropertyId>,
 }
 
 impl Gate {
@@ -668,16 +705,32 @@ impl Gate {
         let slot = self.slots.entry(job.request.property).or_default();
         if !slot.busy {
             slot.busy = true;
-            self.running.push(Box::pin(self.executor.clone().run(job)));
+            self.start(job);
         } else if let Some(old) = slot.pending.replace(job) {
             self.answer(old.request, "", Err(ControlError::Superseded));
         }
+    }
+
+    /// Carries `job` out, remembering its value among the setpoint's recent writes.
+    fn start(&mut self, job: Job) {
+        if let Some(value) = job.accepted.value.as_f64() {
+            let history = self.written.entry(job.request.property).or_default();
+            if history.len() == WRITTEN_HISTORY {
+                history.pop_front();
+            }
+            history.push_back(value);
+        }
+        self.running.push(Box::pin(self.executor.clone().run(job)));
     }
 
     async fn decide(&mut self, request: WriteRequest) {
         let from_plugin = matches!(request.origin, Origin::Plugin { .. });
         if from_plugin && !request.shadow && !*self.armed.borrow() {
             self.answer(request, "", Err(ControlError::Disarmed));
+            return;
+        }
+        if from_plugin && self.overridden.contains(&request.property) {
+            self.answer(request, "", Err(ControlError::ManualOverride));
             return;
         }
         match self.policy.decide(&self.twin, &request, Instant::now()) {
@@ -721,7 +774,7 @@ impl Gate {
         self.answer(request, rule, outcome);
         let slot = self.slots.entry(property).or_default();
         match slot.pending.take() {
-            Some(job) => self.running.push(Box::pin(self.executor.clone().run(job))),
+            Some(job) => self.start(job),
             None => slot.busy = false,
         }
     }
@@ -733,6 +786,7 @@ impl Gate {
                 match &outcome {
                     Ok(()) => {
                         self.set_armed(true);
+                        self.overridden.clear();
                         tracing::warn!(%by, "Plant armed: plugins' proposals are written");
                     }
                     Err(error) => {
@@ -766,6 +820,48 @@ impl Gate {
                 let _ = reply.send(Ok(()));
             }
             Command::Lost { why, properties } => self.lose(&why, properties).await,
+        }
+    }
+
+    /// A setpoint's new reading: when it matches none of the values the gate recently started
+    /// writing to it (beyond the property's deadband and at least one raw step, `|scale|`), the
+    /// setpoint was changed by hand: audited, and plugins no longer write it until the plant is
+    /// armed again. A setpoint the gate never wrote is not watched.
+    async fn read(&mut self, change: &crate::twin::Change) {
+        let property = change.property;
+        let Some(history) = self.written.get(&property) else {
+            return;
+        };
+        let sample = &change.sample;
+        let Some(read) = sample.value.as_ref().and_then(Value::as_f64) else {
+            return;
+        };
+        if !sample.quality.is_good() || self.overridden.contains(&property) {
+            return;
+        }
+        let model = self.twin.model();
+        let decl = model.decl(property);
+        let tolerance = decl
+            .deadband
+            .threshold(decl.range)
+            .max(model.property(property).scaling.scale.abs());
+        if history
+            .iter()
+            .any(|written| (read - written).abs() <= tolerance)
+        {
+            return;
+        }
+        let written = history.back().copied().unwrap_or(f64::NAN);
+        self.overridden.insert(property);
+        let path = model.property(property).path.clone();
+        tracing::warn!(property = %path, written, read, "Setpoint changed by hand: plugins do not write it until the plant is armed again");
+        if let Err(error) = self
+            .executor
+            .audit
+            .manual_override(&path, written, read)
+            .await
+        {
+            tracing::error!(%error, "Cannot write the manual override to the audit log");
         }
     }
 

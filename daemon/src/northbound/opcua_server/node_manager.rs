@@ -444,7 +444,9 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
         Err(ControlError::Interlock { .. }) => StatusCode::BadInvalidState,
         Err(ControlError::Superseded) => StatusCode::BadOperationAbandoned,
         // Plugins' answers only: an OPC UA write is neither disarmed nor in shadow mode.
-        Err(ControlError::Disarmed | ControlError::Shadow) => StatusCode::BadRequestNotAllowed,
+        Err(ControlError::Disarmed | ControlError::Shadow | ControlError::ManualOverride) => {
+            StatusCode::BadRequestNotAllowed
+        }
         Err(ControlError::Expired) => StatusCode::BadTimeout,
         Err(ControlError::Source(error)) => match error {
             WriteError::Timeout => StatusCode::BadTimeout,
