@@ -1530,3 +1530,45 @@ bindings.free = {{ table = "holding", address = 12 }}
         .collect();
     assert_eq!(outcomes, ["read-back-mismatch", "written", "written"]);
 }
+
+/// A source's heartbeat: Twinloom writes 1, 2, 3, … to the configured holding register, so the
+/// PLC's watchdog can tell when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_register_counts_up_while_the_daemon_runs() {
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "1s"
+heartbeat = {{ address = 100, interval = "20ms" }}
+
+[[types]]
+name = "Tank"
+properties = [{{ name = "level", data_type = "float" }}]
+
+[[assets]]
+path = "site/tank"
+type = "Tank"
+source = "plc"
+bindings.level = {{ table = "input", address = 0 }}
+"#,
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let beats = || -> Vec<u16> {
+        device
+            .register_writes()
+            .into_iter()
+            .filter(|(address, _)| *address == 100)
+            .map(|(_, value)| value)
+            .collect()
+    };
+    common::eventually(WAIT, || beats().len() >= 5, || format!("{:?}", beats())).await;
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    let after_stop = beats();
+    let expected: Vec<u16> = (1..=after_stop.len() as u16).collect();
+    assert_eq!(after_stop, expected);
+}

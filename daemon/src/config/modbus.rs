@@ -78,6 +78,31 @@ pub struct ModbusSourceConfig {
     /// Default true; one more request per write.
     #[serde(default = "default_read_back")]
     pub read_back: bool,
+    /// A holding register Twinloom writes a counter to periodically, so the PLC's own logic can
+    /// tell that Twinloom stopped (its watchdog) and fall back on its own control.
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+/// `heartbeat = { address = 100, interval = "1s" }`: Twinloom writes 1, 2, 3, … (wrapping after
+/// 65 535 to 0) to holding register `address` of unit `unit_id` every `interval` (function code
+/// 6), whether or not the plant is armed. Not audited (it is no setpoint); a failed write is
+/// logged and retried at the next interval.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// Holding register (zero-based protocol address).
+    pub address: u16,
+    /// Time between two writes. Default 1 s.
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// The unit written. Default the source's `unit_id` (or 1).
+    #[serde(default)]
+    pub unit_id: Option<u8>,
+}
+
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_read_back() -> bool {
@@ -302,6 +327,14 @@ impl ModbusSourceConfig {
 
     /// Semantic checks of the source itself; `path` is the source's key path.
     pub fn validate(&self, path: &KeyPath, out: &mut Vec<Problem>) {
+        if let Some(heartbeat) = &self.heartbeat
+            && heartbeat.interval.is_zero()
+        {
+            out.push(Problem::new(
+                path.key("heartbeat").key("interval"),
+                "the heartbeat interval must be positive",
+            ));
+        }
         let transports = [
             self.tcp.is_some(),
             self.rtu_over_tcp.is_some(),

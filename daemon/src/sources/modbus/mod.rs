@@ -173,5 +173,6 @@ pub(crate) fn build(
         link_up: false,
         readings: Vec::new(),
         ready,
+        heartbeat: source.heartbeat.map(|_| (Instant::now(), 0)),
     }
 }

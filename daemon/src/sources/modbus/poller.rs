@@ -162,6 +162,8 @@ pub(crate) struct Poller {
     pub readings: Vec<Reading>,
     /// Its readiness condition for `/readyz`: connected.
     pub ready: ReadyFlag,
+    /// When the next heartbeat is due and the last value written (`heartbeat` configured).
+    pub heartbeat: Option<(Instant, u16)>,
 }
 
 fn exception_kind(code: ExceptionCode) -> &'static str {
@@ -211,7 +213,11 @@ impl Poller {
             if self.ctx.is_none() && !self.connect_or_wait(&token, &mut writes).await {
                 return Ok(());
             }
-            let (device, group, due) = self.next_due();
+            let (device, group, mut due) = self.next_due();
+            let heartbeat_due = self.heartbeat.map(|(at, _)| at);
+            if let Some(at) = heartbeat_due {
+                due = due.min(at);
+            }
             // A group already due is polled without a timer round trip (tokio's timer has 1 ms
             // granularity); pending writes and cancellation still go first.
             let next = if due <= Instant::now() {
@@ -243,6 +249,12 @@ impl Poller {
                         tracing::warn!(source = %self.id, property = %self.twin.model().property(request.property).path, %error, "Write failed");
                     }
                     let _ = request.reply.send(outcome);
+                }
+                Next::Poll if heartbeat_due.is_some_and(|at| at <= Instant::now()) => {
+                    tokio::select! {
+                        () = token.cancelled() => return Ok(()),
+                        () = self.beat() => {}
+                    }
                 }
                 Next::Poll => {
                     tokio::select! {
@@ -656,6 +668,38 @@ impl Poller {
 }
 
 impl Poller {
+    /// Writes the next heartbeat value (FC 6) and schedules the one after; a failure is logged
+    /// (a timeout drops the connection like any other request's).
+    async fn beat(&mut self) {
+        let Some(config) = self.config.heartbeat else {
+            return;
+        };
+        let Some((_, last)) = self.heartbeat else {
+            return;
+        };
+        let value = last.wrapping_add(1);
+        self.heartbeat = Some((Instant::now() + config.interval, value));
+        let Some(ctx) = self.ctx.as_mut() else {
+            return;
+        };
+        ctx.set_slave(Slave(config.unit_id.or(self.config.unit_id).unwrap_or(1)));
+        let answer = timeout(
+            self.config.timeout,
+            ctx.write_single_register(config.address, value),
+        )
+        .await;
+        match answer {
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => {
+                self.ctx = None;
+                tracing::warn!(source = %self.id, address = config.address, "The heartbeat write timed out");
+            }
+            other => {
+                tracing::warn!(source = %self.id, address = config.address, ?other, "The heartbeat write failed");
+            }
+        }
+    }
+
     /// Reads the image just written to `target` (`raw`, before encoding) back and compares the
     /// words (or the coil, or the one bit) with those written. A read that fails leaves the
     /// write as taken (logged): the device answered the write itself.
