@@ -1122,3 +1122,105 @@ async fn an_operator_arms_the_plant_and_any_session_disarms_it() {
         .shutdown(Duration::from_secs(5))
         .await;
 }
+
+/// Select-before-operate: a property with `select_before_operate` takes a write only from the
+/// user who selected it (the asset's `Select_<property>` method, operators only), once, within
+/// the select's time; another user's valid select makes a select `Bad_InvalidState`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_select_before_operate_setpoint_takes_one_write_from_its_selector() {
+    use twinloom::control::Origin;
+    let rig = start_rig_with(
+        "auto_trust_clients = true",
+        r#"
+[[types]]
+name = "Valve"
+properties = [{ name = "position", data_type = "float", unit = "%", access = "read-write", select_before_operate = "300ms" }]
+
+[[assets]]
+path = "plant/bakery/valve1"
+type = "Valve"
+source = "plc"
+bindings.position = { table = "holding", address = 40 }
+"#,
+    )
+    .await;
+    let node = |path: &str| NodeId::new(rig.ns, path);
+    let connect_as = |name: &'static str, password: &'static str| {
+        connect(
+            &rig.url,
+            rig.client_pki.path(),
+            SecurityPolicy::Basic256Sha256,
+            MessageSecurityMode::SignAndEncrypt,
+            user(name, password),
+        )
+    };
+    let operator = connect_as("operator", "operator-pw")
+        .await
+        .expect("operator connects");
+    let viewer = connect_as("viewer", "viewer-pw")
+        .await
+        .expect("viewer connects");
+    let select = (
+        node("plant/bakery/valve1"),
+        node("plant/bakery/valve1/position/Select"),
+        None::<Vec<Variant>>,
+    );
+    let write = |value: f64| {
+        let operator = &operator;
+        let position = node("plant/bakery/valve1/position");
+        async move {
+            operator
+                .write(&[WriteValue {
+                    node_id: position,
+                    attribute_id: AttributeId::Value as u32,
+                    index_range: NumericRange::None,
+                    value: DataValue::new_now(Variant::Double(value)),
+                }])
+                .await
+                .unwrap()[0]
+        }
+    };
+    // No select: refused, the PLC untouched.
+    assert_eq!(write(10.0).await, StatusCode::BadRequestNotAllowed);
+    assert_eq!(rig.device.holding(40, 1), [0]);
+    assert_eq!(
+        viewer.call_one(select.clone()).await.unwrap().status_code,
+        StatusCode::BadUserAccessDenied
+    );
+    // Selected: one write goes through, the next needs a new select.
+    assert_eq!(
+        operator.call_one(select.clone()).await.unwrap().status_code,
+        StatusCode::Good
+    );
+    assert_eq!(write(20.0).await, StatusCode::Good);
+    assert_eq!(rig.device.holding(40, 1), [20]);
+    assert_eq!(write(30.0).await, StatusCode::BadRequestNotAllowed);
+    // A select not used within its 300 ms expires.
+    assert_eq!(
+        operator.call_one(select.clone()).await.unwrap().status_code,
+        StatusCode::Good
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(write(40.0).await, StatusCode::BadRequestNotAllowed);
+    assert_eq!(rig.device.holding(40, 1), [20]);
+    // Another user's valid select: the operator's select is refused.
+    let position = property(&rig.handles, "plant/bakery/valve1/position");
+    rig.handles
+        .control
+        .select(
+            position,
+            Origin::OpcUa {
+                user: "engineer".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        operator.call_one(select).await.unwrap().status_code,
+        StatusCode::BadInvalidState
+    );
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}

@@ -256,6 +256,7 @@ fn serve_twinloom() {
                         max_rate: None,
                         min_write_interval: None,
                         on_loss: Default::default(),
+                        select_before_operate: None,
                     })
                     .collect(),
             }],

@@ -395,6 +395,19 @@ fn write_policy(property: &PropertyConfig, numeric: bool, path: &KeyPath, out: &
             out.push(Problem::new(path.key("on_loss"), why));
         }
     }
+    if let Some(select) = property.select_before_operate {
+        if !read_write {
+            out.push(Problem::new(
+                path.key("select_before_operate"),
+                format!("select_before_operate {only_writable}"),
+            ));
+        } else if select.is_zero() {
+            out.push(Problem::new(
+                path.key("select_before_operate"),
+                "select_before_operate must be positive",
+            ));
+        }
+    }
     if let Some(interval) = property.min_write_interval {
         if !read_write {
             out.push(Problem::new(

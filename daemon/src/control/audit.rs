@@ -14,6 +14,8 @@
 //! - `{"kind": "arm" | "disarm", "time", "origin", "user", "dropped"}`: the plant armed or
 //!   disarmed (a disarm's `dropped` counts the plugins' writes it dropped before execution);
 //! - `{"kind": "controller-lost", "time", "why", "properties"}`: their `on_loss` applied;
+//! - `{"kind": "select", "time", "origin", "user" | "plugin", "property", "lasts_ms"}`: a
+//!   select-before-operate select;
 //! - `{"kind": "manual-override", "time", "property", "written", "read"}`: a setpoint changed by
 //!   hand since the gate wrote it (plugins no longer write it until the plant is armed again).
 //!
@@ -188,6 +190,27 @@ impl AuditLog {
             "why": why,
             "properties": properties,
         });
+        self.append(record).await.map(|_| ())
+    }
+
+    /// Writes that `by` selected `property` for a write within `lasts`.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
+    pub async fn selected(
+        &self,
+        by: &Origin,
+        property: &str,
+        lasts: Duration,
+    ) -> Result<(), ControlError> {
+        let (role, name) = who(by);
+        let mut record = json!({
+            "kind": "select",
+            "time": time(SystemTime::now()),
+            "origin": by.to_string(),
+            "property": property,
+            "lasts_ms": lasts.as_millis() as u64,
+        });
+        record[role] = json!(name);
         self.append(record).await.map(|_| ())
     }
 

@@ -96,6 +96,8 @@ pub mod rule {
     /// The setpoint was changed by hand (at the HMI) since the gate last wrote it: plugins do
     /// not write it until the plant is armed again.
     pub const MANUAL_OVERRIDE: &str = "manual-override";
+    /// The property needs a select first (`select_before_operate`) and the proposer holds none.
+    pub const SELECT_BEFORE_OPERATE: &str = "select-before-operate";
     /// A newer accepted proposal replaced this one while it waited.
     pub const SUPERSEDED: &str = "superseded";
     /// The proposer had gone before the write was carried out.
@@ -159,6 +161,10 @@ pub enum ControlError {
     /// The plant is disarmed: plugins do not write (`[control] armed`).
     #[error("the plant is disarmed: plugins do not write")]
     Disarmed,
+    /// The property needs a select first and the proposer holds none that is still valid; or,
+    /// for a select, another user holds one.
+    #[error("select before operate: {0}")]
+    NotSelected(String),
     /// The setpoint was changed by hand since the gate last wrote it; plugins do not write it
     /// until the plant is armed again.
     #[error(
@@ -243,6 +249,12 @@ enum Command {
     },
     /// Disarm the plant: plugins' waiting writes are dropped, `on_loss` applies.
     Disarm {
+        by: Origin,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Select `property` for `by`'s next write (select-before-operate).
+    Select {
+        property: PropertyId,
         by: Origin,
         reply: oneshot::Sender<Result<(), ControlError>>,
     },
@@ -342,6 +354,23 @@ impl ControlHandle {
         answer.await.map_err(|_| ControlError::Closed)?
     }
 
+    /// Selects `property` for `by`'s next write (select-before-operate): the select lasts the
+    /// property's `select_before_operate` time, is used up by one write of the same origin, and
+    /// is audited. Selecting again renews one's own select.
+    ///
+    /// Errors: [`ControlError::NotSelected`] when the property needs no select, or another
+    /// origin holds a valid select on it; [`ControlError::Closed`].
+    pub async fn select(&self, property: PropertyId, by: Origin) -> Result<(), ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Select {
+            property,
+            by,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::Closed)?
+    }
+
     /// Tells the gate the controller of `properties` is lost (`why`: a plugin quarantined or
     /// unloaded): the `on_loss` of each applies. Never waits; a full command queue is logged.
     pub fn controller_lost(&self, why: impl Into<String>, properties: Vec<PropertyId>) {
@@ -380,6 +409,7 @@ impl ControlError {
             Self::Superseded => Some(rule::SUPERSEDED),
             Self::Disarmed => Some(rule::DISARMED),
             Self::ManualOverride => Some(rule::MANUAL_OVERRIDE),
+            Self::NotSelected(_) => Some(rule::SELECT_BEFORE_OPERATE),
             Self::Shadow => None,
             Self::Expired => Some(rule::EXPIRED),
             Self::AuditUnavailable(_) => Some(rule::AUDIT),
@@ -568,6 +598,7 @@ pub fn spawn(
         audit_failed: false,
         written: HashMap::new(),
         overridden: Default::default(),
+        selections: HashMap::new(),
     };
     let model = gate.twin.model();
     let setpoints: Vec<PropertyId> = (0..model.properties().len() as u32)
@@ -665,6 +696,8 @@ struct Gate {
     /// Setpoints changed by hand since the gate wrote them: plugins do not write them until
     /// the plant is armed again.
     overridden: std::collections::HashSet<PropertyId>,
+    /// Valid selects (select-before-operate): the origin holding each and when it expires.
+    selections: HashMap<PropertyId, (Origin, Instant)>,
 }
 
 impl Gate {
@@ -731,6 +764,10 @@ impl Gate {
         }
         if from_plugin && self.overridden.contains(&request.property) {
             self.answer(request, "", Err(ControlError::ManualOverride));
+            return;
+        }
+        if let Err(refused) = self.operate(&request) {
+            self.answer(request, "", Err(refused));
             return;
         }
         match self.policy.decide(&self.twin, &request, Instant::now()) {
@@ -819,7 +856,64 @@ impl Gate {
                     .await;
                 let _ = reply.send(Ok(()));
             }
+            Command::Select {
+                property,
+                by,
+                reply,
+            } => {
+                let outcome = self.select(property, by).await;
+                let _ = reply.send(outcome);
+            }
             Command::Lost { why, properties } => self.lose(&why, properties).await,
+        }
+    }
+
+    /// Records a select of `property` by `by` (audited), unless another origin holds one.
+    async fn select(&mut self, property: PropertyId, by: Origin) -> Result<(), ControlError> {
+        let Some(lasts) = self
+            .twin
+            .model()
+            .decl(property)
+            .write_policy
+            .select_before_operate
+        else {
+            return Err(ControlError::NotSelected(
+                "this property takes writes without a select".into(),
+            ));
+        };
+        let now = Instant::now();
+        if let Some((holder, until)) = self.selections.get(&property)
+            && *until > now
+            && *holder != by
+        {
+            return Err(ControlError::NotSelected(format!("selected by {holder}")));
+        }
+        let path = self.twin.model().property(property).path.clone();
+        self.executor.audit.selected(&by, &path, lasts).await?;
+        self.selections.insert(property, (by, now + lasts));
+        Ok(())
+    }
+
+    /// Select-before-operate: a write to a property that needs a select uses up its origin's
+    /// valid select.
+    fn operate(&mut self, request: &WriteRequest) -> Result<(), ControlError> {
+        let decl = self.twin.model().decl(request.property);
+        if decl.write_policy.select_before_operate.is_none() {
+            return Ok(());
+        }
+        match self.selections.get(&request.property) {
+            Some((holder, until)) if *holder == request.origin => {
+                let valid = *until > Instant::now();
+                self.selections.remove(&request.property);
+                if valid {
+                    Ok(())
+                } else {
+                    Err(ControlError::NotSelected("the select expired".into()))
+                }
+            }
+            _ => Err(ControlError::NotSelected(
+                "select the property first (its Select method)".into(),
+            )),
         }
     }
 

@@ -266,6 +266,7 @@ impl TwinModel {
                             max_rate: p.max_rate,
                             min_write_interval: p.min_write_interval,
                             on_loss: p.on_loss,
+                            select_before_operate: p.select_before_operate,
                         },
                     })
                     .collect(),

@@ -86,6 +86,10 @@ pub struct PropertyConfig {
     /// last value) or `{ write = <value> }` (a safe value, e.g. `{ write = 0.0 }` for a heater).
     #[serde(default)]
     pub on_loss: OnLoss,
+    /// Select-before-operate: a write must follow a select (the OPC UA method `Select` of the
+    /// property) by the same user within this time, e.g. `"10s"`; an unused select expires.
+    #[serde(default, with = "humantime_serde")]
+    pub select_before_operate: Option<Duration>,
 }
 
 /// `on_loss` of a setpoint.
@@ -120,6 +124,8 @@ pub struct WritePolicy {
     pub min_write_interval: Option<Duration>,
     /// What happens when the controller is lost.
     pub on_loss: OnLoss,
+    /// How long a select lasts, when writes need one first.
+    pub select_before_operate: Option<Duration>,
 }
 
 /// The data type of a property's engineering-unit value.
@@ -241,6 +247,7 @@ fn status_property(name: &str, description: &str, data_type: DataType) -> Proper
         max_rate: None,
         min_write_interval: None,
         on_loss: OnLoss::Hold,
+        select_before_operate: None,
     }
 }
 

@@ -15,6 +15,9 @@
 //!   property is read-write) has methods `Arm` (operator role; `Bad_ResourceUnavailable` when the
 //!   arming cannot be audited) and `Disarm` (any session: disarming is always allowed); both are
 //!   audited with the session's user.
+//! - An asset has a method `Select_<property>` (NodeId `<property path>/Select`, operator role)
+//!   for each property with `select_before_operate`: the session's user may then write the
+//!   property once within that time; `Bad_InvalidState` while another user holds a select.
 //! - NodeIds are strings derived from paths: `ns=<plant>;s=plant-a/line1/press1/oil_temperature`
 //!   for a property, `...;s=plant-a/line1/press1` for an asset, `...;s=types/HydraulicPress` for
 //!   a type. They are stable across restarts as long as the paths are.
@@ -69,6 +72,8 @@ enum Method {
     Arm,
     /// Disarm the plant.
     Disarm,
+    /// Select this property for the session user's next write (select-before-operate).
+    Select(PropertyId),
 }
 
 /// Builds the twin's node manager when the server starts.
@@ -326,8 +331,22 @@ fn populate(
         let ty = model.type_of(asset);
         for (decl, property) in ty.properties.iter().zip(&asset.properties) {
             let id = &model.property(*property).path;
-            property_nodes[property.index()] =
-                add_variable(space, ns, id, &asset_node, decl, false);
+            let variable = add_variable(space, ns, id, &asset_node, decl, false);
+            if decl.write_policy.select_before_operate.is_some() {
+                // Methods belong to objects (OPC UA Part 3 §5.7): the asset has one per property.
+                let method = NodeId::new(ns, format!("{id}/Select"));
+                let name = format!("Select_{}", decl.name);
+                MethodBuilder::new(&method, QualifiedName::new(ns, name.as_str()), name.as_str())
+                    .description(
+                        "Selects the property for your next write (select-before-operate; operator role)",
+                    )
+                    .component_of(asset_node.clone())
+                    .executable(true)
+                    .user_executable(true)
+                    .insert(space);
+                methods.insert(method, Method::Select(*property));
+            }
+            property_nodes[property.index()] = variable;
         }
         let own: &[(&str, &str, Method)] = if ty.name == PLUGIN_STATUS_TYPE {
             &[(
@@ -444,9 +463,12 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
         Err(ControlError::Interlock { .. }) => StatusCode::BadInvalidState,
         Err(ControlError::Superseded) => StatusCode::BadOperationAbandoned,
         // Plugins' answers only: an OPC UA write is neither disarmed nor in shadow mode.
-        Err(ControlError::Disarmed | ControlError::Shadow | ControlError::ManualOverride) => {
-            StatusCode::BadRequestNotAllowed
-        }
+        Err(
+            ControlError::Disarmed
+            | ControlError::Shadow
+            | ControlError::ManualOverride
+            | ControlError::NotSelected(_),
+        ) => StatusCode::BadRequestNotAllowed,
         Err(ControlError::Expired) => StatusCode::BadTimeout,
         Err(ControlError::Source(error)) => match error {
             WriteError::Timeout => StatusCode::BadTimeout,
@@ -545,6 +567,13 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
                     Ok(()) => StatusCode::Good,
                     Err(_) => StatusCode::BadResourceUnavailable,
                 },
+                Method::Select(property) => {
+                    match self.control.select(*property, origin(context)).await {
+                        Ok(()) => StatusCode::Good,
+                        Err(ControlError::NotSelected(_)) => StatusCode::BadInvalidState,
+                        Err(_) => StatusCode::BadResourceUnavailable,
+                    }
+                }
             };
             method.set_outputs(Vec::new());
             method.set_status(status);
