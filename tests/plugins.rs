@@ -1571,6 +1571,115 @@ config = {{ behaviour = "propose", setpoint = 33.0 }}
     assert_eq!(overrides[0]["read"], 12.0);
 }
 
+/// A plugin proposing 10 000 writes per call: the gate stays bounded (its queue refuses what does
+/// not fit, the origin's budget what exceeds it), the PLC receives no more than the configured
+/// writes per minute, and the daemon's memory stays flat over a hundred such calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_proposals_stays_bounded_in_memory_and_at_the_plc() {
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+    let file = probe().await;
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let text = format!(
+        r#"
+[control]
+armed = true
+max_writes_per_origin_per_minute = 30
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+
+[[plugins]]
+name = "flood"
+file = "{file}"
+# A generous deadline: a loaded machine must not turn a slow call into a fault.
+deadline = "10s"
+tick = "10ms"
+writes = ["site/heater/setpoint"]
+config = {{ behaviour = "flood", lines = 10000 }}
+"#,
+        addr = server.addr(),
+        file = file.display(),
+    );
+    let handles = start(&config(&text)).await;
+    let calls = || {
+        metric(
+            &handles.metrics.encode(),
+            r#"twinloom_plugin_calls_total{plugin="flood"}"#,
+        )
+    };
+    common::eventually(
+        Duration::from_secs(60),
+        || calls() >= 20.0,
+        || handles.metrics.encode(),
+    )
+    .await;
+    let warm = rss_kib();
+    common::eventually(
+        Duration::from_secs(120),
+        || calls() >= 120.0,
+        || handles.metrics.encode(),
+    )
+    .await;
+    let after = rss_kib();
+    let text = handles.metrics.encode();
+    assert_eq!(
+        metric(
+            &text,
+            r#"twinloom_plugin_failures_total{plugin="flood",kind="output_cap"}"#
+        ),
+        0.0
+    );
+    let refused = |rule: &str| {
+        metric(
+            &text,
+            &format!(
+                r#"twinloom_control_decisions_total{{origin="plugin",rule="{rule}",outcome="refused"}}"#
+            ),
+        )
+    };
+    assert!(
+        refused("queue") + refused("origin-budget") >= 100.0 * 9_000.0,
+        "{text}"
+    );
+    let writes = device
+        .register_writes()
+        .iter()
+        .filter(|(address, _)| *address == 10)
+        .count();
+    assert!(
+        (1..=30).contains(&writes),
+        "{writes} writes reached the PLC"
+    );
+    eprintln!(
+        "flood: RSS {warm} KiB after 20 calls, {after} KiB after 120 (1.2 million proposals); {writes} writes reached the PLC"
+    );
+    assert!(
+        after < warm + 32 * 1024,
+        "RSS grew from {warm} KiB to {after} KiB"
+    );
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
 /// A `writes` entry must name a read-write property bound to a device: other entries are config
 /// errors with their key path.
 #[test]

@@ -218,7 +218,7 @@ impl Default for OutputCaps {
     fn default() -> Self {
         Self {
             derived_values: 65_536,
-            proposals: 1_024,
+            proposals: 16_384,
             string_bytes: 64 * 1024,
         }
     }

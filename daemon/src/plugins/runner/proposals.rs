@@ -62,6 +62,21 @@ impl Proposals {
         number
     }
 
+    /// How many outcomes are known and not yet delivered (a mark for [`Self::refused_since`]).
+    pub fn known(&self) -> usize {
+        self.known.len()
+    }
+
+    /// The rules of the refusals decided since `mark` (from [`Self::known`]).
+    pub fn refused_since(&self, mark: usize) -> impl Iterator<Item = &str> {
+        self.known[mark.min(self.known.len())..]
+            .iter()
+            .filter_map(|known| match &known.outcome {
+                Outcome::Refused(rule) => Some(rule.as_str()),
+                _ => None,
+            })
+    }
+
     /// Proposal `proposal` (to writable `index`) was decided at once.
     pub fn decided(&mut self, proposal: u64, index: u32, outcome: Outcome) {
         self.known.push(ProposalOutcome {

@@ -306,6 +306,7 @@ impl Runner {
             readings.push(reading);
         }
         self.twin.apply(&readings);
+        let mark = proposals.known();
         for proposal in outputs.proposals {
             let number = proposals.number();
             let Some((id, data_type)) =
@@ -354,6 +355,23 @@ impl Runner {
                     super::proposals::outcome_of(Err(error)),
                 ),
             }
+        }
+        // Refusals decided here (the writable list, the data type, mode off, the gate's full
+        // queue) count beside the gate's own decisions.
+        let mut refused: std::collections::HashMap<&str, u64> = Default::default();
+        for rule in proposals.refused_since(mark) {
+            *refused.entry(rule).or_default() += 1;
+        }
+        for (rule, count) in refused {
+            self.metrics
+                .control
+                .decisions
+                .get_or_create(&crate::telemetry::metrics::DecisionLabels {
+                    origin: "plugin".to_owned(),
+                    rule: rule.to_owned(),
+                    outcome: "refused".to_owned(),
+                })
+                .inc_by(count);
         }
         if let Some(first) = &first {
             events::OutputsRejected {

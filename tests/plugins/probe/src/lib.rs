@@ -12,6 +12,7 @@
 //!   `refused("writable-list")`, owned 2 is the code of the last other outcome: 0 none,
 //!   1 `shadow`, 2 `disarmed`, 3 `refused("mode-off")`, 4 another refusal, 5 anything else;
 //! - `storm`: every tick proposes 1, 2, 3, … (one more each tick) to writable 0;
+//! - `flood`: every tick proposes `lines` values (0, 1, 2, …) to writable 0;
 //! - `determinism`: on every call, owned 0 is a hash of a `HashMap`'s iteration order (seeded from
 //!   the WASI random source), owned 1 the wall clock (`SystemTime::now`, ms since the epoch) and
 //!   owned 2 the monotonic clock (`Instant`, ms since `init`), so a test can see that both answer
@@ -98,6 +99,11 @@ impl Probe {
                 out.set(0, f64::from(self.outcomes[0]));
                 out.set(1, f64::from(self.outcomes[1]));
                 out.set(2, f64::from(self.other));
+            }
+            "flood" if tick => {
+                for i in 0..self.settings.lines {
+                    out.propose(0, Setpoint::Float(f64::from(i)), "");
+                }
             }
             "storm" if tick => {
                 self.storm += 1;
