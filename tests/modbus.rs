@@ -1572,3 +1572,71 @@ bindings.level = {{ table = "input", address = 0 }}
     let expected: Vec<u16> = (1..=after_stop.len() as u16).collect();
     assert_eq!(after_stop, expected);
 }
+
+/// Fail safe when the audit log cannot be written: the write is refused, and every setpoint's
+/// `on_loss` value is written (without its audit record) so that nothing is left at full power.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_that_cannot_be_written_refuses_writes_and_applies_on_loss() {
+    use twinloom::control::{ControlError, Origin};
+
+    let device = SimDevice::new();
+    device.set_holding(11, &[80]);
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "setpoint", data_type = "float", access = "read-write" }},
+  {{ name = "power", data_type = "float", access = "read-write", on_loss = {{ write = 0.0 }} }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+bindings.power = {{ table = "holding", address = 11 }}
+"#,
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let setpoint = property(&handles, "site/heater/setpoint");
+    wait_for(&handles, setpoint, WAIT, |s| s.quality.is_good()).await;
+    // A second gate over the same sources whose audit disk is gone.
+    let blind = twinloom::control::spawn(
+        Arc::clone(&handles.twin),
+        handles.writers.clone(),
+        Err("the audit disk is full".into()),
+        Default::default(),
+        Default::default(),
+        &handles.metrics.control,
+        &handles.supervisor,
+    );
+    let outcome = blind
+        .write(
+            setpoint,
+            Value::Float(7.0),
+            Origin::OpcUa {
+                user: "operator".into(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(outcome, Err(ControlError::AuditUnavailable(ref why)) if why == "the audit disk is full"),
+        "{outcome:?}"
+    );
+    assert_eq!(device.holding(10, 1), [0]);
+    common::eventually(
+        WAIT,
+        || device.holding(11, 1) == [0],
+        || format!("{:?}", device.holding(11, 1)),
+    )
+    .await;
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+}
