@@ -1632,11 +1632,6 @@ bindings.power = {{ table = "holding", address = 11 }}
         "{outcome:?}"
     );
     assert_eq!(device.holding(10, 1), [0]);
-    common::eventually(
-        WAIT,
-        || device.holding(11, 1) == [0],
-        || format!("{:?}", device.holding(11, 1)),
-    )
-    .await;
+    common::until_holding(&device, 11, &[0]).await;
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
 }

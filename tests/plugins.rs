@@ -867,6 +867,24 @@ async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_
     assert_eq!(run(&fallback, true).0, expected);
 }
 
+/// The `[[plugins]]` stanza of a plugin `name` running the probe `file` that controls
+/// `site/heater/setpoint` with probe `config` (a generous deadline: a loaded machine must not
+/// turn a slow call into a fault).
+fn controller_stanza(name: &str, file: &std::path::Path, config: &str) -> String {
+    format!(
+        r#"
+[[plugins]]
+name = "{name}"
+file = "{file}"
+deadline = "10s"
+tick = "50ms"
+writes = ["site/heater/setpoint"]
+config = {config}
+"#,
+        file = file.display()
+    )
+}
+
 /// The probe plugin (`tests/plugins/probe`): one component that misbehaves as its `behaviour`
 /// setting says.
 async fn probe() -> std::path::PathBuf {
@@ -1356,12 +1374,7 @@ config = {{ behaviour = "sleep" }}
     let admin = handles.admin_http.expect("admin HTTP listens");
     // The sleeper is quarantined: its setpoint gets its on_loss value though the plant is
     // disarmed (the fallback needs no arming).
-    common::eventually(
-        WAIT,
-        || device.holding(11, 1) == [0],
-        || format!("{:?}", device.holding(11, 1)),
-    )
-    .await;
+    common::until_holding(&device, 11, &[0]).await;
     // Disarmed after a start: the controller's proposals are refused (`disarmed`, code 2).
     let other = property(&handles, "site/heater/other");
     wait_for(&handles, other, WAIT, |s| {
@@ -1387,12 +1400,7 @@ config = {{ behaviour = "sleep" }}
     );
     let armed = property(&handles, "twinloom/control/armed");
     assert_eq!(handles.twin.sample(armed).value, Some(Value::Bool(true)));
-    common::eventually(
-        WAIT,
-        || device.holding(10, 1) == [33],
-        || format!("{:?}", device.holding(10, 1)),
-    )
-    .await;
+    common::until_holding(&device, 10, &[33]).await;
 
     // Disarming needs no credential; the controller's setpoint gets its on_loss value and its
     // next proposals are refused again.
@@ -1404,12 +1412,7 @@ config = {{ behaviour = "sleep" }}
     let disarmed =
         r#"twinloom_control_decisions_total{origin="plugin",rule="disarmed",outcome="refused"}"#;
     let refused_before = metric(&handles.metrics.encode(), disarmed);
-    common::eventually(
-        WAIT,
-        || device.holding(10, 1) == [5],
-        || format!("{:?}", device.holding(10, 1)),
-    )
-    .await;
+    common::until_holding(&device, 10, &[5]).await;
     common::eventually(
         WAIT,
         || metric(&handles.metrics.encode(), disarmed) > refused_before,
@@ -1507,18 +1510,13 @@ bindings.written = {{ plugin = "controller" }}
 bindings.refused = {{ plugin = "controller" }}
 bindings.other = {{ plugin = "controller" }}
 
-[[plugins]]
-name = "controller"
-file = "{file}"
-# A generous deadline: a loaded machine must not turn a slow call into a fault.
-deadline = "10s"
-tick = "50ms"
-writes = ["site/heater/setpoint"]
-config = {{ behaviour = "propose", setpoint = 33.0 }}
 "#,
         state = state.path().display(),
         addr = server.addr(),
-        file = file.display(),
+    ) + &controller_stanza(
+        "controller",
+        &file,
+        r#"{ behaviour = "propose", setpoint = 33.0 }"#,
     );
     let handles = start(&config(&text)).await;
     let setpoint = property(&handles, "site/heater/setpoint");
@@ -1552,12 +1550,7 @@ config = {{ behaviour = "propose", setpoint = 33.0 }}
         })
         .await
         .unwrap();
-    common::eventually(
-        WAIT,
-        || device.holding(10, 1) == [33],
-        || format!("{:?}", device.holding(10, 1)),
-    )
-    .await;
+    common::until_holding(&device, 10, &[33]).await;
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
     let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
     let overrides: Vec<_> = journal
@@ -1678,6 +1671,71 @@ config = {{ behaviour = "flood", lines = 10000 }}
         "RSS grew from {warm} KiB to {after} KiB"
     );
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A live plugin unloaded by a reload (removed from the config) has lost control of its
+/// setpoints: their `on_loss` applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controlling_plugin_removed_by_a_reload_applies_on_loss() {
+    let file = probe().await;
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let base = format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+armed = true
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write", on_loss = {{ write = 5.0 }} }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#,
+        state = state.path().display(),
+        addr = server.addr(),
+    );
+    let with_plugin = base.clone()
+        + &controller_stanza(
+            "controller",
+            &file,
+            r#"{ behaviour = "propose", setpoint = 33.0 }"#,
+        );
+    let mut daemon = twinloom::app::Daemon::start(config(&with_plugin))
+        .await
+        .unwrap();
+    common::until_holding(&device, 10, &[33]).await;
+    let reloaded = daemon.apply(config(&base)).await.unwrap();
+    assert_eq!(reloaded, twinloom::app::Reloaded::Restarted);
+    common::until_holding(&device, 10, &[5]).await;
+    assert!(
+        daemon
+            .handles
+            .supervisor
+            .shutdown(Duration::from_secs(5))
+            .await
+    );
+    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    assert!(
+        journal
+            .records
+            .iter()
+            .any(|r| r["kind"] == "controller-lost"
+                && r["why"] == "plugin `controller` unloaded"
+                && r["properties"] == serde_json::json!(["site/heater/setpoint"]))
+    );
 }
 
 /// A `writes` entry must name a read-write property bound to a device: other entries are config

@@ -97,6 +97,35 @@ fn open_audit(
     }
 }
 
+/// For each live plugin of `old`, the setpoints of its `writes` that no live plugin of `new`
+/// writes (the plugin was removed, switched to shadow or off, or dropped them).
+fn unloaded_controls(old: &Config, new: &Config) -> Vec<(String, Vec<String>)> {
+    use crate::config::model::PluginMode;
+    let live = |config: &Config| -> std::collections::HashSet<String> {
+        config
+            .plugins
+            .iter()
+            .filter(|p| p.mode == PluginMode::Live)
+            .flat_map(|p| p.writes.iter().cloned())
+            .collect()
+    };
+    let still = live(new);
+    old.plugins
+        .iter()
+        .filter(|p| p.mode == PluginMode::Live)
+        .map(|p| {
+            let lost: Vec<String> = p
+                .writes
+                .iter()
+                .filter(|w| !still.contains(*w))
+                .cloned()
+                .collect();
+            (p.name.clone(), lost)
+        })
+        .filter(|(_, lost)| !lost.is_empty())
+        .collect()
+}
+
 /// The OPC UA `ClearQuarantine` methods' way to the plugins.
 fn clear_quarantine(plugins: &PluginHandles) -> opcua_server::node_manager::ClearQuarantine {
     let plugins = plugins.clone();
@@ -323,6 +352,18 @@ impl Daemon {
             .shutdown(self.config.daemon.shutdown_timeout)
             .await;
         self.handles = start(&new).await?;
+        // Setpoints a live plugin controlled and no live plugin controls any more: their
+        // controller was unloaded, so their `on_loss` applies (through the new gate).
+        for (plugin, paths) in unloaded_controls(&self.config, &new) {
+            let model = self.handles.twin.model();
+            let properties = paths
+                .iter()
+                .filter_map(|path| model.property_by_path(path))
+                .collect();
+            self.handles
+                .control
+                .controller_lost(format!("plugin `{plugin}` unloaded"), properties);
+        }
         self.config = new;
         Ok(Reloaded::Restarted)
     }

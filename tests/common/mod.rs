@@ -161,3 +161,23 @@ pub async fn http(
     .await
     .unwrap()
 }
+
+/// Waits (up to 10 s) until `device`'s holding registers from `address` read `expected`.
+pub async fn until_holding(
+    device: &twinloom_sim::modbus::SimDevice,
+    address: u16,
+    expected: &[u16],
+) {
+    let count = expected.len() as u16;
+    eventually(
+        Duration::from_secs(10),
+        || device.holding(address, count) == expected,
+        || {
+            format!(
+                "holding {address}: {:?}, expected {expected:?}",
+                device.holding(address, count)
+            )
+        },
+    )
+    .await;
+}
