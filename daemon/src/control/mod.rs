@@ -1035,9 +1035,11 @@ fn answer(
     let _ = request.reply.send(outcome);
 }
 
-/// Checks a proposal against the property's declaration; returns the value to write.
 /// The gate decided a proposal (and, when accepted, the device answered): the one event per
-/// decision, logged with its origin. The control-path work adds its audit record here.
+/// decision, logged with its origin. People's writes (OPC UA, admin) log at info (carried out)
+/// or warn (refused); a plugin's, which may come many per second, at debug: each is counted
+/// in `twinloom_control_decisions_total`, carried-out ones have their audit records, refusals
+/// their audit summaries, so a flood of proposals cannot flood the log either.
 #[derive(Debug)]
 struct WriteDecided<'a> {
     property: &'a str,
@@ -1048,8 +1050,15 @@ struct WriteDecided<'a> {
 impl WriteDecided<'_> {
     fn emit(&self) {
         let (property, value, origin) = (self.property, &self.request.value, &self.request.origin);
+        let by_plugin = matches!(origin, Origin::Plugin { .. });
         match self.outcome {
+            Ok(()) if by_plugin => {
+                tracing::debug!(%property, %value, %origin, "Write accepted and carried out");
+            }
             Ok(()) => tracing::info!(%property, %value, %origin, "Write accepted and carried out"),
+            Err(error) if by_plugin => {
+                tracing::debug!(%property, %value, %origin, %error, "Write refused");
+            }
             Err(error) => tracing::warn!(%property, %value, %origin, %error, "Write refused"),
         }
     }

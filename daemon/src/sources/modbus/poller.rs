@@ -639,7 +639,7 @@ impl Poller {
         };
         match sent {
             Ok(Ok(Ok(()))) => {
-                tracing::info!(source = %self.id, property = %self.twin.model().property(request.property).path, value = %request.value, "Wrote value");
+                tracing::debug!(source = %self.id, property = %self.twin.model().property(request.property).path, value = %request.value, "Wrote value");
                 // Read it back on the next turn so the twin shows what the device holds.
                 self.devices[target.device].groups[target.group].next_due = Instant::now();
                 if self.config.read_back {
