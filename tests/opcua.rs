@@ -65,8 +65,8 @@ async fn start_rig_with(extra_server_settings: &str, extra: &str) -> Rig {
 [opcua_server]
 listen = "127.0.0.1:0"
 pki_dir = "{pki}"
-{extra_server_settings}
 {users}
+{extra_server_settings}
 
 # No stale blips from a late poll on a loaded machine: the statuses seen are the device's.
 [twin]
@@ -555,24 +555,64 @@ async fn untrusted_client_certificates_are_refused_until_trusted() {
         .await;
 }
 
-/// The asyncua client process, driven line by line.
-struct PyClient {
+/// An independent OPC UA client stack, run as a child process that speaks the line protocol of
+/// `tests/peers/opcua_client.py` (one command per line in, one JSON object per line out).
+#[derive(Debug, Clone, Copy)]
+enum Stack {
+    /// asyncua (FreeOpcUa, Python) from PyPI.
+    Asyncua,
+    /// node-opcua (Node.js) from npm.
+    NodeOpcua,
+    /// open62541 (C) through the `o6` wheel from PyPI.
+    Open62541,
+}
+
+impl Stack {
+    fn command(self) -> std::process::Command {
+        let (program, script) = match self {
+            Self::Asyncua => (common::python(), "tests/peers/opcua_client.py"),
+            Self::Open62541 => (common::python(), "tests/peers/opcua_client_o6.py"),
+            Self::NodeOpcua => ("node".into(), "tests/peers/node/opcua_client.js"),
+        };
+        let mut command = std::process::Command::new(program);
+        command.arg(common::repo().join(script));
+        command
+    }
+}
+
+/// A client process of one [`Stack`], driven line by line.
+struct PeerClient {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
-impl PyClient {
+impl PeerClient {
+    /// The asyncua client with Basic256Sha256 SignAndEncrypt.
     fn start(url: &str, user: &str, password: &str, workdir: &Path) -> Self {
+        Self::start_with(Stack::Asyncua, url, user, password, workdir, &[])
+    }
+
+    /// A client of `stack`; `security` is `[policy, mode]` (e.g. `["None"]`, or empty for
+    /// Basic256Sha256 SignAndEncrypt); `user` `-` is anonymous.
+    fn start_with(
+        stack: Stack,
+        url: &str,
+        user: &str,
+        password: &str,
+        workdir: &Path,
+        security: &[&str],
+    ) -> Self {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(common::python())
-            .arg(common::repo().join("tests/peers/opcua_client.py"))
+        let mut child = stack
+            .command()
             .args([url, user, password])
             .arg(workdir)
+            .args(security)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("python starts");
+            .unwrap_or_else(|e| panic!("{stack:?} client starts: {e}"));
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -611,85 +651,350 @@ impl PyClient {
 
     /// The next JSON answer (within the wait limit).
     fn next(&self) -> serde_json::Value {
-        let line = self
-            .lines
-            .recv_timeout(WAIT)
-            .expect("asyncua client answered");
+        let line = self.lines.recv_timeout(WAIT).expect("the client answered");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
 }
 
-impl Drop for PyClient {
+impl Drop for PeerClient {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interoperates_with_asyncua_over_basic256sha256_sign_and_encrypt() {
-    let mut rig = start_rig("auto_trust_clients = true").await;
-    let workdir = tempfile::tempdir().unwrap();
-    let url = rig.url.clone();
-    let mut py = tokio::task::spawn_blocking({
-        let workdir = workdir.path().to_owned();
-        move || {
-            let py = PyClient::start(&url, "operator", "operator-pw", &workdir);
-            assert_eq!(py.next()["connected"], true);
-            py
-        }
+/// The interop rig: [`start_rig_with`] (None offered, clients trusted on first contact) plus two
+/// ovens on PLCs that never answer: `oven2`'s poll waits an hour (nothing has arrived yet), `oven3`'s
+/// times out after 200 ms (its reason is known).
+async fn start_interop_rig() -> (Rig, twinloom::runtime::Supervisor) {
+    let helpers = twinloom::runtime::Supervisor::new();
+    let waiting = common::silent_plc(&helpers).await;
+    let timing_out = common::silent_plc(&helpers).await;
+    let extra = format!(
+        r#"
+[[sources.modbus]]
+id = "waiting"
+tcp = "{waiting}"
+poll = "1s"
+timeout = "1h"
+
+[[sources.modbus]]
+id = "timing-out"
+tcp = "{timing_out}"
+poll = "100ms"
+timeout = "200ms"
+
+[[assets]]
+path = "plant/bakery/oven2"
+type = "Oven"
+source = "waiting"
+[assets.bindings]
+temperature = {{ table = "holding", address = 0, encoding = "f32" }}
+setpoint = {{ table = "holding", address = 2, scale = 0.1 }}
+door_open = {{ table = "coil", address = 0 }}
+
+[[assets]]
+path = "plant/bakery/oven3"
+type = "Oven"
+source = "timing-out"
+[assets.bindings]
+temperature = {{ table = "holding", address = 0, encoding = "f32" }}
+setpoint = {{ table = "holding", address = 2, scale = 0.1 }}
+door_open = {{ table = "coil", address = 0 }}
+"#
+    );
+    let rig = start_rig_with(
+        "auto_trust_clients = true\nallow_security_none = true",
+        &extra,
+    )
+    .await;
+    let timed_out = property(&rig.handles, "plant/bakery/oven3/temperature");
+    wait_for(&rig.handles, timed_out, WAIT, |s| !s.quality.is_good()).await;
+    (rig, helpers)
+}
+
+/// Starts a client of `stack` on the blocking pool and waits for its `connected` line.
+async fn peer_client(
+    stack: Stack,
+    url: &str,
+    user: &str,
+    password: &str,
+    workdir: &Path,
+    security: &'static [&'static str],
+) -> PeerClient {
+    let (url, user, password, workdir) = (
+        url.to_owned(),
+        user.to_owned(),
+        password.to_owned(),
+        workdir.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let peer = PeerClient::start_with(stack, &url, &user, &password, &workdir, security);
+        let first = peer.next();
+        assert_eq!(first["connected"], true, "{stack:?} {security:?}: {first}");
+        peer
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// What SCADA clients of every stack do: browse, read (units, range, status truth), subscribe,
+/// write as operator, and be refused writing as viewer.
+async fn interoperates_with(stack: Stack) {
+    let (mut rig, _helpers) = start_interop_rig().await;
+    let workdir = tempfile::tempdir().unwrap();
     let node = |path: &str| format!("ns={};s={path}", rig.ns);
+    let mut peer = peer_client(
+        stack,
+        &rig.url,
+        "operator",
+        "operator-pw",
+        workdir.path(),
+        &[],
+    )
+    .await;
 
-    py.send("browse");
-    let browsed = py.next();
-    assert_eq!(
-        browsed["assets"]["plant/bakery/oven1"],
-        serde_json::json!(["door_open", "setpoint", "temperature"]),
-        "{browsed}"
-    );
+    peer.send("browse");
+    let browsed = peer.next();
+    for oven in ["oven1", "oven2", "oven3"] {
+        assert_eq!(
+            browsed["assets"][format!("plant/bakery/{oven}")],
+            serde_json::json!(["door_open", "setpoint", "temperature"]),
+            "{stack:?}: {browsed}"
+        );
+    }
 
-    py.send(&format!("read {}", node("plant/bakery/oven1/temperature")));
-    let read = py.next();
-    assert_eq!(read["value"], 42.0);
-    assert_eq!(read["status"], "Good");
-    assert_eq!(read["unit"]["unit_id"], 4_408_652);
-    assert_eq!(read["unit"]["display_name"], "°C");
+    peer.send(&format!("read {}", node("plant/bakery/oven1/temperature")));
+    let read = peer.next();
+    assert_eq!(read["value"], 42.0, "{stack:?}: {read}");
+    assert_eq!(read["status"], "Good", "{stack:?}: {read}");
+    assert_eq!(read["source_timestamp"], true, "{stack:?}: {read}");
+    assert_eq!(read["unit"]["unit_id"], 4_408_652, "{stack:?}: {read}");
+    assert_eq!(read["unit"]["display_name"], "°C", "{stack:?}: {read}");
     assert_eq!(
         read["unit"]["namespace"],
         "http://www.opcfoundation.org/UA/units/un/cefact"
     );
-    assert_eq!(read["range"], serde_json::json!([0.0, 300.0]));
+    assert_eq!(read["range"], serde_json::json!([0.0, 300.0]), "{stack:?}");
 
-    py.send(&format!(
+    // Status truth: a value that never arrived is not Good, and neither is one that timed out;
+    // neither has a source timestamp.
+    peer.send(&format!("read {}", node("plant/bakery/oven2/temperature")));
+    let read = peer.next();
+    assert_eq!(
+        read["status"], "BadWaitingForInitialData",
+        "{stack:?}: {read}"
+    );
+    assert_eq!(read["value"], serde_json::Value::Null, "{stack:?}: {read}");
+    assert_eq!(read["source_timestamp"], false, "{stack:?}: {read}");
+    peer.send(&format!("read {}", node("plant/bakery/oven3/temperature")));
+    let read = peer.next();
+    assert_eq!(read["status"], "BadTimeout", "{stack:?}: {read}");
+    assert_eq!(read["source_timestamp"], false, "{stack:?}: {read}");
+
+    peer.send(&format!(
         "subscribe {}",
         node("plant/bakery/oven1/temperature")
     ));
     // The acknowledgement and the initial value may arrive in either order.
-    let first_two = [py.next(), py.next()];
+    let first_two = [peer.next(), peer.next()];
     assert!(
         first_two.iter().any(|m| m["subscribed"] == true),
-        "{first_two:?}"
+        "{stack:?}: {first_two:?}"
     );
     assert!(
         first_two.iter().any(|m| m["notification"] == 42.0),
-        "{first_two:?}"
+        "{stack:?}: {first_two:?}"
     );
     rig.device.set_holding(0, &[0x4348, 0x0000]); // 200.0
-    let (py, answer) = py.next_async().await;
-    assert_eq!(answer["notification"], 200.0);
+    let (mut peer, answer) = peer.next_async().await;
+    assert_eq!(answer["notification"], 200.0, "{stack:?}: {answer}");
+
+    // An operator's write reaches the PLC (setpoint scale 0.1: 120.5 → 1205).
+    peer.send(&format!(
+        "write {} Double 120.5",
+        node("plant/bakery/oven1/setpoint")
+    ));
+    let (peer, answer) = loop {
+        let (peer_back, answer) = peer.next_async().await;
+        peer = peer_back;
+        // Notifications of the subscription may come first.
+        if answer.get("notification").is_none() {
+            break (peer, answer);
+        }
+    };
+    assert_eq!(answer["status"], "Good", "{stack:?}: {answer}");
+    assert_eq!(rig.device.holding(2, 1), vec![1205]);
 
     // The source goes down: the subscriber sees the bad status, with the last value.
     rig.server.take().unwrap().stop().await;
-    let (mut py, answer) = py.next_async().await;
+    let (mut peer, answer) = peer.next_async().await;
     assert!(
         answer["status"].as_str().unwrap().starts_with("Bad"),
-        "{answer}"
+        "{stack:?}: {answer}"
     );
-    assert_eq!(answer["notification"], 200.0);
-    py.send("quit");
+    assert_eq!(answer["notification"], 200.0, "{stack:?}: {answer}");
+    peer.send("quit");
+
+    // A viewer may read but not write.
+    let viewer_dir = tempfile::tempdir().unwrap();
+    let mut viewer = peer_client(
+        stack,
+        &rig.url,
+        "viewer",
+        "viewer-pw",
+        viewer_dir.path(),
+        &[],
+    )
+    .await;
+    viewer.send(&format!(
+        "write {} Double 99.0",
+        node("plant/bakery/oven1/setpoint")
+    ));
+    let (mut viewer, answer) = viewer.next_async().await;
+    assert_eq!(
+        answer["status"], "BadUserAccessDenied",
+        "{stack:?}: {answer}"
+    );
+    assert_eq!(rig.device.holding(2, 1), vec![1205]);
+    viewer.send("quit");
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interoperates_with_asyncua() {
+    interoperates_with(Stack::Asyncua).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interoperates_with_node_opcua() {
+    interoperates_with(Stack::NodeOpcua).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interoperates_with_open62541() {
+    interoperates_with(Stack::Open62541).await;
+}
+
+/// open62541 activates a session on every offered endpoint, SecurityPolicy None included (its
+/// client refuses a server nonce shorter than 32 bytes: OPC UA Part 4 §5.6.3, patch 0004).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open62541_connects_with_every_offered_security_policy() {
+    let (rig, _helpers) = start_interop_rig().await;
+    let node = format!("ns={};s=plant/bakery/oven1/temperature", rig.ns);
+    const SECURITY: [&[&str]; 7] = [
+        &["None", "None"],
+        &["Basic256Sha256", "Sign"],
+        &["Basic256Sha256", "SignAndEncrypt"],
+        &["Aes128_Sha256_RsaOaep", "Sign"],
+        &["Aes128_Sha256_RsaOaep", "SignAndEncrypt"],
+        &["Aes256_Sha256_RsaPss", "Sign"],
+        &["Aes256_Sha256_RsaPss", "SignAndEncrypt"],
+    ];
+    for security in SECURITY {
+        let workdir = tempfile::tempdir().unwrap();
+        let mut peer = peer_client(
+            Stack::Open62541,
+            &rig.url,
+            "operator",
+            "operator-pw",
+            workdir.path(),
+            security,
+        )
+        .await;
+        peer.send(&format!("read {node}"));
+        let (mut peer, read) = peer.next_async().await;
+        assert_eq!(read["status"], "Good", "{security:?}: {read}");
+        assert_eq!(read["value"], 42.0, "{security:?}: {read}");
+        peer.send("quit");
+    }
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// Every variable's status follows the twin's quality from the start (async-opcua's own client):
+/// `Bad_WaitingForInitialData` before anything arrived, then the reason; the source timestamp
+/// only once a value exists; a subscription's first notification carries the same status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_never_arrived_is_not_good_and_a_failed_one_says_why() {
+    let (rig, _helpers) = start_interop_rig().await;
+    let ns = rig.ns;
+    let node = |path: &str| NodeId::new(ns, path);
+    let session = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("viewer", "viewer-pw"),
+    )
+    .await
+    .unwrap();
+    let values = read(
+        &session,
+        &[
+            node("plant/bakery/oven2/temperature"),
+            node("plant/bakery/oven2/door_open"),
+            node("plant/bakery/oven3/temperature"),
+            node("plant/bakery/oven1/temperature"),
+        ],
+    )
+    .await;
+    for waiting in &values[..2] {
+        assert_eq!(waiting.status, Some(StatusCode::BadWaitingForInitialData));
+        assert!(
+            matches!(waiting.value, None | Some(Variant::Empty)),
+            "{waiting:?}"
+        );
+        assert_eq!(waiting.source_timestamp, None);
+        assert!(waiting.server_timestamp.is_some());
+    }
+    assert_eq!(values[2].status, Some(StatusCode::BadTimeout));
+    assert_eq!(values[2].source_timestamp, None);
+    assert_eq!(values[3].status, Some(StatusCode::Good));
+    assert!(values[3].source_timestamp.is_some());
+
+    let seen: Arc<Mutex<Vec<DataValue>>> = Arc::default();
+    let subscription = session
+        .create_subscription(
+            Duration::from_millis(100),
+            10,
+            30,
+            0,
+            0,
+            true,
+            DataChangeCallback::new({
+                let seen = Arc::clone(&seen);
+                move |value, _item| seen.lock().unwrap().push(value)
+            }),
+        )
+        .await
+        .unwrap();
+    session
+        .create_monitored_items(
+            subscription,
+            TimestampsToReturn::Both,
+            vec![MonitoredItemCreateRequest::from(node(
+                "plant/bakery/oven2/temperature",
+            ))],
+        )
+        .await
+        .unwrap();
+    common::eventually(
+        WAIT,
+        || !seen.lock().unwrap().is_empty(),
+        || "no first notification".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        seen.lock().unwrap()[0].status,
+        Some(StatusCode::BadWaitingForInitialData)
+    );
+    let _ = session.disconnect().await;
     rig.handles
         .supervisor
         .shutdown(Duration::from_secs(5))
@@ -723,17 +1028,17 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     let workdir = tempfile::tempdir().unwrap();
     let url = server.endpoint_url.clone();
     let work = workdir.path().to_owned();
-    let mut py = tokio::task::spawn_blocking(move || {
-        let py = PyClient::start(&url, "operator", "operator", &work);
-        assert_eq!(py.next()["connected"], true);
-        py
+    let mut peer = tokio::task::spawn_blocking(move || {
+        let peer = PeerClient::start(&url, "operator", "operator", &work);
+        assert_eq!(peer.next()["connected"], true);
+        peer
     })
     .await
     .unwrap();
 
     // Every demo asset, with every property of its type, all good.
-    py.send("browse");
-    let assets = py.next()["assets"].clone();
+    peer.send("browse");
+    let assets = peer.next()["assets"].clone();
     let model = handles.twin.model();
     assert_eq!(
         assets.as_object().unwrap().len(),
@@ -755,36 +1060,36 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
             asset.path
         );
         for name in names {
-            py.send(&format!(
+            peer.send(&format!(
                 "read ns={};s={}/{name}",
                 server.namespace_index, asset.path
             ));
-            let read = py.next();
+            let read = peer.next();
             assert_eq!(read["status"], "Good", "{}/{name}: {read}", asset.path);
         }
     }
 
     // Values change over time: the energy meter's kWh keeps rising.
-    let (py_back, first, second) = tokio::task::spawn_blocking({
+    let (peer_back, first, second) = tokio::task::spawn_blocking({
         let node = format!(
             "ns={};s=demo-plant/energy/main/energy",
             server.namespace_index
         );
         move || {
-            py.send(&format!("subscribe {node}"));
+            peer.send(&format!("subscribe {node}"));
             let mut values = Vec::new();
             while values.len() < 2 {
-                let message = py.next();
+                let message = peer.next();
                 if let Some(v) = message["notification"].as_f64() {
                     values.push(v);
                 }
             }
-            (py, values[0], values[1])
+            (peer, values[0], values[1])
         }
     })
     .await
     .unwrap();
-    py = py_back;
+    peer = peer_back;
     assert!(second > first, "energy {first} → {second}");
 
     // The line PLC goes away: its properties go bad within the timeout; back, they are good again.
@@ -799,11 +1104,11 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
         "{:?}",
         went_bad.elapsed()
     );
-    py.send(&format!(
+    peer.send(&format!(
         "read ns={};s=demo-plant/line1/filler/good_count",
         server.namespace_index
     ));
-    let (mut py, read) = py.next_async().await;
+    let (mut peer, read) = peer.next_async().await;
     assert!(
         read["status"].as_str().unwrap().starts_with("Bad"),
         "{read}"
@@ -816,13 +1121,13 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     .await
     .unwrap();
     wait_for(&handles, good_count, WAIT, |s| s.quality.is_good()).await;
-    py.send(&format!(
+    peer.send(&format!(
         "read ns={};s=demo-plant/line1/filler/good_count",
         server.namespace_index
     ));
-    let (mut py, read) = py.next_async().await;
+    let (mut peer, read) = peer.next_async().await;
     assert_eq!(read["status"], "Good");
-    py.send("quit");
+    peer.send("quit");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     plant.stop().await;
 }
@@ -1219,6 +1524,325 @@ bindings.position = { table = "holding", address = 40 }
         operator.call_one(select).await.unwrap().status_code,
         StatusCode::BadInvalidState
     );
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// A raw opc.tcp peer (OPC UA Part 6 §7.1): the messages an attacker sends by hand.
+mod raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream};
+
+    fn ua_string(s: &str) -> Vec<u8> {
+        let mut bytes = (s.len() as i32).to_le_bytes().to_vec();
+        bytes.extend(s.as_bytes());
+        bytes
+    }
+
+    /// A message: type and chunk type (4 bytes), size (UInt32, header included), body.
+    fn frame(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut bytes = kind.to_vec();
+        bytes.extend(((body.len() + 8) as u32).to_le_bytes());
+        bytes.extend(body);
+        bytes
+    }
+
+    /// Hello (§7.1.2.3): protocol 0, buffers of 65 535 bytes, no message or chunk limit.
+    pub fn hello(url: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        for n in [0u32, 65_535, 65_535, 0, 0] {
+            body.extend(n.to_le_bytes());
+        }
+        body.extend(ua_string(url));
+        frame(b"HELF", &body)
+    }
+
+    /// An intermediate OpenSecureChannel chunk (SecurityPolicy None, never final) carrying
+    /// `filler` bytes.
+    pub fn open_secure_channel_chunk(sequence: u32, filler: usize) -> Vec<u8> {
+        let mut body = 0u32.to_le_bytes().to_vec(); // secure channel id
+        body.extend(ua_string("http://opcfoundation.org/UA/SecurityPolicy#None"));
+        body.extend((-1i32).to_le_bytes()); // sender certificate: null
+        body.extend((-1i32).to_le_bytes()); // receiver certificate thumbprint: null
+        body.extend(sequence.to_le_bytes());
+        body.extend(1u32.to_le_bytes()); // request id
+        body.resize(body.len() + filler, 0);
+        frame(b"OPNC", &body)
+    }
+
+    /// A TCP connection to `server` from the loopback address `from`.
+    pub async fn connect_from(from: [u8; 4], server: std::net::SocketAddr) -> TcpStream {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind((std::net::Ipv4Addr::from(from), 0).into())
+            .unwrap();
+        socket.connect(server).await.unwrap()
+    }
+
+    /// Says Hello on `stream` and reads the whole Acknowledge; `false` when the server closed
+    /// the connection instead.
+    pub async fn say_hello(stream: &mut TcpStream, url: &str) -> bool {
+        if stream.write_all(&hello(url)).await.is_err() {
+            return false;
+        }
+        let mut header = [0u8; 8];
+        if stream.read_exact(&mut header).await.is_err() {
+            return false;
+        }
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let mut body = vec![0u8; size.saturating_sub(8)];
+        stream.read_exact(&mut body).await.is_ok() && &header[..3] == b"ACK"
+    }
+
+    /// Reads until the server closes `stream`; the bytes it sent first (an Error message, or
+    /// nothing when it closed at once).
+    pub async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+        let mut received = Vec::new();
+        let _ = stream.read_to_end(&mut received).await;
+        received
+    }
+
+    /// Hello, then intermediate OpenSecureChannel chunks of 60 000 bytes that never finish, until
+    /// the server closes the connection; the bytes written (the kernel's socket buffers take
+    /// some after the server stopped reading). Panics past the 64 MiB the server offers: it
+    /// would be buffering a message that never ends.
+    pub async fn flood_until_closed(server: std::net::SocketAddr, url: &str) -> usize {
+        let mut stream = TcpStream::connect(server).await.unwrap();
+        if !say_hello(&mut stream, url).await {
+            return 0;
+        }
+        let mut sent = 0;
+        for sequence in 1.. {
+            let chunk = open_secure_channel_chunk(sequence, 60_000);
+            if stream.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+            assert!(
+                sent < 64 << 20,
+                "the server took {sent} bytes of a message that never ends"
+            );
+        }
+        sent
+    }
+}
+
+/// 16 peers that say Hello and then send OpenSecureChannel chunks that never finish (the attack
+/// that took a server offering 64 MiB messages to 1 GB): each is disconnected once its message
+/// passes 128 KiB, again and again, memory stays bounded, and a real client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_flood_is_cut_off_and_others_are_served_meanwhile() {
+    // Many places per address: this test is about the bytes, not the connection counts.
+    let rig = start_rig(
+        "auto_trust_clients = true\n[opcua_server.limits]\nmax_connections_per_address = 100",
+    )
+    .await;
+    let server: std::net::SocketAddr =
+        ([127, 0, 0, 1], rig.handles.opcua.as_ref().unwrap().port).into();
+    let before = common::rss_kib();
+    let served = std::sync::atomic::AtomicBool::new(false);
+    let peak = std::sync::atomic::AtomicU64::new(before);
+    let flooder = |_: usize| async {
+        let mut rounds = 0;
+        // Until the real client has been served, and at least three cut-offs each.
+        while rounds < 3 || !served.load(std::sync::atomic::Ordering::Acquire) {
+            raw::flood_until_closed(server, &rig.url).await;
+            peak.fetch_max(common::rss_kib(), std::sync::atomic::Ordering::Relaxed);
+            rounds += 1;
+        }
+    };
+    let client = async {
+        let session = connect(
+            &rig.url,
+            rig.client_pki.path(),
+            SecurityPolicy::Basic256Sha256,
+            MessageSecurityMode::SignAndEncrypt,
+            user("viewer", "viewer-pw"),
+        )
+        .await
+        .expect("a real client connects during the flood");
+        let values = read(
+            &session,
+            &[NodeId::new(rig.ns, "plant/bakery/oven1/temperature")],
+        )
+        .await;
+        assert_eq!(values[0].status, Some(StatusCode::Good));
+        served.store(true, std::sync::atomic::Ordering::Release);
+        let _ = session.disconnect().await;
+    };
+    tokio::join!(futures::future::join_all((0..16).map(flooder)), client);
+    let grown_kib = peak.into_inner().saturating_sub(before);
+    let text = rig.handles.metrics.encode();
+    let cut_offs = metric(
+        &text,
+        r#"twinloom_opcua_limit_hits_total{limit="max_unauthenticated_bytes"}"#,
+    );
+    assert!(cut_offs >= 48.0, "{cut_offs} cut-offs\n{text}");
+    // 8 MiB of shared budget, 16 read buffers of 64 KiB, allocator slack: far from 1 GB.
+    assert!(grown_kib < 48 * 1024, "RSS grew by {grown_kib} KiB");
+    assert_eq!(
+        metric(&text, "twinloom_opcua_unauthenticated_buffered_bytes"),
+        0.0,
+        "every cut-off connection gave its budget back"
+    );
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// Connections beyond `max_connections_per_address` or `max_connections` are closed at once, and
+/// a connection without a session is closed at `handshake_timeout`; each bound is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_and_the_handshake_timeout_hold() {
+    let rig = start_rig(
+        "auto_trust_clients = true
+[opcua_server.limits]
+max_connections = 2
+max_connections_per_address = 1
+handshake_timeout = \"300ms\"",
+    )
+    .await;
+    let server: std::net::SocketAddr =
+        ([127, 0, 0, 1], rig.handles.opcua.as_ref().unwrap().port).into();
+    let mut first = raw::connect_from([127, 0, 0, 1], server).await;
+    assert!(raw::say_hello(&mut first, &rig.url).await);
+    // A second from the same address: closed without an Acknowledge.
+    let mut second = raw::connect_from([127, 0, 0, 1], server).await;
+    assert!(!raw::say_hello(&mut second, &rig.url).await);
+    // From another address there is room: two connections in all.
+    let mut third = raw::connect_from([127, 0, 0, 2], server).await;
+    assert!(raw::say_hello(&mut third, &rig.url).await);
+    // A third connection in all: closed.
+    let mut fourth = raw::connect_from([127, 0, 0, 3], server).await;
+    assert!(!raw::say_hello(&mut fourth, &rig.url).await);
+    // The two without a session are closed at the handshake timeout, with Bad_Timeout.
+    for stream in [&mut first, &mut third] {
+        let error = raw::until_closed(stream).await;
+        assert_eq!(&error[..4], b"ERRF", "{error:?}");
+        let status = u32::from_le_bytes([error[8], error[9], error[10], error[11]]);
+        assert_eq!(status, StatusCode::BadTimeout.bits());
+    }
+    let text = rig.handles.metrics.encode();
+    for (limit, hits) in [
+        ("max_connections_per_address", 1.0),
+        ("max_connections", 1.0),
+        ("handshake_timeout", 2.0),
+    ] {
+        let series = format!(r#"twinloom_opcua_limit_hits_total{{limit="{limit}"}}"#);
+        assert_eq!(metric(&text, &series), hits, "{series}\n{text}");
+    }
+    // Places freed: a real client connects (its discovery channel and its session in turn).
+    common::eventually(
+        WAIT,
+        || metric(&rig.handles.metrics.encode(), "twinloom_opcua_connections") == 0.0,
+        || "connections not freed".to_owned(),
+    )
+    .await;
+    let session = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("viewer", "viewer-pw"),
+    )
+    .await
+    .expect("a client connects once places are free");
+    let _ = session.disconnect().await;
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// How long a refused login takes, from connecting to the refusal.
+async fn refused_login(rig: &Rig, name: &str, password: &str) -> Duration {
+    let started = std::time::Instant::now();
+    let refused = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::None,
+        MessageSecurityMode::None,
+        user(name, password),
+    )
+    .await;
+    assert!(refused.is_err(), "{name} logged in with {password}");
+    started.elapsed()
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// A wrong password for a known user and any password for an unknown one take as long (the
+/// unknown name is checked against a real hash): over 20 interleaved attempts each, the median
+/// for unknown users is at least 0.7 × that for known ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_times_do_not_tell_user_names_apart() {
+    let rig = start_rig(
+        "auto_trust_clients = true
+allow_security_none = true
+[opcua_server.limits]
+login_failures_burst = 1000",
+    )
+    .await;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for attempt in 0..20 {
+        known.push(refused_login(&rig, "operator", &format!("guess-{attempt}")).await);
+        unknown.push(refused_login(&rig, &format!("nobody-{attempt}"), "guess").await);
+    }
+    let (known, unknown) = (median(known), median(unknown));
+    assert!(
+        unknown.as_secs_f64() >= 0.7 * known.as_secs_f64(),
+        "median refusal: unknown users {unknown:?}, known users {known:?}"
+    );
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// Five failed logins from one address throttle it: the sixth attempt is refused even with the
+/// right password, without checking it, and counted; the address regains an attempt over time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled_per_address() {
+    let rig = start_rig(
+        "auto_trust_clients = true
+allow_security_none = true
+[opcua_server.limits]
+login_failures_burst = 5
+login_failures_per_minute = 60",
+    )
+    .await;
+    for attempt in 0..5 {
+        refused_login(&rig, "operator", &format!("guess-{attempt}")).await;
+    }
+    refused_login(&rig, "operator", "operator-pw").await;
+    let throttled = r#"twinloom_opcua_limit_hits_total{limit="login_failures_per_minute"}"#;
+    let text = rig.handles.metrics.encode();
+    assert_eq!(metric(&text, throttled), 1.0, "{text}");
+    assert_eq!(metric(&text, "twinloom_opcua_failed_logins_total"), 6.0);
+    // One attempt a second comes back: the right password works again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let session = connect(
+            &rig.url,
+            rig.client_pki.path(),
+            SecurityPolicy::None,
+            MessageSecurityMode::None,
+            user("operator", "operator-pw"),
+        )
+        .await;
+        if let Ok(session) = session {
+            let _ = session.disconnect().await;
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still throttled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     rig.handles
         .supervisor
         .shutdown(Duration::from_secs(5))

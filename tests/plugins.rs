@@ -1569,14 +1569,6 @@ bindings.other = {{ plugin = "controller" }}
 /// writes per minute, and the daemon's memory stays flat over a hundred such calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_proposals_stays_bounded_in_memory_and_at_the_plc() {
-    fn rss_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
     let file = probe().await;
     let device = SimDevice::new();
     let server = common::modbus_tcp(&device).await;
@@ -1626,14 +1618,14 @@ config = {{ behaviour = "flood", lines = 10000 }}
         || handles.metrics.encode(),
     )
     .await;
-    let warm = rss_kib();
+    let warm = common::rss_kib();
     common::eventually(
         Duration::from_secs(120),
         || calls() >= 120.0,
         || handles.metrics.encode(),
     )
     .await;
-    let after = rss_kib();
+    let after = common::rss_kib();
     let text = handles.metrics.encode();
     assert_eq!(
         metric(

@@ -76,6 +76,16 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// This process's resident memory (`VmRSS`), in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 /// The Python interpreter of the test virtualenv (`.venv`, made by `tests/run.sh`).
 pub fn python() -> PathBuf {
     if let Ok(path) = std::env::var("TWINLOOM_PYTHON") {

@@ -55,6 +55,53 @@ pub struct OpcUaServerConfig {
     /// Most monitored items per subscription. Default 100 000 (a whole plant on one subscription).
     #[serde(default = "default_max_monitored_items")]
     pub max_monitored_items_per_subscription: usize,
+    /// Bounds on connections and on clients that have not logged in yet (each counted in
+    /// `twinloom_opcua_limit_hits_total{limit}` when it bites).
+    #[serde(default)]
+    pub limits: ClientLimits,
+}
+
+/// `[opcua_server.limits]`: what connections and not-yet-authenticated clients may cost.
+///
+/// The message sizes agreed in OPC UA's Hello/Acknowledge hold for a connection's whole life
+/// (Part 6 §7.1.2), so the server's 64 MiB messages are bounded for peers without a session by
+/// these instead.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimits {
+    /// Most open connections; a further one is closed as it is accepted. Default 100.
+    pub max_connections: usize,
+    /// Most open connections from one IP address. Default 20.
+    pub max_connections_per_address: usize,
+    /// Time from accepting a connection to a session activated on it (Hello, OpenSecureChannel,
+    /// CreateSession, ActivateSession); then the connection is closed. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Largest message, in bytes, a client may send before its session is activated. Default
+    /// 131 072 (128 KiB; an OpenSecureChannel with a 16 384-bit certificate chain fits).
+    pub max_unauthenticated_message_bytes: usize,
+    /// Most bytes of incomplete messages held for all clients without a session together; a
+    /// client whose chunk does not fit is disconnected. Default 8 MiB.
+    pub max_unauthenticated_buffered_bytes: usize,
+    /// Failed logins one IP address may make in a row before it is throttled. Default 5.
+    pub login_failures_burst: u32,
+    /// Failed logins per minute an IP address regains once throttled; logins beyond are refused
+    /// without checking the password. Default 10.
+    pub login_failures_per_minute: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100,
+            max_connections_per_address: 20,
+            handshake_timeout: Duration::from_secs(10),
+            max_unauthenticated_message_bytes: 128 * 1024,
+            max_unauthenticated_buffered_bytes: 8 * 1024 * 1024,
+            login_failures_burst: 5,
+            login_failures_per_minute: 10,
+        }
+    }
 }
 
 fn default_namespace_uri() -> String {

@@ -110,6 +110,28 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
                 ));
             }
         }
+        let limits = KeyPath::root().key("opcua_server").key("limits");
+        let at_least_one = [
+            ("login_failures_burst", server.limits.login_failures_burst),
+            (
+                "login_failures_per_minute",
+                server.limits.login_failures_per_minute,
+            ),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                out.push(Problem::new(
+                    limits.key(key),
+                    format!("{key} must be at least 1 (0 would refuse every login)"),
+                ));
+            }
+        }
+        if server.limits.handshake_timeout.is_zero() {
+            out.push(Problem::new(
+                limits.key("handshake_timeout"),
+                "handshake_timeout must be longer than 0 s",
+            ));
+        }
     }
     if let Some(admin) = &config.admin_http {
         listen.push((

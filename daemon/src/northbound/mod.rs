@@ -20,3 +20,13 @@ pub(crate) async fn verify_password(hash: String, password: String) -> bool {
     .await
     .unwrap_or(false)
 }
+
+/// Whether `password` is right for the user whose hash is `known` (`None`: no user has the
+/// name). An unknown name is checked against `stand_in`, a real hash of the same service, and
+/// refused whatever the outcome, so that both answers take as long: response times do not tell
+/// user names apart.
+pub(crate) async fn check_login(known: Option<&str>, stand_in: &str, password: &str) -> bool {
+    let hash = known.unwrap_or(stand_in).to_owned();
+    let verified = verify_password(hash, password.to_owned()).await;
+    verified && known.is_some()
+}

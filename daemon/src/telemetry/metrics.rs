@@ -497,6 +497,30 @@ pub fn encode_counters(
     Ok(())
 }
 
+/// Encodes one counter family `name` with one label `label`, a `(label value, count)` pair per
+/// series, for collectors read at scrape time.
+pub fn encode_labelled_counters(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    counters: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::encoding::EncodeMetric;
+    use prometheus_client::metrics::counter::ConstCounter;
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (value, count) in counters {
+        let labels = [(label, *value)];
+        ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// Encodes `(name, help, value)` triples as gauges, for collectors read at scrape time.
 pub fn encode_gauges(
     encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,

@@ -53,9 +53,11 @@ async fn operator(state: &AdminState, headers: &HeaderMap) -> Option<String> {
         .ok()?;
     let (name, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
     let known = state.operators.iter().find(|user| user.name == name);
-    let hash = known.or(state.operators.first())?.password_hash.clone();
-    let verified = super::verify_password(hash, password.to_owned()).await;
-    (verified && known.is_some()).then(|| name.to_owned())
+    let stand_in = &state.operators.first()?.password_hash;
+    let known_hash = known.map(|user| user.password_hash.as_str());
+    super::check_login(known_hash, stand_in, password)
+        .await
+        .then(|| name.to_owned())
 }
 
 async fn arm(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> impl IntoResponse {

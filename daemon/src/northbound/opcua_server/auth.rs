@@ -1,6 +1,11 @@
-//! Who may open a session and what they may do: argon2-hashed users with roles.
+//! Who may open a session and what they may do: argon2-hashed users with roles, with failed
+//! logins throttled per peer address.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use opcua::server::ServerEndpoint;
@@ -11,7 +16,7 @@ use opcua::server::authenticator::{
 use opcua::types::{Error, NodeId, StatusCode, UAString, UserTokenPolicy, UserTokenType};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::config::opcua_server::{OpcUaServerConfig, Role};
+use crate::config::opcua_server::{ClientLimits, OpcUaServerConfig, Role};
 
 /// Policy id of the anonymous user token (OPC UA Part 4 §7.41).
 const POLICY_ID_ANONYMOUS: &str = "anonymous";
@@ -19,8 +24,70 @@ const POLICY_ID_ANONYMOUS: &str = "anonymous";
 /// Authenticates OPC UA sessions against the configured users and applies their roles.
 pub struct Authenticator {
     users: HashMap<String, (String, Role)>,
+    /// The hash an unknown user name is checked against (the first user's), so that refusing it
+    /// takes as long as refusing a wrong password.
+    stand_in: Option<String>,
     anonymous: bool,
     failed_logins: Counter,
+    throttle: LoginThrottle,
+}
+
+/// Failed logins per peer address, as a token bucket per address: `burst` failures in a row,
+/// then `per_minute`. Per address, never per user name: throttling a name would let anyone lock
+/// out `operator`.
+#[derive(Debug)]
+struct LoginThrottle {
+    burst: f64,
+    per_second: f64,
+    /// Tokens left and when they were counted, per address.
+    buckets: std::sync::Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    /// Logins refused by the throttle (shared with the server's metrics collector).
+    throttled: Arc<AtomicU64>,
+}
+
+/// Addresses remembered at most; beyond, the ones whose bucket has refilled are forgotten.
+const THROTTLE_ADDRESSES: usize = 10_000;
+
+impl LoginThrottle {
+    fn new(limits: &ClientLimits, throttled: Arc<AtomicU64>) -> Self {
+        Self {
+            burst: f64::from(limits.login_failures_burst),
+            per_second: f64::from(limits.login_failures_per_minute) / 60.0,
+            buckets: Default::default(),
+            throttled,
+        }
+    }
+
+    fn tokens(&self, bucket: (f64, Instant), now: Instant) -> f64 {
+        let (tokens, at) = bucket;
+        (tokens + now.duration_since(at).as_secs_f64() * self.per_second).min(self.burst)
+    }
+
+    /// Whether a login from `address` may be checked now (counted when not).
+    fn admits(&self, address: IpAddr) -> bool {
+        let now = Instant::now();
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let admitted = buckets
+            .get(&address)
+            .is_none_or(|&bucket| self.tokens(bucket, now) >= 1.0);
+        if !admitted {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    /// Takes one token from `address` for a failed login.
+    fn failed(&self, address: IpAddr) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= THROTTLE_ADDRESSES {
+            buckets.retain(|_, bucket| self.tokens(*bucket, now) < self.burst);
+        }
+        let tokens = buckets
+            .get(&address)
+            .map_or(self.burst, |&bucket| self.tokens(bucket, now));
+        buckets.insert(address, ((tokens - 1.0).max(0.0), now));
+    }
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -28,21 +95,29 @@ impl std::fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("users", &self.users.keys().collect::<Vec<_>>())
             .field("anonymous", &self.anonymous)
+            .field("throttle", &self.throttle)
             .finish()
     }
 }
 
 impl Authenticator {
-    /// An authenticator for `config`'s users; failed logins increment `failed_logins`.
-    pub fn new(config: &OpcUaServerConfig, failed_logins: Counter) -> Self {
+    /// An authenticator for `config`'s users; failed logins increment `failed_logins`, logins
+    /// refused by the per-address throttle `throttled`.
+    pub fn new(
+        config: &OpcUaServerConfig,
+        failed_logins: Counter,
+        throttled: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             users: config
                 .users
                 .iter()
                 .map(|u| (u.name.clone(), (u.password_hash.clone(), u.role)))
                 .collect(),
+            stand_in: config.users.first().map(|u| u.password_hash.clone()),
             anonymous: config.anonymous,
             failed_logins,
+            throttle: LoginThrottle::new(&config.limits, throttled),
         }
     }
 
@@ -81,16 +156,34 @@ impl AuthManager for Authenticator {
         username: &str,
         password: &Password,
     ) -> Result<UserToken, Error> {
-        let Some((hash, _)) = self.users.get(username) else {
-            return Err(self.reject(endpoint, username, "unknown user"));
-        };
-        let verified = super::super::verify_password(hash.clone(), password.get().to_owned()).await;
-        if verified {
-            super::events::LoggedIn { user: username }.emit();
-            Ok(UserToken(username.to_owned()))
-        } else {
-            Err(self.reject(endpoint, username, "wrong password"))
+        // The peer's address comes from the connection's task (patch 0005 of the series).
+        let peer = opcua::server::hardening::connection_peer().map(|peer| peer.ip());
+        if let Some(address) = peer
+            && !self.throttle.admits(address)
+        {
+            return Err(self.reject(
+                endpoint,
+                username,
+                "too many failed logins from this address",
+            ));
         }
+        let known = self.users.get(username).map(|(hash, _)| hash.as_str());
+        let Some(stand_in) = &self.stand_in else {
+            return Err(self.reject(endpoint, username, "no users are configured"));
+        };
+        if super::super::check_login(known, stand_in, password.get()).await {
+            super::events::LoggedIn { user: username }.emit();
+            return Ok(UserToken(username.to_owned()));
+        }
+        if let Some(address) = peer {
+            self.throttle.failed(address);
+        }
+        let why = if known.is_some() {
+            "wrong password"
+        } else {
+            "unknown user"
+        };
+        Err(self.reject(endpoint, username, why))
     }
 
     /// Methods (a plugin's `ClearQuarantine`, the gate's `Arm`) change what runs: operators

@@ -15,9 +15,11 @@ pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use opcua::crypto::SecurityPolicy;
+use opcua::server::hardening::HardeningLimits;
 use opcua::server::node_manager::memory::InMemoryNodeManagerBuilder;
 use opcua::server::{ServerBuilder, ServerEndpoint};
 use opcua::types::MessageSecurityMode;
@@ -102,9 +104,13 @@ pub async fn start(
         format!("urn:twinloom:{name}")
     });
     let pki = pki_dir(config, state_dir);
+    pki::protect_private_folder(&pki)
+        .with_context(|| format!("cannot prepare {}", pki.display()))?;
+    let throttled = Arc::new(AtomicU64::new(0));
     let authenticator = Arc::new(auth::Authenticator::new(
         config,
         metrics.opcua.failed_logins.clone(),
+        Arc::clone(&throttled),
     ));
     let token = supervisor.token().child_token();
     let publishing_ms = config.min_publishing_interval.as_secs_f64() * 1000.0;
@@ -133,6 +139,13 @@ pub async fn start(
         .subscription_poll_interval_ms((publishing_ms as u64).max(1))
         .discovery_urls(vec![endpoint_url.clone()])
         .diagnostics_enabled(true)
+        .hardening_limits(HardeningLimits {
+            max_connections: config.limits.max_connections,
+            max_connections_per_address: config.limits.max_connections_per_address,
+            handshake_timeout: Some(config.limits.handshake_timeout),
+            max_unauthenticated_message_size: config.limits.max_unauthenticated_message_bytes,
+            max_unauthenticated_buffered: config.limits.max_unauthenticated_buffered_bytes,
+        })
         .token(token);
     // ServerEndpoint::new rather than the per-policy constructors: async-opcua 0.19 marks
     // `new_basic256sha256_sign` deprecated, though OPC UA only deprecates Basic128Rsa15 and Basic256.
@@ -175,6 +188,9 @@ pub async fn start(
     let (server, handle) = builder
         .build()
         .map_err(|e| anyhow::anyhow!("cannot build the OPC UA server: {e}"))?;
+    // async-opcua writes a new private key with the process umask's mode.
+    pki::protect_private_keys(&pki)
+        .with_context(|| format!("cannot restrict the private keys in {}", pki.display()))?;
     let manager = handle
         .node_managers()
         .get_of_type::<TwinNodeManager>()
@@ -183,6 +199,7 @@ pub async fn start(
     metrics.register_collector(Box::new(ServerCollector {
         info: Arc::clone(handle.info()),
         manager: Arc::clone(&manager),
+        throttled,
     }));
     let subscriptions = Arc::clone(handle.subscriptions());
 
@@ -241,10 +258,13 @@ pub async fn start(
     })
 }
 
-/// Exposes sessions, subscriptions and monitored items of the server at scrape time.
+/// Exposes sessions, subscriptions, monitored items, connections and the bounds on clients that
+/// bit (`twinloom_opcua_limit_hits_total{limit}`, labelled with the config key) at scrape time.
 struct ServerCollector {
     info: Arc<opcua::server::ServerInfo>,
     manager: Arc<TwinNodeManager>,
+    /// Logins refused by the per-address throttle.
+    throttled: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ServerCollector {
@@ -277,6 +297,38 @@ impl prometheus_client::collector::Collector for ServerCollector {
                     count(VariableId::Server_ServerDiagnostics_ServerDiagnosticsSummary_CurrentSubscriptionCount),
                 ),
                 ("opcua_monitored_items", "Monitored items on twin nodes", self.manager.inner().monitored_items()),
+                (
+                    "opcua_connections",
+                    "Open OPC UA connections",
+                    self.info.hardening.connections() as i64,
+                ),
+                (
+                    "opcua_unauthenticated_buffered_bytes",
+                    "Bytes of incomplete messages held for OPC UA clients without a session",
+                    self.info.hardening.unauthenticated_buffered() as i64,
+                ),
+            ],
+        )?;
+        let hits = &self.info.hardening.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        crate::telemetry::metrics::encode_labelled_counters(
+            &mut encoder,
+            "opcua_limit_hits",
+            "Times a bound on OPC UA clients bit, by its [opcua_server.limits] key",
+            "limit",
+            &[
+                ("max_connections", read(&hits.refused_connections)),
+                (
+                    "max_connections_per_address",
+                    read(&hits.refused_per_address),
+                ),
+                ("handshake_timeout", read(&hits.handshake_timeouts)),
+                // A message over its bound or a full shared budget: both close the connection.
+                (
+                    "max_unauthenticated_bytes",
+                    read(&hits.unauthenticated_overflows),
+                ),
+                ("login_failures_per_minute", read(&self.throttled)),
             ],
         )
     }

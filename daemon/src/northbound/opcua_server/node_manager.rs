@@ -424,9 +424,18 @@ pub fn date_time(time: SystemTime) -> DateTime {
 }
 
 /// The DataValue of a sample: value, status code, source and server timestamps.
+///
+/// A sample without a value (nothing ever arrived) carries an empty Variant rather than none:
+/// async-opcua-nodes 0.19 drops a variable's status when its value is absent (`Variable::value`),
+/// so a client would read `Good` with a null value instead of, say, `Bad_WaitingForInitialData`
+/// (OPC UA Part 4 §7.7.1: a Bad status code may come with a null value). The source timestamp is
+/// set only once a value exists.
 pub fn data_value(sample: &Sample) -> DataValue {
     DataValue {
-        value: sample.value.as_ref().map(crate::opcua_values::to_variant),
+        value: Some(sample.value.as_ref().map_or(
+            opcua::types::Variant::Empty,
+            crate::opcua_values::to_variant,
+        )),
         status: Some(status_code(sample.quality)),
         source_timestamp: sample.source_time.map(date_time),
         server_timestamp: Some(date_time(sample.server_time)),

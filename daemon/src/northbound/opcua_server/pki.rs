@@ -93,6 +93,34 @@ pub fn set_trust(pki: &Path, name: &str, to: Trust) -> io::Result<PathBuf> {
     Ok(target)
 }
 
+/// Creates `<pki>/private/` readable by the daemon's user only (0700; an existing folder is
+/// narrowed to it), so that a key written into it is never readable by others, whatever its mode.
+///
+/// Errors: the folder cannot be created or its mode set.
+pub fn protect_private_folder(pki: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let private = pki.join("private");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&private)?;
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700))
+}
+
+/// Sets every file in `<pki>/private/` (the server's private keys) to mode 0600.
+///
+/// Errors: the folder cannot be read or a file's mode set.
+pub fn protect_private_keys(pki: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in fs::read_dir(pki.join("private"))? {
+        let path = entry?.path();
+        if path.is_file() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ pub struct ServerBuilder {
     pub(crate) type_loaders: TypeLoaderCollection,
     pub(crate) token: CancellationToken,
     pub(crate) build_info: BuildInfo,
+    pub(crate) hardening: crate::hardening::HardeningLimits,
 }
 
 impl Default for ServerBuilder {
@@ -36,6 +37,7 @@ impl Default for ServerBuilder {
             type_tree_getter: None,
             build_info: BuildInfo::default(),
             type_loaders: TypeLoaderCollection::new(),
+            hardening: Default::default(),
         };
         #[cfg(feature = "generated-address-space")]
         {
@@ -262,6 +264,12 @@ impl ServerBuilder {
     /// If you remove the core node manager you must implement the core namespace yourself.
     pub fn without_node_managers(mut self) -> Self {
         self.node_managers.clear();
+        self
+    }
+
+    /// Twinloom patch: bounds on connections and on peers without an activated session.
+    pub fn hardening_limits(mut self, limits: crate::hardening::HardeningLimits) -> Self {
+        self.hardening = limits;
         self
     }
 

@@ -91,6 +91,8 @@ pub struct ServerInfo {
     pub type_loaders: RwLock<TypeLoaderCollection>,
     /// Current server diagnostics.
     pub diagnostics: ServerDiagnostics,
+    /// Twinloom patch: bounds on connections and unauthenticated peers, and how often they bit.
+    pub hardening: Arc<crate::hardening::Hardening>,
 }
 
 impl ServerInfo {

@@ -17,6 +17,8 @@ mod config;
 pub mod diagnostics;
 #[cfg(feature = "discovery-server-registration")]
 mod discovery;
+/// Twinloom patch: bounds on connections and unauthenticated peers.
+pub mod hardening;
 mod identity_token;
 mod info;
 pub mod node_manager;

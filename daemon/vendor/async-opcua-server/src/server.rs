@@ -183,6 +183,7 @@ impl Server {
                 enabled: config.diagnostics,
                 ..Default::default()
             },
+            hardening: Arc::new(crate::hardening::Hardening::new(builder.hardening)),
         };
 
         let certificate_store = Arc::new(RwLock::new(certificate_store));
@@ -373,6 +374,12 @@ impl Server {
                 rs = listener.accept() => {
                     match rs {
                         Ok((socket, addr)) => {
+                            // Twinloom patch: a connection beyond the bounds is closed at once.
+                            let Some(permit) = self.info.hardening.admit(addr.ip()) else {
+                                warn!("Refusing connection from {addr}: connection limit reached");
+                                drop(socket);
+                                continue;
+                            };
                             info!("Accept new connection from {addr} ({connection_counter})");
                             let conn = SessionStarter::new(
                                 TcpConnector::new(socket, TransportConfig {
@@ -392,8 +399,11 @@ impl Server {
                             let (send, recv) = tokio::sync::mpsc::channel(5);
                             // Twinloom patch: everything logged while serving this connection
                             // (failed logins among it) carries the peer's address.
+                            // The task holds the connection's place and makes its peer address
+                            // known to the authenticator (login throttling per address).
                             let span = tracing::info_span!("opcua_connection", peer = %addr);
-                            let handle = tokio::spawn(tracing::Instrument::instrument(async move {
+                            let handle = tokio::spawn(tracing::Instrument::instrument(crate::hardening::serving_peer(addr, async move {
+                                let _permit = permit;
                                 if let Err(payload) =
                                     std::panic::AssertUnwindSafe(conn.run(recv, |_| {}))
                                         .catch_unwind()
@@ -402,7 +412,7 @@ impl Server {
                                     log_connection_panic(connection_counter, payload);
                                 }
                                 connection_counter
-                            }, span));
+                            }), span));
                             self.connections.push(handle);
                             self.connection_map.insert(connection_counter, ConnectionInfo {
                                 command_send: send

@@ -81,6 +81,8 @@ pub(crate) struct SessionController {
     pending_messages: FuturesUnordered<Pin<Box<PendingMessageResponse>>>,
     info: Arc<ServerInfo>,
     deadline: Instant,
+    /// Twinloom patch: when the connection is closed unless a session is activated on it first.
+    handshake_deadline: Option<Instant>,
 }
 
 enum RequestProcessResult {
@@ -188,6 +190,11 @@ impl SessionController {
             message_handler: MessageHandler::new(info.clone(), node_managers, subscriptions),
             deadline: Instant::now()
                 + Duration::from_secs(info.config.tcp_config.hello_timeout as u64),
+            handshake_deadline: info
+                .hardening
+                .limits
+                .handshake_timeout
+                .map(|timeout| Instant::now() + timeout),
             info,
             pending_messages: FuturesUnordered::new(),
         }
@@ -201,10 +208,27 @@ impl SessionController {
                 Either::Right(self.pending_messages.next())
             };
 
+            let handshake_deadline = self.handshake_deadline;
             tokio::select! {
                 _ = tokio::time::sleep_until(self.deadline.into()) => {
                     warn!("Connection timed out, closing");
                     self.fatal_error(StatusCode::BadTimeout, "Connection timeout");
+                }
+                // Twinloom patch: no session activated within the handshake timeout.
+                _ = async {
+                    match handshake_deadline {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => futures::future::pending().await,
+                    }
+                } => {
+                    warn!("No session activated in time, closing");
+                    self.handshake_deadline = None;
+                    self.info
+                        .hardening
+                        .counters
+                        .handshake_timeouts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.fatal_error(StatusCode::BadTimeout, "No session activated in time");
                 }
                 cmd = command.recv() => {
                     match cmd {
@@ -350,6 +374,11 @@ impl SessionController {
                 )
                 .instrument(span.clone())
                 .await;
+                if res.is_ok() {
+                    // Twinloom patch: an authenticated peer; the unauthenticated bounds end.
+                    self.handshake_deadline = None;
+                    self.transport.set_authenticated();
+                }
                 let _h = span.enter();
                 self.process_service_result(res, request.request_header.request_handle, id)
             }
@@ -686,6 +715,44 @@ impl SessionController {
         debug!("Message security mode == {:?}", request.security_mode);
         if matches!(request.security_mode, MessageSecurityMode::Invalid) {
             error!("Security mode is invalid");
+            return Ok(ServiceFault::new(
+                &request.request_header,
+                StatusCode::BadSecurityModeRejected,
+            )
+            .into());
+        }
+
+        // Twinloom patch: the channel's policy and mode must be those of an offered endpoint
+        // (OPC UA Part 4 §5.5.2: Bad_SecurityPolicyRejected), so no client uses a policy the
+        // operator did not offer (Basic128Rsa15, Basic256) even before CreateSession. None stays
+        // open for discovery (GetEndpoints, Part 4 §5.4.4); ActivateSession still requires an
+        // offered endpoint.
+        let offered = |mode: Option<MessageSecurityMode>| {
+            let discovery = self.channel.security_policy() == SecurityPolicy::None
+                && mode.is_none_or(|mode| mode == MessageSecurityMode::None);
+            discovery
+                || self.info.config.endpoints.values().any(|e| {
+                    e.security_policy() == self.channel.security_policy()
+                        && mode.is_none_or(|mode| e.message_security_mode() == mode)
+                })
+        };
+        if !offered(None) {
+            error!(
+                "Client asked for security policy {}, which no endpoint offers",
+                self.channel.security_policy()
+            );
+            return Ok(ServiceFault::new(
+                &request.request_header,
+                StatusCode::BadSecurityPolicyRejected,
+            )
+            .into());
+        }
+        if !offered(Some(request.security_mode)) {
+            error!(
+                "Client asked for security mode {:?} with policy {}, which no endpoint offers",
+                request.security_mode,
+                self.channel.security_policy()
+            );
             return Ok(ServiceFault::new(
                 &request.request_header,
                 StatusCode::BadSecurityModeRejected,

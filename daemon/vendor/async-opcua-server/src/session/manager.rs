@@ -309,7 +309,6 @@ pub(crate) async fn activate_session(
     let security_policy = channel.security_policy();
     let security_mode = channel.security_mode();
     let secure_channel_id = channel.secure_channel_id();
-    let server_nonce = security_policy.random_nonce();
     let (endpoint_url, session_nonce, session_lck, info) = {
         let mgr = trace_read_lock!(mgr_lck);
         let Some(session_lck) = mgr.find_by_token(&request.request_header.authentication_token)
@@ -344,6 +343,9 @@ pub(crate) async fn activate_session(
         };
         (endpoint_url, session_nonce, session_lck, mgr.info.clone())
     };
+    // OPC UA Part 4 §5.6.3: the server nonce is at least 32 bytes under every security policy,
+    // None included (open62541 clients refuse a shorter one).
+    let server_nonce = random::byte_string(info.config.session_nonce_length.max(32));
 
     let user_token = info
         .authenticate_endpoint(

@@ -19,6 +19,7 @@ use opcua_core::{
 use tracing::error;
 use tracing_futures::Instrument;
 
+use crate::hardening::Hardening;
 use crate::info::ServerInfo;
 use opcua_types::{DecodingOptions, Error, ResponseHeader, ServiceFault, StatusCode};
 
@@ -27,13 +28,51 @@ use tokio::{
     io::{AsyncWriteExt, ReadHalf, WriteHalf},
     net::TcpStream,
 };
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::Decoder;
+
+/// Twinloom patch: refuses a chunk whose header announces more bytes than the server's receive
+/// buffer before buffering them (OPC UA Part 6 §7.1.2.3: no chunk exceeds the ReceiveBufferSize
+/// of Hello/Acknowledge). `TcpCodec` alone buffers whatever size a header announces.
+pub(crate) struct BoundedCodec {
+    inner: TcpCodec,
+    max_chunk: usize,
+}
+
+impl BoundedCodec {
+    fn new(inner: TcpCodec, max_chunk: usize) -> Self {
+        Self { inner, max_chunk }
+    }
+}
+
+impl Decoder for BoundedCodec {
+    type Item = Message;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, std::io::Error> {
+        // The message header: type (3 bytes), chunk type (1), message size (UInt32, 4).
+        if let Some(size) = buf.get(4..8) {
+            let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as usize;
+            if self.max_chunk > 0 && size > self.max_chunk {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "chunk of {size} bytes exceeds the receive buffer of {}",
+                        self.max_chunk
+                    ),
+                ));
+            }
+        }
+        self.inner.decode(buf)
+    }
+}
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
 
 use super::connect::Connector;
 
 /// Transport implementation for opc.tcp.
 pub(crate) struct TcpTransport {
-    read: FramedRead<ReadHalf<TcpStream>, TcpCodec>,
+    read: FramedRead<ReadHalf<TcpStream>, BoundedCodec>,
     write: WriteHalf<TcpStream>,
     send_buffer: SendBuffer,
     state: TransportState,
@@ -42,6 +81,12 @@ pub(crate) struct TcpTransport {
     pub(crate) client_protocol_version: u32,
     /// Last decoded sequence number
     sequence_numbers: SequenceNumberHandle,
+    /// Twinloom patch: the server's bounds on unauthenticated peers.
+    hardening: Arc<Hardening>,
+    /// Whether a session has been activated on this connection.
+    authenticated: bool,
+    /// Bytes of `pending_chunks` taken from the shared unauthenticated budget.
+    reserved: usize,
 }
 
 enum TransportState {
@@ -87,7 +132,7 @@ fn min_zero_infinite(server: u32, client: u32) -> u32 {
 }
 
 pub(crate) struct TcpConnector {
-    read: FramedRead<ReadHalf<TcpStream>, TcpCodec>,
+    read: FramedRead<ReadHalf<TcpStream>, BoundedCodec>,
     write: WriteHalf<TcpStream>,
     deadline: Instant,
     config: TransportConfig,
@@ -101,7 +146,13 @@ impl TcpConnector {
         decoding_options: DecodingOptions,
     ) -> Self {
         let (read, write) = tokio::io::split(stream);
-        let read = FramedRead::new(read, TcpCodec::new(decoding_options.clone()));
+        let read = FramedRead::new(
+            read,
+            BoundedCodec::new(
+                TcpCodec::new(decoding_options.clone()),
+                config.receive_buffer_size,
+            ),
+        );
         TcpConnector {
             read,
             write,
@@ -118,7 +169,7 @@ impl TcpConnector {
         decoding_options: DecodingOptions,
     ) -> Self {
         TcpConnector {
-            read,
+            read: read.map_decoder(|codec| BoundedCodec::new(codec, config.receive_buffer_size)),
             write,
             deadline: Instant::now() + config.hello_timeout,
             config,
@@ -220,6 +271,7 @@ impl Connector for TcpConnector {
         info: Arc<ServerInfo>,
         token: CancellationToken,
     ) -> Result<TcpTransport, StatusCode> {
+        let hardening = Arc::clone(&info.hardening);
         let err = tokio::select! {
             _ = tokio::time::sleep_until(self.deadline.into()) => {
                 ErrorMessage::new(StatusCode::BadTimeout, "Timeout waiting for HELLO")
@@ -229,7 +281,7 @@ impl Connector for TcpConnector {
             }
             r = self.connect_inner(info).instrument(tracing::info_span!("OPC-UA TCP handshake")) => {
                 match r {
-                    Ok(r) => return Ok(TcpTransport::new(self.read, self.write, r)),
+                    Ok(r) => return Ok(TcpTransport::new(self.read, self.write, r, hardening)),
                     Err(e) => e,
                 }
             }
@@ -248,9 +300,10 @@ impl Connector for TcpConnector {
 
 impl TcpTransport {
     fn new(
-        read: FramedRead<ReadHalf<TcpStream>, TcpCodec>,
+        read: FramedRead<ReadHalf<TcpStream>, BoundedCodec>,
         write: WriteHalf<TcpStream>,
         send_buffer: SendBuffer,
+        hardening: Arc<Hardening>,
     ) -> Self {
         Self {
             read,
@@ -260,7 +313,22 @@ impl TcpTransport {
             sequence_numbers: SequenceNumberHandle::new(true),
             client_protocol_version: 0,
             send_buffer,
+            hardening,
+            authenticated: false,
+            reserved: 0,
         }
+    }
+
+    /// Twinloom patch: a session was activated on this connection; its messages are no longer
+    /// bounded as an unauthenticated peer's.
+    pub(crate) fn set_authenticated(&mut self) {
+        self.authenticated = true;
+    }
+
+    /// Drops the chunks of an incomplete or finished message and gives back their budget.
+    fn clear_pending(&mut self) {
+        self.pending_chunks.clear();
+        self.hardening.release(std::mem::take(&mut self.reserved));
     }
 
     /// Set the transport state to closing, once the final message is sent
@@ -357,11 +425,11 @@ impl TcpTransport {
             Ok(message) => match self.process_message(message, channel) {
                 Ok(None) => TransportPollResult::IncomingChunk,
                 Ok(Some(message)) => {
-                    self.pending_chunks.clear();
+                    self.clear_pending();
                     TransportPollResult::IncomingMessage(message)
                 }
                 Err(e) => {
-                    self.pending_chunks.clear();
+                    self.clear_pending();
                     if let Some((id, handle)) = e.full_context() {
                         TransportPollResult::RecoverableError(e.status(), id, handle)
                     } else {
@@ -386,7 +454,7 @@ impl TcpTransport {
                 let header = chunk.message_header(&channel.decoding_options())?;
 
                 if header.is_final == MessageIsFinalType::FinalError {
-                    self.pending_chunks.clear();
+                    self.clear_pending();
                     Ok(None)
                 } else {
                     let chunk = channel.verify_and_remove_security_server(chunk.data)?;
@@ -398,6 +466,9 @@ impl TcpTransport {
                             "Message has more than {} chunks, exceeding negotiated limits",
                             self.send_buffer.max_chunk_count
                         )));
+                    }
+                    if !self.authenticated {
+                        self.reserve_unauthenticated(chunk.data.len())?;
                     }
                     let chunk_info = chunk.chunk_info(channel)?;
                     self.sequence_numbers
@@ -426,5 +497,38 @@ impl TcpTransport {
                 format!("Received unexpected message: {unexpected:?}"),
             )),
         }
+    }
+}
+
+impl TcpTransport {
+    /// Twinloom patch: counts a chunk of `bytes` against the bounds on a connection without an
+    /// activated session (its message's size, the budget shared by all such connections).
+    fn reserve_unauthenticated(&mut self, bytes: usize) -> Result<(), Error> {
+        let limits = &self.hardening.limits;
+        let message = self.reserved + bytes;
+        let too_large = limits.max_unauthenticated_message_size > 0
+            && message > limits.max_unauthenticated_message_size;
+        if too_large || !self.hardening.reserve(bytes) {
+            self.hardening
+                .counters
+                .unauthenticated_overflows
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(Error::new(
+                StatusCode::BadRequestTooLarge,
+                if too_large {
+                    format!("a message of {message} bytes or more before a session is activated")
+                } else {
+                    "the buffers for connections without a session are full".to_owned()
+                },
+            ));
+        }
+        self.reserved += bytes;
+        Ok(())
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        self.hardening.release(self.reserved);
     }
 }
