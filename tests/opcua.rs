@@ -526,6 +526,11 @@ async fn untrusted_client_certificates_are_refused_until_trusted() {
     );
     // The server made its own certificate and key on first start.
     assert!(pki.join("own/cert.der").is_file() && pki.join("private/private.pem").is_file());
+    // Its private key and folder are the daemon user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &str| std::fs::metadata(pki.join(path)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("private/private.pem"), 0o600);
+    assert_eq!(mode("private"), 0o700);
     use twinloom::northbound::opcua_server::pki::{self, Trust};
     let entries = pki::list(&pki).unwrap();
     assert!(
@@ -1843,6 +1848,45 @@ login_failures_per_minute = 60",
         assert!(tokio::time::Instant::now() < deadline, "still throttled");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// Every refused client leaves its certificate in `rejected/` for `twinloom pki trust`; only the
+/// newest `max_rejected_certificates` stay, so refused clients cannot fill the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rejected_folder_keeps_only_the_newest_certificates() {
+    let rig = start_rig("[opcua_server.limits]\nmax_rejected_certificates = 2").await;
+    let pki = rig.handles.opcua.as_ref().unwrap().pki_dir.clone();
+    for _ in 0..4 {
+        // A client with a certificate of its own, never trusted.
+        let client_pki = tempfile::tempdir().unwrap();
+        let refused = connect(
+            &rig.url,
+            client_pki.path(),
+            SecurityPolicy::Basic256Sha256,
+            MessageSecurityMode::SignAndEncrypt,
+            user("operator", "operator-pw"),
+        )
+        .await;
+        assert!(refused.is_err());
+    }
+    let pruned = r#"twinloom_opcua_limit_hits_total{limit="max_rejected_certificates"}"#;
+    common::eventually(
+        WAIT,
+        || metric(&rig.handles.metrics.encode(), pruned) == 2.0,
+        || rig.handles.metrics.encode(),
+    )
+    .await;
+    use twinloom::northbound::opcua_server::pki::{self, Trust};
+    let rejected = pki::list(&pki)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.trust == Trust::Rejected)
+        .count();
+    assert_eq!(rejected, 2);
     rig.handles
         .supervisor
         .shutdown(Duration::from_secs(5))

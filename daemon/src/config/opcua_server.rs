@@ -65,7 +65,7 @@ pub struct OpcUaServerConfig {
 ///
 /// The message sizes agreed in OPC UA's Hello/Acknowledge hold for a connection's whole life
 /// (Part 6 §7.1.2), so the server's 64 MiB messages are bounded for peers without a session by
-/// these instead.
+/// these instead. 0 turns a connection or byte bound off.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientLimits {
@@ -88,6 +88,9 @@ pub struct ClientLimits {
     /// Failed logins per minute an IP address regains once throttled; logins beyond are refused
     /// without checking the password. Default 10.
     pub login_failures_per_minute: u32,
+    /// Most refused client certificates kept in `<pki>/rejected/` for `twinloom pki trust`; the
+    /// oldest beyond are deleted. Default 100.
+    pub max_rejected_certificates: usize,
 }
 
 impl Default for ClientLimits {
@@ -100,6 +103,7 @@ impl Default for ClientLimits {
             max_unauthenticated_buffered_bytes: 8 * 1024 * 1024,
             login_failures_burst: 5,
             login_failures_per_minute: 10,
+            max_rejected_certificates: 100,
         }
     }
 }

@@ -245,6 +245,30 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 mod tests {
     use super::*;
 
+    #[test]
+    fn failed_logins_throttle_their_address_only() {
+        let limits = ClientLimits {
+            login_failures_burst: 3,
+            login_failures_per_minute: 1,
+            ..ClientLimits::default()
+        };
+        let throttled = Arc::new(AtomicU64::new(0));
+        let throttle = LoginThrottle::new(&limits, Arc::clone(&throttled));
+        let (attacker, operator): (IpAddr, IpAddr) =
+            ([10, 0, 0, 66].into(), [10, 0, 0, 7].into());
+        for _ in 0..3 {
+            assert!(throttle.admits(attacker));
+            throttle.failed(attacker);
+        }
+        assert!(!throttle.admits(attacker));
+        assert!(!throttle.admits(attacker));
+        assert_eq!(throttled.load(Ordering::Relaxed), 2);
+        // Another address is not affected by the attacker's failures.
+        assert!(throttle.admits(operator));
+        throttle.failed(operator);
+        assert!(throttle.admits(operator));
+    }
+
     #[tokio::test]
     async fn hashes_verify_and_wrong_passwords_do_not() {
         let hash = hash_password("s3cret").unwrap();

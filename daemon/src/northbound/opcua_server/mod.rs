@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use crate::config::opcua_server::OpcUaServerConfig;
 use crate::context::ComponentContext;
 use crate::control::ControlHandle;
+use crate::runtime::Supervisor;
 use crate::twin::{DEFAULT_SUBSCRIBER_CAPACITY, Filter};
 use node_manager::{TwinNodeManager, TwinNodeManagerBuilder};
 
@@ -191,6 +192,13 @@ pub async fn start(
     // async-opcua writes a new private key with the process umask's mode.
     pki::protect_private_keys(&pki)
         .with_context(|| format!("cannot restrict the private keys in {}", pki.display()))?;
+    let pruned = Arc::new(AtomicU64::new(0));
+    cap_rejected(
+        pki.clone(),
+        config.limits.max_rejected_certificates,
+        Arc::clone(&pruned),
+        supervisor,
+    );
     let manager = handle
         .node_managers()
         .get_of_type::<TwinNodeManager>()
@@ -200,6 +208,7 @@ pub async fn start(
         info: Arc::clone(handle.info()),
         manager: Arc::clone(&manager),
         throttled,
+        pruned,
     }));
     let subscriptions = Arc::clone(handle.subscriptions());
 
@@ -258,6 +267,51 @@ pub async fn start(
     })
 }
 
+/// Keeps at most `keep` certificates in `<pki>/rejected/` (every refused client leaves one
+/// there, so an attacker could fill the disk): prunes at start and whenever a file lands there
+/// (inotify), counting what it deleted in `pruned`. Without a watcher it prunes at start only.
+fn cap_rejected(pki: PathBuf, keep: usize, pruned: Arc<AtomicU64>, supervisor: &Supervisor) {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let (landed, mut arrivals) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| matches!(e.kind, EventKind::Create(_) | EventKind::Modify(_))) {
+            // One pending signal is enough: a prune sees every file present.
+            let _ = landed.try_send(());
+        }
+    })
+    .and_then(|mut watcher| {
+        let rejected = pki.join("rejected");
+        std::fs::create_dir_all(&rejected).map_err(notify::Error::io)?;
+        watcher.watch(&rejected, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    });
+    let watcher = match watcher {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, pki = %pki.display(), "Cannot watch rejected/; it is capped at start only");
+            None
+        }
+    };
+    supervisor.spawn("opcua-rejected-cap", move |token| async move {
+        let _watcher = watcher;
+        loop {
+            let folder = pki.clone();
+            match tokio::task::spawn_blocking(move || pki::prune_rejected(&folder, keep)).await? {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    pruned.fetch_add(deleted as u64, Ordering::Relaxed);
+                    tracing::warn!(deleted, keep, "Deleted the oldest rejected client certificates beyond max_rejected_certificates");
+                }
+                Err(error) => tracing::warn!(%error, pki = %pki.display(), "Cannot cap rejected/"),
+            }
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                arrival = arrivals.recv() => if arrival.is_none() { return Ok(()) },
+            }
+        }
+    });
+}
+
 /// Exposes sessions, subscriptions, monitored items, connections and the bounds on clients that
 /// bit (`twinloom_opcua_limit_hits_total{limit}`, labelled with the config key) at scrape time.
 struct ServerCollector {
@@ -265,6 +319,8 @@ struct ServerCollector {
     manager: Arc<TwinNodeManager>,
     /// Logins refused by the per-address throttle.
     throttled: Arc<AtomicU64>,
+    /// Rejected client certificates deleted beyond `max_rejected_certificates`.
+    pruned: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ServerCollector {
@@ -329,6 +385,7 @@ impl prometheus_client::collector::Collector for ServerCollector {
                     read(&hits.unauthenticated_overflows),
                 ),
                 ("login_failures_per_minute", read(&self.throttled)),
+                ("max_rejected_certificates", read(&self.pruned)),
             ],
         )
     }

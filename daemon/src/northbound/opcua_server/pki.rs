@@ -121,9 +121,55 @@ pub fn protect_private_keys(pki: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Deletes the oldest certificates in `<pki>/rejected/` (by modification time, then name) until
+/// at most `keep` remain; returns how many it deleted. A missing folder holds none.
+///
+/// Errors: the folder cannot be read or a file deleted.
+pub fn prune_rejected(pki: &Path, keep: usize) -> io::Result<usize> {
+    let dir = pki.join(Trust::Rejected.folder());
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&dir)? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        if metadata.is_file() {
+            files.push((metadata.modified()?, entry.path()));
+        }
+    }
+    let excess = files.len().saturating_sub(keep);
+    files.sort();
+    for (_, path) in &files[..excess] {
+        fs::remove_file(path)?;
+    }
+    Ok(excess)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_rejected_certificates() {
+        let pki = tempfile::tempdir().unwrap();
+        let rejected = pki.path().join("rejected");
+        fs::create_dir_all(&rejected).unwrap();
+        let epoch = std::time::SystemTime::UNIX_EPOCH;
+        for (i, name) in ["c.der", "a.der", "d.der", "b.der"].iter().enumerate() {
+            let file = fs::File::create(rejected.join(name)).unwrap();
+            file.set_modified(epoch + std::time::Duration::from_secs(i as u64 * 60))
+                .unwrap();
+        }
+        assert_eq!(prune_rejected(pki.path(), 2).unwrap(), 2);
+        let names: Vec<String> = list(pki.path())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["b.der", "d.der"]);
+        assert_eq!(prune_rejected(pki.path(), 2).unwrap(), 0);
+    }
 
     #[test]
     fn trust_and_reject_move_certificates_between_folders() {
