@@ -528,7 +528,13 @@ async fn untrusted_client_certificates_are_refused_until_trusted() {
     assert!(pki.join("own/cert.der").is_file() && pki.join("private/private.pem").is_file());
     // Its private key and folder are the daemon user's alone.
     use std::os::unix::fs::PermissionsExt;
-    let mode = |path: &str| std::fs::metadata(pki.join(path)).unwrap().permissions().mode() & 0o777;
+    let mode = |path: &str| {
+        std::fs::metadata(pki.join(path))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("private/private.pem"), 0o600);
     assert_eq!(mode("private"), 0o700);
     use twinloom::northbound::opcua_server::pki::{self, Trust};
@@ -709,7 +715,7 @@ door_open = {{ table = "coil", address = 0 }}
 "#
     );
     let rig = start_rig_with(
-        "auto_trust_clients = true\nallow_security_none = true",
+        "auto_trust_clients = true\nallow_security_none = true\nshutdown_delay = \"3s\"",
         &extra,
     )
     .await;
@@ -1887,6 +1893,146 @@ async fn the_rejected_folder_keeps_only_the_newest_certificates() {
         .filter(|e| e.trust == Trust::Rejected)
         .count();
     assert_eq!(rejected, 2);
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// `ServiceLevel` follows the plant's data (OPC UA Part 4 §6.6.2.4.2: 3 of the 9 oven properties
+/// Good → Degraded 67; none Good → NoData 1), and on stop `ServerStatus.State` goes to Shutdown
+/// with `SecondsTillShutdown` counting down before the connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_level_follows_the_plant_and_the_stop_is_announced() {
+    use opcua::types::{ServerState, VariableId};
+    let (mut rig, _helpers) = start_interop_rig().await;
+    let session = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("viewer", "viewer-pw"),
+    )
+    .await
+    .unwrap();
+    let service_level = || async {
+        read(&session, &[VariableId::Server_ServiceLevel.into()]).await[0]
+            .value
+            .clone()
+    };
+    assert_eq!(service_level().await, Some(Variant::Byte(67)));
+    rig.server.take().unwrap().stop().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while service_level().await != Some(Variant::Byte(1)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            service_level().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Stop, announced 3 s ahead to a subscriber of ServerStatus.State.
+    let states: Arc<Mutex<Vec<DataValue>>> = Arc::default();
+    let subscription = session
+        .create_subscription(
+            Duration::from_millis(50),
+            100,
+            10,
+            0,
+            0,
+            true,
+            DataChangeCallback::new({
+                let states = Arc::clone(&states);
+                move |value, _item| states.lock().unwrap().push(value)
+            }),
+        )
+        .await
+        .unwrap();
+    session
+        .create_monitored_items(
+            subscription,
+            TimestampsToReturn::Both,
+            vec![MonitoredItemCreateRequest::from(NodeId::from(
+                VariableId::Server_ServerStatus_State,
+            ))],
+        )
+        .await
+        .unwrap();
+    let is_state = |state: ServerState| {
+        let states = Arc::clone(&states);
+        move || {
+            states.lock().unwrap().last().and_then(|v| v.value.clone())
+                == Some(Variant::Int32(state as i32))
+        }
+    };
+    common::eventually(WAIT, is_state(ServerState::Running), || {
+        format!("{:?}", states.lock().unwrap())
+    })
+    .await;
+    let supervisor = rig.handles.supervisor.clone();
+    let stopped = tokio::spawn(async move { supervisor.shutdown(Duration::from_secs(10)).await });
+    common::eventually(WAIT, is_state(ServerState::Shutdown), || {
+        format!("{:?}", states.lock().unwrap())
+    })
+    .await;
+    let status = read(
+        &session,
+        &[
+            VariableId::Server_ServerStatus_SecondsTillShutdown.into(),
+            VariableId::Server_ServerStatus_ShutdownReason.into(),
+        ],
+    )
+    .await;
+    let Some(Variant::UInt32(seconds)) = status[0].value else {
+        panic!("{status:?}")
+    };
+    assert!((1..=3).contains(&seconds), "{seconds} s till shutdown");
+    let Some(Variant::LocalizedText(reason)) = &status[1].value else {
+        panic!("{status:?}")
+    };
+    assert_eq!(reason.text.as_ref(), "Twinloom is stopping");
+    stopped.await.unwrap();
+}
+
+/// The server certificate's remaining validity is a gauge, and within
+/// `certificate_expiry_warning` of its end the daemon warns at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_expiry_is_measured_and_warned_about_ahead() {
+    let logs = Captured::default();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .try_init();
+    // A warning window of a century covers the new certificate's whole life.
+    let rig = start_rig("certificate_expiry_warning = \"36500days\"").await;
+    let pki = rig.handles.opcua.as_ref().unwrap().pki_dir.clone();
+    let certificate =
+        opcua::crypto::X509::from_der(&std::fs::read(pki.join("own/cert.der")).unwrap()).unwrap();
+    let expires = certificate.not_after().unwrap().timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let left = metric(
+        &rig.handles.metrics.encode(),
+        "twinloom_opcua_certificate_expiry_seconds",
+    ) as i64;
+    assert!(
+        (expires - now - left).abs() <= 5,
+        "gauge {left} s, certificate ends in {} s",
+        expires - now
+    );
+    common::eventually(
+        WAIT,
+        || {
+            String::from_utf8_lossy(&logs.0.lock().unwrap())
+                .contains("The OPC UA server certificate expires soon")
+        },
+        || String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned(),
+    )
+    .await;
     rig.handles
         .supervisor
         .shutdown(Duration::from_secs(5))

@@ -55,6 +55,19 @@ pub struct OpcUaServerConfig {
     /// Most monitored items per subscription. Default 100 000 (a whole plant on one subscription).
     #[serde(default = "default_max_monitored_items")]
     pub max_monitored_items_per_subscription: usize,
+    /// How long before the server certificate expires the daemon starts warning (at start, then
+    /// daily); the seconds left are the gauge `twinloom_opcua_certificate_expiry_seconds`.
+    /// Default 30 days.
+    #[serde(
+        default = "default_certificate_expiry_warning",
+        with = "humantime_serde"
+    )]
+    pub certificate_expiry_warning: Duration,
+    /// Time between announcing a stop (ServerStatus.State = Shutdown, SecondsTillShutdown counting
+    /// down: OPC UA Part 5 §12.6) and closing the connections, so clients can fail over.
+    /// Default 1 s.
+    #[serde(default = "default_shutdown_delay", with = "humantime_serde")]
+    pub shutdown_delay: Duration,
     /// Bounds on connections and on clients that have not logged in yet (each counted in
     /// `twinloom_opcua_limit_hits_total{limit}` when it bites).
     #[serde(default)]
@@ -113,6 +126,12 @@ fn default_namespace_uri() -> String {
 }
 fn default_min_publishing_interval() -> Duration {
     Duration::from_millis(50)
+}
+fn default_certificate_expiry_warning() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_shutdown_delay() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_max_sessions() -> usize {
     50

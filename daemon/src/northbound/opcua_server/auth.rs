@@ -254,8 +254,7 @@ mod tests {
         };
         let throttled = Arc::new(AtomicU64::new(0));
         let throttle = LoginThrottle::new(&limits, Arc::clone(&throttled));
-        let (attacker, operator): (IpAddr, IpAddr) =
-            ([10, 0, 0, 66].into(), [10, 0, 0, 7].into());
+        let (attacker, operator): (IpAddr, IpAddr) = ([10, 0, 0, 66].into(), [10, 0, 0, 7].into());
         for _ in 0..3 {
             assert!(throttle.admits(attacker));
             throttle.failed(attacker);

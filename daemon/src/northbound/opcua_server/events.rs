@@ -48,3 +48,22 @@ impl LoginFailed<'_> {
         tracing::warn!(user = self.user, endpoint = %self.policy, mode = %self.mode, why = self.why, "OPC UA login failed");
     }
 }
+
+/// The server certificate expires within `certificate_expiry_warning` (or has expired).
+#[derive(Debug)]
+pub(super) struct CertificateExpiring<'a> {
+    pub certificate: &'a std::path::Path,
+    /// Seconds until it expires; negative once it has.
+    pub seconds_left: i64,
+}
+
+impl CertificateExpiring<'_> {
+    pub fn emit(&self) {
+        let days = self.seconds_left as f64 / 86_400.0;
+        tracing::warn!(
+            certificate = %self.certificate.display(),
+            days_left = format!("{days:.1}"),
+            "The OPC UA server certificate expires soon: clients will refuse the server once it has; replace it (own/cert.der and private/private.pem) and restart"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod events;
+pub mod health;
 pub mod node_manager;
 pub mod pki;
 
@@ -22,14 +23,14 @@ use opcua::crypto::SecurityPolicy;
 use opcua::server::hardening::HardeningLimits;
 use opcua::server::node_manager::memory::InMemoryNodeManagerBuilder;
 use opcua::server::{ServerBuilder, ServerEndpoint};
-use opcua::types::MessageSecurityMode;
+use opcua::types::{LocalizedText, MessageSecurityMode, ServerState};
 use tokio::net::TcpListener;
 
 use crate::config::opcua_server::OpcUaServerConfig;
 use crate::context::ComponentContext;
 use crate::control::ControlHandle;
 use crate::runtime::Supervisor;
-use crate::twin::{DEFAULT_SUBSCRIBER_CAPACITY, Filter};
+use crate::twin::{DEFAULT_SUBSCRIBER_CAPACITY, Filter, PropertyId};
 use node_manager::{TwinNodeManager, TwinNodeManagerBuilder};
 
 /// Changes the server takes from the twin per batch before coalescing starts (sized for a plant
@@ -113,7 +114,8 @@ pub async fn start(
         metrics.opcua.failed_logins.clone(),
         Arc::clone(&throttled),
     ));
-    let token = supervisor.token().child_token();
+    // The server's own token: on stop it first announces the shutdown (below), then closes.
+    let token = tokio_util::sync::CancellationToken::new();
     let publishing_ms = config.min_publishing_interval.as_secs_f64() * 1000.0;
     let mut builder = ServerBuilder::new()
         .application_name("Twinloom")
@@ -192,6 +194,20 @@ pub async fn start(
     // async-opcua writes a new private key with the process umask's mode.
     pki::protect_private_keys(&pki)
         .with_context(|| format!("cannot restrict the private keys in {}", pki.display()))?;
+    let expires = handle
+        .info()
+        .server_certificate
+        .as_ref()
+        .and_then(|certificate| certificate.not_after().ok())
+        .map(|at| at.timestamp());
+    if let Some(expires) = expires {
+        watch_expiry(
+            pki.join("own/cert.der"),
+            expires,
+            config.certificate_expiry_warning,
+            supervisor,
+        );
+    }
     let pruned = Arc::new(AtomicU64::new(0));
     cap_rejected(
         pki.clone(),
@@ -209,11 +225,31 @@ pub async fn start(
         manager: Arc::clone(&manager),
         throttled,
         pruned,
+        expires,
     }));
     let subscriptions = Arc::clone(handle.subscriptions());
+    let stopping = handle.clone();
+    let delay = config.shutdown_delay;
+    supervisor.spawn("opcua-shutdown", move |token| async move {
+        token.cancelled().await;
+        // OPC UA Part 5 §12.6 (ServerStatusDataType): clients see State = Shutdown and
+        // SecondsTillShutdown count down before their connections close, and can fail over.
+        stopping.shutdown_after(delay, LocalizedText::new("en", "Twinloom is stopping"));
+        stopping.set_server_state(ServerState::Shutdown);
+        Ok(())
+    });
 
     // Feed: subscribe first, then load every current value, then apply changes as they come.
     let mut changes = twin.subscribe(Filter::All, SERVER_SUBSCRIBER_CAPACITY);
+    let mut plant = health::PlantHealth::new(twin.model());
+    let ids: Vec<PropertyId> = (0..twin.model().properties().len() as u32)
+        .map(PropertyId)
+        .collect();
+    for (id, sample) in ids.iter().zip(twin.samples(&ids)) {
+        plant.update(*id, sample.quality.level);
+    }
+    let mut service_level = plant.service_level();
+    handle.set_service_level(service_level);
     let initial = manager.inner().all_values();
     manager
         .set_values(
@@ -231,6 +267,13 @@ pub async fn start(
                 _ = changes.recv(&mut batch) => {}
             }
             let inner = feeder.inner();
+            for change in &batch {
+                plant.update(change.property, change.sample.quality.level);
+            }
+            if plant.service_level() != service_level {
+                service_level = plant.service_level();
+                handle.set_service_level(service_level);
+            }
             // In slices, so that the address-space lock is released between them and client
             // requests (reads, CreateMonitoredItems) are not held up by a plant-wide update.
             for slice in batch.chunks(FEED_SLICE) {
@@ -265,6 +308,41 @@ pub async fn start(
         namespace_index,
         pki_dir: pki,
     })
+}
+
+/// Seconds from now until `unix_seconds` (negative when it has passed).
+fn seconds_until(unix_seconds: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    unix_seconds - now
+}
+
+/// Warns at start, and then daily, while the server certificate at `certificate` expires within
+/// `warn_before` (`expires` in seconds since the Unix epoch).
+fn watch_expiry(
+    certificate: PathBuf,
+    expires: i64,
+    warn_before: std::time::Duration,
+    supervisor: &Supervisor,
+) {
+    supervisor.spawn("opcua-certificate-expiry", move |token| async move {
+        let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                _ = daily.tick() => {}
+            }
+            let seconds_left = seconds_until(expires);
+            if seconds_left < warn_before.as_secs() as i64 {
+                events::CertificateExpiring {
+                    certificate: &certificate,
+                    seconds_left,
+                }
+                .emit();
+            }
+        }
+    });
 }
 
 /// Keeps at most `keep` certificates in `<pki>/rejected/` (every refused client leaves one
@@ -321,6 +399,8 @@ struct ServerCollector {
     throttled: Arc<AtomicU64>,
     /// Rejected client certificates deleted beyond `max_rejected_certificates`.
     pruned: Arc<AtomicU64>,
+    /// When the server certificate expires, in seconds since the Unix epoch.
+    expires: Option<i64>,
 }
 
 impl std::fmt::Debug for ServerCollector {
@@ -357,6 +437,11 @@ impl prometheus_client::collector::Collector for ServerCollector {
                     "opcua_connections",
                     "Open OPC UA connections",
                     self.info.hardening.connections() as i64,
+                ),
+                (
+                    "opcua_certificate_expiry_seconds",
+                    "Seconds until the OPC UA server certificate expires (negative once it has)",
+                    self.expires.map_or(0, seconds_until),
                 ),
                 (
                     "opcua_unauthenticated_buffered_bytes",
