@@ -2038,3 +2038,117 @@ async fn the_certificate_expiry_is_measured_and_warned_about_ahead() {
         .shutdown(Duration::from_secs(5))
         .await;
 }
+
+/// One user's sessions, subscriptions and monitored items are bounded over all their sessions,
+/// without touching another user's; each refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_sessions_subscriptions_and_monitored_items_are_bounded() {
+    let rig = start_rig(
+        "auto_trust_clients = true
+[opcua_server.limits]
+max_sessions_per_user = 2
+max_subscriptions_per_user = 2
+max_monitored_items_per_user = 3",
+    )
+    .await;
+    let session = |name: &'static str, password: &'static str| {
+        let (url, pki) = (rig.url.clone(), rig.client_pki.path().to_owned());
+        async move {
+            connect(
+                &url,
+                &pki,
+                SecurityPolicy::Basic256Sha256,
+                MessageSecurityMode::SignAndEncrypt,
+                user(name, password),
+            )
+            .await
+        }
+    };
+    let first = session("viewer", "viewer-pw").await.unwrap();
+    let second = session("viewer", "viewer-pw").await.unwrap();
+    assert_eq!(
+        session("viewer", "viewer-pw").await.err(),
+        Some(StatusCode::BadTooManySessions)
+    );
+    let operator = session("operator", "operator-pw").await.unwrap();
+
+    let subscribe = |session: &Arc<Session>| {
+        let session = Arc::clone(session);
+        async move {
+            session
+                .create_subscription(
+                    Duration::from_millis(100),
+                    100,
+                    10,
+                    0,
+                    0,
+                    true,
+                    DataChangeCallback::new(|_, _| {}),
+                )
+                .await
+        }
+    };
+    let subscription = subscribe(&first).await.unwrap();
+    subscribe(&first).await.unwrap();
+    let refused = subscribe(&second).await.unwrap_err();
+    assert_eq!(refused.status(), StatusCode::BadTooManySubscriptions);
+    subscribe(&operator)
+        .await
+        .expect("another user's subscription");
+
+    let node = |path: &str| MonitoredItemCreateRequest::from(NodeId::new(rig.ns, path));
+    let created = first
+        .create_monitored_items(
+            subscription,
+            TimestampsToReturn::Both,
+            vec![
+                node("plant/bakery/oven1/temperature"),
+                node("plant/bakery/oven1/setpoint"),
+                node("plant/bakery/oven1/door_open"),
+                node("plant/bakery/oven1/temperature"),
+            ],
+        )
+        .await
+        .unwrap();
+    let statuses: Vec<StatusCode> = created.iter().map(|c| c.result.status_code).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::Good,
+            StatusCode::Good,
+            StatusCode::Good,
+            StatusCode::BadTooManyMonitoredItems
+        ]
+    );
+    // Deleting one makes room for one.
+    first
+        .delete_monitored_items(subscription, &[created[0].result.monitored_item_id])
+        .await
+        .unwrap();
+    let again = first
+        .create_monitored_items(
+            subscription,
+            TimestampsToReturn::Both,
+            vec![node("plant/bakery/oven1/temperature")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again[0].result.status_code, StatusCode::Good);
+
+    let text = rig.handles.metrics.encode();
+    for limit in [
+        "max_sessions_per_user",
+        "max_subscriptions_per_user",
+        "max_monitored_items_per_user",
+    ] {
+        let series = format!(r#"twinloom_opcua_limit_hits_total{{limit="{limit}"}}"#);
+        assert_eq!(metric(&text, &series), 1.0, "{series}\n{text}");
+    }
+    for session in [first, second, operator] {
+        let _ = session.disconnect().await;
+    }
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}

@@ -41,11 +41,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Independent protocol peers from PyPI (pymodbus, asyncua), in a virtualenv at .venv.
-if ! .venv/bin/python -c "import pymodbus, asyncua, prometheus_client" >/dev/null 2>&1; then
+# Independent protocol peers from PyPI (pymodbus, asyncua, and o6: open62541's client), in a
+# virtualenv at .venv.
+if ! .venv/bin/python -c "import pymodbus, asyncua, o6, prometheus_client" >/dev/null 2>&1; then
   echo "tests/run.sh: creating .venv with the Python protocol peers" >&2
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt
+fi
+# node-opcua's client from npm (the versions in tests/peers/node/package-lock.json), for Node.js 20.
+if ! command -v npm >/dev/null 2>&1; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d tests/peers/node/node_modules/node-opcua-client ] ||
+  [ tests/peers/node/package-lock.json -nt tests/peers/node/node_modules/.package-lock.json ]; then
+  npm ci --prefix tests/peers/node --no-audit --no-fund --loglevel=error
 fi
 
 # Toolchain parts the workspace needs.

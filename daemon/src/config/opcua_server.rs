@@ -101,6 +101,14 @@ pub struct ClientLimits {
     /// Failed logins per minute an IP address regains once throttled; logins beyond are refused
     /// without checking the password. Default 10.
     pub login_failures_per_minute: u32,
+    /// Most sessions one user may have at once (all anonymous sessions count as one user).
+    /// Default 10.
+    pub max_sessions_per_user: usize,
+    /// Most subscriptions one user may have over all their sessions. Default 50.
+    pub max_subscriptions_per_user: usize,
+    /// Most monitored items on the plant's nodes one user may have over all their sessions.
+    /// Default 200 000 (the whole of a 100 000-property plant, twice).
+    pub max_monitored_items_per_user: usize,
     /// Most refused client certificates kept in `<pki>/rejected/` for `twinloom pki trust`; the
     /// oldest beyond are deleted. Default 100.
     pub max_rejected_certificates: usize,
@@ -117,6 +125,9 @@ impl Default for ClientLimits {
             login_failures_burst: 5,
             login_failures_per_minute: 10,
             max_rejected_certificates: 100,
+            max_sessions_per_user: 10,
+            max_subscriptions_per_user: 50,
+            max_monitored_items_per_user: 200_000,
         }
     }
 }

@@ -109,6 +109,7 @@ pub async fn start(
     pki::protect_private_folder(&pki)
         .with_context(|| format!("cannot prepare {}", pki.display()))?;
     let throttled = Arc::new(AtomicU64::new(0));
+    let refused_items = Arc::new(AtomicU64::new(0));
     let authenticator = Arc::new(auth::Authenticator::new(
         config,
         metrics.opcua.failed_logins.clone(),
@@ -132,6 +133,8 @@ pub async fn start(
             twin: Arc::clone(twin),
             control,
             clear_quarantine,
+            max_monitored_items_per_user: config.limits.max_monitored_items_per_user,
+            refused_monitored_items: Arc::clone(&refused_items),
         }))
         .max_sessions(config.max_sessions)
         // async-opcua's defaults (arrays of 1000, messages of 320 KiB) are far below a plant of
@@ -148,6 +151,8 @@ pub async fn start(
             handshake_timeout: Some(config.limits.handshake_timeout),
             max_unauthenticated_message_size: config.limits.max_unauthenticated_message_bytes,
             max_unauthenticated_buffered: config.limits.max_unauthenticated_buffered_bytes,
+            max_sessions_per_user: config.limits.max_sessions_per_user,
+            max_subscriptions_per_user: config.limits.max_subscriptions_per_user,
         })
         .token(token);
     // ServerEndpoint::new rather than the per-policy constructors: async-opcua 0.19 marks
@@ -225,6 +230,7 @@ pub async fn start(
         manager: Arc::clone(&manager),
         throttled,
         pruned,
+        refused_items,
         expires,
     }));
     let subscriptions = Arc::clone(handle.subscriptions());
@@ -399,6 +405,8 @@ struct ServerCollector {
     throttled: Arc<AtomicU64>,
     /// Rejected client certificates deleted beyond `max_rejected_certificates`.
     pruned: Arc<AtomicU64>,
+    /// Monitored items refused beyond `max_monitored_items_per_user`.
+    refused_items: Arc<AtomicU64>,
     /// When the server certificate expires, in seconds since the Unix epoch.
     expires: Option<i64>,
 }
@@ -471,6 +479,12 @@ impl prometheus_client::collector::Collector for ServerCollector {
                 ),
                 ("login_failures_per_minute", read(&self.throttled)),
                 ("max_rejected_certificates", read(&self.pruned)),
+                ("max_sessions_per_user", read(&hits.sessions_per_user)),
+                (
+                    "max_subscriptions_per_user",
+                    read(&hits.subscriptions_per_user),
+                ),
+                ("max_monitored_items_per_user", read(&self.refused_items)),
             ],
         )
     }

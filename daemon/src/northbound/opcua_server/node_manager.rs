@@ -23,7 +23,8 @@
 //!   a type. They are stable across restarts as long as the paths are.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -86,6 +87,10 @@ pub struct TwinNodeManagerBuilder {
     pub control: ControlHandle,
     /// Where the plugins' `ClearQuarantine` calls go; none when no plugin runs.
     pub clear_quarantine: Option<ClearQuarantine>,
+    /// Most monitored items on the twin's nodes per user, over all their sessions.
+    pub max_monitored_items_per_user: usize,
+    /// Counts monitored items refused by that bound.
+    pub refused_monitored_items: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TwinNodeManagerBuilder {
@@ -108,6 +113,11 @@ pub struct TwinNodeManagerImpl {
     control: ControlHandle,
     clear_quarantine: Option<ClearQuarantine>,
     monitored_items: std::sync::atomic::AtomicI64,
+    /// Monitored items per user name (anonymous sessions share one), bounded by
+    /// `max_monitored_items_per_user`.
+    items_per_user: Mutex<HashMap<String, usize>>,
+    max_monitored_items_per_user: usize,
+    refused_monitored_items: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TwinNodeManagerImpl {
@@ -165,6 +175,9 @@ impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
             control: self.control,
             clear_quarantine: self.clear_quarantine,
             monitored_items: Default::default(),
+            items_per_user: Default::default(),
+            max_monitored_items_per_user: self.max_monitored_items_per_user,
+            refused_monitored_items: self.refused_monitored_items,
         }
     }
 }
@@ -443,6 +456,11 @@ pub fn data_value(sample: &Sample) -> DataValue {
     }
 }
 
+/// The user name of a session's request (anonymous sessions share async-opcua's `ANONYMOUS`).
+fn user_name(context: &RequestContext) -> String {
+    context.user_token().0.clone()
+}
+
 /// The origin of a session's request: its user (`anonymous` for anonymous sessions).
 fn origin(context: &RequestContext) -> Origin {
     let user = context.user_token();
@@ -509,7 +527,8 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
     }
 
     /// Monitored items start with the current value (pushed later by the twin's fan-out, never
-    /// sampled); counted for metrics.
+    /// sampled); counted for metrics, and per user: beyond `max_monitored_items_per_user` an item
+    /// is refused with `Bad_TooManyMonitoredItems`.
     async fn create_value_monitored_items(
         &self,
         context: &RequestContext,
@@ -518,7 +537,18 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
     ) {
         let space = address_space.read();
         let mut created = 0;
+        let mut per_user = self
+            .items_per_user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let owned = per_user.entry(user_name(context)).or_default();
         for item in items.iter_mut() {
+            if *owned >= self.max_monitored_items_per_user {
+                item.set_status(StatusCode::BadTooManyMonitoredItems);
+                self.refused_monitored_items.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            *owned += 1;
             let value = space.read(
                 context,
                 item.item_to_monitor(),
@@ -537,9 +567,17 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
 
     async fn delete_monitored_items(
         &self,
-        _context: &RequestContext,
+        context: &RequestContext,
         items: &[&opcua::server::node_manager::MonitoredItemRef],
     ) {
+        // Deleted by their session (or for it, when it expires): the same user that created them.
+        let mut per_user = self
+            .items_per_user
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(owned) = per_user.get_mut(&user_name(context)) {
+            *owned = owned.saturating_sub(items.len());
+        }
         self.monitored_items
             .fetch_sub(items.len() as i64, std::sync::atomic::Ordering::Relaxed);
     }

@@ -31,6 +31,12 @@ pub struct HardeningLimits {
     /// Most bytes of incomplete messages held for all connections without an activated session
     /// together; a chunk that does not fit closes its connection.
     pub max_unauthenticated_buffered: usize,
+    /// Most activated sessions of one user (all anonymous sessions are one user); ActivateSession
+    /// beyond answers `Bad_TooManySessions`.
+    pub max_sessions_per_user: usize,
+    /// Most subscriptions of one user across their sessions; CreateSubscription beyond answers
+    /// `Bad_TooManySubscriptions`.
+    pub max_subscriptions_per_user: usize,
 }
 
 /// How often each bound bit, for the embedding application's metrics.
@@ -44,6 +50,10 @@ pub struct HardeningCounters {
     pub handshake_timeouts: AtomicU64,
     /// Connections closed for an unauthenticated message over its bound or a full shared budget.
     pub unauthenticated_overflows: AtomicU64,
+    /// ActivateSession refused because the user had `max_sessions_per_user` sessions.
+    pub sessions_per_user: AtomicU64,
+    /// CreateSubscription refused because the user had `max_subscriptions_per_user`.
+    pub subscriptions_per_user: AtomicU64,
 }
 
 /// The server's shared state for these bounds (in `ServerInfo::hardening`).

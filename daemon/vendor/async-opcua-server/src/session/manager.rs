@@ -358,6 +358,29 @@ pub(crate) async fn activate_session(
         )
         .await?;
 
+    // Twinloom patch: a user's activated sessions are bounded.
+    let max_sessions = info.hardening.limits.max_sessions_per_user;
+    if max_sessions > 0 {
+        let mgr = trace_read_lock!(mgr_lck);
+        let open = mgr
+            .sessions
+            .values()
+            .filter(|other| !Arc::ptr_eq(other, &session_lck))
+            .filter(|other| {
+                let other = trace_read_lock!(other);
+                other.is_activated() && other.user_token() == Some(&user_token)
+            })
+            .count();
+        if open >= max_sessions {
+            info.hardening
+                .counters
+                .sessions_per_user
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            error!("activate_session, user {} has {open} sessions already", user_token.0);
+            return Err(StatusCode::BadTooManySessions);
+        }
+    }
+
     let (server_nonce, session_id) = {
         let mut session = trace_write_lock!(session_lck);
 

@@ -229,6 +229,32 @@ impl SubscriptionCache {
         context: &RequestContext,
     ) -> Result<CreateSubscriptionResponse, StatusCode> {
         let mut lck = trace_write_lock!(self.inner);
+        // Twinloom patch: a user's subscriptions across their sessions are bounded.
+        let max_subscriptions = context.info.hardening.limits.max_subscriptions_per_user;
+        if max_subscriptions > 0 {
+            let user = Self::get_key(&context.session).token;
+            let owned: usize = lck
+                .session_subscriptions
+                .values()
+                .map(|cache| {
+                    let cache = cache.lock();
+                    if *cache.owner() == user {
+                        cache.subscription_count()
+                    } else {
+                        0
+                    }
+                })
+                .sum();
+            if owned >= max_subscriptions {
+                context
+                    .info
+                    .hardening
+                    .counters
+                    .subscriptions_per_user
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(StatusCode::BadTooManySubscriptions);
+            }
+        }
         let cache = lck
             .session_subscriptions
             .entry(session_id)

@@ -66,6 +66,16 @@ impl SessionSubscriptions {
         }
     }
 
+    /// Twinloom patch: the user that owns these subscriptions.
+    pub(super) fn owner(&self) -> &crate::authenticator::UserToken {
+        &self.user_token.token
+    }
+
+    /// Twinloom patch: how many subscriptions the session has.
+    pub(super) fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
     fn max_publish_requests(&self) -> usize {
         self.limits
             .max_pending_publish_requests
