@@ -2152,3 +2152,75 @@ max_monitored_items_per_user = 3",
         .shutdown(Duration::from_secs(5))
         .await;
 }
+
+/// A secure channel may only use a security policy that an endpoint offers: a client that skips
+/// GetEndpoints and asks for the deprecated Basic256 or Basic128Rsa15 (never offered) is refused
+/// at OpenSecureChannel, and one that asks for an offered policy without security (mode None) too,
+/// and the server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_security_policy_or_mode_no_endpoint_offers_is_refused() {
+    use opcua::types::{ByteString, EndpointDescription};
+    let rig = start_rig("auto_trust_clients = true").await;
+    let pki = rig.handles.opcua.as_ref().unwrap().pki_dir.clone();
+    let certificate = std::fs::read(pki.join("own/cert.der")).unwrap();
+    for (policy, mode) in [
+        (
+            SecurityPolicy::Basic256,
+            MessageSecurityMode::SignAndEncrypt,
+        ),
+        (SecurityPolicy::Basic128Rsa15, MessageSecurityMode::Sign),
+        (SecurityPolicy::Basic256Sha256, MessageSecurityMode::None),
+    ] {
+        let mut client = ClientBuilder::new()
+            .application_name("twinloom-test-client")
+            .application_uri("urn:twinloom:test-client")
+            .pki_dir(rig.client_pki.path())
+            .create_sample_keypair(true)
+            .trust_server_certs(true)
+            .session_retry_limit(0)
+            .client()
+            .unwrap();
+        let endpoint = EndpointDescription {
+            endpoint_url: rig.url.as_str().into(),
+            server_certificate: ByteString::from(certificate.clone()),
+            security_mode: mode,
+            security_policy_uri: policy.to_uri().into(),
+            user_identity_tokens: Some(vec![UserTokenPolicy::anonymous()]),
+            ..Default::default()
+        };
+        let (session, event_loop) = client
+            .connect_to_endpoint_directly(endpoint, user("operator", "operator-pw"))
+            .unwrap();
+        let mut event_loop = event_loop.spawn();
+        let status = tokio::select! {
+            connected = session.wait_for_connection() => {
+                assert!(!connected, "{policy} {mode:?} connected");
+                (&mut event_loop).await.unwrap_or(StatusCode::BadUnexpectedError)
+            }
+            status = &mut event_loop => status.unwrap_or(StatusCode::BadUnexpectedError),
+            () = tokio::time::sleep(WAIT) => panic!("{policy} {mode:?}: no answer"),
+        };
+        // Basic256Sha256 without security sends an OpenSecureChannel the server cannot decrypt
+        // (async-opcua-crypto panicked on it; patch 0005 turns that into a failed check).
+        let expected = if mode == MessageSecurityMode::None {
+            StatusCode::BadSecurityChecksFailed
+        } else {
+            StatusCode::BadSecurityPolicyRejected
+        };
+        assert_eq!(status, expected, "{policy} {mode:?}");
+    }
+    let session = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("viewer", "viewer-pw"),
+    )
+    .await
+    .expect("an offered policy still works");
+    let _ = session.disconnect().await;
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}

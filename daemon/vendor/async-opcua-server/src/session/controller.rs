@@ -344,6 +344,15 @@ impl SessionController {
                             RequestProcessResult::Close
                         }
                     },
+                    // Twinloom patch: a policy or mode no endpoint offers is answered with an Error
+                    // message (the client cannot read a response secured with what it asked for).
+                    Err(
+                        e @ (StatusCode::BadSecurityPolicyRejected
+                        | StatusCode::BadSecurityModeRejected),
+                    ) => {
+                        self.fatal_error(e, "Security policy or mode not offered");
+                        RequestProcessResult::Close
+                    }
                     Err(e) => {
                         let _ = self.transport.enqueue_message_for_send(
                             &mut self.channel,
@@ -741,11 +750,7 @@ impl SessionController {
                 "Client asked for security policy {}, which no endpoint offers",
                 self.channel.security_policy()
             );
-            return Ok(ServiceFault::new(
-                &request.request_header,
-                StatusCode::BadSecurityPolicyRejected,
-            )
-            .into());
+            return Err(StatusCode::BadSecurityPolicyRejected);
         }
         if !offered(Some(request.security_mode)) {
             error!(
@@ -753,11 +758,7 @@ impl SessionController {
                 request.security_mode,
                 self.channel.security_policy()
             );
-            return Ok(ServiceFault::new(
-                &request.request_header,
-                StatusCode::BadSecurityModeRejected,
-            )
-            .into());
+            return Err(StatusCode::BadSecurityModeRejected);
         }
 
         // Process the request

@@ -457,7 +457,20 @@ impl TcpTransport {
                     self.clear_pending();
                     Ok(None)
                 } else {
-                    let chunk = channel.verify_and_remove_security_server(chunk.data)?;
+                    // Twinloom patch: async-opcua-crypto 0.19 panics on an asymmetric chunk whose
+                    // ciphertext is not a whole number of RSA blocks (`PKey::private_decrypt`
+                    // slices past the end), which any peer can send before authenticating: such
+                    // a chunk fails the security checks instead of unwinding the connection.
+                    let data = chunk.data;
+                    let chunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        channel.verify_and_remove_security_server(data)
+                    }))
+                    .map_err(|_| {
+                        Error::new(
+                            StatusCode::BadSecurityChecksFailed,
+                            "a chunk the security policy cannot decrypt",
+                        )
+                    })??;
 
                     if self.send_buffer.max_chunk_count > 0
                         && self.pending_chunks.len() == self.send_buffer.max_chunk_count
