@@ -2224,3 +2224,85 @@ async fn a_security_policy_or_mode_no_endpoint_offers_is_refused() {
         .shutdown(Duration::from_secs(5))
         .await;
 }
+
+/// TransferSubscriptions (OPC UA Part 4 §5.13.7): a client that reconnects with a new session
+/// takes its subscription over with its monitored items; another user may not take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_moves_to_the_same_users_new_session_only() {
+    let rig = start_rig("auto_trust_clients = true").await;
+    let session = |name: &'static str, password: &'static str| {
+        let (url, pki) = (rig.url.clone(), rig.client_pki.path().to_owned());
+        async move {
+            connect(
+                &url,
+                &pki,
+                SecurityPolicy::Basic256Sha256,
+                MessageSecurityMode::SignAndEncrypt,
+                user(name, password),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let old = session("viewer", "viewer-pw").await;
+    let subscription = old
+        .create_subscription(
+            Duration::from_millis(100),
+            100,
+            10,
+            0,
+            0,
+            true,
+            DataChangeCallback::new(|_, _| {}),
+        )
+        .await
+        .unwrap();
+    let created = old
+        .create_monitored_items(
+            subscription,
+            TimestampsToReturn::Both,
+            vec![MonitoredItemCreateRequest::from(NodeId::new(
+                rig.ns,
+                "plant/bakery/oven1/temperature",
+            ))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created[0].result.status_code, StatusCode::Good);
+
+    let stranger = session("operator", "operator-pw").await;
+    let refused = stranger
+        .transfer_subscriptions(&[subscription], true)
+        .await
+        .unwrap();
+    assert_eq!(refused[0].status_code, StatusCode::BadUserAccessDenied);
+
+    let new = session("viewer", "viewer-pw").await;
+    let moved = new
+        .transfer_subscriptions(&[subscription], true)
+        .await
+        .unwrap();
+    assert_eq!(moved[0].status_code, StatusCode::Good);
+    // The subscription is the new session's now: the old one no longer has it...
+    assert_eq!(
+        old.delete_subscription(subscription).await.unwrap(),
+        StatusCode::BadSubscriptionIdInvalid
+    );
+    // ...and its monitored item came along: it outlives the old session and goes with the new.
+    let items = || {
+        metric(
+            &rig.handles.metrics.encode(),
+            "twinloom_opcua_monitored_items",
+        )
+    };
+    for session in [old, stranger] {
+        session.disconnect().await.unwrap();
+    }
+    assert_eq!(items(), 1.0);
+    new.disconnect().await.unwrap();
+    common::eventually(WAIT, || items() == 0.0, || format!("{} items", items())).await;
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
