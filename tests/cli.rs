@@ -196,11 +196,11 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
     for line in stdout.lines() {
         let line = line.unwrap();
         lines.push(line.clone());
-        // "sources 3/3 up · properties 45 good, 0 uncertain, 0 bad · 12 updates/s · OEE 71 % ·
-        // pump z +0.3 · 9.8 Wh/bottle · tank SP 40.0 PV 40.1 °C, heater 19.8 kW": every property,
-        // those the plugins derive, the three of each of the four plugins' status objects and the
-        // gate's `armed` included (32 + 12 + 1).
-        if line.starts_with("sources 3/3 up · properties 45 good, 0 uncertain, 0 bad") {
+        // "sources 3/3 up · properties 56 good, 0 uncertain, 0 bad · 12 updates/s · OEE 71 % ·
+        // pump z +0.3 · 9.8 Wh/bottle · tank SP 40.0 PV 40.1 °C, heater 19.8 kW · fridge 5.1 °C
+        // (MKT 5.2) ok": every property, those the plugins derive, the three of each of the five
+        // plugins' status objects and the gate's `armed` included (40 + 15 + 1).
+        if line.starts_with("sources 3/3 up · properties 56 good, 0 uncertain, 0 bad") {
             all_good = Some(line);
             break;
         }

@@ -1028,11 +1028,11 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
     config.admin_http.as_mut().unwrap().listen.set_port(0);
     let handles = start(&config).await;
     let server = handles.opcua.clone().unwrap();
-    // Every property good in the twin first: the plant's 32, the control gate's `armed` and the
-    // three of each of the four plugins' status objects.
+    // Every property good in the twin first: the plant's 40, the control gate's `armed` and the
+    // three of each of the five plugins' status objects.
     common::eventually(
         WAIT,
-        || handles.twin.quality_counts() == (45, 0, 0),
+        || handles.twin.quality_counts() == (56, 0, 0),
         || format!("demo never fully good: {:?}", handles.twin.quality_counts()),
     )
     .await;

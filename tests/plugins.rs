@@ -430,6 +430,90 @@ fn float(handles: &twinloom::app::Handles, path: &str) -> Option<f64> {
         .filter(|_| sample.quality.is_good())
 }
 
+/// The cold-chain component on a vaccine fridge over real Modbus: in the band it says ok with
+/// the MKT of what it saw; out of it an excursion, and the alarm once the excursion has lasted
+/// `alarm_delay`; the door contact's open time adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cold_chain_component_times_an_excursion_and_raises_the_alarm() {
+    let component = built("cold-chain").await;
+    let device = SimDevice::new();
+    device.set_input(0, &[500]); // 5.00 °C
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Fridge"
+properties = [
+  {{ name = "temperature", data_type = "float", unit = "°C" }},
+  {{ name = "door_open", data_type = "bool" }},
+  {{ name = "time_above", data_type = "float", unit = "s" }},
+  {{ name = "excursion_time", data_type = "float", unit = "s" }},
+  {{ name = "excursion_state", data_type = "float" }},
+  {{ name = "mkt", data_type = "float", unit = "°C" }},
+  {{ name = "door_open_time", data_type = "float", unit = "s" }},
+]
+
+[[assets]]
+path = "ward/fridge1"
+type = "Fridge"
+source = "plc"
+[assets.bindings]
+temperature = {{ table = "input", address = 0, encoding = "i16", scale = 0.01 }}
+door_open = {{ table = "discrete", address = 0 }}
+time_above = {{ plugin = "cold-chain" }}
+excursion_time = {{ plugin = "cold-chain" }}
+excursion_state = {{ plugin = "cold-chain" }}
+mkt = {{ plugin = "cold-chain" }}
+door_open_time = {{ plugin = "cold-chain" }}
+
+[[plugins]]
+name = "cold-chain"
+deadline = "10s"
+file = "{file}"
+subscribe = [{{ assets = "ward/*", properties = ["temperature", "door_open"] }}]
+min_interval = "10ms"
+tick = "50ms"
+config = {{ low = 2.0, high = 8.0, alarm_delay = 1, alarm_cumulative = 3600 }}
+"#,
+        addr = server.addr(),
+        file = component.display(),
+    ));
+    let handles = start(&config).await;
+    let value_is = |path: &'static str, wanted: fn(f64) -> bool| {
+        let handles = &handles;
+        async move {
+            common::eventually(
+                WAIT,
+                || float(handles, path).is_some_and(wanted),
+                || format!("{path}: {:?}", float(handles, path)),
+            )
+            .await;
+        }
+    };
+    value_is("ward/fridge1/mkt", |mkt| (mkt - 5.0).abs() < 1e-9).await;
+    value_is("ward/fridge1/excursion_state", |state| state == 0.0).await;
+    // 9.5 °C: an excursion, then after a second of it the alarm; its time adds up above 8 °C.
+    device.set_input(0, &[950]);
+    value_is("ward/fridge1/excursion_state", |state| state == 1.0).await;
+    value_is("ward/fridge1/excursion_state", |state| state == 2.0).await;
+    value_is("ward/fridge1/time_above", |seconds| seconds >= 1.0).await;
+    value_is("ward/fridge1/mkt", |mkt| mkt > 5.0).await;
+    // Back to 5 °C: ok again, the excursion over.
+    device.set_input(0, &[500]);
+    value_is("ward/fridge1/excursion_state", |state| state == 0.0).await;
+    value_is("ward/fridge1/excursion_time", |seconds| seconds == 0.0).await;
+    // The door opens: its open time grows.
+    device.set_discrete(0, true);
+    value_is("ward/fridge1/door_open_time", |seconds| seconds > 0.2).await;
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vibration_health_component_flags_a_jump_and_predicts_the_alarm() {
     let component = built("vibration-health").await;

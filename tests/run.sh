@@ -90,7 +90,7 @@ cargo nextest run --workspace --all-features --locked --no-run
 # `plugin build`, the binary the test build just made, into target/wasm where the tests look):
 # the tests then find them fresh instead of each waiting for cargo's lock on the same folder.
 phase "build the plugin components"
-for plugin in plugins/oee plugins/vibration-health plugins/energy plugins/pid tests/plugins/probe; do
+for plugin in plugins/oee plugins/vibration-health plugins/energy plugins/pid plugins/cold-chain tests/plugins/probe; do
   target/debug/twinloom plugin build "$plugin" --target-dir target/wasm >/dev/null
 done
 target/debug/twinloom plugin build plugins/vibration-health --target-dir target/wasm \

@@ -24,7 +24,7 @@ pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The plugin crates the demo runs, in `plugins/`.
-pub const DEMO_PLUGINS: [&str; 4] = ["oee", "vibration-health", "energy", "pid"];
+pub const DEMO_PLUGINS: [&str; 5] = ["oee", "vibration-health", "energy", "pid", "cold-chain"];
 
 /// The source tree this binary was built from.
 fn source_tree() -> PathBuf {
@@ -211,6 +211,19 @@ fn plugin_figures(twin: &crate::twin::Twin) -> String {
         tank("heater_power"),
     ) {
         out += &format!(" · tank SP {sp:.1} PV {pv:.1} °C, heater {op:.1} kW");
+    }
+    let fridge = |name: &str| figure(&format!("demo-plant/pharmacy/fridge1/{name}"));
+    if let (Some(t), Some(mkt), Some(state)) = (
+        fridge("temperature"),
+        fridge("mkt"),
+        fridge("excursion_state"),
+    ) {
+        let state = match state as u8 {
+            0 => "ok",
+            1 => "EXCURSION",
+            _ => "ALARM",
+        };
+        out += &format!(" · fridge {t:.1} °C (MKT {mkt:.1}) {state}");
     }
     out
 }

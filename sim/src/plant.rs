@@ -8,7 +8,10 @@
 //!   thermal time runs [`TANK_TIME_SCALE`] times faster than the wall clock; holding register 1
 //!   holds the temperature setpoint an operator gives the PID plugin), unit 11 a pump (flow, discharge pressure, vibration RMS
 //!   with a slowly developing bearing fault that can be switched on), unit 21 an energy meter
-//!   (total kW of the plant and its kWh integral).
+//!   (total kW of the plant and its kWh integral), unit 31 a pharmacy fridge for vaccines (2–8 °C:
+//!   a compressor cycling between 4 and 6 °C, a door opened now and then that lets heat in, now
+//!   and then long enough to leave the band; input register 0 the temperature in 0.01 °C,
+//!   discrete input 0 the door contact).
 //! - **Quality lab** (OPC UA, security None): fill weight of sampled bottles (g), sugar content
 //!   (°Brix) and the number of samples taken.
 //!
@@ -42,6 +45,17 @@ const HEATED_MASS_KG: f64 = 300.0;
 /// Heat lost to ambient, W per K above it.
 const LOSS_W_PER_K: f64 = 900.0;
 
+/// The pharmacy fridge's thermostat: the compressor starts above this, °C...
+const FRIDGE_CUT_IN_C: f64 = 6.0;
+/// ...and stops below this, °C.
+const FRIDGE_CUT_OUT_C: f64 = 4.0;
+/// Cooling while the compressor runs, °C/s.
+const FRIDGE_COOLING_C_PER_S: f64 = 0.03;
+/// Warming with the door closed (insulation losses), °C/s.
+const FRIDGE_LEAK_C_PER_S: f64 = 0.004;
+/// Warming with the door open, °C/s (a 40 s opening: +3.2 °C).
+const FRIDGE_DOOR_C_PER_S: f64 = 0.08;
+
 /// The running plant: its servers and the physics task.
 #[derive(Debug)]
 pub struct Plant {
@@ -69,6 +83,8 @@ pub struct PlantDevices {
     pub pump: Arc<SimDevice>,
     /// Energy meter.
     pub meter: Arc<SimDevice>,
+    /// Pharmacy fridge.
+    pub fridge: Arc<SimDevice>,
 }
 
 impl Plant {
@@ -80,6 +96,7 @@ impl Plant {
             tank: SimDevice::new(),
             pump: SimDevice::new(),
             meter: SimDevice::new(),
+            fridge: SimDevice::new(),
         };
         devices.filler.set_holding(10, &[3000]); // speed setpoint 300.0 /min
         devices.tank.set_holding(0, &[1800]); // heater 18.00 kW: about what holds 38 °C
@@ -101,6 +118,7 @@ impl Plant {
                 (1, Arc::clone(&devices.tank)),
                 (11, Arc::clone(&devices.pump)),
                 (21, Arc::clone(&devices.meter)),
+                (31, Arc::clone(&devices.fridge)),
             ]),
         )
         .await?;
@@ -191,6 +209,11 @@ struct Physics {
     vibration: f64,
     fault_age_s: f64,
     energy_kwh: f64,
+    fridge_temperature: f64,
+    compressor_on: bool,
+    door_open: bool,
+    /// Seconds until the door opens or closes next.
+    door_left_s: f64,
 }
 
 async fn run_physics(devices: PlantDevices, lab: Arc<OpcUaSimServer>, thermal_ms: Arc<AtomicU64>) {
@@ -207,6 +230,10 @@ async fn run_physics(devices: PlantDevices, lab: Arc<OpcUaSimServer>, thermal_ms
         vibration: 1.8,
         fault_age_s: 0.0,
         energy_kwh: 12_345.6,
+        fridge_temperature: 5.0,
+        compressor_on: false,
+        door_open: false,
+        door_left_s: 30.0,
     };
     let mut tick = tokio::time::interval(STEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -316,6 +343,42 @@ fn step(p: &mut Physics, d: &PlantDevices, dt: f64, rng: &mut impl Rng) {
     p.energy_kwh += power_kw * dt / 3600.0;
     d.meter.set_input(0, &f32_cdab(power_kw as f32));
     d.meter.set_input(2, &f64_dcba(p.energy_kwh));
+
+    fridge(p, d, dt, rng);
+}
+
+/// The pharmacy fridge: the door closed for 45–120 s, then open for 5–40 s (one opening in ten
+/// lasts 60–150 s: someone stocking it, long enough to leave the 2–8 °C band); the compressor
+/// cycles between [`FRIDGE_CUT_OUT_C`] and [`FRIDGE_CUT_IN_C`].
+fn fridge(p: &mut Physics, d: &PlantDevices, dt: f64, rng: &mut impl Rng) {
+    p.door_left_s -= dt;
+    if p.door_left_s <= 0.0 {
+        p.door_open = !p.door_open;
+        p.door_left_s = match (p.door_open, rng.random_bool(0.1)) {
+            (false, _) => rng.random_range(45.0..120.0),
+            (true, false) => rng.random_range(5.0..40.0),
+            (true, true) => rng.random_range(60.0..150.0),
+        };
+    }
+    if p.fridge_temperature > FRIDGE_CUT_IN_C {
+        p.compressor_on = true;
+    } else if p.fridge_temperature < FRIDGE_CUT_OUT_C {
+        p.compressor_on = false;
+    }
+    let warming = if p.door_open {
+        FRIDGE_DOOR_C_PER_S
+    } else {
+        FRIDGE_LEAK_C_PER_S
+    };
+    let cooling = if p.compressor_on {
+        FRIDGE_COOLING_C_PER_S
+    } else {
+        0.0
+    };
+    p.fridge_temperature += (warming - cooling) * dt;
+    d.fridge
+        .set_input(0, &[(p.fridge_temperature * 100.0).round() as i16 as u16]);
+    d.fridge.set_discrete(0, p.door_open);
 }
 
 #[cfg(test)]
@@ -328,6 +391,7 @@ mod tests {
             tank: SimDevice::new(),
             pump: SimDevice::new(),
             meter: SimDevice::new(),
+            fridge: SimDevice::new(),
         };
         d.filler.set_holding(10, &[3000]);
         d.pump.set_holding(0, &[1]);
@@ -348,6 +412,10 @@ mod tests {
             vibration: 1.8,
             fault_age_s: 0.0,
             energy_kwh: 0.0,
+            fridge_temperature: 5.0,
+            compressor_on: false,
+            door_open: false,
+            door_left_s: 30.0,
         }
     }
 
@@ -392,5 +460,29 @@ mod tests {
             step(&mut p, &d, 0.1, &mut rng); // 120 s of fault: e¹ × base
         }
         assert!(p.vibration > healthy * 2.3, "{healthy} → {}", p.vibration);
+    }
+
+    #[test]
+    fn the_fridge_cycles_in_its_band_with_the_door_shut_and_warms_with_it_open() {
+        let d = devices();
+        let mut p = physics();
+        p.door_left_s = f64::INFINITY;
+        let mut rng = rand::rng();
+        let (mut lowest, mut highest) = (f64::MAX, f64::MIN);
+        for _ in 0..36_000 {
+            step(&mut p, &d, 0.1, &mut rng); // an hour, door shut
+            lowest = lowest.min(p.fridge_temperature);
+            highest = highest.max(p.fridge_temperature);
+        }
+        assert!(lowest > 3.9 && highest < 6.1, "{lowest} … {highest}");
+        p.door_open = true;
+        p.compressor_on = false;
+        p.fridge_temperature = 5.0;
+        for _ in 0..400 {
+            step(&mut p, &d, 0.1, &mut rng); // 40 s open
+        }
+        // 0.08 °C/s until the compressor cuts in above 6 °C (12.5 s), then 0.05 °C/s: 7.4 °C.
+        assert!(p.fridge_temperature > 7.0, "{}", p.fridge_temperature);
+        assert!(d.fridge.with_tables(|t| t.discrete[0]));
     }
 }
