@@ -11,6 +11,8 @@ pub mod context;
 pub mod control;
 #[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod northbound;
 pub mod opcua_values;
 pub mod plugins;

@@ -224,6 +224,40 @@ impl Default for OutputCaps {
     }
 }
 
+impl OutputCaps {
+    /// Checks a call's outputs against these caps, and that the derived-value columns have one
+    /// length, before anything of them is used.
+    ///
+    /// Errors: [`PluginError::OutputCap`] past a cap; [`PluginError::Trap`] for columns of
+    /// different lengths (the plugin broke the contract's shape).
+    pub fn check(&self, outputs: Outputs) -> Result<Outputs, PluginError> {
+        let over = |what, cap, got| PluginError::OutputCap { what, cap, got };
+        let values = &outputs.values;
+        let count = values.indices.len();
+        if values.values.len() != count || values.qualities.len() != count {
+            return Err(PluginError::Trap(format!(
+                "derived values have columns of different lengths ({count}, {}, {})",
+                values.values.len(),
+                values.qualities.len()
+            )));
+        }
+        if count > self.derived_values {
+            return Err(over("derived values", self.derived_values, count));
+        }
+        if outputs.proposals.len() > self.proposals {
+            return Err(over("proposals", self.proposals, outputs.proposals.len()));
+        }
+        if outputs.reasons.len() > self.string_bytes {
+            return Err(over(
+                "bytes of proposal reasons",
+                self.string_bytes,
+                outputs.reasons.len(),
+            ));
+        }
+        Ok(outputs)
+    }
+}
+
 /// A proposal's reason is cut to this many bytes (at a character boundary) for the audit log.
 pub const MAX_REASON_BYTES: usize = 256;
 
@@ -727,34 +761,9 @@ impl Instance {
         result.map_err(|e| self.classify(&e))
     }
 
-    /// Checks a call's outputs against [`Limits::outputs`] (and that the derived-value columns
-    /// have one length).
+    /// Checks a call's outputs against [`Limits::outputs`] (see [`OutputCaps::check`]).
     fn check(&self, outputs: Outputs) -> Result<Outputs, PluginError> {
-        let caps = self.limits.outputs;
-        let over = |what, cap, got| PluginError::OutputCap { what, cap, got };
-        let values = &outputs.values;
-        let count = values.indices.len();
-        if values.values.len() != count || values.qualities.len() != count {
-            return Err(PluginError::Trap(format!(
-                "derived values have columns of different lengths ({count}, {}, {})",
-                values.values.len(),
-                values.qualities.len()
-            )));
-        }
-        if count > caps.derived_values {
-            return Err(over("derived values", caps.derived_values, count));
-        }
-        if outputs.proposals.len() > caps.proposals {
-            return Err(over("proposals", caps.proposals, outputs.proposals.len()));
-        }
-        if outputs.reasons.len() > caps.string_bytes {
-            return Err(over(
-                "bytes of proposal reasons",
-                caps.string_bytes,
-                outputs.reasons.len(),
-            ));
-        }
-        Ok(outputs)
+        self.limits.outputs.check(outputs)
     }
 
     /// Calls `init` at `now_ms` (the clocks' time during the call, and the monotonic clock's

@@ -46,8 +46,10 @@ use crate::telemetry::metrics::PluginLabels;
 use crate::twin::{PropertyId, QualityReason};
 pub use reload::RELOAD_DEBOUNCE;
 use reload::{Check, Reloader, fingerprint, watch};
-pub use run::PLUGIN_SUBSCRIBER_CAPACITY;
 use run::Runner;
+pub use run::{
+    DerivedVerdict, PLUGIN_SUBSCRIBER_CAPACITY, ProposalVerdict, check_derived, check_proposal,
+};
 
 /// What a running plugin's hot reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]

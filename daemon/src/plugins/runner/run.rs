@@ -19,7 +19,10 @@ use crate::control::{ControlHandle, Origin};
 use crate::plugins::runtime::{
     ChangeBatch, Limits, Outputs, PluginError, PluginInstance, PluginRuntime, ProposalOutcome,
 };
-use crate::plugins::wasm::{Outcome, OutputCaps, Quality, Setpoint, quality_byte, quality_of_byte};
+use crate::plugins::wasm::{
+    DerivedValues, Outcome, OutputCaps, Quality, Setpoint, WriteProposal, quality_byte,
+    quality_of_byte,
+};
 use crate::runtime::Backoff;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::PluginLabels;
@@ -123,6 +126,100 @@ fn typed(value: &Setpoint, data_type: DataType) -> Result<Value, &'static str> {
         (Setpoint::Float(f), DataType::Float) if f.is_finite() => Ok(Value::Float(*f)),
         (Setpoint::Float(_), DataType::Float) => Err(rule::FINITE),
         _ => Err(rule::DATA_TYPE),
+    }
+}
+
+/// One derived value of a call, checked against the plugin's owned list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DerivedVerdict {
+    /// Taken: the reading for the twin (a bad quality fails the property with `InputsNotGood`,
+    /// an uncertain one carries that reason with the value).
+    Taken(Reading),
+    /// An index outside the owned list: rejected.
+    OwnedIndex {
+        /// The index the plugin gave.
+        index: u32,
+    },
+    /// A value that is not finite while its quality is not bad: rejected.
+    NotFinite {
+        /// The owned property it was for.
+        property: PropertyId,
+        /// The value.
+        value: f64,
+    },
+}
+
+/// One write proposal of a call, checked against the plugin's writable list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProposalVerdict {
+    /// For the control gate: the property and the value typed for its data type.
+    Typed {
+        /// The writable property.
+        property: PropertyId,
+        /// The setpoint as a value of the property's data type (a finite float for `float`).
+        value: Value,
+    },
+    /// An index outside the writable list: refused by rule `writable_list`.
+    WritableIndex,
+    /// A value that does not fit the property's data type (rule `data_type`) or is not finite
+    /// (rule `finite`): refused.
+    Value {
+        /// The writable property.
+        property: PropertyId,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
+}
+
+/// Checks a call's derived values (their columns already of one length,
+/// [`OutputCaps::check`]) against the `owned` list, one verdict per value in the plugin's
+/// order; a taken value's reading is stamped `stamp`. Public for the fuzz targets
+/// (`twinloom::fuzzing::plugin_outputs`).
+pub fn check_derived<'a>(
+    values: &'a DerivedValues,
+    owned: &'a [PropertyId],
+    stamp: SystemTime,
+) -> impl Iterator<Item = DerivedVerdict> + 'a {
+    values
+        .indices
+        .iter()
+        .zip(&values.values)
+        .zip(&values.qualities)
+        .map(move |((index, value), quality)| {
+            let Some(id) = owned.get(*index as usize).copied() else {
+                return DerivedVerdict::OwnedIndex { index: *index };
+            };
+            DerivedVerdict::Taken(match quality_of_byte(*quality) {
+                Quality::Bad => Reading::failed(id, QualityReason::InputsNotGood),
+                _ if !value.is_finite() => {
+                    return DerivedVerdict::NotFinite {
+                        property: id,
+                        value: *value,
+                    };
+                }
+                Quality::Uncertain => Reading::uncertain(
+                    id,
+                    Value::Float(*value),
+                    Some(stamp),
+                    QualityReason::InputsNotGood,
+                ),
+                Quality::Good => Reading::value(id, Value::Float(*value), Some(stamp)),
+            })
+        })
+}
+
+/// Checks one write proposal against the `writable` list (property and data type by index).
+/// Public for the fuzz targets (`twinloom::fuzzing::plugin_outputs`).
+pub fn check_proposal(
+    proposal: &WriteProposal,
+    writable: &[(PropertyId, DataType)],
+) -> ProposalVerdict {
+    let Some((property, data_type)) = writable.get(proposal.index as usize).copied() else {
+        return ProposalVerdict::WritableIndex;
+    };
+    match typed(&proposal.value, data_type) {
+        Ok(value) => ProposalVerdict::Typed { property, value },
+        Err(rule) => ProposalVerdict::Value { property, rule },
     }
 }
 
@@ -274,59 +371,37 @@ impl Runner {
             rejected += 1;
             first.get_or_insert(why);
         };
-        let values = &outputs.values;
-        let mut readings = Vec::with_capacity(values.indices.len());
-        for ((index, value), quality) in values
-            .indices
-            .iter()
-            .zip(&values.values)
-            .zip(&values.qualities)
-        {
-            let Some(id) = self.resolved.owned.get(*index as usize).copied() else {
-                reject(Rejection::OwnedIndex { index: *index });
-                continue;
-            };
-            let reading = match quality_of_byte(*quality) {
-                Quality::Bad => Reading::failed(id, QualityReason::InputsNotGood),
-                _ if !value.is_finite() => {
-                    reject(Rejection::NotFinite {
-                        property: self.twin.model().property(id).path.clone(),
-                        value: *value,
-                    });
-                    continue;
-                }
-                Quality::Uncertain => Reading::uncertain(
-                    id,
-                    Value::Float(*value),
-                    Some(stamp),
-                    QualityReason::InputsNotGood,
-                ),
-                Quality::Good => Reading::value(id, Value::Float(*value), Some(stamp)),
-            };
-            readings.push(reading);
+        let mut readings = Vec::with_capacity(outputs.values.indices.len());
+        for verdict in check_derived(&outputs.values, &self.resolved.owned, stamp) {
+            match verdict {
+                DerivedVerdict::Taken(reading) => readings.push(reading),
+                DerivedVerdict::OwnedIndex { index } => reject(Rejection::OwnedIndex { index }),
+                DerivedVerdict::NotFinite { property, value } => reject(Rejection::NotFinite {
+                    property: self.twin.model().property(property).path.clone(),
+                    value,
+                }),
+            }
         }
         self.twin.apply(&readings);
         let mark = proposals.known();
         for proposal in outputs.proposals {
             let number = proposals.number();
-            let Some((id, data_type)) =
-                self.resolved.writable.get(proposal.index as usize).copied()
-            else {
-                reject(Rejection::WritableIndex {
-                    index: proposal.index,
-                });
-                proposals.decided(
-                    number,
-                    proposal.index,
-                    Outcome::Refused(rule::WRITABLE_LIST.into()),
-                );
-                continue;
-            };
-            let value = match typed(&proposal.value, data_type) {
-                Ok(value) => value,
-                Err(rule) => {
+            let (id, value) = match check_proposal(&proposal, &self.resolved.writable) {
+                ProposalVerdict::Typed { property, value } => (property, value),
+                ProposalVerdict::WritableIndex => {
+                    reject(Rejection::WritableIndex {
+                        index: proposal.index,
+                    });
+                    proposals.decided(
+                        number,
+                        proposal.index,
+                        Outcome::Refused(rule::WRITABLE_LIST.into()),
+                    );
+                    continue;
+                }
+                ProposalVerdict::Value { property, rule } => {
                     reject(Rejection::ProposalValue {
-                        property: self.twin.model().property(id).path.clone(),
+                        property: self.twin.model().property(property).path.clone(),
                     });
                     proposals.decided(number, proposal.index, Outcome::Refused(rule.into()));
                     continue;

@@ -139,8 +139,10 @@ fn reason(status: StatusCode) -> QualityReason {
     }
 }
 
-/// The readings a data change gives for the properties bound to its node.
-fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
+/// The readings a data change gives for the properties bound to its node: one per property,
+/// failed with the status's reason when the status is bad, `DecodeError` when the variant is of a
+/// kind the twin has no use for. Public for the fuzz targets (`twinloom::fuzzing::opcua_value`).
+pub fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
     let status = value.status();
     let source_time = value
         .source_timestamp
