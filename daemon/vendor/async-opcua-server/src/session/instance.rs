@@ -138,6 +138,12 @@ impl Session {
         }
     }
 
+    /// Twinloom patch: when a session that is still not activated `handshake_timeout` after
+    /// its last request (its creation) expires.
+    pub(crate) fn handshake_deadline(&self, handshake_timeout: Duration) -> Instant {
+        **self.last_service_request.load() + handshake_timeout
+    }
+
     /// Get the session timeout deadline.
     pub fn deadline(&self) -> Instant {
         **self.last_service_request.load() + self.session_timeout

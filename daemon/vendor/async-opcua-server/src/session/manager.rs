@@ -235,7 +235,15 @@ impl SessionManager {
         let mut expired = Vec::new();
         let mut expiry = now + Duration::from_millis(self.info.config.max_session_timeout_ms);
         for (id, session) in &self.sessions {
-            let deadline = session.read().deadline();
+            let session = session.read();
+            let mut deadline = session.deadline();
+            // Twinloom patch: CreateSession needs no credentials, so sessions never activated
+            // would fill `max_sessions` for their whole timeout; they live the handshake timeout.
+            if let Some(handshake) = self.info.hardening.limits.handshake_timeout {
+                if !session.is_activated() {
+                    deadline = deadline.min(session.handshake_deadline(handshake));
+                }
+            }
             if deadline < now {
                 expired.push(id.clone());
             } else if deadline < expiry {
