@@ -519,7 +519,8 @@ fn opcua_context() -> &'static ContextOwned {
 /// 16 bytes after the data value, if any, are a scaling (scale, offset; little-endian f64).
 ///
 /// Checks: one reading per bound property; a bad status gives failed readings, a good one with a
-/// variant the twin has no kind for gives `DecodeError`; a value that comes back from
+/// variant the twin has no kind for gives `DecodeError`; a source time is after 1601-01-01 (DateTime's
+/// null, none at all); a value that comes back from
 /// `from_variant` survives `from_variant(to_variant(v)) == v` (NaN as NaN); raw → engineering
 /// conversion gives the property's data type or an error.
 pub fn opcua_value(data: &[u8]) {
@@ -548,12 +549,12 @@ pub fn opcua_value(data: &[u8]) {
             let expected = raw.clone().ok_or(QualityReason::DecodeError);
             assert!(outcome_eq(&reading.outcome, &expected), "{reading:?}");
             if let Some(time) = reading.source_time {
-                // DateTime's range, 1601-01-01 to 9999-12-31 (Part 6 §5.2.2.5).
-                let limit = Duration::from_secs(11_644_473_600);
+                // 1601-01-01 and earlier is DateTime's null (Part 6 §5.2.2.5): no source time.
+                let null = Duration::from_secs(11_644_473_600);
                 assert!(
                     time.duration_since(UNIX_EPOCH).is_ok()
-                        || UNIX_EPOCH.duration_since(time).is_ok_and(|d| d <= limit),
-                    "source time before 1601"
+                        || UNIX_EPOCH.duration_since(time).is_ok_and(|d| d < null),
+                    "source time at or before 1601: {time:?}"
                 );
             }
         }

@@ -195,13 +195,17 @@ pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
     let map = diagnostic::SourceMap::new(file, text, &root);
     if !syntax_errors.is_empty() {
-        let diagnostics = syntax_errors
+        let mut diagnostics: Vec<Diagnostic> = syntax_errors
             .iter()
             .map(|error| {
                 let offset = error.span().map_or(0, |span| span.start);
                 map.at_offset(offset, KeyPath::root(), error.message().trim().to_owned())
             })
             .collect();
+        // The parser does not report in file order (an unclosed array before a broken string
+        // inside it).
+        diagnostics.sort_by_key(|d| (d.line, d.column));
+        diagnostics.dedup();
         return Err(ConfigError::Invalid(diagnostics));
     }
     let mut loader = Loader {

@@ -133,3 +133,19 @@ fn a_missing_file_is_a_read_error() {
     let error = load(Path::new("/nonexistent/twinloom.toml")).unwrap_err();
     assert!(matches!(error, ConfigError::Read { .. }), "{error}");
 }
+
+/// Found by the `config` fuzz target (corpus file `syntax-errors-out-of-order.toml`): the TOML
+/// parser reported an unclosed array (end of file) before the broken string inside it, and
+/// syntax errors were not sorted like the other diagnostics.
+#[test]
+fn syntax_errors_are_ordered_by_position() {
+    let text = "users = [\n  { name = \"anonymous\n\nid = 1\n";
+    let Err(ConfigError::Invalid(diagnostics)) = parse(Path::new("t.toml"), text) else {
+        panic!("a broken file parsed");
+    };
+    assert!(diagnostics.len() >= 2, "{diagnostics:?}");
+    let positions: Vec<(usize, usize)> = diagnostics.iter().map(|d| (d.line, d.column)).collect();
+    let mut sorted = positions.clone();
+    sorted.sort();
+    assert_eq!(positions, sorted);
+}

@@ -141,11 +141,15 @@ fn reason(status: StatusCode) -> QualityReason {
 
 /// The readings a data change gives for the properties bound to its node: one per property,
 /// failed with the status's reason when the status is bad, `DecodeError` when the variant is of a
-/// kind the twin has no use for. Public for the fuzz targets (`twinloom::fuzzing::opcua_value`).
+/// kind the twin has no use for. A source timestamp at or before 1601-01-01 is DateTime's null
+/// (OPC UA Part 6 §5.2.2.5; async-opcua decodes negative ticks as dates before it): no source time,
+/// so the twin stamps the value on arrival. Public for the fuzz targets
+/// (`twinloom::fuzzing::opcua_value`).
 pub fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
     let status = value.status();
     let source_time = value
         .source_timestamp
+        .filter(|t| t.ticks() > 0)
         .map(|t| SystemTime::from(opcua::types::DateTimeUtc::from(t)));
     properties
         .iter()
@@ -433,6 +437,29 @@ mod tests {
         assert_eq!(
             readings(&odd, &[property])[0].outcome,
             Err(QualityReason::DecodeError)
+        );
+    }
+
+    /// Found by the `opcua_value` fuzz target (corpus file `source-time-before-1601`): a source
+    /// timestamp of negative ticks reached the twin as a time before 1601.
+    #[test]
+    fn a_null_or_earlier_source_timestamp_is_no_source_time() {
+        let property = PropertyId(0);
+        let at = |ticks: i64| DataValue {
+            value: Some(Variant::SByte(-5)),
+            source_timestamp: Some(opcua::types::DateTime::from(ticks)),
+            ..Default::default()
+        };
+        for ticks in [0, -1, -83_000_000, i64::MIN] {
+            let got = readings(&at(ticks), &[property]);
+            assert_eq!(got[0].outcome, Ok(Value::Int(-5)), "{ticks}");
+            assert_eq!(got[0].source_time, None, "{ticks}");
+        }
+        // 2024-01-01T00:00:00Z: 133 485 408 000 000 000 ticks of 100 ns since 1601.
+        let got = readings(&at(133_485_408_000_000_000), &[property]);
+        assert_eq!(
+            got[0].source_time,
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200))
         );
     }
 }
