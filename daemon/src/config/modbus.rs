@@ -584,6 +584,12 @@ impl ModbusBindingConfig {
                 "scale must be a finite non-zero number (writes divide by it)",
             ));
         }
+        if self.offset.is_some_and(|o| !o.is_finite()) {
+            out.push(Problem::new(
+                path.key("offset"),
+                "offset must be a finite number",
+            ));
+        }
         if self.poll.is_some_and(|p| p.is_zero()) {
             out.push(Problem::new(
                 path.key("poll"),

@@ -195,6 +195,12 @@ impl OpcUaBindingConfig {
                 "scale must be a finite non-zero number",
             ));
         }
+        if self.offset.is_some_and(|o| !o.is_finite()) {
+            out.push(Problem::new(
+                path.key("offset"),
+                "offset must be a finite number",
+            ));
+        }
     }
 }
 

@@ -149,3 +149,25 @@ fn syntax_errors_are_ordered_by_position() {
     sorted.sort();
     assert_eq!(positions, sorted);
 }
+
+/// Found by the `config` fuzz target's scaling check (corpus file `offset-nan.toml`): a binding's
+/// `offset = nan` (or `inf`) passed validation and made every value of its property NaN.
+#[test]
+fn a_binding_offset_must_be_finite() {
+    let example = std::fs::read_to_string(repo_file("config/example.toml")).unwrap();
+    let binding = "address = 1, encoding = \"u16\", scale = 0.1 }";
+    assert!(example.contains(binding));
+    for offset in ["nan", "inf", "-inf"] {
+        let text = example.replacen(
+            binding,
+            &binding.replace(" }", &format!(", offset = {offset} }}")),
+            1,
+        );
+        let Err(ConfigError::Invalid(diagnostics)) = parse(Path::new("t.toml"), &text) else {
+            panic!("offset = {offset} passed validation");
+        };
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert!(diagnostics[0].path.to_string().ends_with(".speed.offset"));
+        assert_eq!(diagnostics[0].message, "offset must be a finite number");
+    }
+}
