@@ -1,11 +1,12 @@
-//! The vendored async-opcua-server is the published crate plus the patch series of
-//! `daemon/vendor/patches/async-opcua-server/`, nothing else (see its README).
+//! Each vendored crate (`daemon/vendor/<crate>/`) is the published crate plus the patch series of
+//! `daemon/vendor/patches/<crate>/`, nothing else (see the series' README).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The published crate the copy is made from.
-const PRISTINE: (&str, &str) = ("async-opcua-server", "0.19.0");
+/// The published crates the copies are made from.
+const SERVER: (&str, &str) = ("async-opcua-server", "0.19.0");
+const TYPES: (&str, &str) = ("async-opcua-types", "0.19.0");
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -22,10 +23,9 @@ fn files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Downloads the published crate with cargo (which checks it against the registry's checksum)
-/// and unpacks it into `into`; returns its folder.
-fn pristine(into: &Path) -> PathBuf {
-    let (name, version) = PRISTINE;
+/// Downloads the published crate `name` `version` with cargo (which checks it against the
+/// registry's checksum) and unpacks it into `into`; returns its folder.
+fn pristine(into: &Path, (name, version): (&str, &str)) -> PathBuf {
     let project = into.join("fetch");
     std::fs::create_dir_all(project.join("src")).unwrap();
     std::fs::write(project.join("src/lib.rs"), "").unwrap();
@@ -76,9 +76,20 @@ fn pristine(into: &Path) -> PathBuf {
 
 #[test]
 fn the_vendored_copy_is_the_published_crate_plus_the_patch_series() {
+    check(SERVER);
+}
+
+#[test]
+fn the_vendored_types_are_the_published_crate_plus_their_patch_series() {
+    check(TYPES);
+}
+
+/// Applies the series of `crate_` to the published crate and compares with the committed copy.
+fn check(crate_: (&str, &str)) {
+    let name = crate_.0;
     let scratch = tempfile::tempdir().unwrap();
-    let patched = pristine(scratch.path());
-    let series_dir = repo().join("daemon/vendor/patches/async-opcua-server");
+    let patched = pristine(scratch.path(), crate_);
+    let series_dir = repo().join("daemon/vendor/patches").join(name);
     let series = std::fs::read_to_string(series_dir.join("series")).unwrap();
     let patches: Vec<&str> = series.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!patches.is_empty(), "the series lists no patch");
@@ -96,7 +107,7 @@ fn the_vendored_copy_is_the_published_crate_plus_the_patch_series() {
             String::from_utf8_lossy(&output.stdout)
         );
     }
-    let copy = repo().join("daemon/vendor/async-opcua-server");
+    let copy = repo().join("daemon/vendor").join(name);
     let mut committed = Vec::new();
     files(&copy, &copy, &mut committed);
     committed.sort();
