@@ -1587,6 +1587,59 @@ mod raw {
         frame(b"OPNC", &body)
     }
 
+    /// A RequestHeader (Part 4 §7.28) with a null authentication token, as every field before
+    /// a session.
+    fn request_header() -> Vec<u8> {
+        let mut bytes = vec![0x00, 0x00]; // authenticationToken: null NodeId (two-byte form)
+        bytes.extend(0i64.to_le_bytes()); // timestamp
+        bytes.extend(1u32.to_le_bytes()); // requestHandle
+        bytes.extend(0u32.to_le_bytes()); // returnDiagnostics
+        bytes.extend((-1i32).to_le_bytes()); // auditEntryId: null
+        bytes.extend(10_000u32.to_le_bytes()); // timeoutHint
+        bytes.extend([0x00, 0x00, 0x00]); // additionalHeader: null ExtensionObject
+        bytes
+    }
+
+    /// A complete OpenSecureChannel request for SecurityPolicy None (open for discovery),
+    /// sequence number 1.
+    pub fn open_secure_channel_none() -> Vec<u8> {
+        let mut body = 0u32.to_le_bytes().to_vec(); // secure channel id: none yet
+        body.extend(ua_string("http://opcfoundation.org/UA/SecurityPolicy#None"));
+        body.extend((-1i32).to_le_bytes()); // sender certificate: null
+        body.extend((-1i32).to_le_bytes()); // receiver certificate thumbprint: null
+        body.extend(1u32.to_le_bytes()); // sequence number
+        body.extend(1u32.to_le_bytes()); // request id
+        body.extend([0x01, 0x00, 0xBE, 0x01]); // OpenSecureChannelRequest_Encoding_DefaultBinary (i=446)
+        body.extend(request_header());
+        body.extend(0u32.to_le_bytes()); // clientProtocolVersion
+        body.extend(0u32.to_le_bytes()); // requestType: Issue
+        body.extend(1u32.to_le_bytes()); // securityMode: None
+        body.extend(0i32.to_le_bytes()); // clientNonce: empty
+        body.extend(3_600_000u32.to_le_bytes()); // requestedLifetime, ms
+        frame(b"OPNF", &body)
+    }
+
+    /// A Write request (sequence number 2, token 1 on `channel`) whose value is a Variant holding
+    /// a DataValue holding a Variant ... `depth` times (2 bytes a level, Part 6 §5.2.2.16/17).
+    pub fn write_of_nested_data_values(channel: u32, depth: usize) -> Vec<u8> {
+        let mut body = channel.to_le_bytes().to_vec();
+        body.extend(1u32.to_le_bytes()); // token id: the channel's first
+        body.extend(2u32.to_le_bytes()); // sequence number
+        body.extend(2u32.to_le_bytes()); // request id
+        body.extend([0x01, 0x00, 0xA1, 0x02]); // WriteRequest_Encoding_DefaultBinary (i=673)
+        body.extend(request_header());
+        body.extend(1i32.to_le_bytes()); // nodesToWrite: one
+        body.extend([0x01, 0x00, 0x0D, 0x08]); // nodeId i=2061 (a server variable; never reached)
+        body.extend(13u32.to_le_bytes()); // attributeId: Value
+        body.extend((-1i32).to_le_bytes()); // indexRange: null
+        body.push(0x01); // the DataValue has a value...
+        for _ in 0..depth {
+            body.extend([23, 0x01]); // ...a Variant of a DataValue that has a value...
+        }
+        body.push(0x00); // ...an empty Variant at the bottom.
+        frame(b"MSGF", &body)
+    }
+
     /// A TCP connection to `server` from the loopback address `from`.
     pub async fn connect_from(from: [u8; 4], server: std::net::SocketAddr) -> TcpStream {
         let socket = TcpSocket::new_v4().unwrap();
@@ -1642,6 +1695,72 @@ mod raw {
         }
         sent
     }
+}
+
+/// A peer that opens a SecurityPolicy None channel (open for discovery, before any login) and
+/// sends a Write whose value nests 10 000 DataValues in Variants (20 KB) gets an error, and the
+/// server goes on serving: async-opcua-types decoded that nesting without its depth limit and
+/// overflowed the stack, which aborts the process (patch 0001 of its series).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_nested_too_deep_is_refused_and_the_server_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rig = start_rig("auto_trust_clients = true").await;
+    let server: std::net::SocketAddr =
+        ([127, 0, 0, 1], rig.handles.opcua.as_ref().unwrap().port).into();
+    let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+    assert!(raw::say_hello(&mut stream, &rig.url).await);
+    stream
+        .write_all(&raw::open_secure_channel_none())
+        .await
+        .unwrap();
+    let mut header = [0u8; 12];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(&header[..4], b"OPNF", "{header:?}");
+    let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let channel = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    let mut rest = vec![0u8; size - 12];
+    stream.read_exact(&mut rest).await.unwrap();
+    stream
+        .write_all(&raw::write_of_nested_data_values(channel, 10_000))
+        .await
+        .unwrap();
+    // The answer is an Error message or a ServiceFault (i=397), not a WriteResponse.
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header).await.unwrap();
+    let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let mut answer = vec![0u8; size - 8];
+    stream.read_exact(&mut answer).await.unwrap();
+    match &header[..3] {
+        b"ERR" => {}
+        b"MSG" => {
+            // Channel, token, sequence number, request id, the ServiceFault's type, its
+            // response header's timestamp and request handle, then the service result.
+            assert_eq!(answer[16..20], [0x01, 0x00, 0x8D, 0x01], "{answer:?}");
+            let status = u32::from_le_bytes([answer[32], answer[33], answer[34], answer[35]]);
+            assert_eq!(status, StatusCode::BadDecodingError.bits(), "{answer:?}");
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+    let session = connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user("viewer", "viewer-pw"),
+    )
+    .await
+    .expect("the server goes on");
+    let values = read(
+        &session,
+        &[NodeId::new(rig.ns, "plant/bakery/oven1/temperature")],
+    )
+    .await;
+    assert_eq!(values[0].status, Some(StatusCode::Good));
+    let _ = session.disconnect().await;
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
 }
 
 /// 16 peers that say Hello and then send OpenSecureChannel chunks that never finish (the attack
