@@ -2431,11 +2431,12 @@ async fn a_subscription_moves_to_the_same_users_new_session_only() {
         .await
         .unwrap();
     assert_eq!(moved[0].status_code, StatusCode::Good);
-    // The subscription is the new session's now: the old one no longer has it...
-    assert_eq!(
-        old.delete_subscription(subscription).await.unwrap(),
-        StatusCode::BadSubscriptionIdInvalid
-    );
+    // The subscription is the new session's now: the old one no longer has it (the server says
+    // so, or the old client already dropped it on the server's GoodSubscriptionTransferred).
+    match old.delete_subscription(subscription).await {
+        Ok(status) => assert_eq!(status, StatusCode::BadSubscriptionIdInvalid),
+        Err(error) => assert_eq!(error.status(), StatusCode::BadInvalidArgument, "{error}"),
+    }
     // ...and its monitored item came along: it outlives the old session and goes with the new.
     let items = || {
         metric(
