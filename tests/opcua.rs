@@ -151,6 +151,48 @@ async fn connect(
     }
 }
 
+/// A session of `name` on the rig, with Basic256Sha256 SignAndEncrypt and the rig's client PKI.
+async fn login(rig: &Rig, name: &str, password: &str) -> Result<Arc<Session>, StatusCode> {
+    connect(
+        &rig.url,
+        rig.client_pki.path(),
+        SecurityPolicy::Basic256Sha256,
+        MessageSecurityMode::SignAndEncrypt,
+        user(name, password),
+    )
+    .await
+}
+
+/// A subscription publishing every `interval` with one monitored item on `node`; every
+/// notification's DataValue is pushed to the returned list.
+async fn record(session: &Session, interval: Duration, node: NodeId) -> Arc<Mutex<Vec<DataValue>>> {
+    let seen: Arc<Mutex<Vec<DataValue>>> = Arc::default();
+    let subscription = session
+        .create_subscription(
+            interval,
+            100,
+            10,
+            0,
+            0,
+            true,
+            DataChangeCallback::new({
+                let seen = Arc::clone(&seen);
+                move |value, _item| seen.lock().unwrap().push(value)
+            }),
+        )
+        .await
+        .unwrap();
+    session
+        .create_monitored_items(
+            subscription,
+            TimestampsToReturn::Both,
+            vec![MonitoredItemCreateRequest::from(node)],
+        )
+        .await
+        .unwrap();
+    seen
+}
+
 fn user(name: &str, password: &str) -> IdentityToken {
     IdentityToken::UserName(name.to_owned(), Password::new(password.to_owned()))
 }
@@ -193,15 +235,9 @@ async fn browse_read_subscribe_and_write_with_roles() {
     let mut rig = start_rig("auto_trust_clients = true").await;
     let ns = rig.ns;
     let node = |path: &str| NodeId::new(ns, path);
-    let operator = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("operator", "operator-pw"),
-    )
-    .await
-    .expect("operator connects with Basic256Sha256 SignAndEncrypt");
+    let operator = login(&rig, "operator", "operator-pw")
+        .await
+        .expect("operator connects with Basic256Sha256 SignAndEncrypt");
 
     // Browse: Objects → plant → bakery → oven1 → properties.
     let top = browse_names(&operator, NodeId::objects_folder_id()).await;
@@ -512,14 +548,7 @@ async fn security_none_and_anonymous_are_off_unless_enabled_and_failed_logins_co
 async fn untrusted_client_certificates_are_refused_until_trusted() {
     let rig = start_rig("").await;
     let pki = rig._pki.path().to_owned();
-    let refused = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("operator", "operator-pw"),
-    )
-    .await;
+    let refused = login(&rig, "operator", "operator-pw").await;
     assert!(
         refused.is_err(),
         "an unknown client certificate must be refused"
@@ -550,15 +579,9 @@ async fn untrusted_client_certificates_are_refused_until_trusted() {
         .name
         .clone();
     pki::set_trust(&pki, &name, Trust::Trusted).unwrap();
-    let session = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("operator", "operator-pw"),
-    )
-    .await
-    .expect("trusted now");
+    let session = login(&rig, "operator", "operator-pw")
+        .await
+        .expect("trusted now");
     let _ = session.disconnect().await;
     rig.handles
         .supervisor
@@ -940,15 +963,7 @@ async fn a_value_that_never_arrived_is_not_good_and_a_failed_one_says_why() {
     let (rig, _helpers) = start_interop_rig().await;
     let ns = rig.ns;
     let node = |path: &str| NodeId::new(ns, path);
-    let session = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("viewer", "viewer-pw"),
-    )
-    .await
-    .unwrap();
+    let session = login(&rig, "viewer", "viewer-pw").await.unwrap();
     let values = read(
         &session,
         &[
@@ -973,32 +988,12 @@ async fn a_value_that_never_arrived_is_not_good_and_a_failed_one_says_why() {
     assert_eq!(values[3].status, Some(StatusCode::Good));
     assert!(values[3].source_timestamp.is_some());
 
-    let seen: Arc<Mutex<Vec<DataValue>>> = Arc::default();
-    let subscription = session
-        .create_subscription(
-            Duration::from_millis(100),
-            10,
-            30,
-            0,
-            0,
-            true,
-            DataChangeCallback::new({
-                let seen = Arc::clone(&seen);
-                move |value, _item| seen.lock().unwrap().push(value)
-            }),
-        )
-        .await
-        .unwrap();
-    session
-        .create_monitored_items(
-            subscription,
-            TimestampsToReturn::Both,
-            vec![MonitoredItemCreateRequest::from(node(
-                "plant/bakery/oven2/temperature",
-            ))],
-        )
-        .await
-        .unwrap();
+    let seen = record(
+        &session,
+        Duration::from_millis(100),
+        node("plant/bakery/oven2/temperature"),
+    )
+    .await;
     common::eventually(
         WAIT,
         || !seen.lock().unwrap().is_empty(),
@@ -1213,15 +1208,9 @@ config = {{ behaviour = "quality" }}
         s.quality.level == twinloom::twin::QualityLevel::Uncertain
     })
     .await;
-    let viewer = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("viewer", "viewer-pw"),
-    )
-    .await
-    .expect("viewer connects");
+    let viewer = login(&rig, "viewer", "viewer-pw")
+        .await
+        .expect("viewer connects");
     let node = |path: &str| NodeId::new(rig.ns, path);
     let values = read(
         &viewer,
@@ -1741,15 +1730,9 @@ async fn a_message_nested_too_deep_is_refused_and_the_server_goes_on() {
         }
         other => panic!("unexpected answer {other:?}"),
     }
-    let session = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("viewer", "viewer-pw"),
-    )
-    .await
-    .expect("the server goes on");
+    let session = login(&rig, "viewer", "viewer-pw")
+        .await
+        .expect("the server goes on");
     let values = read(
         &session,
         &[NodeId::new(rig.ns, "plant/bakery/oven1/temperature")],
@@ -1788,15 +1771,9 @@ async fn an_unauthenticated_flood_is_cut_off_and_others_are_served_meanwhile() {
         }
     };
     let client = async {
-        let session = connect(
-            &rig.url,
-            rig.client_pki.path(),
-            SecurityPolicy::Basic256Sha256,
-            MessageSecurityMode::SignAndEncrypt,
-            user("viewer", "viewer-pw"),
-        )
-        .await
-        .expect("a real client connects during the flood");
+        let session = login(&rig, "viewer", "viewer-pw")
+            .await
+            .expect("a real client connects during the flood");
         let values = read(
             &session,
             &[NodeId::new(rig.ns, "plant/bakery/oven1/temperature")],
@@ -1875,15 +1852,9 @@ handshake_timeout = \"2s\"",
         || "connections not freed".to_owned(),
     )
     .await;
-    let session = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("viewer", "viewer-pw"),
-    )
-    .await
-    .expect("a client connects once places are free");
+    let session = login(&rig, "viewer", "viewer-pw")
+        .await
+        .expect("a client connects once places are free");
     let _ = session.disconnect().await;
     rig.handles
         .supervisor
@@ -2047,15 +2018,7 @@ async fn the_rejected_folder_keeps_only_the_newest_certificates() {
 async fn service_level_follows_the_plant_and_the_stop_is_announced() {
     use opcua::types::{ServerState, VariableId};
     let (mut rig, _helpers) = start_interop_rig().await;
-    let session = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("viewer", "viewer-pw"),
-    )
-    .await
-    .unwrap();
+    let session = login(&rig, "viewer", "viewer-pw").await.unwrap();
     let service_level = || async {
         read(&session, &[VariableId::Server_ServiceLevel.into()]).await[0]
             .value
@@ -2081,32 +2044,12 @@ async fn service_level_follows_the_plant_and_the_stop_is_announced() {
     until_service_level(1).await;
 
     // Stop, announced 3 s ahead to a subscriber of ServerStatus.State.
-    let states: Arc<Mutex<Vec<DataValue>>> = Arc::default();
-    let subscription = session
-        .create_subscription(
-            Duration::from_millis(50),
-            100,
-            10,
-            0,
-            0,
-            true,
-            DataChangeCallback::new({
-                let states = Arc::clone(&states);
-                move |value, _item| states.lock().unwrap().push(value)
-            }),
-        )
-        .await
-        .unwrap();
-    session
-        .create_monitored_items(
-            subscription,
-            TimestampsToReturn::Both,
-            vec![MonitoredItemCreateRequest::from(NodeId::from(
-                VariableId::Server_ServerStatus_State,
-            ))],
-        )
-        .await
-        .unwrap();
+    let states = record(
+        &session,
+        Duration::from_millis(50),
+        VariableId::Server_ServerStatus_State.into(),
+    )
+    .await;
     let is_state = |state: ServerState| {
         let states = Arc::clone(&states);
         move || {
@@ -2357,15 +2300,9 @@ async fn a_security_policy_or_mode_no_endpoint_offers_is_refused() {
         };
         assert_eq!(status, expected, "{policy} {mode:?}");
     }
-    let session = connect(
-        &rig.url,
-        rig.client_pki.path(),
-        SecurityPolicy::Basic256Sha256,
-        MessageSecurityMode::SignAndEncrypt,
-        user("viewer", "viewer-pw"),
-    )
-    .await
-    .expect("an offered policy still works");
+    let session = login(&rig, "viewer", "viewer-pw")
+        .await
+        .expect("an offered policy still works");
     let _ = session.disconnect().await;
     rig.handles
         .supervisor
