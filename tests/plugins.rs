@@ -848,6 +848,7 @@ async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_
         target_dir: Some(common::repo().join("target/wasm")),
         toolchain: Toolchain::BuildStd,
         out: None,
+        native: false,
     };
     let dir = common::repo().join("plugins/vibration-health");
     let fallback = tokio::task::spawn_blocking(move || build(&dir, &options))

@@ -95,6 +95,11 @@ for plugin in plugins/oee plugins/vibration-health plugins/energy plugins/pid pl
 done
 target/debug/twinloom plugin build plugins/vibration-health --target-dir target/wasm \
   --toolchain build-std >/dev/null
+# The same sources as native libraries (`plugin build --native`, into target/native): the native
+# plugin tests compare them with the components bit for bit and run the probe natively.
+for plugin in plugins/vibration-health plugins/cold-chain tests/plugins/probe; do
+  target/debug/twinloom plugin build --native "$plugin" --target-dir target/native >/dev/null
+done
 phase "tests"
 cargo nextest run --workspace --all-features --locked --no-fail-fast
 phase ""

@@ -155,11 +155,16 @@ pub fn audit(action: &AuditAction) -> ExitCode {
 #[cfg(feature = "plugin-tools")]
 #[derive(Debug, Subcommand)]
 pub enum PluginAction {
-    /// Build a plugin crate as a WebAssembly component, check that it loads, print its path.
+    /// Build a plugin crate as a WebAssembly component (or, with --native, a native library),
+    /// check that it loads, print its path.
     Build {
         /// The plugin crate's folder (with its Cargo.toml).
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Build a native shared library for this machine (`kind = "native"`: trusted,
+        /// unsandboxed) from the same source instead of a WebAssembly component.
+        #[arg(long)]
+        native: bool,
         /// Also install the component here (replaced in one step, for hot reload).
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -216,6 +221,7 @@ pub fn plugin(action: &PluginAction) -> ExitCode {
     let outcome = match action {
         PluginAction::Build {
             dir,
+            native,
             out,
             target_dir,
             toolchain,
@@ -224,6 +230,7 @@ pub fn plugin(action: &PluginAction) -> ExitCode {
                 target_dir: target_dir.clone(),
                 toolchain: *toolchain,
                 out: out.clone(),
+                native: *native,
             };
             build::build(dir, &options).map(|component| println!("{}", component.display()))
         }

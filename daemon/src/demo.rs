@@ -57,6 +57,7 @@ pub fn build_plugins() -> anyhow::Result<Vec<PathBuf>> {
                 out: Some(target_dir.join(format!("{name}.wasm"))),
                 target_dir: Some(target_dir),
                 toolchain,
+                native: false,
             };
             crate::plugins::build::build(&dir, &options)
         })

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use super::Incomplete;
 use super::diagnostic::{KeyPath, Problem};
-use super::model::{Access, AssetConfig, Config, DeadbandConfig, PropertyConfig, TypeConfig};
+use super::model::{
+    Access, AssetConfig, Config, DeadbandConfig, PluginKind, PropertyConfig, TypeConfig,
+};
 use super::sources::{BindingConfig, SourceConfig};
 use crate::twin::{condition, units};
 
@@ -634,6 +636,12 @@ fn plugins(config: &Config, incomplete: &Incomplete, out: &mut Vec<Problem>) {
             out.push(Problem::new(
                 path.key("memory_mib"),
                 format!("memory_mib {} is outside 1..=4096", plugin.memory_mib),
+            ));
+        }
+        if plugin.kind == PluginKind::Native && plugin.fuel.is_some() {
+            out.push(Problem::new(
+                path.key("fuel"),
+                "fuel meters WebAssembly plugins; a native plugin's calls cannot be metered (only its deadline applies)",
             ));
         }
         for (key, duration) in [

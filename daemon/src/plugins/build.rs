@@ -78,6 +78,10 @@ pub struct BuildOptions {
     /// Also install the component here (written beside it and renamed, so a daemon watching the
     /// file sees one complete replacement).
     pub out: Option<PathBuf>,
+    /// Build a native shared library for this machine (`kind = "native"`) instead of a
+    /// component: `cargo build --release --lib`, the library checked by loading it in the native
+    /// host. `toolchain` does not apply.
+    pub native: bool,
 }
 
 /// The guest SDK in this source tree (`plugin-api/rust`), if the binary runs where it was built.
@@ -206,10 +210,23 @@ fn package_name(dir: &Path) -> anyhow::Result<String> {
 ///
 /// Errors: no `Cargo.toml`; no toolchain (the wasip2 target is missing and cannot be added, and
 /// the fallback is not installed — the message says what each lacks); the build fails; the
-/// crate is not a `cdylib`; the result is not a component of the `twinloom:plugin@0.2.0`
+/// crate is not a `cdylib`; the result is not a component of the `twinloom:plugin@0.3.0`
 /// world; `out` cannot be written.
 pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
     let name = package_name(dir)?;
+    if options.native {
+        let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        command.args(["build", "--release", "--lib"]);
+        let library = cargo_artifact(command, dir, &name, options, NATIVE_SUFFIX)?;
+        check_native(&library)?;
+        return match &options.out {
+            Some(out) => {
+                install(&library, out)?;
+                Ok(out.clone())
+            }
+            None => Ok(library),
+        };
+    }
     let toolchain = match options.toolchain.resolve()? {
         Toolchain::BuildStd => Some(BuildStd::find()?),
         _ => None,
@@ -219,7 +236,7 @@ pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
             let mut command =
                 Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
             command.args(["build", "--release", "--target", WASM_TARGET]);
-            cargo_artifact(command, dir, &name, options)?
+            cargo_artifact(command, dir, &name, options, ".wasm")?
         }
         Some(toolchain) => {
             eprintln!(
@@ -241,7 +258,7 @@ pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
                 .env_remove("RUSTC_WRAPPER")
                 .env_remove("RUSTC_WORKSPACE_WRAPPER")
                 .env_remove("RUSTDOC");
-            let module = cargo_artifact(command, dir, &name, options)?;
+            let module = cargo_artifact(command, dir, &name, options, ".wasm")?;
             componentize(&module)?
         }
     };
@@ -255,13 +272,17 @@ pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Runs the cargo build `command` (`build --release --target ...`) on the crate in `dir` and
-/// returns the `.wasm` file among cargo's JSON artifact messages.
+/// The file name ending of a native library on this system.
+pub const NATIVE_SUFFIX: &str = std::env::consts::DLL_SUFFIX;
+
+/// Runs the cargo build `command` (`build --release ...`) on the crate in `dir` and returns the
+/// file ending in `suffix` (`.wasm`, [`NATIVE_SUFFIX`]) among cargo's JSON artifact messages.
 fn cargo_artifact(
     mut command: Command,
     dir: &Path,
     name: &str,
     options: &BuildOptions,
+    suffix: &str,
 ) -> anyhow::Result<PathBuf> {
     command
         .args([
@@ -288,14 +309,14 @@ fn cargo_artifact(
             || message["target"]["name"].as_str() == Some(name);
         if message["reason"] == "compiler-artifact" && of_package {
             for file in message["filenames"].as_array().into_iter().flatten() {
-                if let Some(file) = file.as_str().filter(|f| f.ends_with(".wasm")) {
+                if let Some(file) = file.as_str().filter(|f| f.ends_with(suffix)) {
                     artifact = Some(PathBuf::from(file));
                 }
             }
         }
     }
     artifact.with_context(|| {
-        format!("`{name}` built no .wasm file: its [lib] needs crate-type = [\"cdylib\"]")
+        format!("`{name}` built no {suffix} file: its [lib] needs crate-type = [\"cdylib\"]")
     })
 }
 
@@ -331,6 +352,32 @@ fn install(component: &Path, out: &Path) -> anyhow::Result<()> {
         .and_then(|_| std::fs::rename(&temporary, out))
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
+}
+
+/// Loads the native library `file` in the native host (its copy goes to a temporary state
+/// folder): it must export a table of this ABI version, built with `panic = "unwind"`.
+///
+/// Errors: it does not.
+pub fn check_native(file: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let state = tempfile_dir()?;
+    let loaded = crate::plugins::native::NativeHost::new(&state).load_library(&bytes);
+    let _ = std::fs::remove_dir_all(&state);
+    loaded.with_context(|| format!("{}: not a Twinloom native plugin", file.display()))?;
+    Ok(())
+}
+
+/// A fresh folder under the system's temporary folder.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "twinloom-check-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    Ok(dir)
 }
 
 /// Loads `file` in the host: it must be a component of the `twinloom:plugin` world.

@@ -1,9 +1,10 @@
 //! Plugins: per-industry logic fed by the twin. [`runner`] runs every plugin against the twin,
-//! generic over the [`runtime`] seam; WebAssembly components implement it in [`wasm`]; native
-//! libraries will implement it too.
+//! generic over the [`runtime`] seam; WebAssembly components implement it in [`wasm`], native
+//! libraries (trusted, unsandboxed) in [`native`].
 
 #[cfg(feature = "plugin-tools")]
 pub mod build;
+pub mod native;
 pub mod replay;
 pub mod runner;
 pub mod runtime;

@@ -1,5 +1,5 @@
 //! The plugin runtime seam: what the runner needs of a kind of plugin. WebAssembly components
-//! ([`super::wasm`]) implement it today; native libraries will plug in here. Scheduling, batching,
+//! ([`super::wasm`]) and native libraries ([`super::native`]) implement it. Scheduling, batching,
 //! output checks, proposals, hot reload, restart, backoff and quarantine ([`super::runner`]) are
 //! written once, against these traits.
 //!

@@ -156,6 +156,12 @@ pub enum PluginError {
     /// The call ran past its deadline and was interrupted.
     #[error("call exceeded its deadline of {0:?}")]
     Deadline(Duration),
+    /// A native call ran past its deadline. It cannot be interrupted, so the thread it runs on
+    /// was abandoned; the plugin is quarantined at once.
+    #[error(
+        "native call exceeded its deadline of {0:?}; it cannot be interrupted, so its thread is abandoned and the plugin quarantined"
+    )]
+    Abandoned(Duration),
     /// The instance tried to pass a limit on its memories or tables.
     #[error("{0}")]
     Limit(LimitExceeded),
@@ -191,6 +197,7 @@ impl PluginError {
             Self::Load(_) => "load",
             Self::Contract { .. } => "contract",
             Self::Deadline(_) => "deadline",
+            Self::Abandoned(_) => "abandoned",
             Self::Limit(LimitExceeded::Memory { .. }) => "memory_cap",
             Self::Limit(_) => "limit",
             Self::Blocked(_) => "blocked",
@@ -199,6 +206,13 @@ impl PluginError {
             Self::Trap(_) => "trap",
             Self::HostPanic(_) => "host_panic",
         }
+    }
+
+    /// Whether this fault quarantines the plugin at once instead of counting towards
+    /// `quarantine_after`: an abandoned native call (its thread may run on; a restart would pile
+    /// up threads).
+    pub fn quarantines_at_once(&self) -> bool {
+        matches!(self, Self::Abandoned(_))
     }
 }
 
@@ -231,7 +245,6 @@ impl OutputCaps {
     /// Errors: [`PluginError::OutputCap`] past a cap; [`PluginError::Trap`] for columns of
     /// different lengths (the plugin broke the contract's shape).
     pub fn check(&self, outputs: Outputs) -> Result<Outputs, PluginError> {
-        let over = |what, cap, got| PluginError::OutputCap { what, cap, got };
         let values = &outputs.values;
         let count = values.indices.len();
         if values.values.len() != count || values.qualities.len() != count {
@@ -241,20 +254,31 @@ impl OutputCaps {
                 values.qualities.len()
             )));
         }
-        if count > self.derived_values {
-            return Err(over("derived values", self.derived_values, count));
-        }
-        if outputs.proposals.len() > self.proposals {
-            return Err(over("proposals", self.proposals, outputs.proposals.len()));
-        }
-        if outputs.reasons.len() > self.string_bytes {
-            return Err(over(
-                "bytes of proposal reasons",
-                self.string_bytes,
-                outputs.reasons.len(),
-            ));
-        }
+        self.check_counts(count, outputs.proposals.len(), outputs.reasons.len())?;
         Ok(outputs)
+    }
+
+    /// Checks the counts of a call's outputs against these caps: `derived` values, `proposals`
+    /// and `reason_bytes` bytes of reasons.
+    ///
+    /// Errors: [`PluginError::OutputCap`] for the first count past its cap.
+    pub fn check_counts(
+        &self,
+        derived: usize,
+        proposals: usize,
+        reason_bytes: usize,
+    ) -> Result<(), PluginError> {
+        let over = |what, cap, got| Err(PluginError::OutputCap { what, cap, got });
+        if derived > self.derived_values {
+            return over("derived values", self.derived_values, derived);
+        }
+        if proposals > self.proposals {
+            return over("proposals", self.proposals, proposals);
+        }
+        if reason_bytes > self.string_bytes {
+            return over("bytes of proposal reasons", self.string_bytes, reason_bytes);
+        }
+        Ok(())
     }
 }
 
@@ -460,18 +484,24 @@ impl twinloom::plugin::types::Host for PluginState {}
 
 impl twinloom::plugin::host::Host for PluginState {
     fn log(&mut self, level: Level, message: String) {
-        if !self.budget.take() {
-            return;
-        }
-        let plugin = self.name.as_str();
-        let message = super::stdio::one_line(&message);
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
-        }
+        plugin_log(&self.name, &self.budget, level, &message);
+    }
+}
+
+/// Writes a line of plugin instance `plugin` to the daemon's log at `level`, escaped to one line
+/// and cut at [`super::stdio::MAX_LINE`] bytes, if `budget` has a line left (else it is counted
+/// as dropped): the `log` import of both kinds of plugin.
+pub fn plugin_log(plugin: &str, budget: &LogBudget, level: Level, message: &str) {
+    if !budget.take() {
+        return;
+    }
+    let message = super::stdio::one_line(message);
+    match level {
+        Level::Trace => tracing::trace!(plugin, "{message}"),
+        Level::Debug => tracing::debug!(plugin, "{message}"),
+        Level::Info => tracing::info!(plugin, "{message}"),
+        Level::Warn => tracing::warn!(plugin, "{message}"),
+        Level::Error => tracing::error!(plugin, "{message}"),
     }
 }
 

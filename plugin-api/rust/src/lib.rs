@@ -1,7 +1,11 @@
 //! Guest SDK for Twinloom plugins.
 //!
 //! Implement [`Plugin`] for a type holding the plugin's state and export it with
-//! [`export_plugin!`]; build with `twinloom plugin build` (a `wasm32-wasip2` component). The
+//! [`export_plugin!`]; build with `twinloom plugin build` (a `wasm32-wasip2` component, sandboxed)
+//! or `twinloom plugin build --native` (a shared library for `kind = "native"`, trusted: see
+//! `plugin-api/include/twinloom_plugin.h`). One source, two builds: the same implementation
+//! compiled for Wasm exports the component's functions, compiled for anything else the C ABI's
+//! entry point. The
 //! contract is `plugin-api/wit/plugin.wit` (`twinloom:plugin@0.3.0`): the host calls
 //! [`Plugin::init`] once with the instance's [`Properties`], then [`Plugin::on_changes`] with
 //! column-wise batches and [`Plugin::on_tick`] on its tick. Each call brings a [`Call`]: the time
@@ -279,10 +283,22 @@ pub trait Plugin: Sized + 'static {
     fn on_tick(&mut self, call: &Call) -> Outputs;
 }
 
-/// Writes a line to the daemon's log (escaped to one line, cut at 4 KiB, rate-limited).
+/// Writes a line to the daemon's log (escaped to one line, cut at 4 KiB, rate-limited). In a
+/// native build, only during a call (elsewhere, e.g. in a unit test, the line goes nowhere).
 pub fn log(level: Level, message: &str) {
+    #[cfg(target_family = "wasm")]
     bindings::twinloom::plugin::host::log(level, message);
+    #[cfg(not(target_family = "wasm"))]
+    native::log(level, message);
 }
+
+#[cfg(not(target_family = "wasm"))]
+#[doc(hidden)]
+#[allow(
+    unsafe_code,
+    reason = "the C ABI: raw pointers from the host, each use with SAFETY"
+)]
+pub mod native;
 
 /// Helpers for a plugin's native unit tests (`cargo test` on the host, no component needed).
 pub mod testing {
@@ -325,59 +341,80 @@ pub mod __private {
         ProposalOutcome as WireOutcome,
     };
     pub use std::cell::RefCell;
+    pub use twinloom_plugin_abi as abi;
 }
 
-/// Exports a [`Plugin`] implementation as the component's `init`, `on-changes` and `on-tick`.
+/// Exports a [`Plugin`] implementation: compiled for Wasm, as the component's `init`,
+/// `on-changes` and `on-tick`; compiled for anything else, as the native library's entry point
+/// `twinloom_plugin_entry` (the C ABI of `plugin-api/include/twinloom_plugin.h`, panics caught at
+/// the boundary). Build a native plugin with `panic = "unwind"` (cargo's default): the daemon
+/// refuses one built with `panic = "abort"`, whose panics it could not contain.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        struct __TwinloomGuest;
+        #[cfg(target_family = "wasm")]
+        const _: () = {
+            struct __TwinloomGuest;
 
-        thread_local! {
-            static __TWINLOOM_STATE: $crate::__private::RefCell<Option<$plugin>> =
-                const { $crate::__private::RefCell::new(None) };
+            thread_local! {
+                static __TWINLOOM_STATE: $crate::__private::RefCell<Option<$plugin>> =
+                    const { $crate::__private::RefCell::new(None) };
+            }
+
+            impl $crate::bindings::Guest for __TwinloomGuest {
+                fn init(
+                    config: String,
+                    properties: $crate::__private::WireProperties,
+                ) -> Result<(), String> {
+                    let state = <$plugin as $crate::Plugin>::init(&config, properties)?;
+                    __TWINLOOM_STATE.with(|s| *s.borrow_mut() = Some(state));
+                    Ok(())
+                }
+
+                fn on_changes(
+                    now_ms: i64,
+                    batch: $crate::__private::WireBatch,
+                    outcomes: Vec<$crate::__private::WireOutcome>,
+                ) -> $crate::__private::WireOutputs {
+                    let batch = $crate::ChangeBatch::from(batch);
+                    let call = $crate::Call { now_ms, outcomes };
+                    __TWINLOOM_STATE
+                        .with(|s| match s.borrow_mut().as_mut() {
+                            Some(state) => $crate::Plugin::on_changes(state, &batch, &call),
+                            None => $crate::Outputs::new(),
+                        })
+                        .into_wire()
+                }
+
+                fn on_tick(
+                    now_ms: i64,
+                    outcomes: Vec<$crate::__private::WireOutcome>,
+                ) -> $crate::__private::WireOutputs {
+                    let call = $crate::Call { now_ms, outcomes };
+                    __TWINLOOM_STATE
+                        .with(|s| match s.borrow_mut().as_mut() {
+                            Some(state) => $crate::Plugin::on_tick(state, &call),
+                            None => $crate::Outputs::new(),
+                        })
+                        .into_wire()
+                }
+            }
+
+    $crate::bindings::export_world!(__TwinloomGuest with_types_in $crate::bindings);
+        };
+
+        /// The native plugin's entry point (C ABI, `plugin-api/include/twinloom_plugin.h`).
+        #[cfg(not(target_family = "wasm"))]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn twinloom_plugin_entry() -> *const $crate::__private::abi::Plugin {
+            static TABLE: $crate::__private::abi::Plugin =
+                $crate::native::table::<$plugin>(if cfg!(panic = "unwind") {
+                    $crate::__private::abi::PANIC_UNWIND
+                } else {
+                    $crate::__private::abi::PANIC_ABORT
+                });
+            &TABLE
         }
-
-        impl $crate::bindings::Guest for __TwinloomGuest {
-            fn init(
-                config: String,
-                properties: $crate::__private::WireProperties,
-            ) -> Result<(), String> {
-                let state = <$plugin as $crate::Plugin>::init(&config, properties)?;
-                __TWINLOOM_STATE.with(|s| *s.borrow_mut() = Some(state));
-                Ok(())
-            }
-
-            fn on_changes(
-                now_ms: i64,
-                batch: $crate::__private::WireBatch,
-                outcomes: Vec<$crate::__private::WireOutcome>,
-            ) -> $crate::__private::WireOutputs {
-                let batch = $crate::ChangeBatch::from(batch);
-                let call = $crate::Call { now_ms, outcomes };
-                __TWINLOOM_STATE
-                    .with(|s| match s.borrow_mut().as_mut() {
-                        Some(state) => $crate::Plugin::on_changes(state, &batch, &call),
-                        None => $crate::Outputs::new(),
-                    })
-                    .into_wire()
-            }
-
-            fn on_tick(
-                now_ms: i64,
-                outcomes: Vec<$crate::__private::WireOutcome>,
-            ) -> $crate::__private::WireOutputs {
-                let call = $crate::Call { now_ms, outcomes };
-                __TWINLOOM_STATE
-                    .with(|s| match s.borrow_mut().as_mut() {
-                        Some(state) => $crate::Plugin::on_tick(state, &call),
-                        None => $crate::Outputs::new(),
-                    })
-                    .into_wire()
-            }
-        }
-
-        $crate::bindings::export_world!(__TwinloomGuest with_types_in $crate::bindings);
     };
 }
 

@@ -164,9 +164,12 @@ struct Kinetic {
 const T_REF: f64 = ZERO_CELSIUS + 5.0;
 
 impl Kinetic {
-    /// The relative weight of `celsius` for ΔH/R = `h_over_r` K.
+    /// The relative weight of `celsius` for ΔH/R = `h_over_r` K. `exp` and `ln` come from the
+    /// `libm` crate (pure Rust): std's would call the platform's C library (glibc natively,
+    /// wasi-libc in Wasm), whose last bits differ, and the Wasm and native builds of this plugin
+    /// must agree to the bit.
     fn weight(celsius: f64, h_over_r: f64) -> f64 {
-        (h_over_r / T_REF - h_over_r / (celsius + ZERO_CELSIUS)).exp()
+        libm::exp(h_over_r / T_REF - h_over_r / (celsius + ZERO_CELSIUS))
     }
 
     /// Adds the interval `[start, end)` (ms) held at relative weight `w`.
@@ -227,7 +230,7 @@ impl Kinetic {
         if duration <= 0.0 || weighted <= 0.0 {
             return None;
         }
-        let kelvin = h_over_r / (h_over_r / T_REF - (weighted / duration).ln());
+        let kelvin = h_over_r / (h_over_r / T_REF - libm::log(weighted / duration));
         let celsius = kelvin - ZERO_CELSIUS;
         celsius.is_finite().then_some(celsius)
     }

@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::model::{AssetConfig, PluginConfig, PluginKind};
 use crate::context::ComponentContext;
 use crate::control::ControlHandle;
+use crate::plugins::native::NativeHost;
 use crate::plugins::runtime::{PluginError, PluginRuntime};
 use crate::plugins::wasm::WasmHost;
 use crate::telemetry::metrics::PluginLabels;
@@ -71,7 +72,7 @@ pub struct PluginHandles {
 }
 
 impl PluginHandles {
-    /// Looks at every Wasm plugin's file (a SIGHUP): a changed file is compiled off the hot path,
+    /// Looks at every plugin's file (a SIGHUP): a changed file is compiled off the hot path,
     /// initialised and swapped in; a quarantined plugin starts again. Returns each plugin's
     /// outcome, in configuration order.
     pub async fn reload_all(&self) -> Vec<(String, ReloadOutcome)> {
@@ -130,8 +131,10 @@ fn status_properties(name: &str, model: &crate::twin::TwinModel) -> Option<[Prop
 /// Starts every plugin of `plugins` under the context's supervisor, with a watcher that
 /// hot-reloads a plugin when its file changes. `assets` are the configured assets (their bindings
 /// name the plugin that computes a property); relative plugin files resolve against `base_dir`.
-/// A plugin whose file cannot be loaded is logged and its derived properties marked bad; the
-/// daemon runs on, and the plugin starts when a loadable file appears.
+/// Wasm components run on one shared [`WasmHost`], native libraries on a [`NativeHost`] whose
+/// copies go to `<state_dir>/native/`. A plugin whose file cannot be loaded is logged and its
+/// derived properties marked bad; the daemon runs on, and the plugin starts when a loadable file
+/// appears.
 ///
 /// Errors: the wasm engine cannot be created.
 pub fn spawn_all(
@@ -141,86 +144,101 @@ pub fn spawn_all(
     control: &ControlHandle,
     context: ComponentContext<'_>,
 ) -> anyhow::Result<PluginHandles> {
+    let wasm = plugins
+        .iter()
+        .any(|p| p.kind == PluginKind::Wasm)
+        // Fuel metering slows every plugin down, so the engine meters only when one asks for it.
+        .then(|| WasmHost::new(plugins.iter().any(|p| p.fuel.is_some())))
+        .transpose()?;
+    let native = NativeHost::new(context.state_dir);
+    let mut checks = Vec::new();
+    let mut watched = Vec::new();
+    for plugin in plugins {
+        let file = base_dir.join(&plugin.file);
+        let file = std::path::absolute(&file).unwrap_or(file);
+        let check = match (&wasm, plugin.kind) {
+            (Some(wasm), PluginKind::Wasm) => {
+                spawn_one(wasm, plugin, assets, &file, control, context)
+            }
+            _ => spawn_one(&native, plugin, assets, &file, control, context),
+        };
+        watched.push((file, check.clone()));
+        checks.push((plugin.name.clone(), check));
+    }
+    watch(&watched, context.supervisor);
+    Ok(PluginHandles {
+        checks: Arc::new(checks),
+    })
+}
+
+/// Starts `plugin` (its file `file`) on `runtime`: its reloader and its runner. Returns where
+/// to ask the reloader to look at the file.
+fn spawn_one<R: PluginRuntime>(
+    runtime: &R,
+    plugin: &PluginConfig,
+    assets: &[AssetConfig],
+    file: &Path,
+    control: &ControlHandle,
+    context: ComponentContext<'_>,
+) -> mpsc::Sender<Check> {
     let ComponentContext {
         twin,
         supervisor,
         metrics,
         ..
     } = context;
-    if plugins.is_empty() {
-        return Ok(PluginHandles::default());
-    }
-    // Fuel metering slows every plugin down, so the engine meters only when one asks for it.
-    let runtime = WasmHost::new(plugins.iter().any(|p| p.fuel.is_some()))?;
-    let mut checks = Vec::new();
-    let mut watched = Vec::new();
-    for plugin in plugins {
-        let runner = Runner {
-            config: plugin.clone(),
-            init_config: plugin
-                .config
-                .as_ref()
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
-            resolved: resolve::resolve(plugin, assets, twin.model()),
-            twin: Arc::clone(twin),
-            control: control.clone(),
-            metrics: metrics.clone(),
-            labels: PluginLabels {
-                plugin: plugin.name.clone(),
-            },
-            dropped: Default::default(),
-            status: status_properties(&plugin.name, twin.model()),
-            load_fault: None,
-        };
-        let mut runner = runner;
-        if plugin.kind == PluginKind::Native {
-            tracing::error!(plugin = %plugin.name, "Native plugins are not supported yet; this plugin does not run");
-            runner.mark_outputs(QualityReason::PluginFailure);
-            continue;
-        }
-        let file = base_dir.join(&plugin.file);
-        let file = std::path::absolute(&file).unwrap_or(file);
-        let loaded = std::fs::read(&file)
-            .map_err(|e| PluginError::Load(format!("{}: {e}", file.display())))
-            .and_then(|bytes| Ok((fingerprint(&bytes), runtime.load(&bytes)?)));
-        let (fingerprint, component) = match loaded {
-            Ok((fingerprint, component)) => (Some(fingerprint), Some(component)),
-            Err(error) => {
-                events::LoadFailed {
-                    plugin: &plugin.name,
-                    error: &error,
-                }
-                .emit(metrics);
-                runner.mark_outputs(QualityReason::PluginFailure);
-                runner.controller_lost("could not be loaded");
-                runner.load_fault = Some(error.to_string());
-                (None, None)
-            }
-        };
-        let (check_tx, check_rx) = mpsc::channel(4);
-        let (swap_tx, swap_rx) = mpsc::channel(1);
-        let reloader = Reloader {
+    let mut runner = Runner {
+        config: plugin.clone(),
+        init_config: plugin
+            .config
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        resolved: resolve::resolve(plugin, assets, twin.model()),
+        twin: Arc::clone(twin),
+        control: control.clone(),
+        metrics: metrics.clone(),
+        labels: PluginLabels {
             plugin: plugin.name.clone(),
-            file: file.clone(),
-            fingerprint,
-            runtime: runtime.clone(),
-            metrics: metrics.clone(),
-        };
-        supervisor.spawn(format!("plugin-reload:{}", plugin.name), move |token| {
-            reloader.run(check_rx, swap_tx, token)
-        });
-        let runtime = runtime.clone();
-        supervisor.spawn(format!("plugin:{}", plugin.name), move |token| {
-            runner.run(runtime, component, swap_rx, token)
-        });
-        watched.push((file, check_tx.clone()));
-        checks.push((plugin.name.clone(), check_tx));
-    }
-    watch(&watched, supervisor);
-    Ok(PluginHandles {
-        checks: Arc::new(checks),
-    })
+        },
+        dropped: Default::default(),
+        status: status_properties(&plugin.name, twin.model()),
+        load_fault: None,
+    };
+    let loaded = std::fs::read(file)
+        .map_err(|e| PluginError::Load(format!("{}: {e}", file.display())))
+        .and_then(|bytes| Ok((fingerprint(&bytes), runtime.load(&bytes)?)));
+    let (fingerprint, component) = match loaded {
+        Ok((fingerprint, component)) => (Some(fingerprint), Some(component)),
+        Err(error) => {
+            events::LoadFailed {
+                plugin: &plugin.name,
+                error: &error,
+            }
+            .emit(metrics);
+            runner.mark_outputs(QualityReason::PluginFailure);
+            runner.controller_lost("could not be loaded");
+            runner.load_fault = Some(error.to_string());
+            (None, None)
+        }
+    };
+    let (check_tx, check_rx) = mpsc::channel(4);
+    let (swap_tx, swap_rx) = mpsc::channel(1);
+    let reloader = Reloader {
+        plugin: plugin.name.clone(),
+        file: file.to_owned(),
+        fingerprint,
+        runtime: runtime.clone(),
+        metrics: metrics.clone(),
+    };
+    supervisor.spawn(format!("plugin-reload:{}", plugin.name), move |token| {
+        reloader.run(check_rx, swap_tx, token)
+    });
+    let runtime = runtime.clone();
+    supervisor.spawn(format!("plugin:{}", plugin.name), move |token| {
+        runner.run(runtime, component, swap_rx, token)
+    });
+    check_tx
 }
 
 #[cfg(test)]

@@ -531,6 +531,13 @@ impl Runner {
         }
         .emit(&self.metrics);
         self.mark_outputs(QualityReason::PluginFailure);
+        if error.quarantines_at_once() {
+            // Quarantined when the loop next looks, without a backoff first.
+            *failures = (*failures).max(self.config.quarantine_after);
+            return State::BackingOff {
+                until: Instant::now(),
+            };
+        }
         State::BackingOff {
             until: Instant::now() + backoff.next_delay(),
         }

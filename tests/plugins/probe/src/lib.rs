@@ -1,8 +1,11 @@
-//! A plugin for the sandbox tests (`tests/plugins.rs`, `tests/opcua.rs`, `tests/cli.rs`): one component whose `behaviour` setting
-//! picks how it misbehaves. Not shipped.
+//! A plugin for the sandbox tests (`tests/plugins.rs`, `tests/opcua.rs`, `tests/cli.rs`,
+//! `tests/native.rs`): one component (or native library) whose `behaviour` setting picks how it
+//! misbehaves. Not shipped.
 //!
 //! - `sleep`: every call sleeps for a minute (`std::thread::sleep`: a WASI clock subscription and
 //!   a blocking poll), as a plugin waiting on something would;
+//! - `panic`: every call panics (built natively, the SDK catches it at the C boundary);
+//! - `spin`: every call loops forever (built natively, a call nothing can interrupt);
 //! - `log-flood`: every call writes `lines` log lines through the `log` import, each with a line
 //!   feed that would forge a second log line, and as many to stdout; owned 0 counts the calls;
 //! - `quality`: sets owned 0 to 1.0 and owned 1 to 2.0, good on the first call; from the second
@@ -75,6 +78,10 @@ impl Probe {
         let mut out = Outputs::new();
         match self.settings.behaviour.as_str() {
             "sleep" => std::thread::sleep(Duration::from_secs(60)),
+            "panic" => panic!("the probe panics on purpose (call {})", self.calls),
+            "spin" => loop {
+                std::hint::spin_loop();
+            },
             "log-flood" => {
                 for i in 0..self.settings.lines {
                     log(

@@ -1,0 +1,507 @@
+//! One native plugin instance on a thread of its own: the caller hands each call over and waits
+//! at most the deadline for the answer.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use twinloom_plugin_abi as abi;
+
+use crate::plugins::runtime::{
+    ChangeBatch, Limits, Outputs, PluginError, PluginInstance, Properties, ProposalOutcome,
+};
+use crate::plugins::stdio::LogBudget;
+use crate::plugins::wasm::{
+    DataType, DerivedValues, DeviceErrorKind, Level, Outcome, OutputCaps, Setpoint, WriteProposal,
+    plugin_log,
+};
+
+/// Bytes of the buffer `init` may write its refusal into.
+const ERROR_CAPACITY: usize = 4096;
+
+/// A call handed to the instance's thread.
+enum Request {
+    Init {
+        config: String,
+        properties: Properties,
+    },
+    Changes {
+        now_ms: i64,
+        batch: Arc<ChangeBatch>,
+        outcomes: Arc<[ProposalOutcome]>,
+    },
+    Tick {
+        now_ms: i64,
+        outcomes: Arc<[ProposalOutcome]>,
+    },
+}
+
+/// The thread's answer.
+enum Answer {
+    Init(Result<(), String>),
+    Outputs(Outputs),
+}
+
+type Reply = Result<Answer, PluginError>;
+
+/// One native plugin instance: the handle of its thread.
+#[derive(Debug)]
+pub struct NativeInstance {
+    requests: mpsc::Sender<Request>,
+    replies: mpsc::Receiver<Reply>,
+    deadline: Duration,
+    /// A call ran past its deadline; the thread is left to itself.
+    abandoned: bool,
+    budget: LogBudget,
+}
+
+impl NativeInstance {
+    /// Starts the thread of a new instance named `name` of the library with `table`.
+    ///
+    /// Errors: [`PluginError::HostPanic`] when the thread cannot be started.
+    pub(super) fn start(
+        name: &str,
+        table: &'static abi::Plugin,
+        limits: Limits,
+    ) -> Result<Self, PluginError> {
+        let (requests, inbox) = mpsc::channel();
+        let (outbox, replies) = mpsc::channel();
+        let budget = LogBudget::new();
+        let context = Box::new(HostContext {
+            name: name.to_owned(),
+            budget: budget.clone(),
+        });
+        let caps = limits.outputs;
+        std::thread::Builder::new()
+            .name(format!("plugin:{name}"))
+            .spawn(move || serve(table, context, caps, &inbox, &outbox))
+            .map_err(|e| {
+                PluginError::HostPanic(format!("cannot start the plugin's thread: {e}"))
+            })?;
+        Ok(Self {
+            requests,
+            replies,
+            deadline: limits.deadline,
+            abandoned: false,
+            budget,
+        })
+    }
+
+    /// Hands `request` to the thread and waits at most the deadline for its answer.
+    fn round_trip(&mut self, request: Request) -> Reply {
+        if self.abandoned {
+            return Err(PluginError::Abandoned(self.deadline));
+        }
+        let gone = || PluginError::HostPanic("the plugin's thread has ended".into());
+        self.requests.send(request).map_err(|_| gone())?;
+        match self.replies.recv_timeout(self.deadline) {
+            Ok(reply) => reply,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.abandoned = true;
+                Err(PluginError::Abandoned(self.deadline))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(gone()),
+        }
+    }
+
+    fn outputs(&mut self, request: Request) -> Result<Outputs, PluginError> {
+        match self.round_trip(request)? {
+            Answer::Outputs(outputs) => Ok(outputs),
+            Answer::Init(_) => Err(PluginError::HostPanic("a call answered as init".into())),
+        }
+    }
+}
+
+impl PluginInstance for NativeInstance {
+    fn init(
+        &mut self,
+        _now_ms: i64,
+        config: &str,
+        properties: &Properties,
+    ) -> Result<Result<(), String>, PluginError> {
+        let request = Request::Init {
+            config: config.to_owned(),
+            properties: properties.clone(),
+        };
+        match self.round_trip(request)? {
+            Answer::Init(answer) => Ok(answer),
+            Answer::Outputs(_) => Err(PluginError::HostPanic("init answered as a call".into())),
+        }
+    }
+
+    fn on_changes(
+        &mut self,
+        now_ms: i64,
+        batch: &Arc<ChangeBatch>,
+        outcomes: &Arc<[ProposalOutcome]>,
+    ) -> Result<Outputs, PluginError> {
+        self.outputs(Request::Changes {
+            now_ms,
+            batch: Arc::clone(batch),
+            outcomes: Arc::clone(outcomes),
+        })
+    }
+
+    fn on_tick(
+        &mut self,
+        now_ms: i64,
+        outcomes: &Arc<[ProposalOutcome]>,
+    ) -> Result<Outputs, PluginError> {
+        self.outputs(Request::Tick {
+            now_ms,
+            outcomes: Arc::clone(outcomes),
+        })
+    }
+
+    fn fuel_used(&self) -> u64 {
+        0
+    }
+
+    fn log_dropped(&mut self) -> u64 {
+        self.budget.take_dropped()
+    }
+}
+
+/// What the host table's `context` points to.
+struct HostContext {
+    name: String,
+    budget: LogBudget,
+}
+
+/// The host's `log` (`twinloom_host.log`).
+unsafe extern "C" fn host_log(context: *mut c_void, level: u32, message: abi::Str) {
+    // Nothing may unwind into the plugin.
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `context` is the `HostContext` this thread put into the host table, alive until
+        // the thread ends, after the instance's `drop`.
+        let context = unsafe { &*context.cast_const().cast::<HostContext>() };
+        // SAFETY: the plugin passes a message valid for the call (header).
+        let Ok(bytes) = (unsafe { column(message.ptr, message.len) }) else {
+            return;
+        };
+        let level = match level {
+            0 => Level::Trace,
+            1 => Level::Debug,
+            2 => Level::Info,
+            3 => Level::Warn,
+            _ => Level::Error,
+        };
+        plugin_log(
+            &context.name,
+            &context.budget,
+            level,
+            &String::from_utf8_lossy(bytes),
+        );
+    });
+}
+
+/// The column at `ptr` with `len` elements.
+///
+/// # Safety
+/// Unless `len` is 0 or `ptr` null or misaligned (refused), `ptr` points to `len` initialised
+/// `T`s that stay valid and unchanged for `'a`.
+unsafe fn column<'a, T>(ptr: *const T, len: usize) -> Result<&'a [T], PluginError> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || !ptr.is_aligned() {
+        return Err(PluginError::Trap(format!(
+            "the plugin returned {len} entries at a null or misaligned pointer"
+        )));
+    }
+    // SAFETY: the caller's promise; null and misaligned pointers are refused above.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Copies a call's outputs out of the plugin's memory, counts checked against `caps` first.
+///
+/// # Safety
+/// `out` is what the plugin's call filled in, before `free_outputs`.
+unsafe fn take_outputs(out: &abi::Outputs, caps: &OutputCaps) -> Result<Outputs, PluginError> {
+    caps.check_counts(out.values_len, out.proposals_len, out.reasons_len)?;
+    // SAFETY: the plugin's outputs stay valid until `free_outputs` (header); the counts are
+    // within the caps, so the copies below are bounded.
+    let (indices, values, qualities, proposals, reasons) = unsafe {
+        (
+            column(out.indices, out.values_len)?,
+            column(out.values, out.values_len)?,
+            column(out.qualities, out.values_len)?,
+            column(out.proposals, out.proposals_len)?,
+            column(out.reasons, out.reasons_len)?,
+        )
+    };
+    let reasons = std::str::from_utf8(reasons)
+        .map_err(|e| PluginError::Trap(format!("the proposals' reasons are not UTF-8: {e}")))?;
+    let proposals = proposals
+        .iter()
+        .map(|p| {
+            let value = match p.value.kind {
+                abi::BOOLEAN => Setpoint::Boolean(p.value.boolean != 0),
+                abi::INTEGER => Setpoint::Integer(p.value.integer),
+                abi::FLOAT => Setpoint::Float(p.value.real),
+                kind => {
+                    return Err(PluginError::Trap(format!(
+                        "a proposal's setpoint has the unknown kind {kind}"
+                    )));
+                }
+            };
+            Ok(WriteProposal {
+                index: p.index,
+                value,
+                reason_start: p.reason_start,
+                reason_len: p.reason_len,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Outputs {
+        values: DerivedValues {
+            indices: indices.to_vec(),
+            values: values.to_vec(),
+            qualities: qualities.to_vec(),
+        },
+        proposals,
+        reasons: reasons.to_owned(),
+    })
+}
+
+fn data_type(data_type: DataType) -> u32 {
+    match data_type {
+        DataType::Boolean => abi::BOOLEAN,
+        DataType::Integer => abi::INTEGER,
+        DataType::Float => abi::FLOAT,
+    }
+}
+
+fn device_error(kind: DeviceErrorKind) -> u32 {
+    match kind {
+        DeviceErrorKind::NotBound => 0,
+        DeviceErrorKind::NotWritable => 1,
+        DeviceErrorKind::NotConnected => 2,
+        DeviceErrorKind::Stopped => 3,
+        DeviceErrorKind::Timeout => 4,
+        DeviceErrorKind::DeviceRejected => 5,
+        DeviceErrorKind::Encoding => 6,
+        DeviceErrorKind::OutOfRange => 7,
+    }
+}
+
+/// The outcomes as the ABI passes them (strings borrowed from `outcomes`).
+fn outcomes_of(outcomes: &[ProposalOutcome]) -> Vec<abi::ProposalOutcome> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let (outcome, device, rule) = match &o.outcome {
+                Outcome::Written => (abi::WRITTEN, 0, abi::Str::EMPTY),
+                Outcome::Refused(rule) => (abi::OUTCOME_REFUSED, 0, abi::Str::of(rule)),
+                Outcome::Shadow => (abi::SHADOW, 0, abi::Str::EMPTY),
+                Outcome::Expired => (abi::EXPIRED, 0, abi::Str::EMPTY),
+                Outcome::Superseded => (abi::SUPERSEDED, 0, abi::Str::EMPTY),
+                Outcome::Disarmed => (abi::DISARMED, 0, abi::Str::EMPTY),
+                Outcome::DeviceError(kind) => {
+                    (abi::DEVICE_ERROR, device_error(*kind), abi::Str::EMPTY)
+                }
+                Outcome::ReadBackMismatch => (abi::READ_BACK_MISMATCH, 0, abi::Str::EMPTY),
+            };
+            abi::ProposalOutcome {
+                proposal: o.proposal,
+                index: o.index,
+                outcome,
+                device_error: device,
+                reserved: 0,
+                rule,
+            }
+        })
+        .collect()
+}
+
+/// The instance's thread: makes the instance, answers its calls, drops it when the handle is
+/// gone (or, after a fault, at once) and ends.
+fn serve(
+    table: &'static abi::Plugin,
+    context: Box<HostContext>,
+    caps: OutputCaps,
+    inbox: &mpsc::Receiver<Request>,
+    outbox: &mpsc::Sender<Reply>,
+) {
+    let host = abi::Host {
+        size: size_of::<abi::Host>() as u32,
+        reserved: 0,
+        context: std::ptr::from_ref::<HostContext>(&context)
+            .cast_mut()
+            .cast(),
+        log: Some(host_log),
+    };
+    let mut instance: *mut c_void = std::ptr::null_mut();
+    while let Ok(request) = inbox.recv() {
+        let reply = match request {
+            Request::Init { config, properties } => {
+                // SAFETY: see `init`.
+                unsafe { init(table, &host, &config, &properties, &mut instance) }
+            }
+            _ if instance.is_null() => Err(PluginError::Load("instance is not initialised".into())),
+            Request::Changes {
+                now_ms,
+                batch,
+                outcomes,
+            } => {
+                let len = batch
+                    .properties
+                    .len()
+                    .min(batch.values.len())
+                    .min(batch.qualities.len())
+                    .min(batch.source_times_ms.len());
+                let columns = abi::ChangeBatch {
+                    properties: batch.properties.as_ptr(),
+                    values: batch.values.as_ptr(),
+                    qualities: batch.qualities.as_ptr(),
+                    source_times_ms: batch.source_times_ms.as_ptr(),
+                    len,
+                };
+                let outcomes = outcomes_of(&outcomes);
+                // SAFETY: `instance` came from this table's `init` on this thread; the batch and
+                // outcomes live until after the call; `call` frees the outputs.
+                unsafe {
+                    call(table, instance, &caps, |f, out| {
+                        f.on_changes.map_or(abi::FAULT, |on_changes| {
+                            on_changes(
+                                instance,
+                                now_ms,
+                                &columns,
+                                outcomes.as_ptr(),
+                                outcomes.len(),
+                                out,
+                            )
+                        })
+                    })
+                }
+            }
+            Request::Tick { now_ms, outcomes } => {
+                let outcomes = outcomes_of(&outcomes);
+                // SAFETY: as for changes.
+                unsafe {
+                    call(table, instance, &caps, |f, out| {
+                        f.on_tick.map_or(abi::FAULT, |on_tick| {
+                            on_tick(instance, now_ms, outcomes.as_ptr(), outcomes.len(), out)
+                        })
+                    })
+                }
+            }
+        };
+        let failed = reply.is_err();
+        // A caller that gave up (deadline) or dropped the instance is gone: end.
+        if outbox.send(reply).is_err() || failed {
+            break;
+        }
+    }
+    if let (false, Some(drop)) = (instance.is_null(), table.drop) {
+        // SAFETY: the instance came from this table's `init` on this thread and is dropped once;
+        // the host table (and `context`) outlive the call.
+        unsafe { drop(instance) };
+    }
+    std::mem::drop(context);
+}
+
+/// Calls the table's `init` with `config` and `properties`; a made instance goes to `instance`
+/// (dropping one made before).
+///
+/// # Safety
+/// `table` is a checked table; `host` outlives the instance; `instance` is null or an instance
+/// of this table made on this thread.
+unsafe fn init(
+    table: &'static abi::Plugin,
+    host: &abi::Host,
+    config: &str,
+    properties: &Properties,
+    instance: &mut *mut c_void,
+) -> Reply {
+    if let (false, Some(drop)) = (instance.is_null(), table.drop) {
+        // SAFETY: the caller's promise.
+        unsafe { drop(*instance) };
+        *instance = std::ptr::null_mut();
+    }
+    let inputs: Vec<abi::Str> = properties.inputs.iter().map(|p| abi::Str::of(p)).collect();
+    let owned: Vec<abi::Str> = properties.owned.iter().map(|p| abi::Str::of(p)).collect();
+    let writable: Vec<abi::WritableProperty> = properties
+        .writable
+        .iter()
+        .map(|w| abi::WritableProperty {
+            path: abi::Str::of(&w.path),
+            data_type: data_type(w.data_type),
+        })
+        .collect();
+    let lists = abi::Properties {
+        inputs: inputs.as_ptr(),
+        inputs_len: inputs.len(),
+        owned: owned.as_ptr(),
+        owned_len: owned.len(),
+        writable: writable.as_ptr(),
+        writable_len: writable.len(),
+    };
+    let mut error = vec![0u8; ERROR_CAPACITY];
+    let mut error_len = 0usize;
+    let mut made: *mut c_void = std::ptr::null_mut();
+    let Some(init) = table.init else {
+        return Err(PluginError::Load("the plugin's table lacks init".into()));
+    };
+    // SAFETY: every pointer is valid for the call (the lists, config and error buffer live until
+    // after it); `host` outlives the instance (caller's promise).
+    let code = unsafe {
+        init(
+            host,
+            abi::Str::of(config),
+            &lists,
+            &mut made,
+            error.as_mut_ptr(),
+            error.len(),
+            &mut error_len,
+        )
+    };
+    match code {
+        abi::OK if !made.is_null() => {
+            *instance = made;
+            Ok(Answer::Init(Ok(())))
+        }
+        abi::OK => Err(PluginError::Trap(
+            "init succeeded but made no instance".into(),
+        )),
+        abi::REFUSED => {
+            error.truncate(error_len.min(ERROR_CAPACITY));
+            Ok(Answer::Init(Err(
+                String::from_utf8_lossy(&error).into_owned()
+            )))
+        }
+        code => Err(fault(code)),
+    }
+}
+
+fn fault(code: i32) -> PluginError {
+    PluginError::Trap(format!(
+        "the native plugin reported a fault (code {code}; its log says why)"
+    ))
+}
+
+/// Makes one call with `f` (given the table and the outputs record), copies its outputs out
+/// and hands them back to the plugin.
+///
+/// # Safety
+/// `instance` is an instance of `table` made on this thread; `f` makes a valid call.
+unsafe fn call(
+    table: &'static abi::Plugin,
+    instance: *mut c_void,
+    caps: &OutputCaps,
+    f: impl FnOnce(&abi::Plugin, *mut abi::Outputs) -> i32,
+) -> Reply {
+    let mut out = abi::Outputs::EMPTY;
+    let code = f(table, &mut out);
+    if code != abi::OK {
+        return Err(fault(code));
+    }
+    // SAFETY: the call succeeded, so `out` is its outputs, valid until `free_outputs`.
+    let taken = unsafe { take_outputs(&out, caps) };
+    if let Some(free) = table.free_outputs {
+        // SAFETY: the outputs of the call just made on this instance, freed once.
+        unsafe { free(instance, &mut out) };
+    }
+    taken.map(Answer::Outputs)
+}
