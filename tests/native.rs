@@ -682,3 +682,85 @@ fuel = 1000
         "{message}"
     );
 }
+
+/// A C plugin whose every output is 42 (for the reload test).
+const FORTY_TWO: &str = r#"#include <stddef.h>
+#include "twinloom_plugin.h"
+static uint32_t index_0 = 0;
+static double value_42 = 42.0;
+static uint8_t good = TWINLOOM_GOOD;
+static int32_t init(const twinloom_host *h, twinloom_str c, const twinloom_properties *p,
+                    void **instance, uint8_t *e, size_t cap, size_t *len) {
+  (void)h; (void)c; (void)p; (void)e; (void)cap; (void)len;
+  *instance = &index_0;
+  return TWINLOOM_OK;
+}
+static int32_t changes(void *i, int64_t now, const twinloom_change_batch *b,
+                       const twinloom_proposal_outcome *o, size_t n, twinloom_outputs *out) {
+  (void)i; (void)now; (void)b; (void)o; (void)n;
+  *out = (twinloom_outputs){.indices = &index_0, .values = &value_42, .qualities = &good, .values_len = 1};
+  return TWINLOOM_OK;
+}
+static int32_t tick(void *i, int64_t now, const twinloom_proposal_outcome *o, size_t n,
+                    twinloom_outputs *out) {
+  return changes(i, now, NULL, o, n, out);
+}
+static void free_outputs(void *i, twinloom_outputs *out) { (void)i; (void)out; }
+static void drop(void *i) { (void)i; }
+static const twinloom_plugin TABLE = {
+  .abi_version = TWINLOOM_PLUGIN_ABI_VERSION, .size = sizeof(twinloom_plugin),
+  .init = init, .on_changes = changes, .on_tick = tick, .free_outputs = free_outputs, .drop = drop,
+};
+const twinloom_plugin *twinloom_plugin_entry(void) { return &TABLE; }
+"#;
+
+/// Replacing a native plugin's file (same path, new code) swaps the new library in: `dlopen`
+/// would hand back the library already loaded for that path, so the daemon loads a copy named
+/// by the file's SHA-256 from `<state_dir>/native/`; both versions' copies are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_native_library_is_loaded_anew_from_its_hashed_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ewma = compile_c(dir.path(), "ewma", "plugins/ewma-c/ewma.c");
+    let forty_two = compile_c(dir.path(), "forty-two", FORTY_TWO);
+    let installed = dir.path().join("plugin.so");
+    std::fs::copy(&ewma, &installed).unwrap();
+    let state = dir.path().join("state");
+    let device = SimDevice::new();
+    device.set_holding(0, &[100]);
+    let server = common::modbus_tcp(&device).await;
+    let mut config = config(&two_plugins(
+        server.addr(),
+        &installed,
+        &probe().await,
+        "deadline = \"10s\"\nconfig = { behaviour = \"quality\" }",
+    ));
+    config.daemon.state_dir = Some(state.clone());
+    let handles = start(&config).await;
+    averaging(&handles).await;
+    // Replaced in one step, as an installer would.
+    let partial = dir.path().join("plugin.so.partial");
+    std::fs::copy(&forty_two, &partial).unwrap();
+    std::fs::rename(&partial, &installed).unwrap();
+    let average = property(&handles, "site/heater/average");
+    wait_for(&handles, average, WAIT, |s| {
+        s.value == Some(Value::Float(42.0))
+    })
+    .await;
+    assert!(
+        metric(
+            &handles.metrics.encode(),
+            r#"twinloom_plugin_reloads_total{plugin="ewma",outcome="swapped"}"#
+        ) >= 1.0,
+        "{}",
+        handles.metrics.encode()
+    );
+    let copies = std::fs::read_dir(state.join("native"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".so"))
+        .count();
+    // The C average, the forty-two and the probe.
+    assert_eq!(copies, 3);
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    server.stop().await;
+}

@@ -1,18 +1,27 @@
-//! Plugin call benchmark (issue: Wasm plugins). Run with `cargo bench -p twinloom --features plugin-tools --bench plugins`.
+//! Plugin call benchmark (issues: Wasm plugins, contract 0.3, native plugins). Run with
+//! `cargo bench -p twinloom --features plugin-tools --bench plugins`.
 //!
 //! Per-sample cost of the vibration-health plugin's `on-changes` for batches of 1, 64 and 1024
-//! samples: as the WebAssembly component, called through the daemon's host exactly as the
-//! runner calls it (lowering the column-wise batch, epoch deadline, fuel accounting, lifting the
-//! outputs), against the same logic compiled natively and called as a Rust function (the plugin
-//! crate's `Plugin` implementation). The sides alternate (native, Wasm, Wasm with fuel, the
-//! batch only) over [`support::ROUNDS`] rounds; each figure is the median with its spread (lowest
-//! and highest round), each ratio the median of the per-round ratios. Prints both, their ratio,
-//! and checks the targets of contract 0.3 (issue #13): at a batch of 1024, Wasm ≤ 1.5 × native
-//! per sample; the fixed cost of a call (Wasm minus native at a batch of 1) ≤ 0.3 µs. The component runs on a host without fuel metering
-//! (the daemon's default) and, for comparison, on one that meters fuel (`fuel = ...` set on a
-//! plugin).
+//! samples, four ways, interleaved (plain, Wasm, Wasm with fuel, native, native through its
+//! thread, the batch only) over [`support::ROUNDS`] rounds:
+//! - **plain**: the plugin crate's `Plugin` implementation called as a Rust function (the
+//!   reference);
+//! - **wasm**: the WebAssembly component through the daemon's host exactly as the runner calls it
+//!   (lowering the column-wise batch, epoch deadline, lifting the outputs), on a host without
+//!   fuel metering (the daemon's default) and, for comparison, on one that meters fuel;
+//! - **native**: the same source built as a native library (`plugin build --native`), called
+//!   through the C ABI on the calling thread (`LocalInstance`: the native call itself, with the
+//!   SDK's copy of the batch and the host's copy of the outputs);
+//! - **native+thread**: the same through `NativeInstance`, as the runner calls it: handed to the
+//!   instance's own thread and back.
 //!
-//! The component is built first (`twinloom plugin build plugins/vibration-health`).
+//! Each figure is the median with its spread (lowest and highest round), each ratio the median of
+//! the per-round ratios. Checks the targets: at a batch of 1024, Wasm ≤ 1.5 × plain and native
+//! ≤ 1.05 × plain per sample; the fixed cost of a call (at a batch of 1, minus plain) ≤ 0.3 µs for
+//! Wasm and ≤ 0.05 µs for native; the hand-off to the instance's thread ≤ 2 µs.
+//!
+//! The component and the library are built first (`twinloom plugin build [--native]
+//! plugins/vibration-health`, into target/wasm and target/native).
 
 mod support;
 
@@ -21,6 +30,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use twinloom::plugins::native::{LocalInstance, NativeHost};
+use twinloom::plugins::runtime::{PluginInstance, PluginRuntime};
+use twinloom::plugins::stdio::LogBudget;
 use twinloom::plugins::wasm::{self, Limits, WasmHost};
 use twinloom_plugin::{Call, Plugin};
 use twinloom_vibration_health::VibrationHealth;
@@ -126,6 +138,19 @@ fn main() {
     };
     let file = twinloom::plugins::build::build(&repo.join("plugins/vibration-health"), &options)
         .expect("the vibration-health component builds");
+    let native_options = twinloom::plugins::build::BuildOptions {
+        target_dir: Some(repo.join("target/native")),
+        native: true,
+        ..Default::default()
+    };
+    let library =
+        twinloom::plugins::build::build(&repo.join("plugins/vibration-health"), &native_options)
+            .expect("the vibration-health native library builds");
+    let state = tempfile::tempdir().unwrap();
+    let native_host = NativeHost::new(state.path());
+    let library = native_host
+        .load(&std::fs::read(&library).unwrap())
+        .expect("the native library loads");
     let bytes = std::fs::read(&file).unwrap();
     let host = WasmHost::new(false).unwrap();
     let component = host.compile(&bytes).expect("compiles");
@@ -168,6 +193,10 @@ fn main() {
     let (mut at_1024, mut at_1) = (None, None);
     for n in BATCHES {
         let mut native = VibrationHealth::new(CONFIG, &sdk_properties()).unwrap();
+        let mut local = LocalInstance::new("bench", &library, limits.outputs, LogBudget::new());
+        local.init(CONFIG, &properties()).unwrap().unwrap();
+        let mut threaded = native_host.instantiate("bench", &library, limits).unwrap();
+        threaded.init(0, CONFIG, &properties()).unwrap().unwrap();
         let mut instance = host.instantiate("bench", &component, limits).unwrap();
         instance.init(0, CONFIG, &properties()).unwrap().unwrap();
         let metered_limits = Limits {
@@ -182,7 +211,9 @@ fn main() {
         ignoring.init(0, CONFIG, &properties()).unwrap().unwrap();
         let none: Arc<[wasm::ProposalOutcome]> = Arc::from(Vec::new());
         let call = Call::at(0);
-        let (mut wasm, mut fuel) = (
+        let (mut wasm, mut fuel, mut lib, mut thread) = (
+            support::Alternated::default(),
+            support::Alternated::default(),
             support::Alternated::default(),
             support::Alternated::default(),
         );
@@ -206,6 +237,18 @@ fn main() {
                 let batch = signal.wasm_batch(n);
                 black_box(metered.on_changes(0, black_box(&batch), &none).unwrap());
             });
+            let local_ns = measure(n, |signal| {
+                let batch = signal.wasm_batch(n);
+                black_box(local.on_changes(0, black_box(&batch), &none).unwrap());
+            });
+            let thread_ns = measure(n, |signal| {
+                let batch = signal.wasm_batch(n);
+                black_box(threaded.on_changes(0, black_box(&batch), &none).unwrap());
+            });
+            lib.a.push(native_ns);
+            lib.b.push(local_ns);
+            thread.a.push(local_ns);
+            thread.b.push(thread_ns);
             passing.push(measure(n, |signal| {
                 let batch = signal.wasm_batch(n);
                 black_box(ignoring.on_changes(0, black_box(&batch), &none).unwrap());
@@ -217,45 +260,71 @@ fn main() {
         }
         println!("batch {n}:");
         println!(
-            "    native ns/sample        {}",
+            "    plain fn ns/sample      {}",
             support::figure_text(&wasm.a, 1)
         );
         println!(
             "    wasm ns/sample          {}",
             support::figure_text(&wasm.b, 1)
         );
-        println!("    wasm / native           {}×", wasm.ratio_text(2));
+        println!("    wasm / plain            {}×", wasm.ratio_text(2));
         println!(
             "    wasm+fuel ns/sample     {}",
             support::figure_text(&fuel.b, 1)
         );
-        println!("    wasm+fuel / native      {}×", fuel.ratio_text(2));
+        println!("    wasm+fuel / plain       {}×", fuel.ratio_text(2));
+        println!(
+            "    native ns/sample        {}",
+            support::figure_text(&lib.b, 1)
+        );
+        println!("    native / plain          {}×", lib.ratio_text(3));
+        println!(
+            "    native+thread ns/sample {}",
+            support::figure_text(&thread.b, 1)
+        );
         println!(
             "    passing the batch only  {} ns/sample",
             support::figure_text(&passing, 1)
         );
+        let median = support::median;
         if n == 1 {
-            at_1 = Some((support::median(&wasm.a), support::median(&wasm.b)));
-        }
-        if n == 1024 {
-            at_1024 = Some((
-                support::median(&wasm.a) * n as f64,
-                support::median(&wasm.b) * n as f64,
+            at_1 = Some((
+                median(&wasm.a),
+                median(&wasm.b),
+                median(&lib.b),
+                median(&thread.b),
             ));
         }
+        if n == 1024 {
+            at_1024 = Some((wasm.median_ratio(), lib.median_ratio()));
+        }
     }
-    if let Some((native, wasm)) = at_1024 {
-        let ratio = wasm / native;
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    if let Some((wasm, native)) = at_1024 {
         println!(
-            "target at 1024: wasm / native {ratio:.2}× ≤ 1.5×: {}",
-            if ratio <= 1.5 { "met" } else { "NOT met" }
+            "target at 1024: wasm / plain {wasm:.2}× ≤ 1.5×: {}",
+            verdict(wasm <= 1.5)
+        );
+        println!(
+            "target at 1024: native / plain {native:.3}× ≤ 1.05×: {}",
+            verdict(native <= 1.05)
         );
     }
-    if let Some((native, wasm)) = at_1 {
-        let fixed = (wasm - native) / 1000.0;
+    if let Some((plain, wasm, native, threaded)) = at_1 {
+        let fixed = (wasm - plain) / 1000.0;
         println!(
-            "target: fixed cost per call (wasm − native at a batch of 1) {fixed:.3} µs ≤ 0.3 µs: {}",
-            if fixed <= 0.3 { "met" } else { "NOT met" }
+            "target: Wasm fixed cost per call (wasm − plain at a batch of 1) {fixed:.3} µs ≤ 0.3 µs: {}",
+            verdict(fixed <= 0.3)
+        );
+        let fixed = (native - plain) / 1000.0;
+        println!(
+            "target: native fixed cost per call (native − plain at a batch of 1) {fixed:.3} µs ≤ 0.05 µs: {}",
+            verdict(fixed <= 0.05)
+        );
+        let hand_off = (threaded - native) / 1000.0;
+        println!(
+            "target: hand-off to the instance's thread (native+thread − native at a batch of 1) {hand_off:.3} µs ≤ 2 µs: {}",
+            verdict(hand_off <= 2.0)
         );
     }
 }

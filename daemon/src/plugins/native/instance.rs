@@ -68,14 +68,16 @@ impl NativeInstance {
         let (requests, inbox) = mpsc::channel();
         let (outbox, replies) = mpsc::channel();
         let budget = LogBudget::new();
-        let context = Box::new(HostContext {
-            name: name.to_owned(),
-            budget: budget.clone(),
-        });
-        let caps = limits.outputs;
+        let (name, caps, shared) = (name.to_owned(), limits.outputs, budget.clone());
         std::thread::Builder::new()
             .name(format!("plugin:{name}"))
-            .spawn(move || serve(table, context, caps, &inbox, &outbox))
+            .spawn(move || {
+                serve(
+                    LocalInstance::of(table, &name, caps, shared),
+                    &inbox,
+                    &outbox,
+                );
+            })
             .map_err(|e| {
                 PluginError::HostPanic(format!("cannot start the plugin's thread: {e}"))
             })?;
@@ -315,163 +317,220 @@ fn outcomes_of(outcomes: &[ProposalOutcome]) -> Vec<abi::ProposalOutcome> {
         .collect()
 }
 
-/// The instance's thread: makes the instance, answers its calls, drops it when the handle is
-/// gone (or, after a fault, at once) and ends.
-fn serve(
+/// One native plugin instance called on the calling thread: what each instance's thread runs
+/// ([`NativeInstance`] adds the thread and the deadline). Calls block for as long as the plugin
+/// takes; nothing interrupts them. Not `Send`: an instance stays on the thread that made it
+/// (header: "THREADS"). Dropping it drops the plugin's instance.
+pub struct LocalInstance {
     table: &'static abi::Plugin,
+    /// The plugin's instance; null until `init` succeeds.
+    instance: *mut c_void,
+    /// The host table handed to `init`; boxed so its address stays put while the plugin holds it.
+    host: Box<abi::Host>,
+    /// What `host.context` points to.
     context: Box<HostContext>,
     caps: OutputCaps,
-    inbox: &mpsc::Receiver<Request>,
-    outbox: &mpsc::Sender<Reply>,
-) {
-    let host = abi::Host {
-        size: size_of::<abi::Host>() as u32,
-        reserved: 0,
-        context: std::ptr::from_ref::<HostContext>(&context)
-            .cast_mut()
-            .cast(),
-        log: Some(host_log),
-    };
-    let mut instance: *mut c_void = std::ptr::null_mut();
-    while let Ok(request) = inbox.recv() {
-        let reply = match request {
-            Request::Init { config, properties } => {
-                // SAFETY: see `init`.
-                unsafe { init(table, &host, &config, &properties, &mut instance) }
-            }
-            _ if instance.is_null() => Err(PluginError::Load("instance is not initialised".into())),
-            Request::Changes {
-                now_ms,
-                batch,
-                outcomes,
-            } => {
-                let len = batch
-                    .properties
-                    .len()
-                    .min(batch.values.len())
-                    .min(batch.qualities.len())
-                    .min(batch.source_times_ms.len());
-                let columns = abi::ChangeBatch {
-                    properties: batch.properties.as_ptr(),
-                    values: batch.values.as_ptr(),
-                    qualities: batch.qualities.as_ptr(),
-                    source_times_ms: batch.source_times_ms.as_ptr(),
-                    len,
-                };
-                let outcomes = outcomes_of(&outcomes);
-                // SAFETY: `instance` came from this table's `init` on this thread; the batch and
-                // outcomes live until after the call; `call` frees the outputs.
-                unsafe {
-                    call(table, instance, &caps, |f, out| {
-                        f.on_changes.map_or(abi::FAULT, |on_changes| {
-                            on_changes(
-                                instance,
-                                now_ms,
-                                &columns,
-                                outcomes.as_ptr(),
-                                outcomes.len(),
-                                out,
-                            )
-                        })
-                    })
-                }
-            }
-            Request::Tick { now_ms, outcomes } => {
-                let outcomes = outcomes_of(&outcomes);
-                // SAFETY: as for changes.
-                unsafe {
-                    call(table, instance, &caps, |f, out| {
-                        f.on_tick.map_or(abi::FAULT, |on_tick| {
-                            on_tick(instance, now_ms, outcomes.as_ptr(), outcomes.len(), out)
-                        })
-                    })
-                }
-            }
-        };
-        let failed = reply.is_err();
-        // A caller that gave up (deadline) or dropped the instance is gone: end.
-        if outbox.send(reply).is_err() || failed {
-            break;
-        }
-    }
-    if let (false, Some(drop)) = (instance.is_null(), table.drop) {
-        // SAFETY: the instance came from this table's `init` on this thread and is dropped once;
-        // the host table (and `context`) outlive the call.
-        unsafe { drop(instance) };
-    }
-    std::mem::drop(context);
 }
 
-/// Calls the table's `init` with `config` and `properties`; a made instance goes to `instance`
-/// (dropping one made before).
-///
-/// # Safety
-/// `table` is a checked table; `host` outlives the instance; `instance` is null or an instance
-/// of this table made on this thread.
-unsafe fn init(
-    table: &'static abi::Plugin,
-    host: &abi::Host,
-    config: &str,
-    properties: &Properties,
-    instance: &mut *mut c_void,
-) -> Reply {
-    if let (false, Some(drop)) = (instance.is_null(), table.drop) {
-        // SAFETY: the caller's promise.
-        unsafe { drop(*instance) };
-        *instance = std::ptr::null_mut();
+impl std::fmt::Debug for LocalInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalInstance")
+            .field("plugin", &self.context.name)
+            .finish_non_exhaustive()
     }
-    let inputs: Vec<abi::Str> = properties.inputs.iter().map(|p| abi::Str::of(p)).collect();
-    let owned: Vec<abi::Str> = properties.owned.iter().map(|p| abi::Str::of(p)).collect();
-    let writable: Vec<abi::WritableProperty> = properties
-        .writable
-        .iter()
-        .map(|w| abi::WritableProperty {
-            path: abi::Str::of(&w.path),
-            data_type: data_type(w.data_type),
-        })
-        .collect();
-    let lists = abi::Properties {
-        inputs: inputs.as_ptr(),
-        inputs_len: inputs.len(),
-        owned: owned.as_ptr(),
-        owned_len: owned.len(),
-        writable: writable.as_ptr(),
-        writable_len: writable.len(),
-    };
-    let mut error = vec![0u8; ERROR_CAPACITY];
-    let mut error_len = 0usize;
-    let mut made: *mut c_void = std::ptr::null_mut();
-    let Some(init) = table.init else {
-        return Err(PluginError::Load("the plugin's table lacks init".into()));
-    };
-    // SAFETY: every pointer is valid for the call (the lists, config and error buffer live until
-    // after it); `host` outlives the instance (caller's promise).
-    let code = unsafe {
-        init(
+}
+
+impl LocalInstance {
+    /// An instance named `name` of `library` (not initialised yet), its outputs held to
+    /// `caps`; its log lines go through `budget`.
+    pub fn new(name: &str, library: &super::Library, caps: OutputCaps, budget: LogBudget) -> Self {
+        Self::of(library.table, name, caps, budget)
+    }
+
+    fn of(table: &'static abi::Plugin, name: &str, caps: OutputCaps, budget: LogBudget) -> Self {
+        let context = Box::new(HostContext {
+            name: name.to_owned(),
+            budget,
+        });
+        let host = Box::new(abi::Host {
+            size: size_of::<abi::Host>() as u32,
+            reserved: 0,
+            context: std::ptr::from_ref::<HostContext>(&context)
+                .cast_mut()
+                .cast(),
+            log: Some(host_log),
+        });
+        Self {
+            table,
+            instance: std::ptr::null_mut(),
             host,
-            abi::Str::of(config),
-            &lists,
-            &mut made,
-            error.as_mut_ptr(),
-            error.len(),
-            &mut error_len,
-        )
-    };
-    match code {
-        abi::OK if !made.is_null() => {
-            *instance = made;
-            Ok(Answer::Init(Ok(())))
+            context,
+            caps,
         }
-        abi::OK => Err(PluginError::Trap(
-            "init succeeded but made no instance".into(),
-        )),
-        abi::REFUSED => {
-            error.truncate(error_len.min(ERROR_CAPACITY));
-            Ok(Answer::Init(Err(
-                String::from_utf8_lossy(&error).into_owned()
-            )))
+    }
+
+    /// Drops the plugin's instance, if there is one.
+    fn release(&mut self) {
+        if let (false, Some(drop)) = (self.instance.is_null(), self.table.drop) {
+            // SAFETY: the instance came from this table's `init` on this thread (the type is not
+            // Send) and is dropped once; the host table outlives the call.
+            unsafe { drop(self.instance) };
         }
-        code => Err(fault(code)),
+        self.instance = std::ptr::null_mut();
+    }
+
+    /// Calls `init` with the plugin's settings (TOML text) and its properties (dropping an
+    /// instance made before). The outer error is a fault; the inner one the plugin's refusal.
+    ///
+    /// Errors: [`PluginError::Trap`] when the plugin reports a fault or makes no instance.
+    pub fn init(
+        &mut self,
+        config: &str,
+        properties: &Properties,
+    ) -> Result<Result<(), String>, PluginError> {
+        self.release();
+        let inputs: Vec<abi::Str> = properties.inputs.iter().map(|p| abi::Str::of(p)).collect();
+        let owned: Vec<abi::Str> = properties.owned.iter().map(|p| abi::Str::of(p)).collect();
+        let writable: Vec<abi::WritableProperty> = properties
+            .writable
+            .iter()
+            .map(|w| abi::WritableProperty {
+                path: abi::Str::of(&w.path),
+                data_type: data_type(w.data_type),
+            })
+            .collect();
+        let lists = abi::Properties {
+            inputs: inputs.as_ptr(),
+            inputs_len: inputs.len(),
+            owned: owned.as_ptr(),
+            owned_len: owned.len(),
+            writable: writable.as_ptr(),
+            writable_len: writable.len(),
+        };
+        let mut error = vec![0u8; ERROR_CAPACITY];
+        let mut error_len = 0usize;
+        let mut made: *mut c_void = std::ptr::null_mut();
+        let Some(init) = self.table.init else {
+            return Err(PluginError::Load("the plugin's table lacks init".into()));
+        };
+        // SAFETY: every pointer is valid for the call (the lists, config and error buffer live
+        // until after it); the host table lives as long as `self`, which drops the instance.
+        let code = unsafe {
+            init(
+                &*self.host,
+                abi::Str::of(config),
+                &lists,
+                &mut made,
+                error.as_mut_ptr(),
+                error.len(),
+                &mut error_len,
+            )
+        };
+        match code {
+            abi::OK if !made.is_null() => {
+                self.instance = made;
+                Ok(Ok(()))
+            }
+            abi::OK => Err(PluginError::Trap(
+                "init succeeded but made no instance".into(),
+            )),
+            abi::REFUSED => {
+                error.truncate(error_len.min(ERROR_CAPACITY));
+                Ok(Err(String::from_utf8_lossy(&error).into_owned()))
+            }
+            code => Err(fault(code)),
+        }
+    }
+
+    /// Calls `on_changes` at `now_ms` with `batch` and `outcomes`; returns the outputs, copied.
+    ///
+    /// Errors: not initialised ([`PluginError::Load`]); the plugin reports a fault or returns
+    /// malformed outputs ([`PluginError::Trap`]); outputs past the caps
+    /// ([`PluginError::OutputCap`]).
+    pub fn on_changes(
+        &mut self,
+        now_ms: i64,
+        batch: &ChangeBatch,
+        outcomes: &[ProposalOutcome],
+    ) -> Result<Outputs, PluginError> {
+        let len = batch
+            .properties
+            .len()
+            .min(batch.values.len())
+            .min(batch.qualities.len())
+            .min(batch.source_times_ms.len());
+        let columns = abi::ChangeBatch {
+            properties: batch.properties.as_ptr(),
+            values: batch.values.as_ptr(),
+            qualities: batch.qualities.as_ptr(),
+            source_times_ms: batch.source_times_ms.as_ptr(),
+            len,
+        };
+        let outcomes = outcomes_of(outcomes);
+        let instance = self.instance;
+        self.call(|table, out| {
+            table.on_changes.map_or(abi::FAULT, |on_changes| {
+                // SAFETY: the batch, its columns and the outcomes live until after the call;
+                // `instance` is this table's, initialised (checked by `call`).
+                unsafe {
+                    on_changes(
+                        instance,
+                        now_ms,
+                        &columns,
+                        outcomes.as_ptr(),
+                        outcomes.len(),
+                        out,
+                    )
+                }
+            })
+        })
+    }
+
+    /// Calls `on_tick` at `now_ms` with `outcomes`; returns the outputs, copied.
+    ///
+    /// Errors: as [`LocalInstance::on_changes`].
+    pub fn on_tick(
+        &mut self,
+        now_ms: i64,
+        outcomes: &[ProposalOutcome],
+    ) -> Result<Outputs, PluginError> {
+        let outcomes = outcomes_of(outcomes);
+        let instance = self.instance;
+        self.call(|table, out| {
+            table.on_tick.map_or(abi::FAULT, |on_tick| {
+                // SAFETY: as in `on_changes`.
+                unsafe { on_tick(instance, now_ms, outcomes.as_ptr(), outcomes.len(), out) }
+            })
+        })
+    }
+
+    /// Makes one call with `f` (given the table and the outputs record), copies its outputs out
+    /// and hands them back to the plugin.
+    fn call(
+        &mut self,
+        f: impl FnOnce(&abi::Plugin, *mut abi::Outputs) -> i32,
+    ) -> Result<Outputs, PluginError> {
+        if self.instance.is_null() {
+            return Err(PluginError::Load("instance is not initialised".into()));
+        }
+        let mut out = abi::Outputs::EMPTY;
+        let code = f(self.table, &mut out);
+        if code != abi::OK {
+            return Err(fault(code));
+        }
+        // SAFETY: the call succeeded, so `out` is its outputs, valid until `free_outputs`.
+        let taken = unsafe { take_outputs(&out, &self.caps) };
+        if let Some(free) = self.table.free_outputs {
+            // SAFETY: the outputs of the call just made on this instance, freed once.
+            unsafe { free(self.instance, &mut out) };
+        }
+        taken
+    }
+}
+
+impl Drop for LocalInstance {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -481,27 +540,30 @@ fn fault(code: i32) -> PluginError {
     ))
 }
 
-/// Makes one call with `f` (given the table and the outputs record), copies its outputs out
-/// and hands them back to the plugin.
-///
-/// # Safety
-/// `instance` is an instance of `table` made on this thread; `f` makes a valid call.
-unsafe fn call(
-    table: &'static abi::Plugin,
-    instance: *mut c_void,
-    caps: &OutputCaps,
-    f: impl FnOnce(&abi::Plugin, *mut abi::Outputs) -> i32,
-) -> Reply {
-    let mut out = abi::Outputs::EMPTY;
-    let code = f(table, &mut out);
-    if code != abi::OK {
-        return Err(fault(code));
+/// The instance's thread: makes the instance, answers its calls, drops it when the handle is
+/// gone (or, after a fault, at once) and ends.
+fn serve(mut local: LocalInstance, inbox: &mpsc::Receiver<Request>, outbox: &mpsc::Sender<Reply>) {
+    while let Ok(request) = inbox.recv() {
+        let reply = match request {
+            Request::Init { config, properties } => {
+                local.init(&config, &properties).map(Answer::Init)
+            }
+            Request::Changes {
+                now_ms,
+                batch,
+                outcomes,
+            } => local
+                .on_changes(now_ms, &batch, &outcomes)
+                .map(Answer::Outputs),
+            Request::Tick { now_ms, outcomes } => {
+                local.on_tick(now_ms, &outcomes).map(Answer::Outputs)
+            }
+        };
+        let failed = reply.is_err();
+        // A caller that gave up (deadline) or dropped the instance is gone: end.
+        if outbox.send(reply).is_err() || failed {
+            break;
+        }
     }
-    // SAFETY: the call succeeded, so `out` is its outputs, valid until `free_outputs`.
-    let taken = unsafe { take_outputs(&out, caps) };
-    if let Some(free) = table.free_outputs {
-        // SAFETY: the outputs of the call just made on this instance, freed once.
-        unsafe { free(instance, &mut out) };
-    }
-    taken.map(Answer::Outputs)
+    // `local` drops the plugin's instance here, on its own thread.
 }

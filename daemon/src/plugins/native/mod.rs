@@ -43,7 +43,7 @@ use std::sync::Arc;
 use sha2::Digest;
 use twinloom_plugin_abi as abi;
 
-pub use instance::NativeInstance;
+pub use instance::{LocalInstance, NativeInstance};
 
 use super::runtime::{Limits, PluginError, PluginRuntime};
 use super::wasm::CONTRACT;
