@@ -327,6 +327,66 @@ fn a_replay_prints_each_calls_outputs_and_repeats_bit_for_bit() {
     assert_ne!(replay("another"), first);
 }
 
+/// `plugin build --native` builds the same source as a native library, and `plugin test
+/// --replay` runs it like the component: vibration-health's two builds print the same lines.
+#[test]
+fn a_native_build_replays_to_the_same_output_as_the_component() {
+    let build = |native: bool| {
+        let mut command = bin();
+        command.args([
+            "plugin",
+            "build",
+            "plugins/vibration-health",
+            "--target-dir",
+        ]);
+        if native {
+            command.args(["target/native", "--native"]);
+        } else {
+            command.arg("target/wasm");
+        }
+        let built = command.current_dir(repo("")).output().unwrap();
+        assert!(built.status.success(), "{}", stderr(&built));
+        String::from_utf8(built.stdout).unwrap().trim().to_owned()
+    };
+    let (component, library) = (build(false), build(true));
+    assert!(library.ends_with(".so"), "{library}");
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("changes.jsonl");
+    let mut text = String::new();
+    for step in 0..40i64 {
+        text.push_str(&format!(
+            "{{\"time_ms\": {}, \"property\": \"site/pump1/vibration_rms\", \"value\": {}}}\n",
+            1_700_000_000_000 + 60_000 * step,
+            2.0 + 0.05 * step as f64 + if step % 7 == 0 { 0.4 } else { 0.0 }
+        ));
+    }
+    std::fs::write(&records, text).unwrap();
+    let replay = |plugin: &str| {
+        let output = bin()
+            .args(["plugin", "test", plugin, "--replay"])
+            .arg(&records)
+            .args([
+                "--owned",
+                "site/pump1/vibration_ewma",
+                "--owned",
+                "site/pump1/anomaly_score",
+                "--owned",
+                "site/pump1/vibration_trend",
+                "--owned",
+                "site/pump1/time_to_alarm",
+                "--tick",
+                "5m",
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let wasm = replay(&component);
+    assert!(wasm.lines().count() >= 40, "{wasm}");
+    assert_eq!(replay(&library), wasm);
+}
+
 /// The probe plugin component, built by the binary's own `plugin build`.
 fn probe() -> String {
     let built = bin()

@@ -186,10 +186,11 @@ pub enum PluginAction {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
-    /// Run a plugin component over a recorded change stream and print its outputs and proposals,
-    /// one JSON line per call (the format: docs/plugins.md, "Replay"). Same inputs, same output.
+    /// Run a plugin component (or native library) over a recorded change stream and print its
+    /// outputs and proposals, one JSON line per call (the format: docs/plugins.md, "Replay").
+    /// Same inputs, same output.
     Test {
-        /// The component (`.wasm`).
+        /// The component (`.wasm`) or native library (`.so`).
         component: PathBuf,
         /// The recorded changes: JSON lines of `time_ms`, `property`, `value`, `quality`.
         #[arg(long)]

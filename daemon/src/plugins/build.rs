@@ -360,24 +360,11 @@ fn install(component: &Path, out: &Path) -> anyhow::Result<()> {
 /// Errors: it does not.
 pub fn check_native(file: &Path) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let state = tempfile_dir()?;
-    let loaded = crate::plugins::native::NativeHost::new(&state).load_library(&bytes);
-    let _ = std::fs::remove_dir_all(&state);
-    loaded.with_context(|| format!("{}: not a Twinloom native plugin", file.display()))?;
+    let state = tempfile::tempdir().context("cannot create a scratch folder")?;
+    crate::plugins::native::NativeHost::new(state.path())
+        .load_library(&bytes)
+        .with_context(|| format!("{}: not a Twinloom native plugin", file.display()))?;
     Ok(())
-}
-
-/// A fresh folder under the system's temporary folder.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "twinloom-check-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    Ok(dir)
 }
 
 /// Loads `file` in the host: it must be a component of the `twinloom:plugin` world.

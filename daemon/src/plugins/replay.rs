@@ -3,6 +3,11 @@
 //! name and records give byte-identical output: the plugin's clocks answer the recorded times and
 //! its random source is seeded from the instance name (see [`super::wasm`]).
 //!
+//! A native library (an ELF file, built with `plugin build --native`) replays too, through the
+//! native host. Nothing virtualises its clocks or random source, so its output repeats only when
+//! it takes time from the call (`now_ms`, the record times) as a plugin should; the same source
+//! built both ways then prints the same lines.
+//!
 //! The record format is JSON lines, one change per line, times not decreasing:
 //!
 //! ```text
@@ -33,6 +38,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::native::NativeHost;
+use super::runtime::{PluginInstance, PluginRuntime};
 use super::wasm::{
     ChangeBatch, DataType, Limits, Outcome, Outputs, Properties, ProposalOutcome, Quality,
     Setpoint, WasmHost, WritableProperty, quality_byte, quality_of_byte, reason,
@@ -171,10 +178,10 @@ fn report(
     (line, outcomes)
 }
 
-/// Runs the component `bytes` over `records` as `options` say, writing one JSON line per call to
-/// `out`.
+/// Runs the component (or, for an ELF file, the native library) `bytes` over `records` as
+/// `options` say, writing one JSON line per call to `out`.
 ///
-/// Errors: the component does not load or its `init` refuses the settings; a call faults (the
+/// Errors: the plugin does not load or its `init` refuses the settings; a call faults (the
 /// fault is written as the last line first); `out` cannot be written.
 pub fn replay(
     bytes: &[u8],
@@ -182,14 +189,29 @@ pub fn replay(
     options: &ReplayOptions,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let host = WasmHost::new(false)?;
-    let component = host.compile(bytes)?;
+    if bytes.starts_with(b"\x7fELF") {
+        // The library's copy goes to a scratch state folder, removed afterwards.
+        let state = tempfile::tempdir()?;
+        return replay_on(&NativeHost::new(state.path()), bytes, records, options, out);
+    }
+    replay_on(&WasmHost::new(false)?, bytes, records, options, out)
+}
+
+/// [`replay`] on `runtime`.
+fn replay_on<R: PluginRuntime>(
+    runtime: &R,
+    bytes: &[u8],
+    records: &[Record],
+    options: &ReplayOptions,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let component = runtime.load(bytes)?;
     let limits = Limits {
         // Not real time: only a plugin that loops without end is stopped.
         deadline: Duration::from_secs(10),
         ..Limits::default()
     };
-    let mut instance = host.instantiate(&options.name, &component, limits)?;
+    let mut instance = runtime.instantiate(&options.name, &component, limits)?;
     let mut inputs: Vec<String> = Vec::new();
     for record in records {
         if !inputs.contains(&record.property) {

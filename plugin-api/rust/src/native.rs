@@ -190,12 +190,13 @@ impl<P: Plugin> Instance<P> {
     ) -> Call {
         let mut list = std::mem::take(&mut self.outcomes);
         list.clear();
-        // SAFETY: the caller's promise.
-        list.extend(
-            unsafe { slice(outcomes, len) }
-                .iter()
-                .map(|o| unsafe { outcome(o) }),
-        );
+        // SAFETY: the caller's promise: `len` outcomes at `outcomes`, each one's rule valid for
+        // the call.
+        let given = unsafe { slice(outcomes, len) };
+        list.extend(given.iter().map(|o| {
+            // SAFETY: as above, for this outcome's rule.
+            unsafe { outcome(o) }
+        }));
         Call {
             now_ms,
             outcomes: list,
