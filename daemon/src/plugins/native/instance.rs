@@ -572,10 +572,7 @@ fn fault(code: i32) -> PluginError {
 /// The instance's thread: makes the instance, answers its calls, drops it when the handle is
 /// gone (or, after a fault, at once) and ends.
 fn serve(mut local: LocalInstance, inbox: &mpsc::Receiver<Request>, outbox: &mpsc::Sender<Reply>) {
-    loop {
-        let Some(request) = spin(inbox).or_else(|| inbox.recv().ok()) else {
-            break;
-        };
+    while let Some(request) = spin(inbox).or_else(|| inbox.recv().ok()) {
         let reply = match request {
             Request::Init { config, properties } => {
                 local.init(&config, &properties).map(Answer::Init)
