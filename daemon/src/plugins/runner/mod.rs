@@ -160,7 +160,14 @@ pub fn spawn_all(
             (Some(wasm), PluginKind::Wasm) => {
                 spawn_one(wasm, plugin, assets, &file, control, context)
             }
-            _ => spawn_one(&native, plugin, assets, &file, control, context),
+            _ => {
+                tracing::info!(
+                    plugin = %plugin.name,
+                    file = %file.display(),
+                    "Native plugin: runs unsandboxed inside the daemon, with its rights (trusted code only)"
+                );
+                spawn_one(&native, plugin, assets, &file, control, context)
+            }
         };
         watched.push((file, check.clone()));
         checks.push((plugin.name.clone(), check));
