@@ -1611,6 +1611,17 @@ mod raw {
     /// A Write request (sequence number 2, token 1 on `channel`) whose value is a Variant holding
     /// a DataValue holding a Variant ... `depth` times (2 bytes a level, Part 6 §5.2.2.16/17).
     pub fn write_of_nested_data_values(channel: u32, depth: usize) -> Vec<u8> {
+        let mut value = Vec::new();
+        for _ in 0..depth {
+            value.extend([23, 0x01]); // a Variant of a DataValue that has a value...
+        }
+        value.push(0x00); // ...an empty Variant at the bottom.
+        write_of_value(channel, &value)
+    }
+
+    /// A Write request (sequence number 2, token 1 on `channel`) of one DataValue whose value is
+    /// the encoded Variant `variant`.
+    pub fn write_of_value(channel: u32, variant: &[u8]) -> Vec<u8> {
         let mut body = channel.to_le_bytes().to_vec();
         body.extend(1u32.to_le_bytes()); // token id: the channel's first
         body.extend(2u32.to_le_bytes()); // sequence number
@@ -1621,11 +1632,8 @@ mod raw {
         body.extend([0x01, 0x00, 0x0D, 0x08]); // nodeId i=2061 (a server variable; never reached)
         body.extend(13u32.to_le_bytes()); // attributeId: Value
         body.extend((-1i32).to_le_bytes()); // indexRange: null
-        body.push(0x01); // the DataValue has a value...
-        for _ in 0..depth {
-            body.extend([23, 0x01]); // ...a Variant of a DataValue that has a value...
-        }
-        body.push(0x00); // ...an empty Variant at the bottom.
+        body.push(0x01); // the DataValue has a value
+        body.extend(variant);
         frame(b"MSGF", &body)
     }
 
@@ -1686,14 +1694,11 @@ mod raw {
     }
 }
 
-/// A peer that opens a SecurityPolicy None channel (open for discovery, before any login) and
-/// sends a Write whose value nests 10 000 DataValues in Variants (20 KB) gets an error, and the
-/// server goes on serving: async-opcua-types decoded that nesting without its depth limit and
-/// overflowed the stack, which aborts the process (patch 0001 of its series).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_nested_too_deep_is_refused_and_the_server_goes_on() {
+/// Opens a SecurityPolicy None channel on the rig's server (open for discovery, before any
+/// login), sends the Write `message(channel)` and checks the answer is an Error message or a
+/// ServiceFault with Bad_DecodingError, then that the server goes on serving a real client.
+async fn refused_undecodable(rig: &Rig, message: impl FnOnce(u32) -> Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rig = start_rig("auto_trust_clients = true").await;
     let server: std::net::SocketAddr =
         ([127, 0, 0, 1], rig.handles.opcua.as_ref().unwrap().port).into();
     let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
@@ -1709,10 +1714,7 @@ async fn a_message_nested_too_deep_is_refused_and_the_server_goes_on() {
     let channel = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     let mut rest = vec![0u8; size - 12];
     stream.read_exact(&mut rest).await.unwrap();
-    stream
-        .write_all(&raw::write_of_nested_data_values(channel, 10_000))
-        .await
-        .unwrap();
+    stream.write_all(&message(channel)).await.unwrap();
     // The answer is an Error message or a ServiceFault (i=397), not a WriteResponse.
     let mut header = [0u8; 8];
     stream.read_exact(&mut header).await.unwrap();
@@ -1730,7 +1732,7 @@ async fn a_message_nested_too_deep_is_refused_and_the_server_goes_on() {
         }
         other => panic!("unexpected answer {other:?}"),
     }
-    let session = login(&rig, "viewer", "viewer-pw")
+    let session = login(rig, "viewer", "viewer-pw")
         .await
         .expect("the server goes on");
     let values = read(
@@ -1740,6 +1742,49 @@ async fn a_message_nested_too_deep_is_refused_and_the_server_goes_on() {
     .await;
     assert_eq!(values[0].status, Some(StatusCode::Good));
     let _ = session.disconnect().await;
+}
+
+/// A peer that opens a SecurityPolicy None channel (open for discovery, before any login) and
+/// sends a Write whose value nests 10 000 DataValues in Variants (20 KB) gets an error, and the
+/// server goes on serving: async-opcua-types decoded that nesting without its depth limit and
+/// overflowed the stack, which aborts the process (patch 0001 of its series).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_nested_too_deep_is_refused_and_the_server_goes_on() {
+    let rig = start_rig("auto_trust_clients = true").await;
+    refused_undecodable(&rig, |channel| {
+        raw::write_of_nested_data_values(channel, 10_000)
+    })
+    .await;
+    rig.handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+}
+
+/// A value that is an ExtensionObject of an unknown type announcing a body of 1.75 GiB (sent in
+/// 11 bytes, before any login) is refused before anything is allocated for it:
+/// async-opcua-types allocated the announced length first (patch 0002 of its series). The
+/// process's peak virtual size shows it: unpatched, it jumped by the announced 1.75 GiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_object_announcing_a_huge_body_is_refused_before_allocating() {
+    let rig = start_rig("auto_trust_clients = true").await;
+    let peak_before = common::vm_peak_kib();
+    let variant = |length: u32| {
+        let mut v = vec![22u8]; // a Variant of an ExtensionObject (Part 6 §5.2.2.16)
+        v.extend([0x01, 12, 0x00, 0x10]); // its type: ns=12;i=4096 (four-byte NodeId), unknown
+        v.push(0x01); // a binary body...
+        v.extend(length.to_le_bytes()); // ...of `length` bytes, none of which follow
+        v
+    };
+    refused_undecodable(&rig, |channel| {
+        raw::write_of_value(channel, &variant(0x7000_0000))
+    })
+    .await;
+    let grown = common::vm_peak_kib().saturating_sub(peak_before);
+    assert!(
+        grown < 512 * 1024,
+        "peak virtual size grew by {grown} KiB for one message"
+    );
     rig.handles
         .supervisor
         .shutdown(Duration::from_secs(5))

@@ -76,12 +76,24 @@ pub fn metric(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// This process's peak virtual memory size (`VmPeak`), in KiB: what it ever reserved, touched or
+/// not.
+#[allow(dead_code, reason = "not every test binary uses every helper")]
+pub fn vm_peak_kib() -> u64 {
+    status_kib("VmPeak:")
+}
+
 /// This process's resident memory (`VmRSS`), in KiB.
 pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A `kB` figure of `/proc/self/status`, by its key (with the colon).
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }

@@ -557,6 +557,19 @@ impl BinaryEncodable for ExtensionObject {
         }
     }
 }
+/// Twinloom patch: refuses an ExtensionObject body longer than the decoding options' message
+/// size limit (OPC UA Part 6 §5.2.2.15: the body's length prefix comes from the peer), before
+/// anything is allocated for it.
+fn body_within_message(size: usize, ctx: &crate::Context<'_>) -> EncodingResult<()> {
+    let max = ctx.options().max_message_size;
+    if max > 0 && size > max {
+        return Err(Error::decoding(format!(
+            "ExtensionObject body length {size} exceeds the message size limit {max}"
+        )));
+    }
+    Ok(())
+}
+
 impl BinaryDecodable for ExtensionObject {
     fn decode<S: Read + ?Sized>(
         mut stream: &mut S,
@@ -573,6 +586,9 @@ impl BinaryDecodable for ExtensionObject {
                 if size <= 0 {
                     None
                 } else {
+                    // Twinloom patch: a body cannot be longer than the message holding it; a
+                    // loader may allocate `size` bytes before reading them.
+                    body_within_message(size as usize, ctx)?;
                     Some(ctx.load_from_binary(&node_id, &mut stream, Some(size as usize))?)
                 }
             }
@@ -597,6 +613,8 @@ impl BinaryDecodable for ExtensionObject {
                 {
                     let size = i32::decode(stream, ctx)?;
                     if size > 0 {
+                        // Twinloom patch: bounded before the allocation.
+                        body_within_message(size as usize, ctx)?;
                         let mut bytes = vec![0u8; size as usize];
                         stream.read_exact(&mut bytes)?;
                         Some(ExtensionObject::new(crate::type_loader::XmlBody::new(

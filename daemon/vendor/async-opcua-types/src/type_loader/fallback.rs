@@ -53,11 +53,19 @@ impl TypeLoader for FallbackTypeLoader {
         &self,
         node_id: &NodeId,
         stream: &mut dyn std::io::Read,
-        _ctx: &super::Context<'_>,
+        ctx: &super::Context<'_>,
         length: Option<usize>,
     ) -> Option<crate::EncodingResult<Box<dyn crate::DynEncodable>>> {
         // If the length is unknown, there really isn't a lot we can do.
         let length = length?;
+        // Twinloom patch: the body is kept as a ByteString, so it is held to the ByteString
+        // limit before the buffer is allocated (the length comes from the peer).
+        let max = ctx.options().max_byte_string_length;
+        if length > max {
+            return Some(Err(crate::Error::decoding(format!(
+                "ExtensionObject body of {length} bytes exceeds the ByteString limit {max}"
+            ))));
+        }
         let mut buf = vec![0u8; length];
         if let Err(e) = stream.read_exact(&mut buf) {
             return Some(Err(e.into()));
