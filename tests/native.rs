@@ -484,23 +484,21 @@ async fn averaging(handles: &twinloom::app::Handles) {
     .await;
 }
 
-/// A native plugin that panics on every call is caught at the boundary (the Rust SDK's
-/// catch_unwind), counted as its fault, restarted and quarantined after `quarantine_after`
-/// faults, while the daemon and the C plugin run on; shutdown is clean.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_native_plugin_that_panics_is_quarantined_while_the_others_run() {
+/// Runs the daemon with the C plugin and the native probe set up by `probe_settings`, waits until
+/// the probe is quarantined with `failures` faults of `kind` counted, its outputs bad, while the C
+/// plugin keeps computing; then shuts down within its limit, nothing fatal.
+async fn contained_beside_the_c_plugin(
+    probe: &Path,
+    probe_settings: &str,
+    kind: &str,
+    failures: f64,
+) {
     let dir = tempfile::tempdir().unwrap();
     let ewma = compile_c(dir.path(), "ewma", "plugins/ewma-c/ewma.c");
-    let probe = probe().await;
     let device = SimDevice::new();
     device.set_holding(0, &[100]);
     let server = common::modbus_tcp(&device).await;
-    let config = config(&two_plugins(
-        server.addr(),
-        &ewma,
-        &probe,
-        "quarantine_after = 2\ndeadline = \"10s\"\nconfig = { behaviour = \"panic\" }",
-    ));
+    let config = config(&two_plugins(server.addr(), &ewma, probe, probe_settings));
     let handles = start(&config).await;
     averaging(&handles).await;
     let quarantined = r#"twinloom_plugin_quarantined{plugin="controller"}"#;
@@ -511,14 +509,8 @@ async fn a_native_plugin_that_panics_is_quarantined_while_the_others_run() {
     )
     .await;
     let text = handles.metrics.encode();
-    assert_eq!(
-        metric(
-            &text,
-            r#"twinloom_plugin_failures_total{plugin="controller",kind="trap"}"#
-        ),
-        2.0,
-        "{text}"
-    );
+    let counted = format!(r#"twinloom_plugin_failures_total{{plugin="controller",kind="{kind}"}}"#);
+    assert_eq!(metric(&text, &counted), failures, "{text}");
     let written = property(&handles, "site/heater/written");
     assert_eq!(
         handles.twin.sample(written).quality,
@@ -531,9 +523,25 @@ async fn a_native_plugin_that_panics_is_quarantined_while_the_others_run() {
         s.value == Some(Value::Float(200.0))
     })
     .await;
+    let stopping = Instant::now();
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    assert!(stopping.elapsed() < Duration::from_secs(5));
     assert_eq!(handles.supervisor.fatal_error(), None);
     server.stop().await;
+}
+
+/// A native plugin that panics on every call is caught at the boundary (the Rust SDK's
+/// catch_unwind), counted as its fault, restarted and quarantined after `quarantine_after`
+/// faults, while the daemon and the C plugin run on; shutdown is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_plugin_that_panics_is_quarantined_while_the_others_run() {
+    contained_beside_the_c_plugin(
+        &probe().await,
+        "quarantine_after = 2\ndeadline = \"10s\"\nconfig = { behaviour = \"panic\" }",
+        "trap",
+        2.0,
+    )
+    .await;
 }
 
 /// A native call that never returns cannot be interrupted: the caller stops waiting at the
@@ -572,46 +580,13 @@ async fn a_native_plugin_that_never_returns_is_abandoned_at_its_deadline_and_qua
         PluginError::Abandoned(deadline)
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let ewma = compile_c(dir.path(), "ewma", "plugins/ewma-c/ewma.c");
-    let device = SimDevice::new();
-    device.set_holding(0, &[100]);
-    let server = common::modbus_tcp(&device).await;
-    let config = config(&two_plugins(
-        server.addr(),
-        &ewma,
+    contained_beside_the_c_plugin(
         &probe,
         "quarantine_after = 5\ndeadline = \"200ms\"\nconfig = { behaviour = \"spin\" }",
-    ));
-    let handles = start(&config).await;
-    averaging(&handles).await;
-    let quarantined = r#"twinloom_plugin_quarantined{plugin="controller"}"#;
-    common::eventually(
-        Duration::from_secs(30),
-        || metric(&handles.metrics.encode(), quarantined) == 1.0,
-        || handles.metrics.encode(),
+        "abandoned",
+        1.0,
     )
     .await;
-    let text = handles.metrics.encode();
-    assert_eq!(
-        metric(
-            &text,
-            r#"twinloom_plugin_failures_total{plugin="controller",kind="abandoned"}"#
-        ),
-        1.0,
-        "{text}"
-    );
-    device.set_holding(0, &[300]);
-    let average = property(&handles, "site/heater/average");
-    wait_for(&handles, average, WAIT, |s| {
-        s.value == Some(Value::Float(200.0))
-    })
-    .await;
-    let stopping = Instant::now();
-    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
-    assert!(stopping.elapsed() < Duration::from_secs(5));
-    assert_eq!(handles.supervisor.fatal_error(), None);
-    server.stop().await;
 }
 
 /// A native plugin's proposals are addressed by writable index and decided by the control gate
