@@ -213,20 +213,33 @@ fn package_name(dir: &Path) -> anyhow::Result<String> {
 /// crate is not a `cdylib`; the result is not a component of the `twinloom:plugin@0.3.0`
 /// world; `out` cannot be written.
 pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
-    let name = package_name(dir)?;
-    if options.native {
-        let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        command.args(["build", "--release", "--lib"]);
-        let library = cargo_artifact(command, dir, &name, options, NATIVE_SUFFIX)?;
-        check_native(&library)?;
-        return match &options.out {
-            Some(out) => {
-                install(&library, out)?;
-                Ok(out.clone())
-            }
-            None => Ok(library),
-        };
+    let built = if options.native {
+        build_native(dir, options)?
+    } else {
+        build_component(dir, options)?
+    };
+    match &options.out {
+        Some(out) => {
+            install(&built, out)?;
+            Ok(out.clone())
+        }
+        None => Ok(built),
     }
+}
+
+/// `cargo build --release --lib` of the crate in `dir` for this machine; the library, checked.
+fn build_native(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
+    let name = package_name(dir)?;
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(["build", "--release", "--lib"]);
+    let library = cargo_artifact(command, dir, &name, options, NATIVE_SUFFIX)?;
+    check_native(&library)?;
+    Ok(library)
+}
+
+/// The crate in `dir` as a component, with the toolchain `options` ask for; checked.
+fn build_component(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
+    let name = package_name(dir)?;
     let toolchain = match options.toolchain.resolve()? {
         Toolchain::BuildStd => Some(BuildStd::find()?),
         _ => None,
@@ -263,13 +276,7 @@ pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
         }
     };
     check(&component)?;
-    match &options.out {
-        Some(out) => {
-            install(&component, out)?;
-            Ok(out.clone())
-        }
-        None => Ok(component),
-    }
+    Ok(component)
 }
 
 /// The file name ending of a native library on this system.
