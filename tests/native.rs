@@ -99,6 +99,24 @@ fn no_outcomes() -> Arc<[ProposalOutcome]> {
     Arc::from(Vec::new())
 }
 
+/// `on-changes` through the runtime seam, into fresh outputs.
+fn changes(
+    instance: &mut impl PluginInstance,
+    now_ms: i64,
+    batch: &Arc<ChangeBatch>,
+) -> Result<Outputs, PluginError> {
+    let mut outputs = Outputs::default();
+    instance.on_changes(now_ms, batch, &no_outcomes(), &mut outputs)?;
+    Ok(outputs)
+}
+
+/// `on-tick` through the runtime seam, into fresh outputs.
+fn tick(instance: &mut impl PluginInstance, now_ms: i64) -> Result<Outputs, PluginError> {
+    let mut outputs = Outputs::default();
+    instance.on_tick(now_ms, &no_outcomes(), &mut outputs)?;
+    Ok(outputs)
+}
+
 fn load(
     host: &NativeHost,
     file: &Path,
@@ -134,15 +152,11 @@ fn the_c_plugin_averages_its_inputs_and_proposes() {
         instance.init(0, "alpha = 0.25", &properties).unwrap(),
         Ok(())
     );
-    let outputs = instance
-        .on_changes(1, &good_batch(&[(0, 4.0, 1), (1, 10.0, 1)]), &no_outcomes())
-        .unwrap();
+    let outputs = changes(&mut instance, 1, &good_batch(&[(0, 4.0, 1), (1, 10.0, 1)])).unwrap();
     assert_eq!(outputs.values.indices, [0, 1]);
     assert_eq!(outputs.values.values, [4.0, 10.0]);
     assert_eq!(outputs.values.qualities, [0, 0]);
-    let outputs = instance
-        .on_changes(2, &good_batch(&[(0, 8.0, 2)]), &no_outcomes())
-        .unwrap();
+    let outputs = changes(&mut instance, 2, &good_batch(&[(0, 8.0, 2)])).unwrap();
     assert_eq!(outputs.values.values, [0.25 * 8.0 + 0.75 * 4.0]);
     // A bad input gives a bad output (NaN: the property keeps its value).
     let bad = Arc::new(ChangeBatch {
@@ -151,11 +165,11 @@ fn the_c_plugin_averages_its_inputs_and_proposes() {
         qualities: vec![2],
         source_times_ms: vec![3],
     });
-    let outputs = instance.on_changes(3, &bad, &no_outcomes()).unwrap();
+    let outputs = changes(&mut instance, 3, &bad).unwrap();
     assert_eq!(outputs.values.indices, [1]);
     assert!(outputs.values.values[0].is_nan());
     assert_eq!(outputs.values.qualities, [2]);
-    let outputs = instance.on_tick(4, &no_outcomes()).unwrap();
+    let outputs = tick(&mut instance, 4).unwrap();
     assert_eq!(outputs.proposals.len(), 1);
     assert_eq!(outputs.proposals[0].value, Setpoint::Float(5.0));
     assert_eq!(
@@ -163,6 +177,30 @@ fn the_c_plugin_averages_its_inputs_and_proposes() {
         "follow the average of input 0"
     );
     assert_eq!(instance.fuel_used(), 0);
+    // The caller's outputs are filled in place: a later call with fewer values reuses the same
+    // columns (the runner keeps one such buffer per plugin; nothing is allocated per call).
+    let mut reused = Outputs::default();
+    instance
+        .on_changes(
+            5,
+            &good_batch(&[(0, 1.0, 5), (1, 1.0, 5)]),
+            &no_outcomes(),
+            &mut reused,
+        )
+        .unwrap();
+    let columns = |o: &Outputs| {
+        (
+            o.values.indices.as_ptr(),
+            o.values.values.as_ptr(),
+            o.values.qualities.as_ptr(),
+        )
+    };
+    let before = columns(&reused);
+    instance
+        .on_changes(6, &good_batch(&[(1, 3.0, 6)]), &no_outcomes(), &mut reused)
+        .unwrap();
+    assert_eq!(reused.values.indices, [1]);
+    assert_eq!(columns(&reused), before);
     // A wrong setting is the plugin's refusal, with its message.
     let mut refusing = host
         .instantiate("ewma", &loaded, Limits::default())
@@ -335,11 +373,11 @@ async fn same_bits(dir: &str, config: &str, properties: Properties, base: f64, s
         let level = base + spread * (call as f64 / 100.0).sin() * 2.0;
         let batch = signal.batch(n, inputs, level, spread);
         let now = signal.time_ms;
-        let a = PluginInstance::on_changes(&mut wasm, now, &batch, &no_outcomes()).unwrap();
-        let b = native.on_changes(now, &batch, &no_outcomes()).unwrap();
+        let a = changes(&mut wasm, now, &batch).unwrap();
+        let b = changes(&mut native, now, &batch).unwrap();
         assert_eq!(bits(&a), bits(&b), "{dir}: on-changes call {call} differs");
-        let a = PluginInstance::on_tick(&mut wasm, now + 5, &no_outcomes()).unwrap();
-        let b = native.on_tick(now + 5, &no_outcomes()).unwrap();
+        let a = tick(&mut wasm, now + 5).unwrap();
+        let b = tick(&mut native, now + 5).unwrap();
         assert_eq!(bits(&a), bits(&b), "{dir}: on-tick call {call} differs");
         compared += a.values.indices.len() + b.values.indices.len();
     }
@@ -570,13 +608,13 @@ async fn a_native_plugin_that_never_returns_is_abandoned_at_its_deadline_and_qua
         .unwrap()
         .unwrap();
     let started = Instant::now();
-    let error = instance.on_tick(1, &no_outcomes()).unwrap_err();
+    let error = tick(&mut instance, 1).unwrap_err();
     assert_eq!(error, PluginError::Abandoned(deadline));
     assert!(started.elapsed() < 2 * deadline, "{:?}", started.elapsed());
     assert!(error.quarantines_at_once());
     // The handle stays abandoned: nothing more is handed to the stuck thread.
     assert_eq!(
-        instance.on_tick(2, &no_outcomes()).unwrap_err(),
+        tick(&mut instance, 2).unwrap_err(),
         PluginError::Abandoned(deadline)
     );
 

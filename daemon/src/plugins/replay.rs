@@ -233,6 +233,7 @@ fn replay_on<R: PluginRuntime>(
     let mut next_tick = tick_ms.map(|t| start + t);
     let mut outcomes: Vec<ProposalOutcome> = Vec::new();
     let mut numbered = 0u64;
+    let mut outputs = Outputs::default();
     let mut i = 0;
     loop {
         let batch_at = records.get(i).map(|r| r.time_ms);
@@ -245,7 +246,7 @@ fn replay_on<R: PluginRuntime>(
             let t = next_tick.unwrap_or(end);
             next_tick = tick_ms.map(|p| t + p);
             let given: Arc<[ProposalOutcome]> = std::mem::take(&mut outcomes).into();
-            (t, "on-tick", instance.on_tick(t, &given))
+            (t, "on-tick", instance.on_tick(t, &given, &mut outputs))
         } else if let Some(first) = batch_at {
             let mut batch = ChangeBatch {
                 properties: Vec::new(),
@@ -278,13 +279,13 @@ fn replay_on<R: PluginRuntime>(
             (
                 last,
                 "on-changes",
-                instance.on_changes(last, &Arc::new(batch), &given),
+                instance.on_changes(last, &Arc::new(batch), &given, &mut outputs),
             )
         } else {
             return Ok(());
         };
         match result {
-            Ok(outputs) => {
+            Ok(()) => {
                 let (line, next) = report(time_ms, call, &outputs, options, &mut numbered);
                 outcomes = next;
                 writeln!(out, "{line}")?;

@@ -40,6 +40,11 @@ pub trait PluginRuntime: Clone + Send + Sync + 'static {
 /// never overlap for one instance. After any `Err` the instance is discarded. `now_ms` is the
 /// call's time in milliseconds since the Unix epoch: what the plugin is told and what its clocks
 /// answer.
+///
+/// A call's outputs go into an [`Outputs`] the caller keeps from call to call: each call replaces
+/// its contents, and a runtime that copies them (native) reuses its columns' capacity, so a call
+/// in the steady state allocates nothing for its outputs. After an `Err` its contents are
+/// unspecified.
 pub trait PluginInstance: Send + 'static {
     /// Calls `init` with the plugin's settings (TOML text) and its properties. The outer error
     /// is a fault; the inner one is the plugin refusing its settings.
@@ -52,7 +57,8 @@ pub trait PluginInstance: Send + 'static {
         properties: &Properties,
     ) -> Result<Result<(), String>, PluginError>;
 
-    /// Calls `on-changes` with the changes and the proposals' outcomes since the previous call.
+    /// Calls `on-changes` with the changes and the proposals' outcomes since the previous call;
+    /// its outputs replace `outputs`' contents.
     ///
     /// Errors: a fault.
     fn on_changes(
@@ -60,16 +66,19 @@ pub trait PluginInstance: Send + 'static {
         now_ms: i64,
         batch: &Arc<ChangeBatch>,
         outcomes: &Arc<[ProposalOutcome]>,
-    ) -> Result<Outputs, PluginError>;
+        outputs: &mut Outputs,
+    ) -> Result<(), PluginError>;
 
-    /// Calls `on-tick` with the proposals' outcomes since the previous call.
+    /// Calls `on-tick` with the proposals' outcomes since the previous call; its outputs replace
+    /// `outputs`' contents.
     ///
     /// Errors: a fault.
     fn on_tick(
         &mut self,
         now_ms: i64,
         outcomes: &Arc<[ProposalOutcome]>,
-    ) -> Result<Outputs, PluginError>;
+        outputs: &mut Outputs,
+    ) -> Result<(), PluginError>;
 
     /// Fuel used by every call so far (0 when unmetered).
     fn fuel_used(&self) -> u64;

@@ -68,6 +68,21 @@ pub fn reason<'a>(outputs: &'a Outputs, proposal: &WriteProposal) -> &'a str {
     &text[..cut]
 }
 
+impl Default for Outputs {
+    /// Outputs with nothing in them (no derived values, proposals or reasons).
+    fn default() -> Self {
+        Self {
+            values: DerivedValues {
+                indices: Vec::new(),
+                values: Vec::new(),
+                qualities: Vec::new(),
+            },
+            proposals: Vec::new(),
+            reasons: String::new(),
+        }
+    }
+}
+
 /// The contract this host runs: the WIT package plugins must be built against.
 pub const CONTRACT: &str = "twinloom:plugin@0.3.0";
 
@@ -884,16 +899,21 @@ impl super::runtime::PluginInstance for Instance {
         now_ms: i64,
         batch: &Arc<ChangeBatch>,
         outcomes: &Arc<[ProposalOutcome]>,
-    ) -> Result<Outputs, PluginError> {
-        Self::on_changes(self, now_ms, batch, outcomes)
+        outputs: &mut Outputs,
+    ) -> Result<(), PluginError> {
+        // Lifting makes new lists anyway: they take the place of the old ones.
+        *outputs = Self::on_changes(self, now_ms, batch, outcomes)?;
+        Ok(())
     }
 
     fn on_tick(
         &mut self,
         now_ms: i64,
         outcomes: &Arc<[ProposalOutcome]>,
-    ) -> Result<Outputs, PluginError> {
-        Self::on_tick(self, now_ms, outcomes)
+        outputs: &mut Outputs,
+    ) -> Result<(), PluginError> {
+        *outputs = Self::on_tick(self, now_ms, outcomes)?;
+        Ok(())
     }
 
     fn fuel_used(&self) -> u64 {

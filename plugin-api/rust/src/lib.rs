@@ -43,20 +43,90 @@ pub use wire::{
 /// The contract this SDK builds against.
 pub const CONTRACT: &str = "twinloom:plugin@0.3.0";
 
-/// The changes since the previous call, column-wise: entry `i` is (`properties[i]`,
-/// `values[i]`, `qualities[i]`, `source_times_ms[i]`); all columns have one length.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangeBatch {
+/// The changes since the previous call, column-wise and lent for the call: entry `i` is
+/// (`properties[i]`, `values[i]`, `qualities[i]`, `source_times_ms[i]`); all columns have one
+/// length. A native build lends the host's own columns (nothing is copied); a Wasm build lends
+/// the lists the component received. [`OwnedBatch`] is the form that owns its columns (tests).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChangeBatch<'a> {
     /// Index of each changed property in [`Properties::inputs`].
-    pub properties: Vec<u32>,
+    pub properties: &'a [u32],
     /// The new value in the property's engineering unit; booleans as 0 / 1; NaN when the
     /// property has no value yet (quality bad).
+    pub values: &'a [f64],
+    /// Quality of each value.
+    pub qualities: &'a [Quality],
+    /// When the device produced each value: milliseconds since 1970-01-01T00:00:00Z.
+    pub source_times_ms: &'a [i64],
+}
+
+impl<'a> ChangeBatch<'a> {
+    /// The batch of these columns, each cut to the shortest one's length.
+    pub fn new(
+        properties: &'a [u32],
+        values: &'a [f64],
+        qualities: &'a [Quality],
+        source_times_ms: &'a [i64],
+    ) -> Self {
+        let len = properties
+            .len()
+            .min(values.len())
+            .min(qualities.len())
+            .min(source_times_ms.len());
+        Self {
+            properties: &properties[..len],
+            values: &values[..len],
+            qualities: &qualities[..len],
+            source_times_ms: &source_times_ms[..len],
+        }
+    }
+
+    /// How many changes there are.
+    pub fn len(&self) -> usize {
+        self.properties.len()
+    }
+
+    /// Whether there are no changes.
+    pub fn is_empty(&self) -> bool {
+        self.properties.is_empty()
+    }
+}
+
+/// A change batch that owns its columns (as [`ChangeBatch`]'s fields, in `Vec`s): what
+/// [`testing::batch`] builds for a plugin's unit tests; [`OwnedBatch::view`] lends it as the
+/// [`ChangeBatch`] a call takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OwnedBatch {
+    /// Index of each changed property in [`Properties::inputs`].
+    pub properties: Vec<u32>,
+    /// The new value in the property's engineering unit.
     pub values: Vec<f64>,
     /// Quality of each value.
     pub qualities: Vec<Quality>,
     /// When the device produced each value: milliseconds since 1970-01-01T00:00:00Z.
     pub source_times_ms: Vec<i64>,
 }
+
+impl OwnedBatch {
+    /// The columns lent as a [`ChangeBatch`] (cut to one length).
+    pub fn view(&self) -> ChangeBatch<'_> {
+        ChangeBatch::new(
+            &self.properties,
+            &self.values,
+            &self.qualities,
+            &self.source_times_ms,
+        )
+    }
+}
+
+// The native export lends the host's quality bytes as `Quality` values when every byte is a
+// discriminant: that needs wit-bindgen's `#[repr(u8)]` enum with good = 0, uncertain = 1, bad = 2.
+const _: () = assert!(
+    size_of::<Quality>() == 1
+        && Quality::Good as u8 == 0
+        && Quality::Uncertain as u8 == 1
+        && Quality::Bad as u8 == 2
+);
 
 impl Quality {
     /// The quality a byte of the contract's quality columns stands for: 0 good, 1 uncertain,
@@ -89,7 +159,7 @@ impl Quality {
     }
 }
 
-impl From<wire::ChangeBatch> for ChangeBatch {
+impl From<wire::ChangeBatch> for OwnedBatch {
     /// Takes the columns as they arrived; the quality bytes become [`Quality`] values in place
     /// (same size, no new allocation).
     fn from(batch: wire::ChangeBatch) -> Self {
@@ -276,8 +346,8 @@ pub trait Plugin: Sized + 'static {
     /// Errors: a message saying what is wrong with the configuration (the instance is not used).
     fn init(config: &str, properties: Properties) -> Result<Self, String>;
 
-    /// Handles the changes since the previous call.
-    fn on_changes(&mut self, batch: &ChangeBatch, call: &Call) -> Outputs;
+    /// Handles the changes since the previous call (lent for the call).
+    fn on_changes(&mut self, batch: &ChangeBatch<'_>, call: &Call) -> Outputs;
 
     /// Handles a tick.
     fn on_tick(&mut self, call: &Call) -> Outputs;
@@ -302,11 +372,12 @@ pub mod native;
 
 /// Helpers for a plugin's native unit tests (`cargo test` on the host, no component needed).
 pub mod testing {
-    use crate::{ChangeBatch, DataType, Properties, Quality, WritableProperty};
+    use crate::{DataType, OwnedBatch, Properties, Quality, WritableProperty};
 
-    /// A batch of good samples from `(input index, value, source time in ms)` entries.
-    pub fn batch(entries: &[(u32, f64, i64)]) -> ChangeBatch {
-        ChangeBatch {
+    /// A batch of good samples from `(input index, value, source time in ms)` entries; a call
+    /// takes it as `&batch(..).view()`.
+    pub fn batch(entries: &[(u32, f64, i64)]) -> OwnedBatch {
+        OwnedBatch {
             properties: entries.iter().map(|e| e.0).collect(),
             values: entries.iter().map(|e| e.1).collect(),
             qualities: entries.iter().map(|_| Quality::Good).collect(),
@@ -376,11 +447,11 @@ macro_rules! export_plugin {
                     batch: $crate::__private::WireBatch,
                     outcomes: Vec<$crate::__private::WireOutcome>,
                 ) -> $crate::__private::WireOutputs {
-                    let batch = $crate::ChangeBatch::from(batch);
+                    let batch = $crate::OwnedBatch::from(batch);
                     let call = $crate::Call { now_ms, outcomes };
                     __TWINLOOM_STATE
                         .with(|s| match s.borrow_mut().as_mut() {
-                            Some(state) => $crate::Plugin::on_changes(state, &batch, &call),
+                            Some(state) => $crate::Plugin::on_changes(state, &batch.view(), &call),
                             None => $crate::Outputs::new(),
                         })
                         .into_wire()
@@ -400,7 +471,7 @@ macro_rules! export_plugin {
                 }
             }
 
-    $crate::bindings::export_world!(__TwinloomGuest with_types_in $crate::bindings);
+            $crate::bindings::export_world!(__TwinloomGuest with_types_in $crate::bindings);
         };
 
         /// The native plugin's entry point (C ABI, `plugin-api/include/twinloom_plugin.h`).
@@ -420,7 +491,7 @@ macro_rules! export_plugin {
 
 #[cfg(test)]
 mod tests {
-    use super::{ChangeBatch, Outputs, Quality, Setpoint, wire};
+    use super::{Outputs, OwnedBatch, Quality, Setpoint, wire};
 
     #[test]
     fn quality_bytes_become_qualities_and_the_columns_stay() {
@@ -430,7 +501,7 @@ mod tests {
             qualities: vec![0, 1, 2, 7],
             source_times_ms: vec![10, 20, 30, 40],
         };
-        let batch = ChangeBatch::from(wire);
+        let batch = OwnedBatch::from(wire);
         assert_eq!(
             batch.qualities,
             [

@@ -7,9 +7,9 @@
 //! the daemon; the table tells the host whether the library was built with `panic = "unwind"`,
 //! without which nothing can be caught and the host refuses it.
 //!
-//! Buffers are kept per instance and reused: the change batch's columns and the outcomes are
-//! copied into them (the host's memory is only borrowed for the call), and the outputs of a call
-//! stay in the instance until the host calls `free_outputs`.
+//! The change batch's columns are lent to the plugin as they are (the host's memory, valid for
+//! the call); the outcomes are copied into a buffer the instance reuses, and the outputs of a
+//! call stay in the instance until the host calls `free_outputs`.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -24,34 +24,22 @@ use crate::{
 };
 
 thread_local! {
-    /// The host table of the instance whose call runs on this thread; null between calls.
+    /// The host table of the instance whose call last ran on this thread (null before the first
+    /// call and after that instance's `drop`). Left set after a call: the host keeps its table
+    /// valid until `drop` returns (header), and plugin code runs on this thread only in calls,
+    /// so one access per call is enough.
     static HOST: Cell<*const abi::Host> = const { Cell::new(std::ptr::null()) };
 }
 
-/// Makes `host` this thread's host for as long as it lives.
-struct CurrentHost(*const abi::Host);
-
-impl CurrentHost {
-    fn set(host: *const abi::Host) -> Self {
-        Self(HOST.with(|h| h.replace(host)))
-    }
-}
-
-impl Drop for CurrentHost {
-    fn drop(&mut self) {
-        HOST.with(|h| h.set(self.0));
-    }
-}
-
-/// Writes `message` to the log of the host whose call runs on this thread; nothing outside a
-/// call.
+/// Writes `message` to the log of the host whose call runs on this thread; nothing before the
+/// first call.
 pub(crate) fn log(level: Level, message: &str) {
     let host = HOST.with(Cell::get);
     if host.is_null() {
         return;
     }
-    // SAFETY: HOST is set only while a call of the host runs on this thread, to the host table
-    // it passed to `init`, which the header keeps valid until `drop` returns.
+    // SAFETY: HOST is the host table passed to `init` of the instance whose call last ran on this
+    // thread; the header keeps it valid until that instance's `drop` returns, which resets HOST.
     let host = unsafe { &*host };
     if let Some(log) = host.log {
         // SAFETY: the host's own function with its own context, during a call, on the calling
@@ -169,7 +157,8 @@ unsafe fn outcome(o: &abi::ProposalOutcome) -> ProposalOutcome {
 struct Instance<P> {
     plugin: P,
     host: *const abi::Host,
-    batch: ChangeBatch,
+    /// Qualities of a batch whose quality bytes are not all discriminants, converted.
+    qualities: Vec<Quality>,
     outcomes: Vec<ProposalOutcome>,
     /// The last call's outputs, pointed to until `free_outputs`.
     outputs: Outputs,
@@ -254,7 +243,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// Runs `f` with `host` as this thread's host, catching a panic: logged through the host, then
 /// [`abi::FAULT`].
 fn guarded(host: *const abi::Host, f: impl FnOnce() -> i32) -> i32 {
-    let _current = CurrentHost::set(host);
+    HOST.with(|h| h.set(host));
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(code) => code,
         Err(panic) => {
@@ -276,7 +265,7 @@ unsafe extern "C" fn init<P: Plugin>(
     error_cap: usize,
     error_len: *mut usize,
 ) -> i32 {
-    guarded(host, || {
+    let code = guarded(host, || {
         // SAFETY: the host passes a config and properties valid for the call (header).
         let made = unsafe { text(config) }
             .and_then(|config| Ok((config, unsafe { properties(&*properties_in) }?)))
@@ -286,12 +275,7 @@ unsafe extern "C" fn init<P: Plugin>(
                 let state = Box::new(Instance {
                     plugin,
                     host,
-                    batch: ChangeBatch {
-                        properties: Vec::new(),
-                        values: Vec::new(),
-                        qualities: Vec::new(),
-                        source_times_ms: Vec::new(),
-                    },
+                    qualities: Vec::new(),
                     outcomes: Vec::new(),
                     outputs: Outputs::new(),
                     proposals: Vec::new(),
@@ -315,7 +299,12 @@ unsafe extern "C" fn init<P: Plugin>(
                 abi::REFUSED
             }
         }
-    })
+    });
+    // Without an instance there will be no `drop`: the host may free its table after this.
+    if code != abi::OK {
+        forget_host(host);
+    }
+    code
 }
 
 unsafe extern "C" fn on_changes<P: Plugin>(
@@ -339,19 +328,22 @@ unsafe extern "C" fn on_changes<P: Plugin>(
                 slice(batch.source_times_ms, batch.len),
             )
         };
-        let own = &mut state.batch;
-        own.properties.clear();
-        own.properties.extend_from_slice(properties);
-        own.values.clear();
-        own.values.extend_from_slice(values);
-        own.qualities.clear();
-        own.qualities
-            .extend(qualities.iter().map(|b| Quality::from_byte(*b)));
-        own.source_times_ms.clear();
-        own.source_times_ms.extend_from_slice(times);
         // SAFETY: the outcomes are valid for the call (header).
         let call = unsafe { state.call(now_ms, outcomes, outcomes_len) };
-        let result = state.plugin.on_changes(&state.batch, &call);
+        let qualities: &[Quality] = if qualities.iter().all(|b| *b <= Quality::Bad as u8) {
+            // SAFETY: `Quality` is one byte with discriminants 0, 1 and 2 (asserted at compile
+            // time in lib.rs) and every byte here is one of them; same length and lifetime.
+            unsafe { std::slice::from_raw_parts(qualities.as_ptr().cast(), qualities.len()) }
+        } else {
+            // Any other byte counts as bad (header): converted into the instance's buffer.
+            state.qualities.clear();
+            state
+                .qualities
+                .extend(qualities.iter().map(|b| Quality::from_byte(*b)));
+            &state.qualities
+        };
+        let batch = ChangeBatch::new(properties, values, qualities, times);
+        let result = state.plugin.on_changes(&batch, &call);
         // SAFETY: `outputs` is the host's place for the outputs (header).
         state.give(result, call, unsafe { &mut *outputs });
         abi::OK
@@ -395,6 +387,16 @@ unsafe extern "C" fn drop<P: Plugin>(instance: *mut c_void) {
         std::mem::drop(state);
         abi::OK
     });
+    forget_host(host);
+}
+
+/// Resets this thread's host if it is `host` (whose table may not outlive what just happened).
+fn forget_host(host: *const abi::Host) {
+    HOST.with(|h| {
+        if h.get() == host {
+            h.set(std::ptr::null());
+        }
+    });
 }
 
 /// The function table of plugin `P`. `panic_strategy` is [`abi::PANIC_UNWIND`] or
@@ -410,5 +412,99 @@ pub const fn table<P: Plugin>(panic_strategy: u32) -> abi::Plugin {
         on_tick: Some(on_tick::<P> as abi::OnTickFn),
         free_outputs: Some(free_outputs::<P> as abi::FreeOutputsFn),
         drop: Some(drop::<P> as abi::DropFn),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Echoes each change as a derived value: its input index, its value, its quality.
+    struct Echo;
+
+    impl Plugin for Echo {
+        fn init(_config: &str, _properties: Properties) -> Result<Self, String> {
+            Ok(Self)
+        }
+
+        fn on_changes(&mut self, batch: &ChangeBatch<'_>, _call: &Call) -> Outputs {
+            let mut out = Outputs::new();
+            for i in 0..batch.len() {
+                out.set_with_quality(batch.properties[i], batch.values[i], batch.qualities[i]);
+            }
+            out
+        }
+
+        fn on_tick(&mut self, _call: &Call) -> Outputs {
+            Outputs::new()
+        }
+    }
+
+    /// Calls the exported `on_changes` of `Echo` (an instance from its exported `init`) with
+    /// quality bytes `qualities`; the qualities it saw, as bytes.
+    fn echoed(qualities: &[u8]) -> Vec<u8> {
+        let table = table::<Echo>(abi::PANIC_UNWIND);
+        let host = abi::Host {
+            size: size_of::<abi::Host>() as u32,
+            reserved: 0,
+            context: std::ptr::null_mut(),
+            log: None,
+        };
+        let properties = abi::Properties {
+            inputs: std::ptr::null(),
+            inputs_len: 0,
+            owned: std::ptr::null(),
+            owned_len: 0,
+            writable: std::ptr::null(),
+            writable_len: 0,
+        };
+        let (mut instance, mut error, mut error_len) = (std::ptr::null_mut(), [0u8; 16], 0);
+        let n = qualities.len();
+        let (properties_in, values) = ((0..n as u32).collect::<Vec<_>>(), vec![1.5; n]);
+        let times = vec![7i64; n];
+        let batch = abi::ChangeBatch {
+            properties: properties_in.as_ptr(),
+            values: values.as_ptr(),
+            qualities: qualities.as_ptr(),
+            source_times_ms: times.as_ptr(),
+            len: n,
+        };
+        let mut out = abi::Outputs::EMPTY;
+        // SAFETY: every pointer is valid for its call, as the header asks of the host.
+        unsafe {
+            let init = table.init.unwrap();
+            assert_eq!(
+                init(
+                    &host,
+                    abi::Str::of(""),
+                    &properties,
+                    &mut instance,
+                    error.as_mut_ptr(),
+                    error.len(),
+                    &mut error_len
+                ),
+                abi::OK
+            );
+            let on_changes = table.on_changes.unwrap();
+            assert_eq!(
+                on_changes(instance, 0, &batch, std::ptr::null(), 0, &mut out),
+                abi::OK
+            );
+            assert_eq!(out.values_len, n);
+            let seen = slice(out.qualities, out.values_len).to_vec();
+            assert_eq!(slice(out.indices, out.values_len), properties_in);
+            table.free_outputs.unwrap()(instance, &mut out);
+            table.drop.unwrap()(instance);
+            seen
+        }
+    }
+
+    #[test]
+    fn quality_bytes_are_lent_or_converted_when_not_discriminants() {
+        // All discriminants: the host's bytes are lent as they are.
+        assert_eq!(echoed(&[0, 1, 2, 2, 0]), [0, 1, 2, 2, 0]);
+        // Any other byte counts as bad (the header's rule), the rest keep theirs.
+        assert_eq!(echoed(&[0, 7, 1, 255, 2]), [0, 2, 1, 2, 2]);
+        assert_eq!(echoed(&[]), Vec::<u8>::new());
     }
 }

@@ -480,7 +480,7 @@ impl Plugin for ColdChain {
         Self::new(config, &properties)
     }
 
-    fn on_changes(&mut self, batch: &ChangeBatch, call: &Call) -> Outputs {
+    fn on_changes(&mut self, batch: &ChangeBatch<'_>, call: &Call) -> Outputs {
         let n = batch.properties.len();
         let columns = batch
             .properties
@@ -537,7 +537,7 @@ mod tests {
     }
 
     fn run(plugin: &mut ColdChain, entries: &[(u32, f64, i64)], now_ms: i64) -> Outputs {
-        plugin.on_changes(&batch(entries), &Call::at(now_ms))
+        plugin.on_changes(&batch(entries).view(), &Call::at(now_ms))
     }
 
     fn value(outputs: &Outputs, owned: u32) -> f64 {
@@ -589,7 +589,7 @@ mod tests {
         // Half an hour of a bad sample does not count: still 5 °C over the good time.
         let mut bad = batch(&[(TEMPERATURE, 40.0, 2 * HOUR_MS)]);
         bad.qualities[0] = Quality::Bad;
-        let outputs = plugin.on_changes(&bad, &Call::at(2 * HOUR_MS));
+        let outputs = plugin.on_changes(&bad.view(), &Call::at(2 * HOUR_MS));
         assert_eq!(outputs.value(MKT).unwrap().1, Quality::Bad);
         run(
             &mut plugin,

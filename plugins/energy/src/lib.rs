@@ -433,7 +433,7 @@ impl Plugin for Energy {
         Self::new(config, &properties)
     }
 
-    fn on_changes(&mut self, batch: &ChangeBatch, _call: &Call) -> Outputs {
+    fn on_changes(&mut self, batch: &ChangeBatch<'_>, _call: &Call) -> Outputs {
         for i in 0..batch.properties.len() {
             let Some(&input) = self.inputs.get(batch.properties[i] as usize) else {
                 continue;
@@ -530,10 +530,10 @@ mod tests {
         // 0 → 60 kW over a minute: 30 kW · 1/60 h = 0.5 kWh; then 60 kW for a minute: 1 kWh.
         // 1.5 kWh in the 2 minutes since the interval's start: 45 kW.
         let mut e = meter("max_gap = 60");
-        e.on_changes(&batch(&[(0, 0.0, 0)]), &Call::at(0));
-        let out = e.on_changes(&batch(&[(0, 60.0, 60_000)]), &Call::at(0));
+        e.on_changes(&batch(&[(0, 0.0, 0)]).view(), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 60.0, 60_000)]).view(), &Call::at(0));
         close(value(&out, ENERGY), 0.5);
-        let out = e.on_changes(&batch(&[(0, 60.0, 120_000)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 60.0, 120_000)]).view(), &Call::at(0));
         close(value(&out, ENERGY), 1.5);
         close(value(&out, DEMAND), 45.0);
         // No interval has completed yet: the peak is the current demand.
@@ -546,8 +546,8 @@ mod tests {
         // 1-minute intervals. 0 kW at 30 s to 120 kW at 90 s crosses 60 s at 60 kW:
         // [30 s, 60 s] 30 kW · 30 s = 0.25 kWh (interval 0), [60 s, 90 s] 90 kW · 30 s = 0.75 kWh.
         let mut e = meter("demand_interval = 60\nmax_gap = 120");
-        e.on_changes(&batch(&[(0, 0.0, 30_000)]), &Call::at(0));
-        let out = e.on_changes(&batch(&[(0, 120.0, 90_000)]), &Call::at(0));
+        e.on_changes(&batch(&[(0, 0.0, 30_000)]).view(), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 120.0, 90_000)]).view(), &Call::at(0));
         close(value(&out, ENERGY), 1.0);
         // 0.75 kWh in the 30 s (1/120 h) of interval 1 so far.
         close(value(&out, DEMAND), 90.0);
@@ -564,7 +564,7 @@ mod tests {
         close(value(&out, ENERGY), 4.0);
         close(value(&out, PEAK), 120.0);
         // 120 → 0 kW over 30 s: 60 kW · 30 s = 0.5 kWh, 60 kW over the 30 s of interval 3.
-        let out = e.on_changes(&batch(&[(0, 0.0, 210_000)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 0.0, 210_000)]).view(), &Call::at(0));
         close(value(&out, ENERGY), 4.5);
         close(value(&out, DEMAND), 60.0);
         close(value(&out, PEAK), 120.0);
@@ -574,35 +574,38 @@ mod tests {
     fn gaps_longer_than_max_gap_are_not_integrated() {
         // 10 kW for 30 s = 1/12 kWh, twice; the 170 s and 70 s gaps count nothing.
         let mut e = meter("max_gap = 60");
-        e.on_changes(&batch(&[(0, 10.0, 0), (0, 10.0, 30_000)]), &Call::at(0));
-        e.on_changes(&batch(&[(0, 10.0, 200_000)]), &Call::at(0));
-        let out = e.on_changes(&batch(&[(0, 10.0, 230_000)]), &Call::at(0));
+        e.on_changes(
+            &batch(&[(0, 10.0, 0), (0, 10.0, 30_000)]).view(),
+            &Call::at(0),
+        );
+        e.on_changes(&batch(&[(0, 10.0, 200_000)]).view(), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 10.0, 230_000)]).view(), &Call::at(0));
         close(value(&out, ENERGY), 2.0 / 12.0);
         // A tick more than max_gap after the last point ends the hold; the next sample starts
         // afresh even though it is close to the tick.
         e.on_tick(&Call::at(300_000));
-        let out = e.on_changes(&batch(&[(0, 10.0, 310_000)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 10.0, 310_000)]).view(), &Call::at(0));
         close(value(&out, ENERGY), 2.0 / 12.0);
     }
 
     #[test]
     fn bad_quality_ends_integration_and_is_otherwise_ignored() {
         let mut e = meter("max_gap = 60");
-        e.on_changes(&batch(&[(0, 10.0, 0)]), &Call::at(0));
+        e.on_changes(&batch(&[(0, 10.0, 0)]).view(), &Call::at(0));
         let mut bad = batch(&[(0, 500.0, 10_000)]);
         bad.qualities[0] = Quality::Uncertain;
-        e.on_changes(&bad, &Call::at(10_000));
+        e.on_changes(&bad.view(), &Call::at(10_000));
         e.on_tick(&Call::at(20_000));
-        let out = e.on_changes(&batch(&[(0, 10.0, 30_000)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 10.0, 30_000)]).view(), &Call::at(0));
         close(value(&out, ENERGY), 0.0);
         // 10 kW from 30 s to 60 s: 1/12 kWh. A non-finite good sample is just skipped, and an
         // index that was never subscribed is ignored.
         let out = e.on_changes(
-            &batch(&[(0, f64::NAN, 40_000), (9, 1.0, 50_000)]),
+            &batch(&[(0, f64::NAN, 40_000), (9, 1.0, 50_000)]).view(),
             &Call::at(0),
         );
         close(value(&out, ENERGY), 0.0);
-        let out = e.on_changes(&batch(&[(0, 10.0, 60_000)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(0, 10.0, 60_000)]).view(), &Call::at(0));
         close(value(&out, ENERGY), 1.0 / 12.0);
     }
 
@@ -618,9 +621,9 @@ mod tests {
             &[],
         );
         let mut e = Energy::new("max_gap = 60", &properties).unwrap();
-        e.on_changes(&batch(&[(0, 60.0, 0), (1, 0.0, 0)]), &Call::at(0));
+        e.on_changes(&batch(&[(0, 60.0, 0), (1, 0.0, 0)]).view(), &Call::at(0));
         let out = e.on_changes(
-            &batch(&[(0, 60.0, 30_000), (1, 10.0, 30_000)]),
+            &batch(&[(0, 60.0, 30_000), (1, 10.0, 30_000)]).view(),
             &Call::at(30_000),
         );
         assert_eq!(out.len(), 4);
@@ -628,20 +631,20 @@ mod tests {
         // The counter goes bad: only energy per unit comes from it.
         let mut bad = batch(&[(1, f64::NAN, 40_000)]);
         bad.qualities[0] = Quality::Bad;
-        let out = e.on_changes(&bad, &Call::at(40_000));
+        let out = e.on_changes(&bad.view(), &Call::at(40_000));
         assert_eq!(quality(&out, ENERGY), Quality::Good);
         assert_eq!(quality(&out, PER_UNIT), Quality::Bad);
         // The power goes bad too: everything is bad, and stays at what was integrated so far
         // (60 kW for 30 s = 0.5 kWh), ticks included.
         let mut bad = batch(&[(0, f64::NAN, 45_000)]);
         bad.qualities[0] = Quality::Bad;
-        e.on_changes(&bad, &Call::at(45_000));
+        e.on_changes(&bad.view(), &Call::at(45_000));
         let out = e.on_tick(&Call::at(50_000));
         assert_eq!(out.len(), 4);
         assert!(out.values().all(|(_, _, q)| q == Quality::Bad), "{out:?}");
         close(value(&out, ENERGY), 0.5);
         // The power comes back; the counter is still bad.
-        let out = e.on_changes(&batch(&[(0, 60.0, 60_000)]), &Call::at(60_000));
+        let out = e.on_changes(&batch(&[(0, 60.0, 60_000)]).view(), &Call::at(60_000));
         for owned in [ENERGY, DEMAND, PEAK] {
             assert_eq!(quality(&out, owned), Quality::Good, "{owned}");
         }
@@ -649,12 +652,12 @@ mod tests {
         // An uncertain power sample: uncertain, and it ends the integration like a bad one.
         let mut uncertain = batch(&[(0, 60.0, 70_000)]);
         uncertain.qualities[0] = Quality::Uncertain;
-        let out = e.on_changes(&uncertain, &Call::at(70_000));
+        let out = e.on_changes(&uncertain.view(), &Call::at(70_000));
         assert_eq!(quality(&out, ENERGY), Quality::Uncertain);
         assert_eq!(quality(&out, PER_UNIT), Quality::Bad);
         // Both good again: all good; 60 kW from 80 s to 90 s added 1/6 kWh.
         let out = e.on_changes(
-            &batch(&[(0, 60.0, 80_000), (1, 20.0, 80_000), (0, 60.0, 90_000)]),
+            &batch(&[(0, 60.0, 80_000), (1, 20.0, 80_000), (0, 60.0, 90_000)]).view(),
             &Call::at(90_000),
         );
         assert!(out.values().all(|(_, _, q)| q == Quality::Good), "{out:?}");
@@ -684,12 +687,12 @@ mod tests {
         let (b_per_unit, a_per_unit, a_energy, b_energy, filler) = (0, 1, 2, 3, 4);
         let mut e = Energy::new("", &properties).unwrap();
         // 30 kW + 90 kW = 2 kWh a minute. The energy before the first count is not counted.
-        e.on_changes(&batch(&[(0, 30.0, 0), (1, 90.0, 0)]), &Call::at(0));
+        e.on_changes(&batch(&[(0, 30.0, 0), (1, 90.0, 0)]).view(), &Call::at(0));
         e.on_changes(
-            &batch(&[(0, 30.0, 60_000), (1, 90.0, 60_000)]),
+            &batch(&[(0, 30.0, 60_000), (1, 90.0, 60_000)]).view(),
             &Call::at(0),
         );
-        let out = e.on_changes(&batch(&[(2, 1_000.0, 60_000)]), &Call::at(0));
+        let out = e.on_changes(&batch(&[(2, 1_000.0, 60_000)]).view(), &Call::at(0));
         assert!(!has(&out, a_per_unit));
         // +2 kWh, 100 pieces from the filler; the capper's first value is its baseline.
         let out = e.on_changes(
@@ -698,7 +701,8 @@ mod tests {
                 (1, 90.0, 120_000),
                 (2, 1_100.0, 120_000),
                 (3, 500.0, 120_000),
-            ]),
+            ])
+            .view(),
             &Call::at(0),
         );
         close(value(&out, a_per_unit), 0.02);
@@ -712,12 +716,13 @@ mod tests {
                 (1, 90.0, 180_000),
                 (2, 20.0, 180_000),
                 (3, 510.0, 180_000),
-            ]),
+            ])
+            .view(),
             &Call::at(0),
         );
         // +2 kWh; the filler makes 30 more. 6 kWh / 160 pcs.
         let out = e.on_changes(
-            &batch(&[(0, 30.0, 240_000), (1, 90.0, 240_000), (2, 50.0, 240_000)]),
+            &batch(&[(0, 30.0, 240_000), (1, 90.0, 240_000), (2, 50.0, 240_000)]).view(),
             &Call::at(0),
         );
         close(value(&out, a_per_unit), 6.0 / 160.0);
@@ -732,7 +737,7 @@ mod tests {
         // 15 minutes is 25 kWh, and the interval (seen whole) has 100 kW demand.
         let start = 1_700_000_100_000; // 1 700 000 100 s = 1 888 889 · 900 s
         let mut e = meter("");
-        e.on_changes(&batch(&[(0, 100.0, start)]), &Call::at(0));
+        e.on_changes(&batch(&[(0, 100.0, start)]).view(), &Call::at(0));
         let mut out = Outputs::new();
         for minute in 1..=15 {
             out = e.on_tick(&Call::at(start + minute * 60_000));
@@ -770,7 +775,10 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let out = e.on_changes(&batch(&[(0, kw, at), (1, i as f64, at)]), &Call::at(0));
+            let out = e.on_changes(
+                &batch(&[(0, kw, at), (1, i as f64, at)]).view(),
+                &Call::at(0),
+            );
             assert!(finite(&out), "{out:?}");
         }
         let out = e.on_tick(&Call::at(i64::MAX));

@@ -204,7 +204,7 @@ impl Plugin for Oee {
         Self::new(config, &properties)
     }
 
-    fn on_changes(&mut self, batch: &ChangeBatch, _call: &Call) -> Outputs {
+    fn on_changes(&mut self, batch: &ChangeBatch<'_>, _call: &Call) -> Outputs {
         for i in 0..batch.properties.len() {
             let Some(&(asset, input)) = self.inputs.get(batch.properties[i] as usize) else {
                 continue;
@@ -286,10 +286,13 @@ mod tests {
         // Ideal 100 /min. 60 minutes: 45 running, 15 stopped; 4 000 pieces, 200 rejects.
         let mut oee = machine("ideal_rate = 100.0", "l1/filler");
         let call = Call::at(0);
-        oee.on_changes(&batch(&[(0, 1.0, 0), (1, 1000.0, 0), (2, 50.0, 0)]), &call);
-        oee.on_changes(&batch(&[(0, 0.0, 45 * 60_000)]), &call);
+        oee.on_changes(
+            &batch(&[(0, 1.0, 0), (1, 1000.0, 0), (2, 50.0, 0)]).view(),
+            &call,
+        );
+        oee.on_changes(&batch(&[(0, 0.0, 45 * 60_000)]).view(), &call);
         let out = oee.on_changes(
-            &batch(&[(1, 4800.0, 60 * 60_000), (2, 250.0, 60 * 60_000)]),
+            &batch(&[(1, 4800.0, 60 * 60_000), (2, 250.0, 60 * 60_000)]).view(),
             &call,
         );
         let (a, p, q, total) = (
@@ -313,12 +316,12 @@ mod tests {
     fn ticks_advance_time_and_bad_values_are_ignored() {
         let mut oee = machine("ideal_rate = 60.0", "m");
         oee.on_changes(
-            &batch(&[(0, 1.0, 0), (1, 0.0, 0), (2, 0.0, 0)]),
+            &batch(&[(0, 1.0, 0), (1, 0.0, 0), (2, 0.0, 0)]).view(),
             &Call::at(0),
         );
         let mut bad = batch(&[(0, 0.0, 30_000)]);
         bad.qualities[0] = Quality::Bad;
-        oee.on_changes(&bad, &Call::at(30_000));
+        oee.on_changes(&bad.view(), &Call::at(30_000));
         let out = oee.on_tick(&Call::at(60_000));
         // Still running for the whole minute: the bad "stopped" reading did not count.
         assert!((value(&out, AVAILABILITY) - 100.0).abs() < 1e-9);
@@ -330,7 +333,7 @@ mod tests {
     fn a_bad_input_makes_the_outputs_it_feeds_bad_until_its_next_good_sample() {
         let mut oee = machine("ideal_rate = 60.0", "m");
         oee.on_changes(
-            &batch(&[(0, 1.0, 0), (1, 0.0, 0), (2, 0.0, 0)]),
+            &batch(&[(0, 1.0, 0), (1, 0.0, 0), (2, 0.0, 0)]).view(),
             &Call::at(0),
         );
         let out = oee.on_tick(&Call::at(60_000));
@@ -338,25 +341,25 @@ mod tests {
         // The reject counter goes bad (no value): availability does not depend on it.
         let mut bad = batch(&[(2, f64::NAN, 70_000)]);
         bad.qualities[0] = Quality::Bad;
-        let out = oee.on_changes(&bad, &Call::at(70_000));
+        let out = oee.on_changes(&bad.view(), &Call::at(70_000));
         assert_eq!(quality(&out, AVAILABILITY), Quality::Good);
         for owned in [PERFORMANCE, QUALITY, OEE] {
             assert_eq!(quality(&out, owned), Quality::Bad, "{owned}");
         }
         // Computed on from the last good values: 60 pieces in the running minute, none rejected.
-        let out = oee.on_changes(&batch(&[(1, 60.0, 80_000)]), &Call::at(80_000));
+        let out = oee.on_changes(&batch(&[(1, 60.0, 80_000)]).view(), &Call::at(80_000));
         assert!((value(&out, QUALITY) - 100.0).abs() < 1e-9);
         assert_eq!(quality(&out, QUALITY), Quality::Bad);
         // An uncertain state: availability and what depends on it are uncertain, not worse
         // than the bad counter.
         let mut uncertain = batch(&[(0, 1.0, 90_000)]);
         uncertain.qualities[0] = Quality::Uncertain;
-        let out = oee.on_changes(&uncertain, &Call::at(90_000));
+        let out = oee.on_changes(&uncertain.view(), &Call::at(90_000));
         assert_eq!(quality(&out, AVAILABILITY), Quality::Uncertain);
         assert_eq!(quality(&out, PERFORMANCE), Quality::Bad);
         // Good samples again: good outputs.
         let out = oee.on_changes(
-            &batch(&[(2, 0.0, 120_000), (0, 1.0, 120_000)]),
+            &batch(&[(2, 0.0, 120_000), (0, 1.0, 120_000)]).view(),
             &Call::at(120_000),
         );
         assert!(out.values().all(|(_, _, q)| q == Quality::Good), "{out:?}");
@@ -380,7 +383,7 @@ mod tests {
         );
         let mut oee = Oee::new("ideal_rate = 60.0", &properties).unwrap();
         let samples: Vec<(u32, f64, i64)> = (0..6).map(|i| (i, 1.0, 0)).collect();
-        oee.on_changes(&batch(&samples), &Call::at(0));
+        oee.on_changes(&batch(&samples).view(), &Call::at(0));
         let out = oee.on_tick(&Call::at(60_000));
         let indices: Vec<u32> = out.values().map(|(i, _, _)| i).collect();
         assert_eq!(indices, [1, 0]);

@@ -252,7 +252,7 @@ impl Pid {
         })
     }
 
-    fn take(&mut self, batch: &ChangeBatch) {
+    fn take(&mut self, batch: &ChangeBatch<'_>) {
         for i in 0..batch.properties.len() {
             let input = batch.properties[i];
             let latest = Latest {
@@ -382,7 +382,7 @@ impl Plugin for Pid {
         Self::new(config, &properties)
     }
 
-    fn on_changes(&mut self, batch: &ChangeBatch, call: &Call) -> Outputs {
+    fn on_changes(&mut self, batch: &ChangeBatch<'_>, call: &Call) -> Outputs {
         self.outcomes(call);
         self.take(batch);
         self.evaluate(call.now_ms)
@@ -444,7 +444,7 @@ mod tests {
     fn the_first_output_continues_from_the_devices_value_bumplessly() {
         let mut pid = pid("kp = 2.0\nti = 10.0");
         let first = pid.on_changes(
-            &batch(&[(PV, 38.0, 0), (OUT, 25.0, 0), (SP, 40.0, 0), (AUTO, 1.0, 0)]),
+            &batch(&[(PV, 38.0, 0), (OUT, 25.0, 0), (SP, 40.0, 0), (AUTO, 1.0, 0)]).view(),
             &Call::at(1_000),
         );
         // P = 2 · 2 = 4, I tracks 25 − 4 = 21: the output is the device's 25.
@@ -461,7 +461,7 @@ mod tests {
     fn the_integral_does_not_wind_up_at_the_output_limit() {
         let mut pid = pid("kp = 10.0\nti = 1.0");
         pid.on_changes(
-            &batch(&[(PV, 20.0, 0), (OUT, 80.0, 0), (SP, 40.0, 0), (AUTO, 1.0, 0)]),
+            &batch(&[(PV, 20.0, 0), (OUT, 80.0, 0), (SP, 40.0, 0), (AUTO, 1.0, 0)]).view(),
             &Call::at(0),
         );
         let mut integral = pid.integral;
@@ -475,7 +475,7 @@ mod tests {
             integral = pid.integral;
         }
         // PV reaches SP: the output leaves the limit at once instead of after unwinding.
-        let out = pid.on_changes(&batch(&[(PV, 40.5, 0)]), &Call::at(101_000));
+        let out = pid.on_changes(&batch(&[(PV, 40.5, 0)]).view(), &Call::at(101_000));
         assert!(proposed(&out).unwrap() < 80.0, "{out:?}");
     }
 
@@ -483,14 +483,14 @@ mod tests {
     fn in_manual_it_tracks_the_device_and_proposes_nothing() {
         let mut pid = pid("kp = 2.0\nti = 10.0");
         let out = pid.on_changes(
-            &batch(&[(PV, 38.0, 0), (OUT, 12.0, 0), (SP, 40.0, 0), (AUTO, 0.0, 0)]),
+            &batch(&[(PV, 38.0, 0), (OUT, 12.0, 0), (SP, 40.0, 0), (AUTO, 0.0, 0)]).view(),
             &Call::at(0),
         );
         assert!(out.proposals().is_empty());
-        let out = pid.on_changes(&batch(&[(OUT, 17.0, 0)]), &Call::at(5_000));
+        let out = pid.on_changes(&batch(&[(OUT, 17.0, 0)]).view(), &Call::at(5_000));
         assert!(out.proposals().is_empty());
         // Back to auto: the first output is the device's current 17 (P = 4, I = 13).
-        let out = pid.on_changes(&batch(&[(AUTO, 1.0, 0)]), &Call::at(6_000));
+        let out = pid.on_changes(&batch(&[(AUTO, 1.0, 0)]).view(), &Call::at(6_000));
         assert_eq!(proposed(&out), Some(17.0));
     }
 
@@ -499,7 +499,7 @@ mod tests {
         let mut pid = pid("kp = 2.0\nti = 10.0");
         let mut bad = batch(&[(PV, 30.0, 0), (OUT, 12.0, 0), (SP, 40.0, 0)]);
         bad.qualities[0] = Quality::Bad;
-        let out = pid.on_changes(&bad, &Call::at(0));
+        let out = pid.on_changes(&bad.view(), &Call::at(0));
         assert!(out.proposals().is_empty());
     }
 
@@ -507,13 +507,13 @@ mod tests {
     fn direct_action_raises_the_output_when_pv_is_above_sp() {
         let mut pid = pid("kp = 2.0\naction = \"direct\"");
         let out = pid.on_changes(
-            &batch(&[(PV, 30.0, 0), (OUT, 10.0, 0), (SP, 25.0, 0), (AUTO, 1.0, 0)]),
+            &batch(&[(PV, 30.0, 0), (OUT, 10.0, 0), (SP, 25.0, 0), (AUTO, 1.0, 0)]).view(),
             &Call::at(0),
         );
         assert_eq!(proposed(&out), Some(10.0)); // bumpless first
         let mut call = written(0);
         call.now_ms = 1_000;
-        let out = pid.on_changes(&batch(&[(PV, 31.0, 0)]), &call);
+        let out = pid.on_changes(&batch(&[(PV, 31.0, 0)]).view(), &call);
         // e = PV − SP grew from 5 to 6: P grew by kp · 1 = 2 (no integral: ti = 0).
         assert!((proposed(&out).unwrap() - 12.0).abs() < 1e-9, "{out:?}");
     }

@@ -399,7 +399,7 @@ impl Plugin for VibrationHealth {
         Self::new(config, &properties)
     }
 
-    fn on_changes(&mut self, batch: &ChangeBatch, _call: &Call) -> Outputs {
+    fn on_changes(&mut self, batch: &ChangeBatch<'_>, _call: &Call) -> Outputs {
         // The columns have one length (the contract says so); slicing them to it up front lets
         // the loop run without a bounds check per column.
         let n = batch.properties.len();
@@ -477,14 +477,14 @@ mod tests {
         // alpha 0.5. x = 2: mean 2, var 0. x = 4: diff 2, incr 1, mean 3, var 0.5·(0 + 2) = 1.
         // x = 6: score (6 − 3)/√1 = 3; diff 3, incr 1.5, mean 4.5, var 0.5·(1 + 4.5) = 2.75.
         let mut p = pump("alpha = 0.5\nwarmup = 2");
-        let out = p.on_changes(&batch(&[(0, 2.0, 0)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 2.0, 0)]).view(), &Call::at(0));
         close(value(&out, EWMA), 2.0);
         close(value(&out, SCORE), 0.0);
         // Only one sample came before: still warming up.
-        let out = p.on_changes(&batch(&[(0, 4.0, 1_000)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 4.0, 1_000)]).view(), &Call::at(0));
         close(value(&out, EWMA), 3.0);
         close(value(&out, SCORE), 0.0);
-        let out = p.on_changes(&batch(&[(0, 6.0, 2_000)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 6.0, 2_000)]).view(), &Call::at(0));
         close(value(&out, EWMA), 4.5);
         close(value(&out, SCORE), 3.0);
         // Points (0 h, 2), (1/3600 h, 3), (2/3600 h, 4.5): t̄ = 1/3600, m̄ = 9.5/3,
@@ -493,7 +493,7 @@ mod tests {
         close(value(&out, TREND), 4500.0);
         close(value(&out, TO_ALARM), (7.1 - 4.5) / 4500.0);
         // Next sample 1.2 against mean 4.5, var 2.75: z = −3.3 / √2.75.
-        let out = p.on_changes(&batch(&[(0, 1.2, 3_000)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 1.2, 3_000)]).view(), &Call::at(0));
         close(value(&out, SCORE), -3.3 / 2.75f64.sqrt());
     }
 
@@ -502,25 +502,31 @@ mod tests {
         // alpha 1: the EWMA is the sample. 1, 2, 3 mm/s at 0, 30, 60 min: 2 mm/s per hour, and
         // (7.1 − 3) / 2 = 2.05 h to the alarm. The point exactly one window old is kept.
         let mut p = pump("alpha = 1.0\ntrend_window = 3600");
-        p.on_changes(&batch(&[(0, 1.0, 0), (0, 2.0, HOUR_MS / 2)]), &Call::at(0));
-        let out = p.on_changes(&batch(&[(0, 3.0, HOUR_MS)]), &Call::at(0));
+        p.on_changes(
+            &batch(&[(0, 1.0, 0), (0, 2.0, HOUR_MS / 2)]).view(),
+            &Call::at(0),
+        );
+        let out = p.on_changes(&batch(&[(0, 3.0, HOUR_MS)]).view(), &Call::at(0));
         close(value(&out, EWMA), 3.0);
         close(value(&out, TREND), 2.0);
         close(value(&out, TO_ALARM), 2.05);
         // At or above the alarm: 0 h.
-        let out = p.on_changes(&batch(&[(0, 7.1, 2 * HOUR_MS)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 7.1, 2 * HOUR_MS)]).view(), &Call::at(0));
         close(value(&out, TO_ALARM), 0.0);
 
         // Rising by 0.001 mm/s per hour from 1 mm/s: 6 099 h away, capped at the horizon.
         let mut slow = pump("alpha = 1.0\ntrend_window = 3600");
-        slow.on_changes(&batch(&[(0, 1.0, 0)]), &Call::at(0));
-        let out = slow.on_changes(&batch(&[(0, 1.001, HOUR_MS)]), &Call::at(0));
+        slow.on_changes(&batch(&[(0, 1.0, 0)]).view(), &Call::at(0));
+        let out = slow.on_changes(&batch(&[(0, 1.001, HOUR_MS)]).view(), &Call::at(0));
         close(value(&out, TREND), 0.001);
         close(value(&out, TO_ALARM), 720.0);
 
         // Two points at one time span no time: no trend, so the horizon.
         let mut same = pump("alpha = 1.0");
-        let out = same.on_changes(&batch(&[(0, 1.0, 5_000), (0, 3.0, 5_000)]), &Call::at(0));
+        let out = same.on_changes(
+            &batch(&[(0, 1.0, 5_000), (0, 3.0, 5_000)]).view(),
+            &Call::at(0),
+        );
         close(value(&out, TREND), 0.0);
         close(value(&out, TO_ALARM), 720.0);
     }
@@ -531,11 +537,14 @@ mod tests {
         // 10 min = −18 mm/s per hour, not rising, so the horizon. At 1 800 s it holds
         // (1 200 s, 2) and (1 800 s, 3): +6 mm/s per hour, (7.1 − 3) / 6 h to the alarm.
         let mut p = pump("alpha = 1.0\ntrend_window = 900\nhorizon = 100");
-        p.on_changes(&batch(&[(0, 9.0, 0), (0, 5.0, 600_000)]), &Call::at(0));
-        let out = p.on_changes(&batch(&[(0, 2.0, 1_200_000)]), &Call::at(0));
+        p.on_changes(
+            &batch(&[(0, 9.0, 0), (0, 5.0, 600_000)]).view(),
+            &Call::at(0),
+        );
+        let out = p.on_changes(&batch(&[(0, 2.0, 1_200_000)]).view(), &Call::at(0));
         close(value(&out, TREND), -18.0);
         close(value(&out, TO_ALARM), 100.0);
-        let out = p.on_changes(&batch(&[(0, 3.0, 1_800_000)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 3.0, 1_800_000)]).view(), &Call::at(0));
         close(value(&out, TREND), 6.0);
         close(value(&out, TO_ALARM), 4.1 / 6.0);
     }
@@ -550,7 +559,7 @@ mod tests {
         for i in 0..=3_600 {
             let hours = f64::from(i) * 10.0 / 3_600.0;
             out = p.on_changes(
-                &batch(&[(0, 1.0 + 0.5 * hours, start + i64::from(i) * 10_000)]),
+                &batch(&[(0, 1.0 + 0.5 * hours, start + i64::from(i) * 10_000)]).view(),
                 &Call::at(0),
             );
         }
@@ -570,7 +579,7 @@ mod tests {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             t += 1 + (seed >> 40) as i64 % 3_000;
             let x = 2.0 + (seed >> 33) as f64 / (1u64 << 31) as f64;
-            let out = p.on_changes(&batch(&[(0, x, t)]), &Call::at(0));
+            let out = p.on_changes(&batch(&[(0, x, t)]).view(), &Call::at(0));
             history.push((t, value(&out, EWMA)));
             let window: Vec<(f64, f64)> = history
                 .iter()
@@ -598,41 +607,44 @@ mod tests {
         // alpha 0.1: 0 then 10 a second later gives 1, rising 3 600 mm/s per hour, so the
         // 7.1 mm/s alarm is (7.1 − 1) / 3 600 h away.
         let mut p = pump("");
-        p.on_changes(&batch(&[(0, 0.0, 0)]), &Call::at(0));
-        let out = p.on_changes(&batch(&[(0, 10.0, 1_000)]), &Call::at(0));
+        p.on_changes(&batch(&[(0, 0.0, 0)]).view(), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 10.0, 1_000)]).view(), &Call::at(0));
         close(value(&out, EWMA), 1.0);
         close(value(&out, TREND), 3_600.0);
         close(value(&out, TO_ALARM), (7.1 - 1.0) / 3_600.0);
         // 5 then 0 gives 4.5, falling: the 720 h horizon.
         let mut p = pump("");
-        p.on_changes(&batch(&[(0, 5.0, 0)]), &Call::at(0));
-        let out = p.on_changes(&batch(&[(0, 0.0, 1_000)]), &Call::at(0));
+        p.on_changes(&batch(&[(0, 5.0, 0)]).view(), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 0.0, 1_000)]).view(), &Call::at(0));
         close(value(&out, EWMA), 4.5);
         close(value(&out, TO_ALARM), 720.0);
         // Ten samples warm up; the eleventh is scored.
         let mut p = pump("");
         for i in 0..10 {
-            let out = p.on_changes(&batch(&[(0, f64::from(i % 2), i64::from(i))]), &Call::at(0));
+            let out = p.on_changes(
+                &batch(&[(0, f64::from(i % 2), i64::from(i))]).view(),
+                &Call::at(0),
+            );
             close(value(&out, SCORE), 0.0);
         }
-        let out = p.on_changes(&batch(&[(0, 100.0, 10)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 100.0, 10)]).view(), &Call::at(0));
         assert!(value(&out, SCORE) > 10.0);
     }
 
     #[test]
     fn bad_quality_and_non_finite_samples_are_ignored() {
         let mut p = pump("alpha = 0.5");
-        p.on_changes(&batch(&[(0, 2.0, 0)]), &Call::at(0));
+        p.on_changes(&batch(&[(0, 2.0, 0)]).view(), &Call::at(0));
         let mut bad = batch(&[(0, 40.0, 1_000), (0, 30.0, 2_000), (0, f64::NAN, 3_000)]);
         bad.qualities[0] = Quality::Bad;
         bad.qualities[1] = Quality::Uncertain;
-        let out = p.on_changes(&bad, &Call::at(0));
+        let out = p.on_changes(&bad.view(), &Call::at(0));
         close(value(&out, EWMA), 2.0);
         close(value(&out, TREND), 0.0);
         // The good NaN is ignored altogether: the latest quality is the uncertain one.
         assert_eq!(out.value(EWMA).map(|(_, q)| q), Some(Quality::Uncertain));
         let out = p.on_changes(
-            &batch(&[(0, f64::INFINITY, 4_000), (7, 5.0, 4_000)]),
+            &batch(&[(0, f64::INFINITY, 4_000), (7, 5.0, 4_000)]).view(),
             &Call::at(0),
         );
         close(value(&out, EWMA), 2.0);
@@ -650,7 +662,7 @@ mod tests {
         let properties = properties(&["a/m1/vibration_rms", "a/m2/vibration_rms"], &owned, &[]);
         let mut p = VibrationHealth::new("", &properties).unwrap();
         assert!(p.on_tick(&Call::at(0)).is_empty());
-        let out = p.on_changes(&batch(&[(1, 3.0, 0)]), &Call::at(0));
+        let out = p.on_changes(&batch(&[(1, 3.0, 0)]).view(), &Call::at(0));
         let indices: Vec<u32> = out.values().map(|(i, _, _)| i).collect();
         assert_eq!(indices, [0, 1, 2, 3]);
         assert_eq!(p.on_tick(&Call::at(1_000)), out);
@@ -665,8 +677,8 @@ mod tests {
             &[],
         );
         let mut p = VibrationHealth::new("alpha = 1.0\ntrend_window = 3600", &properties).unwrap();
-        p.on_changes(&batch(&[(0, 1.0, 0)]), &Call::at(0));
-        let out = p.on_changes(&batch(&[(0, 2.0, HOUR_MS)]), &Call::at(HOUR_MS));
+        p.on_changes(&batch(&[(0, 1.0, 0)]).view(), &Call::at(0));
+        let out = p.on_changes(&batch(&[(0, 2.0, HOUR_MS)]).view(), &Call::at(HOUR_MS));
         assert_eq!(out.len(), 2);
         close(value(&out, 0), 1.0);
         close(value(&out, 1), 2.0);
@@ -678,15 +690,15 @@ mod tests {
         // Bad before any good sample: still nothing to say.
         let mut bad = batch(&[(0, f64::NAN, 0)]);
         bad.qualities[0] = Quality::Bad;
-        assert!(p.on_changes(&bad, &Call::at(0)).is_empty());
-        let out = p.on_changes(&batch(&[(0, 2.0, 1_000)]), &Call::at(1_000));
+        assert!(p.on_changes(&bad.view(), &Call::at(0)).is_empty());
+        let out = p.on_changes(&batch(&[(0, 2.0, 1_000)]).view(), &Call::at(1_000));
         assert_eq!(out.len(), 4);
         assert!(out.values().all(|(_, _, q)| q == Quality::Good), "{out:?}");
         // Bad: the statistics stay those of the good samples, and every output says bad, on
         // ticks too.
         let mut bad = batch(&[(0, 40.0, 2_000)]);
         bad.qualities[0] = Quality::Bad;
-        p.on_changes(&bad, &Call::at(2_000));
+        p.on_changes(&bad.view(), &Call::at(2_000));
         let out = p.on_tick(&Call::at(3_000));
         assert_eq!(out.len(), 4);
         assert!(out.values().all(|(_, _, q)| q == Quality::Bad), "{out:?}");
@@ -694,13 +706,13 @@ mod tests {
         // Uncertain is not as bad.
         let mut uncertain = batch(&[(0, 30.0, 4_000)]);
         uncertain.qualities[0] = Quality::Uncertain;
-        let out = p.on_changes(&uncertain, &Call::at(4_000));
+        let out = p.on_changes(&uncertain.view(), &Call::at(4_000));
         assert!(
             out.values().all(|(_, _, q)| q == Quality::Uncertain),
             "{out:?}"
         );
         // Good again: good outputs, the sample taken (2 → 3).
-        let out = p.on_changes(&batch(&[(0, 4.0, 5_000)]), &Call::at(5_000));
+        let out = p.on_changes(&batch(&[(0, 4.0, 5_000)]).view(), &Call::at(5_000));
         assert!(out.values().all(|(_, _, q)| q == Quality::Good), "{out:?}");
         close(value(&out, EWMA), 3.0);
     }
@@ -723,7 +735,7 @@ mod tests {
                 7,
                 i64::MAX / 2 + 2,
             ][i];
-            let out = p.on_changes(&batch(&[(0, x, at)]), &Call::at(0));
+            let out = p.on_changes(&batch(&[(0, x, at)]).view(), &Call::at(0));
             assert!(out.values().all(|(_, v, _)| v.is_finite()), "{out:?}");
         }
         let out = p.on_tick(&Call::at(0));

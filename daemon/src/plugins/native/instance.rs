@@ -13,8 +13,7 @@ use crate::plugins::runtime::{
 };
 use crate::plugins::stdio::LogBudget;
 use crate::plugins::wasm::{
-    DataType, DerivedValues, DeviceErrorKind, Level, Outcome, OutputCaps, Setpoint, WriteProposal,
-    plugin_log,
+    DataType, DeviceErrorKind, Level, Outcome, OutputCaps, Setpoint, WriteProposal, plugin_log,
 };
 
 /// Bytes of the buffer `init` may write its refusal into.
@@ -60,10 +59,13 @@ enum Request {
         now_ms: i64,
         batch: Arc<ChangeBatch>,
         outcomes: Arc<[ProposalOutcome]>,
+        /// The caller's outputs, to fill and hand back (their capacity reused).
+        outputs: Outputs,
     },
     Tick {
         now_ms: i64,
         outcomes: Arc<[ProposalOutcome]>,
+        outputs: Outputs,
     },
 }
 
@@ -172,23 +174,29 @@ impl PluginInstance for NativeInstance {
         now_ms: i64,
         batch: &Arc<ChangeBatch>,
         outcomes: &Arc<[ProposalOutcome]>,
-    ) -> Result<Outputs, PluginError> {
-        self.outputs(Request::Changes {
+        outputs: &mut Outputs,
+    ) -> Result<(), PluginError> {
+        *outputs = self.outputs(Request::Changes {
             now_ms,
             batch: Arc::clone(batch),
             outcomes: Arc::clone(outcomes),
-        })
+            outputs: std::mem::take(outputs),
+        })?;
+        Ok(())
     }
 
     fn on_tick(
         &mut self,
         now_ms: i64,
         outcomes: &Arc<[ProposalOutcome]>,
-    ) -> Result<Outputs, PluginError> {
-        self.outputs(Request::Tick {
+        outputs: &mut Outputs,
+    ) -> Result<(), PluginError> {
+        *outputs = self.outputs(Request::Tick {
             now_ms,
             outcomes: Arc::clone(outcomes),
-        })
+            outputs: std::mem::take(outputs),
+        })?;
+        Ok(())
     }
 
     fn fuel_used(&self) -> u64 {
@@ -251,11 +259,16 @@ unsafe fn column<'a, T>(ptr: *const T, len: usize) -> Result<&'a [T], PluginErro
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
-/// Copies a call's outputs out of the plugin's memory, counts checked against `caps` first.
+/// Copies a call's outputs out of the plugin's memory into `into` (replacing its contents, its
+/// capacity reused), counts checked against `caps` first.
 ///
 /// # Safety
 /// `out` is what the plugin's call filled in, before `free_outputs`.
-unsafe fn take_outputs(out: &abi::Outputs, caps: &OutputCaps) -> Result<Outputs, PluginError> {
+unsafe fn take_outputs(
+    out: &abi::Outputs,
+    caps: &OutputCaps,
+    into: &mut Outputs,
+) -> Result<(), PluginError> {
     caps.check_counts(out.values_len, out.proposals_len, out.reasons_len)?;
     // SAFETY: the plugin's outputs stay valid until `free_outputs` (header); the counts are
     // within the caps, so the copies below are bounded.
@@ -270,36 +283,35 @@ unsafe fn take_outputs(out: &abi::Outputs, caps: &OutputCaps) -> Result<Outputs,
     };
     let reasons = std::str::from_utf8(reasons)
         .map_err(|e| PluginError::Trap(format!("the proposals' reasons are not UTF-8: {e}")))?;
-    let proposals = proposals
-        .iter()
-        .map(|p| {
-            let value = match p.value.kind {
-                abi::BOOLEAN => Setpoint::Boolean(p.value.boolean != 0),
-                abi::INTEGER => Setpoint::Integer(p.value.integer),
-                abi::FLOAT => Setpoint::Float(p.value.real),
-                kind => {
-                    return Err(PluginError::Trap(format!(
-                        "a proposal's setpoint has the unknown kind {kind}"
-                    )));
-                }
-            };
-            Ok(WriteProposal {
-                index: p.index,
-                value,
-                reason_start: p.reason_start,
-                reason_len: p.reason_len,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Outputs {
-        values: DerivedValues {
-            indices: indices.to_vec(),
-            values: values.to_vec(),
-            qualities: qualities.to_vec(),
-        },
-        proposals,
-        reasons: reasons.to_owned(),
-    })
+    into.proposals.clear();
+    for p in proposals {
+        let value = match p.value.kind {
+            abi::BOOLEAN => Setpoint::Boolean(p.value.boolean != 0),
+            abi::INTEGER => Setpoint::Integer(p.value.integer),
+            abi::FLOAT => Setpoint::Float(p.value.real),
+            kind => {
+                return Err(PluginError::Trap(format!(
+                    "a proposal's setpoint has the unknown kind {kind}"
+                )));
+            }
+        };
+        into.proposals.push(WriteProposal {
+            index: p.index,
+            value,
+            reason_start: p.reason_start,
+            reason_len: p.reason_len,
+        });
+    }
+    let derived = &mut into.values;
+    derived.indices.clear();
+    derived.indices.extend_from_slice(indices);
+    derived.values.clear();
+    derived.values.extend_from_slice(values);
+    derived.qualities.clear();
+    derived.qualities.extend_from_slice(qualities);
+    into.reasons.clear();
+    into.reasons.push_str(reasons);
+    Ok(())
 }
 
 fn data_type(data_type: DataType) -> u32 {
@@ -323,33 +335,29 @@ fn device_error(kind: DeviceErrorKind) -> u32 {
     }
 }
 
-/// The outcomes as the ABI passes them (strings borrowed from `outcomes`).
-fn outcomes_of(outcomes: &[ProposalOutcome]) -> Vec<abi::ProposalOutcome> {
-    outcomes
-        .iter()
-        .map(|o| {
-            let (outcome, device, rule) = match &o.outcome {
-                Outcome::Written => (abi::WRITTEN, 0, abi::Str::EMPTY),
-                Outcome::Refused(rule) => (abi::OUTCOME_REFUSED, 0, abi::Str::of(rule)),
-                Outcome::Shadow => (abi::SHADOW, 0, abi::Str::EMPTY),
-                Outcome::Expired => (abi::EXPIRED, 0, abi::Str::EMPTY),
-                Outcome::Superseded => (abi::SUPERSEDED, 0, abi::Str::EMPTY),
-                Outcome::Disarmed => (abi::DISARMED, 0, abi::Str::EMPTY),
-                Outcome::DeviceError(kind) => {
-                    (abi::DEVICE_ERROR, device_error(*kind), abi::Str::EMPTY)
-                }
-                Outcome::ReadBackMismatch => (abi::READ_BACK_MISMATCH, 0, abi::Str::EMPTY),
-            };
-            abi::ProposalOutcome {
-                proposal: o.proposal,
-                index: o.index,
-                outcome,
-                device_error: device,
-                reserved: 0,
-                rule,
-            }
-        })
-        .collect()
+/// Puts `outcomes` into `into` as the ABI passes them (strings borrowed from `outcomes`).
+fn outcomes_of(outcomes: &[ProposalOutcome], into: &mut Vec<abi::ProposalOutcome>) {
+    into.clear();
+    into.extend(outcomes.iter().map(|o| {
+        let (outcome, device, rule) = match &o.outcome {
+            Outcome::Written => (abi::WRITTEN, 0, abi::Str::EMPTY),
+            Outcome::Refused(rule) => (abi::OUTCOME_REFUSED, 0, abi::Str::of(rule)),
+            Outcome::Shadow => (abi::SHADOW, 0, abi::Str::EMPTY),
+            Outcome::Expired => (abi::EXPIRED, 0, abi::Str::EMPTY),
+            Outcome::Superseded => (abi::SUPERSEDED, 0, abi::Str::EMPTY),
+            Outcome::Disarmed => (abi::DISARMED, 0, abi::Str::EMPTY),
+            Outcome::DeviceError(kind) => (abi::DEVICE_ERROR, device_error(*kind), abi::Str::EMPTY),
+            Outcome::ReadBackMismatch => (abi::READ_BACK_MISMATCH, 0, abi::Str::EMPTY),
+        };
+        abi::ProposalOutcome {
+            proposal: o.proposal,
+            index: o.index,
+            outcome,
+            device_error: device,
+            reserved: 0,
+            rule,
+        }
+    }));
 }
 
 /// One native plugin instance called on the calling thread: what each instance's thread runs
@@ -365,6 +373,9 @@ pub struct LocalInstance {
     /// What `host.context` points to.
     context: Box<HostContext>,
     caps: OutputCaps,
+    /// The current call's outcomes as the ABI passes them; empty between calls (its strings
+    /// point into the caller's outcomes).
+    outcomes: Vec<abi::ProposalOutcome>,
 }
 
 impl std::fmt::Debug for LocalInstance {
@@ -401,6 +412,7 @@ impl LocalInstance {
             host,
             context,
             caps,
+            outcomes: Vec::new(),
         }
     }
 
@@ -477,7 +489,9 @@ impl LocalInstance {
         }
     }
 
-    /// Calls `on_changes` at `now_ms` with `batch` and `outcomes`; returns the outputs, copied.
+    /// Calls `on_changes` at `now_ms` with `batch` and `outcomes`; the outputs are copied into
+    /// `outputs` (replacing its contents; nothing is allocated once its columns are large
+    /// enough).
     ///
     /// Errors: not initialised ([`PluginError::Load`]); the plugin reports a fault or returns
     /// malformed outputs ([`PluginError::Trap`]); outputs past the caps
@@ -487,7 +501,8 @@ impl LocalInstance {
         now_ms: i64,
         batch: &ChangeBatch,
         outcomes: &[ProposalOutcome],
-    ) -> Result<Outputs, PluginError> {
+        outputs: &mut Outputs,
+    ) -> Result<(), PluginError> {
         let len = batch
             .properties
             .len()
@@ -501,12 +516,12 @@ impl LocalInstance {
             source_times_ms: batch.source_times_ms.as_ptr(),
             len,
         };
-        let outcomes = outcomes_of(outcomes);
-        let instance = self.instance;
-        self.call(|table, out| {
+        outcomes_of(outcomes, &mut self.outcomes);
+        self.call(outputs, |table, instance, outcomes, out| {
             table.on_changes.map_or(abi::FAULT, |on_changes| {
-                // SAFETY: the batch, its columns and the outcomes live until after the call;
-                // `instance` is this table's, initialised (checked by `call`).
+                // SAFETY: the batch, its columns and the outcomes (their strings borrowed from
+                // the caller's) live until after the call; `instance` is this table's,
+                // initialised (checked by `call`).
                 unsafe {
                     on_changes(
                         instance,
@@ -521,17 +536,18 @@ impl LocalInstance {
         })
     }
 
-    /// Calls `on_tick` at `now_ms` with `outcomes`; returns the outputs, copied.
+    /// Calls `on_tick` at `now_ms` with `outcomes`; the outputs are copied into `outputs` as
+    /// [`LocalInstance::on_changes`] does.
     ///
     /// Errors: as [`LocalInstance::on_changes`].
     pub fn on_tick(
         &mut self,
         now_ms: i64,
         outcomes: &[ProposalOutcome],
-    ) -> Result<Outputs, PluginError> {
-        let outcomes = outcomes_of(outcomes);
-        let instance = self.instance;
-        self.call(|table, out| {
+        outputs: &mut Outputs,
+    ) -> Result<(), PluginError> {
+        outcomes_of(outcomes, &mut self.outcomes);
+        self.call(outputs, |table, instance, outcomes, out| {
             table.on_tick.map_or(abi::FAULT, |on_tick| {
                 // SAFETY: as in `on_changes`.
                 unsafe { on_tick(instance, now_ms, outcomes.as_ptr(), outcomes.len(), out) }
@@ -539,22 +555,26 @@ impl LocalInstance {
         })
     }
 
-    /// Makes one call with `f` (given the table and the outputs record), copies its outputs out
-    /// and hands them back to the plugin.
+    /// Makes one call with `f` (given the table, the instance, the call's outcomes and the
+    /// outputs record), copies its outputs into `outputs` and hands them back to the plugin.
     fn call(
         &mut self,
-        f: impl FnOnce(&abi::Plugin, *mut abi::Outputs) -> i32,
-    ) -> Result<Outputs, PluginError> {
+        outputs: &mut Outputs,
+        f: impl FnOnce(&abi::Plugin, *mut c_void, &[abi::ProposalOutcome], *mut abi::Outputs) -> i32,
+    ) -> Result<(), PluginError> {
         if self.instance.is_null() {
+            self.outcomes.clear();
             return Err(PluginError::Load("instance is not initialised".into()));
         }
         let mut out = abi::Outputs::EMPTY;
-        let code = f(self.table, &mut out);
+        let code = f(self.table, self.instance, &self.outcomes, &mut out);
+        // The outcomes' strings are the caller's: nothing of them is kept past the call.
+        self.outcomes.clear();
         if code != abi::OK {
             return Err(fault(code));
         }
         // SAFETY: the call succeeded, so `out` is its outputs, valid until `free_outputs`.
-        let taken = unsafe { take_outputs(&out, &self.caps) };
+        let taken = unsafe { take_outputs(&out, &self.caps, outputs) };
         if let Some(free) = self.table.free_outputs {
             // SAFETY: the outputs of the call just made on this instance, freed once.
             unsafe { free(self.instance, &mut out) };
@@ -587,12 +607,17 @@ fn serve(mut local: LocalInstance, inbox: &mpsc::Receiver<Request>, outbox: &mps
                 now_ms,
                 batch,
                 outcomes,
+                mut outputs,
             } => local
-                .on_changes(now_ms, &batch, &outcomes)
-                .map(Answer::Outputs),
-            Request::Tick { now_ms, outcomes } => {
-                local.on_tick(now_ms, &outcomes).map(Answer::Outputs)
-            }
+                .on_changes(now_ms, &batch, &outcomes, &mut outputs)
+                .map(|()| Answer::Outputs(outputs)),
+            Request::Tick {
+                now_ms,
+                outcomes,
+                mut outputs,
+            } => local
+                .on_tick(now_ms, &outcomes, &mut outputs)
+                .map(|()| Answer::Outputs(outputs)),
         };
         let failed = reply.is_err();
         // A caller that gave up (deadline) or dropped the instance is gone: end.

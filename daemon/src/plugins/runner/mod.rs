@@ -300,7 +300,8 @@ mod tests {
             _now_ms: i64,
             _batch: &Arc<ChangeBatch>,
             _outcomes: &Arc<[ProposalOutcome]>,
-        ) -> Result<Outputs, PluginError> {
+            _outputs: &mut Outputs,
+        ) -> Result<(), PluginError> {
             panic!("a deliberate host-side panic in a plugin call");
         }
 
@@ -308,7 +309,8 @@ mod tests {
             &mut self,
             _now_ms: i64,
             _outcomes: &Arc<[ProposalOutcome]>,
-        ) -> Result<Outputs, PluginError> {
+            _outputs: &mut Outputs,
+        ) -> Result<(), PluginError> {
             unreachable!("the probe has no tick")
         }
 

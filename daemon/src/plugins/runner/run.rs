@@ -363,7 +363,7 @@ impl Runner {
     /// Takes a call's outputs: derived values into the twin (by owned index, with the quality
     /// the plugin gives), proposals to the control gate (by writable index, typed). What does not
     /// fit is rejected, one event per call; every proposal's outcome is recorded in `proposals`.
-    fn apply(&self, outputs: Outputs, proposals: &mut Proposals) {
+    fn apply(&self, outputs: &Outputs, proposals: &mut Proposals) {
         let stamp = SystemTime::now();
         let mut rejected = 0u64;
         let mut first: Option<Rejection> = None;
@@ -384,9 +384,9 @@ impl Runner {
         }
         self.twin.apply(&readings);
         let mark = proposals.known();
-        for proposal in outputs.proposals {
+        for proposal in &outputs.proposals {
             let number = proposals.number();
-            let (id, value) = match check_proposal(&proposal, &self.resolved.writable) {
+            let (id, value) = match check_proposal(proposal, &self.resolved.writable) {
                 ProposalVerdict::Typed { property, value } => (property, value),
                 ProposalVerdict::WritableIndex => {
                     reject(Rejection::WritableIndex {
@@ -602,6 +602,9 @@ impl Runner {
         let mut changes = Vec::new();
         let mut pending: Vec<Change> = Vec::new();
         let mut proposals = Proposals::default();
+        // The calls' outputs, one buffer from call to call (a native plugin's are copied into
+        // it, so its capacity is reused); a fault loses it and the next call starts a new one.
+        let mut buffer = Outputs::default();
         let mut fault = self.load_fault.clone().unwrap_or_default();
         let mut shown: Option<Shown> = None;
         loop {
@@ -739,22 +742,27 @@ impl Runner {
             };
             let outcomes: Arc<[ProposalOutcome]> = proposals.deliver();
             let now = now_ms();
+            let mut outputs = std::mem::take(&mut buffer);
             let result = if batch_call {
                 let batch = self.batch(&pending);
                 pending.clear();
                 self.call(instance, &token, move |i| {
-                    i.on_changes(now, &batch, &outcomes)
+                    i.on_changes(now, &batch, &outcomes, &mut outputs)
+                        .map(|()| outputs)
                 })
                 .await
             } else {
-                self.call(instance, &token, move |i| i.on_tick(now, &outcomes))
-                    .await
+                self.call(instance, &token, move |i| {
+                    i.on_tick(now, &outcomes, &mut outputs).map(|()| outputs)
+                })
+                .await
             };
             state = match result {
                 Ok((instance, outputs)) => {
                     failures = 0;
                     backoff.reset();
-                    self.apply(outputs, &mut proposals);
+                    self.apply(&outputs, &mut proposals);
+                    buffer = outputs;
                     State::Running(instance)
                 }
                 Err(Unanswered::Cancelled) => return Ok(()),

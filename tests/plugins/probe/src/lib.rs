@@ -151,7 +151,7 @@ impl Plugin for Probe {
         })
     }
 
-    fn on_changes(&mut self, _batch: &ChangeBatch, call: &Call) -> Outputs {
+    fn on_changes(&mut self, _batch: &ChangeBatch<'_>, call: &Call) -> Outputs {
         self.act(call, false)
     }
 
