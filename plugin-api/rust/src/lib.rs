@@ -119,14 +119,7 @@ impl OwnedBatch {
     }
 }
 
-// The native export lends the host's quality bytes as `Quality` values when every byte is a
-// discriminant: that needs wit-bindgen's `#[repr(u8)]` enum with good = 0, uncertain = 1, bad = 2.
-const _: () = assert!(
-    size_of::<Quality>() == 1
-        && Quality::Good as u8 == 0
-        && Quality::Uncertain as u8 == 1
-        && Quality::Bad as u8 == 2
-);
+mod quality;
 
 impl Quality {
     /// The quality a byte of the contract's quality columns stands for: 0 good, 1 uncertain,
@@ -161,16 +154,12 @@ impl Quality {
 
 impl From<wire::ChangeBatch> for OwnedBatch {
     /// Takes the columns as they arrived; the quality bytes become [`Quality`] values in place
-    /// (same size, no new allocation).
+    /// (same allocation; reinterpreted without a pass per element when all are discriminants).
     fn from(batch: wire::ChangeBatch) -> Self {
         Self {
             properties: batch.properties,
             values: batch.values,
-            qualities: batch
-                .qualities
-                .into_iter()
-                .map(Quality::from_byte)
-                .collect(),
+            qualities: quality::from_bytes(batch.qualities),
             source_times_ms: batch.source_times_ms,
         }
     }
@@ -471,7 +460,7 @@ macro_rules! export_plugin {
                 }
             }
 
-            $crate::bindings::export_world!(__TwinloomGuest with_types_in $crate::bindings);
+    $crate::bindings::export_world!(__TwinloomGuest with_types_in $crate::bindings);
         };
 
         /// The native plugin's entry point (C ABI, `plugin-api/include/twinloom_plugin.h`).

@@ -330,10 +330,8 @@ unsafe extern "C" fn on_changes<P: Plugin>(
         };
         // SAFETY: the outcomes are valid for the call (header).
         let call = unsafe { state.call(now_ms, outcomes, outcomes_len) };
-        let qualities: &[Quality] = if qualities.iter().all(|b| *b <= Quality::Bad as u8) {
-            // SAFETY: `Quality` is one byte with discriminants 0, 1 and 2 (asserted at compile
-            // time in lib.rs) and every byte here is one of them; same length and lifetime.
-            unsafe { std::slice::from_raw_parts(qualities.as_ptr().cast(), qualities.len()) }
+        let qualities: &[Quality] = if let Some(lent) = crate::quality::lend(qualities) {
+            lent
         } else {
             // Any other byte counts as bad (header): converted into the instance's buffer.
             state.qualities.clear();
