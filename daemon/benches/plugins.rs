@@ -322,7 +322,7 @@ fn main() {
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
     if let Some((wasm, native)) = at_1024 {
         println!(
-            "target at 1024: wasm / plain {wasm:.2}× ≤ 1.5×: {}",
+            "target at 1024: wasm / plain {wasm:.3}× ≤ 1.5×: {}",
             verdict(wasm <= 1.5)
         );
         println!(
