@@ -49,6 +49,16 @@ struct Rig {
     client_pki: tempfile::TempDir,
 }
 
+impl Rig {
+    /// Shuts the daemon down, waiting at most 5 s for its tasks; whether they all ended.
+    async fn stop(&self) -> bool {
+        self.handles
+            .supervisor
+            .shutdown(Duration::from_secs(5))
+            .await
+    }
+}
+
 async fn start_rig(extra_server_settings: &str) -> Rig {
     start_rig_with(extra_server_settings, "").await
 }
@@ -431,10 +441,7 @@ async fn browse_read_subscribe_and_write_with_roles() {
 
     let _ = operator.disconnect().await;
     let _ = viewer.disconnect().await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// Log lines captured in memory (one test per process under nextest, so a global subscriber is fine).
@@ -515,10 +522,7 @@ async fn security_none_and_anonymous_are_off_unless_enabled_and_failed_logins_co
         line.is_some_and(|l| l.contains("peer=127.0.0.1:")),
         "{text}"
     );
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 
     let open =
         start_rig("allow_security_none = true\nanonymous = true\nauto_trust_clients = true").await;
@@ -538,10 +542,7 @@ async fn security_none_and_anonymous_are_off_unless_enabled_and_failed_logins_co
     .await[0];
     assert_eq!(value.value, Some(Variant::Double(42.0)));
     let _ = session.disconnect().await;
-    open.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    open.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -583,10 +584,7 @@ async fn untrusted_client_certificates_are_refused_until_trusted() {
         .await
         .expect("trusted now");
     let _ = session.disconnect().await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// An independent OPC UA client stack, run as a child process that speaks the line protocol of
@@ -896,10 +894,7 @@ async fn interoperates_with(stack: Stack) {
     );
     assert_eq!(rig.device.holding(2, 1), vec![1205]);
     viewer.send("quit");
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -949,10 +944,7 @@ async fn open62541_connects_with_every_offered_security_policy() {
         assert_eq!(read["value"], 42.0, "{security:?}: {read}");
         peer.send("quit");
     }
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// Every variable's status follows the twin's quality from the start (async-opcua's own client):
@@ -1005,10 +997,7 @@ async fn a_value_that_never_arrived_is_not_good_and_a_failed_one_says_why() {
         Some(StatusCode::BadWaitingForInitialData)
     );
     let _ = session.disconnect().await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1233,10 +1222,7 @@ config = {{ behaviour = "quality" }}
         values[1]
     );
     assert_eq!(values[1].value, Some(Variant::Double(2.0)));
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// Every plugin's state is an object on OPC UA (`twinloom/plugins/<name>`: state, last fault,
@@ -1362,10 +1348,7 @@ config = {{ behaviour = "quality" }}
     )
     .await;
     wait_for(&rig.handles, state, WAIT, |s| s.value == quarantined).await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// The control gate's status object (`twinloom/control`) shows whether the plant is armed; its
@@ -1426,10 +1409,7 @@ async fn an_operator_arms_the_plant_and_any_session_disarms_it() {
         read(&viewer, std::slice::from_ref(&armed)).await[0].value,
         Some(Variant::Boolean(false))
     );
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// Select-before-operate: a property with `select_before_operate` takes a write only from the
@@ -1528,10 +1508,7 @@ bindings.position = { table = "holding", address = 40 }
         operator.call_one(select).await.unwrap().status_code,
         StatusCode::BadInvalidState
     );
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// A raw opc.tcp peer (OPC UA Part 6 §7.1): the messages an attacker sends by hand.
@@ -1755,10 +1732,7 @@ async fn a_message_nested_too_deep_is_refused_and_the_server_goes_on() {
         raw::write_of_nested_data_values(channel, 10_000)
     })
     .await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// A value that is an ExtensionObject of an unknown type announcing a body of 1.75 GiB (sent in
@@ -1785,10 +1759,7 @@ async fn an_extension_object_announcing_a_huge_body_is_refused_before_allocating
         grown < 512 * 1024,
         "peak virtual size grew by {grown} KiB for one message"
     );
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// 16 peers that say Hello and then send OpenSecureChannel chunks that never finish (the attack
@@ -1843,10 +1814,7 @@ async fn an_unauthenticated_flood_is_cut_off_and_others_are_served_meanwhile() {
         0.0,
         "every cut-off connection gave its budget back"
     );
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// Connections beyond `max_connections_per_address` or `max_connections` are closed at once, and
@@ -1901,10 +1869,7 @@ handshake_timeout = \"2s\"",
         .await
         .expect("a client connects once places are free");
     let _ = session.disconnect().await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// How long a refused login takes, from connecting to the refusal.
@@ -1949,10 +1914,7 @@ login_failures_burst = 1000",
         unknown.as_secs_f64() >= 0.7 * known.as_secs_f64(),
         "median refusal: unknown users {unknown:?}, known users {known:?}"
     );
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// Five failed logins from one address throttle it: the sixth attempt is refused even with the
@@ -2011,10 +1973,7 @@ handshake_timeout = \"1s\"",
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// Every refused client leaves its certificate in `rejected/` for `twinloom pki trust`; only the
@@ -2050,10 +2009,7 @@ async fn the_rejected_folder_keeps_only_the_newest_certificates() {
         .filter(|e| e.trust == Trust::Rejected)
         .count();
     assert_eq!(rejected, 2);
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// `ServiceLevel` follows the plant's data (OPC UA Part 4 §6.6.2.4.2: 3 of the 9 oven properties
@@ -2169,10 +2125,7 @@ async fn the_certificate_expiry_is_measured_and_warned_about_ahead() {
         || String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned(),
     )
     .await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// One user's sessions, subscriptions and monitored items are bounded over all their sessions,
@@ -2283,10 +2236,7 @@ max_monitored_items_per_user = 3",
     for session in [first, second, operator] {
         let _ = session.disconnect().await;
     }
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// A secure channel may only use a security policy that an endpoint offers: a client that skips
@@ -2349,10 +2299,7 @@ async fn a_security_policy_or_mode_no_endpoint_offers_is_refused() {
         .await
         .expect("an offered policy still works");
     let _ = session.disconnect().await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
 
 /// TransferSubscriptions (OPC UA Part 4 §5.13.7): a client that reconnects with a new session
@@ -2432,8 +2379,5 @@ async fn a_subscription_moves_to_the_same_users_new_session_only() {
     assert_eq!(items(), 1.0);
     new.disconnect().await.unwrap();
     common::eventually(WAIT, || items() == 0.0, || format!("{} items", items())).await;
-    rig.handles
-        .supervisor
-        .shutdown(Duration::from_secs(5))
-        .await;
+    rig.stop().await;
 }
