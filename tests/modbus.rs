@@ -252,6 +252,50 @@ async fn recovers_after_the_device_restarts_without_restarting_the_daemon() {
     handles.supervisor.shutdown(Duration::from_secs(2)).await;
 }
 
+/// A source whose first attempts are refused is "Connected", not "Reconnected", when the device
+/// comes up: a reconnect is counted only after a connection that was up is lost (the link state;
+/// a failed first attempt used to count the first connection as a reconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_connection_after_refused_attempts_is_not_a_reconnect() {
+    const RECONNECTS: &str = r#"twinloom_modbus_reconnects_total{source="plc"}"#;
+    const REFUSED: &str =
+        r#"twinloom_modbus_errors_total{source="plc",device="plc",kind="connection"}"#;
+    const CONNECTED: &str = r#"twinloom_modbus_connected{source="plc"}"#;
+    let free = std::net::TcpListener::bind(LOOPBACK).unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let handles = start(&simple_config(addr, "")).await;
+    let power = property(&handles, "site/meter/power");
+    common::eventually(
+        WAIT,
+        || metric(&handles.metrics.encode(), REFUSED) >= 2.0,
+        || handles.metrics.encode(),
+    )
+    .await;
+
+    let device = SimDevice::new();
+    device.set_holding(0, &[0x4120, 0x0000]); // 10.0
+    let first = server_on(addr, &device).await;
+    wait_for(&handles, power, WAIT, |s| s.quality.is_good()).await;
+    let metrics = handles.metrics.encode();
+    assert_eq!(metric(&metrics, RECONNECTS), 0.0, "{metrics}");
+    assert_eq!(metric(&metrics, CONNECTED), 1.0, "{metrics}");
+
+    // Lost (the source says so: its gauge drops) and back: that is one reconnect.
+    first.stop().await;
+    common::eventually(
+        WAIT,
+        || metric(&handles.metrics.encode(), CONNECTED) == 0.0,
+        || handles.metrics.encode(),
+    )
+    .await;
+    let _second = server_on(addr, &device).await;
+    wait_for(&handles, power, WAIT, |s| s.quality.is_good()).await;
+    let metrics = handles.metrics.encode();
+    assert_eq!(metric(&metrics, RECONNECTS), 1.0, "{metrics}");
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
 async fn server_on(addr: SocketAddr, device: &Arc<SimDevice>) -> ModbusServer {
     let map = HashMap::from([(1u8, Arc::clone(device))]);
     ModbusServer::bind(addr, Framing::Tcp, map).await.unwrap()

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_modbus::client::Reader;
-use twinloom::config::modbus::RegisterTable;
+use twinloom::config::sources::modbus::RegisterTable;
 use twinloom::sources::modbus::codec::{Encoding, Layout};
 use twinloom::sources::modbus::plan::{self, Limits, Point};
 use twinloom::sources::modbus::poller::{Data, decode_block};
@@ -387,7 +387,7 @@ fn per_tag_workload(polls: usize) {
                 pair.copy_from_slice(&[(bits >> 16) as u16, bits as u16]);
             }
             readings.clear();
-            decode_block(block, reply, &mut readings, "dev");
+            decode_block(block, reply, &mut readings);
             twin.apply(&readings);
             changes.clear();
             subscriber.try_recv(&mut changes);

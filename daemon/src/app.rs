@@ -473,12 +473,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     process.shutdown(Duration::from_secs(1)).await;
     let handles = &daemon.handles;
     let deadline = daemon.config.daemon.shutdown_timeout;
-    if !handles.supervisor.shutdown(deadline).await {
-        tracing::warn!(
-            ?deadline,
-            "Some tasks did not finish before the shutdown deadline"
-        );
-    }
+    // A deadline overrun is logged by the supervisor.
+    handles.supervisor.shutdown(deadline).await;
     match handles.supervisor.fatal_error() {
         Some(message) => anyhow::bail!(message),
         None => {

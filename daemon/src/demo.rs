@@ -158,7 +158,7 @@ pub async fn run(
             _ = tick.tick() => {
                 let stats = handles.twin.stats();
                 let (good, uncertain, bad) = handles.twin.quality_counts();
-                let up = config.sources.iter().filter(|s| handles.metrics.is_source_connected(s.id())).count();
+                let up = config.sources.iter().filter(|s| handles.readiness.is_source_connected(s.id())).count();
                 let rate = (stats.changes - last) as f64 / STATUS_INTERVAL.as_secs_f64();
                 last = stats.changes;
                 say!(
@@ -170,14 +170,12 @@ pub async fn run(
         }
     }
     say!("Stopping");
-    let drained = handles
+    // A deadline overrun is logged by the supervisor.
+    handles
         .supervisor
         .shutdown(config.daemon.shutdown_timeout)
         .await;
     plant.stop().await;
-    if !drained {
-        tracing::warn!("Some tasks did not finish before the shutdown deadline");
-    }
     match handles.supervisor.fatal_error() {
         Some(message) => anyhow::bail!(message),
         None => Ok(()),

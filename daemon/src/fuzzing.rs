@@ -18,7 +18,7 @@ use opcua::types::{
 };
 
 use crate::config::ConfigError;
-use crate::config::modbus::RegisterTable;
+use crate::config::sources::modbus::RegisterTable;
 use crate::control::rule;
 use crate::opcua_values::{from_variant, to_variant};
 use crate::plugins::runner::{DerivedVerdict, ProposalVerdict, check_derived, check_proposal};
@@ -162,7 +162,7 @@ impl ValueSeed {
 /// Most bindings one Modbus case plans (a device's bindings of one table and poll interval).
 const MAX_MODBUS_POINTS: usize = 256;
 
-/// Feeds a device's bindings of one table (made valid as `config::modbus` requires: bit 0..=15,
+/// Feeds a device's bindings of one table (made valid as `config::sources::modbus` requires: bit 0..=15,
 /// string length 1..=125, an order the encoding accepts, within 0..=65535) and request limits
 /// (1..=125 registers or 1..=2000 bits per read) to the block planner, then replies of any length
 /// to the per-block decoder (`poller::decode_block`, the codec per point), and a value to every
@@ -257,7 +257,7 @@ pub fn modbus(data: &[u8]) {
             Data::Words(reply.clone())
         };
         readings.clear();
-        decode_block(block, &data, &mut readings, "fuzz");
+        let _ = decode_block(block, &data, &mut readings);
         assert_eq!(readings.len(), block.points.len());
         for (point, reading) in block.points.iter().zip(&readings) {
             assert_eq!(reading.property, point.property);
@@ -291,7 +291,7 @@ pub fn modbus(data: &[u8]) {
     }
 }
 
-/// A point that `config::modbus` validation would accept, from its seed.
+/// A point that `config::sources::modbus` validation would accept, from its seed.
 fn valid_point(id: u32, seed: &PointSeed, bits: bool) -> Point {
     let encoding = if bits {
         Encoding::Bool

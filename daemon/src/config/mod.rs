@@ -9,10 +9,8 @@
 
 pub mod admin_http;
 pub mod diagnostic;
-pub mod modbus;
 pub mod model;
 pub mod opcua_server;
-pub mod opcua_source;
 pub mod sources;
 mod validate;
 
@@ -34,8 +32,6 @@ use model::{AssetConfig, AssetHead};
 
 use crate::twin::TwinModel;
 use crate::twin::spec::{AssetSpec, BindingSpec};
-use modbus::{ModbusBindingConfig, ModbusSourceConfig};
-use opcua_source::{OpcUaBindingConfig, OpcUaSourceConfig};
 use sources::{BindingConfig, SourceConfig, SourceKind};
 
 /// Why a configuration could not be loaded.
@@ -451,19 +447,7 @@ impl Loader<'_, '_> {
                 }
             }
             let (parsed, broken) = match kind {
-                Some(SourceKind::Modbus) => {
-                    let (parsed, broken) =
-                        self.array::<ModbusSourceConfig>(&kind_path, value, "id");
-                    let parsed = parsed
-                        .into_iter()
-                        .map(|(s, p)| (SourceConfig::Modbus(s), p));
-                    (parsed.collect::<Vec<_>>(), broken)
-                }
-                Some(SourceKind::OpcUa) => {
-                    let (parsed, broken) = self.array::<OpcUaSourceConfig>(&kind_path, value, "id");
-                    let parsed = parsed.into_iter().map(|(s, p)| (SourceConfig::OpcUa(s), p));
-                    (parsed.collect(), broken)
-                }
+                Some(kind) => kind.parse_sections(self, &kind_path, value),
                 None => {
                     let known: Vec<_> = SourceKind::ALL
                         .iter()
@@ -531,12 +515,7 @@ impl Loader<'_, '_> {
                                 _ if by_plugin => self
                                     .de::<sources::PluginBindingConfig>(&binding_path, binding)
                                     .map(BindingConfig::Plugin),
-                                Some(SourceKind::Modbus) => self
-                                    .de::<ModbusBindingConfig>(&binding_path, binding)
-                                    .map(BindingConfig::Modbus),
-                                Some(SourceKind::OpcUa) => self
-                                    .de::<OpcUaBindingConfig>(&binding_path, binding)
-                                    .map(BindingConfig::OpcUa),
+                                Some(kind) => kind.parse_binding(self, &binding_path, binding),
                                 // Unknown or missing source: validation reports it.
                                 None => continue,
                             };

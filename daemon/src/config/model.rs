@@ -1,8 +1,8 @@
 //! The typed configuration: what each TOML section deserializes into.
 //!
 //! Every struct denies unknown fields; durations are humantime strings (`"250ms"`, `"5s"`).
-//! Each component's section has its own module beside this one (`modbus`, `opcua_source`,
-//! `opcua_server`, `admin_http`, and `sources` for the registry of source kinds); the twin's
+//! Each component's section has its own module beside this one (`opcua_server`, `admin_http`,
+//! and `sources/` for the registry of source kinds with one module per kind); the twin's
 //! declarations (`[twin]`, `[[types]]`) are `crate::twin::spec`. This module holds the whole
 //! file's shape and the protocol-neutral sections.
 

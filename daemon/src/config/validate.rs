@@ -569,18 +569,7 @@ fn assets(
                     binding_path,
                     format!("type `{}` has no property `{name}`", ty.name),
                 )),
-                Some(property) => match binding {
-                    BindingConfig::Modbus(modbus) => modbus.validate(property, &binding_path, out),
-                    BindingConfig::OpcUa(opcua) => opcua.validate(property, &binding_path, out),
-                    BindingConfig::Plugin(plugin) => {
-                        if !config.plugins.iter().any(|p| p.name == plugin.plugin) {
-                            out.push(Problem::new(
-                                binding_path.key("plugin"),
-                                format!("unknown plugin `{}`", plugin.plugin),
-                            ));
-                        }
-                    }
-                },
+                Some(property) => binding.validate(property, config, &binding_path, out),
             }
         }
         for property in &ty.properties {

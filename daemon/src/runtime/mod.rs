@@ -2,6 +2,7 @@
 //! stopped, and how it says it is ready; and the durable journal records are kept in.
 
 pub mod backoff;
+mod events;
 pub mod journal;
 pub mod readiness;
 pub mod supervisor;

@@ -45,6 +45,22 @@ impl Readiness {
         ReadyFlag(flag)
     }
 
+    /// Registers the condition of the source `id` (of any kind): its connection or session is
+    /// up. See [`Self::is_source_connected`].
+    pub fn register_source(&self, id: &str) -> ReadyFlag {
+        self.register(source_condition(id))
+    }
+
+    /// Whether the source `id` reports its connection up (false for an id no source registered).
+    pub fn is_source_connected(&self, id: &str) -> bool {
+        let line = source_condition(id);
+        self.conditions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(unmet, flag)| *unmet == line && flag.load(Ordering::Relaxed))
+    }
+
     /// The lines of the conditions not met, in registration order; empty when ready.
     pub fn unmet(&self) -> Vec<String> {
         self.conditions
@@ -55,6 +71,11 @@ impl Readiness {
             .map(|(line, _)| line.clone())
             .collect()
     }
+}
+
+/// The line `/readyz` shows while the source `id` is not connected.
+fn source_condition(id: &str) -> String {
+    format!("source {id} is not connected")
 }
 
 #[cfg(test)]
@@ -81,5 +102,23 @@ mod tests {
         assert_eq!(readiness.unmet(), ["source a is not connected"]);
         again.set(true);
         assert!(readiness.unmet().is_empty());
+    }
+
+    #[test]
+    fn a_source_is_connected_while_its_latest_flag_is_set() {
+        let readiness = Readiness::default();
+        assert!(!readiness.is_source_connected("plc"));
+        let first = readiness.register_source("plc");
+        assert!(!readiness.is_source_connected("plc"));
+        first.set(true);
+        assert!(readiness.is_source_connected("plc"));
+        assert_eq!(readiness.unmet(), Vec::<String>::new());
+        // Restarted on reload: the new flag decides.
+        let second = readiness.register_source("plc");
+        assert!(!readiness.is_source_connected("plc"));
+        assert_eq!(readiness.unmet(), ["source plc is not connected"]);
+        second.set(true);
+        assert!(readiness.is_source_connected("plc"));
+        assert!(!readiness.is_source_connected("other"));
     }
 }

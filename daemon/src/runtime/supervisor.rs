@@ -73,7 +73,11 @@ impl Supervisor {
                 Err(_) => None,
             };
             if let Some(message) = failure {
-                tracing::error!(task = %name, %message, "Task ended with an error; shutting down");
+                super::events::TaskFailed {
+                    task: &name,
+                    message: &message,
+                }
+                .emit();
                 fatal
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -95,13 +99,17 @@ impl Supervisor {
     }
 
     /// Cancels every task and waits up to `deadline` for them to finish.
-    /// Returns `true` when all finished in time.
+    /// Returns `true` when all finished in time; otherwise logs that some did not.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         self.root.cancel();
         self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait())
+        let drained = tokio::time::timeout(deadline, self.tracker.wait())
             .await
-            .is_ok()
+            .is_ok();
+        if !drained {
+            super::events::ShutdownOverran { deadline }.emit();
+        }
+        drained
     }
 }
 

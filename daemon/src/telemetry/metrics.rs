@@ -3,6 +3,8 @@
 //! Label values come from the configuration (source and device ids) or from fixed enums (error
 //! kinds), never from data, so every family has a bounded number of series.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,50 +21,19 @@ pub struct SourceLabels {
     pub source: String,
 }
 
-/// Labels of per-device series.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeviceLabels {
-    /// Source id from the config.
-    pub source: String,
-    /// Device id from the config.
-    pub device: String,
-}
-
-/// Labels of per-device error series.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
-    /// Source id from the config.
-    pub source: String,
-    /// Device id from the config.
-    pub device: String,
-    /// Error kind: a fixed, lowercase name (`timeout`, `illegal_data_address`, `connection`, ...).
-    pub kind: String,
-}
-
-fn rtt_histogram() -> Histogram {
-    // 100 µs … ~1.6 s in doublings.
-    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
-}
-
-/// Modbus metric families.
-#[derive(Debug, Clone)]
-pub struct ModbusMetrics {
-    requests: Family<DeviceLabels, Counter>,
-    errors: Family<ErrorLabels, Counter>,
-    duration: Family<DeviceLabels, Histogram, fn() -> Histogram>,
-    demotions: Family<DeviceLabels, Counter>,
-    demoted: Family<DeviceLabels, Gauge>,
-    reconnects: Family<SourceLabels, Counter>,
-    connected: Family<SourceLabels, Gauge>,
-}
-
-/// OPC UA metrics (server and sources).
+/// OPC UA server metrics (each source kind registers its own families: see [`MetricSet`]).
 #[derive(Debug, Clone, Default)]
 pub struct OpcUaMetrics {
     /// Session activations refused by the server (unknown user, wrong password, anonymous when disabled).
     pub failed_logins: Counter,
-    /// 1 while an OPC UA source's session is up.
-    pub source_connected: Family<SourceLabels, Gauge>,
+}
+
+/// A component's own metric families (a source kind's, from its `events.rs`), registered in the
+/// daemon's registry the first time the component asks for them ([`Metrics::set`]), so the
+/// families of a kind live beside its events and the registry names no component.
+pub trait MetricSet: Clone + Send + Sync + 'static {
+    /// Makes the families and registers them in `registry`.
+    fn register(registry: &mut Registry) -> Self;
 }
 
 /// Labels of the control gate's decision series (bounded: fixed sets of values).
@@ -166,8 +137,8 @@ pub struct Metrics {
     /// The control gate.
     pub control: ControlMetrics,
     registry: Arc<Mutex<Registry>>,
-    /// Modbus sources.
-    pub modbus: ModbusMetrics,
+    /// The components' own families, by type ([`MetricSet`]).
+    sets: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
     /// OPC UA server.
     pub opcua: OpcUaMetrics,
 }
@@ -182,58 +153,12 @@ impl Metrics {
     /// A registry with every family registered.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("twinloom");
-        let modbus = ModbusMetrics {
-            requests: Family::default(),
-            errors: Family::default(),
-            duration: Family::new_with_constructor(rtt_histogram),
-            demotions: Family::default(),
-            demoted: Family::default(),
-            reconnects: Family::default(),
-            connected: Family::default(),
-        };
-        let sub = registry.sub_registry_with_prefix("modbus");
-        sub.register("requests", "Modbus requests sent", modbus.requests.clone());
-        sub.register(
-            "errors",
-            "Modbus requests that failed, by kind",
-            modbus.errors.clone(),
-        );
-        sub.register(
-            "request_duration_seconds",
-            "Round-trip time of answered Modbus requests",
-            modbus.duration.clone(),
-        );
-        sub.register(
-            "demotions",
-            "Times a device was demoted after consecutive timeouts",
-            modbus.demotions.clone(),
-        );
-        sub.register(
-            "device_demoted",
-            "1 while a device is demoted",
-            modbus.demoted.clone(),
-        );
-        sub.register(
-            "reconnects",
-            "Connections re-established after a failure",
-            modbus.reconnects.clone(),
-        );
-        sub.register(
-            "connected",
-            "1 while the source's connection is up",
-            modbus.connected.clone(),
-        );
         let opcua = OpcUaMetrics::default();
         let sub = registry.sub_registry_with_prefix("opcua");
         sub.register(
             "failed_logins",
             "OPC UA session activations refused",
             opcua.failed_logins.clone(),
-        );
-        sub.register(
-            "source_connected",
-            "1 while an OPC UA source's session is up",
-            opcua.source_connected.clone(),
         );
         let control = ControlMetrics::default();
         let sub = registry.sub_registry_with_prefix("control");
@@ -302,20 +227,26 @@ impl Metrics {
         );
         Self {
             registry: Arc::new(Mutex::new(registry)),
-            modbus,
+            sets: Arc::default(),
             opcua,
             plugins,
             control,
         }
     }
 
-    /// Whether the source `id` (of any kind) is connected.
-    pub fn is_source_connected(&self, id: &str) -> bool {
-        let labels = SourceLabels {
-            source: id.to_owned(),
-        };
-        self.modbus.is_connected(id)
-            || self.opcua.source_connected.get_or_create(&labels).get() == 1
+    /// The families of `S`, registered on first use; every later call gets clones of the same
+    /// families (a source restarted on reload counts on in the same series).
+    pub fn set<S: MetricSet>(&self) -> S {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = sets
+            .get(&TypeId::of::<S>())
+            .and_then(|set| set.downcast_ref::<S>())
+        {
+            return set.clone();
+        }
+        let set = S::register(&mut self.registry.lock().unwrap_or_else(|e| e.into_inner()));
+        sets.insert(TypeId::of::<S>(), Box::new(set.clone()));
+        set
     }
 
     /// Adds a collector read at every scrape.
@@ -341,82 +272,6 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
-    }
-}
-
-/// Pre-resolved per-device handles: the hot path only touches atomics.
-#[derive(Debug, Clone)]
-pub struct DeviceMetrics {
-    labels: DeviceLabels,
-    errors: Family<ErrorLabels, Counter>,
-    /// Requests sent.
-    pub requests: Counter,
-    /// Round trips of answered requests, seconds.
-    pub duration: Histogram,
-    /// Demotions.
-    pub demotions: Counter,
-    /// 1 while demoted.
-    pub demoted: Gauge,
-}
-
-impl DeviceMetrics {
-    /// Counts one error of `kind` (a fixed lowercase name).
-    pub fn error(&self, kind: &str) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                source: self.labels.source.clone(),
-                device: self.labels.device.clone(),
-                kind: kind.to_owned(),
-            })
-            .inc();
-    }
-}
-
-/// Pre-resolved per-source handles.
-#[derive(Debug, Clone)]
-pub struct SourceMetrics {
-    /// Reconnects after a failure.
-    pub reconnects: Counter,
-    /// 1 while connected.
-    pub connected: Gauge,
-}
-
-impl ModbusMetrics {
-    /// Handles for one device.
-    pub fn device(&self, source: &str, device: &str) -> DeviceMetrics {
-        let labels = DeviceLabels {
-            source: source.to_owned(),
-            device: device.to_owned(),
-        };
-        DeviceMetrics {
-            requests: self.requests.get_or_create(&labels).clone(),
-            duration: self.duration.get_or_create(&labels).clone(),
-            demotions: self.demotions.get_or_create(&labels).clone(),
-            demoted: self.demoted.get_or_create(&labels).clone(),
-            errors: self.errors.clone(),
-            labels,
-        }
-    }
-
-    /// Whether the source's connection is up (its `connected` gauge is 1).
-    pub fn is_connected(&self, source: &str) -> bool {
-        self.connected
-            .get_or_create(&SourceLabels {
-                source: source.to_owned(),
-            })
-            .get()
-            == 1
-    }
-
-    /// Handles for one source.
-    pub fn source(&self, source: &str) -> SourceMetrics {
-        let labels = SourceLabels {
-            source: source.to_owned(),
-        };
-        SourceMetrics {
-            reconnects: self.reconnects.get_or_create(&labels).clone(),
-            connected: self.connected.get_or_create(&labels).clone(),
-        }
     }
 }
 

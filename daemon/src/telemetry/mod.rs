@@ -1,8 +1,10 @@
-//! Logging setup (tracing) and metrics (Prometheus text format).
+//! Logging setup (tracing), metrics (Prometheus text format) and the throttle of repeated warnings.
 
 pub mod metrics;
+pub mod throttle;
 
 pub use metrics::Metrics;
+pub use throttle::Throttle;
 
 use tracing_subscriber::EnvFilter;
 

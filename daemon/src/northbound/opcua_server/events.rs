@@ -67,3 +67,60 @@ impl CertificateExpiring<'_> {
         );
     }
 }
+
+/// The address space refused a batch of value updates (subscribers miss those changes).
+#[derive(Debug)]
+pub(super) struct ValuesNotUpdated<'a> {
+    pub status: &'a opcua::types::StatusCode,
+}
+
+impl ValuesNotUpdated<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(status = %self.status, "Cannot update OPC UA values");
+    }
+}
+
+/// The PKI's `rejected/` folder cannot be watched: it is capped at start only.
+#[derive(Debug)]
+pub(super) struct RejectedNotWatched<'a> {
+    pub pki: &'a std::path::Path,
+    pub error: &'a notify::Error,
+}
+
+impl RejectedNotWatched<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error, pki = %self.pki.display(), "Cannot watch rejected/; it is capped at start only");
+    }
+}
+
+/// The oldest rejected client certificates beyond `max_rejected_certificates` were deleted
+/// (counted in `pruned`), or capping failed.
+#[derive(Debug)]
+pub(super) enum RejectedCapped<'a> {
+    Deleted {
+        deleted: usize,
+        keep: usize,
+    },
+    Failed {
+        pki: &'a std::path::Path,
+        error: &'a std::io::Error,
+    },
+}
+
+impl RejectedCapped<'_> {
+    pub fn emit(&self, pruned: &std::sync::atomic::AtomicU64) {
+        match self {
+            Self::Deleted { deleted, keep } => {
+                pruned.fetch_add(*deleted as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    deleted,
+                    keep,
+                    "Deleted the oldest rejected client certificates beyond max_rejected_certificates"
+                );
+            }
+            Self::Failed { pki, error } => {
+                tracing::warn!(%error, pki = %pki.display(), "Cannot cap rejected/");
+            }
+        }
+    }
+}

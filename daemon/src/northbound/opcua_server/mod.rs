@@ -291,7 +291,7 @@ pub async fn start(
                     )
                 });
                 if let Err(status) = feeder.set_values(&subscriptions, values) {
-                    tracing::warn!(%status, "Cannot update OPC UA values");
+                    events::ValuesNotUpdated { status: &status }.emit();
                 }
                 tokio::task::yield_now().await;
             }
@@ -372,7 +372,11 @@ fn cap_rejected(pki: PathBuf, keep: usize, pruned: Arc<AtomicU64>, supervisor: &
     let watcher = match watcher {
         Ok(watcher) => Some(watcher),
         Err(error) => {
-            tracing::warn!(%error, pki = %pki.display(), "Cannot watch rejected/; it is capped at start only");
+            events::RejectedNotWatched {
+                pki: &pki,
+                error: &error,
+            }
+            .emit();
             None
         }
     };
@@ -382,11 +386,12 @@ fn cap_rejected(pki: PathBuf, keep: usize, pruned: Arc<AtomicU64>, supervisor: &
             let folder = pki.clone();
             match tokio::task::spawn_blocking(move || pki::prune_rejected(&folder, keep)).await? {
                 Ok(0) => {}
-                Ok(deleted) => {
-                    pruned.fetch_add(deleted as u64, Ordering::Relaxed);
-                    tracing::warn!(deleted, keep, "Deleted the oldest rejected client certificates beyond max_rejected_certificates");
+                Ok(deleted) => events::RejectedCapped::Deleted { deleted, keep }.emit(&pruned),
+                Err(error) => events::RejectedCapped::Failed {
+                    pki: &pki,
+                    error: &error,
                 }
-                Err(error) => tracing::warn!(%error, pki = %pki.display(), "Cannot cap rejected/"),
+                .emit(&pruned),
             }
             tokio::select! {
                 () = token.cancelled() => return Ok(()),

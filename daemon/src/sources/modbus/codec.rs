@@ -17,7 +17,7 @@
 
 use thiserror::Error;
 
-pub use crate::config::modbus::{Encoding, WordOrder};
+pub use crate::config::sources::modbus::{Encoding, WordOrder};
 use crate::twin::Value;
 
 /// Why registers could not become a value, or a value could not become registers.

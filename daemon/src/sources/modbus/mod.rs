@@ -1,7 +1,7 @@
 //! Modbus source: TCP, RTU and RTU-over-TCP on `tokio-modbus`.
 //!
 //! - its config, the `[[sources.modbus]]` and binding shapes and their validation, is
-//!   [`crate::config::modbus`] (config is plain data below every component).
+//!   [`crate::config::sources::modbus`] (config is plain data below every component).
 //! - [`codec`]: registers ⇄ values in every encoding and word order.
 //! - [`plan`]: the block-read optimiser.
 //! - [`transport`]: opening connections.
@@ -21,16 +21,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::modbus::ModbusBindingConfig;
-use crate::config::modbus::{ModbusSourceConfig, RegisterTable};
+use crate::config::sources::modbus::ModbusBindingConfig;
+use crate::config::sources::modbus::{ModbusSourceConfig, RegisterTable};
 use crate::context::ComponentContext;
 use crate::runtime::{Backoff, ReadyFlag};
 use crate::sources::{Bound, Spawned};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Throttle};
 use crate::twin::{PropertyId, Twin};
 use codec::Layout;
 use plan::{Limits, Point};
-use poller::{Device, PollGroup, Poller, WriteTarget};
+use poller::{Device, Link, PollGroup, Poller, WriteTarget};
 
 /// Spawns the poller of one Modbus connection serving `bindings`. Returns its writer, the
 /// properties it serves and the token that stops just this poller; registers its readiness
@@ -42,9 +42,7 @@ pub fn spawn(
     bindings: &[Bound<ModbusBindingConfig>],
     context: ComponentContext<'_>,
 ) -> anyhow::Result<Spawned> {
-    let ready = context
-        .readiness
-        .register(format!("source {} is not connected", source.id));
+    let ready = context.readiness.register_source(&source.id);
     let poller = build(source, bindings, context.twin, context.metrics, ready);
     let properties = poller.all_properties.clone();
     let (writer, writes) = poller::write_channel();
@@ -70,6 +68,7 @@ pub(crate) fn build(
     ready: ReadyFlag,
 ) -> Poller {
     let model = twin.model();
+    let family = metrics.set::<events::ModbusMetrics>();
     let device_list = source.device_list();
     let limits = Limits {
         max_registers: source.max_read_registers,
@@ -140,7 +139,7 @@ pub(crate) fn build(
             groups,
             timeout_streak: 0,
             demoted: false,
-            metrics: metrics.modbus.device(&source.id, &device.id),
+            metrics: family.device(&source.id, &device.id),
         });
     }
     let writes = targets
@@ -166,13 +165,12 @@ pub(crate) fn build(
         writes,
         all_properties,
         twin: Arc::clone(twin),
-        metrics: metrics.modbus.source(&source.id),
-        ctx: None,
+        metrics: family.source(&source.id),
+        link: Link::START,
         backoff: Backoff::new(source.backoff_min, source.backoff_max),
-        ever_connected: false,
-        link_up: false,
         readings: Vec::new(),
         ready,
         heartbeat: source.heartbeat.map(|_| (Instant::now(), 0)),
+        repeats: Throttle::default(),
     }
 }

@@ -10,7 +10,7 @@
 //! halves; the halves that work replace the block for good, so the plan itself holds what was
 //! learned about the device.
 
-use crate::config::modbus::RegisterTable;
+use crate::config::sources::modbus::RegisterTable;
 use crate::sources::modbus::codec::Layout;
 use crate::twin::PropertyId;
 

@@ -31,13 +31,13 @@ use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::modbus::{ModbusSourceConfig, RegisterTable};
+use crate::config::sources::modbus::{ModbusSourceConfig, RegisterTable};
 use crate::runtime::{Backoff, ReadyFlag};
 use crate::sources::modbus::codec::{CodecError, Encoding};
-use crate::sources::modbus::events;
+use crate::sources::modbus::events::{self, DeviceMetrics, SourceMetrics};
 use crate::sources::modbus::plan::{self, Block, Point};
 use crate::sources::modbus::transport::Transport;
-use crate::telemetry::metrics::{DeviceMetrics, SourceMetrics};
+use crate::telemetry::Throttle;
 use crate::twin::{PropertyId, QualityReason, Reading, Twin, Value, WriteError};
 
 /// Queued writes per Modbus connection before `write` waits.
@@ -72,9 +72,9 @@ pub(crate) struct WriteTarget {
     pub scaling: crate::twin::model::Scaling,
 }
 
-/// A write of an engineering value to one property, answered on `reply`.
+/// A write of an engineering value to one property, queued for the poller and answered on `reply`.
 #[derive(Debug)]
-pub struct WriteRequest {
+pub struct QueuedWrite {
     /// The property.
     pub property: PropertyId,
     /// The value in engineering units.
@@ -86,7 +86,7 @@ pub struct WriteRequest {
 /// Sends writes to a running Modbus source. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ModbusWriter {
-    tx: mpsc::Sender<WriteRequest>,
+    tx: mpsc::Sender<QueuedWrite>,
 }
 
 #[async_trait::async_trait]
@@ -105,7 +105,7 @@ impl ModbusWriter {
     pub async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(WriteRequest {
+            .send(QueuedWrite {
                 property,
                 value,
                 reply,
@@ -117,14 +117,14 @@ impl ModbusWriter {
 }
 
 /// A creator for the writer side and the receiver the poller drains.
-pub(crate) fn write_channel() -> (ModbusWriter, mpsc::Receiver<WriteRequest>) {
+pub(crate) fn write_channel() -> (ModbusWriter, mpsc::Receiver<QueuedWrite>) {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     (ModbusWriter { tx }, rx)
 }
 
 enum Next {
     Cancelled,
-    Write(WriteRequest),
+    Write(QueuedWrite),
     Poll,
 }
 
@@ -144,6 +144,52 @@ pub enum Data {
     Bits(Vec<bool>),
 }
 
+/// The state of the connection to the device (or gateway): the one place that says whether
+/// requests can go out, and what a successful or failed connect attempt means for the log,
+/// the metrics and the readiness flag.
+pub(crate) enum Link {
+    /// No connection: none yet (`ever_up` false), or the connection was lost. `warned`: this
+    /// outage has been logged as a warning already (a failed attempt, or the loss itself), so
+    /// further failed attempts are logged at debug level.
+    Down { ever_up: bool, warned: bool },
+    /// Connected; requests go on the context.
+    Up(Context),
+    /// Up, but the context was dropped after a request timed out (a late reply must not be read
+    /// as the answer to the next request). The next attempt reconnects without a `Connected`
+    /// event; if it fails, the connection is down.
+    Dropped,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Down { ever_up, warned } => f
+                .debug_struct("Down")
+                .field("ever_up", ever_up)
+                .field("warned", warned)
+                .finish(),
+            Self::Up(_) => f.write_str("Up"),
+            Self::Dropped => f.write_str("Dropped"),
+        }
+    }
+}
+
+impl Link {
+    /// The state before the first attempt.
+    pub const START: Self = Self::Down {
+        ever_up: false,
+        warned: false,
+    };
+
+    /// The context requests go on, while the link is up.
+    fn context(&mut self) -> Option<&mut Context> {
+        match self {
+            Self::Up(ctx) => Some(ctx),
+            _ => None,
+        }
+    }
+}
+
 /// The running form of one `[[sources.modbus]]`.
 pub(crate) struct Poller {
     pub id: String,
@@ -154,16 +200,16 @@ pub(crate) struct Poller {
     pub all_properties: Vec<PropertyId>,
     pub twin: Arc<Twin>,
     pub metrics: SourceMetrics,
-    pub ctx: Option<Context>,
+    pub link: Link,
     pub backoff: Backoff,
-    pub ever_connected: bool,
-    pub link_up: bool,
     /// Reused buffer of one poll group's readings.
     pub readings: Vec<Reading>,
     /// Its readiness condition for `/readyz`: connected.
     pub ready: ReadyFlag,
     /// When the next heartbeat is due and the last value written (`heartbeat` configured).
     pub heartbeat: Option<(Instant, u16)>,
+    /// Holds back warnings that recur on every poll.
+    pub repeats: Throttle<events::Repeat>,
 }
 
 fn exception_kind(code: ExceptionCode) -> &'static str {
@@ -185,7 +231,7 @@ fn exception_kind(code: ExceptionCode) -> &'static str {
 /// [`WriteError::NotConnected`]; `None` when `token` is cancelled first.
 async fn refuse_writes_until<T>(
     token: &CancellationToken,
-    writes: &mut mpsc::Receiver<WriteRequest>,
+    writes: &mut mpsc::Receiver<QueuedWrite>,
     until: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     tokio::pin!(until);
@@ -206,11 +252,11 @@ impl Poller {
     pub async fn run(
         mut self,
         token: CancellationToken,
-        mut writes: mpsc::Receiver<WriteRequest>,
+        mut writes: mpsc::Receiver<QueuedWrite>,
     ) -> anyhow::Result<()> {
         let gap = self.config.request_delay.max(self.transport.frame_gap());
         loop {
-            if self.ctx.is_none() && !self.connect_or_wait(&token, &mut writes).await {
+            if !self.is_up() && !self.connect_or_wait(&token, &mut writes).await {
                 return Ok(());
             }
             let (device, group, mut due) = self.next_due();
@@ -246,7 +292,12 @@ impl Poller {
                         outcome = self.write(&request) => outcome,
                     };
                     if let Err(error) = &outcome {
-                        tracing::warn!(source = %self.id, property = %self.twin.model().property(request.property).path, %error, "Write failed");
+                        events::WriteFailed {
+                            source: &self.id,
+                            property: &self.twin.model().property(request.property).path,
+                            error,
+                        }
+                        .emit();
                     }
                     let _ = request.reply.send(outcome);
                 }
@@ -296,40 +347,57 @@ impl Poller {
         best
     }
 
-    /// Connects, or marks everything bad and waits out the backoff. `false` when cancelled.
-    /// Connects, or logs why not and waits out the backoff; returns `false` when cancelled.
-    /// Writes that arrive meanwhile are answered at once with [`WriteError::NotConnected`]: a
-    /// write must not reach the device late, after a reconnect nobody waited for.
+    /// Whether requests can go out (the link is up with its context).
+    fn is_up(&self) -> bool {
+        matches!(self.link, Link::Up(_))
+    }
+
+    /// Opens a new connection, giving up after the request timeout (at least 1 s).
+    fn connect(&self) -> impl std::future::Future<Output = Result<Context, String>> + Send + '_ {
+        self.transport
+            .connect_within(self.config.timeout.max(Duration::from_secs(1)))
+    }
+
+    /// Drops the context after a request timed out, so that a late reply cannot be read as the
+    /// answer to the next request; the next turn reconnects at once (see [`Link::Dropped`]).
+    fn drop_context(&mut self) {
+        if self.is_up() {
+            self.link = Link::Dropped;
+        }
+    }
+
+    /// Connects, or logs why not, marks every property bad and waits out the backoff; returns
+    /// `false` when cancelled. Writes that arrive meanwhile are answered at once with
+    /// [`WriteError::NotConnected`]: a write must not reach the device late, after a reconnect
+    /// nobody waited for.
     async fn connect_or_wait(
         &mut self,
         token: &CancellationToken,
-        writes: &mut mpsc::Receiver<WriteRequest>,
+        writes: &mut mpsc::Receiver<QueuedWrite>,
     ) -> bool {
-        let connect = timeout(
-            self.config.timeout.max(Duration::from_secs(1)),
-            self.transport.connect(),
-        );
-        let Some(attempt) = refuse_writes_until(token, writes, connect).await else {
+        let Some(attempt) = refuse_writes_until(token, writes, self.connect()).await else {
             return false;
         };
+        let (ever_up, warned) = match self.link {
+            Link::Down { ever_up, warned } => (ever_up, warned),
+            // A dropped context is a link that was up: reconnecting is silent, failing is news.
+            Link::Dropped | Link::Up(_) => (true, false),
+        };
         let error = match attempt {
-            Ok(Ok(ctx)) => {
-                self.ctx = Some(ctx);
+            Ok(ctx) => {
                 self.backoff.reset();
-                if !self.link_up {
+                if !matches!(self.link, Link::Dropped) {
                     events::Connected {
                         source: &self.id,
                         transport: &self.transport,
-                        again: self.ever_connected,
+                        again: ever_up,
                     }
                     .emit(&self.metrics, &self.ready);
                 }
-                self.ever_connected = true;
-                self.link_up = true;
+                self.link = Link::Up(ctx);
                 return true;
             }
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => "connect timed out".to_owned(),
+            Err(error) => error,
         };
         let delay = self.backoff.next_delay();
         let devices: Vec<&DeviceMetrics> = self.devices.iter().map(|d| &d.metrics).collect();
@@ -338,11 +406,13 @@ impl Poller {
             transport: &self.transport,
             error: &error,
             retry_in: delay,
-            first: self.link_up || !self.ever_connected,
+            first: !warned,
         }
         .emit(&self.metrics, &devices, &self.ready);
-        self.link_up = false;
-        self.ever_connected = true;
+        self.link = Link::Down {
+            ever_up,
+            warned: true,
+        };
         self.mark_all(QualityReason::NoConnection);
         refuse_writes_until(token, writes, sleep(delay))
             .await
@@ -360,8 +430,11 @@ impl Poller {
             error,
         }
         .emit(&self.metrics, &self.ready);
-        self.ctx = None;
-        self.link_up = false;
+        // The loss is the outage's warning; failed reconnects follow at debug level.
+        self.link = Link::Down {
+            ever_up: true,
+            warned: true,
+        };
         self.mark_all(QualityReason::CommunicationFailure);
     }
 
@@ -372,7 +445,7 @@ impl Poller {
         let mut kept = Vec::with_capacity(blocks.len());
         let mut skip_rest = false;
         for block in blocks {
-            if skip_rest || self.ctx.is_none() {
+            if skip_rest || !self.is_up() {
                 let reason = if skip_rest {
                     QualityReason::Timeout
                 } else {
@@ -384,7 +457,8 @@ impl Poller {
             }
             match self.read(d, &block).await {
                 Ok(data) => {
-                    decode_block(&block, &data, &mut readings, &self.id);
+                    let failed = decode_block(&block, &data, &mut readings);
+                    self.decode_failed(d, &block, failed.as_ref());
                     kept.push(block);
                 }
                 Err(failure) => {
@@ -421,7 +495,8 @@ impl Poller {
             };
             match outcome {
                 Ok(data) => {
-                    decode_block(&part, &data, readings, &self.id);
+                    let failed = decode_block(&part, &data, readings);
+                    self.decode_failed(d, &part, failed.as_ref());
                     kept.push(part);
                 }
                 Err(Failure::Exception(
@@ -433,21 +508,29 @@ impl Poller {
                     }
                     None => {
                         let point = &part.points[0];
-                        tracing::warn!(
-                            source = %self.id,
-                            device = %self.devices[d].id,
-                            property = %self.twin.model().property(point.property).path,
-                            table = part.table.as_str(),
-                            address = point.address,
-                            exception = exception_kind(code),
-                            "Device rejects this binding's address; check the register map"
-                        );
+                        events::AddressRejected {
+                            source: &self.id,
+                            device: &self.devices[d].id,
+                            device_index: d,
+                            property: &self.twin.model().property(point.property).path,
+                            table: part.table.as_str(),
+                            address: point.address,
+                            exception: exception_kind(code),
+                        }
+                        .emit(&mut self.repeats);
                         fail_block(&part, QualityReason::ConfigurationError, readings);
                         kept.push(part);
                     }
                 },
                 Err(Failure::Exception(code)) => {
-                    tracing::warn!(source = %self.id, device = %self.devices[d].id, exception = exception_kind(code), "Device answered with an exception");
+                    events::DeviceException {
+                        source: &self.id,
+                        device: &self.devices[d].id,
+                        device_index: d,
+                        code: u8::from(code),
+                        exception: exception_kind(code),
+                    }
+                    .emit(&mut self.repeats);
                     fail_block(
                         &part,
                         QualityReason::DeviceException(u8::from(code)),
@@ -502,7 +585,7 @@ impl Poller {
             1
         };
         for attempt in 0..attempts {
-            let Some(ctx) = self.ctx.as_mut() else {
+            let Some(ctx) = self.link.context() else {
                 return Err(Failure::Disconnected);
             };
             ctx.set_slave(Slave(self.devices[d].unit_id));
@@ -534,17 +617,11 @@ impl Poller {
                 }
                 Err(_) => {
                     device.metrics.error("timeout");
-                    // A late reply must not be read as the answer to the next request.
-                    self.ctx = None;
+                    self.drop_context();
                     if attempt + 1 < attempts {
-                        match timeout(
-                            self.config.timeout.max(Duration::from_secs(1)),
-                            self.transport.connect(),
-                        )
-                        .await
-                        {
-                            Ok(Ok(ctx)) => self.ctx = Some(ctx),
-                            _ => break,
+                        match self.connect().await {
+                            Ok(ctx) => self.link = Link::Up(ctx),
+                            Err(_) => break,
                         }
                     }
                 }
@@ -552,6 +629,22 @@ impl Poller {
         }
         self.timed_out(d);
         Err(Failure::Timeout)
+    }
+
+    /// Reports the points of a block reply that did not decode (see [`decode_block`]).
+    fn decode_failed(&mut self, d: usize, block: &Block, failure: Option<&DecodeFailure>) {
+        if let Some(failure) = failure {
+            events::DecodeFailed {
+                source: &self.id,
+                device: &self.devices[d].id,
+                device_index: d,
+                table: block.table.as_str(),
+                address: failure.address,
+                error: &failure.error,
+                points: failure.points,
+            }
+            .emit(&mut self.repeats);
+        }
     }
 
     fn answered(&mut self, d: usize) {
@@ -585,7 +678,7 @@ impl Poller {
         }
     }
 
-    async fn write(&mut self, request: &WriteRequest) -> Result<(), WriteError> {
+    async fn write(&mut self, request: &QueuedWrite) -> Result<(), WriteError> {
         let target = self
             .writes
             .get(&request.property)
@@ -600,7 +693,7 @@ impl Poller {
         let layout = target.point.layout;
         let address = target.point.address;
         let unit = self.devices[target.device].unit_id;
-        let ctx = self.ctx.as_mut().ok_or(WriteError::NotConnected)?;
+        let ctx = self.link.context().ok_or(WriteError::NotConnected)?;
         ctx.set_slave(Slave(unit));
         self.devices[target.device].metrics.requests.inc();
         let sent = match (target.table, layout.encoding) {
@@ -660,7 +753,7 @@ impl Poller {
                 Err(WriteError::NotConnected)
             }
             Err(_) => {
-                self.ctx = None;
+                self.drop_context();
                 Err(WriteError::Timeout)
             }
         }
@@ -679,7 +772,7 @@ impl Poller {
         };
         let value = last.wrapping_add(1);
         self.heartbeat = Some((Instant::now() + config.interval, value));
-        let Some(ctx) = self.ctx.as_mut() else {
+        let Some(ctx) = self.link.context() else {
             return;
         };
         ctx.set_slave(Slave(config.unit_id.or(self.config.unit_id).unwrap_or(1)));
@@ -691,12 +784,20 @@ impl Poller {
         match answer {
             Ok(Ok(Ok(()))) => {}
             Err(_) => {
-                self.ctx = None;
-                tracing::warn!(source = %self.id, address = config.address, "The heartbeat write timed out");
+                self.drop_context();
+                events::HeartbeatFailed {
+                    source: &self.id,
+                    address: config.address,
+                    answer: None,
+                }
+                .emit();
             }
-            other => {
-                tracing::warn!(source = %self.id, address = config.address, ?other, "The heartbeat write failed");
+            other => events::HeartbeatFailed {
+                source: &self.id,
+                address: config.address,
+                answer: Some(&other),
             }
+            .emit(),
         }
     }
 
@@ -708,7 +809,7 @@ impl Poller {
     async fn read_back(&mut self, target: &WriteTarget, raw: &Value) -> Result<(), WriteError> {
         let layout = target.point.layout;
         let address = target.point.address;
-        let Some(ctx) = self.ctx.as_mut() else {
+        let Some(ctx) = self.link.context() else {
             return Ok(());
         };
         self.devices[target.device].metrics.requests.inc();
@@ -768,9 +869,14 @@ impl Poller {
         answer: &Result<T, tokio::time::error::Elapsed>,
     ) {
         if answer.is_err() {
-            self.ctx = None;
+            self.drop_context();
         }
-        tracing::warn!(source = %self.id, address = target.point.address, ?answer, "The written value could not be read back");
+        events::ReadBackFailed {
+            source: &self.id,
+            address: target.point.address,
+            answer,
+        }
+        .emit();
     }
 }
 
@@ -816,11 +922,28 @@ fn fail_block(block: &Block, reason: QualityReason, readings: &mut Vec<Reading>)
     );
 }
 
+/// The points of one block reply that did not decode: how many, and the first one's address and
+/// error.
+#[derive(Debug)]
+pub struct DecodeFailure {
+    /// The first failing point's address.
+    pub address: u16,
+    /// Why it failed.
+    pub error: CodecError,
+    /// How many points of the block failed.
+    pub points: usize,
+}
+
 /// Decodes one block's reply into one reading per point of `block`, appended to `readings`: the
-/// raw value when the point decodes, `DecodeError` (logged with `source` and the address) when the
-/// reply is too short for it or its registers do not decode. This is the per-tag path of every
+/// raw value when the point decodes, `DecodeError` when the reply is too short for it or its
+/// registers do not decode (returned for the caller to report). This is the per-tag path of every
 /// poll; the benchmark `modbus` counts its instructions.
-pub fn decode_block(block: &Block, data: &Data, readings: &mut Vec<Reading>, source: &str) {
+pub fn decode_block(
+    block: &Block,
+    data: &Data,
+    readings: &mut Vec<Reading>,
+) -> Option<DecodeFailure> {
+    let mut failure: Option<DecodeFailure> = None;
     for point in &block.points {
         let offset = usize::from(point.address - block.start);
         let outcome = match data {
@@ -843,9 +966,19 @@ pub fn decode_block(block: &Block, data: &Data, readings: &mut Vec<Reading>, sou
         readings.push(match outcome {
             Ok(value) => Reading::value(point.property, value, None),
             Err(error) => {
-                tracing::warn!(%source, address = point.address, %error, "Cannot decode reply");
+                match &mut failure {
+                    Some(failure) => failure.points += 1,
+                    None => {
+                        failure = Some(DecodeFailure {
+                            address: point.address,
+                            error,
+                            points: 1,
+                        })
+                    }
+                }
                 Reading::failed(point.property, QualityReason::DecodeError)
             }
         });
     }
+    failure
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_modbus::client::{Context, rtu, tcp};
 
-use crate::config::modbus::{ModbusSourceConfig, Parity, RtuConfig};
+use crate::config::sources::modbus::{ModbusSourceConfig, Parity, RtuConfig};
 
 /// Where and how a Modbus source connects.
 #[derive(Debug, Clone)]
@@ -40,6 +40,17 @@ impl Transport {
         match self {
             Self::Rtu(rtu) => rtu.frame_gap(),
             Self::Tcp(_) | Self::RtuOverTcp(_) => Duration::ZERO,
+        }
+    }
+
+    /// [`Self::connect`], given up after `limit`: the one way the poller connects.
+    ///
+    /// Errors: those of [`Self::connect`] as text, or `connect timed out`.
+    pub async fn connect_within(&self, limit: Duration) -> Result<Context, String> {
+        match tokio::time::timeout(limit, self.connect()).await {
+            Ok(Ok(ctx)) => Ok(ctx),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("connect timed out".to_owned()),
         }
     }
 

@@ -25,8 +25,8 @@ use opcua::types::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::config::opcua_source::OpcUaBindingConfig;
-use crate::config::opcua_source::{
+use crate::config::sources::opcua::OpcUaBindingConfig;
+use crate::config::sources::opcua::{
     OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, parse_node_id,
 };
 use crate::context::ComponentContext;
@@ -76,9 +76,7 @@ pub fn spawn(
         properties.push(*property);
     }
     let (twin, supervisor, metrics) = (context.twin, context.supervisor, context.metrics);
-    let ready = context
-        .readiness
-        .register(format!("source {} is not connected", source.id));
+    let ready = context.readiness.register_source(&source.id);
     let client = OpcUaClient {
         config: source.clone(),
         pki_dir: source
@@ -89,12 +87,8 @@ pub fn spawn(
         properties: properties.clone(),
         twin: Arc::clone(twin),
         connected: metrics
-            .opcua
-            .source_connected
-            .get_or_create(&crate::telemetry::metrics::SourceLabels {
-                source: source.id.clone(),
-            })
-            .clone(),
+            .set::<events::OpcUaSourceMetrics>()
+            .connected(&source.id),
         ready,
     };
     let token = supervisor.spawn_cancellable(format!("opcua-source:{}", source.id), move |token| {
@@ -302,7 +296,11 @@ impl OpcUaClient {
                     if let Some(uri) = &item.namespace_uri {
                         match uris.iter().position(|u| u == uri) {
                             Some(index) => item.node.namespace = index as u16,
-                            None => tracing::warn!(source = %self.config.id, namespace = %uri, "Server has no such namespace"),
+                            None => events::NamespaceUnknown {
+                                source: &self.config.id,
+                                namespace: uri,
+                            }
+                            .emit(),
                         }
                     }
                     item
@@ -369,7 +367,12 @@ impl OpcUaClient {
         for (item, result) in items.iter().zip(&created) {
             let status = result.result.status_code;
             if !status.is_good() {
-                tracing::warn!(source = %self.config.id, node = %item.node, %status, "Server refused a monitored item; check the NodeId");
+                events::MonitoredItemRefused {
+                    source: &self.config.id,
+                    node: &item.node,
+                    status,
+                }
+                .emit();
                 let failed: Vec<_> = item
                     .properties
                     .iter()

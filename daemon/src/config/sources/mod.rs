@@ -1,13 +1,28 @@
 //! The registry of source kinds: `[[sources.<kind>]]` sections and the bindings of asset
-//! properties, in each kind's terms. Adding a protocol adds a variant here, its section module
-//! beside this one, and its running part under `crate::sources`.
+//! properties, in each kind's terms, one module per kind (`modbus`, `opcua`).
+//!
+//! Adding a protocol adds its module beside `modbus.rs` (a section type implementing
+//! [`SourceSection`], a binding type implementing [`BindingSection`]), a variant in each of the
+//! three enums below with its arm in their dispatch functions (all in this file), and its running
+//! part under `crate::sources` with one line in `crate::sources::spawn_one`. Nothing else
+//! dispatches over kinds: loading asks [`SourceKind`] to parse, validation asks the sections.
+
+pub mod modbus;
+pub mod opcua;
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::DeValue;
+
+use super::Loader;
 use super::diagnostic::{KeyPath, Problem};
-use super::modbus::{ModbusBindingConfig, ModbusSourceConfig};
-use super::opcua_source::{OpcUaBindingConfig, OpcUaSourceConfig};
+use super::model::Config;
 use crate::twin::model::Scaling;
+use crate::twin::spec::PropertyConfig;
+use modbus::{ModbusBindingConfig, ModbusSourceConfig};
+use opcua::{OpcUaBindingConfig, OpcUaSourceConfig};
 
 /// The kinds of source, as named under `[sources]` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +48,45 @@ impl SourceKind {
     /// The kind named by a config key.
     pub fn from_key(key: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.key() == key)
+    }
+
+    /// Parses the `[[sources.<kind>]]` array of this kind (the shape pass): every entry that
+    /// parses, with its key path, and the id of every entry that did not (diagnostics go to
+    /// `loader`).
+    pub(super) fn parse_sections(
+        self,
+        loader: &mut Loader<'_, '_>,
+        path: &KeyPath,
+        value: &Spanned<DeValue<'_>>,
+    ) -> (Vec<(SourceConfig, KeyPath)>, Vec<String>) {
+        fn of<T: DeserializeOwned>(
+            loader: &mut Loader<'_, '_>,
+            path: &KeyPath,
+            value: &Spanned<DeValue<'_>>,
+            wrap: fn(T) -> SourceConfig,
+        ) -> (Vec<(SourceConfig, KeyPath)>, Vec<String>) {
+            let (parsed, broken) = loader.array::<T>(path, value, "id");
+            let parsed = parsed.into_iter().map(|(s, p)| (wrap(s), p)).collect();
+            (parsed, broken)
+        }
+        match self {
+            Self::Modbus => of(loader, path, value, SourceConfig::Modbus),
+            Self::OpcUa => of(loader, path, value, SourceConfig::OpcUa),
+        }
+    }
+
+    /// Parses one binding of an asset served by a source of this kind (the shape pass); `None`
+    /// when it does not parse (diagnostics go to `loader`).
+    pub(super) fn parse_binding(
+        self,
+        loader: &mut Loader<'_, '_>,
+        path: &KeyPath,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<BindingConfig> {
+        match self {
+            Self::Modbus => loader.de(path, value).map(BindingConfig::Modbus),
+            Self::OpcUa => loader.de(path, value).map(BindingConfig::OpcUa),
+        }
     }
 }
 
@@ -72,6 +126,16 @@ pub trait BindingSection {
     /// bindings, which hear only of changes (their liveness is the subscription's keep-alive), and
     /// for derived values.
     fn refresh_interval(&self, default: Duration) -> Option<Duration>;
+    /// Checks the binding's meaning for `property` (its declaration in the asset's type) against
+    /// the whole `config`, pushing every problem found onto `out`; `path` is the binding's key
+    /// path.
+    fn validate(
+        &self,
+        property: &PropertyConfig,
+        config: &Config,
+        path: &KeyPath,
+        out: &mut Vec<Problem>,
+    );
 }
 
 impl SourceConfig {
@@ -171,6 +235,17 @@ impl BindingConfig {
     pub fn refresh_interval(&self, default: Duration) -> Option<Duration> {
         self.section().refresh_interval(default)
     }
+
+    /// See [`BindingSection::validate`].
+    pub fn validate(
+        &self,
+        property: &PropertyConfig,
+        config: &Config,
+        path: &KeyPath,
+        out: &mut Vec<Problem>,
+    ) {
+        self.section().validate(property, config, path, out);
+    }
 }
 
 impl BindingSection for PluginBindingConfig {
@@ -184,5 +259,20 @@ impl BindingSection for PluginBindingConfig {
 
     fn refresh_interval(&self, _default: Duration) -> Option<Duration> {
         None
+    }
+
+    fn validate(
+        &self,
+        _property: &PropertyConfig,
+        config: &Config,
+        path: &KeyPath,
+        out: &mut Vec<Problem>,
+    ) {
+        if !config.plugins.iter().any(|p| p.name == self.plugin) {
+            out.push(Problem::new(
+                path.key("plugin"),
+                format!("unknown plugin `{}`", self.plugin),
+            ));
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::sources::{BindingSection, SourceSection};
+use super::{BindingSection, SourceSection};
 use crate::config::diagnostic::{KeyPath, Problem};
 use crate::twin::model::Scaling;
 use crate::twin::spec::{Access, DataType, PropertyConfig};
@@ -770,5 +770,14 @@ impl BindingSection for ModbusBindingConfig {
 
     fn refresh_interval(&self, default: Duration) -> Option<Duration> {
         Some(self.poll.unwrap_or(default))
+    }
+    fn validate(
+        &self,
+        property: &PropertyConfig,
+        _config: &crate::config::Config,
+        path: &KeyPath,
+        out: &mut Vec<Problem>,
+    ) {
+        Self::validate(self, property, path, out);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::sources::{BindingSection, SourceSection};
+use super::{BindingSection, SourceSection};
 use crate::config::diagnostic::{KeyPath, Problem};
 use crate::twin::model::Scaling;
 use crate::twin::spec::{Access, PropertyConfig};
@@ -253,6 +253,15 @@ impl BindingSection for OpcUaBindingConfig {
 
     fn refresh_interval(&self, _default: Duration) -> Option<Duration> {
         None
+    }
+    fn validate(
+        &self,
+        property: &PropertyConfig,
+        _config: &crate::config::Config,
+        path: &KeyPath,
+        out: &mut Vec<Problem>,
+    ) {
+        Self::validate(self, property, path, out);
     }
 }
 
