@@ -607,3 +607,116 @@ config = {{ behaviour = "storm" }}
         String::from_utf8_lossy(&verified.stdout).trim()
     );
 }
+
+/// Two daemons on one state folder: the second is refused at once with an error naming the
+/// folder and the first one's pid (it would interleave the audit's sequence numbers), and the
+/// first runs on; once the first has stopped, a new one starts there.
+#[test]
+fn a_second_daemon_on_the_same_state_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plc = closed.local_addr().unwrap();
+    drop(closed);
+    let config = dir.path().join("one.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state_dir = "{state}"
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+
+[[types]]
+name = "Meter"
+properties = [{{ name = "power", data_type = "float" }}]
+
+[[assets]]
+path = "site/meter"
+type = "Meter"
+source = "plc"
+bindings.power = {{ table = "holding", address = 0, encoding = "f32" }}
+"#,
+            state = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let lock_file = dir.path().join("twinloom.lock");
+    let holds = |file: &std::path::Path| {
+        std::fs::read_to_string(file)
+            .ok()
+            .map(|t| t.trim().to_owned())
+    };
+    let start = || {
+        Child(
+            bin()
+                .arg("run")
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    // The first holds the lock once its pid is in the file.
+    let mut first = start();
+    let holder = first.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while holds(&lock_file) != Some(holder.clone()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first daemon never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let mut second = start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second daemon was not refused"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut refused = String::new();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut refused).unwrap();
+    assert_eq!(status.code(), Some(1), "{refused}");
+    assert!(
+        refused.contains("is in use by another twinloom process"),
+        "{refused}"
+    );
+    assert!(refused.contains(&format!("(pid {holder})")), "{refused}");
+    assert!(
+        first.0.try_wait().unwrap().is_none(),
+        "the first daemon stopped"
+    );
+
+    // Stopped, the first releases the folder.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(&holder)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(first.0.wait().unwrap().code(), Some(0));
+    let mut third = start();
+    let third_pid = third.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while holds(&lock_file) != Some(third_pid.clone()) {
+        assert!(
+            third.0.try_wait().unwrap().is_none(),
+            "the third daemon was refused"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the third daemon never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

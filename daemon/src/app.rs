@@ -428,6 +428,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Installed before anything reports ready: a SIGHUP sent once `/readyz` answers must reload,
     // not end the process (the default action).
     let mut hangup = signal(SignalKind::hangup())?;
+    // One daemon per state folder, before anything is opened or bound; held until `run` returns.
+    let _state_lock = crate::runtime::state_lock::lock(&config.state_dir())?;
     let mut daemon = Daemon::start(config).await?;
     notify(&[sd_notify::NotifyState::Ready]);
     // The systemd watchdog has a supervisor of its own: it must keep being fed while the
