@@ -1,7 +1,11 @@
 //! The layering of `daemon/src`: every path to another top-level module (`crate::x`, `crate::{x,
 //! y}`, `super::…` that climbs out of its module), in `use` lines and inline alike, must be an
 //! edge of the allowed list in ARCHITECTURE.md (between `<!-- layers:begin -->` and
-//! `<!-- layers:end -->`), and neither the code's graph nor the list may have a cycle.
+//! `<!-- layers:end -->`), and neither the code's graph nor the list may have a cycle. Inside a
+//! top-level module with a list of its own (between `<!-- sublayers:begin -->` and
+//! `<!-- sublayers:end -->`, e.g. `plugins/native: contract runtime stdio`), every path from one
+//! child module to a sibling (`super::wasm`, `crate::plugins::wasm::X`) must be an edge of that
+//! list, by the same rules: so `plugins/native` never uses `plugins/wasm`.
 //!
 //! Comments, string and character literals are skipped, so a doc comment that names a module is
 //! not a dependency.
@@ -180,35 +184,66 @@ fn module_path(src: &Path, file: &Path) -> Vec<String> {
     parts
 }
 
-/// The top-level modules named by the group `{a, b::c, …}` that starts at `tokens[open]`.
-fn group_heads(tokens: &[(Token, usize)], open: usize) -> Vec<String> {
-    let mut heads = Vec::new();
-    let (mut depth, mut expect_head) = (0, true);
-    for (token, _) in &tokens[open..] {
-        match token {
-            Token::Open => {
-                depth += 1;
-                expect_head = depth == 1;
+/// The paths the tokens from `tokens[start]` on name, each after `prefix`: one for `a::b`, one
+/// per leaf for a group `{a, b::{c, d}}` (`self` names the prefix itself).
+fn expand(tokens: &[(Token, usize)], start: usize, prefix: &[String]) -> Vec<Vec<String>> {
+    match tokens.get(start).map(|t| &t.0) {
+        Some(Token::Ident(name)) => {
+            let mut path = prefix.to_vec();
+            if name != "self" {
+                path.push(name.clone());
             }
-            Token::Close => {
-                depth -= 1;
-                if depth == 0 {
-                    break;
-                }
+            if tokens.get(start + 1).map(|t| &t.0) == Some(&Token::PathSep) {
+                expand(tokens, start + 2, &path)
+            } else {
+                vec![path]
             }
-            Token::Ident(name) if depth == 1 && expect_head => {
-                heads.push(name.clone());
-                expect_head = false;
-            }
-            Token::Other if depth == 1 => expect_head = true, // the comma between items
-            _ => {}
         }
+        Some(Token::Open) => {
+            let mut paths = Vec::new();
+            let (mut depth, mut item_starts) = (0, false);
+            for (k, (token, _)) in tokens.iter().enumerate().skip(start) {
+                match token {
+                    Token::Open if depth == 0 => {
+                        depth = 1;
+                        item_starts = true;
+                        continue;
+                    }
+                    Token::Open => depth += 1,
+                    Token::Close => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    Token::Other if depth == 1 => {
+                        // The comma between items.
+                        item_starts = true;
+                        continue;
+                    }
+                    _ => {}
+                }
+                if item_starts && depth == 1 {
+                    paths.extend(expand(tokens, k, prefix));
+                }
+                item_starts = false;
+            }
+            paths
+        }
+        _ => vec![prefix.to_vec()],
     }
-    heads
 }
 
-/// Every use of a top-level module in `file` other than the file's own.
-fn uses(src: &Path, file: &Path, modules: &BTreeSet<String>) -> Vec<Use> {
+/// A path of `file` to an item of the crate, resolved from the crate root (`super::wasm::X` in
+/// `plugins/native/mod.rs` → `[plugins, wasm, X]`), and its line.
+#[derive(Debug, Clone)]
+struct Target {
+    path: Vec<String>,
+    line: usize,
+}
+
+/// Every `crate::` and `super::` path in `file`, resolved from the crate root.
+fn targets(src: &Path, file: &Path) -> Vec<Target> {
     let source = std::fs::read_to_string(file).unwrap();
     let tokens = tokens(&source);
     let path = module_path(src, file);
@@ -259,23 +294,8 @@ fn uses(src: &Path, file: &Path, modules: &BTreeSet<String>) -> Vec<Use> {
                     i += 1;
                     continue;
                 }
-                let heads = if let Some(first) = base.first() {
-                    vec![first.clone()]
-                } else {
-                    match &tokens.get(j + 1).map(|t| &t.0) {
-                        Some(Token::Ident(name)) => vec![name.clone()],
-                        Some(Token::Open) => group_heads(&tokens, j + 1),
-                        _ => Vec::new(),
-                    }
-                };
-                for to in heads {
-                    if modules.contains(&to) && Some(&to) != path.first() {
-                        found.push(Use {
-                            to,
-                            file: file.to_owned(),
-                            line,
-                        });
-                    }
+                for path in expand(&tokens, j + 1, &base) {
+                    found.push(Target { path, line });
                 }
                 i = j + 1;
                 continue;
@@ -283,6 +303,28 @@ fn uses(src: &Path, file: &Path, modules: &BTreeSet<String>) -> Vec<Use> {
             _ => {}
         }
         i += 1;
+    }
+    found
+}
+
+/// Every use of a top-level module in `file` other than the file's own.
+fn uses(src: &Path, file: &Path, modules: &BTreeSet<String>) -> Vec<Use> {
+    let own = module_path(src, file);
+    let mut found: Vec<Use> = Vec::new();
+    for target in targets(src, file) {
+        let Some(to) = target.path.first() else {
+            continue;
+        };
+        if modules.contains(to)
+            && Some(to) != own.first()
+            && !found.iter().any(|u| u.to == *to && u.line == target.line)
+        {
+            found.push(Use {
+                to: to.clone(),
+                file: file.to_owned(),
+                line: target.line,
+            });
+        }
     }
     found
 }
@@ -313,29 +355,33 @@ fn top_level_modules(src: &Path) -> BTreeSet<String> {
     modules
 }
 
-/// The allowed list of ARCHITECTURE.md: `module: dependency dependency …` per line.
-fn allowed(architecture: &str) -> BTreeMap<String, BTreeSet<String>> {
+/// An allowed list of ARCHITECTURE.md, the one between `<!-- {list}:begin -->` and
+/// `<!-- {list}:end -->`: `module: dependency dependency …` per line (a module of the `sublayers`
+/// list is named with its parent, `plugins/native`).
+fn allowed(architecture: &str, list: &str) -> BTreeMap<String, BTreeSet<String>> {
     let begin = architecture
-        .find("<!-- layers:begin -->")
-        .expect("ARCHITECTURE.md has <!-- layers:begin -->");
+        .find(&format!("<!-- {list}:begin -->"))
+        .unwrap_or_else(|| panic!("ARCHITECTURE.md has <!-- {list}:begin -->"));
     let end = architecture
-        .find("<!-- layers:end -->")
-        .expect("ARCHITECTURE.md has <!-- layers:end -->");
+        .find(&format!("<!-- {list}:end -->"))
+        .unwrap_or_else(|| panic!("ARCHITECTURE.md has <!-- {list}:end -->"));
     architecture[begin..end]
         .lines()
         .filter_map(|line| {
             let (module, deps) = line.trim().split_once(':')?;
             let module = module.trim();
-            (!module.is_empty() && module.chars().all(|c| c.is_ascii_lowercase() || c == '_')).then(
-                || {
-                    let deps = deps
-                        .split_whitespace()
-                        .filter(|d| *d != "—" && *d != "(none)")
-                        .map(str::to_owned)
-                        .collect();
-                    (module.to_owned(), deps)
-                },
-            )
+            (!module.is_empty()
+                && module
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c == '/'))
+            .then(|| {
+                let deps = deps
+                    .split_whitespace()
+                    .filter(|d| *d != "—" && *d != "(none)")
+                    .map(str::to_owned)
+                    .collect();
+                (module.to_owned(), deps)
+            })
         })
         .collect()
 }
@@ -394,7 +440,7 @@ fn daemon_modules_depend_only_downwards_as_architecture_md_allows() {
         "{modules:?}"
     );
     let architecture = std::fs::read_to_string(repo().join("ARCHITECTURE.md")).unwrap();
-    let allowed = allowed(&architecture);
+    let allowed = allowed(&architecture, "layers");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
@@ -437,6 +483,122 @@ fn daemon_modules_depend_only_downwards_as_architecture_md_allows() {
         ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Inside a top-level module with a list of its own (`<!-- sublayers:begin -->`, lines
+/// `parent/child: sibling sibling …`), a child module (a file or folder of the parent) may use
+/// only the siblings its line names: the plugin hosts `wasm` and `native` are siblings over the
+/// shared `contract`, and neither uses the other.
+#[test]
+fn submodules_depend_only_as_architecture_md_allows() {
+    let src = repo().join("daemon/src");
+    let architecture = std::fs::read_to_string(repo().join("ARCHITECTURE.md")).unwrap();
+    // parent → child → the siblings it may use.
+    let mut lists: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for (key, deps) in allowed(&architecture, "sublayers") {
+        let (parent, child) = key
+            .split_once('/')
+            .unwrap_or_else(|| panic!("`{key}` in the sublayers list is not `parent/child`"));
+        lists
+            .entry(parent.to_owned())
+            .or_default()
+            .insert(child.to_owned(), deps);
+    }
+    assert!(lists.contains_key("plugins"), "{lists:?}");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut problems = Vec::new();
+    for (parent, allowed) in &lists {
+        // The children on disk: `parent/x.rs` and `parent/x/`.
+        let children: BTreeSet<String> = files
+            .iter()
+            .filter_map(|f| {
+                let path = module_path(&src, f);
+                (path.len() >= 2 && path[0] == *parent).then(|| path[1].clone())
+            })
+            .collect();
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for child in &children {
+            if !allowed.contains_key(child) {
+                problems.push(format!(
+                    "module `{parent}/{child}` is missing from the sublayers list in ARCHITECTURE.md"
+                ));
+            }
+            graph.entry(child.clone()).or_default();
+        }
+        for file in &files {
+            let from = module_path(&src, file);
+            if from.len() < 2 || from[0] != *parent {
+                continue;
+            }
+            for target in targets(&src, file) {
+                let [head, to, ..] = target.path.as_slice() else {
+                    continue;
+                };
+                if head != parent || *to == from[1] || !children.contains(to) {
+                    continue;
+                }
+                if !allowed.get(&from[1]).is_some_and(|deps| deps.contains(to)) {
+                    problems.push(format!(
+                        "{}:{}: `{parent}/{}` uses `{parent}/{to}`, an edge the sublayers list in ARCHITECTURE.md does not have",
+                        file.strip_prefix(repo()).unwrap_or(file).display(),
+                        target.line,
+                        from[1]
+                    ));
+                }
+                graph.entry(from[1].clone()).or_default().insert(to.clone());
+            }
+        }
+        if let Some(cycle) = find_cycle(&graph) {
+            problems.push(format!(
+                "the code of `{parent}` has a cycle: {}",
+                cycle.join(" → ")
+            ));
+        }
+        if let Some(cycle) = find_cycle(allowed) {
+            problems.push(format!(
+                "the sublayers list of `{parent}` in ARCHITECTURE.md has a cycle: {}",
+                cycle.join(" → ")
+            ));
+        }
+    }
+    problems.dedup();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_scanner_resolves_paths_below_the_top_level() {
+    let source = r#"
+use super::super::wasm::Instance;
+use crate::plugins::{contract::{Level, plugin_log}, runtime, self};
+use super::Library;
+fn f() {
+    let _ = crate::plugins::stdio::one_line("x");
+}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::create_dir_all(src.join("plugins/native")).unwrap();
+    let file = src.join("plugins/native/instance.rs");
+    std::fs::write(&file, source).unwrap();
+    let found: Vec<(String, usize)> = targets(src, &file)
+        .into_iter()
+        .map(|t| (t.path.join("::"), t.line))
+        .collect();
+    let expected: Vec<(String, usize)> = [
+        ("plugins::wasm::Instance", 2),
+        ("plugins::contract::Level", 3),
+        ("plugins::contract::plugin_log", 3),
+        ("plugins::runtime", 3),
+        ("plugins", 3),
+        ("plugins::native::Library", 4),
+        ("plugins::stdio::one_line", 6),
+    ]
+    .into_iter()
+    .map(|(p, l)| (p.to_owned(), l))
+    .collect();
+    assert_eq!(found, expected);
 }
 
 #[test]

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{config, metric, property, start, wait_for};
+use twinloom::plugins::contract::{
+    self, ChangeBatch, DataType, Limits, Outputs, PluginError, Properties, ProposalOutcome,
+    Setpoint, WritableProperty,
+};
 use twinloom::plugins::native::NativeHost;
 use twinloom::plugins::runtime::{PluginInstance, PluginRuntime};
-use twinloom::plugins::wasm::{
-    self, ChangeBatch, DataType, Limits, Outputs, PluginError, Properties, ProposalOutcome,
-    Setpoint, WasmHost, WritableProperty,
-};
+use twinloom::plugins::wasm::WasmHost;
 use twinloom::twin::{Quality, QualityReason, Value};
 use twinloom_sim::modbus::SimDevice;
 
@@ -173,7 +174,7 @@ fn the_c_plugin_averages_its_inputs_and_proposes() {
     assert_eq!(outputs.proposals.len(), 1);
     assert_eq!(outputs.proposals[0].value, Setpoint::Float(5.0));
     assert_eq!(
-        wasm::reason(&outputs, &outputs.proposals[0]),
+        contract::reason(&outputs, &outputs.proposals[0]),
         "follow the average of input 0"
     );
     assert_eq!(instance.fuel_used(), 0);
@@ -235,7 +236,7 @@ const twinloom_plugin *twinloom_plugin_entry(void) { return &TABLE; }
         error,
         PluginError::Contract {
             found: "twinloom:plugin@0.2.0".into(),
-            expected: wasm::CONTRACT
+            expected: contract::CONTRACT
         }
     );
     let text = error.to_string();

@@ -839,9 +839,10 @@ config = {{ alpha = 0.5 }}
 async fn the_build_std_fallback_makes_a_component_that_computes_like_the_wasip2_build() {
     use std::sync::Arc;
     use twinloom::plugins::build::{BuildOptions, Toolchain, build};
-    use twinloom::plugins::wasm::{
-        ChangeBatch, Limits, Properties, ProposalOutcome, Quality, WasmHost, quality_byte,
+    use twinloom::plugins::contract::{
+        ChangeBatch, Limits, Properties, ProposalOutcome, Quality, quality_byte,
     };
+    use twinloom::plugins::wasm::WasmHost;
 
     let wasip2 = built("vibration-health").await;
     let options = BuildOptions {
@@ -983,7 +984,8 @@ async fn probe() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleeping_plugin_is_cut_off_quarantined_and_never_holds_up_shutdown() {
     use std::sync::Arc;
-    use twinloom::plugins::wasm::{Limits, PluginError, Properties, WasmHost};
+    use twinloom::plugins::contract::{Limits, PluginError, Properties};
+    use twinloom::plugins::wasm::WasmHost;
 
     let file = probe().await;
     let host = WasmHost::new(false).unwrap();
@@ -1876,7 +1878,8 @@ writes = ["site/heater/setpoint", "site/heater/temperature", "site/heater/derive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomness_and_clocks_are_deterministic_per_instance() {
     use std::sync::Arc;
-    use twinloom::plugins::wasm::{Limits, Properties, WasmHost};
+    use twinloom::plugins::contract::{Limits, Properties};
+    use twinloom::plugins::wasm::WasmHost;
 
     let file = probe().await;
     let host = WasmHost::new(false).unwrap();

@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
+use twinloom::plugins::contract::{self, Limits};
 use twinloom::plugins::native::{LocalInstance, NativeHost};
 use twinloom::plugins::runtime::{PluginInstance, PluginRuntime};
 use twinloom::plugins::stdio::LogBudget;
-use twinloom::plugins::wasm::{self, Limits, WasmHost};
+use twinloom::plugins::wasm::WasmHost;
 use twinloom_plugin::{Call, Plugin};
 use twinloom_vibration_health::VibrationHealth;
 
@@ -71,15 +72,15 @@ impl Signal {
 
 impl Signal {
     /// The next `n` samples as the host's batch type.
-    fn host_batch(&mut self, n: usize) -> wasm::ChangeBatch {
+    fn host_batch(&mut self, n: usize) -> contract::ChangeBatch {
         let (properties, values, times) = self.batch(n);
         // Filled, as the runner fills its batches and the plain side its qualities: `vec![0; n]`
         // would take zeroed memory (`calloc`), which glibc does not serve from its thread cache,
         // so every call would go through the allocator's slow paths (measured: ≈ 100 ns more at
         // a batch of 1).
         let mut qualities = Vec::with_capacity(n);
-        qualities.resize(n, wasm::quality_byte(wasm::Quality::Good));
-        wasm::ChangeBatch {
+        qualities.resize(n, contract::quality_byte(contract::Quality::Good));
+        contract::ChangeBatch {
             properties,
             values,
             qualities,
@@ -88,15 +89,15 @@ impl Signal {
     }
 
     /// The next `n` samples as the runner hands them over (shared with the call).
-    fn wasm_batch(&mut self, n: usize) -> Arc<wasm::ChangeBatch> {
+    fn wasm_batch(&mut self, n: usize) -> Arc<contract::ChangeBatch> {
         Arc::new(self.host_batch(n))
     }
 }
 
 /// The properties of 8 pumps: their vibration inputs and the four values derived from each.
-fn properties() -> wasm::Properties {
+fn properties() -> contract::Properties {
     let pumps = || (0..8).map(|i| format!("plant/pump{i}"));
-    wasm::Properties {
+    contract::Properties {
         inputs: pumps().map(|p| format!("{p}/vibration_rms")).collect(),
         owned: pumps()
             .flat_map(|p| {
@@ -190,7 +191,7 @@ fn main() {
     {
         let mut ignoring = host.instantiate("bench", &empty, limits).unwrap();
         ignoring.init(0, CONFIG, &properties()).unwrap().unwrap();
-        let none: Arc<[wasm::ProposalOutcome]> = Arc::from(Vec::new());
+        let none: Arc<[contract::ProposalOutcome]> = Arc::from(Vec::new());
         for _ in 0..support::ROUNDS {
             floor.push(measure(1, |_| {
                 black_box(ignoring.on_tick(0, black_box(&none)).unwrap());
@@ -220,10 +221,11 @@ fn main() {
         metered.init(0, CONFIG, &properties()).unwrap().unwrap();
         let mut ignoring = host.instantiate("bench", &empty, limits).unwrap();
         ignoring.init(0, CONFIG, &properties()).unwrap().unwrap();
-        let none: Arc<[wasm::ProposalOutcome]> = Arc::from(Vec::new());
+        let none: Arc<[contract::ProposalOutcome]> = Arc::from(Vec::new());
         let call = Call::at(0);
         // The native sides' outputs go where the runner keeps them: one buffer from call to call.
-        let (mut local_out, mut thread_out) = (wasm::Outputs::default(), wasm::Outputs::default());
+        let (mut local_out, mut thread_out) =
+            (contract::Outputs::default(), contract::Outputs::default());
         let (mut wasm, mut fuel, mut lib, mut thread) = (
             support::Alternated::default(),
             support::Alternated::default(),

@@ -203,7 +203,7 @@ pub enum PluginAction {
         owned: Vec<String>,
         /// A writable property, `path` or `path:boolean|integer|float`, in index order (repeat).
         #[arg(long = "writes", value_parser = crate::plugins::replay::writable_arg)]
-        writes: Vec<crate::plugins::wasm::WritableProperty>,
+        writes: Vec<crate::plugins::contract::WritableProperty>,
         /// Period of `on-tick`, e.g. `1s`; none without.
         #[arg(long, value_parser = humantime::parse_duration)]
         tick: Option<std::time::Duration>,

@@ -21,10 +21,10 @@ use crate::config::ConfigError;
 use crate::config::sources::modbus::RegisterTable;
 use crate::control::rule;
 use crate::opcua_values::{from_variant, to_variant};
-use crate::plugins::runner::{DerivedVerdict, ProposalVerdict, check_derived, check_proposal};
-use crate::plugins::wasm::{
+use crate::plugins::contract::{
     DerivedValues, MAX_REASON_BYTES, OutputCaps, Outputs, Setpoint, WriteProposal, reason,
 };
+use crate::plugins::runner::{DerivedVerdict, ProposalVerdict, check_derived, check_proposal};
 use crate::sources::modbus::codec::{Encoding, Layout, WordOrder};
 use crate::sources::modbus::plan::{self, Block, Limits, Point};
 use crate::sources::modbus::poller::{Data, decode_block};

@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use crate::plugins::wasm::{Limits, WasmHost};
+use crate::plugins::contract::Limits;
+use crate::plugins::wasm::WasmHost;
 
 /// The Rust target plugins are built for: WASI 0.2 components.
 pub const WASM_TARGET: &str = "wasm32-wasip2";

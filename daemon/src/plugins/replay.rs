@@ -38,12 +38,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::contract::{
+    ChangeBatch, DataType, Limits, Outcome, Outputs, Properties, ProposalOutcome, Quality,
+    Setpoint, WritableProperty, quality_byte, quality_of_byte, reason,
+};
 use super::native::NativeHost;
 use super::runtime::{PluginInstance, PluginRuntime};
-use super::wasm::{
-    ChangeBatch, DataType, Limits, Outcome, Outputs, Properties, ProposalOutcome, Quality,
-    Setpoint, WasmHost, WritableProperty, quality_byte, quality_of_byte, reason,
-};
+use super::wasm::WasmHost;
 
 /// One recorded change.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

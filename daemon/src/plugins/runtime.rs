@@ -3,13 +3,13 @@
 //! output checks, proposals, hot reload, restart, backoff and quarantine ([`super::runner`]) are
 //! written once, against these traits.
 //!
-//! The values crossing the seam are the plugin contract's (`plugin-api/wit`, contract 0.3): the
+//! The values crossing the seam are the plugin contract's ([`super::contract`], contract 0.3): the
 //! instance's [`Properties`] at init, a columnar [`ChangeBatch`] and the [`ProposalOutcome`]s in,
 //! [`Outputs`] (derived values by owned index, write proposals by writable index) back.
 
 use std::sync::Arc;
 
-pub use super::wasm::{ChangeBatch, Limits, Outputs, PluginError, Properties, ProposalOutcome};
+pub use super::contract::{ChangeBatch, Limits, Outputs, PluginError, Properties, ProposalOutcome};
 
 /// A kind of plugin: turns a plugin file into a loaded component and makes instances of it.
 pub trait PluginRuntime: Clone + Send + Sync + 'static {

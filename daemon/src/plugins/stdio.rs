@@ -2,10 +2,11 @@
 //!
 //! Components built by other toolchains (Rust `println!`, Python `print`, C `printf`) speak
 //! through WASI `cli/stdout` and `cli/stderr` (WASI 0.2, `wasi:io/streams.output-stream`). Each
-//! complete line becomes one log event tagged with the plugin instance: stdout at INFO, stderr at
-//! WARN. Lines longer than [`MAX_LINE`] bytes are cut there (the rest is dropped, the cut is
-//! marked with `…`) so a plugin cannot make the host buffer without bound; invalid UTF-8 is
-//! replaced. A partial last line is written when the stream is flushed or dropped.
+//! complete line becomes one log event tagged with the plugin instance ([`events::StdoutLine`] at
+//! INFO, [`events::StderrLine`] at WARN). Lines longer than [`MAX_LINE`] bytes are cut there (the
+//! rest is dropped, the cut is marked with `…`) so a plugin cannot make the host buffer without
+//! bound; invalid UTF-8 is replaced. A partial last line is written when the stream is flushed or
+//! dropped.
 //!
 //! Every line, from stdout, stderr or the `log` import, spends a token of the instance's
 //! [`LogBudget`]: a token bucket of [`LOG_BURST`] lines refilled at [`LOG_LINES_PER_SECOND`].
@@ -23,6 +24,8 @@ use bytes::Bytes;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use super::events;
 
 /// The longest line kept, in bytes.
 pub const MAX_LINE: usize = 4096;
@@ -213,11 +216,20 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = one_line(text.trim_end_matches('\r'));
-        let ellipsis = if self.cut { "…" } else { "" };
-        let plugin = &*self.plugin;
+        let (plugin, cut) = (&*self.plugin, self.cut);
         match self.stdio {
-            Stdio::Stdout => tracing::info!(plugin, stream = "stdout", "{text}{ellipsis}"),
-            Stdio::Stderr => tracing::warn!(plugin, stream = "stderr", "{text}{ellipsis}"),
+            Stdio::Stdout => events::StdoutLine {
+                plugin,
+                text: &text,
+                cut,
+            }
+            .emit(),
+            Stdio::Stderr => events::StderrLine {
+                plugin,
+                text: &text,
+                cut,
+            }
+            .emit(),
         }
         self.line.clear();
         self.cut = false;

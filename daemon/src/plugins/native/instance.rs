@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use twinloom_plugin_abi as abi;
 
+use crate::plugins::contract::{
+    DataType, DeviceErrorKind, Level, Outcome, OutputCaps, Setpoint, WriteProposal, plugin_log,
+};
 use crate::plugins::runtime::{
     ChangeBatch, Limits, Outputs, PluginError, PluginInstance, Properties, ProposalOutcome,
 };
 use crate::plugins::stdio::LogBudget;
-use crate::plugins::wasm::{
-    DataType, DeviceErrorKind, Level, Outcome, OutputCaps, Setpoint, WriteProposal, plugin_log,
-};
 
 /// Bytes of the buffer `init` may write its refusal into.
 const ERROR_CAPACITY: usize = 4096;

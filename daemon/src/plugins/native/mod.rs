@@ -45,8 +45,8 @@ use twinloom_plugin_abi as abi;
 
 pub use instance::{LocalInstance, NativeInstance};
 
+use super::contract::CONTRACT;
 use super::runtime::{Limits, PluginError, PluginRuntime};
-use super::wasm::CONTRACT;
 
 /// The folder under the state directory that holds the loaded copies.
 pub const COPIES: &str = "native";

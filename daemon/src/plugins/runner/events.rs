@@ -2,6 +2,7 @@
 //! plugin's metrics together, from one place (Vector's "internal events"). The runner and the
 //! reloader say what happened; how it is reported lives here.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::plugins::runtime::PluginError;
@@ -134,6 +135,49 @@ impl VersionSwapped<'_> {
             .get_or_create(&labels(self.plugin))
             .set(0);
         tracing::info!(plugin = %self.plugin, "Plugin reloaded: the new version runs");
+    }
+}
+
+/// The watcher on the plugin files could not be created (inotify limits): files are not
+/// watched; SIGHUP still reloads them.
+#[derive(Debug)]
+pub(super) struct WatchFailed<'a> {
+    pub error: &'a notify::Error,
+}
+
+impl WatchFailed<'_> {
+    pub fn emit(&self) {
+        let error = self.error;
+        tracing::warn!(%error, "Cannot watch plugin files; SIGHUP reloads them");
+    }
+}
+
+/// One folder of plugin files could not be watched: its plugins reload on SIGHUP only.
+#[derive(Debug)]
+pub(super) struct FolderWatchFailed<'a> {
+    pub folder: &'a Path,
+    pub error: &'a notify::Error,
+}
+
+impl FolderWatchFailed<'_> {
+    pub fn emit(&self) {
+        let error = self.error;
+        tracing::warn!(folder = %self.folder.display(), %error, "Cannot watch a plugin folder; SIGHUP reloads its plugins");
+    }
+}
+
+/// The plugin's file could not be read on a reload; the running version stays.
+#[derive(Debug)]
+pub(super) struct FileUnreadable<'a> {
+    pub plugin: &'a str,
+    pub file: &'a Path,
+    pub error: &'a std::io::Error,
+}
+
+impl FileUnreadable<'_> {
+    pub fn emit(&self) {
+        let error = self.error;
+        tracing::warn!(plugin = %self.plugin, file = %self.file.display(), %error, "Cannot read the plugin file; the running version stays");
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::control::ControlError;
+use crate::plugins::contract::{DeviceErrorKind, Outcome};
 use crate::plugins::runtime::ProposalOutcome;
-use crate::plugins::wasm::{DeviceErrorKind, Outcome};
 use crate::twin::WriteError;
 
 pub(super) use crate::control::rule;

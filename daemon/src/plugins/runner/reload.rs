@@ -64,7 +64,7 @@ pub(super) fn watch(files: &[(PathBuf, mpsc::Sender<Check>)], supervisor: &Super
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(watcher) => watcher,
         Err(error) => {
-            tracing::warn!(%error, "Cannot watch plugin files; SIGHUP reloads them");
+            events::WatchFailed { error: &error }.emit();
             return;
         }
     };
@@ -76,7 +76,11 @@ pub(super) fn watch(files: &[(PathBuf, mpsc::Sender<Check>)], supervisor: &Super
     folders.dedup();
     for folder in folders {
         if let Err(error) = watcher.watch(&folder, RecursiveMode::NonRecursive) {
-            tracing::warn!(folder = %folder.display(), %error, "Cannot watch a plugin folder; SIGHUP reloads its plugins");
+            events::FolderWatchFailed {
+                folder: &folder,
+                error: &error,
+            }
+            .emit();
         }
     }
     supervisor.spawn("plugin-watch", move |token| async move {
@@ -120,7 +124,12 @@ impl<R: PluginRuntime> Reloader<R> {
             }
             let outcome = match std::fs::read(&self.file) {
                 Err(error) => {
-                    tracing::warn!(plugin = %self.plugin, file = %self.file.display(), %error, "Cannot read the plugin file; the running version stays");
+                    events::FileUnreadable {
+                        plugin: &self.plugin,
+                        file: &self.file,
+                        error: &error,
+                    }
+                    .emit();
                     ReloadOutcome::Refused(error.to_string())
                 }
                 Ok(bytes) if Some(fingerprint(&bytes)) == self.fingerprint => {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use crate::config::model::{AssetConfig, PluginConfig};
 use crate::config::sources::BindingConfig;
+use crate::plugins::contract::{DataType as WireType, WritableProperty};
 use crate::plugins::runtime::Properties;
-use crate::plugins::wasm::{DataType as WireType, WritableProperty};
 use crate::twin::{DataType, PropertyId, TwinModel};
 
 /// A plugin's properties, resolved.

@@ -16,12 +16,12 @@ use super::reload::Swap;
 use super::resolve::Resolved;
 use crate::config::model::{PluginConfig, PluginMode};
 use crate::control::{ControlHandle, Origin};
-use crate::plugins::runtime::{
-    ChangeBatch, Limits, Outputs, PluginError, PluginInstance, PluginRuntime, ProposalOutcome,
-};
-use crate::plugins::wasm::{
+use crate::plugins::contract::{
     DerivedValues, Outcome, OutputCaps, Quality, Setpoint, WriteProposal, quality_byte,
     quality_of_byte,
+};
+use crate::plugins::runtime::{
+    ChangeBatch, Limits, Outputs, PluginError, PluginInstance, PluginRuntime, ProposalOutcome,
 };
 use crate::runtime::Backoff;
 use crate::telemetry::Metrics;
