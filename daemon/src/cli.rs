@@ -437,14 +437,14 @@ where
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(%error, "Cannot start the async runtime");
+            crate::app::events::RuntimeUnavailable { error: &error }.emit();
             return ExitCode::from(EXIT_FAILURE);
         }
     };
     match runtime.block_on(main(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "Twinloom failed");
+            crate::app::events::DaemonFailed { error: &error }.emit();
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -459,7 +459,7 @@ pub async fn shutdown_signal() {
                 stream.recv().await;
             }
             Err(error) => {
-                tracing::warn!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+                crate::app::events::NoSigterm { error: &error }.emit();
                 std::future::pending::<()>().await;
             }
         }

@@ -1,5 +1,7 @@
 //! Wiring: build every component from a validated config, run until asked to stop, drain.
 
+pub(crate) mod events;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -91,7 +93,11 @@ fn open_audit(
             Ok(journal)
         }
         Err(error) => {
-            tracing::error!(dir = %dir.display(), %error, "Cannot open the audit log: every write is refused until it can be");
+            events::AuditUnavailable {
+                dir: &dir,
+                error: &error,
+            }
+            .emit();
             Err(error.to_string())
         }
     }
@@ -246,7 +252,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
                 _ = tick.tick() => {
                     let marked = sweeper.sweep_stale(Instant::now(), SystemTime::now());
                     if marked > 0 {
-                        tracing::warn!(properties = marked, "Properties went stale");
+                        events::PropertiesStale { count: marked }.emit();
                     }
                 }
             }
@@ -414,7 +420,7 @@ impl Daemon {
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(state) {
-        tracing::warn!(%error, "Cannot notify systemd");
+        events::SystemdNotifyFailed { error: &error }.emit();
     }
 }
 
@@ -459,9 +465,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 match daemon.reload().await {
                     Ok(outcome) => tracing::info!(?outcome, "Configuration reloaded"),
                     Err(error) => match error.downcast_ref::<crate::config::ConfigError>() {
-                        Some(invalid) => tracing::error!(errors = %invalid, "Reload refused: the new configuration is invalid; the running one stays"),
+                        Some(invalid) => events::ReloadRefused { errors: invalid }.emit(),
                         None => {
-                            tracing::error!(error = %format!("{error:#}"), "Reload failed");
+                            events::ReloadFailed { error: &error }.emit();
                             notify(&[sd_notify::NotifyState::Stopping]);
                             return Err(error);
                         }
