@@ -425,7 +425,7 @@ impl Gate {
     }
 
     /// Applies the `on_loss` of `properties` (those that write a value): each value is written
-    /// through the property's writes, replacing a waiting write, without the rules.
+    /// as the property's next write, replacing a waiting one, without the rules.
     async fn apply_on_loss(&mut self, why: &str, mut properties: Vec<PropertyId>) {
         properties.retain(|p| self.on_loss.contains_key(p));
         properties.sort_unstable();
