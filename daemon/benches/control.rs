@@ -18,7 +18,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use twinloom::control::{Origin, WriteRequest, policy::Policy};
+use twinloom::control::{Origin, Proposal, policy::Policy};
 use twinloom::twin::Value;
 use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
 
@@ -197,11 +197,12 @@ fn main() {
 
         // The decision alone.
         let mut policy = Policy::new(u32::MAX, Default::default());
+        policy.set_armed(true);
         let decisions = 200_000;
         let started = Instant::now();
         for i in 0..decisions {
             let (reply, _answer) = tokio::sync::oneshot::channel();
-            let request = WriteRequest {
+            let request = Proposal {
                 property: setpoints[i % setpoints.len()],
                 value: Value::Float(i as f64),
                 origin: Origin::Plugin { name: "bench".into() },

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value as Json, json};
 
-use super::{ControlError, Origin, WriteRequest};
+use super::{ControlError, Origin, Proposal};
 use crate::runtime::journal::Journal;
 use crate::twin::Value;
 
@@ -108,51 +108,51 @@ impl AuditLog {
             .map_err(|e| ControlError::AuditUnavailable(e.to_string()))
     }
 
-    /// A record of `kind` about `request` on `property` that would write `written`: time,
+    /// A record of `kind` about `proposal` on `property` that would write `written`: time,
     /// origin, user or plugin, requested and written value.
-    fn decision(kind: &str, request: &WriteRequest, property: &str, written: &Value) -> Json {
-        let (role, name) = who(&request.origin);
+    fn decision(kind: &str, proposal: &Proposal, property: &str, written: &Value) -> Json {
+        let (role, name) = who(&proposal.origin);
         let mut record = json!({
             "kind": kind,
             "time": time(SystemTime::now()),
-            "origin": request.origin.to_string(),
+            "origin": proposal.origin.to_string(),
             "property": property,
-            "requested": value(Some(&request.value)),
+            "requested": value(Some(&proposal.value)),
             "written": value(Some(written)),
         });
         record[role] = json!(name);
         record
     }
 
-    /// Writes the intent of carrying out `request` on `property` (from `old` to `written`, as
+    /// Writes the intent of carrying out `proposal` on `property` (from `old` to `written`, as
     /// `rule` decided: `accepted` or `clamped-to-bounds`) and waits until it is on disk; returns
     /// its sequence number.
     ///
     /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
     pub async fn intent(
         &self,
-        request: &WriteRequest,
+        proposal: &Proposal,
         property: &str,
         old: Option<&Value>,
         written: &Value,
         rule: &str,
     ) -> Result<u64, ControlError> {
-        let mut record = Self::decision("intent", request, property, written);
+        let mut record = Self::decision("intent", proposal, property, written);
         record["old"] = value(old);
         record["rule"] = json!(rule);
         self.append(record).await
     }
 
-    /// Writes a shadow decision: what `request` would have written to `property`.
+    /// Writes a shadow decision: what `proposal` would have written to `property`.
     ///
     /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
     pub async fn shadow(
         &self,
-        request: &WriteRequest,
+        proposal: &Proposal,
         property: &str,
         written: &Value,
     ) -> Result<(), ControlError> {
-        let record = Self::decision("shadow", request, property, written);
+        let record = Self::decision("shadow", proposal, property, written);
         self.append(record).await.map(|_| ())
     }
 

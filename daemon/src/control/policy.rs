@@ -1,27 +1,41 @@
-//! The gate's write policy: one named rule after another ([`super::rule`]), the first that
-//! refuses decides. Deciding is synchronous and touches only this state: the last value accepted
+//! The gate's write policy: the whole list of named rules ([`super::rule`]), applied in order,
+//! the first that refuses decides. Deciding is synchronous and touches only this state: whether
+//! the plant is armed, the setpoints changed by hand, the valid selects, the last value accepted
 //! for each property and when, and each origin's accepted writes in the last minute.
 //!
 //! Rules, in order:
-//! 1. `read-write-access`: the property is declared `access = "read-write"`;
-//! 2. `data-type`: the value converts to the property's data type;
-//! 3. `finite`: a number is neither NaN nor infinite (always, limits or not);
-//! 4. `bounds`: within the property's `limits`, or clamped to them when it says `clamp = true`
+//! 1. `disarmed`: a live plugin's proposal only while the plant is armed (shadow-mode proposals
+//!    and people's writes are not held);
+//! 2. `manual-override`: a plugin's proposal only to a setpoint not changed by hand since the
+//!    gate wrote it, until the plant is armed again ([`Policy::override_by_hand`]);
+//! 3. `select-before-operate`: a property with `select_before_operate` only from the origin
+//!    holding a valid select ([`Policy::select`]); the select is used up here, whatever the
+//!    later rules decide;
+//! 4. `read-write-access`: the property is declared `access = "read-write"`;
+//! 5. `data-type`: the value converts to the property's data type;
+//! 6. `finite`: a number is neither NaN nor infinite (always, limits or not);
+//! 7. `bounds`: within the property's `limits`, or clamped to them when it says `clamp = true`
 //!    (the audit record then shows requested and written apart);
-//! 5. `min-interval`: at least `min_write_interval` since the last accepted write to the
+//! 8. `min-interval`: at least `min_write_interval` since the last accepted write to the
 //!    property;
-//! 6. `max-rate`: the step from the last accepted value, divided by the time since, at most
+//! 9. `max-rate`: the step from the last accepted value, divided by the time since, at most
 //!    `max_rate` engineering units per second (the first write to a property is not limited);
-//! 7. `interlock`: every interlock guarding the property holds ([`super::interlock`]);
-//! 8. `origin-budget`: at most `[control] max_writes_per_origin_per_minute` accepted writes per
-//!    origin (an OPC UA user, a plugin) in any minute.
+//! 10. `interlock`: every interlock guarding the property holds ([`super::interlock`]);
+//! 11. `origin-budget`: at most `[control] max_writes_per_origin_per_minute` accepted writes per
+//!     origin (an OPC UA user, a plugin) in any minute.
+//!
+//! Rules 5 and 6 alone are [`typed`], which a plugin's runner also applies before it queues a
+//! proposal (refusing it at once, as a rejected output). Refusals that are not this policy's:
+//! `writable-list` and `mode-off` (a plugin's runner), `queue` (the gate's full queue),
+//! `superseded` and `expired` (waiting for the property's turn), `audit` (the intent could not
+//! be written), and `interlock` once more just before a write is carried out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::interlock::Interlocks;
-use super::{ControlError, WriteRequest};
+use super::{ControlError, Origin, Proposal};
 use crate::twin::{Access, DataType, PropertyId, Twin, Value};
 
 /// The window of the per-origin budget.
@@ -39,6 +53,13 @@ pub struct Accepted {
 /// The policy's state.
 #[derive(Debug)]
 pub struct Policy {
+    /// Whether the plant is armed (plugins may write).
+    armed: bool,
+    /// Setpoints changed by hand since the gate wrote them: plugins do not write them until
+    /// the plant is armed again.
+    overridden: HashSet<PropertyId>,
+    /// Valid selects (select-before-operate): the origin holding each and when it expires.
+    selections: HashMap<PropertyId, (Origin, Instant)>,
     /// Last value accepted for each property (as a number) and when.
     written: HashMap<PropertyId, (Option<f64>, Instant)>,
     /// Each origin's accepted writes in the last [`BUDGET_WINDOW`].
@@ -48,9 +69,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// A policy allowing each origin `per_minute` writes per minute, with `interlocks`.
+    /// A policy allowing each origin `per_minute` writes per minute, with `interlocks`; the
+    /// plant disarmed ([`Self::set_armed`]).
     pub fn new(per_minute: u32, interlocks: Arc<Interlocks>) -> Self {
         Self {
+            armed: false,
+            overridden: HashSet::new(),
+            selections: HashMap::new(),
             written: HashMap::new(),
             budgets: HashMap::new(),
             per_minute,
@@ -58,36 +83,87 @@ impl Policy {
         }
     }
 
-    /// Decides `request` at `now`; an accepted write counts against its origin's budget.
+    /// Arms (`true`) or disarms the plant; arming lifts every manual override.
+    pub fn set_armed(&mut self, armed: bool) {
+        self.armed = armed;
+        if armed {
+            self.overridden.clear();
+        }
+    }
+
+    /// Whether `property` was changed by hand since the gate wrote it (and the plant was not
+    /// armed since).
+    pub fn is_overridden(&self, property: PropertyId) -> bool {
+        self.overridden.contains(&property)
+    }
+
+    /// `property` was changed by hand: plugins' proposals to it are refused (`manual-override`)
+    /// until the plant is armed again.
+    pub fn override_by_hand(&mut self, property: PropertyId) {
+        self.overridden.insert(property);
+    }
+
+    /// Whether `by` may select `property` at `now`: for how long the select would last.
+    ///
+    /// Errors: [`ControlError::NotSelected`] when the property takes writes without a select,
+    /// or another origin holds a valid select on it.
+    pub fn may_select(
+        &self,
+        twin: &Twin,
+        property: PropertyId,
+        by: &Origin,
+        now: Instant,
+    ) -> Result<Duration, ControlError> {
+        let Some(lasts) = twin
+            .model()
+            .decl(property)
+            .write_policy
+            .select_before_operate
+        else {
+            return Err(ControlError::NotSelected(
+                "this property takes writes without a select".into(),
+            ));
+        };
+        if let Some((holder, until)) = self.selections.get(&property)
+            && *until > now
+            && holder != by
+        {
+            return Err(ControlError::NotSelected(format!("selected by {holder}")));
+        }
+        Ok(lasts)
+    }
+
+    /// Records `by`'s select of `property`, valid until `until` (after [`Self::may_select`] and
+    /// its audit record).
+    pub fn select(&mut self, property: PropertyId, by: Origin, until: Instant) {
+        self.selections.insert(property, (by, until));
+    }
+
+    /// Decides `proposal` at `now` by the rules in order (the module's list); an accepted write
+    /// counts against its origin's budget, and one to a property that needs a select uses up
+    /// its origin's select.
     ///
     /// Errors: the refusing rule's [`ControlError`].
     pub fn decide(
         &mut self,
         twin: &Twin,
-        request: &WriteRequest,
+        proposal: &Proposal,
         now: Instant,
     ) -> Result<Accepted, ControlError> {
-        let decl = twin.model().decl(request.property);
+        let from_plugin = proposal.origin.is_plugin();
+        if from_plugin && !proposal.shadow && !self.armed {
+            return Err(ControlError::Disarmed);
+        }
+        if from_plugin && self.overridden.contains(&proposal.property) {
+            return Err(ControlError::ManualOverride);
+        }
+        self.use_select(twin, proposal, now)?;
+        let decl = twin.model().decl(proposal.property);
         if decl.access != Access::ReadWrite {
             return Err(ControlError::NotWritable);
         }
-        let mismatch = || ControlError::TypeMismatch(request.value.to_string());
-        let mut value = match decl.data_type {
-            DataType::Bool => Value::Bool(request.value.as_bool().ok_or_else(mismatch)?),
-            DataType::Integer => Value::Int(request.value.as_i64().ok_or_else(mismatch)?),
-            DataType::Unsigned => Value::UInt(request.value.as_u64().ok_or_else(mismatch)?),
-            DataType::Float => Value::Float(request.value.as_f64().ok_or_else(mismatch)?),
-            DataType::String => match &request.value {
-                Value::String(_) => request.value.clone(),
-                _ => return Err(mismatch()),
-            },
-        };
+        let mut value = typed(&proposal.value, decl.data_type)?;
         let number = value.as_f64();
-        if let Some(v) = number
-            && !v.is_finite()
-        {
-            return Err(ControlError::NotFinite(v));
-        }
         let mut clamped = false;
         if let (Some(limits), Some(v)) = (decl.limits, number)
             && !limits.contains(v)
@@ -99,15 +175,10 @@ impl Policy {
                     high: limits.high,
                 });
             }
-            let within = v.clamp(limits.low, limits.high);
-            value = match decl.data_type {
-                DataType::Integer => Value::Int(within.round() as i64),
-                DataType::Unsigned => Value::UInt(within.round().max(0.0) as u64),
-                _ => Value::Float(within),
-            };
+            value = Value::from_number(v.clamp(limits.low, limits.high), decl.data_type);
             clamped = true;
         }
-        if let Some(&(last, at)) = self.written.get(&request.property) {
+        if let Some(&(last, at)) = self.written.get(&proposal.property) {
             let since = now.saturating_duration_since(at);
             if let Some(interval) = decl.write_policy.min_write_interval
                 && since < interval
@@ -123,8 +194,8 @@ impl Policy {
                 }
             }
         }
-        self.interlocks.check(twin, request.property)?;
-        let budget = self.budgets.entry(request.origin.to_string()).or_default();
+        self.interlocks.check(twin, proposal.property)?;
+        let budget = self.budgets.entry(proposal.origin.to_string()).or_default();
         while budget
             .front()
             .is_some_and(|at| now.saturating_duration_since(*at) >= BUDGET_WINDOW)
@@ -140,9 +211,64 @@ impl Policy {
         // The interval and rate rules count from the last accepted value (whether or not the
         // device then took it: the conservative choice while writes are in flight); a shadow
         // decision writes nothing, so it does not count (it does spend its origin's budget).
-        if !request.shadow {
-            self.written.insert(request.property, (value.as_f64(), now));
+        if !proposal.shadow {
+            self.written
+                .insert(proposal.property, (value.as_f64(), now));
         }
         Ok(Accepted { value, clamped })
     }
+
+    /// Rule `select-before-operate`: a proposal to a property that needs a select uses up its
+    /// origin's select, valid or expired.
+    fn use_select(
+        &mut self,
+        twin: &Twin,
+        proposal: &Proposal,
+        now: Instant,
+    ) -> Result<(), ControlError> {
+        let decl = twin.model().decl(proposal.property);
+        if decl.write_policy.select_before_operate.is_none() {
+            return Ok(());
+        }
+        match self.selections.get(&proposal.property) {
+            Some((holder, until)) if *holder == proposal.origin => {
+                let valid = *until > now;
+                self.selections.remove(&proposal.property);
+                if valid {
+                    Ok(())
+                } else {
+                    Err(ControlError::NotSelected("the select expired".into()))
+                }
+            }
+            _ => Err(ControlError::NotSelected(
+                "select the property first (its Select method)".into(),
+            )),
+        }
+    }
+}
+
+/// Rules `data-type` and `finite` alone: `value` as a value of `data_type`, a number neither
+/// NaN nor infinite.
+///
+/// Errors: [`ControlError::TypeMismatch`] when the value does not convert (text into a number,
+/// a negative or fractional number into an integer type, a number into text),
+/// [`ControlError::NotFinite`].
+pub fn typed(value: &Value, data_type: DataType) -> Result<Value, ControlError> {
+    let mismatch = || ControlError::TypeMismatch(value.to_string());
+    let typed = match data_type {
+        DataType::Bool => Value::Bool(value.as_bool().ok_or_else(mismatch)?),
+        DataType::Integer => Value::Int(value.as_i64().ok_or_else(mismatch)?),
+        DataType::Unsigned => Value::UInt(value.as_u64().ok_or_else(mismatch)?),
+        DataType::Float => Value::Float(value.as_f64().ok_or_else(mismatch)?),
+        DataType::String => match value {
+            Value::String(_) => value.clone(),
+            _ => return Err(mismatch()),
+        },
+    };
+    if let Some(v) = typed.as_f64()
+        && !v.is_finite()
+    {
+        return Err(ControlError::NotFinite(v));
+    }
+    Ok(typed)
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::spec::DataType;
+
 /// A typed value: raw (as a source decoded it) or in engineering units (as the twin stores it).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -20,6 +22,18 @@ pub enum Value {
 }
 
 impl Value {
+    /// `number` (engineering units) as a value of a numeric `data_type`: rounded to the nearest
+    /// integer for `integer` and `unsigned` (saturating at the type's ends, below 0 as 0 for
+    /// `unsigned`, NaN as 0), a float otherwise. The one conversion of a computed number (a
+    /// clamped write, an `on_loss` value) into a property's type.
+    pub fn from_number(number: f64, data_type: DataType) -> Self {
+        match data_type {
+            DataType::Integer => Self::Int(number.round() as i64),
+            DataType::Unsigned => Self::UInt(number.round().max(0.0) as u64),
+            _ => Self::Float(number),
+        }
+    }
+
     /// The value as `f64`, for numeric kinds (`bool` gives 0 or 1). `None` for text.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
@@ -208,4 +222,30 @@ pub struct Sample {
     pub source_time: Option<SystemTime>,
     /// When the twin last stored a change of value or quality.
     pub server_time: SystemTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_becomes_a_value_of_the_data_type() {
+        let cases = [
+            (2.5, DataType::Integer, Value::Int(3)),
+            (-2.5, DataType::Integer, Value::Int(-3)),
+            (1e300, DataType::Integer, Value::Int(i64::MAX)),
+            (-0.4, DataType::Unsigned, Value::UInt(0)),
+            (-7.0, DataType::Unsigned, Value::UInt(0)),
+            (41.6, DataType::Unsigned, Value::UInt(42)),
+            (f64::NAN, DataType::Unsigned, Value::UInt(0)),
+            (0.25, DataType::Float, Value::Float(0.25)),
+        ];
+        for (number, data_type, expected) in cases {
+            assert_eq!(
+                Value::from_number(number, data_type),
+                expected,
+                "{number} as {data_type:?}"
+            );
+        }
+    }
 }

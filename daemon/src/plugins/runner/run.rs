@@ -15,7 +15,7 @@ use super::proposals::{Proposals, rule};
 use super::reload::Swap;
 use super::resolve::Resolved;
 use crate::config::model::{PluginConfig, PluginMode};
-use crate::control::{ControlHandle, Origin};
+use crate::control::{ControlHandle, Origin, policy};
 use crate::plugins::contract::{
     DerivedValues, Outcome, OutputCaps, Quality, Setpoint, WriteProposal, quality_byte,
     quality_of_byte,
@@ -115,18 +115,18 @@ struct Shown {
     fault: String,
 }
 
-/// A proposal's value as the twin's value for a property of `data_type`, or the rule it breaks.
+/// A proposal's value as the twin's value for a property of `data_type`, or the rule it breaks:
+/// a setpoint of another kind than the one `init` gave for the property (the contract's typed
+/// setpoints) breaks `data-type`; otherwise the gate's own rules `data-type` and `finite`
+/// decide ([`policy::typed`]), here before the proposal is queued.
 fn typed(value: &Setpoint, data_type: DataType) -> Result<Value, &'static str> {
-    match (value, data_type) {
-        (Setpoint::Boolean(b), DataType::Bool) => Ok(Value::Bool(*b)),
-        (Setpoint::Integer(i), DataType::Integer) => Ok(Value::Int(*i)),
-        (Setpoint::Integer(i), DataType::Unsigned) => u64::try_from(*i)
-            .map(Value::UInt)
-            .map_err(|_| rule::DATA_TYPE),
-        (Setpoint::Float(f), DataType::Float) if f.is_finite() => Ok(Value::Float(*f)),
-        (Setpoint::Float(_), DataType::Float) => Err(rule::FINITE),
-        _ => Err(rule::DATA_TYPE),
-    }
+    let value = match (value, data_type) {
+        (Setpoint::Boolean(b), DataType::Bool) => Value::Bool(*b),
+        (Setpoint::Integer(i), DataType::Integer | DataType::Unsigned) => Value::Int(*i),
+        (Setpoint::Float(f), DataType::Float) => Value::Float(*f),
+        _ => return Err(rule::DATA_TYPE),
+    };
+    policy::typed(&value, data_type).map_err(|refused| refused.rule().unwrap_or(rule::DATA_TYPE))
 }
 
 /// One derived value of a call, checked against the plugin's owned list.
@@ -437,16 +437,13 @@ impl Runner {
         for rule in proposals.refused_since(mark) {
             *refused.entry(rule).or_default() += 1;
         }
-        for (rule, count) in refused {
-            self.metrics
-                .control
-                .decisions
-                .get_or_create(&crate::telemetry::metrics::DecisionLabels {
-                    origin: "plugin".to_owned(),
-                    rule: rule.to_owned(),
-                    outcome: "refused".to_owned(),
-                })
-                .inc_by(count);
+        if !refused.is_empty() {
+            let origin = Origin::Plugin {
+                name: self.config.name.clone(),
+            };
+            for (rule, count) in refused {
+                self.control.refused_before_queue(&origin, rule, count);
+            }
         }
         if let Some(first) = &first {
             events::OutputsRejected {

@@ -1,0 +1,466 @@
+//! The gate's task: it serves commands first (arm, disarm, select, a lost controller), then the
+//! writes that ended, the setpoints' readings (manual overrides), the refusal summary and the
+//! proposals. Each proposal is decided at once by the [`Policy`], in arrival order, and answered
+//! with one [`WriteDecided`] event; an accepted one waits for its property's turn
+//! ([`PropertyWrites`]) and is carried out by the [`Executor`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, watch};
+
+use super::audit::{AuditLog, REFUSAL_SUMMARY_INTERVAL, Refusals};
+use super::events::{
+    Armed, AuditRecordLost, ControllerLost, Disarmed, ManualOverride, Unaudited, WriteDecided,
+};
+use super::executor::{Carried, Executor, Job, ON_LOSS};
+use super::interlock::Interlocks;
+use super::policy::{Accepted, Policy};
+use super::request::Command;
+use super::{COMMAND_QUEUE_CAPACITY, CONTROL_QUEUE_CAPACITY, ControlError, ControlHandle};
+use super::{Origin, Proposal};
+use crate::runtime::Supervisor;
+use crate::sources::Writers;
+use crate::telemetry::metrics::ControlMetrics;
+use crate::twin::spec::OnLoss;
+use crate::twin::{PropertyId, Reading, Twin, Value};
+
+/// The gate's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateLimits {
+    /// Writes accepted per origin in any minute.
+    pub writes_per_origin_per_minute: u32,
+    /// Longest a device write may take before it counts as timed out.
+    pub write_timeout: Duration,
+    /// Whether plugins may write from the start (the plant is armed).
+    pub armed: bool,
+}
+
+impl Default for GateLimits {
+    fn default() -> Self {
+        Self {
+            writes_per_origin_per_minute: 600,
+            write_timeout: Duration::from_secs(10),
+            armed: false,
+        }
+    }
+}
+
+/// Starts the gate under `supervisor`, auditing to `journal` (or refusing every write with the
+/// reason there is none), with `limits` and `interlocks`.
+///
+/// Deciding is synchronous, in arrival order ([`super::policy`]); carrying out is concurrent:
+/// each property has at most one write in flight and one waiting, writes to different
+/// properties (and so different sources) run side by side, and their audit records share the
+/// journal's group commits.
+pub fn spawn(
+    twin: Arc<Twin>,
+    writers: Writers,
+    journal: Result<crate::runtime::journal::Journal, String>,
+    limits: GateLimits,
+    interlocks: Interlocks,
+    metrics: &ControlMetrics,
+    supervisor: &Supervisor,
+) -> ControlHandle {
+    let interlocks = Arc::new(interlocks);
+    let (tx, mut rx) = mpsc::channel::<Proposal>(CONTROL_QUEUE_CAPACITY);
+    let (commands, mut commands_rx) = mpsc::channel::<Command>(COMMAND_QUEUE_CAPACITY);
+    let (armed_tx, armed) = watch::channel(limits.armed);
+    let policy = Policy::new(limits.writes_per_origin_per_minute, Arc::clone(&interlocks));
+    let executor = Executor {
+        twin: Arc::clone(&twin),
+        writers,
+        audit: AuditLog::new(journal),
+        write_timeout: limits.write_timeout,
+        metrics: metrics.clone(),
+        interlocks,
+    };
+    let mut gate = Gate {
+        on_loss: on_loss_values(&twin),
+        armed_property: twin
+            .model()
+            .property_by_path(&crate::twin::spec::control_status_path("armed")),
+        twin,
+        executor,
+        policy,
+        armed: armed_tx,
+        refusals: Refusals::default(),
+        writes: HashMap::new(),
+        running: FuturesUnordered::new(),
+        audit_failed: false,
+        written: HashMap::new(),
+    };
+    let model = gate.twin.model();
+    let setpoints: Vec<PropertyId> = (0..model.properties().len() as u32)
+        .map(PropertyId)
+        .filter(|&p| model.decl(p).access == crate::twin::Access::ReadWrite)
+        .collect();
+    let mut readings = gate.twin.subscribe(
+        crate::twin::Filter::Properties(setpoints),
+        crate::twin::DEFAULT_SUBSCRIBER_CAPACITY,
+    );
+    let mut changes = Vec::new();
+    gate.set_armed(limits.armed);
+    supervisor.spawn("control-gate", move |token| async move {
+        let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
+        summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = token.cancelled() => {
+                    gate.summarise(true).await;
+                    return Ok(());
+                }
+                Some(command) = commands_rx.recv() => gate.command(command).await,
+                Some((proposal, rule, outcome)) = gate.running.next(), if !gate.running.is_empty() => {
+                    gate.finished(proposal, rule, outcome).await;
+                }
+                _ = readings.recv(&mut changes) => {
+                    for change in changes.drain(..) {
+                        gate.detect_manual_override(&change).await;
+                    }
+                }
+                _ = summary.tick() => gate.summarise(false).await,
+                proposal = rx.recv() => {
+                    let Some(proposal) = proposal else { return Ok(()) };
+                    gate.decide(proposal).await;
+                }
+            }
+        }
+    });
+    ControlHandle {
+        tx,
+        commands,
+        armed,
+        metrics: metrics.clone(),
+    }
+}
+
+/// How many recent written values per setpoint a reading is compared with: a poll that read a
+/// value just before a newer write still matches one of them.
+const WRITTEN_HISTORY: usize = 8;
+
+/// The `on_loss = { write = ... }` value of every property that has one, converted to its data
+/// type (validated at config load).
+fn on_loss_values(twin: &Twin) -> HashMap<PropertyId, Value> {
+    let model = twin.model();
+    (0..model.properties().len() as u32)
+        .map(PropertyId)
+        .filter_map(|id| {
+            let decl = model.decl(id);
+            let OnLoss::Write(safe) = decl.write_policy.on_loss else {
+                return None;
+            };
+            let value = match safe {
+                crate::twin::spec::SafeValue::Bool(b) => Value::Bool(b),
+                crate::twin::spec::SafeValue::Number(v) => Value::from_number(v, decl.data_type),
+            };
+            Some((id, value))
+        })
+        .collect()
+}
+
+/// A property's writes: whether one is in flight, and the one waiting (a newer accepted
+/// proposal replaces it: `superseded`).
+#[derive(Debug, Default)]
+struct PropertyWrites {
+    busy: bool,
+    pending: Option<Job>,
+}
+
+/// The gate's state, owned by its task.
+struct Gate {
+    twin: Arc<Twin>,
+    executor: Executor,
+    policy: Policy,
+    armed: watch::Sender<bool>,
+    /// `twinloom/control/armed` in the twin, when the model has it.
+    armed_property: Option<PropertyId>,
+    on_loss: HashMap<PropertyId, Value>,
+    refusals: Refusals,
+    writes: HashMap<PropertyId, PropertyWrites>,
+    running: FuturesUnordered<Carried>,
+    /// An intent could not be audited since the last one that could (`on_loss` applied once).
+    audit_failed: bool,
+    /// The last [`WRITTEN_HISTORY`] values the gate started writing to each setpoint (as
+    /// numbers): a reading that matches one of them is the gate's own.
+    written: HashMap<PropertyId, VecDeque<f64>>,
+}
+
+impl Gate {
+    /// Answers `proposal` with `outcome` (`accepted_by` names the rule that accepted it, when
+    /// one did): counts a refusal for the audit summary, reports the decision (its metric and
+    /// log line), replies.
+    fn answer(
+        &mut self,
+        proposal: Proposal,
+        accepted_by: &'static str,
+        outcome: Result<(), ControlError>,
+    ) {
+        if let Some(rule) = outcome.as_ref().err().and_then(ControlError::rule) {
+            self.refusals.count(&proposal.origin, rule);
+        }
+        WriteDecided {
+            property: &self.twin.model().property(proposal.property).path,
+            proposal: &proposal,
+            accepted_by,
+            outcome: &outcome,
+        }
+        .emit(&self.executor.metrics);
+        let _ = proposal.reply.send(outcome);
+    }
+
+    /// Writes the refusals counted since the last summary to the audit log (`last`: at
+    /// shutdown).
+    async fn summarise(&mut self, last: bool) {
+        if let Err(error) = self.executor.audit.summarise(&mut self.refusals).await {
+            AuditRecordLost {
+                record: Unaudited::RefusalSummary { last },
+                error: &error,
+            }
+            .emit();
+        }
+    }
+
+    /// Arms or disarms the plant: the policy, the handles' view, the gauge and the twin's
+    /// `twinloom/control/armed`.
+    fn set_armed(&mut self, armed: bool) {
+        self.policy.set_armed(armed);
+        self.armed.send_replace(armed);
+        self.executor.metrics.armed.set(i64::from(armed));
+        if let Some(property) = self.armed_property {
+            self.twin
+                .apply(&[Reading::value(property, Value::Bool(armed), None)]);
+        }
+    }
+
+    /// Starts `job` now, or makes it its property's waiting write (answering the one it
+    /// replaces: superseded).
+    fn schedule(&mut self, job: Job) {
+        let writes = self.writes.entry(job.proposal.property).or_default();
+        if !writes.busy {
+            writes.busy = true;
+            self.start(job);
+        } else if let Some(old) = writes.pending.replace(job) {
+            self.answer(old.proposal, "", Err(ControlError::Superseded));
+        }
+    }
+
+    /// Carries `job` out, remembering its value among the setpoint's recent writes.
+    fn start(&mut self, job: Job) {
+        if let Some(value) = job.accepted.value.as_f64() {
+            let history = self.written.entry(job.proposal.property).or_default();
+            if history.len() == WRITTEN_HISTORY {
+                history.pop_front();
+            }
+            history.push_back(value);
+        }
+        self.running.push(Box::pin(self.executor.clone().run(job)));
+    }
+
+    /// Decides `proposal` by the policy's rules: a refusal is answered at once, a shadow
+    /// decision audited and answered, an accepted write scheduled.
+    async fn decide(&mut self, proposal: Proposal) {
+        match self.policy.decide(&self.twin, &proposal, Instant::now()) {
+            Ok(accepted) if proposal.shadow => {
+                let path = &self.twin.model().property(proposal.property).path;
+                let outcome = self
+                    .executor
+                    .audit
+                    .shadow(&proposal, path, &accepted.value)
+                    .await;
+                self.answer(proposal, "accepted", outcome.and(Err(ControlError::Shadow)));
+            }
+            Ok(accepted) => self.schedule(Job {
+                proposal,
+                accepted,
+                forced: false,
+            }),
+            Err(refused) => self.answer(proposal, "", Err(refused)),
+        }
+    }
+
+    /// A write ended: answer it, start its property's waiting write; an intent that could not
+    /// be audited applies every `on_loss` (once, until an intent can be audited again).
+    async fn finished(
+        &mut self,
+        proposal: Proposal,
+        rule: &'static str,
+        outcome: Result<(), ControlError>,
+    ) {
+        let property = proposal.property;
+        match &outcome {
+            Err(ControlError::AuditUnavailable(why)) if !self.audit_failed => {
+                self.audit_failed = true;
+                let why = format!("the audit log cannot be written: {why}");
+                self.apply_on_loss(&why, self.on_loss.keys().copied().collect())
+                    .await;
+            }
+            Ok(()) | Err(ControlError::Source(_)) if rule != ON_LOSS => self.audit_failed = false,
+            _ => {}
+        }
+        self.answer(proposal, rule, outcome);
+        let writes = self.writes.entry(property).or_default();
+        match writes.pending.take() {
+            Some(job) => self.start(job),
+            None => writes.busy = false,
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Arm { by, reply } => {
+                let outcome = self.executor.audit.armed(&by, true, 0).await;
+                if outcome.is_ok() {
+                    self.set_armed(true);
+                }
+                Armed {
+                    by: &by,
+                    outcome: &outcome,
+                }
+                .emit();
+                let _ = reply.send(outcome);
+            }
+            Command::Disarm { by, reply } => {
+                self.set_armed(false);
+                let mut dropped = Vec::new();
+                for writes in self.writes.values_mut() {
+                    if writes
+                        .pending
+                        .as_ref()
+                        .is_some_and(|job| job.proposal.origin.is_plugin())
+                    {
+                        dropped.extend(writes.pending.take());
+                    }
+                }
+                let count = dropped.len();
+                for job in dropped {
+                    self.answer(job.proposal, "", Err(ControlError::Disarmed));
+                }
+                let audited = self.executor.audit.armed(&by, false, count).await;
+                Disarmed {
+                    by: &by,
+                    dropped: count,
+                    audited: &audited,
+                }
+                .emit();
+                self.apply_on_loss("disarmed", self.on_loss.keys().copied().collect())
+                    .await;
+                let _ = reply.send(Ok(()));
+            }
+            Command::Select {
+                property,
+                by,
+                reply,
+            } => {
+                let outcome = self.select(property, by).await;
+                let _ = reply.send(outcome);
+            }
+            Command::Lost { why, properties } => self.apply_on_loss(&why, properties).await,
+        }
+    }
+
+    /// Records a select of `property` by `by` (audited), unless the policy refuses it.
+    async fn select(&mut self, property: PropertyId, by: Origin) -> Result<(), ControlError> {
+        let now = Instant::now();
+        let lasts = self.policy.may_select(&self.twin, property, &by, now)?;
+        let path = self.twin.model().property(property).path.clone();
+        self.executor.audit.selected(&by, &path, lasts).await?;
+        self.policy.select(property, by, now + lasts);
+        Ok(())
+    }
+
+    /// A setpoint's new reading: when it matches none of the values the gate recently started
+    /// writing to it (beyond the property's deadband and at least one raw step, `|scale|`), the
+    /// setpoint was changed by hand: audited, and the policy refuses plugins' proposals to it
+    /// until the plant is armed again. A setpoint the gate never wrote is not watched.
+    async fn detect_manual_override(&mut self, change: &crate::twin::Change) {
+        let property = change.property;
+        let Some(history) = self.written.get(&property) else {
+            return;
+        };
+        let sample = &change.sample;
+        let Some(read) = sample.value.as_ref().and_then(Value::as_f64) else {
+            return;
+        };
+        if !sample.quality.is_good() || self.policy.is_overridden(property) {
+            return;
+        }
+        let model = self.twin.model();
+        let decl = model.decl(property);
+        let tolerance = decl
+            .deadband
+            .threshold(decl.range)
+            .max(model.property(property).scaling.scale.abs());
+        if history
+            .iter()
+            .any(|written| (read - written).abs() <= tolerance)
+        {
+            return;
+        }
+        let written = history.back().copied().unwrap_or(f64::NAN);
+        self.policy.override_by_hand(property);
+        let path = model.property(property).path.clone();
+        ManualOverride {
+            property: &path,
+            written,
+            read,
+        }
+        .emit();
+        if let Err(error) = self
+            .executor
+            .audit
+            .manual_override(&path, written, read)
+            .await
+        {
+            AuditRecordLost {
+                record: Unaudited::ManualOverride,
+                error: &error,
+            }
+            .emit();
+        }
+    }
+
+    /// Applies the `on_loss` of `properties` (those that write a value): each value is written
+    /// as the property's next write, replacing a waiting one, without the rules.
+    async fn apply_on_loss(&mut self, why: &str, mut properties: Vec<PropertyId>) {
+        properties.retain(|p| self.on_loss.contains_key(p));
+        properties.sort_unstable();
+        properties.dedup();
+        if properties.is_empty() {
+            return;
+        }
+        let paths: Vec<String> = properties
+            .iter()
+            .map(|&p| self.twin.model().property(p).path.clone())
+            .collect();
+        ControllerLost {
+            why,
+            properties: &paths,
+        }
+        .emit();
+        let names: Vec<&str> = paths.iter().map(String::as_str).collect();
+        if let Err(error) = self.executor.audit.controller_lost(why, &names).await {
+            AuditRecordLost {
+                record: Unaudited::ControllerLost,
+                error: &error,
+            }
+            .emit();
+        }
+        for property in properties {
+            let value = self.on_loss[&property].clone();
+            let (proposal, _) = Proposal::new(property, value.clone(), Origin::OnLoss);
+            self.schedule(Job {
+                proposal,
+                accepted: Accepted {
+                    value,
+                    clamped: false,
+                },
+                forced: true,
+            });
+        }
+    }
+}
