@@ -568,10 +568,10 @@ pub fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     }
     let from = scan.next_seq;
     let decision = if from == end {
-        format!("the records up to {from} are accepted as they are")
+        format!("the records before {from} are accepted as they are")
     } else {
         format!(
-            "the records up to {from} are accepted as they are; sequence numbers {from}..{end} are void"
+            "the records before {from} are accepted as they are; sequence numbers {from}..{end} are void"
         )
     };
     let record = json!({
