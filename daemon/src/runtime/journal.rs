@@ -1330,4 +1330,31 @@ mod tests {
         assert_eq!(verified.records.len(), 6);
         assert_eq!(verified.records[5]["head"], Value::Null);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unacknowledged_tail_beyond_the_head_is_cut_even_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), |_| {}, 4).await;
+        // What a power loss after a failed sync and a failed resumption could leave: a torn line
+        // after the last record the head counts, and a later segment with a torn resume record.
+        let segment = segments(dir.path()).unwrap().remove(0);
+        let length = std::fs::metadata(&segment).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+        file.write_all(b"{\"seq\":4,\"pr").unwrap();
+        drop(file);
+        std::fs::write(dir.path().join(segment_name(5)), b"{\"kind\":\"journal-res").unwrap();
+        let supervisor = Supervisor::new();
+        let (journal, opened) = reopen(dir.path(), &supervisor);
+        assert_eq!(
+            opened,
+            Opened {
+                records: 4,
+                cut_bytes: 12 + 20
+            }
+        );
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), length);
+        assert_eq!(segments(dir.path()).unwrap().len(), 1);
+        assert_eq!(journal.append(json!({ "next": 1 })).await, Ok(4));
+        assert_eq!(verify(dir.path()).unwrap().records.len(), 5);
+    }
 }
