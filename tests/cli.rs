@@ -863,11 +863,12 @@ fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_int
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         if preload {
-            // The 40th fdatasync (a group commit mid-storm) and the 2nd fsync (the folder, when
-            // the journal resumes in a new segment) fail.
+            // The 41st fdatasync (a group commit mid-storm; here one record each, this one an
+            // intent) and the 2nd fsync (the folder, when the journal resumes in a new segment)
+            // fail.
             command
                 .env("LD_PRELOAD", &shim)
-                .env("FAIL_FDATASYNC_AT", "40")
+                .env("FAIL_FDATASYNC_AT", "41")
                 .env("FAIL_FSYNC_AT", "2")
                 .env("FAIL_SYNC_MARK", &mark);
         }
