@@ -165,10 +165,12 @@ pub fn audit(action: &AuditAction) -> ExitCode {
         }
         Err(error) => {
             eprintln!("{}: {error}", dir.display());
-            eprintln!(
-                "`twinloom audit recover {}` accepts the intact records as they are and records that decision in the chain (the daemon refuses every write until then)",
-                dir.display()
-            );
+            if let crate::control::audit::JournalError::Corrupted(_) = error {
+                eprintln!(
+                    "`twinloom audit recover {}` accepts the intact records as they are and records that decision in the chain (the daemon refuses every write until then)",
+                    dir.display()
+                );
+            }
             ExitCode::from(EXIT_FAILURE)
         }
     }

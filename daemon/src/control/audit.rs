@@ -284,7 +284,7 @@ impl AuditLog {
     }
 }
 
-pub use crate::runtime::journal::{Recovered, recover};
+pub use crate::runtime::journal::{JournalError, Recovered, recover};
 
 /// What `twinloom audit verify` found: the record count, the void ranges and the intents without
 /// an outcome (writes in flight when the daemon stopped, or whose outcome could not be written).
