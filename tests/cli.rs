@@ -720,3 +720,342 @@ bindings.power = {{ table = "holding", address = 0, encoding = "f32" }}
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The storm plugin's configuration (as in the kill -9 test): a plugin proposing a new value to
+/// `site/heater/setpoint` (holding register 10 of the PLC at `plc`) every 2 ms, the plant armed.
+fn storm_config(state: &Path, plc: std::net::SocketAddr, component: &str) -> PathBuf {
+    let config = state.join("storm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+armed = true
+max_writes_per_origin_per_minute = 1000000
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+poll = "1s"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+
+[[plugins]]
+name = "storm"
+file = "{component}"
+deadline = "10s"
+tick = "2ms"
+min_interval = "1ms"
+writes = ["site/heater/setpoint"]
+config = {{ behaviour = "storm" }}
+"#,
+            state = state.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Waits until `done` holds, at most 60 s; `what` says what did not happen.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{what} did not happen within 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// SIGTERM to `child`; it must exit 0.
+fn stop(mut child: Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
+}
+
+/// Every value the PLC took at register 10 that no intent of `records` wrote.
+fn taken_without_intent(
+    taken: &[(u16, u16)],
+    records: &[serde_json::Map<String, serde_json::Value>],
+) -> Vec<u16> {
+    let intended: std::collections::HashSet<u64> = records
+        .iter()
+        .filter(|r| r["kind"] == "intent" && r["property"] == "site/heater/setpoint")
+        .filter_map(|r| r["written"].as_f64())
+        .map(|v| v as u64)
+        .collect();
+    taken
+        .iter()
+        .filter(|(address, _)| *address == 10)
+        .map(|(_, word)| *word)
+        .filter(|word| !intended.contains(&u64::from(*word)))
+        .collect()
+}
+
+/// One failed `fdatasync` of the audit log (an `LD_PRELOAD` shim, `tests/shims/`) in the middle
+/// of a write storm, and the `fsync` of the folder when the journal first resumes failing too:
+/// the write whose intent was being synced is refused (its intent is void; the PLC never gets its
+/// value), the journal resumes in a new segment once the disk works, the storm goes on; after a
+/// stop and a restart (which opens the journal and writes on) `twinloom audit verify` passes and
+/// names the void range, and every value the PLC took has its intent record.
+#[test]
+fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_intent() {
+    use std::collections::HashMap;
+    use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+    let dir = tempfile::tempdir().unwrap();
+    let shim = dir.path().join("fail_fdatasync.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(repo("tests/shims/fail_fdatasync.c"))
+        .arg("-ldl")
+        .output()
+        .expect("a C compiler (cc) builds the fdatasync shim");
+    assert!(built.status.success(), "{}", stderr(&built));
+    let component = probe();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let device = SimDevice::new();
+    let server = runtime
+        .block_on(ModbusServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Framing::Tcp,
+            HashMap::from([(1, std::sync::Arc::clone(&device))]),
+        ))
+        .unwrap();
+    let config = storm_config(dir.path(), server.addr(), &component);
+    let audit = dir.path().join("audit");
+    let mark = dir.path().join("sync-failed");
+    let segments = || {
+        std::fs::read_dir(&audit).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+            })
+            .count()
+        })
+    };
+    let run = |preload: bool| {
+        let mut command = bin();
+        command
+            .arg("run")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if preload {
+            // The 41st fdatasync (a group commit mid-storm; here one record each, this one an
+            // intent) and the 2nd fsync (the folder, when the journal resumes in a new segment)
+            // fail.
+            command
+                .env("LD_PRELOAD", &shim)
+                .env("FAIL_FDATASYNC_AT", "41")
+                .env("FAIL_FSYNC_AT", "2")
+                .env("FAIL_SYNC_MARK", &mark);
+        }
+        Child(command.spawn().unwrap())
+    };
+
+    let started = std::time::Instant::now();
+    let first = run(true);
+    wait_for("the injected fdatasync failure", || mark.exists());
+    eprintln!("failed after {:?}", started.elapsed());
+    // Resumed (after one more failure and two retry intervals): a segment of its own.
+    wait_for("the journal's resumption", || segments() >= 3);
+    let resumed_at = device.register_writes().len();
+    wait_for("50 more writes after the failure", || {
+        device.register_writes().len() >= resumed_at + 50
+    });
+    stop(first);
+    let taken_first = device.register_writes();
+    let after_first = twinloom::runtime::journal::verify(&audit).unwrap();
+
+    let second = run(false);
+    wait_for("50 writes after the restart", || {
+        device.register_writes().len() >= taken_first.len() + 50
+    });
+    stop(second);
+    eprintln!("both runs done after {:?}", started.elapsed());
+    let taken = device.register_writes();
+    drop(server);
+
+    let verified = bin()
+        .arg("audit")
+        .arg("verify")
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let said = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(said.contains("void: sequence numbers"), "{said}");
+    let journal = twinloom::runtime::journal::verify(&audit).unwrap();
+    // One void range: the failed commit and the failed first resumption.
+    assert_eq!(journal.void.len(), 1, "{:?}", journal.void);
+    let void = &journal.void[0];
+    let resumed = journal
+        .records
+        .iter()
+        .find(|r| r["seq"] == void.to)
+        .unwrap();
+    assert_eq!(resumed["kind"], "journal-resumed");
+    assert_eq!(resumed["failed_commits"], 2, "{resumed:?}");
+    assert!(void.why.contains("Input/output error"), "{}", void.why);
+
+    // Every value the PLC took has its intent: in the first run's records for the first run's
+    // writes (the storm counts from 1 again after the restart), in the rest for the second's.
+    let first_seqs = after_first.records.last().unwrap()["seq"].as_u64().unwrap();
+    let (first_records, second_records): (Vec<_>, Vec<_>) = journal
+        .records
+        .iter()
+        .cloned()
+        .partition(|r| r["seq"].as_u64().unwrap() <= first_seqs);
+    let missing = taken_without_intent(&taken_first, &first_records);
+    assert!(missing.is_empty(), "first run: no intent for {missing:?}");
+    let missing = taken_without_intent(&taken[taken_first.len()..], &second_records);
+    assert!(missing.is_empty(), "second run: no intent for {missing:?}");
+
+    // The refused batch reached the old segment (the shim failed the sync, not the write) and is
+    // void: an intent in it (the batch may hold only outcomes) never had its value reach the PLC.
+    let void_values: Vec<u16> = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter(|r| {
+            r["kind"] == "intent"
+                && r["seq"]
+                    .as_u64()
+                    .is_some_and(|s| (void.from..void.to).contains(&s))
+        })
+        .filter_map(|r| r["written"].as_f64())
+        .map(|v| v as u16)
+        .collect();
+    for value in &void_values {
+        assert!(
+            !taken_first.iter().any(|(a, w)| *a == 10 && w == value),
+            "the PLC took {value}, whose intent is void"
+        );
+    }
+    eprintln!(
+        "fdatasync shim: the PLC took {} writes ({} in the first run), void {}..{} ({} intents), {} records; verify says: {}",
+        taken.len(),
+        taken_first.len(),
+        void.from,
+        void.to,
+        void_values.len(),
+        journal.records.len(),
+        said.trim()
+    );
+}
+
+/// A head that says more records than the segments hold: `twinloom audit verify` names it and
+/// points to `audit recover`, which records its decision in the chain; then verify passes, the
+/// journal opens again, and a second `recover` finds nothing to do.
+#[test]
+fn audit_recover_records_its_decision_after_a_head_segment_mismatch() {
+    use twinloom::runtime::Supervisor;
+    use twinloom::runtime::journal::{Journal, JournalConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        reserve_bytes: 0,
+        ..JournalConfig::new(dir.path())
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let supervisor = Supervisor::new();
+        let (journal, _) = Journal::open(config.clone(), &supervisor).unwrap();
+        for i in 0..10 {
+            journal
+                .append(serde_json::json!({ "kind": "intent", "i": i }))
+                .await
+                .unwrap();
+        }
+        drop(journal);
+        assert!(supervisor.shutdown(std::time::Duration::from_secs(5)).await);
+    });
+    // Records 3..10 lost (as after the bug of issue 25): the head still says 10.
+    let segment = dir.path().join(format!("{:020}.jsonl", 0));
+    let kept: String = std::fs::read_to_string(&segment)
+        .unwrap()
+        .lines()
+        .take(3)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&segment, kept).unwrap();
+    let audit = |action: &str| {
+        bin()
+            .arg("audit")
+            .arg(action)
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+
+    let verified = audit("verify");
+    assert_eq!(verified.status.code(), Some(1));
+    let said = stderr(&verified);
+    assert!(
+        said.contains("the head says 10 records, the journal has 3"),
+        "{said}"
+    );
+    assert!(said.contains("twinloom audit recover"), "{said}");
+    runtime.block_on(async {
+        let error = Journal::open(config.clone(), &Supervisor::new()).unwrap_err();
+        assert!(error.to_string().contains("the head says 10"), "{error}");
+    });
+
+    let recovered = audit("recover");
+    assert!(recovered.status.success(), "{}", stderr(&recovered));
+    let said = String::from_utf8_lossy(&recovered.stdout).into_owned();
+    assert!(said.contains("sequence numbers 3..10 are void"), "{said}");
+    assert!(said.contains("record 10 states the decision"), "{said}");
+
+    let verified = audit("verify");
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let said = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(
+        said.contains("void: sequence numbers 3..10, named by record 10 (journal-recovered"),
+        "{said}"
+    );
+    assert!(said.contains("4 records"), "{said}");
+
+    runtime.block_on(async {
+        let supervisor = Supervisor::new();
+        let (journal, opened) = Journal::open(config.clone(), &supervisor).unwrap();
+        assert_eq!(opened.records, 4);
+        assert_eq!(journal.append(serde_json::json!({})).await, Ok(11));
+    });
+    let again = audit("recover");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("nothing to recover"),
+        "{}",
+        stderr(&again)
+    );
+}

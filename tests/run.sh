@@ -25,9 +25,11 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # async-opcua-server is checked against the published crate plus its patch series), and Rust 1.96
 # with its library source (rustc-web, cargo-web, rust-web-src: the plugin toolchain fallback,
 # which builds std from source when rustup cannot download the wasm32-wasip2 target; a test
-# builds a plugin with it).
+# builds a plugin with it), and a C compiler with libc's headers (gcc, libc6-dev: the C plugin, the
+# ABI header check and the journal's LD_PRELOAD fdatasync shim are compiled by the tests).
 phase "install test dependencies"
 missing=()
+command -v cc >/dev/null 2>&1 && [ -f /usr/include/dlfcn.h ] || missing+=(gcc libc6-dev)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v patch >/dev/null 2>&1 || missing+=(patch)

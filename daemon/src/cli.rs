@@ -107,24 +107,37 @@ pub enum PkiAction {
 /// `twinloom audit` actions.
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
-    /// Check the chain of records and the head file, and list the intents without an outcome
-    /// (writes under way when the daemon stopped). Exit 0 when intact, 1 with the first damaged
-    /// record otherwise.
+    /// Check the chain of records and the head file, and list the void sequence numbers (commits
+    /// refused after an I/O error, recoveries) and the intents without an outcome (writes under
+    /// way when the daemon stopped). Exit 0 when intact, 1 with the first damaged record (or the
+    /// head that does not match) otherwise.
     Verify {
         /// The audit folder (default: `audit` in the state folder, `$STATE_DIRECTORY` or
         /// `/var/lib/twinloom`).
         dir: Option<PathBuf>,
     },
+    /// After `verify` (and the daemon) refused the journal — a head the records do not reach or
+    /// match, damage that no record explains, an unreadable head — accept the intact records as
+    /// they are: append a `journal-recovered` record stating the decision, chained to the last
+    /// intact record, and rewrite the head. Run it with the daemon stopped. Exit 0 when
+    /// recovered, 1 when there is nothing to recover or it failed.
+    Recover {
+        /// The audit folder (default as for `verify`).
+        dir: Option<PathBuf>,
+    },
 }
 
-/// `twinloom audit verify [DIR]`.
+/// `twinloom audit verify|recover [DIR]`.
 pub fn audit(action: &AuditAction) -> ExitCode {
-    let AuditAction::Verify { dir } = action;
+    let (AuditAction::Verify { dir } | AuditAction::Recover { dir }) = action;
     let dir = dir.clone().unwrap_or_else(|| {
         std::env::var_os("STATE_DIRECTORY")
             .map_or_else(|| PathBuf::from("/var/lib/twinloom"), PathBuf::from)
             .join("audit")
     });
+    if let AuditAction::Recover { .. } = action {
+        return audit_recover(&dir);
+    }
     match crate::control::audit::verify(&dir) {
         Ok(report) => {
             println!(
@@ -133,6 +146,12 @@ pub fn audit(action: &AuditAction) -> ExitCode {
                 report.records,
                 report.segments
             );
+            for void in &report.void {
+                println!(
+                    "void: sequence numbers {}..{}, named by record {} ({}: {})",
+                    void.from, void.to, void.to, void.kind, void.why
+                );
+            }
             if report.open_intents.is_empty() {
                 println!("every intent has its outcome");
             } else {
@@ -142,6 +161,30 @@ pub fn audit(action: &AuditAction) -> ExitCode {
                     list.join(", ")
                 );
             }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", dir.display());
+            if let crate::control::audit::JournalError::Corrupted(_) = error {
+                eprintln!(
+                    "`twinloom audit recover {}` accepts the intact records as they are and records that decision in the chain (the daemon refuses every write until then)",
+                    dir.display()
+                );
+            }
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `twinloom audit recover [DIR]`.
+fn audit_recover(dir: &Path) -> ExitCode {
+    match crate::control::audit::recover(dir) {
+        Ok(recovered) => {
+            println!("{}: {}", dir.display(), recovered.problem);
+            println!(
+                "recovered: the records before {} are accepted as they are, sequence numbers {}..{} are void; record {} states the decision and the head matches it",
+                recovered.void.0, recovered.void.0, recovered.void.1, recovered.seq
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -284,16 +284,22 @@ impl AuditLog {
     }
 }
 
-/// What `twinloom audit verify` found: the record count and the intents without an outcome
-/// (writes in flight when the daemon stopped, or whose outcome could not be written).
+pub use crate::runtime::journal::{JournalError, Recovered, recover};
+
+/// What `twinloom audit verify` found: the record count, the void ranges and the intents without
+/// an outcome (writes in flight when the daemon stopped, or whose outcome could not be written).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditReport {
     /// Records in the journal.
     pub records: usize,
     /// Segment files.
     pub segments: usize,
-    /// Sequence numbers of intents no outcome refers to.
+    /// Sequence numbers of intents no outcome refers to (void records are not read: a void
+    /// intent was refused, its write never carried out).
     pub open_intents: Vec<u64>,
+    /// Void sequence numbers: commits that failed (refused to the gate) or that an operator's
+    /// recovery gave up.
+    pub void: Vec<crate::runtime::journal::Void>,
 }
 
 /// Checks the audit journal in `dir` (the chain, the head) and lists intents without outcome.
@@ -321,5 +327,6 @@ pub fn verify(dir: &std::path::Path) -> Result<AuditReport, crate::runtime::jour
         records: verified.records.len(),
         segments: verified.segments,
         open_intents: open.into_keys().collect(),
+        void: verified.void,
     })
 }
