@@ -521,26 +521,42 @@ temperature = {{ table = "input", address = 0 }}
 
     handles
         .writers
-        .write(id("speed_setpoint"), Value::Float(1234.5))
+        .write(twinloom::sources::DeviceWrite::unguarded(
+            id("speed_setpoint"),
+            Value::Float(1234.5),
+            WAIT,
+        ))
         .await
         .unwrap();
     assert_eq!(device.holding(0, 1), vec![12_345]);
     handles
         .writers
-        .write(id("torque_limit"), Value::Float(1.5))
+        .write(twinloom::sources::DeviceWrite::unguarded(
+            id("torque_limit"),
+            Value::Float(1.5),
+            WAIT,
+        ))
         .await
         .unwrap();
     assert_eq!(device.holding(2, 2), vec![0x0000, 0x3FC0]);
     handles
         .writers
-        .write(id("enable"), Value::Bool(true))
+        .write(twinloom::sources::DeviceWrite::unguarded(
+            id("enable"),
+            Value::Bool(true),
+            WAIT,
+        ))
         .await
         .unwrap();
     // Bit 2 set, bits 0 and 7 untouched (mask write, function code 22).
     assert_eq!(device.holding(20, 1), vec![0b1000_0101]);
     handles
         .writers
-        .write(id("run"), Value::Bool(true))
+        .write(twinloom::sources::DeviceWrite::unguarded(
+            id("run"),
+            Value::Bool(true),
+            WAIT,
+        ))
         .await
         .unwrap();
     assert!(device.with_tables(|t| t.coils[3]));
@@ -548,7 +564,11 @@ temperature = {{ table = "input", address = 0 }}
     // Out of the encoding's range, and a read-only table: refused, nothing written.
     let too_big = handles
         .writers
-        .write(id("speed_setpoint"), Value::Float(7000.0))
+        .write(twinloom::sources::DeviceWrite::unguarded(
+            id("speed_setpoint"),
+            Value::Float(7000.0),
+            WAIT,
+        ))
         .await;
     assert!(
         matches!(too_big, Err(twinloom::twin::WriteError::OutOfRange { .. })),
@@ -557,7 +577,11 @@ temperature = {{ table = "input", address = 0 }}
     assert_eq!(device.holding(0, 1), vec![12_345]);
     let read_only = handles
         .writers
-        .write(id("temperature"), Value::Float(1.0))
+        .write(twinloom::sources::DeviceWrite::unguarded(
+            id("temperature"),
+            Value::Float(1.0),
+            WAIT,
+        ))
         .await;
     assert_eq!(
         read_only,
@@ -780,7 +804,11 @@ device = "b"
     // A write travels the same line to the right unit.
     handles
         .writers
-        .write(property(&handles, "site/b/u16"), Value::UInt(4242))
+        .write(twinloom::sources::DeviceWrite::unguarded(
+            property(&handles, "site/b/u16"),
+            Value::UInt(4242),
+            WAIT,
+        ))
         .await
         .unwrap();
     assert_eq!(b.holding(1, 1), vec![4242]);
@@ -855,7 +883,7 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
     let blind = twinloom::control::spawn(
         Arc::clone(&handles.twin),
         handles.writers.clone(),
-        Err("the audit disk is gone".into()),
+        twinloom::control::GateRecords::audit_only(Err("the audit disk is gone".into())),
         Default::default(),
         Default::default(),
         &handles.metrics.control,
@@ -1656,7 +1684,7 @@ bindings.power = {{ table = "holding", address = 11 }}
     let blind = twinloom::control::spawn(
         Arc::clone(&handles.twin),
         handles.writers.clone(),
-        Err("the audit disk is full".into()),
+        twinloom::control::GateRecords::audit_only(Err("the audit disk is full".into())),
         Default::default(),
         Default::default(),
         &handles.metrics.control,
@@ -1678,4 +1706,264 @@ bindings.power = {{ table = "holding", address = 11 }}
     assert_eq!(device.holding(10, 1), [0]);
     common::until_holding(&device, 11, &[0]).await;
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+}
+
+/// A PLC slower than the write timeout: the operators are answered `Bad_Timeout` (here
+/// `Source(Timeout)`) at the deadline, and what the PLC then gets is what the audit says. Two
+/// writes to one source: the first goes on the wire and is answered late (the PLC takes it: its
+/// outcome is `unknown`, with the device's answer and the value read back); the second waits in
+/// the source's queue behind it, its deadline passes there, and it is never sent (`not-sent`;
+/// the PLC never sees it). Before the write contract it was sent seconds after its proposer had
+/// been told it timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_timeout_never_lands_later_and_a_late_answer_is_audited_as_unknown() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+write_timeout = "300ms"
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "1h"
+timeout = "5s"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/a"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+
+[[assets]]
+path = "site/b"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 11 }}
+"#,
+        state = state.path().display(),
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let a = property(&handles, "site/a/setpoint");
+    let b = property(&handles, "site/b/setpoint");
+    wait_for(&handles, b, WAIT, |s| s.quality.is_good()).await;
+    // From now on every answer takes 600 ms: longer than the write timeout.
+    device.behave(|b| b.delay = Duration::from_millis(600));
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let (first, second) = tokio::join!(
+        handles
+            .control
+            .write(a, Value::Float(42.0), operator.clone()),
+        handles
+            .control
+            .write(b, Value::Float(43.0), operator.clone()),
+    );
+    let timed_out = Err(ControlError::Source(WriteError::Timeout));
+    assert_eq!(first, timed_out);
+    assert_eq!(second, timed_out);
+
+    // Both outcomes reach the audit: one write was on the wire, the other never left the queue.
+    let audit = state.path().join("audit");
+    let outcomes = || {
+        let records = twinloom::runtime::journal::scan(&audit).unwrap().records;
+        let intents: HashMap<u64, String> = records
+            .iter()
+            .filter(|r| r["kind"] == "intent")
+            .map(|r| {
+                (
+                    r["seq"].as_u64().unwrap(),
+                    r["property"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        records
+            .iter()
+            .filter(|r| r["kind"] == "outcome")
+            .map(|r| (intents[&r["intent"].as_u64().unwrap()].clone(), r.clone()))
+            .collect::<HashMap<_, _>>()
+    };
+    common::eventually(
+        WAIT,
+        || outcomes().len() == 2,
+        || format!("{:?}", outcomes()),
+    )
+    .await;
+    let outcomes = outcomes();
+    let taken = device.register_writes();
+    assert_eq!(taken.len(), 1, "the PLC took {taken:?}");
+    let (sent, queued, value) = if taken[0].0 == 10 {
+        ("site/a/setpoint", "site/b/setpoint", 42.0)
+    } else {
+        ("site/b/setpoint", "site/a/setpoint", 43.0)
+    };
+    assert_eq!(taken[0].1 as f64, value);
+    let late = &outcomes[sent];
+    assert_eq!(late["outcome"], "unknown", "{late:?}");
+    assert_eq!(late["device_answer"], "written", "{late:?}");
+    assert_eq!(late["holds"], value, "{late:?}");
+    let never = &outcomes[queued];
+    assert_eq!(never["outcome"], "not-sent", "{never:?}");
+
+    // The late write's value read at the next poll is the gate's own: no manual override.
+    let written = if sent == "site/a/setpoint" { a } else { b };
+    wait_for(&handles, written, WAIT, |s| {
+        s.value == Some(Value::Float(value))
+    })
+    .await;
+    assert!(handles.supervisor.shutdown(Duration::from_secs(10)).await);
+    let records = twinloom::runtime::journal::scan(&audit).unwrap().records;
+    assert!(
+        !records.iter().any(|r| r["kind"] == "manual-override"),
+        "{records:?}"
+    );
+    drop(server);
+}
+
+/// Restarts and reloads keep the control state honest: a configuration that arms the plant
+/// writes an `arm` record of origin `config` at every start; a setpoint changed by hand stays
+/// overridden (plugins refused) across a reload and a restart, until an operator arms the plant;
+/// a plant that was armed and restarts with a configuration that does not arm it gets a
+/// `disarm` record of origin `config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arming_by_config_and_manual_overrides_survive_a_reload_and_a_restart() {
+    use twinloom::app::Daemon;
+    use twinloom::control::{ControlError, Origin};
+
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let text = |armed: bool, budget: u32| {
+        format!(
+            r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+armed = {armed}
+max_writes_per_origin_per_minute = {budget}
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#,
+            state = state.path().display(),
+            addr = server.addr()
+        )
+    };
+    let audit = state.path().join("audit");
+    let records = |kind: &str| {
+        twinloom::runtime::journal::scan(&audit)
+            .unwrap()
+            .records
+            .into_iter()
+            .filter(|r| r["kind"] == kind)
+            .collect::<Vec<_>>()
+    };
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let plugin = Origin::Plugin { name: "pid".into() };
+
+    let mut daemon = Daemon::start(config(&text(true, 600))).await.unwrap();
+    let setpoint = property(&daemon.handles, "site/heater/setpoint");
+    wait_for(&daemon.handles, setpoint, WAIT, |s| s.quality.is_good()).await;
+    assert_eq!(
+        daemon
+            .handles
+            .control
+            .write(setpoint, Value::Float(40.0), plugin.clone())
+            .await,
+        Ok(())
+    );
+    // The gate wrote its start's arming before it decided anything.
+    let arms = records("arm");
+    assert_eq!(arms.len(), 1, "{arms:?}");
+    assert_eq!(arms[0]["origin"], "twinloom:config");
+    // By hand at the PLC: the gate sees a value it did not write.
+    device.set_holding(10, &[55]);
+    common::eventually(
+        WAIT,
+        || records("manual-override").len() == 1,
+        || format!("{:?}", records("manual-override")),
+    )
+    .await;
+    let refused = Err(ControlError::ManualOverride);
+    let propose = |handles: &twinloom::app::Handles, value: f64| {
+        let control = handles.control.clone();
+        let plugin = plugin.clone();
+        async move { control.write(setpoint, Value::Float(value), plugin).await }
+    };
+    assert_eq!(propose(&daemon.handles, 41.0).await, refused);
+
+    // A reload that restarts everything (the [control] section changed): still overridden.
+    let reloaded = daemon.apply(config(&text(true, 601))).await.unwrap();
+    assert_eq!(reloaded, twinloom::app::Reloaded::Restarted);
+    assert_eq!(propose(&daemon.handles, 42.0).await, refused);
+    assert_eq!(records("arm").len(), 2);
+
+    // A restart: still overridden.
+    assert!(
+        daemon
+            .handles
+            .supervisor
+            .shutdown(Duration::from_secs(5))
+            .await
+    );
+    let daemon = Daemon::start(config(&text(true, 601))).await.unwrap();
+    assert_eq!(propose(&daemon.handles, 43.0).await, refused);
+    assert_eq!(records("arm").len(), 3);
+    // An operator arms the plant: the override is lifted, plugins write again.
+    daemon.handles.control.arm(operator.clone()).await.unwrap();
+    assert_eq!(propose(&daemon.handles, 44.0).await, Ok(()));
+    assert_eq!(device.holding(10, 1), [44]);
+
+    // Restarted with a configuration that does not arm: disarmed, and the record says why.
+    assert!(
+        daemon
+            .handles
+            .supervisor
+            .shutdown(Duration::from_secs(5))
+            .await
+    );
+    let daemon = Daemon::start(config(&text(false, 601))).await.unwrap();
+    assert_eq!(
+        propose(&daemon.handles, 45.0).await,
+        Err(ControlError::Disarmed)
+    );
+    let disarms = records("disarm");
+    assert_eq!(disarms.len(), 1, "{disarms:?}");
+    assert_eq!(disarms[0]["origin"], "twinloom:config");
+    assert!(
+        daemon
+            .handles
+            .supervisor
+            .shutdown(Duration::from_secs(5))
+            .await
+    );
 }

@@ -248,7 +248,11 @@ async fn reload_refuses_a_broken_config_and_restarts_only_what_changed() {
     daemon
         .handles
         .writers
-        .write(count_b, Value::UInt(5))
+        .write(twinloom::sources::DeviceWrite::unguarded(
+            count_b,
+            Value::UInt(5),
+            WAIT,
+        ))
         .await
         .unwrap();
     assert_eq!(b.holding(0, 1), vec![5]);

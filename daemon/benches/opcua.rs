@@ -279,7 +279,7 @@ fn serve_twinloom() {
         let control = twinloom::control::spawn(
             Arc::clone(&twin),
             Default::default(),
-            Err("the benchmark writes nothing".into()),
+            twinloom::control::GateRecords::audit_only(Err("the benchmark writes nothing".into())),
             Default::default(),
             Default::default(),
             &twinloom::telemetry::metrics::ControlMetrics::default(),

@@ -198,7 +198,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     let control = control::spawn(
         Arc::clone(&twin),
         writers.clone(),
-        journal,
+        control::GateRecords {
+            audit: journal,
+            state_file: Some(control::state::path_in(&state_dir)),
+        },
         control::GateLimits {
             writes_per_origin_per_minute: config.control.max_writes_per_origin_per_minute,
             write_timeout: config.control.write_timeout,

@@ -6,8 +6,13 @@
 //!
 //! - `{"kind": "intent", "time", "origin", "user" | "plugin", "property", "old", "requested",
 //!   "written", "rule": "accepted" | "clamped-to-bounds"}`;
-//! - `{"kind": "outcome", "time", "intent": <seq of the intent>, "outcome": "written" |
-//!   "read-back-mismatch" | "device-error", "error", "latency_ms"}`;
+//! - `{"kind": "outcome", "time", "intent": <seq of the intent>, "outcome", "error",
+//!   "latency_ms", "holds"}`: `outcome` is `written`, `read-back-mismatch`, `device-error`,
+//!   `not-sent` (nothing went on the wire: the deadline passed while the request waited in the
+//!   source's queue, or an interlock stopped it just before sending) or `unknown` (the request was
+//!   on the wire when the proposer's deadline passed; the proposer was told `timeout`, this
+//!   record gives the device's late answer in `device_answer`); `holds` is what the device held
+//!   afterwards when the source read it back (engineering units), else null;
 //! - `{"kind": "refusals", "time", "origin", "rule", "count", "since"}`;
 //! - `{"kind": "shadow", "time", "origin", "plugin", "property", "requested", "written"}`: a
 //!   shadow-mode plugin's proposal that every rule accepted; nothing was written;
@@ -29,7 +34,7 @@ use serde_json::{Value as Json, json};
 
 use super::{ControlError, Origin, Proposal};
 use crate::runtime::journal::Journal;
-use crate::twin::Value;
+use crate::twin::{Value, WriteError};
 
 /// How often refusals are summarised into one record per origin and rule.
 pub const REFUSAL_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -54,6 +59,7 @@ fn who(origin: &Origin) -> (&'static str, &str) {
         Origin::OpcUa { user } | Origin::Admin { user } => ("user", user),
         Origin::Plugin { name } => ("plugin", name),
         Origin::OnLoss => ("reason", "on-loss"),
+        Origin::Config => ("reason", "config"),
     }
 }
 
@@ -241,6 +247,7 @@ impl AuditLog {
         &self,
         intent: u64,
         result: &Result<(), ControlError>,
+        holds: Option<&Value>,
         latency: Duration,
     ) -> Result<(), ControlError> {
         let record = json!({
@@ -249,13 +256,47 @@ impl AuditLog {
             "intent": intent,
             "outcome": match result {
                 Ok(()) => "written",
-                Err(ControlError::Source(crate::twin::WriteError::ReadBackMismatch { .. })) => {
+                Err(ControlError::Source(WriteError::ReadBackMismatch { .. })) => {
                     "read-back-mismatch"
                 }
+                Err(ControlError::Expired | ControlError::Interlock { .. }) => "not-sent",
                 Err(_) => "device-error",
             },
             "error": result.as_ref().err().map(ToString::to_string),
             "latency_ms": latency.as_secs_f64() * 1000.0,
+            "holds": value(holds),
+        });
+        self.append(record).await.map(|_| ())
+    }
+
+    /// Writes the outcome of intent `intent` whose proposer was answered at its deadline
+    /// (`timeout`) before the source answered: `answer` is the source's answer that came
+    /// `latency` after the device write started. A request the source never sent is `not-sent`;
+    /// one that was on the wire is `unknown`, with the device's answer and what it holds.
+    ///
+    /// Errors: [`ControlError::AuditUnavailable`] when it cannot be written.
+    pub async fn late_outcome(
+        &self,
+        intent: u64,
+        answer: &Result<Option<Value>, WriteError>,
+        latency: Duration,
+    ) -> Result<(), ControlError> {
+        let (outcome, device_answer, holds) = match answer {
+            Err(error @ (WriteError::Expired | WriteError::Held { .. })) => {
+                ("not-sent", error.to_string(), None)
+            }
+            Ok(holds) => ("unknown", "written".to_owned(), holds.as_ref()),
+            Err(error) => ("unknown", error.to_string(), None),
+        };
+        let record = json!({
+            "kind": "outcome",
+            "time": time(SystemTime::now()),
+            "intent": intent,
+            "outcome": outcome,
+            "error": "no answer before the proposer's deadline",
+            "device_answer": device_answer,
+            "latency_ms": latency.as_secs_f64() * 1000.0,
+            "holds": value(holds),
         });
         self.append(record).await.map(|_| ())
     }

@@ -106,6 +106,24 @@ impl Armed<'_> {
     }
 }
 
+/// The control state (`state.rs`) could not be read (the gate starts from the default: no
+/// manual overrides) or saved (it is current in memory; a restart would not see the change).
+#[derive(Debug)]
+pub(super) struct ControlStateLost<'a> {
+    pub error: &'a super::state::StateError,
+    pub saving: bool,
+}
+
+impl ControlStateLost<'_> {
+    pub fn emit(&self) {
+        if self.saving {
+            tracing::error!(error = %self.error, "Cannot save the control state: a restart would not see the latest arming or manual override");
+        } else {
+            tracing::error!(error = %self.error, "Cannot read the control state: starting with no manual overrides");
+        }
+    }
+}
+
 /// A disarming by `by`, which dropped `dropped` waiting writes of plugins; it happened whether
 /// or not its record could be written (`audited`).
 #[derive(Debug)]

@@ -14,12 +14,14 @@ use tokio::sync::{mpsc, watch};
 
 use super::audit::{AuditLog, REFUSAL_SUMMARY_INTERVAL, Refusals};
 use super::events::{
-    Armed, AuditRecordLost, ControllerLost, Disarmed, ManualOverride, Unaudited, WriteDecided,
+    Armed, AuditRecordLost, ControlStateLost, ControllerLost, Disarmed, ManualOverride, Unaudited,
+    WriteDecided,
 };
-use super::executor::{Carried, Executor, Job, ON_LOSS};
+use super::executor::{Carried, Executor, Job, Late, ON_LOSS};
 use super::interlock::Interlocks;
 use super::policy::{Accepted, Policy};
 use super::request::Command;
+use super::state::ControlState;
 use super::{COMMAND_QUEUE_CAPACITY, CONTROL_QUEUE_CAPACITY, ControlError, ControlHandle};
 use super::{Origin, Proposal};
 use crate::runtime::Supervisor;
@@ -49,8 +51,33 @@ impl Default for GateLimits {
     }
 }
 
-/// Starts the gate under `supervisor`, auditing to `journal` (or refusing every write with the
-/// reason there is none), with `limits` and `interlocks`.
+/// Where the gate keeps its records.
+#[derive(Debug)]
+pub struct GateRecords {
+    /// The audit journal, or why there is none (every write is then refused).
+    pub audit: Result<crate::runtime::journal::Journal, String>,
+    /// The control state file (armed, manual overrides; [`super::state`]), when kept.
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+impl GateRecords {
+    /// An audit journal (or why there is none) and no control state file.
+    pub fn audit_only(audit: Result<crate::runtime::journal::Journal, String>) -> Self {
+        Self {
+            audit,
+            state_file: None,
+        }
+    }
+}
+
+/// Starts the gate under `supervisor`, auditing to `records.audit` (or refusing every write with
+/// the reason there is none), with `limits` and `interlocks`, keeping its control state (armed,
+/// manual overrides) in `records.state_file` when given ([`super::state`]).
+///
+/// At start the plant is armed when `limits.armed` says so, with an `arm` record of origin
+/// `config` written before any proposal is decided (no record, no arming); a plant that was
+/// armed before (the state file says so) and is not armed by the configuration gets a `disarm`
+/// record of origin `config`. Manual overrides of the state file stay in force.
 ///
 /// Deciding is synchronous, in arrival order ([`super::policy`]); carrying out is concurrent:
 /// each property has at most one write in flight and one waiting, writes to different
@@ -59,12 +86,16 @@ impl Default for GateLimits {
 pub fn spawn(
     twin: Arc<Twin>,
     writers: Writers,
-    journal: Result<crate::runtime::journal::Journal, String>,
+    records: GateRecords,
     limits: GateLimits,
     interlocks: Interlocks,
     metrics: &ControlMetrics,
     supervisor: &Supervisor,
 ) -> ControlHandle {
+    let GateRecords {
+        audit: journal,
+        state_file,
+    } = records;
     let interlocks = Arc::new(interlocks);
     let (tx, mut rx) = mpsc::channel::<Proposal>(CONTROL_QUEUE_CAPACITY);
     let (commands, mut commands_rx) = mpsc::channel::<Command>(COMMAND_QUEUE_CAPACITY);
@@ -90,9 +121,13 @@ pub fn spawn(
         refusals: Refusals::default(),
         writes: HashMap::new(),
         running: FuturesUnordered::new(),
+        late: FuturesUnordered::new(),
         audit_failed: false,
         written: HashMap::new(),
+        state_file,
+        overridden: std::collections::BTreeSet::new(),
     };
+    let before = gate.load_state();
     let model = gate.twin.model();
     let setpoints: Vec<PropertyId> = (0..model.properties().len() as u32)
         .map(PropertyId)
@@ -104,20 +139,30 @@ pub fn spawn(
     );
     let mut changes = Vec::new();
     gate.set_armed(limits.armed);
+    for property in &before.1 {
+        gate.policy.override_by_hand(*property);
+    }
     supervisor.spawn("control-gate", move |token| async move {
+        gate.start_up(limits.armed, before.0).await;
         let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
         summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = token.cancelled() => {
+                    // Writes answered at their deadline still wait for their sources, which stop
+                    // now and answer `stopped`: that answer is audited.
+                    let drained = async { while gate.late.next().await.is_some() {} };
+                    let _ = tokio::time::timeout(LATE_DRAIN, drained).await;
                     gate.summarise(true).await;
                     return Ok(());
                 }
                 Some(command) = commands_rx.recv() => gate.command(command).await,
-                Some((proposal, rule, outcome)) = gate.running.next(), if !gate.running.is_empty() => {
+                Some((proposal, rule, outcome, late)) = gate.running.next(), if !gate.running.is_empty() => {
+                    gate.late.extend(late);
                     gate.finished(proposal, rule, outcome).await;
                 }
+                Some(()) = gate.late.next(), if !gate.late.is_empty() => {}
                 _ = readings.recv(&mut changes) => {
                     for change in changes.drain(..) {
                         gate.detect_manual_override(&change).await;
@@ -138,6 +183,10 @@ pub fn spawn(
         metrics: metrics.clone(),
     }
 }
+
+/// How long a stopping gate waits for the sources' answers to writes whose proposers were
+/// answered at their deadline (the sources stop at the same time and answer at once).
+const LATE_DRAIN: Duration = Duration::from_secs(2);
 
 /// How many recent written values per setpoint a reading is compared with: a poll that read a
 /// value just before a newer write still matches one of them.
@@ -183,11 +232,19 @@ struct Gate {
     refusals: Refusals,
     writes: HashMap<PropertyId, PropertyWrites>,
     running: FuturesUnordered<Carried>,
+    /// Writes whose proposers were answered at their deadline, waiting for the source's answer
+    /// to audit it (dropped at shutdown: their intents stay without an outcome, as `audit
+    /// verify` lists them).
+    late: FuturesUnordered<Late>,
     /// An intent could not be audited since the last one that could (`on_loss` applied once).
     audit_failed: bool,
     /// The last [`WRITTEN_HISTORY`] values the gate started writing to each setpoint (as
     /// numbers): a reading that matches one of them is the gate's own.
     written: HashMap<PropertyId, VecDeque<f64>>,
+    /// Where the control state is kept, when it is.
+    state_file: Option<std::path::PathBuf>,
+    /// Setpoints changed by hand, as the state file keeps them (the policy holds the same set).
+    overridden: std::collections::BTreeSet<PropertyId>,
 }
 
 impl Gate {
@@ -211,6 +268,84 @@ impl Gate {
         }
         .emit(&self.executor.metrics);
         let _ = proposal.reply.send(outcome);
+    }
+
+    /// Reads the control state file: whether the plant was armed, and the overridden setpoints
+    /// that still exist in the model (also kept in `self.overridden`). A file that cannot be read
+    /// is reported and counts as empty.
+    fn load_state(&mut self) -> (bool, Vec<PropertyId>) {
+        let Some(path) = &self.state_file else {
+            return (false, Vec::new());
+        };
+        let state = match ControlState::load(path) {
+            Ok(state) => state,
+            Err(error) => {
+                ControlStateLost {
+                    error: &error,
+                    saving: false,
+                }
+                .emit();
+                ControlState::default()
+            }
+        };
+        let model = self.twin.model();
+        let overridden: Vec<PropertyId> = state
+            .manual_overrides
+            .iter()
+            .filter_map(|path| model.property_by_path(path))
+            .collect();
+        self.overridden.extend(overridden.iter().copied());
+        (state.armed, overridden)
+    }
+
+    /// Saves the armed flag and the overridden setpoints to the state file, when there is one.
+    fn save_state(&self) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let model = self.twin.model();
+        let state = ControlState {
+            armed: *self.armed.borrow(),
+            manual_overrides: self
+                .overridden
+                .iter()
+                .map(|&p| model.property(p).path.clone())
+                .collect(),
+        };
+        if let Err(error) = state.save(path) {
+            ControlStateLost {
+                error: &error,
+                saving: true,
+            }
+            .emit();
+        }
+    }
+
+    /// The start's arming, before any proposal is decided: a configuration that arms the plant
+    /// writes an `arm` record of origin `config` (when it cannot, the plant stays disarmed); a
+    /// plant that was armed and is not any more gets a `disarm` record of origin `config`.
+    async fn start_up(&mut self, config_arms: bool, was_armed: bool) {
+        let by = Origin::Config;
+        if config_arms {
+            let outcome = self.executor.audit.armed(&by, true, 0).await;
+            if outcome.is_err() {
+                self.set_armed(false);
+            }
+            Armed {
+                by: &by,
+                outcome: &outcome,
+            }
+            .emit();
+        } else if was_armed {
+            let audited = self.executor.audit.armed(&by, false, 0).await;
+            Disarmed {
+                by: &by,
+                dropped: 0,
+                audited: &audited,
+            }
+            .emit();
+        }
+        self.save_state();
     }
 
     /// Writes the refusals counted since the last summary to the audit log (`last`: at
@@ -315,7 +450,10 @@ impl Gate {
             Command::Arm { by, reply } => {
                 let outcome = self.executor.audit.armed(&by, true, 0).await;
                 if outcome.is_ok() {
+                    // Arming by hand lifts every manual override.
                     self.set_armed(true);
+                    self.overridden.clear();
+                    self.save_state();
                 }
                 Armed {
                     by: &by,
@@ -341,6 +479,7 @@ impl Gate {
                     self.answer(job.proposal, "", Err(ControlError::Disarmed));
                 }
                 let audited = self.executor.audit.armed(&by, false, count).await;
+                self.save_state();
                 Disarmed {
                     by: &by,
                     dropped: count,
@@ -403,6 +542,8 @@ impl Gate {
         }
         let written = history.back().copied().unwrap_or(f64::NAN);
         self.policy.override_by_hand(property);
+        self.overridden.insert(property);
+        self.save_state();
         let path = model.property(property).path.clone();
         ManualOverride {
             property: &path,

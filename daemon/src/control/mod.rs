@@ -28,6 +28,7 @@ mod gate;
 pub mod interlock;
 pub mod policy;
 mod request;
+pub mod state;
 
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::telemetry::metrics::ControlMetrics;
 use crate::twin::{PropertyId, Value};
 use events::{LostControllerDropped, RefusedBeforeQueue};
-pub use gate::{GateLimits, spawn};
+pub use gate::{GateLimits, GateRecords, spawn};
 use request::Command;
 pub use request::{ControlError, Origin, Proposal, rule};
 

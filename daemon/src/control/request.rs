@@ -28,10 +28,13 @@ pub enum Origin {
     },
     /// The daemon itself: an `on_loss` write after the controller was lost.
     OnLoss,
+    /// The configuration: `[control] armed` at a start or a reload.
+    Config,
 }
 
 impl Origin {
-    /// The origin's kind, without the user or plugin: `opcua`, `plugin`, `admin` or `on-loss`
+    /// The origin's kind, without the user or plugin: `opcua`, `plugin`, `admin`, `on-loss` or
+    /// `config`
     /// (the `origin` label of `twinloom_control_decisions_total`, a bounded set).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -39,6 +42,7 @@ impl Origin {
             Self::Plugin { .. } => "plugin",
             Self::Admin { .. } => "admin",
             Self::OnLoss => "on-loss",
+            Self::Config => "config",
         }
     }
 
@@ -54,7 +58,7 @@ impl fmt::Display for Origin {
         match self {
             Self::OpcUa { user } | Self::Admin { user } => write!(f, "{}:{user}", self.kind()),
             Self::Plugin { name } => write!(f, "{}:{name}", self.kind()),
-            Self::OnLoss => write!(f, "twinloom:{}", self.kind()),
+            Self::OnLoss | Self::Config => write!(f, "twinloom:{}", self.kind()),
         }
     }
 }

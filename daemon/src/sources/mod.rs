@@ -18,14 +18,83 @@ use crate::twin::{PropertyId, Value, WriteError};
 
 pub use crate::config::sources::{BindingConfig, SourceConfig, SourceKind};
 
+/// Called by a source immediately before a write goes on the wire; an `Err` (why) stops it there
+/// ([`WriteError::Held`]). The control gate passes the property's interlocks as one.
+pub type SendGuard = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// One write for a device, as the control gate hands it to the property's source.
+#[derive(Clone)]
+pub struct DeviceWrite {
+    /// The property.
+    pub property: PropertyId,
+    /// The value, in engineering units.
+    pub value: Value,
+    /// After this instant the request must not go on the wire: its proposer has been answered.
+    pub deadline: std::time::Instant,
+    /// Checked immediately before sending (see [`SendGuard`]); `None` for writes no rule may
+    /// stop (an `on_loss` value).
+    pub guard: Option<SendGuard>,
+}
+
+impl std::fmt::Debug for DeviceWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceWrite")
+            .field("property", &self.property)
+            .field("value", &self.value)
+            .field("deadline", &self.deadline)
+            .field("guard", &self.guard.is_some())
+            .finish()
+    }
+}
+
+impl DeviceWrite {
+    /// A write with no guard that may go on the wire for `within` from now (the gate's `on_loss`
+    /// writes, and tests that write to a source directly).
+    pub fn unguarded(property: PropertyId, value: Value, within: std::time::Duration) -> Self {
+        Self {
+            property,
+            value,
+            deadline: std::time::Instant::now() + within,
+            guard: None,
+        }
+    }
+
+    /// Whether the request may still go on the wire at `now`: before its deadline. (A source also
+    /// checks that its caller still waits.)
+    pub fn is_due(&self, now: std::time::Instant) -> bool {
+        now < self.deadline
+    }
+
+    /// Runs the guard, if any: the last check before sending.
+    ///
+    /// Errors: [`WriteError::Held`] with the guard's reason.
+    pub fn check_guard(&self) -> Result<(), WriteError> {
+        match &self.guard {
+            Some(guard) => guard().map_err(|detail| WriteError::Held { detail }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The write side of a running source, as the control gate sees it: one implementation per
 /// source kind that can write (a Modbus connection today).
+///
+/// The contract every writer keeps, so that what the proposer and the audit are told is what
+/// the device got:
+/// - a request whose [`DeviceWrite::deadline`] has passed, or whose caller no longer waits (the
+///   future was dropped), is never put on the wire: [`WriteError::Expired`];
+/// - [`DeviceWrite::check_guard`] is called immediately before the request goes on the wire, as
+///   the last step: its refusal is [`WriteError::Held`];
+/// - a request on the wire is completed (bounded by the source's own protocol timeout) and its
+///   answer returned even after the deadline: the caller audits a late answer as `unknown`;
+/// - `Ok(Some(value))` is what the device holds after the write when the source read it back
+///   (engineering units), `Ok(None)` when it did not read back.
 #[async_trait::async_trait]
 pub trait DeviceWriter: std::fmt::Debug + Send + Sync {
-    /// Writes `value` (engineering units) to `property` and waits for the device's answer.
+    /// Writes `write.value` to `write.property` and waits for the device's answer.
     ///
     /// Errors: see [`WriteError`]; the source maps its protocol's failures to those kinds.
-    async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError>;
+    async fn write(&self, write: DeviceWrite) -> Result<Option<Value>, WriteError>;
 }
 
 /// The writer of every bound property, by property id. Clones share one table, so a source
@@ -36,18 +105,19 @@ pub struct Writers {
 }
 
 impl Writers {
-    /// Writes `value` (engineering units) to `property` through its source.
+    /// Writes through the property's source, under the [`DeviceWriter`] contract; returns what
+    /// the device holds afterwards when the source read it back.
     ///
     /// Errors: [`WriteError::NotBound`] for a property no source serves, else the source's error.
-    pub async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
+    pub async fn write(&self, write: DeviceWrite) -> Result<Option<Value>, WriteError> {
         let writer = self
             .by_property
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&property)
+            .get(&write.property)
             .cloned();
         match writer {
-            Some(writer) => writer.write(property, value).await,
+            Some(writer) => writer.write(write).await,
             None => Err(WriteError::NotBound),
         }
     }

@@ -26,6 +26,17 @@ pub enum WriteError {
     /// unknown until it is read back.
     #[error("no answer within the timeout")]
     Timeout,
+    /// The write's deadline passed before the request went on the wire: nothing was sent (the
+    /// proposer had been answered already; see `crate::sources::DeviceWrite`).
+    #[error("the deadline passed before the request was sent; nothing was sent")]
+    Expired,
+    /// The guard the source calls immediately before sending refused (an interlock no longer
+    /// holds): nothing was sent.
+    #[error("held before sending: {detail}")]
+    Held {
+        /// Why the guard refused.
+        detail: String,
+    },
     /// The device answered and refused the write (`detail` carries the protocol's code, e.g.
     /// `Modbus exception 2 (illegal_data_address)`).
     #[error("device rejected the write: {detail}")]

@@ -509,6 +509,9 @@ fn write_status(outcome: &Result<(), ControlError>) -> StatusCode {
             WriteError::NotWritable { .. } => StatusCode::BadNotWritable,
             WriteError::NotBound => StatusCode::BadNodeIdUnknown,
             WriteError::Stopped => StatusCode::BadResourceUnavailable,
+            // The gate answers these as `Expired` and `Interlock`; kept for completeness.
+            WriteError::Expired => StatusCode::BadTimeout,
+            WriteError::Held { .. } => StatusCode::BadInvalidState,
         },
         Err(ControlError::Closed | ControlError::QueueFull) => StatusCode::BadResourceUnavailable,
     }

@@ -27,6 +27,10 @@ pub(super) fn outcome_of(answer: Result<(), ControlError>) -> Outcome {
             WriteError::NotWritable { .. } => DeviceErrorKind::NotWritable,
             WriteError::NotConnected => DeviceErrorKind::NotConnected,
             WriteError::Stopped => DeviceErrorKind::Stopped,
+            // The gate answers these as `expired` and `interlock` refusals; the contract's
+            // nearest kinds otherwise.
+            WriteError::Expired => DeviceErrorKind::Timeout,
+            WriteError::Held { .. } => DeviceErrorKind::DeviceRejected,
             WriteError::Timeout => DeviceErrorKind::Timeout,
             WriteError::DeviceRejected { .. } => DeviceErrorKind::DeviceRejected,
             WriteError::Encoding { .. } => DeviceErrorKind::Encoding,

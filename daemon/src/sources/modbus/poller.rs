@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::sources::modbus::{ModbusSourceConfig, RegisterTable};
 use crate::runtime::{Backoff, ReadyFlag};
+use crate::sources::DeviceWrite;
 use crate::sources::modbus::codec::{CodecError, Encoding};
 use crate::sources::modbus::events::{self, DeviceMetrics, SourceMetrics};
 use crate::sources::modbus::plan::{self, Block, Point};
@@ -72,15 +73,13 @@ pub(crate) struct WriteTarget {
     pub scaling: crate::twin::model::Scaling,
 }
 
-/// A write of an engineering value to one property, queued for the poller and answered on `reply`.
+/// A write queued for the poller and answered on `reply`.
 #[derive(Debug)]
 pub struct QueuedWrite {
-    /// The property.
-    pub property: PropertyId,
-    /// The value in engineering units.
-    pub value: Value,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<(), WriteError>>,
+    /// The write, its deadline and its guard.
+    pub write: DeviceWrite,
+    /// Where the outcome goes: what the device holds after the write, when read back.
+    pub reply: oneshot::Sender<Result<Option<Value>, WriteError>>,
 }
 
 /// Sends writes to a running Modbus source. Cheap to clone.
@@ -91,25 +90,18 @@ pub struct ModbusWriter {
 
 #[async_trait::async_trait]
 impl crate::sources::DeviceWriter for ModbusWriter {
-    async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
-        Self::write(self, property, value).await
-    }
-}
-
-impl ModbusWriter {
-    /// Writes `value` (engineering units) to `property`: inverse scaling, encoding, then function
-    /// code 5 (coil), 6 (one register), 16 (several registers) or 22 (mask write, for a bit of a
-    /// register; Modbus Application Protocol §6.16). Waits for the device's answer.
+    /// Writes `write.value` (engineering units) to `write.property`: inverse scaling, encoding,
+    /// then function code 5 (coil), 6 (one register), 16 (several registers) or 22 (mask write,
+    /// for a bit of a register; Modbus Application Protocol §6.16), and the read-back when the
+    /// source reads back. Waits for the device's answer. The request waits in the poller's queue
+    /// behind the request in flight; it is dropped there when its deadline passes or this future
+    /// is dropped ([`crate::sources::DeviceWriter`]'s contract).
     ///
     /// Errors: see [`WriteError`].
-    pub async fn write(&self, property: PropertyId, value: Value) -> Result<(), WriteError> {
+    async fn write(&self, write: DeviceWrite) -> Result<Option<Value>, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(QueuedWrite {
-                property,
-                value,
-                reply,
-            })
+            .send(QueuedWrite { write, reply })
             .await
             .map_err(|_| WriteError::Stopped)?;
         answer.await.map_err(|_| WriteError::Stopped)?
@@ -120,6 +112,16 @@ impl ModbusWriter {
 pub(crate) fn write_channel() -> (ModbusWriter, mpsc::Receiver<QueuedWrite>) {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     (ModbusWriter { tx }, rx)
+}
+
+/// A write's request as it goes on the wire.
+enum Frame {
+    /// Function code 5.
+    Coil(bool),
+    /// Function code 22: the bit's word and its mask.
+    Mask(u16, u16),
+    /// Function code 6 (one word) or 16.
+    Registers(Vec<u16>),
 }
 
 enum Next {
@@ -283,6 +285,12 @@ impl Poller {
             match next {
                 Next::Cancelled => return Ok(()),
                 Next::Write(request) => {
+                    // Nobody waits any more, or too late to send: never put it on the wire.
+                    if request.reply.is_closed() || !request.write.is_due(std::time::Instant::now())
+                    {
+                        let _ = request.reply.send(Err(WriteError::Expired));
+                        continue;
+                    }
                     // A device that never answers must not hold up shutdown for its timeout.
                     let outcome = tokio::select! {
                         () = token.cancelled() => {
@@ -294,7 +302,7 @@ impl Poller {
                     if let Err(error) = &outcome {
                         events::WriteFailed {
                             source: &self.id,
-                            property: &self.twin.model().property(request.property).path,
+                            property: &self.twin.model().property(request.write.property).path,
                             error,
                         }
                         .emit();
@@ -678,7 +686,8 @@ impl Poller {
         }
     }
 
-    async fn write(&mut self, request: &QueuedWrite) -> Result<(), WriteError> {
+    async fn write(&mut self, request: &QueuedWrite) -> Result<Option<Value>, WriteError> {
+        let request = &request.write;
         let target = self
             .writes
             .get(&request.property)
@@ -695,39 +704,44 @@ impl Poller {
         let unit = self.devices[target.device].unit_id;
         let ctx = self.link.context().ok_or(WriteError::NotConnected)?;
         ctx.set_slave(Slave(unit));
-        self.devices[target.device].metrics.requests.inc();
-        let sent = match (target.table, layout.encoding) {
+        // What goes on the wire, encoded before the last check so nothing stands between the
+        // guard and the send.
+        let frame = match (target.table, layout.encoding) {
             (RegisterTable::Coil, _) => {
-                let on = raw.as_bool().ok_or_else(|| CodecError::Unrepresentable {
+                Frame::Coil(raw.as_bool().ok_or_else(|| CodecError::Unrepresentable {
                     value: raw.to_string(),
                     encoding: "bool",
-                })?;
+                })?)
+            }
+            (_, Encoding::Bit) => Frame::Mask(layout.encode(&raw)?[0], 1u16 << layout.bit),
+            _ => Frame::Registers(layout.encode(&raw)?),
+        };
+        request.check_guard()?;
+        self.devices[target.device].metrics.requests.inc();
+        let sent = match frame {
+            Frame::Coil(on) => {
                 timeout(self.config.timeout, ctx.write_single_coil(address, on)).await
             }
-            (_, Encoding::Bit) => {
-                let words = layout.encode(&raw)?;
-                let mask = 1u16 << layout.bit;
+            Frame::Mask(word, mask) => {
                 timeout(
                     self.config.timeout,
-                    ctx.masked_write_register(address, !mask, words[0]),
+                    ctx.masked_write_register(address, !mask, word),
                 )
                 .await
             }
-            _ => {
-                let words = layout.encode(&raw)?;
-                if words.len() == 1 {
-                    timeout(
-                        self.config.timeout,
-                        ctx.write_single_register(address, words[0]),
-                    )
-                    .await
-                } else {
-                    timeout(
-                        self.config.timeout,
-                        ctx.write_multiple_registers(address, &words),
-                    )
-                    .await
-                }
+            Frame::Registers(words) if words.len() == 1 => {
+                timeout(
+                    self.config.timeout,
+                    ctx.write_single_register(address, words[0]),
+                )
+                .await
+            }
+            Frame::Registers(words) => {
+                timeout(
+                    self.config.timeout,
+                    ctx.write_multiple_registers(address, &words),
+                )
+                .await
             }
         };
         match sent {
@@ -735,10 +749,11 @@ impl Poller {
                 tracing::debug!(source = %self.id, property = %self.twin.model().property(request.property).path, value = %request.value, "Wrote value");
                 // Read it back on the next turn so the twin shows what the device holds.
                 self.devices[target.device].groups[target.group].next_due = Instant::now();
-                if self.config.read_back {
-                    self.read_back(&target, &raw).await?;
+                if self.config.read_back && self.read_back(&target, &raw).await? {
+                    // The image read is the image written: the device holds the value written.
+                    return Ok(Some(request.value.clone()));
                 }
-                Ok(())
+                Ok(None)
             }
             Ok(Ok(Err(code))) => Err(WriteError::DeviceRejected {
                 detail: format!(
@@ -802,26 +817,27 @@ impl Poller {
     }
 
     /// Reads the image just written to `target` (`raw`, before encoding) back and compares the
-    /// words (or the coil, or the one bit) with those written. A read that fails leaves the
-    /// write as taken (logged): the device answered the write itself.
+    /// words (or the coil, or the one bit) with those written: `true` when they are the same,
+    /// `false` when the read got no image. A read that fails leaves the write as taken (logged):
+    /// the device answered the write itself.
     ///
     /// Errors: [`WriteError::ReadBackMismatch`] naming both images.
-    async fn read_back(&mut self, target: &WriteTarget, raw: &Value) -> Result<(), WriteError> {
+    async fn read_back(&mut self, target: &WriteTarget, raw: &Value) -> Result<bool, WriteError> {
         let layout = target.point.layout;
         let address = target.point.address;
         let Some(ctx) = self.link.context() else {
-            return Ok(());
+            return Ok(false);
         };
         self.devices[target.device].metrics.requests.inc();
         let (written, read) = match (target.table, layout.encoding) {
             (RegisterTable::Coil, _) => {
                 let wrote = raw.as_bool().unwrap_or_default();
                 match timeout(self.config.timeout, ctx.read_coils(address, 1)).await {
-                    Ok(Ok(Ok(bits))) if bits.first() == Some(&wrote) => return Ok(()),
+                    Ok(Ok(Ok(bits))) if bits.first() == Some(&wrote) => return Ok(true),
                     Ok(Ok(Ok(bits))) => (format!("coil {wrote}"), format!("coil {bits:?}")),
                     other => {
                         self.read_back_failed(target, &other);
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
             }
@@ -837,7 +853,7 @@ impl Poller {
                     Ok(Ok(Ok(read))) => read,
                     other => {
                         self.read_back_failed(target, &other);
-                        return Ok(());
+                        return Ok(false);
                     }
                 };
                 let same = match encoding {
@@ -848,7 +864,7 @@ impl Poller {
                     _ => read == words,
                 };
                 if same {
-                    return Ok(());
+                    return Ok(true);
                 }
                 (format!("{words:04x?}"), format!("{read:04x?}"))
             }
