@@ -863,12 +863,14 @@ fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_int
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         if preload {
-            // The 41st fdatasync (a group commit mid-storm; here one record each, this one an
+            // In the audit folder: the 42nd fdatasync (a group commit mid-storm; here one record
+            // each — the start's `arm` record, then intent and outcome in turn — this one an
             // intent) and the 2nd fsync (the folder, when the journal resumes in a new segment)
             // fail.
             command
                 .env("LD_PRELOAD", &shim)
-                .env("FAIL_FDATASYNC_AT", "41")
+                .env("FAIL_SYNC_PATH", &audit)
+                .env("FAIL_FDATASYNC_AT", "42")
                 .env("FAIL_FSYNC_AT", "2")
                 .env("FAIL_SYNC_MARK", &mark);
         }
@@ -1058,4 +1060,143 @@ fn audit_recover_records_its_decision_after_a_head_segment_mismatch() {
         "{}",
         stderr(&again)
     );
+}
+
+/// A PLC slower than `[control] write_timeout`, through the binary: a plugin proposes a new
+/// setpoint every 50 ms, each device write is answered after 600 ms (and read back after 600
+/// more), the gate gives up on each after 300 ms. What the audit says and what the PLC took
+/// agree: every value the PLC took has an intent whose outcome is `unknown` (answered after the
+/// deadline: the device's answer and what it holds are recorded) — never `not-sent` or an error
+/// — and no value of a `not-sent` intent ever reached the PLC.
+#[test]
+fn a_plc_slower_than_the_write_timeout_gets_only_what_the_audit_says() {
+    use std::collections::HashMap;
+    use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+    let component = probe();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let device = SimDevice::new();
+    device.behave(|b| b.delay = std::time::Duration::from_millis(600));
+    let server = runtime
+        .block_on(ModbusServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Framing::Tcp,
+            HashMap::from([(1, std::sync::Arc::clone(&device))]),
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("slow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+armed = true
+write_timeout = "300ms"
+max_writes_per_origin_per_minute = 1000000
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+poll = "1h"
+timeout = "5s"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+
+[[plugins]]
+name = "storm"
+file = "{component}"
+deadline = "10s"
+tick = "50ms"
+min_interval = "50ms"
+writes = ["site/heater/setpoint"]
+config = {{ behaviour = "storm" }}
+"#,
+            state = dir.path().display(),
+            plc = server.addr(),
+        ),
+    )
+    .unwrap();
+    let daemon = Child(
+        bin()
+            .arg("run")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("three writes at the PLC", || {
+        device.register_writes().len() >= 3
+    });
+    stop(daemon);
+    let taken: Vec<u16> = device
+        .register_writes()
+        .iter()
+        .filter(|(address, _)| *address == 10)
+        .map(|(_, word)| *word)
+        .collect();
+    drop(server);
+
+    let audit = dir.path().join("audit");
+    let verified = bin()
+        .arg("audit")
+        .arg("verify")
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let records = twinloom::runtime::journal::verify(&audit).unwrap().records;
+    let outcomes: HashMap<u64, &serde_json::Map<String, serde_json::Value>> = records
+        .iter()
+        .filter(|r| r["kind"] == "outcome")
+        .map(|r| (r["intent"].as_u64().unwrap(), r))
+        .collect();
+    let mut seen = HashMap::<String, usize>::new();
+    for intent in records.iter().filter(|r| r["kind"] == "intent") {
+        let value = intent["written"].as_f64().unwrap() as u16;
+        let outcome = outcomes
+            .get(&intent["seq"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("no outcome for {intent:?}"));
+        let said = outcome["outcome"].as_str().unwrap().to_owned();
+        match said.as_str() {
+            "not-sent" => assert!(!taken.contains(&value), "{value} not sent, yet taken"),
+            "unknown" => {
+                // Answered late: the device's answer and what it holds; or the daemon stopped
+                // with the request possibly on the wire (no answer to record).
+                if outcome.get("device_answer").and_then(|a| a.as_str()) == Some("written") {
+                    assert!(taken.contains(&value), "{outcome:?}");
+                    assert_eq!(outcome["holds"], f64::from(value), "{outcome:?}");
+                }
+            }
+            other => panic!("outcome {other} for a PLC slower than the deadline: {outcome:?}"),
+        }
+        *seen.entry(said).or_default() += 1;
+    }
+    for value in &taken {
+        assert!(
+            records.iter().any(|r| {
+                r["kind"] == "intent"
+                    && r["written"].as_f64() == Some(f64::from(*value))
+                    && outcomes[&r["seq"].as_u64().unwrap()]["outcome"] == "unknown"
+            }),
+            "the PLC took {value} with no intent audited `unknown`"
+        );
+    }
+    assert!(seen.get("unknown").is_some_and(|n| *n >= 3), "{seen:?}");
+    assert!(seen.get("not-sent").is_some_and(|n| *n >= 1), "{seen:?}");
 }

@@ -36,8 +36,14 @@ fn config_text(
     admin: &str,
     extra_property: bool,
 ) -> String {
+    // A state folder of this test process's own, the same for every call (a reload must see the
+    // same configuration), never the system's /var/lib/twinloom.
+    let state = std::env::temp_dir().join(format!("twinloom-operations-{}", std::process::id()));
     format!(
         r#"
+[daemon]
+state_dir = "{state}"
+
 [admin_http]
 listen = "{admin}"
 
@@ -72,6 +78,7 @@ type = "Counter"
 source = "b"
 bindings.count = {{ table = "holding", address = 0 }}
 {extra_b}"#,
+        state = state.display(),
         extra = if extra_property {
             r#", { name = "other", data_type = "unsigned" }"#
         } else {

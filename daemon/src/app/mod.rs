@@ -199,8 +199,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         Arc::clone(&twin),
         writers.clone(),
         control::GateRecords {
+            // Kept with the audit: without one (nothing writable) there is no control state.
+            state_file: journal.is_ok().then(|| control::state::path_in(&state_dir)),
             audit: journal,
-            state_file: Some(control::state::path_in(&state_dir)),
         },
         control::GateLimits {
             writes_per_origin_per_minute: config.control.max_writes_per_origin_per_minute,

@@ -10,8 +10,9 @@
 //!   "latency_ms", "holds"}`: `outcome` is `written`, `read-back-mismatch`, `device-error`,
 //!   `not-sent` (nothing went on the wire: the deadline passed while the request waited in the
 //!   source's queue, or an interlock stopped it just before sending) or `unknown` (the request was
-//!   on the wire when the proposer's deadline passed; the proposer was told `timeout`, this
-//!   record gives the device's late answer in `device_answer`); `holds` is what the device held
+//!   on the wire when the proposer's deadline passed — the proposer was told `timeout`, this
+//!   record gives the device's late answer in `device_answer` — or the source stopped with the
+//!   request possibly on the wire); `holds` is what the device held
 //!   afterwards when the source read it back (engineering units), else null;
 //! - `{"kind": "refusals", "time", "origin", "rule", "count", "since"}`;
 //! - `{"kind": "shadow", "time", "origin", "plugin", "property", "requested", "written"}`: a
@@ -260,6 +261,8 @@ impl AuditLog {
                     "read-back-mismatch"
                 }
                 Err(ControlError::Expired | ControlError::Interlock { .. }) => "not-sent",
+                // The source stopped (shutdown, reload) with the request possibly on the wire.
+                Err(ControlError::Source(WriteError::Stopped)) => "unknown",
                 Err(_) => "device-error",
             },
             "error": result.as_ref().err().map(ToString::to_string),

@@ -150,10 +150,7 @@ pub fn spawn(
             tokio::select! {
                 biased;
                 () = token.cancelled() => {
-                    // Writes answered at their deadline still wait for their sources, which stop
-                    // now and answer `stopped`: that answer is audited.
-                    let drained = async { while gate.late.next().await.is_some() {} };
-                    let _ = tokio::time::timeout(LATE_DRAIN, drained).await;
+                    gate.drain().await;
                     gate.summarise(true).await;
                     return Ok(());
                 }
@@ -184,9 +181,9 @@ pub fn spawn(
     }
 }
 
-/// How long a stopping gate waits for the sources' answers to writes whose proposers were
-/// answered at their deadline (the sources stop at the same time and answer at once).
-const LATE_DRAIN: Duration = Duration::from_secs(2);
+/// How long a stopping gate waits for the sources' answers to the writes under way (the sources
+/// stop at the same time and answer at once).
+const STOP_DRAIN: Duration = Duration::from_secs(2);
 
 /// How many recent written values per setpoint a reading is compared with: a poll that read a
 /// value just before a newer write still matches one of them.
@@ -233,8 +230,7 @@ struct Gate {
     writes: HashMap<PropertyId, PropertyWrites>,
     running: FuturesUnordered<Carried>,
     /// Writes whose proposers were answered at their deadline, waiting for the source's answer
-    /// to audit it (dropped at shutdown: their intents stay without an outcome, as `audit
-    /// verify` lists them).
+    /// to audit it (at a stop, for at most [`STOP_DRAIN`]).
     late: FuturesUnordered<Late>,
     /// An intent could not be audited since the last one that could (`on_loss` applied once).
     audit_failed: bool,
@@ -268,6 +264,29 @@ impl Gate {
         }
         .emit(&self.executor.metrics);
         let _ = proposal.reply.send(outcome);
+    }
+
+    /// Stopping: the waiting writes are never started (answered `closed`); the writes under way
+    /// end with the sources' answers (the sources stop at the same time and answer `stopped`),
+    /// and those answers are audited, so a clean stop leaves no intent without its outcome.
+    /// Waits at most [`STOP_DRAIN`].
+    async fn drain(&mut self) {
+        let waiting: Vec<Job> = self
+            .writes
+            .values_mut()
+            .filter_map(|writes| writes.pending.take())
+            .collect();
+        for job in waiting {
+            self.answer(job.proposal, "", Err(ControlError::Closed));
+        }
+        let stopping = async {
+            while let Some((proposal, rule, outcome, late)) = self.running.next().await {
+                self.late.extend(late);
+                self.answer(proposal, rule, outcome);
+            }
+            while self.late.next().await.is_some() {}
+        };
+        let _ = tokio::time::timeout(STOP_DRAIN, stopping).await;
     }
 
     /// Reads the control state file: whether the plant was armed, and the overridden setpoints

@@ -3,7 +3,8 @@
 //! daemons on one folder would interleave the audit journal's sequence numbers and fight over
 //! the PKI; the second is refused before it opens anything else. The kernel releases the lock
 //! when the process ends, however it ends (`kill -9` included), so a stale lock file never
-//! blocks a restart. The file holds the holder's process id, for the refusal's message.
+//! blocks a restart. The file holds the holder's process id (when it can write it), for the
+//! refusal's message.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -52,13 +53,22 @@ pub fn lock(dir: &Path) -> Result<StateLock, StateLockError> {
         source,
     };
     std::fs::create_dir_all(dir).map_err(failed)?;
-    let mut file = OpenOptions::new()
+    let path = dir.join(LOCK_FILE);
+    let (mut file, writable) = match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(dir.join(LOCK_FILE))
-        .map_err(failed)?;
+        .open(&path)
+    {
+        Ok(file) => (file, true),
+        // A lock file another user left (a run as root): locking needs only a read handle; the
+        // holder's pid is then not written.
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            (File::open(&path).map_err(failed)?, false)
+        }
+        Err(error) => return Err(failed(error)),
+    };
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -75,9 +85,11 @@ pub fn lock(dir: &Path) -> Result<StateLock, StateLockError> {
         }
         Err(std::fs::TryLockError::Error(error)) => return Err(failed(error)),
     }
-    file.set_len(0).map_err(failed)?;
-    file.rewind().map_err(failed)?;
-    writeln!(file, "{}", std::process::id()).map_err(failed)?;
+    if writable {
+        file.set_len(0).map_err(failed)?;
+        file.rewind().map_err(failed)?;
+        writeln!(file, "{}", std::process::id()).map_err(failed)?;
+    }
     Ok(StateLock { _file: file })
 }
 
