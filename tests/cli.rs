@@ -404,6 +404,26 @@ fn probe() -> String {
     String::from_utf8(built.stdout).unwrap().trim().to_owned()
 }
 
+/// The probe plugin as a native library (`plugin build --native`, into `target/native`, which the
+/// test command fills before the tests run): it loads at once where a component is compiled
+/// first, for tests about the daemon rather than the plugin host.
+fn native_probe() -> String {
+    let built = bin()
+        .args([
+            "plugin",
+            "build",
+            "--native",
+            "tests/plugins/probe",
+            "--target-dir",
+            "target/native",
+        ])
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    String::from_utf8(built.stdout).unwrap().trim().to_owned()
+}
+
 /// A plugin that sleeps in a WASI call is quarantined after its allowed faults, and SIGTERM then
 /// stops the daemon at once, exit code 0, nothing panicking: no thread waits on the plugin.
 #[test]
@@ -1072,7 +1092,7 @@ fn audit_recover_records_its_decision_after_a_head_segment_mismatch() {
 fn a_plc_slower_than_the_write_timeout_gets_only_what_the_audit_says() {
     use std::collections::HashMap;
     use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
-    let component = probe();
+    let component = native_probe();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -1119,6 +1139,7 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
 
 [[plugins]]
 name = "storm"
+kind = "native"
 file = "{component}"
 deadline = "10s"
 tick = "50ms"
@@ -1199,4 +1220,177 @@ config = {{ behaviour = "storm" }}
     }
     assert!(seen.get("unknown").is_some_and(|n| *n >= 3), "{seen:?}");
     assert!(seen.get("not-sent").is_some_and(|n| *n >= 1), "{seen:?}");
+}
+
+/// `GET path` on `addr` over a fresh HTTP/1.1 connection: the response's body (empty when the
+/// server is not there).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).is_err()
+        || stream.read_to_string(&mut response).is_err()
+    {
+        return String::new();
+    }
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
+
+/// A setpoint changed by hand at the PLC stays overridden through a SIGHUP reload that restarts
+/// the gate and through a restart of the binary: the plugin that storms it is refused
+/// (`manual-override`) by each new gate and the PLC keeps the hand value; each start's arming by
+/// the configuration is audited with origin `twinloom:config`.
+#[test]
+fn a_manual_override_survives_a_sighup_reload_and_a_restart() {
+    use std::collections::HashMap;
+    use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+    const BY_HAND: u16 = 60_000;
+    let component = native_probe();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let device = SimDevice::new();
+    let server = runtime
+        .block_on(ModbusServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Framing::Tcp,
+            HashMap::from([(1, std::sync::Arc::clone(&device))]),
+        ))
+        .unwrap();
+    let admin = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("override.toml");
+    let write_config = |budget: u32| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[daemon]
+state_dir = "{state}"
+
+[admin_http]
+listen = "{admin}"
+
+[control]
+armed = true
+max_writes_per_origin_per_minute = {budget}
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+
+[[plugins]]
+name = "storm"
+kind = "native"
+file = "{component}"
+tick = "50ms"
+min_interval = "50ms"
+writes = ["site/heater/setpoint"]
+config = {{ behaviour = "storm" }}
+"#,
+                state = dir.path().display(),
+                plc = server.addr(),
+            ),
+        )
+        .unwrap();
+    };
+    write_config(1_000_000);
+    let audit = dir.path().join("audit");
+    let arms = || {
+        twinloom::runtime::journal::scan(&audit).map_or(0, |scan| {
+            scan.records
+                .iter()
+                .filter(|r| r["kind"] == "arm" && r["origin"] == "twinloom:config")
+                .count()
+        })
+    };
+    let refused_by_hand = || {
+        let metrics = http_get(admin, "/metrics");
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(r#"twinloom_control_decisions_total{origin="plugin",rule="manual-override",outcome="refused"}"#)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let start = || {
+        Child(
+            bin()
+                .arg("run")
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+
+    let first = start();
+    wait_for("five storm writes at the PLC", || {
+        device.register_writes().len() >= 5
+    });
+    // By hand, until the gate has seen it between two storm writes: overridden, and the plugin
+    // refused from then on.
+    let state_file = dir.path().join("control/state.json");
+    wait_for("the manual override", || {
+        device.set_holding(10, &[BY_HAND]);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains("site/heater/setpoint"))
+    });
+    wait_for("a refusal for the override", || refused_by_hand() >= 1.0);
+    device.set_holding(10, &[BY_HAND]);
+    let writes = device.register_writes().len();
+
+    // SIGHUP with a changed [control] section: the gate restarts, armed again by the config.
+    write_config(999_999);
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(first.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for("the reload's arming", || arms() >= 2);
+    wait_for("a refusal by the reloaded gate", || {
+        refused_by_hand() >= 1.0
+    });
+    stop(first);
+
+    // A restart: the third arming, still overridden.
+    let second = start();
+    wait_for("the restart's arming", || arms() >= 3);
+    wait_for("a refusal by the restarted gate", || {
+        refused_by_hand() >= 1.0
+    });
+    stop(second);
+    assert_eq!(
+        device.register_writes().len(),
+        writes,
+        "the storm wrote again"
+    );
+    assert_eq!(device.holding(10, 1), [BY_HAND]);
+    drop(server);
 }
