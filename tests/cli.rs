@@ -505,64 +505,26 @@ config = {{ behaviour = "sleep" }}
 /// verify` passes on what the kill left, listing the intents whose outcome it cut off.
 #[test]
 fn kill_9_during_a_write_storm_leaves_an_intent_for_every_write_the_plc_took() {
-    use std::collections::{HashMap, HashSet};
-    use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
+    use std::collections::HashSet;
     let component = probe();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let device = SimDevice::new();
-    let server = runtime
-        .block_on(ModbusServer::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            Framing::Tcp,
-            HashMap::from([(1, std::sync::Arc::clone(&device))]),
-        ))
-        .unwrap();
+    let Plc {
+        device,
+        server,
+        _runtime: _plc_runtime,
+    } = plc(|_| {});
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("storm.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[daemon]
-state_dir = "{state}"
-
-[control]
-armed = true
-max_writes_per_origin_per_minute = 1000000
-
-[[sources.modbus]]
-id = "plc"
-tcp = "{addr}"
-poll = "1s"
-
-[[types]]
-name = "Heater"
-properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
-
-[[assets]]
-path = "site/heater"
-type = "Heater"
-source = "plc"
-bindings.setpoint = {{ table = "holding", address = 10 }}
-
-[[plugins]]
-name = "storm"
-file = "{component}"
-deadline = "10s"
-tick = "2ms"
-min_interval = "1ms"
-writes = ["site/heater/setpoint"]
-config = {{ behaviour = "storm" }}
-"#,
-            state = dir.path().display(),
-            addr = server.addr(),
-        ),
-    )
-    .unwrap();
+    let plugin = format!(
+        "file = \"{component}\"\ndeadline = \"10s\"\ntick = \"2ms\"\nmin_interval = \"1ms\""
+    );
+    let config = storm_config(
+        dir.path(),
+        server.addr(),
+        &Storm {
+            source: "poll = \"1s\"",
+            plugin: &plugin,
+            ..Storm::default()
+        },
+    );
     let log = dir.path().join("stderr.log");
     let mut child = Child(
         bin()
@@ -741,9 +703,54 @@ bindings.power = {{ table = "holding", address = 0, encoding = "f32" }}
     }
 }
 
-/// The storm plugin's configuration (as in the kill -9 test): a plugin proposing a new value to
-/// `site/heater/setpoint` (holding register 10 of the PLC at `plc`) every 2 ms, the plant armed.
-fn storm_config(state: &Path, plc: std::net::SocketAddr, component: &str) -> PathBuf {
+/// A simulated PLC (unit 1) on a free loopback port, on a runtime of its own (the tests here are
+/// synchronous: they drive the daemon's binary).
+struct Plc {
+    device: std::sync::Arc<twinloom_sim::modbus::SimDevice>,
+    server: twinloom_sim::modbus::ModbusServer,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// A [`Plc`]; `behave` sets its behaviour before it serves (a reply delay).
+fn plc(behave: impl FnOnce(&mut twinloom_sim::modbus::Behaviour)) -> Plc {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let device = twinloom_sim::modbus::SimDevice::new();
+    device.behave(behave);
+    let server = runtime
+        .block_on(twinloom_sim::modbus::ModbusServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            twinloom_sim::modbus::Framing::Tcp,
+            std::collections::HashMap::from([(1, std::sync::Arc::clone(&device))]),
+        ))
+        .unwrap();
+    Plc {
+        device,
+        server,
+        _runtime: runtime,
+    }
+}
+
+/// What differs between the storm tests' configurations (each a few lines of TOML).
+#[derive(Debug, Default)]
+struct Storm<'a> {
+    /// Sections before `[control]` (e.g. `[admin_http]`).
+    head: &'a str,
+    /// More keys of `[control]` (the plant is armed, the budget unlimited).
+    control: &'a str,
+    /// More keys of the PLC's `[[sources.modbus]]`.
+    source: &'a str,
+    /// The plugin's `file`, `kind` and timing keys.
+    plugin: &'a str,
+}
+
+/// A plant of one heater whose setpoint (`site/heater/setpoint`, holding register 10 of `plc`)
+/// the probe plugin `storm` proposes ever new values to (1, 2, 3, …), the plant armed; written to
+/// `<state>/storm.toml` with `state` as the state folder.
+fn storm_config(state: &Path, plc: std::net::SocketAddr, storm: &Storm<'_>) -> PathBuf {
     let config = state.join("storm.toml");
     std::fs::write(
         &config,
@@ -751,16 +758,15 @@ fn storm_config(state: &Path, plc: std::net::SocketAddr, component: &str) -> Pat
             r#"
 [daemon]
 state_dir = "{state}"
-
+{head}
 [control]
 armed = true
 max_writes_per_origin_per_minute = 1000000
-
+{control}
 [[sources.modbus]]
 id = "plc"
 tcp = "{plc}"
-poll = "1s"
-
+{source}
 [[types]]
 name = "Heater"
 properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
@@ -773,14 +779,15 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
 
 [[plugins]]
 name = "storm"
-file = "{component}"
-deadline = "10s"
-tick = "2ms"
-min_interval = "1ms"
 writes = ["site/heater/setpoint"]
 config = {{ behaviour = "storm" }}
+{plugin}
 "#,
             state = state.display(),
+            head = storm.head,
+            control = storm.control,
+            source = storm.source,
+            plugin = storm.plugin,
         ),
     )
     .unwrap();
@@ -837,8 +844,6 @@ fn taken_without_intent(
 /// names the void range, and every value the PLC took has its intent record.
 #[test]
 fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_intent() {
-    use std::collections::HashMap;
-    use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
     let dir = tempfile::tempdir().unwrap();
     let shim = dir.path().join("fail_fdatasync.so");
     let built = Command::new("cc")
@@ -850,20 +855,23 @@ fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_int
         .expect("a C compiler (cc) builds the fdatasync shim");
     assert!(built.status.success(), "{}", stderr(&built));
     let component = probe();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let device = SimDevice::new();
-    let server = runtime
-        .block_on(ModbusServer::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            Framing::Tcp,
-            HashMap::from([(1, std::sync::Arc::clone(&device))]),
-        ))
-        .unwrap();
-    let config = storm_config(dir.path(), server.addr(), &component);
+    let Plc {
+        device,
+        server,
+        _runtime: _plc_runtime,
+    } = plc(|_| {});
+    let plugin = format!(
+        "file = \"{component}\"\ndeadline = \"10s\"\ntick = \"2ms\"\nmin_interval = \"1ms\""
+    );
+    let config = storm_config(
+        dir.path(),
+        server.addr(),
+        &Storm {
+            source: "poll = \"1s\"",
+            plugin: &plugin,
+            ..Storm::default()
+        },
+    );
     let audit = dir.path().join("audit");
     let mark = dir.path().join("sync-failed");
     let segments = || {
@@ -1091,67 +1099,26 @@ fn audit_recover_records_its_decision_after_a_head_segment_mismatch() {
 #[test]
 fn a_plc_slower_than_the_write_timeout_gets_only_what_the_audit_says() {
     use std::collections::HashMap;
-    use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
     let component = native_probe();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let device = SimDevice::new();
-    device.behave(|b| b.delay = std::time::Duration::from_millis(600));
-    let server = runtime
-        .block_on(ModbusServer::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            Framing::Tcp,
-            HashMap::from([(1, std::sync::Arc::clone(&device))]),
-        ))
-        .unwrap();
+    let Plc {
+        device,
+        server,
+        _runtime: _plc_runtime,
+    } = plc(|b| b.delay = std::time::Duration::from_millis(600));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("slow.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[daemon]
-state_dir = "{state}"
-
-[control]
-armed = true
-write_timeout = "300ms"
-max_writes_per_origin_per_minute = 1000000
-
-[[sources.modbus]]
-id = "plc"
-tcp = "{plc}"
-poll = "1h"
-timeout = "5s"
-
-[[types]]
-name = "Heater"
-properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
-
-[[assets]]
-path = "site/heater"
-type = "Heater"
-source = "plc"
-bindings.setpoint = {{ table = "holding", address = 10 }}
-
-[[plugins]]
-name = "storm"
-kind = "native"
-file = "{component}"
-deadline = "10s"
-tick = "50ms"
-min_interval = "50ms"
-writes = ["site/heater/setpoint"]
-config = {{ behaviour = "storm" }}
-"#,
-            state = dir.path().display(),
-            plc = server.addr(),
-        ),
-    )
-    .unwrap();
+    let plugin = format!(
+        "kind = \"native\"\nfile = \"{component}\"\ntick = \"50ms\"\nmin_interval = \"50ms\""
+    );
+    let config = storm_config(
+        dir.path(),
+        server.addr(),
+        &Storm {
+            control: "write_timeout = \"300ms\"",
+            source: "poll = \"1h\"\ntimeout = \"5s\"",
+            plugin: &plugin,
+            ..Storm::default()
+        },
+    );
     let daemon = Child(
         bin()
             .arg("run")
@@ -1248,75 +1215,35 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 /// the configuration is audited with origin `twinloom:config`.
 #[test]
 fn a_manual_override_survives_a_sighup_reload_and_a_restart() {
-    use std::collections::HashMap;
-    use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
     const BY_HAND: u16 = 60_000;
     let component = native_probe();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let device = SimDevice::new();
-    let server = runtime
-        .block_on(ModbusServer::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            Framing::Tcp,
-            HashMap::from([(1, std::sync::Arc::clone(&device))]),
-        ))
-        .unwrap();
+    let Plc {
+        device,
+        server,
+        _runtime: _plc_runtime,
+    } = plc(|_| {});
     let admin = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap()
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("override.toml");
-    let write_config = |budget: u32| {
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[daemon]
-state_dir = "{state}"
-
-[admin_http]
-listen = "{admin}"
-
-[control]
-armed = true
-max_writes_per_origin_per_minute = {budget}
-
-[[sources.modbus]]
-id = "plc"
-tcp = "{plc}"
-poll = "20ms"
-
-[[types]]
-name = "Heater"
-properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
-
-[[assets]]
-path = "site/heater"
-type = "Heater"
-source = "plc"
-bindings.setpoint = {{ table = "holding", address = 10 }}
-
-[[plugins]]
-name = "storm"
-kind = "native"
-file = "{component}"
-tick = "50ms"
-min_interval = "50ms"
-writes = ["site/heater/setpoint"]
-config = {{ behaviour = "storm" }}
-"#,
-                state = dir.path().display(),
-                plc = server.addr(),
-            ),
+    let head = format!("\n[admin_http]\nlisten = \"{admin}\"\n");
+    let plugin = format!(
+        "kind = \"native\"\nfile = \"{component}\"\ntick = \"50ms\"\nmin_interval = \"50ms\""
+    );
+    let write_config = |write_timeout: &str| {
+        storm_config(
+            dir.path(),
+            server.addr(),
+            &Storm {
+                head: &head,
+                control: write_timeout,
+                source: "poll = \"20ms\"",
+                plugin: &plugin,
+            },
         )
-        .unwrap();
     };
-    write_config(1_000_000);
+    let config = write_config("");
     let audit = dir.path().join("audit");
     let arms = || {
         twinloom::runtime::journal::scan(&audit).map_or(0, |scan| {
@@ -1366,7 +1293,7 @@ config = {{ behaviour = "storm" }}
     let writes = device.register_writes().len();
 
     // SIGHUP with a changed [control] section: the gate restarts, armed again by the config.
-    write_config(999_999);
+    write_config("write_timeout = \"9s\"");
     let status = Command::new("kill")
         .arg("-HUP")
         .arg(first.id().to_string())
