@@ -982,19 +982,27 @@ pub fn decode_block(
         readings.push(match outcome {
             Ok(value) => Reading::value(point.property, value, None),
             Err(error) => {
-                match &mut failure {
-                    Some(failure) => failure.points += 1,
-                    None => {
-                        failure = Some(DecodeFailure {
-                            address: point.address,
-                            error,
-                            points: 1,
-                        })
-                    }
-                }
+                note_failure(&mut failure, point.address, error);
                 Reading::failed(point.property, QualityReason::DecodeError)
             }
         });
     }
     failure
+}
+
+/// Counts a point of [`decode_block`] that did not decode, keeping the first one's address and
+/// error. Out of line: the per-tag loop stays as small as it was before failures were reported.
+#[cold]
+#[inline(never)]
+fn note_failure(failure: &mut Option<DecodeFailure>, address: u16, error: CodecError) {
+    match failure {
+        Some(failure) => failure.points += 1,
+        None => {
+            *failure = Some(DecodeFailure {
+                address,
+                error,
+                points: 1,
+            });
+        }
+    }
 }
