@@ -63,21 +63,10 @@ impl LoginThrottle {
         (tokens + now.duration_since(at).as_secs_f64() * self.per_second).min(self.burst)
     }
 
-    /// Whether a login from `address` may be checked now (counted when not).
-    fn admits(&self, address: IpAddr) -> bool {
-        let now = Instant::now();
-        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let admitted = buckets
-            .get(&address)
-            .is_none_or(|&bucket| self.tokens(bucket, now) >= 1.0);
-        if !admitted {
-            self.throttled.fetch_add(1, Ordering::Relaxed);
-        }
-        admitted
-    }
-
-    /// Takes one token from `address` for a failed login.
-    fn failed(&self, address: IpAddr) {
+    /// Takes one token from `address` for a login about to be checked, before the (slow)
+    /// password check, so that parallel guesses cannot all pass on one token; `false` (counted)
+    /// when there is none. A login that succeeds gives its token back ([`Self::succeeded`]).
+    fn take(&self, address: IpAddr) -> bool {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= THROTTLE_ADDRESSES {
@@ -86,7 +75,21 @@ impl LoginThrottle {
         let tokens = buckets
             .get(&address)
             .map_or(self.burst, |&bucket| self.tokens(bucket, now));
-        buckets.insert(address, ((tokens - 1.0).max(0.0), now));
+        if tokens < 1.0 {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        buckets.insert(address, (tokens - 1.0, now));
+        true
+    }
+
+    /// Gives back the token a login from `address` took: it succeeded.
+    fn succeeded(&self, address: IpAddr) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(&address) {
+            *bucket = ((self.tokens(*bucket, now) + 1.0).min(self.burst), now);
+        }
     }
 }
 
@@ -159,7 +162,7 @@ impl AuthManager for Authenticator {
         // The peer's address comes from the connection's task (patch 0005 of the series).
         let peer = opcua::server::hardening::connection_peer().map(|peer| peer.ip());
         if let Some(address) = peer
-            && !self.throttle.admits(address)
+            && !self.throttle.take(address)
         {
             return Err(self.reject(
                 endpoint,
@@ -172,11 +175,11 @@ impl AuthManager for Authenticator {
             return Err(self.reject(endpoint, username, "no users are configured"));
         };
         if super::super::check_login(known, stand_in, password.get()).await {
+            if let Some(address) = peer {
+                self.throttle.succeeded(address);
+            }
             super::events::LoggedIn { user: username }.emit();
             return Ok(UserToken(username.to_owned()));
-        }
-        if let Some(address) = peer {
-            self.throttle.failed(address);
         }
         let why = if known.is_some() {
             "wrong password"
@@ -256,16 +259,37 @@ mod tests {
         let throttle = LoginThrottle::new(&limits, Arc::clone(&throttled));
         let (attacker, operator): (IpAddr, IpAddr) = ([10, 0, 0, 66].into(), [10, 0, 0, 7].into());
         for _ in 0..3 {
-            assert!(throttle.admits(attacker));
-            throttle.failed(attacker);
+            assert!(throttle.take(attacker));
         }
-        assert!(!throttle.admits(attacker));
-        assert!(!throttle.admits(attacker));
+        assert!(!throttle.take(attacker));
+        assert!(!throttle.take(attacker));
         assert_eq!(throttled.load(Ordering::Relaxed), 2);
-        // Another address is not affected by the attacker's failures.
-        assert!(throttle.admits(operator));
-        throttle.failed(operator);
-        assert!(throttle.admits(operator));
+        // Another address is not affected by the attacker's failures; a login that succeeds
+        // gives its token back.
+        for _ in 0..10 {
+            assert!(throttle.take(operator));
+            throttle.succeeded(operator);
+        }
+    }
+
+    /// The token is taken before the password check: guesses in flight at the same time pass
+    /// no more than the burst, however long each check takes.
+    #[test]
+    fn parallel_guesses_pass_no_more_than_the_burst() {
+        let limits = ClientLimits {
+            login_failures_burst: 3,
+            login_failures_per_minute: 1,
+            ..ClientLimits::default()
+        };
+        let throttle = Arc::new(LoginThrottle::new(&limits, Arc::default()));
+        let attacker: IpAddr = [10, 0, 0, 66].into();
+        let admitted: usize = std::thread::scope(|scope| {
+            let guesses: Vec<_> = (0..20)
+                .map(|_| scope.spawn(|| usize::from(throttle.take(attacker))))
+                .collect();
+            guesses.into_iter().map(|g| g.join().unwrap()).sum()
+        });
+        assert_eq!(admitted, 3);
     }
 
     #[tokio::test]
