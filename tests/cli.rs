@@ -513,18 +513,7 @@ fn kill_9_during_a_write_storm_leaves_an_intent_for_every_write_the_plc_took() {
         _runtime: _plc_runtime,
     } = plc(|_| {});
     let dir = tempfile::tempdir().unwrap();
-    let plugin = format!(
-        "file = \"{component}\"\ndeadline = \"10s\"\ntick = \"2ms\"\nmin_interval = \"1ms\""
-    );
-    let config = storm_config(
-        dir.path(),
-        server.addr(),
-        &Storm {
-            source: "poll = \"1s\"",
-            plugin: &plugin,
-            ..Storm::default()
-        },
-    );
+    let config = fast_storm_config(dir.path(), server.addr(), &component);
     let log = dir.path().join("stderr.log");
     let mut child = Child(
         bin()
@@ -794,6 +783,23 @@ config = {{ behaviour = "storm" }}
     config
 }
 
+/// [`storm_config`] at full speed: the component proposes every 2 ms, the PLC polled every
+/// second (the kill -9 and failing-`fdatasync` storms).
+fn fast_storm_config(state: &Path, plc: std::net::SocketAddr, component: &str) -> PathBuf {
+    let plugin = format!(
+        "file = \"{component}\"\ndeadline = \"10s\"\ntick = \"2ms\"\nmin_interval = \"1ms\""
+    );
+    storm_config(
+        state,
+        plc,
+        &Storm {
+            source: "poll = \"1s\"",
+            plugin: &plugin,
+            ..Storm::default()
+        },
+    )
+}
+
 /// Waits until `done` holds, at most 60 s; `what` says what did not happen.
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
@@ -860,18 +866,7 @@ fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_int
         server,
         _runtime: _plc_runtime,
     } = plc(|_| {});
-    let plugin = format!(
-        "file = \"{component}\"\ndeadline = \"10s\"\ntick = \"2ms\"\nmin_interval = \"1ms\""
-    );
-    let config = storm_config(
-        dir.path(),
-        server.addr(),
-        &Storm {
-            source: "poll = \"1s\"",
-            plugin: &plugin,
-            ..Storm::default()
-        },
-    );
+    let config = fast_storm_config(dir.path(), server.addr(), &component);
     let audit = dir.path().join("audit");
     let mark = dir.path().join("sync-failed");
     let segments = || {
