@@ -547,9 +547,10 @@ fn kill_9_during_a_write_storm_leaves_an_intent_for_every_write_the_plc_took() {
         .output()
         .unwrap();
     assert!(verified.status.success(), "{}", stderr(&verified));
-    let journal = twinloom::runtime::journal::verify(&audit).unwrap();
-    let intended: HashSet<u64> = journal
-        .records
+    let records = twinloom::runtime::journal::verify_collect(&audit)
+        .unwrap()
+        .records;
+    let intended: HashSet<u64> = records
         .iter()
         .filter(|r| r["kind"] == "intent" && r["property"] == "site/heater/setpoint")
         .filter_map(|r| r["written"].as_f64())
@@ -912,7 +913,9 @@ fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_int
     });
     stop(first);
     let taken_first = device.register_writes();
-    let after_first = twinloom::runtime::journal::verify(&audit).unwrap();
+    let after_first = twinloom::runtime::journal::verify_collect(&audit)
+        .unwrap()
+        .records;
 
     let second = run(false);
     wait_for("50 writes after the restart", || {
@@ -932,24 +935,22 @@ fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_int
     assert!(verified.status.success(), "{}", stderr(&verified));
     let said = String::from_utf8_lossy(&verified.stdout).into_owned();
     assert!(said.contains("void: sequence numbers"), "{said}");
-    let journal = twinloom::runtime::journal::verify(&audit).unwrap();
+    let twinloom::runtime::journal::Collected {
+        verified: journal,
+        records,
+    } = twinloom::runtime::journal::verify_collect(&audit).unwrap();
     // One void range: the failed commit and the failed first resumption.
     assert_eq!(journal.void.len(), 1, "{:?}", journal.void);
     let void = &journal.void[0];
-    let resumed = journal
-        .records
-        .iter()
-        .find(|r| r["seq"] == void.to)
-        .unwrap();
+    let resumed = records.iter().find(|r| r["seq"] == void.to).unwrap();
     assert_eq!(resumed["kind"], "journal-resumed");
     assert_eq!(resumed["failed_commits"], 2, "{resumed:?}");
     assert!(void.why.contains("Input/output error"), "{}", void.why);
 
     // Every value the PLC took has its intent: in the first run's records for the first run's
     // writes (the storm counts from 1 again after the restart), in the rest for the second's.
-    let first_seqs = after_first.records.last().unwrap()["seq"].as_u64().unwrap();
-    let (first_records, second_records): (Vec<_>, Vec<_>) = journal
-        .records
+    let first_seqs = after_first.last().unwrap()["seq"].as_u64().unwrap();
+    let (first_records, second_records): (Vec<_>, Vec<_>) = records
         .iter()
         .cloned()
         .partition(|r| r["seq"].as_u64().unwrap() <= first_seqs);
@@ -994,7 +995,7 @@ fn a_failed_fdatasync_voids_one_batch_and_every_write_the_plc_took_keeps_its_int
         void.from,
         void.to,
         void_values.len(),
-        journal.records.len(),
+        records.len(),
         said.trim()
     );
 }
@@ -1073,7 +1074,7 @@ fn audit_recover_records_its_decision_after_a_head_segment_mismatch() {
     runtime.block_on(async {
         let supervisor = Supervisor::new();
         let (journal, opened) = Journal::open(config.clone(), &supervisor).unwrap();
-        assert_eq!(opened.records, 4);
+        assert_eq!(opened.next_seq, 11);
         assert_eq!(journal.append(serde_json::json!({})).await, Ok(11));
     });
     let again = audit("recover");
@@ -1143,7 +1144,9 @@ fn a_plc_slower_than_the_write_timeout_gets_only_what_the_audit_says() {
         .output()
         .unwrap();
     assert!(verified.status.success(), "{}", stderr(&verified));
-    let records = twinloom::runtime::journal::verify(&audit).unwrap().records;
+    let records = twinloom::runtime::journal::verify_collect(&audit)
+        .unwrap()
+        .records;
     let outcomes: HashMap<u64, &serde_json::Map<String, serde_json::Value>> = records
         .iter()
         .filter(|r| r["kind"] == "outcome")
@@ -1241,8 +1244,8 @@ fn a_manual_override_survives_a_sighup_reload_and_a_restart() {
     let config = write_config("");
     let audit = dir.path().join("audit");
     let arms = || {
-        twinloom::runtime::journal::scan(&audit).map_or(0, |scan| {
-            scan.records
+        twinloom::runtime::journal::records(&audit).map_or(0, |records| {
+            records
                 .iter()
                 .filter(|r| r["kind"] == "arm" && r["origin"] == "twinloom:config")
                 .count()

@@ -1194,9 +1194,9 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
 
     // The audit log: the carried-out writes have intent and outcome; the superseded and the
     // expired ones only count in the summaries (nothing was written for them).
-    let report = twinloom::control::audit::verify(&state.path().join("audit")).unwrap();
+    let report = twinloom::control::audit::verify(&state.path().join("audit"), &[]).unwrap();
     assert!(report.open_intents.is_empty(), "{report:?}");
-    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let journal = twinloom::runtime::journal::verify_collect(&state.path().join("audit")).unwrap();
     let kinds: Vec<String> = journal
         .records
         .iter()
@@ -1593,7 +1593,7 @@ bindings.free = {{ table = "holding", address = 12 }}
     // Without read-back the same frozen register's write counts as written.
     assert_eq!(write("site/trusting/held", 9.0).await, Ok(()));
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
-    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let journal = twinloom::runtime::journal::verify_collect(&state.path().join("audit")).unwrap();
     let outcomes: Vec<&str> = journal
         .records
         .iter()
@@ -1780,7 +1780,7 @@ bindings.setpoint = {{ table = "holding", address = 11 }}
     // Both outcomes reach the audit: one write was on the wire, the other never left the queue.
     let audit = state.path().join("audit");
     let outcomes = || {
-        let records = twinloom::runtime::journal::scan(&audit).unwrap().records;
+        let records = twinloom::runtime::journal::records(&audit).unwrap();
         let intents: HashMap<u64, String> = records
             .iter()
             .filter(|r| r["kind"] == "intent")
@@ -1826,7 +1826,7 @@ bindings.setpoint = {{ table = "holding", address = 11 }}
     })
     .await;
     assert!(handles.supervisor.shutdown(Duration::from_secs(10)).await);
-    let records = twinloom::runtime::journal::scan(&audit).unwrap().records;
+    let records = twinloom::runtime::journal::records(&audit).unwrap();
     assert!(
         !records.iter().any(|r| r["kind"] == "manual-override"),
         "{records:?}"
@@ -1878,9 +1878,8 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
     };
     let audit = state.path().join("audit");
     let records = |kind: &str| {
-        twinloom::runtime::journal::scan(&audit)
+        twinloom::runtime::journal::records(&audit)
             .unwrap()
-            .records
             .into_iter()
             .filter(|r| r["kind"] == kind)
             .collect::<Vec<_>>()

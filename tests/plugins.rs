@@ -1374,7 +1374,7 @@ config = {{ behaviour = "propose", setpoint = 33.0 }}
     assert_eq!(device.holding(10, 3), [0, 0, 0]);
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     // The shadow plugin's decisions are in the audit log, each with what it would have written.
-    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let journal = twinloom::runtime::journal::verify_collect(&state.path().join("audit")).unwrap();
     let shadows: Vec<_> = journal
         .records
         .iter()
@@ -1511,7 +1511,7 @@ config = {{ behaviour = "sleep" }}
 
     // The audit log: the quarantine and the disarm with the setpoints they applied on_loss to,
     // who armed and disarmed, and the on_loss writes with intent and outcome.
-    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let journal = twinloom::runtime::journal::verify_collect(&state.path().join("audit")).unwrap();
     let find = |kind: &str| -> Vec<&serde_json::Map<String, serde_json::Value>> {
         journal
             .records
@@ -1552,7 +1552,7 @@ config = {{ behaviour = "sleep" }}
         on_loss.contains(&("site/heater/setpoint", 5.0)),
         "{on_loss:?}"
     );
-    let report = twinloom::control::audit::verify(&state.path().join("audit")).unwrap();
+    let report = twinloom::control::audit::verify(&state.path().join("audit"), &[]).unwrap();
     assert!(report.open_intents.is_empty(), "{report:?}");
 }
 
@@ -1639,7 +1639,7 @@ bindings.other = {{ plugin = "controller" }}
         .unwrap();
     common::until_holding(&device, 10, &[33]).await;
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
-    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let journal = twinloom::runtime::journal::verify_collect(&state.path().join("audit")).unwrap();
     let overrides: Vec<_> = journal
         .records
         .iter()
@@ -1806,7 +1806,7 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
             .shutdown(Duration::from_secs(5))
             .await
     );
-    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let journal = twinloom::runtime::journal::verify_collect(&state.path().join("audit")).unwrap();
     assert!(
         journal
             .records
@@ -2008,7 +2008,7 @@ async fn the_pid_plugin_holds_the_demo_tank_within_half_a_degree_after_a_setpoin
     // Its proposals went through the gate: audited intents from the plugin.
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
     plant.stop().await;
-    let journal = twinloom::runtime::journal::verify(&state.path().join("audit")).unwrap();
+    let journal = twinloom::runtime::journal::verify_collect(&state.path().join("audit")).unwrap();
     assert!(
         journal
             .records

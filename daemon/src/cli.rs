@@ -107,14 +107,21 @@ pub enum PkiAction {
 /// `twinloom audit` actions.
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
-    /// Check the chain of records and the head file, and list the void sequence numbers (commits
-    /// refused after an I/O error, recoveries) and the intents without an outcome (writes under
-    /// way when the daemon stopped). Exit 0 when intact, 1 with the first damaged record (or the
-    /// head that does not match) otherwise.
+    /// Check the chain of records and the head file (a missing head fails), and list the void
+    /// sequence numbers (commits refused after an I/O error, recoveries) and the intents without
+    /// an outcome (writes under way when the daemon stopped). With `--key`, also check every seal
+    /// and the head's seal: without it the check is of the chain only, which anyone who can write
+    /// the folder can rewrite. Reads record by record (memory does not grow with the log). Exit 0
+    /// when intact, 1 with the first damaged record (or the head or seal that does not match)
+    /// otherwise.
     Verify {
         /// The audit folder (default: `audit` in the state folder, `$STATE_DIRECTORY` or
         /// `/var/lib/twinloom`).
         dir: Option<PathBuf>,
+        /// A verification key as `setup-keys` printed it (`xxxxxxxx-…/<start>-<interval>`);
+        /// give it more than once when the key was replaced.
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
     },
     /// After `verify` (and the daemon) refused the journal — a head the records do not reach or
     /// match, damage that no record explains, an unreadable head — accept the intact records as
@@ -125,23 +132,81 @@ pub enum AuditAction {
         /// The audit folder (default as for `verify`).
         dir: Option<PathBuf>,
     },
+    /// Set up forward-secure sealing: write the first epoch's sealing key into the audit folder
+    /// (`sealing-key.json`, mode 0600; the daemon moves it on every epoch and erases the old
+    /// one) and print the verification key, once. Keep that key off this machine; `verify --key`
+    /// needs it. Run it as the daemon's user, with the daemon stopped.
+    SetupKeys {
+        /// The audit folder (default as for `verify`).
+        dir: Option<PathBuf>,
+        /// The epoch length: each epoch is sealed when it ends (humantime, ≥ 1 s).
+        #[arg(long, default_value = "15min", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// Replace an existing sealing key (seals made with it then verify only with its own
+        /// verification key).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Move whole segments whose records are all older than DATE out of the audit folder, after
+    /// recording the archive point in the chain (`verify` of the folder then starts there; the
+    /// archive folder verifies on its own). Run it with the daemon stopped. Exit 0 when done (or
+    /// nothing was old enough), 1 when the log does not verify or moving failed.
+    Archive {
+        /// The audit folder (default as for `verify`).
+        dir: Option<PathBuf>,
+        /// RFC 3339 time or date (`2026-01-31`, `2026-01-31T12:00:00Z`), UTC.
+        #[arg(long, value_name = "DATE")]
+        before: String,
+        /// Where the segments go (default: `archive` in the audit folder).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
 }
 
-/// `twinloom audit verify|recover [DIR]`.
+/// `twinloom audit verify|recover|setup-keys|archive [DIR]`.
 pub fn audit(action: &AuditAction) -> ExitCode {
-    let (AuditAction::Verify { dir } | AuditAction::Recover { dir }) = action;
+    let (AuditAction::Verify { dir, .. }
+    | AuditAction::Recover { dir }
+    | AuditAction::SetupKeys { dir, .. }
+    | AuditAction::Archive { dir, .. }) = action;
     let dir = dir.clone().unwrap_or_else(|| {
         std::env::var_os("STATE_DIRECTORY")
             .map_or_else(|| PathBuf::from("/var/lib/twinloom"), PathBuf::from)
             .join("audit")
     });
-    if let AuditAction::Recover { .. } = action {
-        return audit_recover(&dir);
+    match action {
+        AuditAction::Recover { .. } => audit_recover(&dir),
+        AuditAction::SetupKeys {
+            interval, force, ..
+        } => audit_setup_keys(&dir, *interval, *force),
+        AuditAction::Archive { before, to, .. } => {
+            let to = to.clone().unwrap_or_else(|| dir.join("archive"));
+            audit_archive(&dir, before, &to)
+        }
+        AuditAction::Verify { keys, .. } => audit_verify(&dir, keys),
     }
-    match crate::control::audit::verify(&dir) {
+}
+
+/// `twinloom audit verify [DIR] [--key KEY]...`.
+fn audit_verify(dir: &Path, keys: &[String]) -> ExitCode {
+    let keys: Result<Vec<crate::control::audit::VerifyKey>, _> =
+        keys.iter().map(|k| k.parse()).collect();
+    let keys = match keys {
+        Ok(keys) => keys,
+        Err(error) => {
+            eprintln!("--key: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match crate::control::audit::verify(dir, &keys) {
         Ok(report) => {
+            let start = if report.start == 0 {
+                String::new()
+            } else {
+                format!(" (from record {}: older records archived)", report.start)
+            };
             println!(
-                "{}: {} records in {} segments; the chain and the head hold",
+                "{}: {} records in {} segments{start}; the chain and the head hold",
                 dir.display(),
                 report.records,
                 report.segments
@@ -152,6 +217,7 @@ pub fn audit(action: &AuditAction) -> ExitCode {
                     void.from, void.to, void.to, void.kind, void.why
                 );
             }
+            print_sealing(&report, &keys);
             if report.open_intents.is_empty() {
                 println!("every intent has its outcome");
             } else {
@@ -171,6 +237,117 @@ pub fn audit(action: &AuditAction) -> ExitCode {
                     dir.display()
                 );
             }
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// The seals part of `verify`'s report.
+fn print_sealing(
+    report: &crate::control::audit::AuditReport,
+    keys: &[crate::control::audit::VerifyKey],
+) {
+    let Some(sealing) = &report.sealing else {
+        println!(
+            "chain only: {} seal records not checked (`--key` checks them); a chain can be rewritten by anyone who can write the folder",
+            report.seal_records
+        );
+        return;
+    };
+    let at = |epoch: u64| {
+        keys.first().map_or_else(String::new, |k| {
+            humantime::format_rfc3339_seconds(k.epoch_start(epoch)).to_string()
+        })
+    };
+    if let Some((first, last)) = sealing.epochs {
+        println!(
+            "sealed: {} seals hold, epochs {first}..={last} (until {}); the head's seal holds (epoch {})",
+            sealing.seals,
+            at(last + 1),
+            sealing.head_epoch
+        );
+    } else {
+        println!(
+            "sealed: no epoch has ended yet; the head's seal holds (epoch {})",
+            sealing.head_epoch
+        );
+    }
+    for (from, to) in &sealing.gaps {
+        println!(
+            "no seal for epochs {from}..{to} ({} to {}): the daemon was not running, or records were removed by someone holding a later key",
+            at(*from),
+            at(*to)
+        );
+    }
+    if sealing.more_gaps > 0 {
+        println!("and {} more gaps", sealing.more_gaps);
+    }
+    if sealing.unsealed_tail > 0 {
+        println!(
+            "unsealed tail: {} records after the last seal (the current epoch's, sealed when it ends; the head's seal vouches for them)",
+            sealing.unsealed_tail
+        );
+    }
+}
+
+/// `twinloom audit setup-keys [DIR] [--interval D] [--force]`.
+fn audit_setup_keys(dir: &Path, interval: std::time::Duration, force: bool) -> ExitCode {
+    match crate::control::audit::setup_keys(dir, interval, std::time::SystemTime::now(), force) {
+        Ok(key) => {
+            eprintln!(
+                "{}: sealing key written (key id {}, epochs of {}); the daemon seals each epoch as it ends",
+                dir.display(),
+                key.id(),
+                humantime::format_duration(std::time::Duration::from_secs(interval.as_secs()))
+            );
+            eprintln!(
+                "The verification key follows, printed only this once. Keep it off this machine (a password safe, paper): whoever has it can check the seals, not make them."
+            );
+            println!("{key}");
+            eprintln!(
+                "Check with: twinloom audit verify --key <the key> {}",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", dir.display());
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `twinloom audit archive [DIR] --before DATE [--to DIR]`.
+fn audit_archive(dir: &Path, before: &str, to: &Path) -> ExitCode {
+    let parsed = humantime::parse_rfc3339_weak(before)
+        .or_else(|_| humantime::parse_rfc3339_weak(&format!("{before}T00:00:00Z")));
+    let Ok(before) = parsed else {
+        eprintln!(
+            "--before {before}: not an RFC 3339 time or date (2026-01-31, 2026-01-31T12:00:00Z)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    match crate::control::audit::archive(dir, before, to) {
+        Ok(archived) => {
+            match archived.seq {
+                None => println!(
+                    "{}: no segment before the last holds only records older than {}; nothing moved",
+                    dir.display(),
+                    humantime::format_rfc3339_seconds(before)
+                ),
+                Some(seq) => println!(
+                    "{}: {} segments (records {}..{}) moved to {}; record {seq} states the archive point",
+                    dir.display(),
+                    archived.segments,
+                    archived.records.0,
+                    archived.records.1,
+                    to.display()
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", dir.display());
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -89,7 +89,7 @@ fn open_audit(
         Arc::new(move |took| commits.observe(took.as_secs_f64())),
     ) {
         Ok((journal, opened)) => {
-            tracing::info!(dir = %dir.display(), records = opened.records, cut_bytes = opened.cut_bytes, "Audit log opened");
+            tracing::info!(dir = %dir.display(), next_seq = opened.next_seq, segments_read = opened.segments_read, cut_bytes = opened.cut_bytes, sealing_key = ?opened.sealing.as_ref().map(|(id, _)| id), "Audit log opened");
             Ok(journal)
         }
         Err(error) => {

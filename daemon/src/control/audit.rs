@@ -328,14 +328,17 @@ impl AuditLog {
     }
 }
 
-pub use crate::runtime::journal::{JournalError, Recovered, recover};
+pub use crate::runtime::journal::{
+    Archived, JournalError, MAX_GAPS, Recovered, Sealing, archive, recover,
+};
+pub use crate::runtime::seal::{DEFAULT_INTERVAL, VerifyKey, setup as setup_keys};
 
 /// What `twinloom audit verify` found: the record count, the void ranges and the intents without
 /// an outcome (writes in flight when the daemon stopped, or whose outcome could not be written).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditReport {
     /// Records in the journal.
-    pub records: usize,
+    pub records: u64,
     /// Segment files.
     pub segments: usize,
     /// Sequence numbers of intents no outcome refers to (void records are not read: a void
@@ -344,33 +347,45 @@ pub struct AuditReport {
     /// Void sequence numbers: commits that failed (refused to the gate) or that an operator's
     /// recovery gave up.
     pub void: Vec<crate::runtime::journal::Void>,
+    /// The first record's sequence number (not 0 after `twinloom audit archive`).
+    pub start: u64,
+    /// Seal records in the chain.
+    pub seal_records: u64,
+    /// With verification keys, what the seals say; `None` for a chain-only check.
+    pub sealing: Option<Sealing>,
 }
 
-/// Checks the audit journal in `dir` (the chain, the head) and lists intents without outcome.
+/// Checks the audit journal in `dir` (the chain, the head and, with `keys`, the seals), streaming
+/// it (memory grows only with the intents still without an outcome), and lists intents without
+/// outcome.
 ///
-/// Errors: the journal is damaged or cut off (the message names the record).
-pub fn verify(dir: &std::path::Path) -> Result<AuditReport, crate::runtime::journal::JournalError> {
-    let verified = crate::runtime::journal::verify(dir)?;
-    let mut open = BTreeMap::new();
-    for record in &verified.records {
-        match record.get("kind").and_then(Json::as_str) {
-            Some("intent") => {
-                if let Some(seq) = record.get("seq").and_then(Json::as_u64) {
-                    open.insert(seq, ());
-                }
+/// Errors: the journal is damaged, cut off, its head missing, or (with keys) a seal does not
+/// match (the message names the record); [`JournalError::Io`] when it cannot be read.
+pub fn verify(dir: &std::path::Path, keys: &[VerifyKey]) -> Result<AuditReport, JournalError> {
+    let mut open = std::collections::BTreeSet::new();
+    let verified = crate::runtime::journal::verify_with(dir, keys, &mut |record| match record
+        .get("kind")
+        .and_then(Json::as_str)
+    {
+        Some("intent") => {
+            if let Some(seq) = record.get("seq").and_then(Json::as_u64) {
+                open.insert(seq);
             }
-            Some("outcome") => {
-                if let Some(intent) = record.get("intent").and_then(Json::as_u64) {
-                    open.remove(&intent);
-                }
-            }
-            _ => {}
         }
-    }
+        Some("outcome") => {
+            if let Some(intent) = record.get("intent").and_then(Json::as_u64) {
+                open.remove(&intent);
+            }
+        }
+        _ => {}
+    })?;
     Ok(AuditReport {
-        records: verified.records.len(),
+        records: verified.records,
         segments: verified.segments,
-        open_intents: open.into_keys().collect(),
+        open_intents: open.into_iter().collect(),
         void: verified.void,
+        start: verified.start,
+        seal_records: verified.seal_records,
+        sealing: verified.sealing,
     })
 }

@@ -6,6 +6,7 @@ pub mod backoff;
 mod events;
 pub mod journal;
 pub mod readiness;
+pub mod seal;
 pub mod state_lock;
 pub mod supervisor;
 
