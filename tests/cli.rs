@@ -1086,6 +1086,144 @@ fn audit_recover_records_its_decision_after_a_head_segment_mismatch() {
     );
 }
 
+/// Forward-secure sealing through the binary: `audit setup-keys` with 1 s epochs, a journal
+/// writing across at least two epochs (the test waits for the seal records, with a deadline),
+/// then `audit verify --key` passes; a copy with a record edited and the chain recomputed passes
+/// the chain-only check and fails with the key; a missing head fails; `audit archive` moves the
+/// old segments and both folders verify with the key.
+#[test]
+fn sealed_audit_log_verifies_with_its_key_and_a_rechained_edit_does_not() {
+    use twinloom::runtime::Supervisor;
+    use twinloom::runtime::journal::{Journal, JournalConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("audit");
+    let setup = bin()
+        .args(["audit", "setup-keys", "--interval", "1s"])
+        .arg(&audit_dir)
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "{}", stderr(&setup));
+    let key = String::from_utf8_lossy(&setup.stdout).trim().to_owned();
+    assert!(key.ends_with("-1") && key.contains('/'), "{key}");
+    let seals = || {
+        twinloom::runtime::journal::records(&audit_dir).map_or(0, |records| {
+            records
+                .iter()
+                .filter(|r| r.get("kind").and_then(|k| k.as_str()) == Some("journal-seal"))
+                .count()
+        })
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let supervisor = Supervisor::new();
+        let config = JournalConfig {
+            reserve_bytes: 0,
+            segment_bytes: 400,
+            ..JournalConfig::new(&audit_dir)
+        };
+        let (journal, _) = Journal::open(config, &supervisor).unwrap();
+        let mut i = 0;
+        while seals() < 2 {
+            assert!(i < 3000, "two epochs were not sealed within 30 s");
+            let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+            journal
+                .append(serde_json::json!({ "kind": "intent", "time": time, "i": i }))
+                .await
+                .unwrap();
+            i += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        drop(journal);
+        assert!(supervisor.shutdown(std::time::Duration::from_secs(5)).await);
+    });
+    let verify = |dir: &Path, key: Option<&str>| {
+        let mut command = bin();
+        command.args(["audit", "verify"]).arg(dir);
+        if let Some(key) = key {
+            command.args(["--key", key]);
+        }
+        command.output().unwrap()
+    };
+    let verified = verify(&audit_dir, Some(&key));
+    let said = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(verified.status.success(), "{}{said}", stderr(&verified));
+    assert!(
+        said.contains("seals hold") && said.contains("the head's seal holds"),
+        "{said}"
+    );
+    let chain_only = verify(&audit_dir, None);
+    assert!(String::from_utf8_lossy(&chain_only.stdout).contains("chain only"));
+
+    // A copy: record 1 edited, every later `prev` and the head recomputed (no key needed).
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&audit_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    segments.sort();
+    let hash = twinloom::runtime::journal::line_hash;
+    let mut prev = "0".repeat(64);
+    let mut count = 0;
+    for segment in &segments {
+        let mut text = String::new();
+        for line in std::fs::read_to_string(segment).unwrap().lines() {
+            let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+            if record["seq"] == 1 {
+                record["i"] = serde_json::json!(1000);
+            }
+            record["prev"] = serde_json::json!(prev);
+            let line = record.to_string();
+            prev = hash(&line);
+            count = record["seq"].as_u64().unwrap() + 1;
+            text.push_str(&line);
+            text.push('\n');
+        }
+        std::fs::write(copy.join(segment.file_name().unwrap()), text).unwrap();
+    }
+    let mut head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(audit_dir.join("head.json")).unwrap()).unwrap();
+    head["count"] = serde_json::json!(count);
+    head["hash"] = serde_json::json!(prev);
+    std::fs::write(copy.join("head.json"), head.to_string()).unwrap();
+    assert!(verify(&copy, None).status.success());
+    let refused = verify(&copy, Some(&key));
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("does not match"),
+        "{}",
+        stderr(&refused)
+    );
+    std::fs::remove_file(copy.join("head.json")).unwrap();
+    let headless = verify(&copy, None);
+    assert_eq!(headless.status.code(), Some(1));
+    assert!(
+        stderr(&headless).contains("head.json is missing"),
+        "{}",
+        stderr(&headless)
+    );
+
+    // Archive every segment but the last; the live folder and the archive verify with the key.
+    let archived = bin()
+        .args(["audit", "archive", "--before", "2999-01-01"])
+        .arg(&audit_dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&archived.stdout).into_owned();
+    assert!(archived.status.success(), "{}{said}", stderr(&archived));
+    assert!(said.contains("states the archive point"), "{said}");
+    for folder in [audit_dir.clone(), audit_dir.join("archive")] {
+        let verified = verify(&folder, Some(&key));
+        assert!(
+            verified.status.success(),
+            "{}: {}",
+            folder.display(),
+            stderr(&verified)
+        );
+    }
+}
+
 /// A PLC slower than `[control] write_timeout`, through the binary: a plugin proposes a new
 /// setpoint every 50 ms, each device write is answered after 600 ms (and read back after 600
 /// more), the gate gives up on each after 300 ms. What the audit says and what the PLC took

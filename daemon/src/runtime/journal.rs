@@ -36,13 +36,22 @@
 //! the range grows and the next attempt names it all. When the writer stops with a failure not
 //! yet resumed (shutdown), it tries once more, so a clean stop leaves an honest chain.
 //!
-//! Reading ([`scan`], [`verify`]): a segment whose first record is a `journal-resumed` or
+//! Reading ([`verify`], [`records`]; one line at a time): a segment whose first record is a `journal-resumed` or
 //! `journal-recovered` record with `void: [a, b]`, `seq` b and `prev` the hash of record `a - 1`
 //! explains everything of `a..b` before it: records, a torn line or garbage in the earlier
 //! segments are void — neither acknowledged nor corruption ([`Verified::void`]). Damage that no
 //! such record explains is corruption: [`verify`] names the record.
 //!
-//! Opening ([`Journal::open`]) never cuts a record the head counts. Damage beyond what the head
+//! Sealing ([`super::seal`]): when the folder holds a sealing key, the writer appends a
+//! `journal-seal` record as each epoch ends and seals the head at every commit; [`verify_with`]
+//! with the verification key checks them. Archiving ([`archive`]): whole old segments move to
+//! another folder after a `journal-archived` record names where the live chain now starts.
+//!
+//! Every file is opened with `O_NOFOLLOW`: a symbolic link in the folder is refused.
+//!
+//! Opening ([`Journal::open`]) reads the head and the segments from the one holding the head's
+//! last record on, not the history before (that is [`verify`]'s), and never cuts a record the
+//! head counts. Damage beyond what the head
 //! counts is the tail of a batch a crash interrupted (nothing in it was acknowledged): cut off. A
 //! head that the chain does not reach or match, or damage among the records it counts, makes
 //! [`Journal::open`] fail with [`JournalError::Corrupted`] (the control gate then refuses every
@@ -955,7 +964,7 @@ pub fn archive(dir: &Path, before: SystemTime, to: &Path) -> Result<Archived, Jo
     let mut moving = 0;
     let mut kept_from = None;
     while moving + 1 < all.len() {
-        if !last_time(&all[moving])?.is_some_and(|t| t < before) {
+        if last_time(&all[moving])?.is_none_or(|t| t >= before) {
             break;
         }
         let Some(next) = first_record(&all[moving + 1])? else {
@@ -1429,7 +1438,9 @@ impl Journal {
             clock,
         };
         if writer.sealer.is_some() {
-            writer.commit(&mut [], false, Moment::Opening)?;
+            // A failure here is the next append's: an I/O error leaves the writer resuming (the
+            // seal is written then), a full disk refuses it as it would have anyway.
+            let _ = writer.commit(&mut [], false, Moment::Opening);
         }
         let opened = Opened {
             next_seq: writer.next_seq,

@@ -208,7 +208,7 @@ impl SealChecker {
     }
 
     /// Moves to `epoch`'s key. Errors: `epoch` is before one already checked.
-    fn to_epoch(&mut self, epoch: u64) -> Result<(), String> {
+    fn move_to(&mut self, epoch: u64) -> Result<(), String> {
         if epoch < self.epoch {
             return Err(format!(
                 "epoch {epoch} comes after a seal of epoch {}: seals go forward only",
@@ -232,7 +232,7 @@ impl SealChecker {
         prev: &str,
         seal: &str,
     ) -> Result<(), String> {
-        self.to_epoch(epoch)?;
+        self.move_to(epoch)?;
         if seal_record(&self.key, epoch, seq, prev) == seal {
             Ok(())
         } else {
@@ -252,7 +252,7 @@ impl SealChecker {
         hash: &str,
         seal: &str,
     ) -> Result<(), String> {
-        self.to_epoch(epoch)?;
+        self.move_to(epoch)?;
         if seal_head(&self.key, epoch, count, hash) == seal {
             Ok(())
         } else {
