@@ -8,7 +8,7 @@ use super::diagnostic::{KeyPath, Problem};
 use super::model::{
     Access, AssetConfig, Config, DeadbandConfig, PluginKind, PropertyConfig, TypeConfig,
 };
-use super::sources::{BindingConfig, SourceConfig};
+use super::sources::{BindingConfig, Bound, SourceConfig};
 use crate::twin::{condition, units};
 
 /// Checks `config` as a whole. `incomplete` says where each entry stands in the file and which
@@ -21,6 +21,7 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
     sources(config, incomplete, &mut out);
     let types = types(config, incomplete, &mut out);
     assets(config, incomplete, &types, &mut out);
+    source_bindings(config, incomplete, &types, &mut out);
     plugins(config, incomplete, &mut out);
     interlocks(config, &mut out);
     if config.control.max_writes_per_origin_per_minute == 0 {
@@ -607,6 +608,40 @@ fn assets(
                 ),
             ));
         }
+    }
+}
+
+/// Each source's checks over all of its bindings ([`SourceSection::validate_bindings`]).
+fn source_bindings(
+    config: &Config,
+    incomplete: &Incomplete,
+    types: &HashMap<&str, &TypeConfig>,
+    out: &mut Vec<Problem>,
+) {
+    for (s, source) in config.sources.iter().enumerate() {
+        let mut bound = Vec::new();
+        for (i, asset) in config.assets.iter().enumerate() {
+            if asset.source.as_deref() != Some(source.id()) {
+                continue;
+            }
+            let Some(ty) = types.get(asset.type_name.as_str()) else {
+                continue;
+            };
+            let bindings_path = entry_path(&incomplete.asset_paths, "assets", i).key("bindings");
+            for (name, binding) in &asset.bindings {
+                let Some(property) = ty.properties.iter().find(|p| &p.name == name) else {
+                    continue;
+                };
+                bound.push(Bound {
+                    path: bindings_path.key(name.as_str()),
+                    binding,
+                    writable: property.access == Access::ReadWrite,
+                    device: asset.device.as_deref(),
+                });
+            }
+        }
+        let path = source_path(config, incomplete, s);
+        source.section().validate_bindings(&path, &bound, out);
     }
 }
 

@@ -205,7 +205,8 @@ impl Twin {
             Ok(raw) => match def.scaling.to_eu(raw, decl.data_type) {
                 Ok(eu) => {
                     let in_range = match (eu.as_f64(), decl.range) {
-                        (Some(v), _) if v.is_nan() => false,
+                        // NaN and ±infinity are never Good, with a range or without one.
+                        (Some(v), _) if !v.is_finite() => false,
                         (Some(v), Some(range)) => range.contains(v),
                         _ => true,
                     };
