@@ -583,7 +583,7 @@ impl Runner {
     ) -> anyhow::Result<()> {
         let (twin, owned) = (Arc::clone(&self.twin), self.resolved.owned.clone());
         let ended = self.serve(runtime, component, swaps, token).await;
-        twin.fail_all(owned.into_iter(), QualityReason::PluginFailure);
+        twin.fail_all(owned, QualityReason::PluginFailure);
         ended
     }
 
