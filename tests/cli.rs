@@ -182,9 +182,14 @@ impl std::ops::DerefMut for Child {
 #[test]
 fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
     use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt as _;
+    // Without a runtime folder the demo keeps its state in a fresh private temporary folder.
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = Child(
         bin()
             .arg("demo")
+            .env("TMPDIR", tmp.path())
+            .env_remove("XDG_RUNTIME_DIR")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -211,6 +216,14 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
         );
     }
     let line = all_good.unwrap();
+    let state = lines
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("state (PKI, audit)"))
+        .map(|rest| std::path::PathBuf::from(rest.trim()))
+        .unwrap_or_else(|| panic!("no state folder printed:\n{}", lines.join("\n")));
+    assert!(state.starts_with(tmp.path()), "{}", state.display());
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", state.display());
     let figure = |suffix: &str| -> f64 {
         line.split(" · ")
             .find_map(|part| part.strip_suffix(suffix))
@@ -233,6 +246,7 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
         .unwrap();
     assert!(status.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(!state.exists(), "the demo left {}", state.display());
 }
 
 /// `twinloom plugin test --replay`: a plugin run over a recorded change stream prints one JSON
