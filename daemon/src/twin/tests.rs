@@ -303,6 +303,29 @@ fn strings_and_nan_are_compared_without_deadband() {
 }
 
 #[test]
+fn an_upstream_status_code_is_kept_and_its_severity_sets_the_level() {
+    let twin = twin();
+    let flow = id(&twin, "flow");
+    // Uncertain_LastUsableValue (0x4090_0000) with the value: stored, uncertain, code kept.
+    let uncertain = Quality::from_status_code(0x4090_0000);
+    twin.apply(&[Reading::qualified(flow, Value::Float(3.5), None, uncertain)]);
+    let sample = twin.sample(flow);
+    assert_eq!(sample.value, Some(Value::Float(3.5)));
+    assert_eq!(sample.quality.level, QualityLevel::Uncertain);
+    assert_eq!(sample.quality.reason, QualityReason::Upstream(0x4090_0000));
+    // Bad_SensorFailure (0x808B_0000): Bad, the last value kept.
+    twin.apply(&[Reading::failed(flow, QualityReason::Upstream(0x808B_0000))]);
+    let sample = twin.sample(flow);
+    assert_eq!(sample.value, Some(Value::Float(3.5)));
+    assert_eq!(
+        sample.quality,
+        Quality::bad(QualityReason::Upstream(0x808B_0000))
+    );
+    // Plain Good is plain Good.
+    assert_eq!(Quality::from_status_code(0), Quality::GOOD);
+}
+
+#[test]
 fn infinity_is_never_good_even_without_a_range() {
     let twin = twin();
     let flow = id(&twin, "flow");
