@@ -1400,7 +1400,7 @@ async fn arming_gates_plugin_writes_and_losing_the_controller_applies_on_loss() 
     device.set_holding(11, &[100]);
     let server = common::modbus_tcp(&device).await;
     let state = tempfile::tempdir().unwrap();
-    let hash = twinloom::northbound::opcua_server::auth::hash_password("shift-pw").unwrap();
+    let hash = twinloom::northbound::login::hash_password("shift-pw").unwrap();
     let text = format!(
         r#"
 [daemon]
