@@ -292,7 +292,7 @@ fn serve_twinloom() {
         let state = tempfile::tempdir().unwrap();
         let readiness = twinloom::runtime::Readiness::default();
         let logins = twinloom::northbound::login::LoginPool::start(
-            twinloom::northbound::login::LOGIN_THREADS,
+            twinloom::northbound::login::login_threads(),
             twinloom::northbound::login::LOGIN_QUEUE,
             metrics.set(),
         )

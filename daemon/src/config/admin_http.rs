@@ -107,10 +107,18 @@ impl AdminTlsConfig {
         let certificate = base.join(&self.certificate);
         let chain = CertificateDer::pem_file_iter(&certificate)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("cannot read a PEM certificate from `{}`: {e}", certificate.display()))
+            .map_err(|e| {
+                format!(
+                    "cannot read a PEM certificate from `{}`: {e}",
+                    certificate.display()
+                )
+            })
             .and_then(|chain| {
                 if chain.is_empty() {
-                    Err(format!("`{}` holds no PEM certificate", certificate.display()))
+                    Err(format!(
+                        "`{}` holds no PEM certificate",
+                        certificate.display()
+                    ))
                 } else {
                     Ok(chain)
                 }
@@ -120,7 +128,10 @@ impl AdminTlsConfig {
         let private_key = base.join(&self.private_key);
         let key = PrivateKeyDer::from_pem_file(&private_key)
             .map_err(|e| {
-                let e = format!("cannot read a PEM private key from `{}`: {e}", private_key.display());
+                let e = format!(
+                    "cannot read a PEM private key from `{}`: {e}",
+                    private_key.display()
+                );
                 problems.push((Some("private_key"), e));
             })
             .ok();
@@ -135,7 +146,12 @@ impl AdminTlsConfig {
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
-            .map_err(|e| vec![(None, format!("the certificate and private key do not make a TLS identity: {e}"))])?;
+            .map_err(|e| {
+                vec![(
+                    None,
+                    format!("the certificate and private key do not make a TLS identity: {e}"),
+                )]
+            })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

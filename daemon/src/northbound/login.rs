@@ -7,8 +7,8 @@
 //!    the password is checked, so parallel guesses cannot all pass on one token; with none left
 //!    the login is refused at once, with the time until the next token ([`Refusal::Throttled`]).
 //! 2. **Pool** ([`LoginPool`]): the argon2 check (19 MiB and tens of milliseconds each with the
-//!    defaults of `twinloom hash-password`) runs on [`LOGIN_THREADS`] threads of its own behind a
-//!    queue of [`LOGIN_QUEUE`] waiting checks. A full queue refuses the login at once
+//!    defaults of `twinloom hash-password`) runs on [`login_threads`] threads of its own behind
+//!    a queue of [`LOGIN_QUEUE`] waiting checks. A full queue refuses the login at once
 //!    ([`Refusal::Busy`]): memory before anyone is authenticated is bounded by the threads, and
 //!    the tokio blocking pool the plugins' calls run on never sees a password check.
 //! 3. A login that succeeds gives its token back; a busy pool gives it back too (no password was
@@ -27,14 +27,23 @@ use tokio::sync::oneshot;
 
 use crate::telemetry::metrics::MetricSet;
 
-/// Threads that run argon2 password checks, for all services together. Two checks at once
-/// (≈ 38 MiB with the default parameters) serve a control room's logins many times over.
-pub const LOGIN_THREADS: usize = 2;
+/// Most threads that run argon2 password checks, for all services together.
+pub const LOGIN_THREADS_MAX: usize = 2;
 
 /// Password checks that may wait for a thread; one more is refused at once ([`Refusal::Busy`])
 /// and counted in `twinloom_login_queue_full_total`. A waiting check holds a user name and a
-/// password, not argon2's memory.
-pub const LOGIN_QUEUE: usize = 8;
+/// password, not argon2's memory; the last waits about 16 checks' time (≈ 0.5 s).
+pub const LOGIN_QUEUE: usize = 16;
+
+/// The threads of the daemon's password pool: one less than the machine's cores, at least 1,
+/// at most [`LOGIN_THREADS_MAX`]. A flood of logins then always leaves a core to the sources
+/// and plugins, and holds at most this many argon2 memories (19 MiB each with the defaults of
+/// `twinloom hash-password`).
+pub fn login_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .clamp(1, LOGIN_THREADS_MAX)
+}
 
 /// Addresses a throttle remembers at most; beyond, the ones whose bucket has refilled are
 /// forgotten.
@@ -228,7 +237,7 @@ impl MetricSet for LoginMetrics {
         );
         sub.register(
             "queue_full",
-            "Logins refused at once because LOGIN_QUEUE (8) password checks were waiting",
+            "Logins refused at once because LOGIN_QUEUE (16) password checks were waiting",
             metrics.queue_full.clone(),
         );
         metrics
@@ -390,8 +399,7 @@ mod tests {
     async fn a_full_queue_refuses_at_once() {
         let pool = LoginPool::start(1, 2, LoginMetrics::default()).unwrap();
         let hash = hash("s3cret");
-        let answers =
-            futures::future::join_all((0..20).map(|_| pool.verify(&hash, "guess"))).await;
+        let answers = futures::future::join_all((0..20).map(|_| pool.verify(&hash, "guess"))).await;
         let busy = answers.iter().filter(|a| **a == Err(Busy)).count();
         // The first is taken by the thread or waits with the next one; the rest find it full.
         assert!((17..=18).contains(&busy), "{answers:?}");
@@ -413,7 +421,10 @@ mod tests {
                 Ok(())
             );
         }
-        assert_eq!(logins.check(peer, None, None, "x").await, Err(Refusal::NoUsers));
+        assert_eq!(
+            logins.check(peer, None, None, "x").await,
+            Err(Refusal::NoUsers)
+        );
         assert_eq!(
             logins.check(peer, None, Some(&hash), "s3cret").await,
             Err(Refusal::UnknownUser)

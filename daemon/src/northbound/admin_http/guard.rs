@@ -76,12 +76,14 @@ fn cross_origin(headers: &HeaderMap) -> Option<String> {
     }
     let origin = headers.get(header::ORIGIN)?;
     let host = headers.get(header::HOST).map(|h| h.as_bytes());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")));
+    let origin_host = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+    });
     match (origin_host, host) {
-        (Some(origin_host), Some(host)) if origin_host.as_bytes().eq_ignore_ascii_case(host) => None,
+        (Some(origin_host), Some(host)) if origin_host.as_bytes().eq_ignore_ascii_case(host) => {
+            None
+        }
         _ => Some(format!(
             "Origin {} is not this host",
             String::from_utf8_lossy(origin.as_bytes())

@@ -26,8 +26,6 @@ mod events;
 mod guard;
 mod serve;
 
-pub use events::AdminHttpMetrics;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -211,12 +209,12 @@ pub async fn start(
     context: ComponentContext<'_>,
 ) -> anyhow::Result<SocketAddr> {
     let tls = match &config.tls {
-        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls.load(base_dir).map_err(
-            |problems| {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(
+            tls.load(base_dir).map_err(|problems| {
                 let problems: Vec<String> = problems.into_iter().map(|(_, p)| p).collect();
                 anyhow::anyhow!("[admin_http.tls]: {}", problems.join("; "))
-            },
-        )?)),
+            })?,
+        )),
         None => None,
     };
     let events = Arc::new(events::Events::new(context.metrics));

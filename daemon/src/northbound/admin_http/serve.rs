@@ -95,13 +95,16 @@ pub(super) async fn serve(
             let Some(acceptor) = tls else {
                 return connection(stream, peer, router, &limits, watcher, events).await;
             };
-            let detail = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    return connection(stream, peer, router, &limits, watcher, events).await;
-                }
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => "not finished within header_read_timeout".to_owned(),
-            };
+            let detail =
+                match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(stream)) => {
+                        return connection(stream, peer, router, &limits, watcher, events).await;
+                    }
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => "not finished within header_read_timeout".to_owned(),
+                };
             RequestRefused {
                 peer: peer.ip(),
                 refused: Refused::TlsHandshake,
@@ -143,18 +146,22 @@ async fn connection<I>(
         request.extensions_mut().insert(Connection { peer });
         let (router, timed_out) = (router.clone(), timed_out.clone());
         async move {
-            let response = match tokio::time::timeout(request_timeout, router.oneshot(request)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_) => {
-                    timed_out(Refused::RequestTimeout, "not answered within request_timeout");
-                    (
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "not answered within request_timeout\n",
-                    )
-                        .into_response()
-                }
-            };
+            let response =
+                match tokio::time::timeout(request_timeout, router.oneshot(request)).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => {
+                        timed_out(
+                            Refused::RequestTimeout,
+                            "not answered within request_timeout",
+                        );
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not answered within request_timeout\n",
+                        )
+                            .into_response()
+                    }
+                };
             Ok::<_, Infallible>(response)
         }
     });
@@ -169,10 +176,16 @@ async fn connection<I>(
     match tokio::time::timeout(whole, served).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) if error.is_timeout() => {
-            refused(Refused::HeaderReadTimeout, "headers not read within header_read_timeout");
+            refused(
+                Refused::HeaderReadTimeout,
+                "headers not read within header_read_timeout",
+            );
         }
         // The client went away or sent what is not HTTP/1.1: hyper has answered what it could.
         Ok(Err(_)) => {}
-        Err(_) => refused(Refused::RequestTimeout, "connection open past both timeouts"),
+        Err(_) => refused(
+            Refused::RequestTimeout,
+            "connection open past both timeouts",
+        ),
     }
 }
