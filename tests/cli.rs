@@ -55,6 +55,25 @@ fn check_prints_every_error_and_exits_64() {
     );
 }
 
+/// `[admin_http]` is checked at load like the OPC UA server's users: a password hash argon2
+/// cannot use and a TLS file that is not there stop `run` with exit 64, each at its line:col.
+#[test]
+fn run_refuses_an_unusable_admin_password_hash_and_missing_tls_files_with_exit_64() {
+    let output = bin()
+        .arg("run")
+        .arg(repo("config/invalid/admin-http.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let text = stderr(&output);
+    for expected in [
+        "admin-http.toml:7:37: admin_http.operators[1].password_hash: password_hash must be an argon2 PHC string",
+        "admin-http.toml:9:23: admin_http.tls.certificate: cannot read a PEM certificate from",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}
+
 #[test]
 fn check_reports_an_unreadable_file_with_exit_64() {
     let output = bin()

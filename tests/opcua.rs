@@ -28,7 +28,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// operator / operator-pw and viewer / viewer-pw.
 fn users() -> String {
-    let hash = |pw: &str| twinloom::northbound::opcua_server::auth::hash_password(pw).unwrap();
+    let hash = |pw: &str| twinloom::northbound::login::hash_password(pw).unwrap();
     format!(
         r#"users = [
   {{ name = "operator", role = "operator", password_hash = "{}" }},
