@@ -55,6 +55,25 @@ fn check_prints_every_error_and_exits_64() {
     );
 }
 
+/// `[admin_http]` is checked at load like the OPC UA server's users: a password hash argon2
+/// cannot use and a TLS file that is not there stop `run` with exit 64, each at its line:col.
+#[test]
+fn run_refuses_an_unusable_admin_password_hash_and_missing_tls_files_with_exit_64() {
+    let output = bin()
+        .arg("run")
+        .arg(repo("config/invalid/admin-http.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let text = stderr(&output);
+    for expected in [
+        "admin-http.toml:7:37: admin_http.operators[1].password_hash: password_hash must be an argon2 PHC string",
+        "admin-http.toml:9:23: admin_http.tls.certificate: cannot read a PEM certificate from",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}
+
 #[test]
 fn check_reports_an_unreadable_file_with_exit_64() {
     let output = bin()
@@ -182,9 +201,14 @@ impl std::ops::DerefMut for Child {
 #[test]
 fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
     use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt as _;
+    // Without a runtime folder the demo keeps its state in a fresh private temporary folder.
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = Child(
         bin()
             .arg("demo")
+            .env("TMPDIR", tmp.path())
+            .env_remove("XDG_RUNTIME_DIR")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -211,6 +235,14 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
         );
     }
     let line = all_good.unwrap();
+    let state = lines
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("state (PKI, audit)"))
+        .map(|rest| std::path::PathBuf::from(rest.trim()))
+        .unwrap_or_else(|| panic!("no state folder printed:\n{}", lines.join("\n")));
+    assert!(state.starts_with(tmp.path()), "{}", state.display());
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", state.display());
     let figure = |suffix: &str| -> f64 {
         line.split(" · ")
             .find_map(|part| part.strip_suffix(suffix))
@@ -233,6 +265,7 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
         .unwrap();
     assert!(status.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(!state.exists(), "the demo left {}", state.display());
 }
 
 /// `twinloom plugin test --replay`: a plugin run over a recorded change stream prints one JSON

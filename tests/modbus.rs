@@ -1012,18 +1012,24 @@ bindings.free = {{ table = "holding", address = 12 }}
             .control
             .write(property, Value::Float(value), origin.clone())
     };
-    // Clamped to the limits (the first write to a property has no rate to keep).
-    assert_eq!(write(ramped, 500.0).await, Ok(()));
-    assert_eq!(device.holding(11, 1), [100]);
-    // One unit down at least a second later is within 1 unit per second; all the way down at
-    // once is not (it would take 99 s).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(write(ramped, 99.0).await, Ok(()));
+    // The rate counts from the value the device holds (0) from the start: all the way up at
+    // once is too fast, however long ago the gate started (well under 100 s); a value below
+    // the limits is clamped to them (0: no step at all).
     assert!(matches!(
-        write(ramped, 0.0).await,
+        write(ramped, 500.0).await,
         Err(ControlError::TooFast { max, .. }) if max == 1.0
     ));
-    assert_eq!(device.holding(11, 1), [99]);
+    assert_eq!(write(ramped, -5.0).await, Ok(()));
+    assert_eq!(device.holding(11, 1), [0]);
+    // One unit up at least a second later is within 1 unit per second; all the way up at once
+    // is not (it would take 99 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(write(ramped, 1.0).await, Ok(()));
+    assert!(matches!(
+        write(ramped, 100.0).await,
+        Err(ControlError::TooFast { max, .. }) if max == 1.0
+    ));
+    assert_eq!(device.holding(11, 1), [1]);
     // A second write within the hour between writes is refused.
     assert_eq!(write(spaced, 1.0).await, Ok(()));
     assert!(matches!(
@@ -1059,7 +1065,7 @@ bindings.free = {{ table = "holding", address = 12 }}
         ),
         (
             r#"twinloom_control_decisions_total{origin="opcua",rule="max-rate",outcome="refused"}"#,
-            1.0,
+            2.0,
         ),
         (
             r#"twinloom_control_decisions_total{origin="opcua",rule="min-interval",outcome="refused"}"#,
@@ -1965,4 +1971,329 @@ bindings.setpoint = {{ table = "holding", address = 10 }}
             .shutdown(Duration::from_secs(5))
             .await
     );
+}
+
+/// A disarm flood while an operator writes (#35): 16 callers post 320 disarms; the first disarms
+/// the plant (one `disarm` record, one `controller-lost` record, one `on_loss` write to the
+/// PLC), the rest find it disarmed and write nothing. The operator's write is carried out in
+/// the middle of it, and the `on_loss` write counts for the interval rule: a write right after
+/// it is too soon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disarm_flood_writes_one_record_and_one_on_loss_and_holds_no_operator_write() {
+    use twinloom::control::{ControlError, Origin};
+
+    let device = SimDevice::new();
+    device.set_holding(11, &[80]);
+    let server = common::modbus_tcp(&device).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+armed = true
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "setpoint", data_type = "float", access = "read-write" }},
+  {{ name = "power", data_type = "float", access = "read-write", min_write_interval = "1h", on_loss = {{ write = 5.0 }} }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+bindings.power = {{ table = "holding", address = 11 }}
+"#,
+        state = state.path().display(),
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let setpoint = property(&handles, "site/heater/setpoint");
+    let power = property(&handles, "site/heater/power");
+    wait_for(&handles, setpoint, WAIT, |s| s.quality.is_good()).await;
+    // 16 callers, each posting 20 disarms one after the other, side by side with the operator.
+    let flood = futures::future::join_all((0..16).map(|caller| {
+        let control = handles.control.clone();
+        async move {
+            for _ in 0..20 {
+                let by = Origin::Admin {
+                    user: format!("caller-{caller}"),
+                };
+                assert_eq!(control.disarm(by).await, Ok(()));
+            }
+        }
+    }));
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let asked = std::time::Instant::now();
+    let write = async {
+        let written = handles
+            .control
+            .write(setpoint, Value::Float(7.0), operator.clone())
+            .await;
+        (written, asked.elapsed())
+    };
+    let (_, (written, latency)) = futures::join!(flood, write);
+    assert_eq!(written, Ok(()), "answered after {latency:?}");
+    println!("the operator's write was answered after {latency:?} during the flood");
+    assert_eq!(device.holding(10, 1), [7]);
+    // One `on_loss` write reached the PLC, and it counts: the next write is too soon.
+    common::until_holding(&device, 11, &[5]).await;
+    let to_power: Vec<u16> = device
+        .register_writes()
+        .into_iter()
+        .filter(|(address, _)| *address == 11)
+        .map(|(_, word)| word)
+        .collect();
+    assert_eq!(to_power, [5]);
+    assert!(matches!(
+        handles
+            .control
+            .write(power, Value::Float(20.0), operator)
+            .await,
+        Err(ControlError::TooSoon { .. })
+    ));
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+    let records = twinloom::runtime::journal::scan(&state.path().join("audit"))
+        .unwrap()
+        .records;
+    let count = |kind: &str| records.iter().filter(|r| r["kind"] == kind).count();
+    assert_eq!(
+        (count("disarm"), count("controller-lost")),
+        (1, 1),
+        "{records:#?}"
+    );
+}
+
+/// The rate rules follow the device (#35): `min_write_interval` counts a change by hand, and
+/// `max_rate` measures the step from the value the PLC holds, not from the last value written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_rules_count_from_what_the_device_holds_and_from_changes_by_hand() {
+    use twinloom::control::{ControlError, Origin};
+
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "spaced", data_type = "float", access = "read-write", min_write_interval = "1h" }},
+  {{ name = "ramped", data_type = "float", access = "read-write", max_rate = 1.0 }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.spaced = {{ table = "holding", address = 10 }}
+bindings.ramped = {{ table = "holding", address = 11 }}
+"#,
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let [spaced, ramped] =
+        ["spaced", "ramped"].map(|name| property(&handles, &format!("site/heater/{name}")));
+    wait_for(&handles, ramped, WAIT, |s| s.quality.is_good()).await;
+    wait_for(&handles, spaced, WAIT, |s| s.quality.is_good()).await;
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let write = |property, value: f64| {
+        handles
+            .control
+            .write(property, Value::Float(value), operator.clone())
+    };
+    // The PLC holds 0: writing 0 is no step at all.
+    assert_eq!(write(ramped, 0.0).await, Ok(()));
+    // Changed by hand on the HMI to 90 and to 7.
+    device.set_holding(11, &[90]);
+    device.set_holding(10, &[7]);
+    wait_for(&handles, ramped, WAIT, |s| {
+        s.value == Some(Value::Float(90.0))
+    })
+    .await;
+    wait_for(&handles, spaced, WAIT, |s| {
+        s.value == Some(Value::Float(7.0))
+    })
+    .await;
+    // Back to 0 at once is a step of 90 from what the PLC holds (the last value written was 0).
+    assert!(matches!(
+        write(ramped, 0.0).await,
+        Err(ControlError::TooFast { max, .. }) if max == 1.0
+    ));
+    // The change by hand was a change: the next write waits its interval.
+    assert!(matches!(
+        write(spaced, 3.0).await,
+        Err(ControlError::TooSoon { .. })
+    ));
+    assert_eq!(device.holding(10, 2), [7, 90]);
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+}
+
+/// The origin budget counts writes carried out (#35): a plugin proposing faster than its
+/// setpoint can be written has its superseded proposals given back, so it gets every write of
+/// its budget (3 a minute here), and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_budget_counts_writes_carried_out_not_superseded_proposals() {
+    use twinloom::control::{ControlError, Origin};
+
+    let device = SimDevice::new();
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[control]
+armed = true
+max_writes_per_origin_per_minute = 3
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#,
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let setpoint = property(&handles, "site/heater/setpoint");
+    wait_for(&handles, setpoint, WAIT, |s| s.quality.is_good()).await;
+    let pid = Origin::Plugin { name: "pid".into() };
+    let propose = |value: f64| {
+        handles
+            .control
+            .propose(setpoint, Value::Float(value), pid.clone(), false)
+            .unwrap()
+    };
+    // A burst: one is carried out at once, each later one replaces the one waiting.
+    let burst: Vec<_> = (1..=10).map(|v| propose(f64::from(v))).collect();
+    let mut carried = 0;
+    for answer in burst {
+        match answer.await.unwrap() {
+            Ok(()) => carried += 1,
+            // Should the gate finish writes between proposals, the budget may run out here.
+            Err(ControlError::Superseded | ControlError::OverBudget { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!((1..=3).contains(&carried), "{carried}");
+    // Then one at a time, until the budget is spent: exactly 3 carried out in all.
+    let mut value = 100.0;
+    loop {
+        value += 1.0;
+        match propose(value).await.unwrap() {
+            Ok(()) => carried += 1,
+            Err(ControlError::OverBudget { per_minute: 3 }) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(carried, 3);
+    let writes = device
+        .register_writes()
+        .into_iter()
+        .filter(|(address, _)| *address == 10)
+        .count();
+    assert_eq!(writes, 3);
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
+}
+
+/// `on_loss` writes are paced per setpoint (#35): a controller lost five times at once gets its
+/// `on_loss` written at once, and once more when the pace has passed, not five times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_loss_writes_are_paced_per_setpoint() {
+    use twinloom::control::{ON_LOSS_PACE, Origin};
+
+    let device = SimDevice::new();
+    device.set_holding(11, &[80]);
+    let server = common::modbus_tcp(&device).await;
+    let config = config(&format!(
+        r#"
+[[sources.modbus]]
+id = "plc"
+tcp = "{addr}"
+poll = "20ms"
+
+[[types]]
+name = "Heater"
+properties = [
+  {{ name = "setpoint", data_type = "float", access = "read-write" }},
+  {{ name = "power", data_type = "float", access = "read-write", on_loss = {{ write = 5.0 }} }},
+]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+bindings.power = {{ table = "holding", address = 11 }}
+"#,
+        addr = server.addr()
+    ));
+    let handles = start(&config).await;
+    let setpoint = property(&handles, "site/heater/setpoint");
+    let power = property(&handles, "site/heater/power");
+    wait_for(&handles, power, WAIT, |s| s.quality.is_good()).await;
+    let writes_to_power = || {
+        device
+            .register_writes()
+            .into_iter()
+            .filter(|(address, _)| *address == 11)
+            .count()
+    };
+    let lost_at = std::time::Instant::now();
+    for _ in 0..5 {
+        handles
+            .control
+            .controller_lost("plugin `pid` crashed", vec![power]);
+    }
+    common::eventually(
+        WAIT,
+        || writes_to_power() >= 1,
+        || "no on_loss write".into(),
+    )
+    .await;
+    common::eventually(
+        WAIT,
+        || writes_to_power() >= 2,
+        || "the paced on_loss write never came".into(),
+    )
+    .await;
+    assert!(lost_at.elapsed() >= ON_LOSS_PACE);
+    // A write through the gate after it: the gate has served everything before it, and no
+    // third `on_loss` write is due.
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    assert_eq!(
+        handles
+            .control
+            .write(setpoint, Value::Float(1.0), operator)
+            .await,
+        Ok(())
+    );
+    assert_eq!(writes_to_power(), 2);
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
 }

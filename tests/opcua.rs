@@ -28,7 +28,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// operator / operator-pw and viewer / viewer-pw.
 fn users() -> String {
-    let hash = |pw: &str| twinloom::northbound::opcua_server::auth::hash_password(pw).unwrap();
+    let hash = |pw: &str| twinloom::northbound::login::hash_password(pw).unwrap();
     format!(
         r#"users = [
   {{ name = "operator", role = "operator", password_hash = "{}" }},
@@ -2380,4 +2380,143 @@ async fn a_subscription_moves_to_the_same_users_new_session_only() {
     new.disconnect().await.unwrap();
     common::eventually(WAIT, || items() == 0.0, || format!("{} items", items())).await;
     rig.stop().await;
+}
+
+/// An independent OPC UA server whose variables carry fixed status codes
+/// (`tests/peers/opcua_status_server.py`, `tests/peers/node/opcua_status_server.js`).
+#[derive(Debug, Clone, Copy)]
+enum StatusPeer {
+    /// asyncua (Python) from PyPI.
+    Asyncua,
+    /// node-opcua (Node.js) from npm.
+    NodeOpcua,
+}
+
+/// Status codes an upstream server sends reach the twin and Twinloom's own clients verbatim
+/// (#26): the severity sets the twin's quality level, the sub-code and the info bits (limit
+/// bits of a DataValue) are kept, and the source timestamp is the one the server sent.
+async fn upstream_status_codes_are_served_verbatim(peer: StatusPeer) {
+    use std::io::BufRead;
+    use twinloom::twin::QualityLevel;
+    // Uncertain_LastUsableValue with InfoType DataValue and the low limit bit; Good_LocalOverride;
+    // Bad_SensorFailure; plain Good.
+    let statuses: [(&str, u32, QualityLevel); 4] = [
+        ("limited", 0x4090_0500, QualityLevel::Uncertain),
+        ("overridden", 0x0096_0000, QualityLevel::Good),
+        ("failed", 0x808B_0000, QualityLevel::Bad),
+        ("plain", 0, QualityLevel::Good),
+    ];
+    let (program, script) = match peer {
+        StatusPeer::Asyncua => (common::python(), "tests/peers/opcua_status_server.py"),
+        StatusPeer::NodeOpcua => ("node".into(), "tests/peers/node/opcua_status_server.js"),
+    };
+    let mut child = std::process::Command::new(program)
+        .arg(common::repo().join(script))
+        .args(
+            statuses
+                .iter()
+                .map(|(name, code, _)| format!("{name}={code}")),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{peer:?} server starts: {e}"));
+    // node-opcua logs a few lines of its own first; the pipe stays open until the end (a
+    // server that logs into a closed pipe may die of it).
+    let mut output = std::io::BufReader::new(child.stdout.take().unwrap());
+    let line = (&mut output)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.starts_with("LISTENING") || line.starts_with("ERROR"))
+        .unwrap_or_else(|| panic!("{peer:?} server ended without listening"));
+    let mut parts = line.split_whitespace().skip(1);
+    let endpoint = parts.next().unwrap_or_else(|| panic!("{peer:?}: {line}"));
+    let ns: u16 = parts.next().unwrap().parse().unwrap();
+    let properties: String = statuses
+        .iter()
+        .map(|(name, ..)| format!("{{ name = \"{name}\", data_type = \"float\" }},\n"))
+        .collect();
+    let bindings: String = statuses
+        .iter()
+        .map(|(name, ..)| format!("{name} = {{ node_id = \"ns={ns};s={name}\" }}\n"))
+        .collect();
+    let rig = start_rig_with(
+        "auto_trust_clients = true",
+        &format!(
+            r#"
+[[sources.opcua]]
+id = "peer"
+endpoint = "{endpoint}"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+
+[[types]]
+name = "Statuses"
+properties = [
+{properties}]
+
+[[assets]]
+path = "plant/statuses"
+type = "Statuses"
+source = "peer"
+[assets.bindings]
+{bindings}"#
+        ),
+    )
+    .await;
+    // 2024-01-01T00:00:00Z, as the peer stamps its values.
+    let sent = std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
+    for (name, code, level) in statuses {
+        let id = property(&rig.handles, &format!("plant/statuses/{name}"));
+        let sample = wait_for(&rig.handles, id, WAIT, |s| {
+            s.quality.reason != twinloom::twin::QualityReason::NotYetRead
+        })
+        .await;
+        assert_eq!(sample.quality.level, level, "{peer:?} {name}: {sample:?}");
+        if level != QualityLevel::Bad {
+            assert_eq!(sample.value, Some(Value::Float(1.5)), "{peer:?} {name}");
+            assert_eq!(sample.source_time, Some(sent), "{peer:?} {name}");
+        }
+        if code != 0 {
+            assert_eq!(
+                sample.quality.reason,
+                twinloom::twin::QualityReason::Upstream(code),
+                "{peer:?} {name}"
+            );
+        }
+    }
+    let session = login(&rig, "viewer", "viewer-pw").await.unwrap();
+    let nodes: Vec<NodeId> = statuses
+        .iter()
+        .map(|(name, ..)| NodeId::new(rig.ns, format!("plant/statuses/{name}")))
+        .collect();
+    let values = read(&session, &nodes).await;
+    for ((name, code, level), value) in statuses.iter().zip(&values) {
+        let served = value.status.unwrap_or(StatusCode::Good).bits();
+        assert_eq!(served, *code, "{peer:?} {name}: served {served:#010x}");
+        if *level != QualityLevel::Bad {
+            assert_eq!(value.value, Some(Variant::Double(1.5)), "{peer:?} {name}");
+            let source = value.source_timestamp.map(|t| t.as_chrono().timestamp());
+            assert_eq!(source, Some(1_704_067_200), "{peer:?} {name}");
+        }
+    }
+    let _ = session.disconnect().await;
+    rig.stop().await;
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_status_codes_from_asyncua_are_served_verbatim() {
+    upstream_status_codes_are_served_verbatim(StatusPeer::Asyncua).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_status_codes_from_node_opcua_are_served_verbatim() {
+    upstream_status_codes_are_served_verbatim(StatusPeer::NodeOpcua).await;
 }

@@ -372,3 +372,241 @@ async fn sighup_with_a_broken_config_keeps_the_process_serving() {
     drop(log);
     assert_eq!(status.code(), Some(0));
 }
+
+/// A plant of one heater setpoint on `plc`, armed by the configuration, with `[admin_http]`
+/// keys `admin` (its `listen` among them) and a state folder in `state`.
+fn guarded_config(
+    plc: SocketAddr,
+    state: &std::path::Path,
+    admin: &str,
+) -> twinloom::config::Config {
+    common::config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[admin_http]
+{admin}
+
+[control]
+armed = true
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+poll = "50ms"
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#,
+        state = state.display(),
+    ))
+}
+
+/// `twinloom_admin_http_refusals_total{reason}` of `handles`.
+fn refusals(handles: &twinloom::app::Handles, reason: &str) -> f64 {
+    common::metric(
+        &handles.metrics.encode(),
+        &format!(r#"twinloom_admin_http_refusals_total{{reason="{reason}"}}"#),
+    )
+}
+
+/// A web page in the control room's browser cannot disarm the plant: a cross-site POST is
+/// refused (403) whether the browser says so with Fetch Metadata or only with `Origin`, and the
+/// plant stays armed; a request naming another host (DNS rebinding) is refused (421) even for
+/// the metrics. The same disarm from the endpoint's own origin, or from curl (neither header),
+/// goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_http_refuses_cross_site_state_changes_and_foreign_hosts() {
+    let (_device, plc) = device_server(0).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = guarded_config(plc.addr(), state.path(), "listen = \"127.0.0.1:0\"");
+    let handles = common::start(&config).await;
+    let admin = handles.admin_http.expect("admin HTTP listens");
+    assert!(handles.control.is_armed());
+    let post = |headers: &[String]| {
+        let headers = headers.to_vec();
+        async move { common::http_from(admin, None, "POST", "/control/disarm", &headers).await }
+    };
+
+    for cross_site in [
+        vec!["Origin: http://evil.example".to_owned()],
+        vec![
+            "Origin: http://evil.example".to_owned(),
+            "Sec-Fetch-Site: cross-site".to_owned(),
+        ],
+        // A page of the same site on another port is another origin.
+        vec![format!("Origin: http://127.0.0.1:{}", admin.port() + 1)],
+        vec!["Sec-Fetch-Site: same-site".to_owned()],
+    ] {
+        let answer = post(&cross_site).await;
+        assert_eq!(answer.status, 403, "{cross_site:?}: {answer:?}");
+        assert!(
+            handles.control.is_armed(),
+            "{cross_site:?} disarmed the plant"
+        );
+    }
+    assert_eq!(refusals(&handles, "cross-site"), 4.0);
+
+    // DNS rebinding: the page's own name in Host, for any path.
+    let rebound = format!("Host: evil.example:{}", admin.port());
+    for (method, path) in [("POST", "/control/disarm"), ("GET", "/metrics")] {
+        let answer =
+            common::http_from(admin, None, method, path, std::slice::from_ref(&rebound)).await;
+        assert_eq!(answer.status, 421, "{method} {path}: {answer:?}");
+    }
+    assert!(handles.control.is_armed());
+    assert_eq!(refusals(&handles, "host"), 2.0);
+    let by_name = format!("Host: localhost:{}", admin.port());
+    assert_eq!(
+        common::http_from(admin, None, "GET", "/healthz", &[by_name])
+            .await
+            .status,
+        200
+    );
+
+    // The endpoint's own page, then a script without either header.
+    let own = post(&[
+        format!("Origin: http://{admin}"),
+        "Sec-Fetch-Site: same-origin".to_owned(),
+    ])
+    .await;
+    assert_eq!((own.status, own.body.as_str()), (200, "disarmed\n"));
+    assert!(!handles.control.is_armed());
+    assert_eq!(post(&[]).await.status, 200);
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Connections are capped (`max_connections`: a further one is closed as accepted) and a
+/// connection that sends no request is closed after `header_read_timeout`, which frees its
+/// place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_http_caps_connections_and_closes_idle_ones() {
+    use tokio::io::AsyncReadExt as _;
+    let (_device, plc) = device_server(0).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = guarded_config(
+        plc.addr(),
+        state.path(),
+        "listen = \"127.0.0.1:0\"\nlimits = { max_connections = 2, header_read_timeout = \"300ms\" }",
+    );
+    let handles = common::start(&config).await;
+    let admin = handles.admin_http.expect("admin HTTP listens");
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(tokio::net::TcpStream::connect(admin).await.unwrap());
+    }
+    let third = common::http_from(admin, None, "GET", "/healthz", &[]).await;
+    assert_eq!(third.status, 0, "a third connection was served: {third:?}");
+    assert_eq!(refusals(&handles, "max-connections"), 1.0);
+
+    // The idle ones are closed by the server, well before the test's own limit.
+    let started = std::time::Instant::now();
+    for mut stream in idle {
+        let mut buffer = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut buffer)).await;
+        assert!(read.is_ok(), "an idle connection stayed open");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // Counted as the connection task ends, just after the socket closed.
+    common::eventually(
+        WAIT,
+        || refusals(&handles, "header-read-timeout") == 2.0,
+        || handles.metrics.encode(),
+    )
+    .await;
+    assert_eq!(
+        common::http_from(admin, None, "GET", "/healthz", &[])
+            .await
+            .status,
+        200
+    );
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}
+
+/// With `[admin_http.tls]` the endpoint speaks HTTPS with the configured certificate (a client
+/// that trusts just that certificate gets its answer), and plain HTTP on the port gets no
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_http_serves_tls_and_refuses_plain_http_on_its_port() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (_device, plc) = device_server(0).await;
+    let state = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (certificate, private_key) = (
+        state.path().join("admin.crt"),
+        state.path().join("admin.key"),
+    );
+    std::fs::write(&certificate, certified.cert.pem()).unwrap();
+    std::fs::write(&private_key, certified.signing_key.serialize_pem()).unwrap();
+    let config = guarded_config(
+        plc.addr(),
+        state.path(),
+        &format!(
+            "listen = \"127.0.0.1:0\"\ntls = {{ certificate = \"{}\", private_key = \"{}\" }}",
+            certificate.display(),
+            private_key.display()
+        ),
+    );
+    let handles = common::start(&config).await;
+    let admin = handles.admin_http.expect("admin HTTP listens");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+            admin.port()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    // rustls reports a peer that closes without close_notify as an error; what was read stays.
+    let _ = tls.read_to_end(&mut response).await;
+    let answer = common::Answer::parse(&String::from_utf8_lossy(&response));
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "ok\n"),
+        "{answer:?}"
+    );
+
+    let plain = common::http_from(admin, None, "GET", "/healthz", &[]).await;
+    assert_eq!(
+        plain.status, 0,
+        "plain HTTP answered on the TLS port: {plain:?}"
+    );
+    // Counted as the connection task ends, just after the socket closed.
+    common::eventually(
+        WAIT,
+        || refusals(&handles, "tls-handshake") == 1.0,
+        || handles.metrics.encode(),
+    )
+    .await;
+    handles.supervisor.shutdown(Duration::from_secs(2)).await;
+}

@@ -1400,7 +1400,7 @@ async fn arming_gates_plugin_writes_and_losing_the_controller_applies_on_loss() 
     device.set_holding(11, &[100]);
     let server = common::modbus_tcp(&device).await;
     let state = tempfile::tempdir().unwrap();
-    let hash = twinloom::northbound::opcua_server::auth::hash_password("shift-pw").unwrap();
+    let hash = twinloom::northbound::login::hash_password("shift-pw").unwrap();
     let text = format!(
         r#"
 [daemon]
@@ -2015,4 +2015,137 @@ async fn the_pid_plugin_holds_the_demo_tank_within_half_a_degree_after_a_setpoin
             .iter()
             .any(|r| r["kind"] == "intent" && r["plugin"] == "tank1-pid")
     );
+}
+
+/// A login flood on admin HTTP (issue #35: 60 parallel wrong-password arms once cost 1 GiB of
+/// argon2 memory on the blocking pool the plugins use). 60 at once from one address: the burst
+/// is checked, every other is answered 429 with `Retry-After` without a password check. 60 at
+/// once from 60 addresses: the login pool checks what its threads and queue hold and answers the
+/// rest 503 at once. Peak memory grows by a few argon2 checks' worth, not 60, and a plugin
+/// ticking every 20 ms meets its 100 ms deadline throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_on_admin_http_is_throttled_and_plugins_keep_their_deadlines() {
+    use base64::Engine as _;
+    use twinloom::northbound::login::{LOGIN_QUEUE, login_threads};
+    const FLOOD: usize = 60;
+    const BURST: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ticker.wat"), deriving(1.0)).unwrap();
+    let hash = twinloom::northbound::login::hash_password("shift-pw").unwrap();
+    let mut config = config(&format!(
+        r#"
+[admin_http]
+listen = "127.0.0.1:0"
+operators = [{{ name = "shift", password_hash = "{hash}" }}]
+limits = {{ max_connections = 200, login_failures_burst = {BURST}, login_failures_per_minute = 1 }}
+
+[[types]]
+name = "Derived"
+properties = [{{ name = "value", data_type = "float" }}]
+
+[[assets]]
+path = "site/derived"
+type = "Derived"
+bindings.value = {{ plugin = "ticker" }}
+
+[[plugins]]
+name = "ticker"
+file = "{dir}/ticker.wat"
+deadline = "100ms"
+tick = "20ms"
+"#,
+        dir = dir.path().display(),
+    ));
+    config.file = dir.path().join("twinloom.toml");
+    let handles = start(&config).await;
+    let admin = handles.admin_http.expect("admin HTTP listens");
+    let metrics = || handles.metrics.encode();
+    let calls = || {
+        metric(
+            &metrics(),
+            r#"twinloom_plugin_calls_total{plugin="ticker"}"#,
+        )
+    };
+    common::eventually(WAIT, || calls() >= 5.0, metrics).await;
+    let checks = || metric(&metrics(), "twinloom_login_checks_total");
+    let wrong = format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("shift:guess")
+    );
+    let flood =
+        |from: &dyn Fn(usize) -> std::net::IpAddr| {
+            futures::future::join_all((0..FLOOD).map(|i| {
+                let headers = [wrong.clone()];
+                let from = from(i);
+                async move {
+                    common::http_from(admin, Some(from), "POST", "/control/arm", &headers).await
+                }
+            }))
+        };
+    common::reset_rss_peak();
+    let rss_before = common::rss_kib();
+    let calls_before = calls();
+
+    // One address: the burst is checked, the rest throttled without a check.
+    let checks_before = checks();
+    let answers = flood(&|_| [127, 0, 0, 1].into()).await;
+    let status = |code: u16| answers.iter().filter(|a| a.status == code).count();
+    assert_eq!(status(401) + status(429), FLOOD, "{answers:?}");
+    assert!(status(401) <= BURST, "{} checked", status(401));
+    assert!(status(429) >= FLOOD - BURST, "{} throttled", status(429));
+    for answer in answers.iter().filter(|a| a.status == 429) {
+        let after: u64 = answer.header("retry-after").unwrap().parse().unwrap();
+        // One failed login a minute regained.
+        assert!((1..=60).contains(&after), "{answer:?}");
+    }
+    assert_eq!(checks() - checks_before, status(401) as f64);
+
+    // 60 addresses, each with its burst: the pool takes what its threads and queue hold.
+    let checks_before = checks();
+    let answers = flood(&|i| [127, 0, 1, 1 + i as u8].into()).await;
+    let status = |code: u16| answers.iter().filter(|a| a.status == code).count();
+    assert_eq!(status(401) + status(503), FLOOD, "{answers:?}");
+    assert!(status(503) >= 1, "no login was refused for a full queue");
+    assert!(
+        answers
+            .iter()
+            .filter(|a| a.status == 503)
+            .all(|a| a.header("retry-after") == Some("1")),
+        "{answers:?}"
+    );
+    let checked = checks() - checks_before;
+    assert_eq!(checked, status(401) as f64);
+    eprintln!(
+        "flood from {FLOOD} addresses: {checked} checked, {} refused at once (pool: {} threads, queue {LOGIN_QUEUE})",
+        status(503),
+        login_threads()
+    );
+
+    // Memory: a few argon2 checks' worth (19 MiB each), never one per request.
+    let grown_mib = common::rss_peak_kib().saturating_sub(rss_before) / 1024;
+    eprintln!("both floods: peak resident memory grew by {grown_mib} MiB");
+    assert!(
+        grown_mib < 150,
+        "peak resident memory grew by {grown_mib} MiB"
+    );
+    // The plugin kept ticking within its deadline all along.
+    let text = metrics();
+    assert!(
+        calls() > calls_before,
+        "the plugin stopped during the flood"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"twinloom_plugin_failures_total{plugin="ticker",kind="deadline"}"#
+        ),
+        0.0,
+        "{text}"
+    );
+    let throttled = metric(
+        &text,
+        r#"twinloom_admin_http_refusals_total{reason="throttled"}"#,
+    );
+    assert!(throttled >= (FLOOD - BURST) as f64, "{text}");
+    assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
 }

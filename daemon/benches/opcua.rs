@@ -291,10 +291,17 @@ fn serve_twinloom() {
         .unwrap();
         let state = tempfile::tempdir().unwrap();
         let readiness = twinloom::runtime::Readiness::default();
+        let logins = twinloom::northbound::login::LoginPool::start(
+            twinloom::northbound::login::login_threads(),
+            twinloom::northbound::login::LOGIN_QUEUE,
+            metrics.set(),
+        )
+        .unwrap();
         let server = twinloom::northbound::opcua_server::start(
             &server_config,
             control,
             None,
+            &logins,
             twinloom::context::ComponentContext {
                 twin: &twin,
                 metrics: &metrics,

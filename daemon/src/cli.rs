@@ -587,8 +587,7 @@ pub fn hash_password() -> ExitCode {
         eprintln!("expected a password on standard input");
         return ExitCode::from(EXIT_USAGE);
     }
-    match crate::northbound::opcua_server::auth::hash_password(line.trim_end_matches(['\r', '\n']))
-    {
+    match crate::northbound::login::hash_password(line.trim_end_matches(['\r', '\n'])) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS

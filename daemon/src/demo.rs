@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use crate::app;
 use crate::config::sources::SourceConfig;
 use crate::config::{self, Config};
@@ -72,10 +74,39 @@ pub fn config() -> Result<Config, config::ConfigError> {
     config::parse(&source_tree().join("config/demo.toml"), DEMO_CONFIG)
 }
 
-/// Points the demo's sources at the running plant's servers, keeps its state (the OPC UA PKI) in
-/// the temporary folder, and moves the OPC UA server to a free port when 4840 is taken.
+/// Where the demo keeps its state (the OPC UA PKI, the audit log, the control state), private to
+/// the user: `$XDG_RUNTIME_DIR/twinloom-demo` when the user has a runtime folder (kept between
+/// runs, so clients keep trusting the same certificate), otherwise a fresh temporary folder
+/// (`0700`) removed when the returned guard drops. Never a fixed path others could create first.
+///
+/// Errors: the folder cannot be created or made private, or it belongs to another user.
+pub fn private_state() -> std::io::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute() && dir.is_dir());
+    if let Some(runtime) = runtime {
+        let dir = runtime.join("twinloom-demo");
+        crate::runtime::trusted::private_folder(&dir)?;
+        if std::fs::metadata(&dir)?.uid() != std::fs::metadata(&runtime)?.uid() {
+            return Err(std::io::Error::other(format!(
+                "{} belongs to another user",
+                dir.display()
+            )));
+        }
+        return Ok((dir, None));
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("twinloom-demo-")
+        .tempdir()?;
+    // Made with the umask's mode (often 0755): made private before anything goes in.
+    crate::runtime::trusted::private_folder(scratch.path())?;
+    Ok((scratch.path().to_owned(), Some(scratch)))
+}
+
+/// Points the demo's sources at the running plant's servers and moves the OPC UA server to a
+/// free port when 4840 is taken.
 pub fn attach(config: &mut Config, plant: &Plant) {
-    config.daemon.state_dir = Some(std::env::temp_dir().join("twinloom-demo"));
     if let Some(server) = &mut config.opcua_server
         && std::net::TcpListener::bind(server.listen).is_err()
     {
@@ -112,8 +143,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let plant = Plant::start().await?;
     attach(&mut config, &plant);
+    let (state_dir, _scratch) =
+        private_state().context("cannot make the demo's private state folder")?;
+    config.daemon.state_dir = Some(state_dir.clone());
     let handles = app::start(&config).await?;
     say!("Twinloom demo: a simulated bottling plant on loopback");
+    say!("  state (PKI, audit)             {}", state_dir.display());
     say!("  line PLC (Modbus TCP)          {}", plant.line_plc.addr());
     say!(
         "  utilities gateway (RTU/TCP)    {}",

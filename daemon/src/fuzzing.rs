@@ -708,7 +708,10 @@ pub fn plugin_outputs(data: &[u8]) {
                     (2.., Err(QualityReason::InputsNotGood)) => {}
                     (0 | 1, Ok(Value::Float(v))) => {
                         assert!(v.is_finite() && v.to_bits() == value.to_bits());
-                        let uncertain = reading.uncertain == Some(QualityReason::InputsNotGood);
+                        let uncertain = reading.quality
+                            == Some(crate::twin::Quality::uncertain(
+                                QualityReason::InputsNotGood,
+                            ));
                         assert_eq!(uncertain, quality == 1, "quality lost");
                         assert_eq!(reading.source_time, Some(stamp));
                     }

@@ -88,6 +88,17 @@ pub fn rss_kib() -> u64 {
     status_kib("VmRSS:")
 }
 
+/// This process's peak resident memory (`VmHWM`) since the last [`reset_rss_peak`], in KiB.
+pub fn rss_peak_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// Starts a new peak for [`rss_peak_kib`] at the present resident memory (`/proc/self/clear_refs`,
+/// Linux 4.0 and later).
+pub fn reset_rss_peak() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("/proc/self/clear_refs is writable");
+}
+
 /// A `kB` figure of `/proc/self/status`, by its key (with the colon).
 fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -168,7 +179,7 @@ pub async fn http(
             .unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: twinloom\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut response = String::new();
@@ -202,4 +213,80 @@ pub async fn until_holding(
         },
     )
     .await;
+}
+
+/// An HTTP/1.1 answer as the tests read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The status code; 0 when the connection closed without an answer.
+    pub status: u16,
+    /// The header lines of the answer's head.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of header `name` (any letter case), when the answer has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    /// Parses an answer read to the connection's end.
+    pub fn parse(response: &str) -> Self {
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+        Self {
+            status: head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            head: head.to_owned(),
+            body: body.to_owned(),
+        }
+    }
+}
+
+/// `method path` on `addr` over a fresh connection from the address `from` (any loopback address
+/// 127.0.0.0/8; `None`: the system's choice), with `headers` (`Name: value` lines) after
+/// `Host: <addr>`, which a `Host` among them replaces. A connection refused or closed without an
+/// answer gives status 0.
+pub async fn http_from(
+    addr: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+    method: &str,
+    path: &str,
+    headers: &[String],
+) -> Answer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(from) = from {
+        socket.bind((from, 0).into()).unwrap();
+    }
+    let Ok(mut stream) = socket.connect(addr).await else {
+        return Answer::default();
+    };
+    let host = if headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        String::new()
+    } else {
+        format!("Host: {addr}\r\n")
+    };
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\n{host}{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return Answer::default();
+    }
+    let mut response = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await {
+        Ok(Ok(_)) => Answer::parse(&String::from_utf8_lossy(&response)),
+        _ => Answer::default(),
+    }
 }

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::context::ComponentContext;
 use crate::control::{self, ControlHandle};
 use crate::northbound::admin_http;
+use crate::northbound::login::{LOGIN_QUEUE, LoginPool, login_threads};
 use crate::northbound::opcua_server::{self, OpcUaServer};
 use crate::plugins::runner::{PluginHandles, ReloadOutcome};
 use crate::runtime::{Readiness, Supervisor};
@@ -193,6 +194,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         state_dir: &state_dir,
     };
     let interlocks = interlocks(config, twin.model())?;
+    // One password pool for every service's logins, off the blocking pool plugins run on.
+    let logins = LoginPool::start(login_threads(), LOGIN_QUEUE, metrics.set())
+        .map_err(|e| anyhow::anyhow!("cannot start the login threads: {e}"))?;
     let (writers, running) = spawn_sources(config, context)?;
     let journal = open_audit(&twin, &state_dir, &metrics, &supervisor);
     let control = control::spawn(
@@ -224,6 +228,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
             server,
             control.clone(),
             Some(clear_quarantine(&plugins)),
+            &logins,
             context,
         )
         .await
@@ -237,13 +242,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         None => None,
     };
     let admin_http = match &config.admin_http {
-        Some(admin) => match admin_http::start(admin, control.clone(), context).await {
-            Ok(addr) => Some(addr),
-            Err(error) => {
-                supervisor.shutdown(config.daemon.shutdown_timeout).await;
-                return Err(error);
+        Some(admin) => {
+            match admin_http::start(admin, config.base_dir(), control.clone(), &logins, context)
+                .await
+            {
+                Ok(addr) => Some(addr),
+                Err(error) => {
+                    supervisor.shutdown(config.daemon.shutdown_timeout).await;
+                    return Err(error);
+                }
             }
-        },
+        }
         None => None,
     };
     let sweeper = Arc::clone(&twin);

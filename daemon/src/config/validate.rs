@@ -8,7 +8,7 @@ use super::diagnostic::{KeyPath, Problem};
 use super::model::{
     Access, AssetConfig, Config, DeadbandConfig, PluginKind, PropertyConfig, TypeConfig,
 };
-use super::sources::{BindingConfig, SourceConfig};
+use super::sources::{BindingConfig, Bound, SourceConfig};
 use crate::twin::{condition, units};
 
 /// Checks `config` as a whole. `incomplete` says where each entry stands in the file and which
@@ -21,6 +21,7 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
     sources(config, incomplete, &mut out);
     let types = types(config, incomplete, &mut out);
     assets(config, incomplete, &types, &mut out);
+    source_bindings(config, incomplete, &types, &mut out);
     plugins(config, incomplete, &mut out);
     interlocks(config, &mut out);
     if config.control.max_writes_per_origin_per_minute == 0 {
@@ -103,14 +104,7 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
                     ),
                 ));
             }
-            if !user.password_hash.starts_with("$argon2")
-                || argon2::password_hash::PasswordHash::new(&user.password_hash).is_err()
-            {
-                out.push(Problem::new(
-                    path.key("password_hash"),
-                    "password_hash must be an argon2 PHC string (`$argon2id$v=19$...`); create one with `twinloom hash-password`",
-                ));
-            }
+            password_hash(&user.password_hash, path.key("password_hash"), out);
         }
         let limits = KeyPath::root().key("opcua_server").key("limits");
         let at_least_one = [
@@ -140,6 +134,7 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
             KeyPath::root().key("admin_http").key("listen"),
             admin.listen,
         ));
+        admin_http(admin, config.base_dir(), out);
     }
     for (i, (path, addr)) in listen.iter().enumerate() {
         for (other_path, other) in &listen[..i] {
@@ -152,6 +147,115 @@ fn listeners(config: &Config, out: &mut Vec<Problem>) {
                     format!("listen address {addr} is already claimed by `{other_path}`"),
                 ));
             }
+        }
+    }
+}
+
+/// An argon2 PHC string whose algorithm and parameters argon2 accepts (a hash it cannot use
+/// would refuse every login, found only at the first one).
+fn password_hash(hash: &str, path: KeyPath, out: &mut Vec<Problem>) {
+    use argon2::password_hash::PasswordHash;
+    let usable = hash.starts_with("$argon2")
+        && PasswordHash::new(hash).is_ok_and(|parsed| {
+            argon2::Algorithm::try_from(parsed.algorithm).is_ok()
+                && argon2::Params::try_from(&parsed).is_ok()
+                && parsed.hash.is_some()
+        });
+    if !usable {
+        out.push(Problem::new(
+            path,
+            "password_hash must be an argon2 PHC string (`$argon2id$v=19$...`); create one with `twinloom hash-password`",
+        ));
+    }
+}
+
+/// `[admin_http]`: operators (unique names, usable hashes), the TLS files (read and checked
+/// here, so a missing or mismatched file stops the start with its key), allowed host names and
+/// limits.
+fn admin_http(
+    admin: &super::admin_http::AdminHttpConfig,
+    base: &std::path::Path,
+    out: &mut Vec<Problem>,
+) {
+    let root = KeyPath::root().key("admin_http");
+    let mut names = HashSet::new();
+    for (i, user) in admin.operators.iter().enumerate() {
+        let path = root.key("operators").index(i);
+        if !names.insert(user.name.as_str()) {
+            out.push(Problem::new(
+                path.key("name"),
+                format!("operator `{}` appears twice", user.name),
+            ));
+        }
+        // HTTP Basic credentials are `name:password` (RFC 7617 §2).
+        if user.name.is_empty() || user.name.contains(':') {
+            out.push(Problem::new(
+                path.key("name"),
+                format!(
+                    "operator name `{}` must be non-empty and without `:` (HTTP Basic authentication)",
+                    user.name
+                ),
+            ));
+        }
+        password_hash(&user.password_hash, path.key("password_hash"), out);
+    }
+    if let Some(tls) = &admin.tls
+        && let Err(problems) = tls.load(base)
+    {
+        for (key, message) in problems {
+            let path = match key {
+                Some(key) => root.key("tls").key(key),
+                None => root.key("tls"),
+            };
+            out.push(Problem::new(path, message));
+        }
+    }
+    for (i, host) in admin.allowed_hosts.iter().enumerate() {
+        let name = host.strip_suffix('.').unwrap_or(host);
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !valid {
+            out.push(Problem::new(
+                root.key("allowed_hosts").index(i),
+                format!(
+                    "`{host}` is not a host name: give names such as `plant-gw.example`, without scheme or port (IP addresses and `localhost` are always allowed)"
+                ),
+            ));
+        }
+    }
+    let limits = root.key("limits");
+    let at_least_one = [
+        ("max_connections", admin.limits.max_connections as u64),
+        (
+            "login_failures_burst",
+            u64::from(admin.limits.login_failures_burst),
+        ),
+        (
+            "login_failures_per_minute",
+            u64::from(admin.limits.login_failures_per_minute),
+        ),
+    ];
+    for (key, value) in at_least_one {
+        if value == 0 {
+            out.push(Problem::new(
+                limits.key(key),
+                format!("{key} must be at least 1 (0 would refuse every request or login)"),
+            ));
+        }
+    }
+    for (key, value) in [
+        ("header_read_timeout", admin.limits.header_read_timeout),
+        ("request_timeout", admin.limits.request_timeout),
+    ] {
+        if value.is_zero() {
+            out.push(Problem::new(
+                limits.key(key),
+                format!("{key} must be longer than 0 s"),
+            ));
         }
     }
 }
@@ -607,6 +711,40 @@ fn assets(
                 ),
             ));
         }
+    }
+}
+
+/// Each source's checks over all of its bindings ([`SourceSection::validate_bindings`]).
+fn source_bindings(
+    config: &Config,
+    incomplete: &Incomplete,
+    types: &HashMap<&str, &TypeConfig>,
+    out: &mut Vec<Problem>,
+) {
+    for (s, source) in config.sources.iter().enumerate() {
+        let mut bound = Vec::new();
+        for (i, asset) in config.assets.iter().enumerate() {
+            if asset.source.as_deref() != Some(source.id()) {
+                continue;
+            }
+            let Some(ty) = types.get(asset.type_name.as_str()) else {
+                continue;
+            };
+            let bindings_path = entry_path(&incomplete.asset_paths, "assets", i).key("bindings");
+            for (name, binding) in &asset.bindings {
+                let Some(property) = ty.properties.iter().find(|p| &p.name == name) else {
+                    continue;
+                };
+                bound.push(Bound {
+                    path: bindings_path.key(name.as_str()),
+                    binding,
+                    writable: property.access == Access::ReadWrite,
+                    device: asset.device.as_deref(),
+                });
+            }
+        }
+        let path = source_path(config, incomplete, s);
+        source.section().validate_bindings(&path, &bound, out);
     }
 }
 

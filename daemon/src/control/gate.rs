@@ -1,7 +1,9 @@
-//! The gate's task: it serves commands first (arm, disarm, select, a lost controller), then the
-//! writes that ended, the setpoints' readings (manual overrides), the refusal summary and the
-//! proposals. Each proposal is decided at once by the [`Policy`], in arrival order, and answered
-//! with one [`WriteDecided`] event; an accepted one waits for its property's turn
+//! The gate's task: it serves commands (arm, disarm, select, a lost controller), the writes that
+//! ended, the setpoints' readings (changes by hand, manual overrides), the `on_loss` writes
+//! that waited for their pace, the refusal summary and the proposals, picking fairly among those
+//! that are ready (no caller can starve another: a flood of disarms does not hold an
+//! operator's write). Each proposal is decided at once by the [`Policy`], in arrival order,
+//! and answered with one [`WriteDecided`] event; an accepted one waits for its property's turn
 //! ([`PropertyWrites`]) and is carried out by the [`Executor`].
 
 use std::collections::{HashMap, VecDeque};
@@ -124,6 +126,9 @@ pub fn spawn(
         late: FuturesUnordered::new(),
         audit_failed: false,
         written: HashMap::new(),
+        seen: HashMap::new(),
+        on_loss_started: HashMap::new(),
+        on_loss_due: HashMap::new(),
         state_file,
         overridden: std::collections::BTreeSet::new(),
     };
@@ -147,8 +152,16 @@ pub fn spawn(
         let mut summary = tokio::time::interval(REFUSAL_SUMMARY_INTERVAL);
         summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let paced = gate.on_loss_due.values().min().copied();
+            let pace = async {
+                match paced {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Not `biased`: the branches ready at once are served in random order, so commands
+            // cannot starve writes (nor writes commands).
             tokio::select! {
-                biased;
                 () = token.cancelled() => {
                     gate.drain().await;
                     gate.summarise(true).await;
@@ -162,9 +175,10 @@ pub fn spawn(
                 Some(()) = gate.late.next(), if !gate.late.is_empty() => {}
                 _ = readings.recv(&mut changes) => {
                     for change in changes.drain(..) {
-                        gate.detect_manual_override(&change).await;
+                        gate.observe_setpoint(&change).await;
                     }
                 }
+                () = pace => gate.paced_on_loss(),
                 _ = summary.tick() => gate.summarise(false).await,
                 proposal = rx.recv() => {
                     let Some(proposal) = proposal else { return Ok(()) };
@@ -188,6 +202,11 @@ const STOP_DRAIN: Duration = Duration::from_secs(2);
 /// How many recent written values per setpoint a reading is compared with: a poll that read a
 /// value just before a newer write still matches one of them.
 const WRITTEN_HISTORY: usize = 8;
+
+/// The least time between two `on_loss` writes to one setpoint: a controller lost again within
+/// it (a plugin crashing in a loop, repeated reloads) gets its `on_loss` written once, at the
+/// end of it.
+pub const ON_LOSS_PACE: Duration = Duration::from_secs(1);
 
 /// The `on_loss = { write = ... }` value of every property that has one, converted to its data
 /// type (validated at config load).
@@ -237,6 +256,13 @@ struct Gate {
     /// The last [`WRITTEN_HISTORY`] values the gate started writing to each setpoint (as
     /// numbers): a reading that matches one of them is the gate's own.
     written: HashMap<PropertyId, VecDeque<f64>>,
+    /// The last Good reading of each setpoint (as a number): a reading that moves away from it
+    /// and matches none of the gate's writes is a change by hand.
+    seen: HashMap<PropertyId, f64>,
+    /// When each setpoint's last `on_loss` write started ([`ON_LOSS_PACE`]).
+    on_loss_started: HashMap<PropertyId, Instant>,
+    /// `on_loss` writes waiting for their pace, and when they are due.
+    on_loss_due: HashMap<PropertyId, Instant>,
     /// Where the control state is kept, when it is.
     state_file: Option<std::path::PathBuf>,
     /// Setpoints changed by hand, as the state file keeps them (the policy holds the same set).
@@ -403,8 +429,16 @@ impl Gate {
         }
     }
 
-    /// Carries `job` out, remembering its value among the setpoint's recent writes.
+    /// Carries `job` out, remembering its value among the setpoint's recent writes; the policy
+    /// counts it from now ([`Policy::started`]).
     fn start(&mut self, job: Job) {
+        let origin = (!job.forced).then_some(&job.proposal.origin);
+        self.policy.started(
+            job.proposal.property,
+            origin,
+            &job.accepted.value,
+            Instant::now(),
+        );
         if let Some(value) = job.accepted.value.as_f64() {
             let history = self.written.entry(job.proposal.property).or_default();
             if history.len() == WRITTEN_HISTORY {
@@ -446,6 +480,13 @@ impl Gate {
         outcome: Result<(), ControlError>,
     ) {
         let property = proposal.property;
+        let reached_device = outcome
+            .as_ref()
+            .err()
+            .is_none_or(ControlError::reached_device);
+        let origin = (rule != ON_LOSS).then_some(&proposal.origin);
+        self.policy
+            .ended(property, origin, reached_device, Instant::now());
         match &outcome {
             Err(ControlError::AuditUnavailable(why)) if !self.audit_failed => {
                 self.audit_failed = true;
@@ -480,6 +521,11 @@ impl Gate {
                 }
                 .emit();
                 let _ = reply.send(outcome);
+            }
+            // Disarming a disarmed plant writes nothing and applies nothing: a flood of disarms
+            // costs no audit record, no `on_loss` write and no fsync.
+            Command::Disarm { reply, .. } if !*self.armed.borrow() => {
+                let _ = reply.send(Ok(()));
             }
             Command::Disarm { by, reply } => {
                 self.set_armed(false);
@@ -531,20 +577,19 @@ impl Gate {
         Ok(())
     }
 
-    /// A setpoint's new reading: when it matches none of the values the gate recently started
-    /// writing to it (beyond the property's deadband and at least one raw step, `|scale|`), the
-    /// setpoint was changed by hand: audited, and the policy refuses plugins' proposals to it
-    /// until the plant is armed again. A setpoint the gate never wrote is not watched.
-    async fn detect_manual_override(&mut self, change: &crate::twin::Change) {
+    /// A setpoint's new reading. One that matches none of the values the gate recently started
+    /// writing to it (beyond the property's deadband and at least one raw step, `|scale|`) is a
+    /// change by hand when the gate wrote the setpoint before, or when it moved away from the
+    /// last Good reading: the policy's interval and rate rules count from it. On a setpoint the
+    /// gate wrote, it is also a manual override: audited, and the policy refuses plugins'
+    /// proposals to it until the plant is armed again.
+    async fn observe_setpoint(&mut self, change: &crate::twin::Change) {
         let property = change.property;
-        let Some(history) = self.written.get(&property) else {
-            return;
-        };
         let sample = &change.sample;
         let Some(read) = sample.value.as_ref().and_then(Value::as_f64) else {
             return;
         };
-        if !sample.quality.is_good() || self.policy.is_overridden(property) {
+        if !sample.quality.is_good() {
             return;
         }
         let model = self.twin.model();
@@ -553,13 +598,22 @@ impl Gate {
             .deadband
             .threshold(decl.range)
             .max(model.property(property).scaling.scale.abs());
-        if history
-            .iter()
-            .any(|written| (read - written).abs() <= tolerance)
-        {
+        let previous = self.seen.insert(property, read);
+        let history = self.written.get(&property);
+        if history.is_some_and(|h| h.iter().any(|w| (read - w).abs() <= tolerance)) {
             return;
         }
-        let written = history.back().copied().unwrap_or(f64::NAN);
+        let moved = previous.is_some_and(|p| (read - p).abs() > tolerance);
+        if !moved && history.is_none() {
+            return;
+        }
+        self.policy.changed_by_hand(property, read, Instant::now());
+        let Some(written) = history.and_then(|h| h.back().copied()) else {
+            return;
+        };
+        if self.policy.is_overridden(property) {
+            return;
+        }
         self.policy.override_by_hand(property);
         self.overridden.insert(property);
         self.save_state();
@@ -584,8 +638,41 @@ impl Gate {
         }
     }
 
+    /// The `on_loss` writes whose pace has passed: each is written now.
+    fn paced_on_loss(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PropertyId> = self
+            .on_loss_due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for property in due {
+            self.on_loss_due.remove(&property);
+            self.write_on_loss(property, now);
+        }
+    }
+
+    /// Writes `property`'s `on_loss` value as its next write (replacing a waiting one), without
+    /// the rules.
+    fn write_on_loss(&mut self, property: PropertyId, now: Instant) {
+        self.on_loss_started.insert(property, now);
+        let value = self.on_loss[&property].clone();
+        let (proposal, _) = Proposal::new(property, value.clone(), Origin::OnLoss);
+        self.schedule(Job {
+            proposal,
+            accepted: Accepted {
+                value,
+                clamped: false,
+            },
+            forced: true,
+        });
+    }
+
     /// Applies the `on_loss` of `properties` (those that write a value): each value is written
-    /// as the property's next write, replacing a waiting one, without the rules.
+    /// as the property's next write, replacing a waiting one, without the rules; paced per
+    /// setpoint ([`ON_LOSS_PACE`]: one started less than that ago puts this one off until the
+    /// pace has passed, and several put off are written once).
     async fn apply_on_loss(&mut self, why: &str, mut properties: Vec<PropertyId>) {
         properties.retain(|p| self.on_loss.contains_key(p));
         properties.sort_unstable();
@@ -610,17 +697,14 @@ impl Gate {
             }
             .emit();
         }
+        let now = Instant::now();
         for property in properties {
-            let value = self.on_loss[&property].clone();
-            let (proposal, _) = Proposal::new(property, value.clone(), Origin::OnLoss);
-            self.schedule(Job {
-                proposal,
-                accepted: Accepted {
-                    value,
-                    clamped: false,
-                },
-                forced: true,
-            });
+            match self.on_loss_started.get(&property) {
+                Some(&last) if now < last + ON_LOSS_PACE => {
+                    self.on_loss_due.insert(property, last + ON_LOSS_PACE);
+                }
+                _ => self.write_on_loss(property, now),
+            }
         }
     }
 }

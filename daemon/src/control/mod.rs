@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::telemetry::metrics::ControlMetrics;
 use crate::twin::{PropertyId, Value};
 use events::{LostControllerDropped, RefusedBeforeQueue};
-pub use gate::{GateLimits, GateRecords, spawn};
+pub use gate::{GateLimits, GateRecords, ON_LOSS_PACE, spawn};
 use request::Command;
 pub use request::{ControlError, Origin, Proposal, rule};
 

@@ -16,13 +16,20 @@
 //! 6. `finite`: a number is neither NaN nor infinite (always, limits or not);
 //! 7. `bounds`: within the property's `limits`, or clamped to them when it says `clamp = true`
 //!    (the audit record then shows requested and written apart);
-//! 8. `min-interval`: at least `min_write_interval` since the last accepted write to the
-//!    property;
-//! 9. `max-rate`: the step from the last accepted value, divided by the time since, at most
-//!    `max_rate` engineering units per second (the first write to a property is not limited);
+//! 8. `min-interval`: at least `min_write_interval` since the property last changed: a write
+//!    the gate started (an `on_loss` write too) or a change by hand ([`Policy::carried_out`],
+//!    [`Policy::changed_by_hand`]);
+//! 9. `max-rate`: the step from the value the device holds (the twin's Good reading) and from
+//!    the last value the gate started writing (the larger step counts: a write may be in
+//!    flight), divided by the time since the property last changed (or since the gate started,
+//!    for a property that has not changed since), at most `max_rate` engineering units per
+//!    second;
 //! 10. `interlock`: every interlock guarding the property holds ([`super::interlock`]);
-//! 11. `origin-budget`: at most `[control] max_writes_per_origin_per_minute` accepted writes per
-//!     origin (an OPC UA user, a plugin) in any minute.
+//! 11. `origin-budget`: at most `[control] max_writes_per_origin_per_minute` writes per origin
+//!     (an OPC UA user, a plugin) in any minute, counting the writes carried out (a request
+//!     that reached the device: written, refused by it, or unanswered) and those under way;
+//!     superseded, expired, held and failed-before-sending ones give their place back
+//!     ([`Policy::started`], [`Policy::ended`]). A shadow decision counts when accepted.
 //!
 //! Rules 5 and 6 alone are [`typed`], which a plugin's runner also applies before it queues a
 //! proposal (refusing it at once, as a rejected output). Refusals that are not this policy's:
@@ -50,6 +57,15 @@ pub struct Accepted {
     pub clamped: bool,
 }
 
+/// The last change of a setpoint the rate rules count from.
+#[derive(Debug, Clone, Copy)]
+struct LastChange {
+    /// The value written or set by hand, as a number (`None` for a string).
+    value: Option<f64>,
+    /// When the write started, or when the change by hand was seen.
+    at: Instant,
+}
+
 /// The policy's state.
 #[derive(Debug)]
 pub struct Policy {
@@ -60,10 +76,17 @@ pub struct Policy {
     overridden: HashSet<PropertyId>,
     /// Valid selects (select-before-operate): the origin holding each and when it expires.
     selections: HashMap<PropertyId, (Origin, Instant)>,
-    /// Last value accepted for each property (as a number) and when.
-    written: HashMap<PropertyId, (Option<f64>, Instant)>,
-    /// Each origin's accepted writes in the last [`BUDGET_WINDOW`].
+    /// Each setpoint's last change: a write started or a change by hand.
+    changed: HashMap<PropertyId, LastChange>,
+    /// When the policy started: the rate of a setpoint that has not changed since counts from
+    /// here.
+    started: Instant,
+    /// Each origin's writes carried out in the last [`BUDGET_WINDOW`].
     budgets: HashMap<String, VecDeque<Instant>>,
+    /// Each origin's writes under way (started, not ended).
+    under_way: HashMap<String, u32>,
+    /// The write under way to each setpoint: its change and the one before it.
+    in_flight: HashMap<PropertyId, (LastChange, Option<LastChange>)>,
     per_minute: u32,
     interlocks: Arc<Interlocks>,
 }
@@ -76,8 +99,11 @@ impl Policy {
             armed: false,
             overridden: HashSet::new(),
             selections: HashMap::new(),
-            written: HashMap::new(),
+            changed: HashMap::new(),
+            started: Instant::now(),
             budgets: HashMap::new(),
+            under_way: HashMap::new(),
+            in_flight: HashMap::new(),
             per_minute,
             interlocks,
         }
@@ -101,6 +127,75 @@ impl Policy {
     /// until the plant is armed again.
     pub fn override_by_hand(&mut self, property: PropertyId) {
         self.overridden.insert(property);
+    }
+
+    /// The gate starts writing `value` to `property` at `at`, for `origin` (`None` for an
+    /// `on_loss` write, which no budget limits): the interval and rate rules count from here,
+    /// and the write holds a place in its origin's budget until it [`Self::ended`].
+    pub fn started(
+        &mut self,
+        property: PropertyId,
+        origin: Option<&Origin>,
+        value: &Value,
+        at: Instant,
+    ) {
+        let change = LastChange {
+            value: value.as_f64(),
+            at,
+        };
+        let before = self.changed.insert(property, change);
+        self.in_flight.insert(property, (change, before));
+        if let Some(origin) = origin {
+            *self.under_way.entry(origin.to_string()).or_default() += 1;
+        }
+    }
+
+    /// The write to `property` that [`Self::started`] for `origin` ended at `at`;
+    /// `reached_device` says whether its request reached the device. When it did, it stays in
+    /// its origin's budget for a minute; when it did not, its place is given back and the rules
+    /// count from the change before it again (unless the setpoint changed by hand since).
+    pub fn ended(
+        &mut self,
+        property: PropertyId,
+        origin: Option<&Origin>,
+        reached_device: bool,
+        at: Instant,
+    ) {
+        if let Some((change, before)) = self.in_flight.remove(&property)
+            && !reached_device
+            && self
+                .changed
+                .get(&property)
+                .is_some_and(|now| now.at == change.at)
+        {
+            match before {
+                Some(before) => self.changed.insert(property, before),
+                None => self.changed.remove(&property),
+            };
+        }
+        let Some(origin) = origin else { return };
+        let key = origin.to_string();
+        if let Some(count) = self.under_way.get_mut(&key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.under_way.remove(&key);
+            }
+        }
+        if reached_device {
+            self.budgets.entry(key).or_default().push_back(at);
+        }
+    }
+
+    /// `property` was seen changed to `value` by hand (not by the gate) at `at`: the interval
+    /// and rate rules count from here.
+    pub fn changed_by_hand(&mut self, property: PropertyId, value: f64, at: Instant) {
+        self.changed.insert(
+            property,
+            LastChange {
+                value: Some(value),
+                at,
+            },
+        );
     }
 
     /// Whether `by` may select `property` at `now`: for how long the select would last.
@@ -178,42 +273,54 @@ impl Policy {
             value = Value::from_number(v.clamp(limits.low, limits.high), decl.data_type);
             clamped = true;
         }
-        if let Some(&(last, at)) = self.written.get(&proposal.property) {
-            let since = now.saturating_duration_since(at);
-            if let Some(interval) = decl.write_policy.min_write_interval
-                && since < interval
-            {
+        let last = self.changed.get(&proposal.property).copied();
+        if let (Some(interval), Some(last)) = (decl.write_policy.min_write_interval, last) {
+            let since = now.saturating_duration_since(last.at);
+            if since < interval {
                 return Err(ControlError::TooSoon { interval, since });
             }
-            if let (Some(max), Some(last), Some(next)) =
-                (decl.write_policy.max_rate, last, value.as_f64())
-            {
-                let rate = (next - last).abs() / since.as_secs_f64().max(1e-9);
+        }
+        if let (Some(max), Some(next)) = (decl.write_policy.max_rate, value.as_f64()) {
+            let sample = twin.sample(proposal.property);
+            let holds = sample
+                .value
+                .as_ref()
+                .and_then(Value::as_f64)
+                .filter(|_| sample.quality.is_good());
+            let step = [holds, last.and_then(|l| l.value)]
+                .into_iter()
+                .flatten()
+                .map(|from| (next - from).abs())
+                .fold(None, |most: Option<f64>, step| {
+                    Some(most.map_or(step, |m| m.max(step)))
+                });
+            if let Some(step) = step {
+                let since = now.saturating_duration_since(last.map_or(self.started, |l| l.at));
+                let rate = step / since.as_secs_f64().max(1e-9);
                 if rate > max {
                     return Err(ControlError::TooFast { rate, max });
                 }
             }
         }
         self.interlocks.check(twin, proposal.property)?;
-        let budget = self.budgets.entry(proposal.origin.to_string()).or_default();
+        let key = proposal.origin.to_string();
+        let budget = self.budgets.entry(key.clone()).or_default();
         while budget
             .front()
             .is_some_and(|at| now.saturating_duration_since(*at) >= BUDGET_WINDOW)
         {
             budget.pop_front();
         }
-        if budget.len() >= self.per_minute as usize {
+        let under_way = self.under_way.get(&key).copied().unwrap_or(0) as usize;
+        if budget.len() + under_way >= self.per_minute as usize {
             return Err(ControlError::OverBudget {
                 per_minute: self.per_minute,
             });
         }
-        budget.push_back(now);
-        // The interval and rate rules count from the last accepted value (whether or not the
-        // device then took it: the conservative choice while writes are in flight); a shadow
-        // decision writes nothing, so it does not count (it does spend its origin's budget).
-        if !proposal.shadow {
-            self.written
-                .insert(proposal.property, (value.as_f64(), now));
+        // A shadow decision writes nothing: it counts when accepted, as a live write would
+        // once carried out.
+        if proposal.shadow {
+            budget.push_back(now);
         }
         Ok(Accepted { value, clamped })
     }

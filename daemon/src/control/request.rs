@@ -195,6 +195,21 @@ pub enum ControlError {
 }
 
 impl ControlError {
+    /// Whether the write's request reached the device: the device answered (took it, refused
+    /// it, or read back otherwise) or may have (no answer in time). The origin budget counts
+    /// these ([`super::policy`]); writes refused, superseded, expired or held before sending do
+    /// not.
+    pub fn reached_device(&self) -> bool {
+        matches!(
+            self,
+            Self::Source(
+                WriteError::Timeout
+                    | WriteError::DeviceRejected { .. }
+                    | WriteError::ReadBackMismatch { .. }
+            )
+        )
+    }
+
     /// The rule that refused, for a refusal ([`rule`]); `None` for a device's answer or a gate
     /// that is gone.
     pub fn rule(&self) -> Option<&'static str> {

@@ -342,16 +342,37 @@ impl<P> Condition<P> {
     }
 
     /// Evaluates the condition with each property's value from `value` (the caller has checked
-    /// that every input is Good). A missing value or one of the wrong kind makes the condition
-    /// false (fail safe).
+    /// that every input is Good). Fail safe: a missing value, one of the wrong kind, or a number
+    /// that is not finite is unknown, and an unknown anywhere makes the whole condition false,
+    /// however `not`, `and` and `or` combine it (`not (a and b)` with `a` unknown is false, not
+    /// true; `a or true` with `a` unknown is false too).
     pub fn evaluate(&self, value: &impl Fn(&P) -> Option<Value>) -> bool {
         self.operand(value) == Some(Operand::Bool(true))
     }
 
+    /// The operand's value, `None` when anything under it is unknown.
     fn operand(&self, value: &impl Fn(&P) -> Option<Value>) -> Option<Operand> {
+        let truth = |part: &Self| match part.operand(value)? {
+            Operand::Bool(b) => Some(b),
+            Operand::Number(_) => None,
+        };
         Some(match self {
-            Self::Or(parts) => Operand::Bool(parts.iter().any(|p| p.evaluate(value))),
-            Self::And(parts) => Operand::Bool(parts.iter().all(|p| p.evaluate(value))),
+            // Every part is evaluated (no short cut), so an unknown one is never skipped.
+            Self::Or(parts) => Operand::Bool(
+                parts
+                    .iter()
+                    .map(truth)
+                    .collect::<Option<Vec<bool>>>()?
+                    .contains(&true),
+            ),
+            Self::And(parts) => Operand::Bool(
+                parts
+                    .iter()
+                    .map(truth)
+                    .collect::<Option<Vec<bool>>>()?
+                    .iter()
+                    .all(|b| *b),
+            ),
             Self::Not(inner) => match inner.operand(value)? {
                 Operand::Bool(b) => Operand::Bool(!b),
                 Operand::Number(_) => return None,
@@ -373,7 +394,7 @@ impl<P> Condition<P> {
             }
             Self::Property(p) => match value(p)? {
                 Value::Bool(b) => Operand::Bool(b),
-                other => Operand::Number(other.as_f64()?),
+                other => Operand::Number(other.as_f64().filter(|v| v.is_finite())?),
             },
             Self::Number(n) => Operand::Number(*n),
             Self::Bool(b) => Operand::Bool(*b),
@@ -440,6 +461,47 @@ mod tests {
         ));
         // A value that is missing makes the whole condition false, not an error.
         assert!(!eval("not tank1/level > 1", &[]));
+    }
+
+    #[test]
+    fn an_unknown_input_makes_the_condition_false_however_it_is_combined() {
+        let running = ("pump1/running", Value::Bool(true));
+        let door = ("tank1/door_open", Value::Bool(false));
+        // Each of these is true with `tank1/level` at 50; unknown, each must be false.
+        let cases = [
+            "not (tank1/level > 90 and pump1/running)",
+            "not (tank1/level > 90 or tank1/door_open)",
+            "not (not (tank1/level < 90))",
+            "tank1/level < 90 or pump1/running",
+            "pump1/running or tank1/level < 90",
+            "not (tank1/door_open and tank1/level > 90)",
+            "not tank1/door_open and not (tank1/level > 90)",
+        ];
+        let unknown = [
+            ("missing", None),
+            ("+infinity", Some(Value::Float(f64::INFINITY))),
+            ("-infinity", Some(Value::Float(f64::NEG_INFINITY))),
+            ("NaN", Some(Value::Float(f64::NAN))),
+            ("text", Some(Value::String("50".into()))),
+        ];
+        for text in cases {
+            assert!(
+                eval(
+                    text,
+                    &[
+                        running.clone(),
+                        door.clone(),
+                        ("tank1/level", Value::Float(50.0))
+                    ]
+                ),
+                "`{text}` with a known level"
+            );
+            for (what, level) in &unknown {
+                let mut values = vec![running.clone(), door.clone()];
+                values.extend(level.clone().map(|v| ("tank1/level", v)));
+                assert!(!eval(text, &values), "`{text}` with the level {what}");
+            }
+        }
     }
 
     #[test]

@@ -38,9 +38,11 @@ pub struct Reading {
     /// When the device produced the value, if the protocol says; otherwise the twin uses the
     /// time the reading arrived.
     pub source_time: Option<SystemTime>,
-    /// With a value: it is usable but uncertain for this reason (a derived value whose plugin
-    /// says an input is uncertain); `None` for a good value.
-    pub uncertain: Option<QualityReason>,
+    /// With a value: its quality when it is not plain Good — uncertain for a reason (a derived
+    /// value whose plugin says an input is uncertain), or the upstream server's status code
+    /// ([`Quality::from_status_code`]); `None` for a plain Good value. A value out of its range is
+    /// Bad (`OutOfRange`) whatever this says.
+    pub quality: Option<Quality>,
 }
 
 impl Reading {
@@ -50,7 +52,21 @@ impl Reading {
             property,
             outcome: Ok(raw),
             source_time,
-            uncertain: None,
+            quality: None,
+        }
+    }
+
+    /// A reading whose value comes with `quality` (an upstream server's status code that is not
+    /// plain Good, [`Quality::from_status_code`]).
+    pub fn qualified(
+        property: PropertyId,
+        raw: Value,
+        source_time: Option<SystemTime>,
+        quality: Quality,
+    ) -> Self {
+        Self {
+            quality: (quality != Quality::GOOD).then_some(quality),
+            ..Self::value(property, raw, source_time)
         }
     }
 
@@ -61,10 +77,7 @@ impl Reading {
         source_time: Option<SystemTime>,
         reason: QualityReason,
     ) -> Self {
-        Self {
-            uncertain: Some(reason),
-            ..Self::value(property, raw, source_time)
-        }
+        Self::qualified(property, raw, source_time, Quality::uncertain(reason))
     }
 
     /// A failed reading.
@@ -73,7 +86,7 @@ impl Reading {
             property,
             outcome: Err(reason),
             source_time: None,
-            uncertain: None,
+            quality: None,
         }
     }
 }
@@ -205,13 +218,14 @@ impl Twin {
             Ok(raw) => match def.scaling.to_eu(raw, decl.data_type) {
                 Ok(eu) => {
                     let in_range = match (eu.as_f64(), decl.range) {
-                        (Some(v), _) if v.is_nan() => false,
+                        // NaN and ±infinity are never Good, with a range or without one.
+                        (Some(v), _) if !v.is_finite() => false,
                         (Some(v), Some(range)) => range.contains(v),
                         _ => true,
                     };
-                    let quality = match reading.uncertain {
+                    let quality = match reading.quality {
                         _ if !in_range => Quality::bad(QualityReason::OutOfRange),
-                        Some(reason) => Quality::uncertain(reason),
+                        Some(quality) => quality,
                         None => Quality::GOOD,
                     };
                     (Some(eu), quality, Some(reading.source_time.unwrap_or(wall)))
@@ -223,10 +237,14 @@ impl Twin {
                 ),
             },
             Err(reason) => {
-                let quality = if *reason == QualityReason::Stale {
-                    Quality::uncertain(*reason)
-                } else {
-                    Quality::bad(*reason)
+                let quality = match *reason {
+                    QualityReason::Stale => Quality::uncertain(*reason),
+                    // No usable value came with the code: at best uncertain, the last value kept.
+                    QualityReason::Upstream(code) => match Quality::from_status_code(code) {
+                        q if q.is_good() => Quality::uncertain(*reason),
+                        q => q,
+                    },
+                    _ => Quality::bad(*reason),
                 };
                 (old.value.clone(), quality, old.source_time)
             }

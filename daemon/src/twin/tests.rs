@@ -22,6 +22,7 @@ properties = [
   { name = "count", data_type = "unsigned" },
   { name = "raw", data_type = "integer" },
   { name = "name", data_type = "string" },
+  { name = "flow", data_type = "float" },
 ]
 "#,
     )
@@ -40,6 +41,7 @@ properties = [
             ("count", polled(1.0, 0.0)),
             ("raw", polled(1.0, 0.0)),
             ("name", polled(1.0, 0.0)),
+            ("flow", polled(1.0, 0.0)),
         ]
         .into_iter()
         .map(|(name, binding)| (name.to_owned(), binding))
@@ -59,7 +61,7 @@ fn everything_starts_bad_not_yet_read() {
     let sample = twin.sample(id(&twin, "level"));
     assert_eq!(sample.value, None);
     assert_eq!(sample.quality, Quality::bad(QualityReason::NotYetRead));
-    assert_eq!(twin.quality_counts(), (0, 0, 5));
+    assert_eq!(twin.quality_counts(), (0, 0, 6));
 }
 
 #[test]
@@ -298,6 +300,45 @@ fn strings_and_nan_are_compared_without_deadband() {
         twin.apply(&[Reading::value(t, Value::Float(f64::NAN), None)]),
         0
     );
+}
+
+#[test]
+fn an_upstream_status_code_is_kept_and_its_severity_sets_the_level() {
+    let twin = twin();
+    let flow = id(&twin, "flow");
+    // Uncertain_LastUsableValue (0x4090_0000) with the value: stored, uncertain, code kept.
+    let uncertain = Quality::from_status_code(0x4090_0000);
+    twin.apply(&[Reading::qualified(flow, Value::Float(3.5), None, uncertain)]);
+    let sample = twin.sample(flow);
+    assert_eq!(sample.value, Some(Value::Float(3.5)));
+    assert_eq!(sample.quality.level, QualityLevel::Uncertain);
+    assert_eq!(sample.quality.reason, QualityReason::Upstream(0x4090_0000));
+    // Bad_SensorFailure (0x808B_0000): Bad, the last value kept.
+    twin.apply(&[Reading::failed(flow, QualityReason::Upstream(0x808B_0000))]);
+    let sample = twin.sample(flow);
+    assert_eq!(sample.value, Some(Value::Float(3.5)));
+    assert_eq!(
+        sample.quality,
+        Quality::bad(QualityReason::Upstream(0x808B_0000))
+    );
+    // Plain Good is plain Good.
+    assert_eq!(Quality::from_status_code(0), Quality::GOOD);
+}
+
+#[test]
+fn infinity_is_never_good_even_without_a_range() {
+    let twin = twin();
+    let flow = id(&twin, "flow");
+    for infinite in [f64::INFINITY, f64::NEG_INFINITY] {
+        twin.apply(&[Reading::value(flow, Value::Float(12.5), None)]);
+        assert!(twin.sample(flow).quality.is_good());
+        twin.apply(&[Reading::value(flow, Value::Float(infinite), None)]);
+        assert_eq!(
+            twin.sample(flow).quality,
+            Quality::bad(QualityReason::OutOfRange),
+            "{infinite}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -138,6 +138,10 @@ pub enum QualityReason {
     /// No fresh reading for several poll intervals; the last value is kept
     /// (OPC UA `Uncertain_LastUsableValue`).
     Stale,
+    /// The status code an upstream OPC UA server sent with the value, kept verbatim — severity,
+    /// sub-code and the info bits (limit, overflow; OPC UA Part 4 §7.39) — and served unchanged;
+    /// the quality's level follows its severity ([`Quality::from_status_code`]).
+    Upstream(u32),
 }
 
 impl QualityReason {
@@ -156,6 +160,7 @@ impl QualityReason {
             Self::ConfigurationError => "configuration_error",
             Self::OutOfRange => "out_of_range",
             Self::Stale => "stale",
+            Self::Upstream(_) => "upstream_status",
         }
     }
 }
@@ -192,6 +197,23 @@ impl Quality {
         }
     }
 
+    /// The quality of an OPC UA status code (Part 4 §7.39): the level from its severity (the top
+    /// two bits: `00` Good, `01` Uncertain, `10` and `11` Bad); plain Good (`0x0000_0000`) is
+    /// [`Self::GOOD`], any other code is kept verbatim as [`QualityReason::Upstream`].
+    pub const fn from_status_code(code: u32) -> Self {
+        let level = match code >> 30 {
+            0 => QualityLevel::Good,
+            1 => QualityLevel::Uncertain,
+            _ => QualityLevel::Bad,
+        };
+        let reason = if code == 0 {
+            QualityReason::None
+        } else {
+            QualityReason::Upstream(code)
+        };
+        Self { level, reason }
+    }
+
     /// Whether the level is good.
     pub fn is_good(self) -> bool {
         self.level == QualityLevel::Good
@@ -201,6 +223,14 @@ impl Quality {
 impl fmt::Display for Quality {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.level, self.reason) {
+            (level, QualityReason::Upstream(code)) => {
+                let level = match level {
+                    QualityLevel::Good => "good",
+                    QualityLevel::Uncertain => "uncertain",
+                    QualityLevel::Bad => "bad",
+                };
+                write!(f, "{level} (upstream status {code:#010x})")
+            }
             (QualityLevel::Good, _) => f.write_str("good"),
             (QualityLevel::Uncertain, reason) => write!(f, "uncertain ({})", reason.as_str()),
             (QualityLevel::Bad, QualityReason::DeviceException(code)) => {

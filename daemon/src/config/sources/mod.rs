@@ -113,6 +113,25 @@ pub trait SourceSection {
     fn default_poll(&self) -> Duration;
     /// Checks the section's meaning, pushing every problem found onto `out`.
     fn validate(&self, path: &KeyPath, out: &mut Vec<Problem>);
+    /// Checks what only the whole set of this source's bindings can show (two read-write
+    /// properties writing one register), pushing every problem found onto `out`; `path` is
+    /// the source's key path. Nothing to check by default.
+    fn validate_bindings(&self, path: &KeyPath, bindings: &[Bound<'_>], out: &mut Vec<Problem>) {
+        let _ = (path, bindings, out);
+    }
+}
+
+/// One binding of a source, as [`SourceSection::validate_bindings`] sees it.
+#[derive(Debug, Clone)]
+pub struct Bound<'c> {
+    /// The binding's key path (`assets[i].bindings.<property>`).
+    pub path: KeyPath,
+    /// The binding.
+    pub binding: &'c BindingConfig,
+    /// The property is `access = "read-write"`: the control gate writes through this binding.
+    pub writable: bool,
+    /// The asset's `device`, when it names one.
+    pub device: Option<&'c str>,
 }
 
 /// What every kind of binding says of itself (see [`SourceSection`]).

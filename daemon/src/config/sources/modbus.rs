@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{BindingSection, SourceSection};
+use super::{BindingConfig, BindingSection, Bound, SourceSection};
 use crate::config::diagnostic::{KeyPath, Problem};
 use crate::twin::model::Scaling;
 use crate::twin::spec::{Access, DataType, PropertyConfig};
@@ -756,6 +756,114 @@ impl SourceSection for ModbusSourceConfig {
 
     fn validate(&self, path: &KeyPath, out: &mut Vec<Problem>) {
         Self::validate(self, path, out);
+    }
+
+    /// Nothing writes a bound register behind the gate: two read-write properties of one device
+    /// may not share a coil, a register or a register bit (bits of one register, `encoding =
+    /// "bit"` with different `bit`s, stay legal: each is written alone with FC22, Modbus
+    /// Application Protocol §6.16), and the heartbeat may not write a register any property is
+    /// bound to. Each problem is reported at the later binding (or at the heartbeat's address),
+    /// naming the earlier one.
+    fn validate_bindings(&self, path: &KeyPath, bindings: &[Bound<'_>], out: &mut Vec<Problem>) {
+        let devices = self.device_list();
+        let unit = |device: Option<&str>| match device {
+            Some(id) => devices.iter().find(|d| d.id == id).map(|d| d.unit_id),
+            None => (devices.len() == 1).then(|| devices[0].unit_id),
+        };
+        let spans: Vec<(&Bound<'_>, Span)> = bindings
+            .iter()
+            .filter_map(|bound| match bound.binding {
+                BindingConfig::Modbus(binding) => {
+                    Some((bound, Span::of(binding, unit(bound.device)?)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (i, (later, span)) in spans.iter().enumerate() {
+            if !later.writable {
+                continue;
+            }
+            let earlier = spans[..i]
+                .iter()
+                .find(|(bound, other)| bound.writable && span.overlaps(other));
+            if let Some((earlier, _)) = earlier {
+                out.push(Problem::new(
+                    later.path.clone(),
+                    format!(
+                        "{} is also written by `{}`: two read-write properties may not write the same register, bit or coil",
+                        span.describe(),
+                        earlier.path
+                    ),
+                ));
+            }
+        }
+        if let Some(heartbeat) = &self.heartbeat {
+            let beat = Span {
+                unit: heartbeat.unit_id.or(self.unit_id).unwrap_or(1),
+                table: RegisterTable::Holding,
+                first: u32::from(heartbeat.address),
+                last: u32::from(heartbeat.address),
+                bit: None,
+            };
+            if let Some((bound, _)) = spans.iter().find(|(_, span)| beat.overlaps(span)) {
+                out.push(Problem::new(
+                    path.key("heartbeat").key("address"),
+                    format!(
+                        "the heartbeat writes {}, which `{}` is bound to: give the heartbeat a register of its own",
+                        beat.describe(),
+                        bound.path
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The coils, registers or register bit one binding occupies on its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    unit: u8,
+    table: RegisterTable,
+    /// First and last address (inclusive).
+    first: u32,
+    last: u32,
+    /// The bit inside the register, for `encoding = "bit"`.
+    bit: Option<u8>,
+}
+
+impl Span {
+    fn of(binding: &ModbusBindingConfig, unit: u8) -> Self {
+        Self {
+            unit,
+            table: binding.table,
+            first: binding.address,
+            last: binding.address + binding.width().max(1) - 1,
+            bit: (binding.encoding() == Encoding::Bit)
+                .then_some(binding.bit)
+                .flatten(),
+        }
+    }
+
+    /// Whether the two share a coil, a register or a bit (two different bits of one register
+    /// do not).
+    fn overlaps(&self, other: &Self) -> bool {
+        self.unit == other.unit
+            && self.table == other.table
+            && self.first <= other.last
+            && other.first <= self.last
+            && !matches!((self.bit, other.bit), (Some(a), Some(b)) if a != b)
+    }
+
+    /// E.g. `holding registers 4..=5 of unit 1`, `bit 3 of holding register 7 of unit 2`.
+    fn describe(&self) -> String {
+        let table = self.table.as_str();
+        let what = match (self.bit, self.first == self.last, self.table.is_bits()) {
+            (Some(bit), ..) => format!("bit {bit} of {table} register {}", self.first),
+            (None, true, true) => format!("{table} {}", self.first),
+            (None, true, false) => format!("{table} register {}", self.first),
+            (None, false, _) => format!("{table} registers {}..={}", self.first, self.last),
+        };
+        format!("{what} of unit {}", self.unit)
     }
 }
 

@@ -8,18 +8,34 @@
 //!   (`application/openmetrics-text; version=1.0.0`), which Prometheus scrapes natively.
 //! - `POST /control/arm` → arms the plant (plugins' proposals are written). Needs HTTP Basic
 //!   credentials (RFC 7617) of one of `[admin_http] operators`: 401 without or with wrong ones,
-//!   503 when the arming cannot be audited, 200 `armed`.
+//!   429 with `Retry-After` (seconds) when the client's address has no failed login left
+//!   (`login_failures_burst`, `login_failures_per_minute`; the password is then not checked),
+//!   503 with `Retry-After` when too many password checks wait already, 503 when the arming
+//!   cannot be audited, 200 `armed`.
 //! - `POST /control/disarm` → disarms the plant, always allowed (credentials, when sent and
-//!   valid, name the user in the audit log; otherwise it says `anonymous`): 200 `disarmed`.
+//!   valid, name the user in the audit log; otherwise, or when they cannot be checked now, it
+//!   says `anonymous`): 200 `disarmed`.
+//!
+//! Every request must name this endpoint as its host, and a state-changing one must not come
+//! from another site's page ([`guard`]: 421, 403). Connections are capped and timed
+//! ([`serve`]), TLS when `[admin_http.tls]` is set; passwords are checked on the daemon's login
+//! pool behind a per-address throttle ([`crate::northbound::login`]), the same as OPC UA
+//! logins.
 
-use std::net::SocketAddr;
+mod events;
+mod guard;
+mod serve;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use tokio::net::TcpListener;
@@ -27,22 +43,26 @@ use tokio::net::TcpListener;
 use crate::config::admin_http::{AdminHttpConfig, AdminUserConfig};
 use crate::context::ComponentContext;
 use crate::control::{ControlHandle, Origin};
+use crate::northbound::login::{LoginPool, LoginThrottle, Logins, Refusal};
 use crate::runtime::Readiness;
 use crate::telemetry::Metrics;
+use serve::Connection;
 
-/// What the endpoints report on.
+/// What the endpoints report on and check with.
 #[derive(Debug)]
 struct AdminState {
     metrics: Metrics,
     readiness: Readiness,
     control: ControlHandle,
     operators: Vec<AdminUserConfig>,
+    logins: Logins,
+    allowed_hosts: Vec<String>,
+    events: Arc<events::Events>,
 }
 
-/// The user named by valid HTTP Basic credentials of one of the operators; `None` without
-/// credentials or with wrong ones (an unknown user is checked against a real hash too, so the
-/// answer takes as long).
-async fn operator(state: &AdminState, headers: &HeaderMap) -> Option<String> {
+/// The HTTP Basic credentials (RFC 7617) of a request: name and password; `None` without an
+/// `Authorization: Basic` header or with one that does not decode.
+fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let encoded = headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -52,25 +72,78 @@ async fn operator(state: &AdminState, headers: &HeaderMap) -> Option<String> {
         .decode(encoded.trim())
         .ok()?;
     let (name, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
-    let known = state.operators.iter().find(|user| user.name == name);
-    let stand_in = &state.operators.first()?.password_hash;
-    let known_hash = known.map(|user| user.password_hash.as_str());
-    super::check_login(known_hash, stand_in, password)
-        .await
-        .then(|| name.to_owned())
+    Some((name.to_owned(), password.to_owned()))
 }
 
-async fn arm(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> impl IntoResponse {
-    let Some(user) = operator(&state, &headers).await else {
-        return (
+/// The operator named by the request's credentials, checked from `peer` through the throttle
+/// and the login pool; `Err(None)` without credentials, `Err(Some(refusal))` (logged and
+/// counted) when they are refused.
+async fn operator(
+    state: &AdminState,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Result<String, Option<Refusal>> {
+    let (name, password) = credentials(headers).ok_or(None)?;
+    let known = state
+        .operators
+        .iter()
+        .find(|user| user.name == name)
+        .map(|user| user.password_hash.as_str());
+    let stand_in = state.operators.first().map(|u| u.password_hash.as_str());
+    match state
+        .logins
+        .check(Some(peer), known, stand_in, &password)
+        .await
+    {
+        Ok(()) => Ok(name),
+        Err(refusal) => {
+            events::LoginRefused {
+                peer,
+                user: &name,
+                refusal,
+            }
+            .emit(&state.events);
+            Err(Some(refusal))
+        }
+    }
+}
+
+/// The answer to a request whose credentials are missing or refused.
+fn unauthorized(refusal: Option<Refusal>) -> Response {
+    let retry_after = |seconds: u64| [(header::RETRY_AFTER, seconds.to_string())];
+    match refusal {
+        Some(Refusal::Throttled { retry_after: after }) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after(after.as_secs().max(1)),
+            "too many failed logins from this address; the password was not checked\n",
+        )
+            .into_response(),
+        Some(Refusal::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            retry_after(1),
+            "too many logins at once; the password was not checked\n",
+        )
+            .into_response(),
+        _ => (
             StatusCode::UNAUTHORIZED,
             [(
                 header::WWW_AUTHENTICATE,
                 "Basic realm=\"twinloom\", charset=\"UTF-8\"",
             )],
-            "arming needs the credentials of one of [admin_http] operators\n".to_owned(),
+            "arming needs the credentials of one of [admin_http] operators\n",
         )
-            .into_response();
+            .into_response(),
+    }
+}
+
+async fn arm(
+    State(state): State<Arc<AdminState>>,
+    Extension(connection): Extension<Connection>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match operator(&state, &headers, connection.peer.ip()).await {
+        Ok(user) => user,
+        Err(refusal) => return unauthorized(refusal),
     };
     match state.control.arm(Origin::Admin { user }).await {
         Ok(()) => (StatusCode::OK, "armed\n".to_owned()).into_response(),
@@ -82,10 +155,16 @@ async fn arm(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> impl I
     }
 }
 
-async fn disarm(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> impl IntoResponse {
-    let user = operator(&state, &headers)
+/// Disarming makes the plant safer: never refused for credentials. Credentials that cannot be
+/// checked now (throttled, busy) or are wrong leave the audit's user `anonymous`.
+async fn disarm(
+    State(state): State<Arc<AdminState>>,
+    Extension(connection): Extension<Connection>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let user = operator(&state, &headers, connection.peer.ip())
         .await
-        .unwrap_or_else(|| "anonymous".to_owned());
+        .unwrap_or_else(|_| "anonymous".to_owned());
     match state.control.disarm(Origin::Admin { user }).await {
         Ok(()) => (StatusCode::OK, "disarmed\n".to_owned()),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")),
@@ -116,21 +195,47 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 /// Binds `config.listen` and serves the endpoints under the context's supervisor until shutdown;
-/// `/readyz` lists the context's unmet readiness conditions; `/control/*` go to `control`.
-/// Returns the bound address (useful with port 0).
+/// `/readyz` lists the context's unmet readiness conditions; `/control/*` go to `control`,
+/// operators' passwords to `logins` (the daemon's login pool). TLS files resolve against
+/// `base_dir`. Returns the bound address (useful with port 0).
 ///
-/// Errors: the address cannot be bound.
+/// Errors: the TLS files cannot be loaded (validation checked them; they changed since), or the
+/// address cannot be bound.
 pub async fn start(
     config: &AdminHttpConfig,
+    base_dir: &Path,
     control: ControlHandle,
+    logins: &LoginPool,
     context: ComponentContext<'_>,
 ) -> anyhow::Result<SocketAddr> {
-    let state = AdminState {
+    let tls = match &config.tls {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(
+            tls.load(base_dir).map_err(|problems| {
+                let problems: Vec<String> = problems.into_iter().map(|(_, p)| p).collect();
+                anyhow::anyhow!("[admin_http.tls]: {}", problems.join("; "))
+            })?,
+        )),
+        None => None,
+    };
+    let events = Arc::new(events::Events::new(context.metrics));
+    let limits = &config.limits;
+    let state = Arc::new(AdminState {
         metrics: context.metrics.clone(),
         readiness: context.readiness.clone(),
         control,
         operators: config.operators.clone(),
-    };
+        logins: Logins::new(
+            // Throttled logins are counted by reason in twinloom_admin_http_refusals_total.
+            LoginThrottle::new(
+                limits.login_failures_burst,
+                limits.login_failures_per_minute,
+                Arc::new(AtomicU64::new(0)),
+            ),
+            logins.clone(),
+        ),
+        allowed_hosts: config.allowed_hosts.clone(),
+        events: Arc::clone(&events),
+    });
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -141,15 +246,23 @@ pub async fn start(
         .route("/metrics", get(metrics))
         .route("/control/arm", post(arm))
         .route("/control/disarm", post(disarm))
-        .with_state(Arc::new(state));
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            guard::check,
+        ))
+        .with_state(state);
+    events::Listening {
+        addr,
+        tls: tls.is_some(),
+    }
+    .emit();
+    let limits = config.limits.clone();
     context
         .supervisor
         .spawn("admin-http", move |token| async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(token.cancelled_owned())
+            serve::serve(listener, router, tls, limits, events, token)
                 .await
                 .context("admin HTTP server failed")
         });
-    tracing::info!(%addr, "Admin HTTP listening (/healthz, /readyz, /metrics, /control/arm, /control/disarm)");
     Ok(addr)
 }

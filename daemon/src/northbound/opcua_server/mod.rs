@@ -66,13 +66,15 @@ pub fn pki_dir(config: &OpcUaServerConfig, state_dir: &Path) -> PathBuf {
 
 /// Binds the listener, builds the address space from the twin and starts serving under
 /// `supervisor`, fed by the twin's fan-out. Client writes go to `control`; the plugins' status
-/// objects' `ClearQuarantine` methods to `clear_quarantine`.
+/// objects' `ClearQuarantine` methods to `clear_quarantine`; users' passwords are checked on
+/// `logins`, the daemon's password pool.
 ///
 /// Errors: the listen address cannot be bound, or async-opcua rejects the configuration.
 pub async fn start(
     config: &OpcUaServerConfig,
     control: ControlHandle,
     clear_quarantine: Option<node_manager::ClearQuarantine>,
+    logins: &crate::northbound::login::LoginPool,
     context: ComponentContext<'_>,
 ) -> anyhow::Result<OpcUaServer> {
     let ComponentContext {
@@ -114,6 +116,7 @@ pub async fn start(
         config,
         metrics.opcua.failed_logins.clone(),
         Arc::clone(&throttled),
+        logins.clone(),
     ));
     // The server's own token: on stop it first announces the shutdown (below), then closes.
     let token = tokio_util::sync::CancellationToken::new();

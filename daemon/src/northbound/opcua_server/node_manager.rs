@@ -404,9 +404,11 @@ fn node_path(node: &NodeId) -> String {
     }
 }
 
-/// The OPC UA status code for a quality (OPC UA Part 4 §7.39, Part 8 §6.3).
+/// The OPC UA status code for a quality (OPC UA Part 4 §7.39, Part 8 §6.3): an upstream
+/// server's code verbatim, otherwise the code of the level and reason.
 pub fn status_code(quality: Quality) -> StatusCode {
     match (quality.level, quality.reason) {
+        (_, QualityReason::Upstream(code)) => StatusCode::from(code),
         (QualityLevel::Good, _) => StatusCode::Good,
         (QualityLevel::Uncertain, QualityReason::Stale) => StatusCode::UncertainLastUsableValue,
         (QualityLevel::Uncertain, QualityReason::InputsNotGood) => StatusCode::UncertainSubNormal,

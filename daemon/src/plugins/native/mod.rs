@@ -12,7 +12,12 @@
 //! - **loading** ([`NativeHost::load`]): the file is copied to `<state_dir>/native/<sha256>.so`
 //!   and that copy is loaded, because `dlopen` returns the library already loaded for a known path
 //!   (a changed file under the same name would not be loaded again); libraries are never
-//!   unloaded (an abandoned call may still run their code). The entry point must exist; the
+//!   unloaded (an abandoned call may still run their code). The copies are files the daemon
+//!   trusts with its whole process: the folder is made (or made again) `0700` and refused when it
+//!   is a symlink; a copy is written to a fresh file (`O_EXCL`, `0500`), fsynced, renamed into
+//!   place and the folder fsynced; an existing copy is opened without following symlinks and
+//!   re-hashed just before it is loaded, and one whose bytes no longer match its name is
+//!   replaced (so a copy edited in place is never loaded). The entry point must exist; the
 //!   table's ABI version must be [`abi::ABI_VERSION`] (else [`PluginError::Contract`], naming
 //!   both), its size at least the table this host reads, every function present, and a Rust
 //!   library built with `panic = "unwind"` (a panic of one built with `abort` would end the
@@ -47,6 +52,7 @@ pub use instance::{LocalInstance, NativeInstance};
 
 use super::contract::CONTRACT;
 use super::runtime::{Limits, PluginError, PluginRuntime};
+use crate::runtime::trusted::{private_folder, read_no_follow};
 
 /// The folder under the state directory that holds the loaded copies.
 pub const COPIES: &str = "native";
@@ -90,12 +96,14 @@ impl NativeHost {
         let load = |what: String| PluginError::Load(what);
         let digest = format!("{:x}", sha2::Sha256::digest(bytes));
         let path = self.copies.join(format!("{digest}.so"));
-        if !path.is_file() {
-            std::fs::create_dir_all(&self.copies)
-                .map_err(|e| load(format!("cannot create {}: {e}", self.copies.display())))?;
-            let partial = self.copies.join(format!(".{digest}.partial"));
-            std::fs::write(&partial, bytes)
-                .and_then(|()| std::fs::rename(&partial, &path))
+        private_folder(&self.copies)
+            .map_err(|e| load(format!("cannot use {}: {e}", self.copies.display())))?;
+        let intact = match read_no_follow(&path) {
+            Ok(copy) => format!("{:x}", sha2::Sha256::digest(&copy)) == digest,
+            Err(_) => false,
+        };
+        if !intact {
+            write_copy(&self.copies, &path, &digest, bytes)
                 .map_err(|e| load(format!("cannot write {}: {e}", path.display())))?;
         }
         // SAFETY: loading runs the library's initialisers; a native plugin is trusted code by
@@ -119,6 +127,32 @@ impl NativeHost {
         let table = check_table(table)?;
         Ok(Library { table, path })
     }
+}
+
+/// Writes `bytes` as the copy `path` in `folder`: to a fresh file (`O_EXCL`, mode `0500`, a
+/// stale partial file from a crash removed first), fsynced, renamed over `path`, the folder
+/// fsynced.
+///
+/// Errors: any of those steps.
+fn write_copy(folder: &Path, path: &Path, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let partial = folder.join(format!(".{digest}.partial"));
+    match std::fs::remove_file(&partial) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o500)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&partial)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&partial, path)?;
+    std::fs::File::open(folder)?.sync_all()
 }
 
 /// Checks a table from an entry point: version, size, functions, panic strategy.
@@ -261,5 +295,52 @@ mod tests {
             .join(COPIES)
             .join(format!("{:x}.so", sha2::Sha256::digest(b"not a library")));
         assert!(copy.is_file());
+    }
+
+    #[test]
+    fn copies_live_in_a_private_folder_and_one_edited_in_place_is_written_again() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let state = tempfile::tempdir().unwrap();
+        let host = NativeHost::new(state.path());
+        let bytes = b"not a library either";
+        let folder = state.path().join(COPIES);
+        let copy = folder.join(format!("{:x}.so", sha2::Sha256::digest(bytes)));
+        // A folder another user could write is made private again.
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let _ = host.load_library(bytes);
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+        // A copy edited in place (its bytes no longer match its name) is replaced before loading.
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&copy, b"planted code").unwrap();
+        let _ = host.load_library(bytes);
+        assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+        // A copy that is a symlink is not followed: it is replaced by a real file.
+        let planted = state.path().join("planted.so");
+        std::fs::write(&planted, b"planted code").unwrap();
+        std::fs::remove_file(&copy).unwrap();
+        std::os::unix::fs::symlink(&planted, &copy).unwrap();
+        let _ = host.load_library(bytes);
+        assert!(
+            !std::fs::symlink_metadata(&copy)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+        assert_eq!(std::fs::read(&planted).unwrap(), b"planted code");
+        // A copies folder that is a symlink is refused.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let linked = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), linked.path().join(COPIES)).unwrap();
+        let error = NativeHost::new(linked.path())
+            .load_library(bytes)
+            .unwrap_err();
+        assert!(
+            matches!(&error, PluginError::Load(text) if text.contains("symlink")),
+            "{error}"
+        );
     }
 }

@@ -253,6 +253,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::control::ControlError;
+    use crate::control::interlock::{InterlockSpec, Interlocks};
     use crate::plugins::runtime::{
         ChangeBatch, Limits, Outputs, PluginInstance, Properties, ProposalOutcome,
     };
@@ -260,16 +262,21 @@ mod tests {
     use crate::telemetry::Metrics;
     use crate::twin::{Quality, Twin, Value};
 
-    /// A runtime whose instances panic on the host side of every `on-changes` call: what a defect
-    /// in the engine or in a host function looks like to the runner.
+    /// A runtime of probe instances: with `panics`, every `on-changes` call panics on the host
+    /// side (what a defect in the engine or in a host function looks like to the runner);
+    /// without, every call derives its first owned property as 1.0, Good.
     #[derive(Debug, Clone)]
-    struct PanickingRuntime;
+    struct ProbeRuntime {
+        panics: bool,
+    }
 
-    struct PanickingInstance;
+    struct ProbeInstance {
+        panics: bool,
+    }
 
-    impl PluginRuntime for PanickingRuntime {
+    impl PluginRuntime for ProbeRuntime {
         type Component = ();
-        type Instance = PanickingInstance;
+        type Instance = ProbeInstance;
 
         fn load(&self, _bytes: &[u8]) -> Result<(), PluginError> {
             Ok(())
@@ -280,12 +287,14 @@ mod tests {
             _name: &str,
             _component: &(),
             _limits: Limits,
-        ) -> Result<PanickingInstance, PluginError> {
-            Ok(PanickingInstance)
+        ) -> Result<ProbeInstance, PluginError> {
+            Ok(ProbeInstance {
+                panics: self.panics,
+            })
         }
     }
 
-    impl PluginInstance for PanickingInstance {
+    impl PluginInstance for ProbeInstance {
         fn init(
             &mut self,
             _now_ms: i64,
@@ -300,9 +309,22 @@ mod tests {
             _now_ms: i64,
             _batch: &Arc<ChangeBatch>,
             _outcomes: &Arc<[ProposalOutcome]>,
-            _outputs: &mut Outputs,
+            outputs: &mut Outputs,
         ) -> Result<(), PluginError> {
-            panic!("a deliberate host-side panic in a plugin call");
+            assert!(
+                !self.panics,
+                "a deliberate host-side panic in a plugin call"
+            );
+            *outputs = Outputs::default();
+            outputs.values.indices.push(0);
+            outputs.values.values.push(1.0);
+            outputs
+                .values
+                .qualities
+                .push(crate::plugins::contract::quality_byte(
+                    crate::plugins::contract::Quality::Good,
+                ));
+            Ok(())
         }
 
         fn on_tick(
@@ -323,8 +345,10 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_host_panic_in_a_plugin_call_is_a_plugin_fault_not_the_daemons_end() {
+    /// The probe plugin `p` deriving `site/probe/derived` from `site/probe/input` (quarantined
+    /// after two faults), an interlock over the derived value guarding `site/probe/setpoint`,
+    /// and a twin of it with the input read once.
+    fn probe() -> (crate::config::Config, Arc<Twin>, tempfile::TempDir) {
         // The file only has to exist for validation: this runtime never reads it.
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
@@ -340,6 +364,7 @@ name = "Probe"
 properties = [
   { name = "input", data_type = "float" },
   { name = "derived", data_type = "float" },
+  { name = "setpoint", data_type = "float", access = "read-write" },
 ]
 
 [[assets]]
@@ -348,36 +373,108 @@ type = "Probe"
 source = "plc"
 bindings.input = { table = "holding", address = 0 }
 bindings.derived = { plugin = "p" }
+bindings.setpoint = { table = "holding", address = 1 }
 
 [[plugins]]
 name = "p"
 file = "p.wasm"
 subscribe = [{ assets = "site/probe", properties = ["input"] }]
 quarantine_after = 2
+
+[[control.interlocks]]
+name = "derived-low"
+applies_to = ["site/probe/setpoint"]
+condition = "not (site/probe/derived > 5)"
 "#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let twin = Arc::new(Twin::new(Arc::new(config.twin_model()), &config.twin));
-        let supervisor = Supervisor::new();
-        let metrics = Metrics::new();
-        let control = ControlHandle::detached();
+        let input = twin.model().property_by_path("site/probe/input").unwrap();
+        twin.apply(&[crate::twin::Reading::value(input, Value::Float(2.0), None)]);
+        (config, twin, dir)
+    }
+
+    /// Starts plugin `p` of `config` on `runtime` under `supervisor`.
+    fn run_probe(
+        config: &crate::config::Config,
+        twin: &Arc<Twin>,
+        runtime: ProbeRuntime,
+        metrics: &Metrics,
+        supervisor: &Supervisor,
+    ) {
         let plugin = &config.plugins[0];
         let runner = Runner {
             config: plugin.clone(),
             init_config: String::new(),
             resolved: resolve::resolve(plugin, &config.assets, twin.model()),
-            twin: Arc::clone(&twin),
-            control,
+            twin: Arc::clone(twin),
+            control: ControlHandle::detached(),
             metrics: metrics.clone(),
             labels: PluginLabels { plugin: "p".into() },
             dropped: Default::default(),
             status: status_properties("p", twin.model()),
             load_fault: None,
         };
-        let (_swaps, swap_rx) = mpsc::channel(1);
-        supervisor.spawn("plugin:p", move |token| {
-            runner.run(PanickingRuntime, Some(()), swap_rx, token)
+        let (swaps, swap_rx) = mpsc::channel(1);
+        supervisor.spawn("plugin:p", move |token| async move {
+            let _swaps = swaps;
+            runner.run(runtime, Some(()), swap_rx, token).await
         });
+    }
+
+    /// The interlocks of `config`, and whether the one over the derived value holds now.
+    fn interlock_holds(config: &crate::config::Config, twin: &Twin) -> Result<(), ControlError> {
+        let specs = config.control.interlocks.iter().map(|i| InterlockSpec {
+            name: &i.name,
+            applies_to: &i.applies_to,
+            condition: &i.condition,
+        });
+        let interlocks = Interlocks::compile(specs, twin.model()).unwrap();
+        let setpoint = twin
+            .model()
+            .property_by_path("site/probe/setpoint")
+            .unwrap();
+        interlocks.check(twin, setpoint)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interlock_over_a_plugins_output_holds_writes_once_the_plugin_stops() {
+        let (config, twin, _dir) = probe();
+        let (metrics, supervisor) = (Metrics::new(), Supervisor::new());
+        run_probe(
+            &config,
+            &twin,
+            ProbeRuntime { panics: false },
+            &metrics,
+            &supervisor,
+        );
+        let derived = twin.model().property_by_path("site/probe/derived").unwrap();
+        let mut subscription = twin.subscribe(crate::twin::Filter::Properties(vec![derived]), 16);
+        let mut changes = Vec::new();
+        while !twin.sample(derived).quality.is_good() {
+            subscription.recv(&mut changes).await;
+        }
+        interlock_holds(&config, &twin).expect("the plugin runs: the interlock holds");
+        assert!(supervisor.shutdown(Duration::from_secs(5)).await);
+        assert_eq!(
+            twin.sample(derived).quality,
+            Quality::bad(QualityReason::PluginFailure)
+        );
+        let held = interlock_holds(&config, &twin).unwrap_err();
+        assert!(held.to_string().contains("not Good"), "{held}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_panic_in_a_plugin_call_is_a_plugin_fault_not_the_daemons_end() {
+        let (config, twin, _dir) = probe();
+        let (metrics, supervisor) = (Metrics::new(), Supervisor::new());
+        run_probe(
+            &config,
+            &twin,
+            ProbeRuntime { panics: true },
+            &metrics,
+            &supervisor,
+        );
         // A fresh instance is fed the current input at once: every call panics, each panic is
         // counted as the plugin's fault, and after two the plugin is quarantined.
         let quarantined = r#"twinloom_plugin_quarantined{plugin="p"} 1"#;
@@ -401,6 +498,10 @@ quarantine_after = 2
             Quality::bad(QualityReason::PluginFailure)
         );
         assert_eq!(twin.sample(derived).value, None::<Value>);
+        // An interlock over the quarantined plugin's output holds the writes it guards, however
+        // its condition is written (`not (derived > 5)` would be true of an unknown value).
+        let held = interlock_holds(&config, &twin).unwrap_err();
+        assert!(held.to_string().contains("not Good"), "{held}");
         // The daemon runs on: no task failed, nothing was cancelled.
         assert_eq!(supervisor.fatal_error(), None);
         assert!(supervisor.shutdown(Duration::from_secs(5)).await);

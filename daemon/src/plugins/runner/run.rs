@@ -571,8 +571,24 @@ impl Runner {
 
     /// Runs the plugin until `token` is cancelled: starts an instance of `component` (when there
     /// is one), feeds it changes and ticks, swaps in new versions from `swaps`, restarts it with
-    /// backoff after a fault and quarantines it after `quarantine_after` faults in a row.
+    /// backoff after a fault and quarantines it after `quarantine_after` faults in a row. When
+    /// it stops, its outputs go Bad (`PluginFailure`): nothing computes them any more, so an
+    /// interlock over one of them holds the writes it guards (fail safe).
     pub async fn run<R: PluginRuntime>(
+        self,
+        runtime: R,
+        component: Option<R::Component>,
+        swaps: mpsc::Receiver<Swap<R::Component>>,
+        token: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (twin, owned) = (Arc::clone(&self.twin), self.resolved.owned.clone());
+        let ended = self.serve(runtime, component, swaps, token).await;
+        twin.fail_all(owned, QualityReason::PluginFailure);
+        ended
+    }
+
+    /// [`Self::run`]'s loop.
+    async fn serve<R: PluginRuntime>(
         self,
         runtime: R,
         mut component: Option<R::Component>,

@@ -32,7 +32,7 @@ use crate::config::sources::opcua::{
 use crate::context::ComponentContext;
 use crate::runtime::{Backoff, ReadyFlag};
 use crate::sources::{Bound, Spawned};
-use crate::twin::{PropertyId, QualityReason, Reading, Twin};
+use crate::twin::{PropertyId, Quality, QualityReason, Reading, Twin};
 
 /// One monitored variable.
 #[derive(Debug, Clone)]
@@ -133,9 +133,10 @@ fn reason(status: StatusCode) -> QualityReason {
     }
 }
 
-/// The readings a data change gives for the properties bound to its node: one per property,
-/// failed with the status's reason when the status is bad, `DecodeError` when the variant is of a
-/// kind the twin has no use for. A source timestamp at or before 1601-01-01 is DateTime's null
+/// The readings a data change gives for the properties bound to its node: one per property, with
+/// the upstream status code kept verbatim ([`Quality::from_status_code`]: its severity sets the
+/// level, Part 4 §7.39) — failed (the last value kept) when the status is bad, `DecodeError` when
+/// the variant is of a kind the twin has no use for. A source timestamp at or before 1601-01-01 is DateTime's null
 /// (OPC UA Part 6 §5.2.2.5; async-opcua decodes negative ticks as dates before it): no source time,
 /// so the twin stamps the value on arrival. Public for the fuzz targets
 /// (`twinloom::fuzzing::opcua_value`).
@@ -148,15 +149,22 @@ pub fn readings(value: &DataValue, properties: &[PropertyId]) -> Vec<Reading> {
     properties
         .iter()
         .map(|property| {
+            let quality = Quality::from_status_code(status.bits());
             if status.is_bad() {
-                return Reading::failed(*property, reason(status));
+                return Reading::failed(*property, QualityReason::Upstream(status.bits()));
             }
             match value
                 .value
                 .as_ref()
                 .and_then(crate::opcua_values::from_variant)
             {
-                Some(raw) => Reading::value(*property, raw, source_time),
+                Some(raw) => Reading::qualified(*property, raw, source_time, quality),
+                // An uncertain status with no value: uncertain, the last value kept.
+                None if status.is_uncertain()
+                    && value.value.as_ref().is_none_or(Variant::is_empty) =>
+                {
+                    Reading::failed(*property, QualityReason::Upstream(status.bits()))
+                }
                 None => Reading::failed(*property, QualityReason::DecodeError),
             }
         })
@@ -418,7 +426,7 @@ impl OpcUaClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::twin::Value;
+    use crate::twin::{QualityLevel, Value};
 
     #[test]
     fn bad_statuses_keep_the_value_and_name_the_reason() {
@@ -430,7 +438,10 @@ mod tests {
         };
         assert_eq!(
             readings(&bad, &[property]),
-            vec![Reading::failed(property, QualityReason::NoConnection)]
+            vec![Reading::failed(
+                property,
+                QualityReason::Upstream(StatusCode::BadNoCommunication.bits())
+            )]
         );
         let good = DataValue::new_now(Variant::Float(2.5));
         let got = readings(&good, &[property]);
@@ -440,6 +451,51 @@ mod tests {
         assert_eq!(
             readings(&odd, &[property])[0].outcome,
             Err(QualityReason::DecodeError)
+        );
+    }
+
+    #[test]
+    fn status_codes_are_kept_verbatim_with_their_severity_as_the_level() {
+        let property = PropertyId(1);
+        // Uncertain_LastUsableValue with the "low limited" limit bits (0x100), Good_LocalOverride,
+        // Good with the Overflow info bits (InfoType DataValue 0x400 | Overflow 0x80).
+        let cases = [
+            (
+                StatusCode::UncertainLastUsableValue.bits() | 0x100,
+                QualityLevel::Uncertain,
+            ),
+            (StatusCode::GoodLocalOverride.bits(), QualityLevel::Good),
+            (0x0000_0480, QualityLevel::Good),
+        ];
+        for (code, level) in cases {
+            let value = DataValue {
+                value: Some(Variant::Double(4.25)),
+                status: Some(StatusCode::from(code)),
+                ..Default::default()
+            };
+            let got = readings(&value, &[property]).remove(0);
+            assert_eq!(got.outcome, Ok(Value::Float(4.25)), "{code:#x}");
+            let quality = got.quality.expect("not plain Good");
+            assert_eq!(quality.level, level, "{code:#x}");
+            assert_eq!(quality.reason, QualityReason::Upstream(code));
+            // Served back unchanged by Twinloom's own OPC UA server.
+            assert_eq!(
+                crate::northbound::opcua_server::node_manager::status_code(quality).bits(),
+                code
+            );
+        }
+        // Plain Good carries no code.
+        let plain = readings(&DataValue::new_now(Variant::Double(1.0)), &[property]);
+        assert_eq!(plain[0].quality, None);
+        // Bad with a sub-code and no value: failed, the code kept.
+        let deleted = DataValue {
+            value: None,
+            status: Some(StatusCode::BadNodeIdUnknown),
+            ..Default::default()
+        };
+        assert_eq!(
+            readings(&deleted, &[property])[0].outcome,
+            Err(QualityReason::Upstream(StatusCode::BadNodeIdUnknown.bits()))
         );
     }
 
