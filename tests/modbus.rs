@@ -2064,9 +2064,7 @@ bindings.power = {{ table = "holding", address = 11 }}
         Err(ControlError::TooSoon { .. })
     ));
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
-    let records = twinloom::runtime::journal::scan(&state.path().join("audit"))
-        .unwrap()
-        .records;
+    let records = twinloom::runtime::journal::records(&state.path().join("audit")).unwrap();
     let count = |kind: &str| records.iter().filter(|r| r["kind"] == kind).count();
     assert_eq!(
         (count("disarm"), count("controller-lost")),

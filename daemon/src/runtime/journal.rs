@@ -217,13 +217,10 @@ fn segment_seq(segment: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens `path` for reading, refusing a symbolic link (`O_NOFOLLOW`: a link planted in the
-/// journal's folder must not make the journal read, or write, another file).
+/// Opens `path` for reading, refusing a symbolic link (a link planted in the journal's folder
+/// must not make the journal read another file; [`super::trusted::open_no_follow`]).
 fn open_read(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    super::trusted::open_no_follow(path)
 }
 
 /// The segments of `dir`, in order.

@@ -1,6 +1,6 @@
 //! Files and folders the daemon trusts (native plugin copies it loads into its process, the
-//! demo's state): folders that are its own (`0700`, never a symlink) and files read without
-//! following a symlink.
+//! audit journal, the demo's state): folders that are its own (`0700`, never a symlink) and
+//! files read without following a symlink.
 
 use std::io;
 use std::path::Path;
@@ -25,17 +25,24 @@ pub fn private_folder(folder: &Path) -> io::Result<()> {
     }
 }
 
-/// The bytes of `path`, opened without following a symlink (`O_NOFOLLOW`: a symlink is an
-/// error, `ELOOP`).
+/// `path` opened for reading without following a symlink (`O_NOFOLLOW`: a symlink is an error,
+/// `ELOOP`), so a link planted in a trusted folder cannot make the daemon read another file.
+///
+/// Errors: the file cannot be opened, or is a symlink.
+pub fn open_no_follow(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The bytes of `path`, opened without following a symlink ([`open_no_follow`]).
 ///
 /// Errors: the file cannot be opened or read, or is a symlink.
 pub fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+    let mut file = open_no_follow(path)?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(bytes)
