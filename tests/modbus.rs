@@ -2122,14 +2122,16 @@ bindings.ramped = {{ table = "holding", address = 11 }}
     // Changed by hand on the HMI to 90 and to 7.
     device.set_holding(11, &[90]);
     device.set_holding(10, &[7]);
-    wait_for(&handles, ramped, WAIT, |s| {
-        s.value == Some(Value::Float(90.0))
-    })
+    // Both changes seen by the gate (its metric), not only by the twin.
+    let by_hand = "twinloom_control_changes_by_hand_total";
+    common::eventually(
+        WAIT,
+        || metric(&handles.metrics.encode(), by_hand) >= 2.0,
+        || handles.metrics.encode(),
+    )
     .await;
-    wait_for(&handles, spaced, WAIT, |s| {
-        s.value == Some(Value::Float(7.0))
-    })
-    .await;
+    assert_eq!(handles.twin.sample(ramped).value, Some(Value::Float(90.0)));
+    assert_eq!(handles.twin.sample(spaced).value, Some(Value::Float(7.0)));
     // Back to 0 at once is a step of 90 from what the PLC holds (the last value written was 0).
     assert!(matches!(
         write(ramped, 0.0).await,

@@ -182,6 +182,12 @@ pub fn spawn(
                 _ = summary.tick() => gate.summarise(false).await,
                 proposal = rx.recv() => {
                     let Some(proposal) = proposal else { return Ok(()) };
+                    // The setpoints' readings the twin has already published first: a change by
+                    // hand the proposer could see is one the rules count.
+                    readings.try_recv(&mut changes);
+                    for change in changes.drain(..) {
+                        gate.observe_setpoint(&change).await;
+                    }
                     gate.decide(proposal).await;
                 }
             }
@@ -608,6 +614,7 @@ impl Gate {
             return;
         }
         self.policy.changed_by_hand(property, read, Instant::now());
+        self.executor.metrics.changes_by_hand.inc();
         let Some(written) = history.and_then(|h| h.back().copied()) else {
             return;
         };

@@ -58,6 +58,8 @@ pub struct ControlMetrics {
     pub armed: Gauge,
     /// Seconds per audit-log group commit (write, `fdatasync`, head).
     pub audit_commit: Histogram,
+    /// Setpoints seen changed by hand (not by the gate): the rate rules count from each.
+    pub changes_by_hand: Counter,
 }
 
 impl Default for ControlMetrics {
@@ -67,6 +69,7 @@ impl Default for ControlMetrics {
             write_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 17)),
             armed: Gauge::default(),
             audit_commit: Histogram::new(exponential_buckets(0.00005, 2.0, 17)),
+            changes_by_hand: Counter::default(),
         }
     }
 }
@@ -181,6 +184,11 @@ impl Metrics {
             "audit_commit_seconds",
             "One audit-log group commit: write, fdatasync, head",
             control.audit_commit.clone(),
+        );
+        sub.register(
+            "changes_by_hand",
+            "Setpoints seen changed by hand, not by the gate (the rate rules count from each)",
+            control.changes_by_hand.clone(),
         );
         let plugins = PluginMetrics::default();
         let sub = registry.sub_registry_with_prefix("plugin");

@@ -720,6 +720,15 @@ mod tests {
 
     #[test]
     fn qualities_map_to_their_status_codes() {
+        // An upstream server's code, whatever its severity, is served verbatim (with its info
+        // bits: Uncertain_LastUsableValue, InfoType DataValue, low limited).
+        for code in [0x4090_0500, 0x0096_0000, 0x808B_0000] {
+            assert_eq!(
+                status_code(Quality::from_status_code(code)).bits(),
+                code,
+                "{code:#x}"
+            );
+        }
         let cases = [
             (Quality::GOOD, StatusCode::Good),
             (
