@@ -139,9 +139,19 @@ pub fn spawn(
         .filter(|&p| model.decl(p).access == crate::twin::Access::ReadWrite)
         .collect();
     let mut readings = gate.twin.subscribe(
-        crate::twin::Filter::Properties(setpoints),
+        crate::twin::Filter::Properties(setpoints.clone()),
         crate::twin::DEFAULT_SUBSCRIBER_CAPACITY,
     );
+    // What the setpoints hold now (sources may have read them before the gate subscribed): a
+    // later reading that moves away from it is a change by hand.
+    for &property in &setpoints {
+        let sample = gate.twin.sample(property);
+        if let Some(value) = sample.value.as_ref().and_then(Value::as_f64)
+            && sample.quality.is_good()
+        {
+            gate.seen.insert(property, value);
+        }
+    }
     let mut changes = Vec::new();
     gate.set_armed(limits.armed);
     for property in &before.1 {
