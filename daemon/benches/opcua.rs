@@ -237,6 +237,7 @@ fn serve_twinloom() {
             twin: Default::default(),
             opcua_server: None,
             admin_http: None,
+            change_log: None,
             control: Default::default(),
             sources: Vec::new(),
             types: vec![TypeConfig {

@@ -5,6 +5,7 @@
 //! `ARCHITECTURE.md` at the repository root for the data flow, code map and invariants.
 
 pub mod app;
+pub mod change_log;
 pub mod cli;
 pub mod config;
 pub mod context;

@@ -44,6 +44,8 @@ pub struct Handles {
     pub running: Arc<std::sync::Mutex<RunningSources>>,
     /// The running plugins (for hot reload).
     pub plugins: PluginHandles,
+    /// The change log, when `[change_log]` is configured and it opened.
+    pub change_log: Option<crate::change_log::ChangeLog>,
 }
 
 /// The configured interlocks resolved against the twin model.
@@ -193,6 +195,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         readiness: &readiness,
         state_dir: &state_dir,
     };
+    // Before any source: the log's tap sees every change from the first.
+    let change_log = config
+        .change_log
+        .as_ref()
+        .and_then(|log| crate::change_log::start(log, context));
     let interlocks = interlocks(config, twin.model())?;
     // One password pool for every service's logins, off the blocking pool plugins run on.
     let logins = LoginPool::start(login_threads(), LOGIN_QUEUE, metrics.set())
@@ -288,6 +295,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         admin_http,
         running: Arc::new(std::sync::Mutex::new(running)),
         plugins,
+        change_log,
     })
 }
 

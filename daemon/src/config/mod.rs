@@ -8,6 +8,7 @@
 //! bound or written while loading.
 
 pub mod admin_http;
+pub mod change_log;
 pub mod diagnostic;
 pub mod model;
 pub mod opcua_server;
@@ -293,7 +294,7 @@ struct Loader<'m, 'a> {
     source_kinds: std::collections::HashMap<String, SourceKind>,
 }
 
-const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `control`, `sources`, `types`, `assets`, `plugins`";
+const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `control`, `sources`, `types`, `assets`, `plugins`";
 
 impl Loader<'_, '_> {
     fn load(&mut self, file: &Path, root: &DeTable<'_>) -> Config {
@@ -303,6 +304,7 @@ impl Loader<'_, '_> {
             twin: Default::default(),
             opcua_server: None,
             admin_http: None,
+            change_log: None,
             sources: Vec::new(),
             types: Vec::new(),
             assets: Vec::new(),
@@ -317,6 +319,7 @@ impl Loader<'_, '_> {
                 "twin" => config.twin = self.de(&path, value).unwrap_or_default(),
                 "opcua_server" => config.opcua_server = self.de(&path, value),
                 "admin_http" => config.admin_http = self.de(&path, value),
+                "change_log" => config.change_log = self.de(&path, value),
                 "control" => config.control = self.de(&path, value).unwrap_or_default(),
                 "sources" => config.sources = self.sources(&path, value),
                 "types" => {

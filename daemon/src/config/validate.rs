@@ -24,6 +24,7 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
     source_bindings(config, incomplete, &types, &mut out);
     plugins(config, incomplete, &mut out);
     interlocks(config, &mut out);
+    change_log(config, &mut out);
     if config.control.max_writes_per_origin_per_minute == 0 {
         out.push(Problem::new(
             KeyPath::root()
@@ -33,6 +34,35 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
         ));
     }
     out
+}
+
+/// `[change_log]`: a budget that holds a few segments, a commit window of 1 ms to 10 s.
+fn change_log(config: &Config, out: &mut Vec<Problem>) {
+    use super::change_log::{MAX_COMMIT_WINDOW, MIN_MAX_DISK};
+    let Some(log) = &config.change_log else {
+        return;
+    };
+    let root = KeyPath::root().key("change_log");
+    if log.max_disk.as_u64() < MIN_MAX_DISK {
+        out.push(Problem::new(
+            root.key("max_disk"),
+            format!(
+                "max_disk must be at least 256 KiB (four of the smallest segments), not {}",
+                log.max_disk.display().iec()
+            ),
+        ));
+    }
+    if log.commit_window < std::time::Duration::from_millis(1)
+        || log.commit_window > MAX_COMMIT_WINDOW
+    {
+        out.push(Problem::new(
+            root.key("commit_window"),
+            format!(
+                "commit_window must be from 1 ms to 10 s, not {}",
+                humantime::format_duration(log.commit_window)
+            ),
+        ));
+    }
 }
 
 /// The key path of entry `index` of a section: where the shape pass found it, or (for a

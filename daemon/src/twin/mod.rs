@@ -10,6 +10,7 @@ pub mod condition;
 pub mod fanout;
 pub mod model;
 pub mod spec;
+pub mod tap;
 pub mod units;
 pub mod value;
 pub mod write;
@@ -21,6 +22,7 @@ use std::time::{Instant, SystemTime};
 pub use fanout::{Change, DEFAULT_SUBSCRIBER_CAPACITY, Filter, Subscription};
 pub use model::{PropertyId, TwinModel};
 pub use spec::{Access, DataType};
+pub use tap::{TAP_CAPACITY, TapReceiver};
 pub use value::{Quality, QualityLevel, QualityReason, Sample, Value};
 pub use write::WriteError;
 
@@ -118,6 +120,8 @@ pub struct Twin {
     model: Arc<TwinModel>,
     slots: RwLock<Vec<Slot>>,
     fanout: Fanout,
+    /// The change log's lossless tap, when one is taken ([`Twin::tap`]).
+    tap: RwLock<Option<Arc<tap::TapShared>>>,
     stale_after_polls: u32,
     readings: AtomicU64,
     changes: AtomicU64,
@@ -144,6 +148,7 @@ impl Twin {
             model,
             slots: RwLock::new(slots),
             fanout: Fanout::default(),
+            tap: RwLock::new(None),
             stale_after_polls: config.stale_after_polls.max(1),
             readings: AtomicU64::new(0),
             changes: AtomicU64::new(0),
@@ -181,7 +186,8 @@ impl Twin {
     pub fn apply_at(&self, readings: &[Reading], now: Instant, wall: SystemTime) -> usize {
         let mut changes = Vec::new();
         let mut published = 0;
-        let listening = !self.fanout.is_empty();
+        let tap = self.tap.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let listening = !self.fanout.is_empty() || tap.is_some();
         {
             let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
             for reading in readings {
@@ -204,6 +210,10 @@ impl Twin {
         self.changes.fetch_add(published as u64, Ordering::Relaxed);
         self.filtered
             .fetch_add((readings.len() - published) as u64, Ordering::Relaxed);
+        // The tap first: it is the log of record, the fan-out only the latest values.
+        if let Some(tap) = tap {
+            tap.push(&changes);
+        }
         self.fanout.publish(&changes);
         published
     }
@@ -340,6 +350,15 @@ impl Twin {
     /// Subscribes to changes. `capacity` changes queue up before coalescing starts.
     pub fn subscribe(&self, filter: Filter, capacity: usize) -> Subscription {
         self.fanout.subscribe(filter, capacity)
+    }
+
+    /// Taps every change from now on, losslessly and in order, with room for `capacity` queued
+    /// changes before further ones are counted as lost (see [`tap`]); replaces an earlier tap.
+    /// The change log's one way in: it never blocks [`Self::apply`].
+    pub fn tap(&self, capacity: usize) -> TapReceiver {
+        let shared = tap::shared(capacity);
+        *self.tap.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&shared));
+        TapReceiver { shared }
     }
 
     /// Counters for metrics.
