@@ -1490,3 +1490,466 @@ fn a_manual_override_survives_a_sighup_reload_and_a_restart() {
     assert_eq!(device.holding(10, 1), [BY_HAND]);
     drop(server);
 }
+
+/// Properties of the change log tests' plant: `site/block/p<i>` at holding registers `0..100`.
+const INGEST_PROPERTIES: u16 = 100;
+
+/// A plant of [`INGEST_PROPERTIES`] unsigned properties polled every 10 ms — with [`Ingest`]
+/// changing every register every millisecond, 10 000 changes/s — and one setpoint
+/// (`site/block/setpoint`, holding register 200) so the plant has an audit log; the plant armed
+/// by the configuration, the change log on. `head` goes before `[control]`. Written to
+/// `<state>/ingest.toml`.
+fn ingest_config(state: &Path, plc: std::net::SocketAddr, head: &str) -> PathBuf {
+    let properties: Vec<String> = (0..INGEST_PROPERTIES)
+        .map(|i| format!("{{ name = \"p{i}\", data_type = \"unsigned\" }}"))
+        .chain(std::iter::once(
+            "{ name = \"setpoint\", data_type = \"unsigned\", access = \"read-write\" }".to_owned(),
+        ))
+        .collect();
+    let bindings: String = (0..INGEST_PROPERTIES)
+        .map(|i| format!("bindings.p{i} = {{ table = \"holding\", address = {i} }}\n"))
+        .collect();
+    let config = state.join("ingest.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[daemon]
+state_dir = "{state}"
+{head}
+[change_log]
+max_disk = "64MiB"
+commit_window = "100ms"
+
+[control]
+armed = true
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+poll = "10ms"
+
+[[types]]
+name = "Block"
+properties = [{properties}]
+
+[[assets]]
+path = "site/block"
+type = "Block"
+source = "plc"
+{bindings}bindings.setpoint = {{ table = "holding", address = 200 }}
+"#,
+            state = state.display(),
+            properties = properties.join(", "),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Changes every one of the PLC's registers `0..INGEST_PROPERTIES` every millisecond (all to
+/// the same rising count) until dropped.
+struct Ingest {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ingest {
+    fn start(device: &std::sync::Arc<twinloom_sim::modbus::SimDevice>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let device = std::sync::Arc::clone(device);
+        let stopping = std::sync::Arc::clone(&stop);
+        #[allow(clippy::disallowed_methods)]
+        let thread = std::thread::spawn(move || {
+            let mut count: u16 = 0;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                count = count.wrapping_add(1);
+                device.set_holding(0, &[count; INGEST_PROPERTIES as usize]);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads on with `reader` into `seen` as far as the log is on disk now.
+fn read_on(reader: &mut twinloom::change_log::Reader, seen: &mut Vec<twinloom::change_log::Entry>) {
+    while let Some(entry) = reader.next().expect("the change log reads") {
+        seen.push(entry);
+    }
+}
+
+fn change_count(entries: &[twinloom::change_log::Entry]) -> usize {
+    entries
+        .iter()
+        .filter(|e| matches!(e.record, twinloom::change_log::Record::Change { .. }))
+        .count()
+}
+
+fn gap_reasons(entries: &[twinloom::change_log::Entry]) -> Vec<twinloom::change_log::GapReason> {
+    entries
+        .iter()
+        .filter_map(|e| match e.record {
+            twinloom::change_log::Record::Gap { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `twinloom change-log verify DIR` passes; returns what it printed.
+fn change_log_verifies(dir: &Path) -> String {
+    let verified = bin()
+        .args(["change-log", "verify"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(verified.status.success(), "{said}{}", stderr(&verified));
+    said
+}
+
+/// `kill -9` while the daemon logs 10 000 changes/s, with a consumer reading alongside: after a
+/// restart every record the consumer saw is there, unchanged, at its offset; offsets rise by one
+/// with no duplicate; each property's values rise in the first run's part; the restart says, in a
+/// gap record, that the run before did not stop cleanly (its tap's last changes are lost).
+#[test]
+fn kill_9_during_ingest_loses_no_change_a_reader_saw_and_duplicates_none() {
+    use twinloom::change_log::{Reader, Record};
+    let Plc {
+        device,
+        server,
+        _runtime: _plc_runtime,
+    } = plc(|_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let config = ingest_config(dir.path(), server.addr(), "");
+    let log = dir.path().join("change-log");
+    let _ingest = Ingest::start(&device);
+    let run = || {
+        Child(
+            bin()
+                .arg("run")
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut first = run();
+    let mut reader = Reader::new(&log, 0);
+    let mut seen = Vec::new();
+    let started = std::time::Instant::now();
+    wait_for("20 000 changes in the log", || {
+        read_on(&mut reader, &mut seen);
+        change_count(&seen) >= 20_000
+    });
+    let rate = change_count(&seen) as f64 / started.elapsed().as_secs_f64();
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    // What reached the log before the kill is readable after it (a crash of the process loses
+    // nothing written).
+    read_on(&mut reader, &mut seen);
+    let seen_before_restart = seen.len();
+
+    let second = run();
+    wait_for("the restart's records", || {
+        read_on(&mut reader, &mut seen);
+        seen[seen_before_restart..]
+            .iter()
+            .any(|e| matches!(e.record, Record::Started { .. }))
+            && change_count(&seen[seen_before_restart..]) >= 1000
+    });
+    stop(second);
+    drop(server);
+    eprintln!("ingest ≈ {rate:.0} changes/s before the kill");
+
+    let said = change_log_verifies(&log);
+    assert!(said.contains("every batch's checksum holds"), "{said}");
+    let mut all = Vec::new();
+    read_on(&mut Reader::new(&log, 0), &mut all);
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].offset, pair[0].offset + 1, "offsets rise by one");
+    }
+    let first_offset = all[0].offset;
+    for entry in &seen {
+        let on_disk = &all[(entry.offset - first_offset) as usize];
+        assert_eq!(
+            on_disk, entry,
+            "offset {} changed after the kill",
+            entry.offset
+        );
+    }
+    // The restart names the unclean stop (or the torn tail it cut) right before its start.
+    let restart = all
+        .iter()
+        .position(|e| e.offset > seen[seen_before_restart - 1].offset)
+        .unwrap();
+    let reasons = gap_reasons(&all[restart..]);
+    assert!(
+        matches!(
+            reasons.first(),
+            Some(
+                twinloom::change_log::GapReason::UncleanStop
+                    | twinloom::change_log::GapReason::DamagedTail
+            )
+        ),
+        "{reasons:?}"
+    );
+    // In order: each property's values rise through the first run (the counter does).
+    let mut last: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    for entry in &all[..restart] {
+        if let Record::Change {
+            series,
+            value: Some(twinloom::twin::Value::UInt(value)),
+            ..
+        } = &entry.record
+        {
+            if let Some(before) = last.insert(*series, *value) {
+                assert!(*value > before, "series {series}: {value} after {before}");
+            }
+        }
+    }
+    assert!(change_count(&all[..restart]) >= 20_000);
+}
+
+/// One failed `fdatasync` of the change log (the `LD_PRELOAD` shim, counting only calls on the
+/// log's folder) during ingest: the log never syncs that segment again, goes on in a new segment
+/// that starts with a `sync-failed` gap record naming the unsynced offsets, and nothing else is
+/// lost; `verify` passes.
+#[test]
+fn a_failed_fdatasync_of_the_change_log_is_a_gap_and_the_log_goes_on_in_a_new_segment() {
+    use twinloom::change_log::{GapReason, Reader, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let shim = dir.path().join("fail_fdatasync.so");
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(repo("tests/shims/fail_fdatasync.c"))
+        .arg("-ldl")
+        .output()
+        .expect("a C compiler (cc) builds the fdatasync shim");
+    assert!(built.status.success(), "{}", stderr(&built));
+    let Plc {
+        device,
+        server,
+        _runtime: _plc_runtime,
+    } = plc(|_| {});
+    let config = ingest_config(dir.path(), server.addr(), "");
+    let log = dir.path().join("change-log");
+    let mark = dir.path().join("sync-failed");
+    let _ingest = Ingest::start(&device);
+    // The series table's sync, the first records' sync, then commits: the 6th fails.
+    let daemon = Child(
+        bin()
+            .arg("run")
+            .arg(&config)
+            .env("LD_PRELOAD", &shim)
+            .env("FAIL_SYNC_PATH", &log)
+            .env("FAIL_FDATASYNC_AT", "6")
+            .env("FAIL_SYNC_MARK", &mark)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut reader = Reader::new(&log, 0);
+    let mut seen = Vec::new();
+    wait_for("the injected fdatasync failure", || mark.exists());
+    wait_for("the sync-failed gap and 2 000 changes after it", || {
+        read_on(&mut reader, &mut seen);
+        seen.iter()
+            .position(|e| {
+                matches!(
+                    e.record,
+                    Record::Gap {
+                        reason: GapReason::SyncFailed,
+                        ..
+                    }
+                )
+            })
+            .is_some_and(|at| change_count(&seen[at..]) >= 2000)
+    });
+    stop(daemon);
+    drop(server);
+    read_on(&mut reader, &mut seen);
+    let said = change_log_verifies(&log);
+    assert!(said.contains("sync-failed"), "{said}");
+    for pair in seen.windows(2) {
+        assert_eq!(pair[1].offset, pair[0].offset + 1);
+    }
+    assert_eq!(gap_reasons(&seen), [GapReason::SyncFailed]);
+    let (at, void) = seen
+        .iter()
+        .find_map(|e| match &e.record {
+            Record::Gap { void, .. } => Some((e.offset, void.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!void.is_empty() && void.end == at, "{void:?} before {at}");
+    // The gap opened a new segment: the failed one was never written again.
+    let segments: Vec<String> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert!(
+        segments.contains(&format!("{at:020}.log")),
+        "{segments:?} has no segment starting at {at}"
+    );
+    assert!(matches!(
+        seen.last().unwrap().record,
+        Record::Stopped { .. }
+    ));
+}
+
+/// `POST path` with no body on `addr` (no `Origin`: not a browser): the status code.
+fn http_post(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A counter or gauge's value in a `/metrics` text (0 when absent).
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The change log on a 1 MiB tmpfs of its own (`<state>/change-log`, mounted in a private mount
+/// namespace by `unshare -m`; the audit log stays on the state folder's disk with its 64 MiB
+/// reserve) fills up during ingest: the log stops (readiness `change-log` unmet, the degraded
+/// gauge 1) while live values go on and an operator's disarm over admin HTTP is audited; once
+/// space returns the log resumes with a `disk-full` gap record counting what it missed, and
+/// `verify` passes.
+#[test]
+fn a_full_tmpfs_stops_the_change_log_not_live_data_or_audited_writes_and_it_resumes_with_a_gap() {
+    let probe = Command::new("unshare")
+        .args(["-m", "true"])
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(
+        probe.status.success(),
+        "a private mount namespace is needed (root): {}",
+        stderr(&probe)
+    );
+    let Plc {
+        device,
+        server,
+        _runtime: _plc_runtime,
+    } = plc(|_| {});
+    let admin = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let head = format!("\n[admin_http]\nlisten = \"{admin}\"\n");
+    let config = ingest_config(dir.path(), server.addr(), &head);
+    let log = dir.path().join("change-log");
+    let audit = dir.path().join("audit");
+    std::fs::create_dir(&log).unwrap();
+    let _ingest = Ingest::start(&device);
+    let daemon = Child(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && exec "$1" run "$2""#)
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_twinloom"))
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // In the daemon's mount namespace (where the tmpfs is).
+    let inside = |script: &str| {
+        let output = Command::new("nsenter")
+            .args(["-t", &daemon.id().to_string(), "-m", "sh", "-c", script])
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_twinloom"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let metrics = || http_get(admin, "/metrics");
+    wait_for("the log writing", || {
+        metric(&metrics(), "twinloom_change_log_records_total") >= 1000.0
+    });
+    // Fill the tmpfs.
+    inside(r#"dd if=/dev/zero of="$0/filler" bs=4096 2>/dev/null; true"#);
+    wait_for("the log stopped", || {
+        metric(&metrics(), "twinloom_change_log_degraded") == 1.0
+    });
+    let ready = http_get(admin, "/readyz");
+    assert!(ready.contains("change-log"), "{ready}");
+    // Live values go on; an operator's disarm is audited.
+    let changes = metric(&metrics(), "twinloom_twin_updates_total");
+    wait_for("live values going on", || {
+        metric(&metrics(), "twinloom_twin_updates_total") >= changes + 2000.0
+    });
+    assert_eq!(http_post(admin, "/control/disarm"), 200);
+    let audited = twinloom::runtime::journal::records(&audit).unwrap();
+    assert!(audited.iter().any(|r| r["kind"] == "disarm"), "{audited:?}");
+    assert_eq!(metric(&metrics(), "twinloom_change_log_degraded"), 1.0);
+    // Space returns: the log resumes with a gap record.
+    inside(r#"rm "$0/filler""#);
+    wait_for("the log resumed", || {
+        metric(&metrics(), "twinloom_change_log_degraded") == 0.0
+    });
+    let ready = http_get(admin, "/readyz");
+    assert!(!ready.contains("change-log"), "{ready}");
+    let records = metric(&metrics(), "twinloom_change_log_records_total");
+    wait_for("changes logged after the gap", || {
+        metric(&metrics(), "twinloom_change_log_records_total") >= records + 500.0
+    });
+    let verified = inside(r#""$1" change-log verify "$0""#);
+    assert!(
+        verified.contains("every batch's checksum holds"),
+        "{verified}"
+    );
+    let dump = inside(r#""$1" change-log dump "$0""#);
+    let gap = dump
+        .lines()
+        .find(|l| l.contains(" gap disk-full lost="))
+        .unwrap_or_else(|| panic!("no disk-full gap; verify said\n{verified}"));
+    let lost: u64 = gap
+        .split("lost=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(lost >= 2000, "{gap}");
+    let after_gap = dump
+        .lines()
+        .skip_while(|l| !l.contains(" gap disk-full"))
+        .filter(|l| l.contains(" change site/block/p"))
+        .count();
+    assert!(after_gap >= 500, "{after_gap} changes after the gap");
+    stop(daemon);
+    drop(server);
+}

@@ -46,6 +46,11 @@ pub enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Read or check the change log (every change the twin accepted, in order).
+    ChangeLog {
+        #[command(subcommand)]
+        action: ChangeLogAction,
+    },
     /// Build or create WebAssembly plugins.
     #[cfg(feature = "plugin-tools")]
     Plugin {
@@ -161,6 +166,157 @@ pub enum AuditAction {
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
     },
+}
+
+/// `twinloom change-log` actions. Both read the folder while the daemon writes it (a batch still
+/// being written is not shown), in constant memory.
+#[derive(Debug, Subcommand)]
+pub enum ChangeLogAction {
+    /// Print the records from an offset on, one line each: `<offset> change <path> <value>
+    /// <quality> source=<time> server=<time>`, `<offset> gap <reason> lost=<n|unknown>
+    /// void=<first>..<end> at=<time>`, `<offset> started|stopped at=<time>`. Exit 0, or 1 when
+    /// the newest segment is damaged before its end.
+    Dump {
+        /// The log folder (default: `change-log` in the state folder, `$STATE_DIRECTORY` or
+        /// `/var/lib/twinloom`).
+        dir: Option<PathBuf>,
+        /// The first offset to print.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+    /// Check every batch's CRC-32C and that offsets rise across segments; list gap records and
+    /// damaged segment tails. Exit 0 when every segment is intact up to its tail and offsets
+    /// rise; 1 otherwise.
+    Verify {
+        /// The log folder (default as for `dump`).
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `twinloom change-log dump|verify [DIR]`.
+pub fn change_log(action: &ChangeLogAction) -> ExitCode {
+    let (ChangeLogAction::Dump { dir, .. } | ChangeLogAction::Verify { dir }) = action;
+    let dir = dir.clone().unwrap_or_else(|| {
+        std::env::var_os("STATE_DIRECTORY")
+            .map_or_else(|| PathBuf::from("/var/lib/twinloom"), PathBuf::from)
+            .join(crate::change_log::DIR_NAME)
+    });
+    match action {
+        ChangeLogAction::Dump { from, .. } => change_log_dump(&dir, *from),
+        ChangeLogAction::Verify { .. } => change_log_verify(&dir),
+    }
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_micros(at).to_string()
+}
+
+/// `twinloom change-log dump [DIR] [--from N]`.
+fn change_log_dump(dir: &Path, from: u64) -> ExitCode {
+    use crate::change_log::{Reader, Record};
+    use std::io::Write;
+    let paths = match crate::change_log::SeriesTable::load(dir) {
+        Ok(table) => table.paths(),
+        Err(error) => {
+            eprintln!("{}: {error}", dir.display());
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let mut reader = Reader::new(dir, from);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    loop {
+        let entry = match reader.next() {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(error) => {
+                let _ = out.flush();
+                eprintln!("{}: {error}", dir.display());
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let line = match &entry.record {
+            Record::Change {
+                series,
+                value,
+                quality,
+                source_time,
+                server_time,
+            } => format!(
+                "{} change {} {} {} source={} server={}",
+                entry.offset,
+                paths.get(series).map_or("?", String::as_str),
+                value
+                    .as_ref()
+                    .map_or_else(|| "none".to_owned(), ToString::to_string),
+                quality.to_string().replace(' ', "_"),
+                source_time.map_or_else(|| "none".to_owned(), rfc3339),
+                rfc3339(*server_time),
+            ),
+            Record::Gap {
+                reason,
+                lost,
+                void,
+                at,
+            } => format!(
+                "{} gap {} lost={} void={}..{} at={}",
+                entry.offset,
+                reason.as_str(),
+                lost.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+                void.start,
+                void.end,
+                rfc3339(*at)
+            ),
+            Record::Started { at } => format!("{} started at={}", entry.offset, rfc3339(*at)),
+            Record::Stopped { at } => format!("{} stopped at={}", entry.offset, rfc3339(*at)),
+        };
+        if writeln!(out, "{line}").is_err() {
+            // A closed pipe (`| head`): stop quietly.
+            return ExitCode::SUCCESS;
+        }
+    }
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
+
+/// `twinloom change-log verify [DIR]`.
+fn change_log_verify(dir: &Path) -> ExitCode {
+    let verified = match crate::change_log::verify(dir) {
+        Ok(verified) => verified,
+        Err(error) => {
+            eprintln!("{}: {error}", dir.display());
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    println!(
+        "{}: {} records in {} segments, offsets {}..{}",
+        dir.display(),
+        verified.records,
+        verified.segments,
+        verified.offsets.start,
+        verified.offsets.end
+    );
+    for (offset, reason, lost, void) in &verified.gaps {
+        let lost = lost.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+        println!(
+            "gap at {offset}: {} (changes lost: {lost}; void offsets {}..{})",
+            reason.as_str(),
+            void.start,
+            void.end
+        );
+    }
+    for (segment, bytes, damage) in &verified.damaged_tails {
+        println!("damaged tail: {segment}: {bytes} bytes after the last intact batch ({damage})");
+    }
+    for problem in &verified.out_of_order {
+        eprintln!("out of order: {problem}");
+    }
+    if verified.out_of_order.is_empty() {
+        println!("every batch's checksum holds and offsets rise");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
 }
 
 /// `twinloom audit verify|recover|setup-keys|archive [DIR]`.

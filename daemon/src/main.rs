@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Command::Demo => cli::demo(),
         Command::HashPassword => cli::hash_password(),
         Command::Audit { action } => cli::audit(&action),
+        Command::ChangeLog { action } => cli::change_log(&action),
         #[cfg(feature = "plugin-tools")]
         Command::Plugin { action } => cli::plugin(&action),
         Command::Pki { config, action } => cli::pki(&config, &action),

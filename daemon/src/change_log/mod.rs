@@ -36,7 +36,7 @@ use crate::twin::{Change, TAP_CAPACITY, TapReceiver};
 pub use events::ChangeLogMetrics;
 pub use format::{Entry, GapReason, Record};
 pub use reader::{ReadError, Reader};
-pub use store::{SeriesTable, StoreConfig, StoreError, commit_cursor, cursors};
+pub use store::{SeriesTable, StoreConfig, StoreError, Verified, commit_cursor, cursors, verify};
 
 /// The log's folder in the state folder.
 pub const DIR_NAME: &str = "change-log";
@@ -165,12 +165,18 @@ impl Writer {
         let mut records = std::mem::take(&mut self.records);
         records.clear();
         records.append(&mut self.gaps);
-        records.extend(changes.iter().map(|change| Record::Change {
-            series: self.series.get(change.property.index()).copied().unwrap_or(u32::MAX),
-            value: change.sample.value.clone(),
-            quality: change.sample.quality,
-            source_time: change.sample.source_time,
-            server_time: change.sample.server_time,
+        records.extend(changes.iter().map(|change| {
+            Record::Change {
+                series: self
+                    .series
+                    .get(change.property.index())
+                    .copied()
+                    .unwrap_or(u32::MAX),
+                value: change.sample.value.clone(),
+                quality: change.sample.quality,
+                source_time: change.sample.source_time,
+                server_time: change.sample.server_time,
+            }
         }));
         if lost > 0 {
             records.push(Record::Gap {

@@ -134,11 +134,7 @@ pub struct Scanned {
 /// batch, handing each entry to `visit`.
 ///
 /// Errors: the file cannot be read.
-pub fn scan(
-    path: &Path,
-    base: u64,
-    visit: &mut dyn FnMut(&Entry),
-) -> Result<Scanned, StoreError> {
+pub fn scan(path: &Path, base: u64, visit: &mut dyn FnMut(&Entry)) -> Result<Scanned, StoreError> {
     let file = open_read(path)?;
     let size = file.metadata().map_err(|e| io(path, e))?.len();
     let mut scanned = Scanned {
@@ -480,7 +476,8 @@ impl Store {
     }
 
     fn write_frame(&mut self, frame: &[u8], first: u64) -> Result<(), StoreError> {
-        let free = (self.config.free_space)(&self.config.dir).map_err(|e| io(&self.config.dir, e))?;
+        let free =
+            (self.config.free_space)(&self.config.dir).map_err(|e| io(&self.config.dir, e))?;
         let reserve = self.config.reserve_bytes + frame.len() as u64;
         if free < reserve {
             return Err(StoreError::DiskFull { free, reserve });
@@ -767,6 +764,74 @@ impl SeriesTable {
 
     /// Path of each id, for readers.
     pub fn paths(&self) -> HashMap<u32, String> {
-        self.by_path.iter().map(|(p, id)| (*id, p.clone())).collect()
+        self.by_path
+            .iter()
+            .map(|(p, id)| (*id, p.clone()))
+            .collect()
     }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verified {
+    /// Segments read.
+    pub segments: usize,
+    /// Records in intact batches.
+    pub records: u64,
+    /// The first offset on disk and the offset after the last.
+    pub offsets: std::ops::Range<u64>,
+    /// Gap records: offset, reason, changes lost (when known), void offsets.
+    pub gaps: Vec<(
+        u64,
+        super::format::GapReason,
+        Option<u64>,
+        std::ops::Range<u64>,
+    )>,
+    /// Segments whose tail is not intact: file name, bytes after the last intact batch, what is
+    /// wrong. In any but the newest segment, a write that failed (a gap record in the next
+    /// segment names its offsets); in the newest, a crash's torn write (cut at the next open).
+    pub damaged_tails: Vec<(String, u64, String)>,
+    /// Offsets that go backwards or repeat from one segment to the next (never written so).
+    pub out_of_order: Vec<String>,
+}
+
+/// Reads every segment of the log folder `dir`, batch by batch (constant memory), checking
+/// each batch's checksum and that offsets rise across the whole log.
+///
+/// Errors: a segment cannot be read.
+pub fn verify(dir: &Path) -> Result<Verified, StoreError> {
+    let mut verified = Verified::default();
+    let mut last_end: Option<u64> = None;
+    for (base, path, size) in segments(dir)? {
+        let name = segment_name(base);
+        if last_end.is_some_and(|end| base < end) {
+            verified.out_of_order.push(format!(
+                "{name} starts at offset {base}, before the end of the segment before ({})",
+                last_end.unwrap_or(0)
+            ));
+        }
+        let mut gaps = Vec::new();
+        let scanned = scan(&path, base, &mut |entry| {
+            if let Record::Gap {
+                reason, lost, void, ..
+            } = &entry.record
+            {
+                gaps.push((entry.offset, *reason, *lost, void.clone()));
+            }
+        })?;
+        if verified.segments == 0 {
+            verified.offsets.start = base;
+        }
+        verified.segments += 1;
+        verified.records += scanned.records;
+        verified.gaps.extend(gaps);
+        if let Some(damage) = scanned.damage {
+            verified
+                .damaged_tails
+                .push((name, size - scanned.valid_bytes, damage.to_string()));
+        }
+        verified.offsets.end = scanned.end;
+        last_end = Some(scanned.end);
+    }
+    Ok(verified)
 }

@@ -3,8 +3,8 @@
 //! the tap's overflow. Each waits on the log's own signals (`subscribe`, readiness), never on time.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::store::{self, Store};
@@ -99,6 +99,22 @@ fn produce(twin: &Twin, from: u64, count: u64) {
     }
 }
 
+/// [`produce`] in hand-offs of 5 000 changes, each written before the next is produced (a
+/// producer faster than the writer would overflow the tap on a loaded machine); returns the
+/// offset after the last.
+async fn produce_logged(twin: &Twin, log: &ChangeLog, from: u64, count: u64) -> u64 {
+    let mut end = *log.subscribe().borrow();
+    let mut done = 0;
+    while done < count {
+        let chunk = (count - done).min(5000);
+        produce(twin, from + done, chunk);
+        end += chunk;
+        written(log, end).await;
+        done += chunk;
+    }
+    end
+}
+
 /// Waits until the log has written up to at least `offset`.
 async fn written(log: &ChangeLog, offset: u64) {
     let mut rx = log.subscribe();
@@ -163,7 +179,10 @@ async fn every_change_is_logged_in_order_and_a_clean_restart_continues_the_offse
     let first = read_all(&dir, 0);
     assert_eq!(values(&first), (1..=5000).collect::<Vec<_>>());
     assert!(matches!(first[0].record, Record::Started { .. }));
-    assert!(matches!(first.last().unwrap().record, Record::Stopped { .. }));
+    assert!(matches!(
+        first.last().unwrap().record,
+        Record::Stopped { .. }
+    ));
     offsets_rise_by_one(&first);
 
     // Again, clean: no gap, the offsets go on.
@@ -210,7 +229,10 @@ async fn a_torn_tail_is_cut_at_open_and_the_unclean_stop_is_a_gap() {
     let dir = log_of_100(state.path()).await;
     let (_, path, _) = store::segments(&dir).unwrap().pop().unwrap();
     // Half a batch: a write the kill interrupted.
-    let mut torn = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     std::io::Write::write_all(&mut torn, &[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let before = read_all(&dir, 0);
     assert_eq!(values(&before), (1..=100).collect::<Vec<_>>());
@@ -366,10 +388,7 @@ async fn a_full_disk_stops_the_log_unready_and_it_resumes_with_a_gap_counting_th
     let entries = read_all(&state.path().join(DIR_NAME), 0);
     offsets_rise_by_one(&entries);
     assert_eq!(gaps(&entries), [(GapReason::DiskFull, Some(40))]);
-    assert_eq!(
-        values(&entries),
-        (1..=10).chain(51..56).collect::<Vec<_>>()
-    );
+    assert_eq!(values(&entries), (1..=10).chain(51..56).collect::<Vec<_>>());
 }
 
 /// A consumer stopped for "60 s": it commits its cursor and reads nothing while 60 s of the
@@ -394,9 +413,11 @@ async fn a_consumer_stopped_for_sixty_seconds_of_changes_catches_up_from_its_cur
     commit_cursor(&dir, "history", consumer.position()).unwrap();
     drop(consumer);
     let rate = 1000;
-    produce(&twin, 101, 60 * rate);
-    written(&running.log, 101 + 60 * rate).await;
-    assert!(store::segments(&dir).unwrap().len() >= 3, "several segments");
+    produce_logged(&twin, &running.log, 101, 60 * rate).await;
+    assert!(
+        store::segments(&dir).unwrap().len() >= 3,
+        "several segments"
+    );
     // Back: from its cursor, waking on new data.
     let from = store::cursors(&dir).unwrap()["history"];
     let mut consumer = running.log.reader(from);
@@ -426,8 +447,7 @@ async fn past_the_budget_the_oldest_segments_go_and_a_lagging_consumer_reads_a_g
     let running = start_log(&twin, state.path(), max_disk, &plenty(), &no_failures());
     let dir = state.path().join(DIR_NAME);
     commit_cursor(&dir, "slow", 0).unwrap();
-    produce(&twin, 1, 100_000);
-    written(&running.log, 100_001).await;
+    produce_logged(&twin, &running.log, 1, 100_000).await;
     running.supervisor.shutdown(Duration::from_secs(5)).await;
     let segments = store::segments(&dir).unwrap();
     let on_disk: u64 = segments.iter().map(|s| s.2).sum();
@@ -449,11 +469,15 @@ fn reordered_added_and_removed_properties_keep_their_series() {
     let dir = tempfile::tempdir().unwrap();
     let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut table = SeriesTable::load(dir.path()).unwrap();
-    let first = table.assign(dir.path(), &paths(&["a/v", "b/v", "c/v"])).unwrap();
+    let first = table
+        .assign(dir.path(), &paths(&["a/v", "b/v", "c/v"]))
+        .unwrap();
     assert_eq!(first, [0, 1, 2]);
     // A new configuration: reordered, `b` removed, `d` added — read back from disk.
     let mut table = SeriesTable::load(dir.path()).unwrap();
-    let second = table.assign(dir.path(), &paths(&["c/v", "d/v", "a/v"])).unwrap();
+    let second = table
+        .assign(dir.path(), &paths(&["c/v", "d/v", "a/v"]))
+        .unwrap();
     assert_eq!(second, [2, 3, 0]);
     let mut table = SeriesTable::load(dir.path()).unwrap();
     assert_eq!(
