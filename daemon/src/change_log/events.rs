@@ -56,13 +56,21 @@ impl MetricSet for ChangeLogMetrics {
             segments_deleted: Counter::default(),
         };
         let sub = registry.sub_registry_with_prefix("change_log");
-        sub.register("records", "Records written to the change log", metrics.records.clone());
+        sub.register(
+            "records",
+            "Records written to the change log",
+            metrics.records.clone(),
+        );
         sub.register(
             "lost_changes",
             "Changes the twin accepted that the change log does not hold, by reason (each written as a gap record)",
             metrics.lost.clone(),
         );
-        sub.register("gaps", "Gap records written, by reason", metrics.gaps.clone());
+        sub.register(
+            "gaps",
+            "Gap records written, by reason",
+            metrics.gaps.clone(),
+        );
         sub.register(
             "written_bytes",
             "Bytes written to change log segments",
@@ -162,7 +170,11 @@ impl Resumed {
     pub fn emit(&self, metrics: &ChangeLogMetrics, ready: &ReadyFlag) {
         metrics.degraded.set(0);
         ready.set(true);
-        tracing::warn!(reason = self.reason.as_str(), lost = self.lost, "Change log resumed; a gap record names the changes it missed");
+        tracing::warn!(
+            reason = self.reason.as_str(),
+            lost = self.lost,
+            "Change log resumed; a gap record names the changes it missed"
+        );
     }
 }
 
@@ -178,7 +190,10 @@ impl GapWritten {
     pub fn emit(&self, metrics: &ChangeLogMetrics) {
         metrics.gaps.get_or_create(&labels(self.reason)).inc();
         if let Some(lost) = self.lost {
-            metrics.lost.get_or_create(&labels(self.reason)).inc_by(lost);
+            metrics
+                .lost
+                .get_or_create(&labels(self.reason))
+                .inc_by(lost);
         }
         if self.reason == GapReason::Overflow {
             tracing::warn!(lost = ?self.lost, offset = self.offset, "Change log fell behind the twin; a gap record counts the changes it could not take");
@@ -211,8 +226,18 @@ impl SegmentsDeleted<'_> {
             .segments_deleted
             .inc_by(self.deleted.segments as u64);
         match &self.deleted.unread {
-            Some(unread) => tracing::warn!(segments = self.deleted.segments, bytes = self.deleted.bytes, first = unread.start, end = unread.end, "Change log over its budget (max_disk): deleted segments a consumer had not read; it will read a gap"),
-            None => tracing::debug!(segments = self.deleted.segments, bytes = self.deleted.bytes, "Change log segments deleted"),
+            Some(unread) => tracing::warn!(
+                segments = self.deleted.segments,
+                bytes = self.deleted.bytes,
+                first = unread.start,
+                end = unread.end,
+                "Change log over its budget (max_disk): deleted segments a consumer had not read; it will read a gap"
+            ),
+            None => tracing::debug!(
+                segments = self.deleted.segments,
+                bytes = self.deleted.bytes,
+                "Change log segments deleted"
+            ),
         }
     }
 }

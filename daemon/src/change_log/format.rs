@@ -621,10 +621,7 @@ mod tests {
             bad[byte] ^= 0x10;
             assert!(decode(&bad, &mut Vec::new()).is_err(), "byte {byte}");
         }
-        assert!(matches!(
-            frame_len(&frame[..5]),
-            Err(Damaged::Torn { .. })
-        ));
+        assert!(matches!(frame_len(&frame[..5]), Err(Damaged::Torn { .. })));
     }
 
     /// The CRC-32C check value (RFC 3720 §B.4 and the CRC catalogue: "123456789" → 0xE3069283).

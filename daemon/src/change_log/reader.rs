@@ -183,7 +183,10 @@ impl Reader {
                 self.frame.resize(len, 0);
                 let got = read_at_most(file, &mut self.frame, *pos)?;
                 if got < len {
-                    Damaged::Torn { need: len, have: got }
+                    Damaged::Torn {
+                        need: len,
+                        have: got,
+                    }
                 } else {
                     let mut entries = Vec::new();
                     match format::decode(&self.frame, &mut entries) {

@@ -82,7 +82,11 @@ impl TapReceiver {
     /// how many changes were lost (not taken, the queue being full) right after them. Does not
     /// wait.
     pub fn drain(&self, out: &mut Vec<Change>) -> u64 {
-        let mut pending = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         out.extend(pending.queue.drain(..));
         std::mem::take(&mut pending.lost)
     }
