@@ -226,7 +226,7 @@ fn change_log_dump(dir: &Path, from: u64) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     loop {
-        let entry = match reader.next() {
+        let entry = match reader.try_next() {
             Ok(Some(entry)) => entry,
             Ok(None) => break,
             Err(error) => {

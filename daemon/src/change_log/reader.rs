@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::format::{self, Damaged, Entry, FRAME_HEADER, GapReason, Record, SEGMENT_MAGIC};
 use super::store::{self, StoreError};
 
-/// A reader of the log in a folder, from an offset on. Each [`Self::next`] hands out the next
+/// A reader of the log in a folder, from an offset on. Each [`Self::try_next`] hands out the next
 /// record, in offset order, each offset at most once. Where the offsets it wants were deleted
 /// (the budget forced the oldest segments out) it hands out a [`GapReason::Deleted`] gap record
 /// (at the first offset it could read) and goes on; where a segment's tail is damaged (a write
@@ -72,7 +72,7 @@ impl Reader {
     /// The next record, or `None` when there is nothing more on disk yet. Does not wait.
     ///
     /// Errors: a file cannot be read, or the newest segment is damaged.
-    pub fn next(&mut self) -> Result<Option<Entry>, ReadError> {
+    pub fn try_next(&mut self) -> Result<Option<Entry>, ReadError> {
         loop {
             while let Some(entry) = self.pending.pop_front() {
                 if entry.offset >= self.next {
@@ -109,19 +109,19 @@ impl Reader {
     /// [`super::ChangeLog::subscribe`] (the offset after the last record written), so the reader
     /// wakes on new data instead of polling.
     ///
-    /// Errors: as [`Self::next`]; and [`StoreError::Io`] when the log stopped (its writer ended).
+    /// Errors: as [`Self::try_next`]; and [`StoreError::Io`] when the log stopped (its writer ended).
     pub async fn next_wait(
         &mut self,
         written: &mut watch::Receiver<u64>,
     ) -> Result<Entry, ReadError> {
         loop {
-            if let Some(entry) = self.next()? {
+            if let Some(entry) = self.try_next()? {
                 return Ok(entry);
             }
             if written.changed().await.is_err() {
                 // The writer is gone; what it wrote is on disk: one more look.
                 return self
-                    .next()?
+                    .try_next()?
                     .ok_or_else(|| StoreError::Io("the change log stopped".into()).into());
             }
         }

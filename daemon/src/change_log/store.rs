@@ -53,7 +53,7 @@ pub enum StoreError {
     BadCursorName(String),
 }
 
-fn io(what: &Path, error: std::io::Error) -> StoreError {
+fn io(what: &Path, error: &std::io::Error) -> StoreError {
     let text = format!("{}: {error}", what.display());
     if error.raw_os_error() == Some(libc::ENOSPC) {
         StoreError::NoSpace(text)
@@ -81,10 +81,10 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf, u64)>, StoreError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io(dir, e)),
+        Err(e) => return Err(io(dir, &e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| io(dir, e))?;
+        let entry = entry.map_err(|e| io(dir, &e))?;
         let name = entry.file_name();
         let Some(base) = name
             .to_str()
@@ -94,7 +94,7 @@ pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf, u64)>, StoreError> {
         else {
             continue;
         };
-        let size = entry.metadata().map_err(|e| io(&entry.path(), e))?.len();
+        let size = entry.metadata().map_err(|e| io(&entry.path(), &e))?.len();
         out.push((base, entry.path(), size));
     }
     out.sort_by_key(|(base, _, _)| *base);
@@ -106,13 +106,13 @@ fn open_read(path: &Path) -> Result<File, StoreError> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| io(path, e))
+        .map_err(|e| io(path, &e))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io(dir, e))
+        .map_err(|e| io(dir, &e))
 }
 
 /// What scanning one segment found.
@@ -136,7 +136,7 @@ pub struct Scanned {
 /// Errors: the file cannot be read.
 pub fn scan(path: &Path, base: u64, visit: &mut dyn FnMut(&Entry)) -> Result<Scanned, StoreError> {
     let file = open_read(path)?;
-    let size = file.metadata().map_err(|e| io(path, e))?.len();
+    let size = file.metadata().map_err(|e| io(path, &e))?.len();
     let mut scanned = Scanned {
         valid_bytes: 0,
         end: base,
@@ -152,7 +152,8 @@ pub fn scan(path: &Path, base: u64, visit: &mut dyn FnMut(&Entry)) -> Result<Sca
         });
         return Ok(scanned);
     }
-    file.read_exact_at(&mut magic, 0).map_err(|e| io(path, e))?;
+    file.read_exact_at(&mut magic, 0)
+        .map_err(|e| io(path, &e))?;
     if &magic != SEGMENT_MAGIC {
         scanned.damage = Some(Damaged::Corrupted("not a change log segment"));
         return Ok(scanned);
@@ -164,7 +165,7 @@ pub fn scan(path: &Path, base: u64, visit: &mut dyn FnMut(&Entry)) -> Result<Sca
         let mut header = [0u8; FRAME_HEADER];
         let have = (size - pos).min(FRAME_HEADER as u64) as usize;
         file.read_exact_at(&mut header[..have], pos)
-            .map_err(|e| io(path, e))?;
+            .map_err(|e| io(path, &e))?;
         let len = match format::frame_len(&header[..have]) {
             Ok(len) if (len as u64) <= size - pos => len,
             Ok(len) => {
@@ -181,7 +182,7 @@ pub fn scan(path: &Path, base: u64, visit: &mut dyn FnMut(&Entry)) -> Result<Sca
         };
         frame.resize(len, 0);
         file.read_exact_at(&mut frame, pos)
-            .map_err(|e| io(path, e))?;
+            .map_err(|e| io(path, &e))?;
         entries.clear();
         match format::decode(&frame, &mut entries) {
             Ok(end) if entries.first().is_none_or(|e| e.offset >= scanned.end) => {
@@ -229,6 +230,9 @@ pub struct Opened {
     pub segments: usize,
 }
 
+/// Free bytes of the file system holding a path.
+pub type FreeSpace = Arc<dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync>;
+
 /// Settings of the store.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -239,7 +243,7 @@ pub struct StoreConfig {
     /// Free bytes the file system must keep after each batch ([`reserve_for`]).
     pub reserve_bytes: u64,
     /// Free bytes of the log's file system (`fs4::available_space`; a test seam).
-    pub free_space: Arc<dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync>,
+    pub free_space: FreeSpace,
     /// `fdatasync`s still to fail on purpose (a test seam, 0 in the daemon).
     pub fail_syncs: Arc<AtomicU32>,
 }
@@ -346,7 +350,7 @@ impl Store {
             .recursive(true)
             .mode(0o700)
             .create(&config.dir)
-            .map_err(|e| io(&config.dir, e))?;
+            .map_err(|e| io(&config.dir, &e))?;
         let mut found = segments(&config.dir)?;
         let mut next_offset = 0;
         let mut cut = None;
@@ -361,7 +365,7 @@ impl Store {
             if scanned.records == 0 {
                 // Nothing intact in it (a segment begun just before a crash): removed; the one
                 // before tells whether the last daemon stopped cleanly.
-                std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+                std::fs::remove_file(&path).map_err(|e| io(&path, &e))?;
                 found.pop();
                 sync_dir(&config.dir)?;
                 clean = match found.last() {
@@ -377,10 +381,10 @@ impl Store {
                     .write(true)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&path)
-                    .map_err(|e| io(&path, e))?;
+                    .map_err(|e| io(&path, &e))?;
                 file.set_len(scanned.valid_bytes)
                     .and_then(|()| file.sync_all())
-                    .map_err(|e| io(&path, e))?;
+                    .map_err(|e| io(&path, &e))?;
                 if let Some(last) = found.last_mut() {
                     last.2 = scanned.valid_bytes;
                 }
@@ -477,7 +481,7 @@ impl Store {
 
     fn write_frame(&mut self, frame: &[u8], first: u64) -> Result<(), StoreError> {
         let free =
-            (self.config.free_space)(&self.config.dir).map_err(|e| io(&self.config.dir, e))?;
+            (self.config.free_space)(&self.config.dir).map_err(|e| io(&self.config.dir, &e))?;
         let reserve = self.config.reserve_bytes + frame.len() as u64;
         if free < reserve {
             return Err(StoreError::DiskFull { free, reserve });
@@ -502,7 +506,7 @@ impl Store {
         if let Err(error) = current.file.write_all(frame) {
             // Never written to (or synced) again.
             self.current = None;
-            return Err(io(&path, error));
+            return Err(io(&path, &error));
         }
         if !current.dirty {
             current.unsynced_from = first;
@@ -520,10 +524,10 @@ impl Store {
             .append(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|e| io(&path, e))?;
-        let mut fail = |e| {
+            .map_err(|e| io(&path, &e))?;
+        let mut fail = |e: std::io::Error| {
             let _ = std::fs::remove_file(&path);
-            io(&path, e)
+            io(&path, &e)
         };
         file.write_all(SEGMENT_MAGIC).map_err(&mut fail)?;
         // The new name must reach the disk with the segment's first sync.
@@ -568,7 +572,7 @@ impl Store {
             Err(error) => {
                 let path = self.config.dir.join(segment_name(current.base));
                 self.current = None;
-                Err(io(&path, error))
+                Err(io(&path, &error))
             }
         }
     }
@@ -605,7 +609,7 @@ impl Store {
                 break;
             }
             let path = self.config.dir.join(segment_name(oldest));
-            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            std::fs::remove_file(&path).map_err(|e| io(&path, &e))?;
             let size = self.sizes.remove(&oldest).unwrap_or(0);
             deleted.segments += 1;
             deleted.bytes += size;
@@ -643,17 +647,17 @@ pub fn cursors(dir: &Path) -> Result<HashMap<String, u64>, StoreError> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(io(&dir, e)),
+        Err(e) => return Err(io(&dir, &e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| io(&dir, e))?;
+        let entry = entry.map_err(|e| io(&dir, &e))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
         if check_cursor_name(&name).is_err() {
             continue; // a temporary file of a commit under way
         }
-        let text = std::fs::read_to_string(entry.path()).map_err(|e| io(&entry.path(), e))?;
+        let text = std::fs::read_to_string(entry.path()).map_err(|e| io(&entry.path(), &e))?;
         let offset = text
             .trim()
             .parse()
@@ -671,7 +675,7 @@ pub fn cursors(dir: &Path) -> Result<HashMap<String, u64>, StoreError> {
 pub fn commit_cursor(dir: &Path, name: &str, offset: u64) -> Result<(), StoreError> {
     check_cursor_name(name)?;
     let folder = dir.join(CURSORS_DIR);
-    std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
+    std::fs::create_dir_all(&folder).map_err(|e| io(&folder, &e))?;
     let tmp = folder.join(format!(".{name}.tmp"));
     let path = folder.join(name);
     let mut file = OpenOptions::new()
@@ -680,11 +684,11 @@ pub fn commit_cursor(dir: &Path, name: &str, offset: u64) -> Result<(), StoreErr
         .truncate(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
+        .map_err(|e| io(&tmp, &e))?;
     file.write_all(format!("{offset}\n").as_bytes())
         .and_then(|()| file.sync_data())
-        .map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        .map_err(|e| io(&tmp, &e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, &e))?;
     sync_dir(&folder)
 }
 
@@ -707,7 +711,7 @@ impl SeriesTable {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io(&path, e)),
+            Err(e) => return Err(io(&path, &e)),
         };
         let mut table = Self::default();
         for (n, line) in text.lines().enumerate() {
@@ -753,10 +757,10 @@ impl SeriesTable {
                 .append(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&file_path)
-                .map_err(|e| io(&file_path, e))?;
+                .map_err(|e| io(&file_path, &e))?;
             file.write_all(added.as_bytes())
                 .and_then(|()| file.sync_data())
-                .map_err(|e| io(&file_path, e))?;
+                .map_err(|e| io(&file_path, &e))?;
             sync_dir(dir)?;
         }
         Ok(ids)
