@@ -24,6 +24,8 @@ pub mod reader;
 pub mod store;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
@@ -47,6 +49,9 @@ pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 /// How often a stopped (degraded) log tries to write again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the writer looks at the cursors and the budget besides each new segment.
+pub const BUDGET_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The line `/readyz` shows while the log is not writing.
 pub const READY_CONDITION: &str = "change-log is not writing (disk full or I/O error; see the log)";
 
@@ -55,6 +60,8 @@ pub const READY_CONDITION: &str = "change-log is not writing (disk full or I/O e
 pub struct ChangeLog {
     dir: PathBuf,
     written: watch::Receiver<u64>,
+    /// Set when a cursor moved: the writer looks at the budget with its next write.
+    cursor_moved: Arc<AtomicBool>,
 }
 
 impl ChangeLog {
@@ -72,6 +79,17 @@ impl ChangeLog {
     /// A reader from offset `from` on.
     pub fn reader(&self, from: u64) -> Reader {
         Reader::new(&self.dir, from)
+    }
+
+    /// Commits consumer `name`'s cursor ([`commit_cursor`]) and has the writer look at the
+    /// segments it may now delete with its next write (a cursor committed by another process is
+    /// seen within [`BUDGET_INTERVAL`]).
+    ///
+    /// Errors: as [`commit_cursor`].
+    pub fn commit_cursor(&self, name: &str, offset: u64) -> Result<(), StoreError> {
+        commit_cursor(&self.dir, name, offset)?;
+        self.cursor_moved.store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -103,6 +121,11 @@ struct Writer {
     metrics: ChangeLogMetrics,
     ready: ReadyFlag,
     written: watch::Sender<u64>,
+    /// When the budget was last enforced, and the segments there were then.
+    budget_checked: (Instant, usize),
+    /// Bytes written as the metric last counted them.
+    bytes_counted: u64,
+    cursor_moved: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -256,7 +279,17 @@ impl Writer {
                 .emit(&self.metrics);
             }
         }
-        self.enforce_budget();
+        let bytes = self.store.bytes_written();
+        self.metrics
+            .bytes_written
+            .inc_by(bytes - self.bytes_counted.min(bytes));
+        self.bytes_counted = bytes;
+        if self.budget_checked.0.elapsed() >= BUDGET_INTERVAL
+            || self.budget_checked.1 != self.store.segment_count()
+            || self.cursor_moved.swap(false, Ordering::Relaxed)
+        {
+            self.enforce_budget();
+        }
         self.written.send_replace(end);
     }
 
@@ -268,6 +301,7 @@ impl Writer {
             Ok(_) => {}
             Err(error) => events::BudgetFailed { error: &error }.emit(),
         }
+        self.budget_checked = (Instant::now(), self.store.segment_count());
         self.metrics.disk_bytes.set(self.store.disk_bytes() as i64);
     }
 }
@@ -312,6 +346,7 @@ pub fn start_with(
         }
     };
     let tap = context.twin.tap(TAP_CAPACITY);
+    let cursor_moved = Arc::new(AtomicBool::new(false));
     let (written, written_rx) = watch::channel(store.next_offset());
     let mut writer = Writer {
         store,
@@ -324,6 +359,9 @@ pub fn start_with(
         metrics,
         ready: ready.clone(),
         written,
+        budget_checked: (Instant::now(), 0),
+        bytes_counted: 0,
+        cursor_moved: Arc::clone(&cursor_moved),
     };
     events::Opened {
         dir: &dir,
@@ -356,6 +394,7 @@ pub fn start_with(
     Some(ChangeLog {
         dir,
         written: written_rx,
+        cursor_moved,
     })
 }
 

@@ -314,6 +314,8 @@ pub struct Store {
     /// Every segment on disk: first offset → bytes.
     sizes: BTreeMap<u64, u64>,
     buf: Vec<u8>,
+    /// Bytes written to segments since open.
+    bytes_written: u64,
 }
 
 /// A write that did not reach the log: the records lost and the offsets they spent.
@@ -405,6 +407,7 @@ impl Store {
             next_offset,
             sizes: found.into_iter().map(|(b, _, s)| (b, s)).collect(),
             buf: Vec::new(),
+            bytes_written: 0,
         };
         Ok((store, opened))
     }
@@ -412,6 +415,16 @@ impl Store {
     /// The offset the next record gets.
     pub fn next_offset(&self) -> u64 {
         self.next_offset
+    }
+
+    /// Bytes written to segments since open (magic and frames included).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// Segments on disk.
+    pub fn segment_count(&self) -> usize {
+        self.sizes.len()
     }
 
     /// Bytes of every segment on disk.
@@ -513,6 +526,7 @@ impl Store {
         }
         current.dirty = true;
         current.size += frame.len() as u64;
+        self.bytes_written += frame.len() as u64;
         self.sizes.insert(current.base, current.size);
         Ok(())
     }

@@ -431,7 +431,10 @@ async fn a_consumer_stopped_for_sixty_seconds_of_changes_catches_up_from_its_cur
     assert_eq!(values(&seen), (1..=100 + 60 * rate).collect::<Vec<_>>());
     assert!(gaps(&seen).is_empty());
     // Committed: the segments behind it go with the next write.
-    commit_cursor(&dir, "history", consumer.position()).unwrap();
+    running
+        .log
+        .commit_cursor("history", consumer.position())
+        .unwrap();
     let before = store::segments(&dir).unwrap().len();
     produce(&twin, 1_000_000, 1);
     written(&running.log, consumer.position() + 1).await;

@@ -204,16 +204,18 @@ impl Twin {
                     }
                 }
             }
+            // Under the slots' lock: the log holds changes in exactly the order the twin stored
+            // them (a stale sweep and a source's reading of one property cannot swap places).
+            // The tap's own lock is held for a copy, never for its reader.
+            if let Some(tap) = &tap {
+                tap.push(&changes);
+            }
         }
         self.readings
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
         self.changes.fetch_add(published as u64, Ordering::Relaxed);
         self.filtered
             .fetch_add((readings.len() - published) as u64, Ordering::Relaxed);
-        // The tap first: it is the log of record, the fan-out only the latest values.
-        if let Some(tap) = tap {
-            tap.push(&changes);
-        }
         self.fanout.publish(&changes);
         published
     }
