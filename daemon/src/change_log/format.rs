@@ -180,12 +180,13 @@ fn micros(at: SystemTime) -> i64 {
     }
 }
 
-fn from_micros(us: i64) -> SystemTime {
-    if us >= 0 {
-        UNIX_EPOCH + Duration::from_micros(us as u64)
+fn from_micros(us: i64) -> Result<SystemTime, Damaged> {
+    let at = if us >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_micros(us as u64))
     } else {
-        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
-    }
+        UNIX_EPOCH.checked_sub(Duration::from_micros(us.unsigned_abs()))
+    };
+    at.ok_or(Damaged::Corrupted("time out of range"))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -490,7 +491,7 @@ pub fn decode(frame: &[u8], out: &mut Vec<Entry>) -> Result<u64, Damaged> {
                 let server = base.saturating_add(cursor.zigzag()?);
                 let source_time = match cursor.u8()? {
                     0 => None,
-                    1 => Some(from_micros(server.saturating_sub(cursor.zigzag()?))),
+                    1 => Some(from_micros(server.saturating_sub(cursor.zigzag()?))?),
                     _ => return Err(Damaged::Corrupted("unknown source time tag")),
                 };
                 Record::Change {
@@ -498,7 +499,7 @@ pub fn decode(frame: &[u8], out: &mut Vec<Entry>) -> Result<u64, Damaged> {
                     value,
                     quality: Quality { level, reason },
                     source_time,
-                    server_time: from_micros(server),
+                    server_time: from_micros(server)?,
                 }
             }
             1 => {
@@ -506,7 +507,7 @@ pub fn decode(frame: &[u8], out: &mut Vec<Entry>) -> Result<u64, Damaged> {
                     .ok_or(Damaged::Corrupted("unknown gap reason"))?;
                 let lost = cursor.varint()?;
                 let void = cursor.varint()?..cursor.varint()?;
-                let at = from_micros(base.saturating_add(cursor.zigzag()?));
+                let at = from_micros(base.saturating_add(cursor.zigzag()?))?;
                 Record::Gap {
                     reason,
                     lost: (lost > 0).then_some(lost),
@@ -515,10 +516,10 @@ pub fn decode(frame: &[u8], out: &mut Vec<Entry>) -> Result<u64, Damaged> {
                 }
             }
             2 => Record::Started {
-                at: from_micros(base.saturating_add(cursor.zigzag()?)),
+                at: from_micros(base.saturating_add(cursor.zigzag()?))?,
             },
             3 => Record::Stopped {
-                at: from_micros(base.saturating_add(cursor.zigzag()?)),
+                at: from_micros(base.saturating_add(cursor.zigzag()?))?,
             },
             _ => return Err(Damaged::Corrupted("unknown record kind")),
         };
@@ -539,7 +540,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn time(us: i64) -> SystemTime {
-        from_micros(us)
+        from_micros(us).unwrap()
     }
 
     fn value() -> impl Strategy<Value = Option<Value>> {
@@ -622,6 +623,18 @@ mod tests {
             assert!(decode(&bad, &mut Vec::new()).is_err(), "byte {byte}");
         }
         assert!(matches!(frame_len(&frame[..5]), Err(Damaged::Torn { .. })));
+    }
+
+    // Any bytes with a valid checksum decode or are refused as damage, never a panic.
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 20..300)) {
+            let mut frame = Vec::new();
+            frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&crc32c(&body).to_le_bytes());
+            frame.extend_from_slice(&body);
+            let _ = decode(&frame, &mut Vec::new());
+        }
     }
 
     /// The CRC-32C check value (RFC 3720 §B.4 and the CRC catalogue: "123456789" → 0xE3069283).

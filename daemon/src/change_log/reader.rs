@@ -26,6 +26,9 @@ pub struct Reader {
     segment: Option<(u64, File, u64)>,
     frame: Vec<u8>,
     pending: VecDeque<Entry>,
+    /// A jump to a later segment over offsets `from..to`: unless that segment opens with a gap
+    /// record naming them void, they were deleted.
+    jumped: Option<std::ops::Range<u64>>,
 }
 
 /// Why reading stopped.
@@ -55,6 +58,7 @@ impl Reader {
             segment: None,
             frame: Vec::new(),
             pending: VecDeque::new(),
+            jumped: None,
         }
     }
 
@@ -95,6 +99,9 @@ impl Reader {
                         .find(|(b, _, _)| b > base);
                     match later {
                         Some((later, _, _)) => {
+                            if later > self.next {
+                                self.jumped = Some(self.next..later);
+                            }
                             self.next = self.next.max(later);
                             self.segment = None;
                         }
@@ -191,6 +198,27 @@ impl Reader {
                     let mut entries = Vec::new();
                     match format::decode(&self.frame, &mut entries) {
                         Ok(_) => {
+                            if let Some(jumped) = self.jumped.take() {
+                                let explained = matches!(
+                                    entries.first(),
+                                    Some(Entry { record: Record::Gap { void, .. }, .. })
+                                        if void.start <= jumped.start && void.end >= jumped.end
+                                );
+                                if !explained {
+                                    // Segments between were deleted (the budget) while this
+                                    // reader was behind them.
+                                    self.next = jumped.start;
+                                    self.pending.push_back(Entry {
+                                        offset: jumped.start,
+                                        record: Record::Gap {
+                                            reason: GapReason::Deleted,
+                                            lost: None,
+                                            void: jumped.clone(),
+                                            at: SystemTime::now(),
+                                        },
+                                    });
+                                }
+                            }
                             self.pending.extend(entries);
                             *pos += len as u64;
                             return Ok(Some(()));

@@ -467,6 +467,58 @@ async fn past_the_budget_the_oldest_segments_go_and_a_lagging_consumer_reads_a_g
     assert!(values.len() < 100_000);
 }
 
+/// A reader in the middle of the log when the budget deletes the segments after its own: at the
+/// end of its segment it hands out a `deleted` gap naming the offsets it will never read, then
+/// goes on with the oldest segment left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_overtaken_by_deletion_reads_a_gap_then_goes_on() {
+    let state = tempfile::tempdir().unwrap();
+    let twin = twin_of(&["a", "b"]);
+    let max_disk = 256 * 1024;
+    let running = start_log(&twin, state.path(), max_disk, &plenty(), &no_failures());
+    produce_logged(&twin, &running.log, 1, 100).await;
+    let mut reader = running.log.reader(0);
+    let first = reader.try_next().unwrap().unwrap();
+    assert!(matches!(first.record, Record::Started { .. }));
+    // Far past the budget: the reader's segment and those after it are deleted (its open file
+    // stays readable).
+    produce_logged(&twin, &running.log, 101, 100_000).await;
+    let mut rest = Vec::new();
+    while let Some(entry) = reader.try_next().unwrap() {
+        rest.push(entry);
+    }
+    running.supervisor.shutdown(Duration::from_secs(5)).await;
+    let deleted = rest
+        .iter()
+        .position(|e| {
+            matches!(
+                e.record,
+                Record::Gap {
+                    reason: GapReason::Deleted,
+                    ..
+                }
+            )
+        })
+        .expect("a deleted gap");
+    // Offsets rise by one but over the gap, which names the ones deleted.
+    offsets_rise_by_one(&rest[..=deleted]);
+    offsets_rise_by_one(&rest[deleted + 1..]);
+    let Record::Gap { void, .. } = &rest[deleted].record else {
+        unreachable!()
+    };
+    assert_eq!(
+        (void.start, void.end),
+        (rest[deleted].offset, rest[deleted + 1].offset)
+    );
+    let before = values(&rest[..deleted]);
+    let after = values(&rest[deleted..]);
+    assert_eq!(before.first(), Some(&1));
+    assert!(before.windows(2).all(|w| w[1] == w[0] + 1));
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1));
+    assert!(after[0] > *before.last().unwrap() + 1);
+    assert_eq!(after.last(), Some(&100_100));
+}
+
 #[test]
 fn reordered_added_and_removed_properties_keep_their_series() {
     let dir = tempfile::tempdir().unwrap();
