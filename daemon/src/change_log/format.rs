@@ -9,7 +9,7 @@
 //! body:
 //!   offset  u64   offset of the first record (offsets rise by one per record, log-wide)
 //!   count   u32   records in the batch
-//!   time    u64   base time, µs since the Unix epoch (the first record's server time)
+//!   time    i64   base time, µs since the Unix epoch (when the batch was built)
 //!   records ...   `count` records
 //! ```
 //!
@@ -24,7 +24,8 @@
 //!   offset of a void range (LEB128 each; equal when none), time (zigzag LEB128 µs from base).
 //! - `2` started, `3` stopped: time (zigzag LEB128 µs from base).
 //!
-//! A change takes ≈ 12–16 bytes for a float (series 1–2, tag, 8, quality 2, times 1–3).
+//! A float change takes ≈ 13–19 bytes (series 1–2, tag, 8, quality 2, server time 1–3 — it is
+//! up to ≈ 10 ms before the base —, source time 1–3); 18.8 measured at 100 000 changes/s.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -213,7 +213,7 @@ impl Reader {
                                         record: Record::Gap {
                                             reason: GapReason::Deleted,
                                             lost: None,
-                                            void: jumped.clone(),
+                                            void: jumped,
                                             at: SystemTime::now(),
                                         },
                                     });
