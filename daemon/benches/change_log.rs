@@ -224,13 +224,22 @@ fn run_side(with: bool, ports: &str) {
     let (percent, rate, bytes_per_change) = runtime.block_on(async {
         let handles = twinloom::app::start(&config).await.unwrap();
         tokio::time::sleep(WARM_UP).await;
-        let written = || metric(&handles.metrics.encode(), "twinloom_change_log_written_bytes_total");
+        let written = || {
+            metric(
+                &handles.metrics.encode(),
+                "twinloom_change_log_written_bytes_total",
+            )
+        };
         let (changes0, bytes0) = (handles.twin.stats().changes, written());
         let (percent, wall) = support::cpu_percent_over(pid, || tokio::time::sleep(WINDOW)).await;
         let changes = (handles.twin.stats().changes - changes0) as f64;
         let bytes = written() - bytes0;
         handles.supervisor.shutdown(Duration::from_secs(5)).await;
-        (percent, changes / wall.as_secs_f64(), bytes / changes.max(1.0))
+        (
+            percent,
+            changes / wall.as_secs_f64(),
+            bytes / changes.max(1.0),
+        )
     });
     println!(
         "{percent} {} {rate} {bytes_per_change}",
@@ -255,7 +264,9 @@ fn instructions_per_change() {
     };
     match (per_change(false), per_change(true)) {
         (Ok(without), Ok(with)) => {
-            println!("(b) per-change path (Twin::apply of 1 000-change blocks; with the log: tap, encoding, write), callgrind:");
+            println!(
+                "(b) per-change path (Twin::apply of 1 000-change blocks; with the log: tap, encoding, write), callgrind:"
+            );
             println!(
                 "    instructions per change   without {without:.1}   with {with:.1}   the log adds {:.1}",
                 with - without
