@@ -1622,7 +1622,7 @@ fn change_log_verifies(dir: &Path) -> String {
 
 /// `kill -9` while the daemon logs 10 000 changes/s, with a consumer reading alongside: after a
 /// restart every record the consumer saw is there, unchanged, at its offset; offsets rise by one
-/// with no duplicate; each property's values rise in the first run's part; the restart says, in a
+/// with no duplicate; no property's value goes back in the first run's part; the restart says, in a
 /// gap record, that the run before did not stop cleanly (its tap's last changes are lost).
 #[test]
 fn kill_9_during_ingest_loses_no_change_a_reader_saw_and_duplicates_none() {
@@ -1707,7 +1707,8 @@ fn kill_9_during_ingest_loses_no_change_a_reader_saw_and_duplicates_none() {
         ),
         "{reasons:?}"
     );
-    // In order: each property's values rise through the first run (the counter does).
+    // In order: no property's value goes back through the first run (the counter only rises; a
+    // change of quality alone — a poll timeout on a loaded machine — repeats the value).
     let mut last: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
     for entry in &all[..restart] {
         if let Record::Change {
@@ -1717,7 +1718,7 @@ fn kill_9_during_ingest_loses_no_change_a_reader_saw_and_duplicates_none() {
         } = &entry.record
             && let Some(before) = last.insert(*series, *value)
         {
-            assert!(*value > before, "series {series}: {value} after {before}");
+            assert!(*value >= before, "series {series}: {value} after {before}");
         }
     }
     assert!(change_count(&all[..restart]) >= 20_000);

@@ -49,7 +49,8 @@ pub const WRITE_INTERVAL: Duration = Duration::from_millis(10);
 /// How often a stopped (degraded) log tries to write again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How often the writer looks at the cursors and the budget besides each new segment.
+/// How often the writer looks at the cursors besides each new segment, a moved cursor and a
+/// write that takes the log over its budget.
 pub const BUDGET_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The line `/readyz` shows while the log is not writing.
@@ -286,6 +287,7 @@ impl Writer {
         self.bytes_counted = bytes;
         if self.budget_checked.0.elapsed() >= BUDGET_INTERVAL
             || self.budget_checked.1 != self.store.segment_count()
+            || self.store.over_budget()
             || self.cursor_moved.swap(false, Ordering::Relaxed)
         {
             self.enforce_budget();

@@ -422,6 +422,11 @@ impl Store {
         self.bytes_written
     }
 
+    /// Whether the segments on disk take more than the budget.
+    pub fn over_budget(&self) -> bool {
+        self.disk_bytes() > self.config.max_disk
+    }
+
     /// Segments on disk.
     pub fn segment_count(&self) -> usize {
         self.sizes.len()
