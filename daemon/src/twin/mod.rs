@@ -39,7 +39,8 @@ pub struct Reading {
     /// time the reading arrived.
     pub source_time: Option<SystemTime>,
     /// With a value: it is usable but uncertain for this reason (a derived value whose plugin
-    /// says an input is uncertain); `None` for a good value.
+    /// says an input is uncertain); `None` for a good value. `Some(Overflow)` is the exception:
+    /// the value stays Good with that reason (an OPC UA source's queue overflowed).
     pub uncertain: Option<QualityReason>,
 }
 
@@ -212,6 +213,10 @@ impl Twin {
                     };
                     let quality = match reading.uncertain {
                         _ if !in_range => Quality::bad(QualityReason::OutOfRange),
+                        Some(QualityReason::Overflow) => Quality {
+                            level: QualityLevel::Good,
+                            reason: QualityReason::Overflow,
+                        },
                         Some(reason) => Quality::uncertain(reason),
                         None => Quality::GOOD,
                     };

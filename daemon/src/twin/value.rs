@@ -138,6 +138,10 @@ pub enum QualityReason {
     /// No fresh reading for several poll intervals; the last value is kept
     /// (OPC UA `Uncertain_LastUsableValue`).
     Stale,
+    /// A good value whose source queue overflowed before it: samples between the last value and
+    /// this one were lost (the Overflow bit of an OPC UA status code, Part 4 §7.39.1). The
+    /// quality stays Good with this reason.
+    Overflow,
 }
 
 impl QualityReason {
@@ -156,6 +160,7 @@ impl QualityReason {
             Self::ConfigurationError => "configuration_error",
             Self::OutOfRange => "out_of_range",
             Self::Stale => "stale",
+            Self::Overflow => "overflow",
         }
     }
 }
