@@ -12,8 +12,11 @@ line, each answered with one line:
   with Bad_NodeIdUnknown, as OPC UA Part 4 §5.12.1 has a server report it: asyncua 1.1.8 itself
   never tells them (`address_space.py` `_delete_node_callbacks` calls the async callback without
   awaiting it, and would send a subscription-wide StatusChangeNotification if it did).
-- `RESTART` → `LISTENING <url> <namespace index>`: stops the server (closing every connection
-  and session) and starts a fresh one, with nothing of the old one's state, on the same port.
+- `RESTART` → `LISTENING <url> <namespace index>`: a restart as clients see it, in ≈ 10 ms: the
+  listening socket and every connection closed (asyncua closes their sessions and deletes their
+  subscriptions), then listening again on the same port. The address space stays (a fresh asyncua
+  server takes ≈ 3.5 s to stop and start, too slow for 20 restarts in a test).
+- `RESTART FULL` → the same with a fresh asyncua server (nothing of the old one's state).
 
 Exits when stdin closes.
 
@@ -24,6 +27,7 @@ import asyncio
 import sys
 
 from asyncua import Server, ua
+from asyncua.server.binary_server_asyncio import BinaryServer
 from asyncua.server.internal_session import InternalSession
 
 URI = "urn:twinloom:source-peer"
@@ -45,6 +49,14 @@ async def start(count, port):
     port = server.bserver._server.sockets[0].getsockname()[1]
     print(f"LISTENING opc.tcp://127.0.0.1:{port}/ {ns}", flush=True)
     return server, nodes, port
+
+
+async def stop_listening(server):
+    """Closes the listening socket, then every connection. In this order: a client reconnecting
+    while the connections close would otherwise be accepted by the old socket, and Python 3.11's
+    `wait_closed` (in asyncua's stop) waits for that connection to end, forever."""
+    server.bserver._server.close()
+    await server.bserver.stop()
 
 
 async def main():
@@ -92,7 +104,16 @@ async def main():
             await state["server"].write_attribute_value(node.nodeid, gone)
             await state["server"].delete_nodes([node])
             print(f"DELETED {i}", flush=True)
+        elif words[0] == "RESTART" and len(words) == 1:
+            srv = state["server"]
+            await stop_listening(srv)
+            srv.bserver = BinaryServer(srv.iserver, "127.0.0.1", port, srv.limits)
+            await srv.bserver.start()
+            state["step"] = 0
+            ns = await srv.get_namespace_index(URI)
+            print(f"LISTENING opc.tcp://127.0.0.1:{port}/ {ns}", flush=True)
         elif words[0] == "RESTART":
+            await stop_listening(state["server"])
             await state["server"].stop()
             InternalSession._current_connections = 0
             state["deleted"] = set()

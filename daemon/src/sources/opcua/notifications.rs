@@ -80,12 +80,11 @@ impl Notifications {
             if let Some(changes) = object.into_inner_as::<DataChangeNotification>() {
                 self.data_changes(*changes);
             }
-        } else if object.inner_is::<StatusChangeNotification>() {
-            if let Some(change) = object.into_inner_as::<StatusChangeNotification>() {
-                if ends_subscription(change.status) {
-                    let _ = self.status_changes.try_send(change.status);
-                }
-            }
+        } else if object.inner_is::<StatusChangeNotification>()
+            && let Some(change) = object.into_inner_as::<StatusChangeNotification>()
+            && ends_subscription(change.status)
+        {
+            let _ = self.status_changes.try_send(change.status);
         }
     }
 
