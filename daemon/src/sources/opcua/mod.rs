@@ -1,34 +1,32 @@
-//! OPC UA source: one subscription per server, monitored items for every binding.
+//! OPC UA source: one session and one subscription per server, a monitored item for every bound
+//! NodeId.
 //!
-//! The client (async-opcua) connects to the configured endpoint; every binding becomes a
-//! monitored item of one subscription, and each data change is applied to the twin as it arrives
-//! (value, status and source timestamp). While the connection is down every property of the
-//! source is bad (`NoConnection`) with its last value kept, and the source starts over with a
-//! fresh session and subscription after a backoff from `backoff_min` to `backoff_max` (a
-//! restarted server knows neither the old session nor its subscription).
+//! The client (async-opcua) connects to the configured endpoint; `session.rs` reads the server's
+//! OperationLimits and namespace array, creates the subscription and its monitored items in
+//! batches the server accepts (`limits.rs`: message and array sizes, notifications per Publish,
+//! queue sizes), and follows the session; `notifications.rs` applies each NotificationMessage to
+//! the twin as one batch (value, status and source timestamp, items looked up by client handle).
+//! While the connection is down, or the server is silent for 3 keep-alive intervals, every
+//! property of the source is bad (`NoConnection`) with its last value kept. Recovery follows OPC
+//! UA Part 4 §6.7 (async-opcua's reconnect: a new secure channel and ActivateSession on the old
+//! session, TransferSubscriptions, and only then a new session and subscription); a session that
+//! fails for good is closed (CloseSession) and the source starts over after a backoff from
+//! `backoff_min` to `backoff_max`.
 
 mod events;
+pub mod limits;
+mod notifications;
+mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
-use opcua::client::{
-    ClientBuilder, DataChangeCallback, IdentityToken, Password, SessionPollResult,
-};
-use opcua::crypto::SecurityPolicy;
-use opcua::types::{
-    DataValue, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NodeId, ReadValueId, StatusCode, TimestampsToReturn, UserTokenPolicy,
-    Variant,
-};
+use opcua::types::{DataValue, NodeId, StatusCode, Variant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::sources::opcua::OpcUaBindingConfig;
-use crate::config::sources::opcua::{
-    OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, parse_node_id,
-};
+use crate::config::sources::opcua::{OpcUaSourceConfig, parse_node_id};
 use crate::context::ComponentContext;
 use crate::runtime::{Backoff, ReadyFlag};
 use crate::sources::{Bound, Spawned};
@@ -77,6 +75,7 @@ pub fn spawn(
     }
     let (twin, supervisor, metrics) = (context.twin, context.supervisor, context.metrics);
     let ready = context.readiness.register_source(&source.id);
+    let metric_set = metrics.set::<events::OpcUaSourceMetrics>();
     let client = OpcUaClient {
         config: source.clone(),
         pki_dir: source
@@ -86,9 +85,8 @@ pub fn spawn(
         items: by_node.into_values().collect(),
         properties: properties.clone(),
         twin: Arc::clone(twin),
-        connected: metrics
-            .set::<events::OpcUaSourceMetrics>()
-            .connected(&source.id),
+        connected: metric_set.connected(&source.id),
+        counters: metric_set.counters(&source.id),
         ready,
     };
     let token = supervisor.spawn_cancellable(format!("opcua-source:{}", source.id), move |token| {
@@ -110,6 +108,7 @@ struct OpcUaClient {
     properties: Vec<PropertyId>,
     twin: Arc<Twin>,
     connected: prometheus_client::metrics::gauge::Gauge,
+    counters: events::SourceCounters,
     ready: ReadyFlag,
 }
 
@@ -180,10 +179,8 @@ impl OpcUaClient {
         let id = self.config.id.clone();
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         loop {
-            let outcome = tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                outcome = self.session(&token) => outcome,
-            };
+            // Not raced against the token: `session` watches it and closes the session first.
+            let outcome = self.session(&token).await;
             if token.is_cancelled() {
                 return Ok(());
             }
@@ -202,222 +199,6 @@ impl OpcUaClient {
             tokio::select! {
                 () = token.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// One session: connect, subscribe, follow events until the connection fails for good.
-    async fn session(&self, token: &CancellationToken) -> anyhow::Result<()> {
-        let policy = match self.config.security_policy {
-            SecurityPolicyName::None => SecurityPolicy::None,
-            SecurityPolicyName::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
-            SecurityPolicyName::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
-            SecurityPolicyName::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
-        };
-        let mode = match self.config.security_mode {
-            SecurityModeName::None => MessageSecurityMode::None,
-            SecurityModeName::Sign => MessageSecurityMode::Sign,
-            SecurityModeName::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
-        };
-        let identity = match (&self.config.user, &self.config.password) {
-            (Some(user), Some(password)) => {
-                IdentityToken::UserName(user.clone(), Password::new(password.clone()))
-            }
-            _ => IdentityToken::Anonymous,
-        };
-        let mut client = ClientBuilder::new()
-            .application_name("Twinloom")
-            .application_uri(format!("urn:twinloom:source:{}", self.config.id))
-            .product_uri("urn:twinloom")
-            .pki_dir(&self.pki_dir)
-            .create_sample_keypair(true)
-            .trust_server_certs(self.config.trust_server_certificate)
-            .session_retry_limit(0)
-            .request_timeout(self.config.timeout)
-            .client()
-            .map_err(|errors| anyhow::anyhow!("client configuration: {}", errors.join(", ")))?;
-        let endpoint = (
-            self.config.endpoint.as_str(),
-            policy.to_uri(),
-            mode,
-            UserTokenPolicy::anonymous(),
-        );
-        let (session, event_loop) = tokio::time::timeout(
-            self.config.timeout,
-            client.connect_to_matching_endpoint(endpoint, identity),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.config.timeout))??;
-        let mut events = Box::pin(event_loop.enter());
-        // Drive the event loop until the session is up.
-        loop {
-            tokio::select! {
-                connected = session.wait_for_connection() => {
-                    if connected {
-                        break;
-                    }
-                    anyhow::bail!("session could not be activated");
-                }
-                event = events.next() => match event {
-                    Some(Ok(_)) => {}
-                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
-                    None => anyhow::bail!("session closed"),
-                },
-            }
-        }
-        events::SessionUp {
-            source: &self.config.id,
-            endpoint: &self.config.endpoint,
-        }
-        .emit(&self.connected, &self.ready);
-        // Namespace URIs (`nsu=`) become indexes through the server's NamespaceArray
-        // (OPC UA Part 5 §6.3.1, Server_NamespaceArray = ns=0;i=2255).
-        let items = if self.items.iter().any(|i| i.namespace_uri.is_some()) {
-            let namespace_array = [ReadValueId::from(NodeId::new(0, 2255u32))];
-            let read = session.read(&namespace_array, TimestampsToReturn::Neither, 0.0);
-            tokio::pin!(read);
-            let namespaces = loop {
-                tokio::select! {
-                    read = &mut read => break read.map_err(|e| anyhow::anyhow!("cannot read the namespace array: {e}"))?,
-                    event = events.next() => match event {
-                        Some(Ok(_)) => {}
-                        Some(Err(status)) => anyhow::bail!("session failed: {status}"),
-                        None => anyhow::bail!("session closed"),
-                    },
-                }
-            };
-            let uris: Vec<String> = match namespaces.first().and_then(|dv| dv.value.clone()) {
-                Some(Variant::Array(array)) => array
-                    .values
-                    .iter()
-                    .map(|v| match v {
-                        Variant::String(s) => s.as_ref().to_owned(),
-                        _ => String::new(),
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            self.items
-                .iter()
-                .map(|item| {
-                    let mut item = item.clone();
-                    if let Some(uri) = &item.namespace_uri {
-                        match uris.iter().position(|u| u == uri) {
-                            Some(index) => item.node.namespace = index as u16,
-                            None => events::NamespaceUnknown {
-                                source: &self.config.id,
-                                namespace: uri,
-                            }
-                            .emit(),
-                        }
-                    }
-                    item
-                })
-                .collect()
-        } else {
-            self.items.clone()
-        };
-        let by_node: Arc<HashMap<NodeId, Vec<PropertyId>>> = Arc::new(
-            items
-                .iter()
-                .map(|i| (i.node.clone(), i.properties.clone()))
-                .collect(),
-        );
-        let twin = Arc::clone(&self.twin);
-        let lookup = Arc::clone(&by_node);
-        let callback = DataChangeCallback::new(move |value, item| {
-            if let Some(properties) = lookup.get(&item.item_to_monitor().node_id) {
-                twin.apply(&readings(&value, properties));
-            }
-        });
-        let requests: Vec<MonitoredItemCreateRequest> = items
-            .iter()
-            .map(|item| MonitoredItemCreateRequest {
-                item_to_monitor: ReadValueId::from(item.node.clone()),
-                monitoring_mode: MonitoringMode::Reporting,
-                requested_parameters: MonitoringParameters {
-                    sampling_interval: item.sampling.as_secs_f64() * 1000.0,
-                    queue_size: 1,
-                    discard_oldest: true,
-                    ..Default::default()
-                },
-            })
-            .collect();
-        // Subscribing needs the event loop polled at the same time.
-        let subscribe = async {
-            let subscription = session
-                .create_subscription(
-                    self.config.publishing_interval,
-                    60,
-                    10,
-                    0,
-                    0,
-                    true,
-                    callback,
-                )
-                .await?;
-            let created = session
-                .create_monitored_items(subscription, TimestampsToReturn::Both, requests)
-                .await?;
-            Ok::<_, opcua::types::Error>(created)
-        };
-        tokio::pin!(subscribe);
-        let created = loop {
-            tokio::select! {
-                created = &mut subscribe => break created.map_err(|e| anyhow::anyhow!("cannot subscribe: {e}"))?,
-                event = events.next() => match event {
-                    Some(Ok(_)) => {}
-                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
-                    None => anyhow::bail!("session closed"),
-                },
-            }
-        };
-        for (item, result) in items.iter().zip(&created) {
-            let status = result.result.status_code;
-            if !status.is_good() {
-                events::MonitoredItemRefused {
-                    source: &self.config.id,
-                    node: &item.node,
-                    status,
-                }
-                .emit();
-                let failed: Vec<_> = item
-                    .properties
-                    .iter()
-                    .map(|p| Reading::failed(*p, reason(status)))
-                    .collect();
-                self.twin.apply(&failed);
-            }
-        }
-        loop {
-            tokio::select! {
-                () = token.cancelled() => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
-                    return Ok(());
-                }
-                event = events.next() => match event {
-                    Some(Ok(SessionPollResult::ConnectionLost(status))) => {
-                        // Start over with a fresh session and subscription: a restarted server
-                        // knows neither the old session nor its subscription.
-                        events::ConnectionLost {
-                            source: &self.config.id,
-                            status: &status,
-                        }
-                        .emit(&self.connected, &self.ready);
-                        self.mark_all(QualityReason::NoConnection);
-                        return Ok(());
-                    }
-                    Some(Ok(SessionPollResult::Reconnected(mode))) => {
-                        events::SessionResumed {
-                            source: &self.config.id,
-                            mode: &mode,
-                        }
-                        .emit(&self.connected, &self.ready);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
-                    None => return Ok(()),
-                },
             }
         }
     }
