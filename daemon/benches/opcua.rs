@@ -22,10 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken};
-use opcua::types::{
-    MessageSecurityMode, MonitoredItemCreateRequest, NodeId, TimestampsToReturn, UserTokenPolicy,
-};
+use opcua::types::{MonitoredItemCreateRequest, NodeId, TimestampsToReturn};
 
 const ASSETS: usize = 1000;
 const PROPERTIES: usize = 100;
@@ -151,45 +148,9 @@ fn spawn_server(command: &mut Command) -> ServerProcess {
 }
 
 async fn measure(server: &ServerProcess, node: impl Fn(u16, usize) -> NodeId) -> Measured {
-    let client_pki = tempfile::tempdir().unwrap();
-    let mut client = ClientBuilder::new()
-        .application_name("twinloom-bench")
-        .application_uri("urn:twinloom:bench")
-        .pki_dir(client_pki.path())
-        .session_retry_limit(0)
-        .max_message_size(64 * 1024 * 1024)
-        .max_chunk_count(8192)
-        .max_array_length(1_000_000)
-        .client()
-        .unwrap();
-    let endpoint = (
-        server.url.as_str(),
-        "http://opcfoundation.org/UA/SecurityPolicy#None",
-        MessageSecurityMode::None,
-        UserTokenPolicy::anonymous(),
-    );
-    let (session, event_loop) = client
-        .connect_to_matching_endpoint(endpoint, IdentityToken::Anonymous)
-        .await
-        .unwrap();
-    let _events = event_loop.spawn();
-    assert!(session.wait_for_connection().await);
     let received = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&received);
-    let subscription = session
-        .create_subscription(
-            Duration::from_millis(100),
-            600,
-            20,
-            0,
-            0,
-            true,
-            DataChangeCallback::new(move |_, _| {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }),
-        )
-        .await
-        .unwrap();
+    let (_client, session, subscription) =
+        support::upstream::counting_session(&server.url, Arc::clone(&received)).await;
     let started = Instant::now();
     let mut created = 0;
     for chunk in (0..ITEMS).collect::<Vec<_>>().chunks(BATCH) {

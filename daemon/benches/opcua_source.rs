@@ -30,9 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken};
-use opcua::types::UserTokenPolicy;
-use opcua::types::{MessageSecurityMode, MonitoredItemCreateRequest, TimestampsToReturn};
+use opcua::types::{MonitoredItemCreateRequest, TimestampsToReturn};
 
 /// Rounds of Twinloom then the reference client.
 const ROUNDS: usize = 3;
@@ -164,44 +162,8 @@ async fn client_subject(servers: &[(String, u16)], items: usize) -> Counted {
     let received = Arc::new(AtomicU64::new(0));
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     for (url, ns) in servers {
-        let pki = tempfile::tempdir().unwrap();
-        let mut client = ClientBuilder::new()
-            .application_name("twinloom-bench-reference")
-            .application_uri("urn:twinloom:bench-reference")
-            .pki_dir(pki.path())
-            .session_retry_limit(0)
-            .max_message_size(16 * 1024 * 1024)
-            .max_chunk_count(4096)
-            .max_array_length(100_000)
-            .client()
-            .unwrap();
-        let endpoint = (
-            url.as_str(),
-            "http://opcfoundation.org/UA/SecurityPolicy#None",
-            MessageSecurityMode::None,
-            UserTokenPolicy::anonymous(),
-        );
-        let (session, event_loop) = client
-            .connect_to_matching_endpoint(endpoint, IdentityToken::Anonymous)
-            .await
-            .unwrap();
-        let events = event_loop.spawn();
-        assert!(session.wait_for_connection().await);
-        let counter = Arc::clone(&received);
-        let subscription = session
-            .create_subscription(
-                Duration::from_millis(100),
-                600,
-                20,
-                0,
-                0,
-                true,
-                DataChangeCallback::new(move |_, _| {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }),
-            )
-            .await
-            .unwrap();
+        let (client, session, subscription) =
+            support::upstream::counting_session(url, Arc::clone(&received)).await;
         for chunk in (0..items).collect::<Vec<_>>().chunks(BATCH) {
             let requests: Vec<MonitoredItemCreateRequest> = chunk
                 .iter()
@@ -218,7 +180,7 @@ async fn client_subject(servers: &[(String, u16)], items: usize) -> Counted {
                 .await
                 .unwrap();
         }
-        keep.push(Box::new((client, session, events, pki)));
+        keep.push(Box::new((client, session)));
     }
     (
         Box::new(move || received.load(Ordering::Relaxed)),

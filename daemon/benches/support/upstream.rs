@@ -143,3 +143,61 @@ pub fn serve(items: usize) {
         supervisor.shutdown(Duration::from_secs(2)).await;
     });
 }
+
+/// A plain async-opcua client connected to `url` (security None, anonymous, large message and
+/// array limits) with one subscription (publishing interval 100 ms) whose callback adds one to
+/// `counter` per data change. Returns what must live as long as the session: the client, the
+/// session, its event loop's task and the client's PKI folder; and the subscription id.
+pub async fn counting_session(
+    url: &str,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> (
+    Box<dyn std::any::Any + Send>,
+    std::sync::Arc<opcua::client::Session>,
+    u32,
+) {
+    use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken};
+    use opcua::types::{MessageSecurityMode, UserTokenPolicy};
+    let pki = tempfile::tempdir().unwrap();
+    let mut client = ClientBuilder::new()
+        .application_name("twinloom-bench")
+        .application_uri("urn:twinloom:bench")
+        .pki_dir(pki.path())
+        .session_retry_limit(0)
+        .max_message_size(64 * 1024 * 1024)
+        .max_chunk_count(8192)
+        .max_array_length(1_000_000)
+        .client()
+        .unwrap();
+    let endpoint = (
+        url,
+        "http://opcfoundation.org/UA/SecurityPolicy#None",
+        MessageSecurityMode::None,
+        UserTokenPolicy::anonymous(),
+    );
+    let (session, event_loop) = client
+        .connect_to_matching_endpoint(endpoint, IdentityToken::Anonymous)
+        .await
+        .unwrap();
+    let events = event_loop.spawn();
+    assert!(session.wait_for_connection().await);
+    let subscription = session
+        .create_subscription(
+            Duration::from_millis(100),
+            600,
+            20,
+            0,
+            0,
+            true,
+            DataChangeCallback::new(move |_, _| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }),
+        )
+        .await
+        .unwrap();
+    (
+        Box::new((client, events, pki)),
+        std::sync::Arc::clone(&session),
+        subscription,
+    )
+}
