@@ -178,7 +178,9 @@ impl OpcUaSourceConfig {
             let at = path.key("namespaces").key(prefix.as_str());
             if prefix.is_empty()
                 || prefix.chars().all(|c| c.is_ascii_digit())
-                || prefix.chars().any(|c| RESERVED.contains(c) || c.is_whitespace())
+                || prefix
+                    .chars()
+                    .any(|c| RESERVED.contains(c) || c.is_whitespace())
             {
                 out.push(Problem::new(
                     at.clone(),
@@ -439,11 +441,19 @@ impl BrowsePath {
             let (reference_type, is_inverse, include_subtypes) = match chars[at] {
                 '/' => {
                     at += 1;
-                    (opcua::types::ReferenceTypeId::HierarchicalReferences.into(), false, true)
+                    (
+                        opcua::types::ReferenceTypeId::HierarchicalReferences.into(),
+                        false,
+                        true,
+                    )
                 }
                 '.' => {
                     at += 1;
-                    (opcua::types::ReferenceTypeId::Aggregates.into(), false, true)
+                    (
+                        opcua::types::ReferenceTypeId::Aggregates.into(),
+                        false,
+                        true,
+                    )
                 }
                 '<' => {
                     at += 1;
@@ -641,14 +651,30 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (ReferenceTypeId::HierarchicalReferences.into(), false, true, plc.clone(), "Line1".into()),
-                (ReferenceTypeId::Aggregates.into(), false, true, plc, "Speed".into()),
-                (ReferenceTypeId::HasComponent.into(), true, false, None, "Up/Down".into()),
+                (
+                    ReferenceTypeId::HierarchicalReferences.into(),
+                    false,
+                    true,
+                    plc.clone(),
+                    "Line1".into()
+                ),
+                (
+                    ReferenceTypeId::Aggregates.into(),
+                    false,
+                    true,
+                    plc,
+                    "Speed".into()
+                ),
+                (
+                    ReferenceTypeId::HasComponent.into(),
+                    true,
+                    false,
+                    None,
+                    "Up/Down".into()
+                ),
             ]
         );
-        let relative = path
-            .relative_path(|p| (p == "plc").then_some(12))
-            .unwrap();
+        let relative = path.relative_path(|p| (p == "plc").then_some(12)).unwrap();
         let names: Vec<_> = relative
             .elements
             .unwrap()
@@ -663,7 +689,17 @@ mod tests {
             None,
             "an escaped colon is part of the name"
         );
-        for bad in ["", "Line1", "/plc:", "/a:b:c", "/a>b", "<Nope>x", "<HasChild", "/a&", "/"] {
+        for bad in [
+            "",
+            "Line1",
+            "/plc:",
+            "/a:b:c",
+            "/a>b",
+            "<Nope>x",
+            "<HasChild",
+            "/a&",
+            "/",
+        ] {
             assert!(BrowsePath::parse(bad).is_err(), "{bad}");
         }
     }

@@ -114,9 +114,9 @@ async fn check(
         let (data_type, rank) = (values.get(2 * i), values.get(2 * i + 1));
         let status = data_type.map_or(StatusCode::BadUnexpectedError, |v| v.status());
         let message = match data_type.and_then(|v| v.value.as_ref()) {
-            _ if status == StatusCode::BadNodeIdUnknown => {
-                Some(format!("node `{node}` does not exist on the server ({status})"))
-            }
+            _ if status == StatusCode::BadNodeIdUnknown => Some(format!(
+                "node `{node}` does not exist on the server ({status})"
+            )),
             Some(Variant::NodeId(id)) if status.is_good() => {
                 let rank = match rank.and_then(|v| v.value.as_ref()) {
                     Some(Variant::Int32(rank)) => *rank,

@@ -42,8 +42,8 @@ use super::{OpcUaClient, events, reason, write};
 use crate::config::sources::opcua::{
     OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, Target,
 };
-use opcua::types::{BrowsePath, ObjectId};
 use crate::twin::{PropertyId, QualityReason, Reading};
+use opcua::types::{BrowsePath, ObjectId};
 
 /// The session's event loop as a stream (async-opcua does nothing unless it is polled).
 pub(super) type Events = Pin<Box<dyn Stream<Item = Result<SessionPollResult, StatusCode>> + Send>>;
@@ -141,21 +141,18 @@ pub(super) async fn resolve_targets<'t>(
     }
     for batch in paths.chunks(limits.translations_per_call()) {
         let request: Vec<BrowsePath> = batch.iter().map(|(_, p)| p.clone()).collect();
-        let results = drive(
-            events,
-            session.translate_browse_paths_to_node_ids(&request),
-        )
-        .await?
-        .context("cannot translate browse paths")?;
+        let results = drive(events, session.translate_browse_paths_to_node_ids(&request))
+            .await?
+            .context("cannot translate browse paths")?;
         for (j, (i, _)) in batch.iter().enumerate() {
             out[*i] = match results.get(j) {
                 Some(result) if result.status_code.is_good() => result
                     .targets
                     .as_deref()
                     .and_then(|targets| {
-                        targets
-                            .iter()
-                            .find(|t| t.remaining_path_index == u32::MAX && t.target_id.server_index == 0)
+                        targets.iter().find(|t| {
+                            t.remaining_path_index == u32::MAX && t.target_id.server_index == 0
+                        })
                     })
                     .map(|t| t.target_id.node_id.clone())
                     .ok_or(Unresolved::Path(StatusCode::BadNoMatch)),
@@ -232,7 +229,12 @@ pub(super) async fn drive<T>(
 /// Closes the session: CloseSession with its subscriptions deleted, then the secure channel
 /// (Part 4 §5.7.4), waiting at most `limit`. Nothing is sent when the connection is down (the
 /// server drops a session whose connection is gone at its timeout; there is no channel to send on).
-pub(super) async fn close(session: &Session, events: &mut Events, connected: bool, limit: Duration) {
+pub(super) async fn close(
+    session: &Session,
+    events: &mut Events,
+    connected: bool,
+    limit: Duration,
+) {
     if !connected {
         session.disable_reconnects();
         return;
@@ -271,8 +273,8 @@ pub(super) fn namespace_uris(value: Option<&DataValue>) -> Vec<String> {
 /// Errors: no answer within the source's `timeout`, no matching endpoint, the session could
 /// not be created or activated.
 pub(super) async fn connect(
-config: &OpcUaSourceConfig,
-pki_dir: &std::path::Path,
+    config: &OpcUaSourceConfig,
+    pki_dir: &std::path::Path,
 ) -> anyhow::Result<(Arc<Session>, Events)> {
     let policy = match config.security_policy {
         SecurityPolicyName::None => SecurityPolicy::None,
@@ -530,8 +532,10 @@ impl OpcUaClient {
             .map(|p| {
                 (
                     *p,
-                    Err("its variable did not resolve on the server (Bad_ConfigurationError)"
-                        .to_owned()),
+                    Err(
+                        "its variable did not resolve on the server (Bad_ConfigurationError)"
+                            .to_owned(),
+                    ),
                 )
             })
             .collect();
@@ -814,7 +818,10 @@ impl OpcUaClient {
             }
             SessionConnectMode::NewSession(_)
                 if !resolved.namespaces.is_empty()
-                    || self.items.iter().any(|i| matches!(i.target, Target::Path(_))) =>
+                    || self
+                        .items
+                        .iter()
+                        .any(|i| matches!(i.target, Target::Path(_))) =>
             {
                 let (_, items, namespaces) = self.resolve(session, events).await?;
                 let nodes = |items: &[Resolved]| -> Vec<NodeId> {

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use opcua::client::services::{Read, Write};
 use opcua::client::{Session, UARequest};
+use opcua::core::ResponseMessage;
 use opcua::types::{
     AttributeId, DataTypeId, DataValue, NodeId, NumericRange, ReadValueId, StatusCode,
-    TimestampsToReturn, UAString, Variant, WriteValue,
+    TimestampsToReturn, UAString, Variant, WriteRequest, WriteValue,
 };
 
 use super::events;
@@ -122,29 +123,49 @@ impl OpcUaWriter {
         if !write.is_due(now) {
             return Err(WriteError::Expired);
         }
-        // The server may drop the request once the gate's deadline has passed (timeoutHint,
-        // Part 4 §7.32); the client waits no longer than the source's timeout either.
-        let wait = (write.deadline - now)
-            .min(self.timeout)
-            .max(Duration::from_millis(1));
-        let request = Write::new(&connected.session).timeout(wait).node(WriteValue {
-            node_id: target.node.clone(),
-            attribute_id: AttributeId::Value as u32,
-            index_range: NumericRange::None,
-            // The value only: no status, no timestamps (many PLC servers answer
-            // Bad_WriteNotSupported to a DataValue with timestamps, Part 4 §5.10.4.2).
-            value: DataValue {
-                value: Some(variant),
-                ..Default::default()
-            },
-        });
+        // timeoutHint: the server may drop the request once the gate's deadline has passed
+        // (Part 4 §7.32). The client waits for the answer for the source's timeout even past the
+        // deadline (the gate audits a late answer); async-opcua's builder ties the two together,
+        // so its header is taken and the request sent on the channel directly.
+        let mut header = Write::new(&connected.session).header().clone();
+        header.timeout_hint = u32::try_from((write.deadline - now).as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let request = WriteRequest {
+            request_header: header,
+            nodes_to_write: Some(vec![WriteValue {
+                node_id: target.node.clone(),
+                attribute_id: AttributeId::Value as u32,
+                index_range: NumericRange::None,
+                // The value only: no status, no timestamps (many PLC servers answer
+                // Bad_WriteNotSupported to a DataValue with timestamps, Part 4 §5.10.4.2).
+                value: DataValue {
+                    value: Some(variant),
+                    ..Default::default()
+                },
+            }]),
+        };
         write.check_guard()?;
-        let answer = request.send(connected.session.channel()).await;
+        let answer = connected
+            .session
+            .channel()
+            .send(request, self.timeout)
+            .await;
         let status = match answer {
-            Ok(response) => response
-                .results
-                .and_then(|r| r.first().copied())
-                .unwrap_or(StatusCode::BadUnexpectedError),
+            Ok(ResponseMessage::Write(response)) => {
+                let service = response.response_header.service_result;
+                if !service.is_good() {
+                    return Err(request_failed(service));
+                }
+                response
+                    .results
+                    .and_then(|r| r.first().copied())
+                    .unwrap_or(StatusCode::BadUnexpectedError)
+            }
+            Ok(ResponseMessage::ServiceFault(fault)) => {
+                return Err(request_failed(fault.response_header.service_result));
+            }
+            Ok(_) => StatusCode::BadUnknownResponse,
             Err(error) => return Err(request_failed(error.status())),
         };
         if !status.is_good() {
@@ -202,7 +223,8 @@ impl OpcUaWriter {
 impl DeviceWriter for OpcUaWriter {
     /// Writes `write.value` (engineering units) to the property's variable: inverse scaling,
     /// conversion to the variable's DataType with a range check, the Write service on the Value
-    /// attribute only (Part 4 §5.10.4) with the time left to the deadline as `timeoutHint`, then
+    /// attribute only (Part 4 §5.10.4) with the time left to the deadline as `timeoutHint` (the
+    /// answer awaited for the source's `timeout`, past the deadline if need be), then
     /// a Read with `maxAge` 0. Waits for the server's answer. Keeps [`DeviceWriter`]'s contract:
     /// not sent once the deadline has passed ([`WriteError::Expired`]), the guard called last
     /// before sending ([`WriteError::Held`]).
@@ -224,7 +246,9 @@ impl DeviceWriter for OpcUaWriter {
         };
         let outcome = self.write_now(&write).await;
         match &outcome {
-            Ok(_) => tracing::debug!(source = %self.source, property = %self.twin.model().property(write.property).path, value = %write.value, "Wrote value"),
+            Ok(_) => {
+                tracing::debug!(source = %self.source, property = %self.twin.model().property(write.property).path, value = %write.value, "Wrote value")
+            }
             Err(WriteError::Expired | WriteError::Held { .. }) => {}
             Err(error) => events::WriteFailed {
                 source: &self.source,
@@ -279,10 +303,16 @@ pub fn to_variant_of(raw: &Value, data_type: &NodeId) -> Result<Variant, WriteEr
         Err(_) => id.to_string(),
     };
     let out_of_range = || WriteError::OutOfRange {
-        detail: format!("{raw} does not fit the variable's DataType {}", type_name(data_type)),
+        detail: format!(
+            "{raw} does not fit the variable's DataType {}",
+            type_name(data_type)
+        ),
     };
     let wrong_kind = || WriteError::Encoding {
-        detail: format!("{raw} cannot be written to DataType {}", type_name(data_type)),
+        detail: format!(
+            "{raw} cannot be written to DataType {}",
+            type_name(data_type)
+        ),
     };
     let Ok(kind) = data_type.as_data_type_id() else {
         return Err(wrong_kind());
@@ -379,7 +409,10 @@ pub(super) fn target_from(
             v.map_or(StatusCode::BadUnexpectedError, DataValue::status)
         )
     };
-    let data_type = match data_type.filter(|v| v.status().is_good()).and_then(|v| v.value.as_ref()) {
+    let data_type = match data_type
+        .filter(|v| v.status().is_good())
+        .and_then(|v| v.value.as_ref())
+    {
         Some(Variant::NodeId(id)) => (**id).clone(),
         _ => return Err(failed(data_type)),
     };
@@ -407,21 +440,53 @@ mod tests {
     fn values_convert_to_the_variables_type_with_a_range_check() {
         let t = |id: DataTypeId| NodeId::from(id);
         let cases: Vec<(Value, DataTypeId, Result<Variant, &str>)> = vec![
-            (Value::Float(21.5), DataTypeId::Float, Ok(Variant::Float(21.5))),
+            (
+                Value::Float(21.5),
+                DataTypeId::Float,
+                Ok(Variant::Float(21.5)),
+            ),
             (Value::Int(3), DataTypeId::Double, Ok(Variant::Double(3.0))),
             (Value::Float(1e39), DataTypeId::Float, Err("out-of-range")),
-            (Value::Float(-7.6), DataTypeId::Int16, Ok(Variant::Int16(-8))),
-            (Value::Int(32_767), DataTypeId::Int16, Ok(Variant::Int16(32_767))),
+            (
+                Value::Float(-7.6),
+                DataTypeId::Int16,
+                Ok(Variant::Int16(-8)),
+            ),
+            (
+                Value::Int(32_767),
+                DataTypeId::Int16,
+                Ok(Variant::Int16(32_767)),
+            ),
             (Value::Int(32_768), DataTypeId::Int16, Err("out-of-range")),
             (Value::Int(-1), DataTypeId::UInt16, Err("out-of-range")),
-            (Value::Float(f64::NAN), DataTypeId::Int32, Err("out-of-range")),
-            (Value::UInt(u64::MAX), DataTypeId::Int64, Err("out-of-range")),
-            (Value::UInt(u64::MAX), DataTypeId::UInt64, Ok(Variant::UInt64(u64::MAX))),
-            (Value::Bool(true), DataTypeId::Boolean, Ok(Variant::Boolean(true))),
+            (
+                Value::Float(f64::NAN),
+                DataTypeId::Int32,
+                Err("out-of-range"),
+            ),
+            (
+                Value::UInt(u64::MAX),
+                DataTypeId::Int64,
+                Err("out-of-range"),
+            ),
+            (
+                Value::UInt(u64::MAX),
+                DataTypeId::UInt64,
+                Ok(Variant::UInt64(u64::MAX)),
+            ),
+            (
+                Value::Bool(true),
+                DataTypeId::Boolean,
+                Ok(Variant::Boolean(true)),
+            ),
             (Value::Int(1), DataTypeId::Boolean, Err("encoding")),
             (Value::Bool(true), DataTypeId::Int16, Err("encoding")),
             (Value::Bool(true), DataTypeId::Double, Err("encoding")),
-            (Value::String("x".into()), DataTypeId::String, Ok(Variant::String("x".into()))),
+            (
+                Value::String("x".into()),
+                DataTypeId::String,
+                Ok(Variant::String("x".into())),
+            ),
             (Value::Float(1.0), DataTypeId::ByteString, Err("encoding")),
         ];
         for (raw, id, expected) in cases {
