@@ -298,7 +298,7 @@ pub(super) async fn connect(
         .application_name("Twinloom")
         .application_uri(format!("urn:twinloom:source:{}", config.id))
         .product_uri("urn:twinloom")
-        .pki_dir(&pki_dir)
+        .pki_dir(pki_dir)
         .create_sample_keypair(true)
         .trust_server_certs(config.trust_server_certificate)
         // Reconnect without end, with the source's backoff (see the module's comment).
