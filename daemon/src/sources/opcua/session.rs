@@ -380,10 +380,12 @@ impl OpcUaClient {
         let (status_changes, status_rx) = mpsc::channel(STATUS_CHANGES_QUEUED);
         let setup = async {
             let (limits, items, namespaces) = self.resolve(session, events).await?;
+            // Writes open before the first value arrives: a setpoint that reads Good can be
+            // written.
+            self.open_writes(session, events, &items, limits).await?;
             let subscription = self
                 .subscribe(session, events, &items, limits, status_changes)
                 .await?;
-            self.open_writes(session, events, &items, limits).await?;
             anyhow::Ok((subscription, namespaces, items, limits))
         };
         let setup = tokio::select! {
