@@ -184,6 +184,13 @@ impl Peer {
             endpoint: String::new(),
         };
         let line = peer.line();
+        if !line.starts_with("LISTENING ") {
+            let mut rest = String::new();
+            for _ in 0..20 {
+                rest.push_str(&peer.line());
+            }
+            panic!("peer did not start: {line}{rest}");
+        }
         peer.endpoint = line
             .split_whitespace()
             .nth(1)
@@ -469,4 +476,487 @@ async fn twenty_restarts_leave_one_session_and_one_subscription() {
     )
     .await;
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A child process peer (`tests/peers/opcua_write_peer.py` with Python, or a node-opcua script)
+/// that prints `LISTENING <url> <namespace index>` and answers `GET <name>` with
+/// `VALUE <name> <value>`.
+struct WritePeer {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    endpoint: String,
+}
+
+impl WritePeer {
+    fn start(program: std::path::PathBuf, script: &str) -> Self {
+        let mut child = std::process::Command::new(program)
+            .arg(common::repo().join(script))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut peer = Self {
+            child,
+            stdin,
+            stdout,
+            endpoint: String::new(),
+        };
+        let line = peer.line();
+        if !line.starts_with("LISTENING ") {
+            let mut rest = String::new();
+            for _ in 0..20 {
+                rest.push_str(&peer.line());
+            }
+            panic!("peer did not start: {line}{rest}");
+        }
+        peer.endpoint = line
+            .strip_prefix("LISTENING ")
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("peer did not start: {line}"))
+            .to_owned();
+        peer
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        tokio::task::block_in_place(|| self.stdout.read_line(&mut line)).unwrap();
+        line
+    }
+
+    /// The variable's value as the server holds it (Python's repr).
+    fn get(&mut self, name: &str) -> String {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "GET {name}").unwrap();
+        stdin.flush().unwrap();
+        let line = self.line();
+        line.trim()
+            .strip_prefix(&format!("VALUE {name} "))
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for WritePeer {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with read-write properties bound to the asyncua write peer's variables by namespace
+/// URI; audit and state in `state`.
+fn write_config(endpoint: &str, state: &std::path::Path) -> twinloom::config::Config {
+    config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+write_timeout = "1s"
+
+[[sources.opcua]]
+id = "plc"
+endpoint = "{endpoint}"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+backoff_min = "100ms"
+backoff_max = "500ms"
+timeout = "3s"
+
+[[types]]
+name = "Filler"
+properties = [
+  {{ name = "speed", data_type = "float", access = "read-write" }},
+  {{ name = "count", data_type = "integer", access = "read-write" }},
+  {{ name = "run", data_type = "bool", access = "read-write" }},
+  {{ name = "locked", data_type = "float", access = "read-write" }},
+  {{ name = "guarded", data_type = "float", access = "read-write" }},
+]
+
+[[assets]]
+path = "site/filler"
+type = "Filler"
+source = "plc"
+[assets.bindings]
+speed = {{ node_id = "nsu=urn:twinloom:write-peer;s=Speed" }}
+count = {{ node_id = "nsu=urn:twinloom:write-peer;s=Count" }}
+run = {{ node_id = "nsu=urn:twinloom:write-peer;s=Run" }}
+locked = {{ node_id = "nsu=urn:twinloom:write-peer;s=Locked" }}
+guarded = {{ node_id = "nsu=urn:twinloom:write-peer;s=Guarded" }}
+"#,
+        state = state.display(),
+    ))
+}
+
+/// The outcome record of each write, by property path, in the order written (the last one
+/// per property).
+fn outcomes(
+    audit: &std::path::Path,
+) -> std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> {
+    let records = twinloom::runtime::journal::records(audit).unwrap();
+    let intents: std::collections::HashMap<u64, String> = records
+        .iter()
+        .filter(|r| r["kind"] == "intent")
+        .map(|r| {
+            (
+                r["seq"].as_u64().unwrap(),
+                r["property"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    records
+        .iter()
+        .filter(|r| r["kind"] == "outcome")
+        .map(|r| (intents[&r["intent"].as_u64().unwrap()].clone(), r.clone()))
+        .collect()
+}
+
+/// Issue #27: writes through the control gate to an asyncua server's Float, Int16 and Boolean
+/// variables arrive with their types and are read back; a value outside Int16 is refused
+/// (out-of-range) with nothing sent; a read-only variable and one the user may not write are
+/// refused with the server's status; every write is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_an_asyncua_server_through_the_gate() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+    logs();
+    let mut peer = WritePeer::start(common::python(), "tests/peers/opcua_write_peer.py");
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&write_config(&peer.endpoint, state.path())).await;
+    let [speed, count, run, locked, guarded] = ["speed", "count", "run", "locked", "guarded"]
+        .map(|name| property(&handles, &format!("site/filler/{name}")));
+    for p in [speed, count, run, locked, guarded] {
+        wait_for(&handles, p, WAIT, |s| s.quality.is_good()).await;
+    }
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let write = |property, value| handles.control.write(property, value, operator.clone());
+
+    assert_eq!(write(speed, Value::Float(21.5)).await, Ok(()));
+    assert_eq!(peer.get("Speed"), "21.5");
+    assert_eq!(write(count, Value::Int(-7)).await, Ok(()));
+    assert_eq!(peer.get("Count"), "-7");
+    assert_eq!(write(run, Value::Bool(true)).await, Ok(()));
+    assert_eq!(peer.get("Run"), "True");
+    let audit = state.path().join("audit");
+    let written = outcomes(&audit);
+    for (path, holds) in [
+        ("site/filler/speed", serde_json::json!(21.5)),
+        ("site/filler/count", serde_json::json!(-7)),
+        ("site/filler/run", serde_json::json!(true)),
+    ] {
+        assert_eq!(written[path]["outcome"], "written", "{path}");
+        assert_eq!(written[path]["holds"], holds, "{path}: read back");
+    }
+    // The subscription brings the written values to the twin.
+    wait_for(&handles, count, WAIT, |s| s.value == Some(Value::Int(-7))).await;
+
+    // 40 000 does not fit Int16: refused before anything is sent.
+    assert!(matches!(
+        write(count, Value::Int(40_000)).await,
+        Err(ControlError::Source(WriteError::OutOfRange { .. }))
+    ));
+    assert_eq!(peer.get("Count"), "-7");
+    // The server refuses: read-only (asyncua answers Bad_UserAccessDenied for it too) and a
+    // variable the user may not write.
+    for (p, name) in [(locked, "Locked"), (guarded, "Guarded")] {
+        let refused = write(p, Value::Float(5.0)).await;
+        assert!(
+            matches!(&refused, Err(ControlError::Source(WriteError::DeviceRejected { detail })) if detail.contains("BadUserAccessDenied")),
+            "{name}: {refused:?}"
+        );
+        assert_ne!(peer.get(name), "5.0");
+    }
+    let audited = outcomes(&audit);
+    assert_eq!(audited["site/filler/count"]["outcome"], "device-error");
+    assert!(
+        audited["site/filler/count"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("out of range")
+    );
+    for path in ["site/filler/locked", "site/filler/guarded"] {
+        assert_eq!(audited[path]["outcome"], "device-error", "{path}");
+        assert!(
+            audited[path]["error"]
+                .as_str()
+                .unwrap()
+                .contains("BadUserAccessDenied"),
+            "{path}: {:?}",
+            audited[path]
+        );
+    }
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue #27: a server frozen (SIGSTOP) with two writes under way: one is on the wire (audited
+/// `unknown` after the proposer's deadline), the other waits behind it and is never sent — not
+/// after the deadline, not after the server resumes. Once the freeze is noticed, a write is
+/// answered `NotConnected` at once and never sent either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_its_deadline_is_never_applied_later() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+    logs();
+    let mut peer = WritePeer::start(common::python(), "tests/peers/opcua_write_peer.py");
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&write_config(&peer.endpoint, state.path())).await;
+    let [speed, count] =
+        ["speed", "count"].map(|n| property(&handles, &format!("site/filler/{n}")));
+    for p in [speed, count] {
+        wait_for(&handles, p, WAIT, |s| s.quality.is_good()).await;
+    }
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    peer.signal("STOP");
+    let (first, second) = tokio::join!(
+        handles
+            .control
+            .write(speed, Value::Float(30.0), operator.clone()),
+        handles
+            .control
+            .write(count, Value::Int(3), operator.clone()),
+    );
+    // The one on the wire is answered at the deadline (its outcome unknown); the one behind it
+    // is dropped at its deadline (nothing sent), answered `Expired` or, when the gate's own timer
+    // fires first at the same instant, `Timeout` (the audit below tells them apart).
+    for answer in [&first, &second] {
+        assert!(
+            matches!(
+                answer,
+                Err(ControlError::Expired | ControlError::Source(WriteError::Timeout))
+            ),
+            "{answer:?}"
+        );
+    }
+    let audit = state.path().join("audit");
+    common::eventually(
+        WAIT,
+        || outcomes(&audit).len() == 2,
+        || format!("{:?}", outcomes(&audit)),
+    )
+    .await;
+    let late = outcomes(&audit);
+    let outcome = |p: &str| late[p]["outcome"].as_str().unwrap().to_owned();
+    let mut kinds = [outcome("site/filler/speed"), outcome("site/filler/count")];
+    kinds.sort();
+    assert_eq!(kinds, ["not-sent", "unknown"], "{late:?}");
+    let (never, name) = if outcome("site/filler/count") == "not-sent" {
+        (count, "Count")
+    } else {
+        (speed, "Speed")
+    };
+
+    // The freeze is noticed (3 keep-alive intervals of 1 s): a write is answered at once.
+    wait_for(&handles, speed, WAIT, |s| !s.quality.is_good()).await;
+    let asked = std::time::Instant::now();
+    let down = handles
+        .control
+        .write(never, Value::Int(9), operator.clone())
+        .await;
+    assert_eq!(down, Err(ControlError::Source(WriteError::NotConnected)));
+    // At once: well under the source's 3 s timeout (the gate's intent record is synced first).
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    peer.signal("CONT");
+    wait_for(&handles, never, WAIT, |s| s.quality.is_good()).await;
+    // Whatever reached the server while it was frozen has been handled by now (the source
+    // reconnected after it): the write that was never sent is not there.
+    let held = peer.get(name);
+    assert!(held == "0" || held == "0.0", "{name} holds {held}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = peer.get(name);
+    assert!(held == "0" || held == "0.0", "{name} holds {held} later");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue #27: bindings by browse path against node-opcua (whose NodeIds the config never names):
+/// resolved after connecting, read and written through the gate; a path that does not resolve
+/// makes only its property Bad_ConfigurationError; a read-only variable answers Bad_NotWritable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_paths_resolve_and_write_on_node_opcua() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+    logs();
+    let peer = WritePeer::start("node".into(), "tests/peers/node/opcua_write_server.js");
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[[sources.opcua]]
+id = "plc"
+endpoint = "{endpoint}"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+backoff_min = "100ms"
+backoff_max = "500ms"
+namespaces = {{ plc = "urn:twinloom:node-write-peer" }}
+
+[[types]]
+name = "Filler"
+properties = [
+  {{ name = "speed", data_type = "float", access = "read-write" }},
+  {{ name = "level", data_type = "float", access = "read-write" }},
+  {{ name = "ghost", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/filler"
+type = "Filler"
+source = "plc"
+[assets.bindings]
+speed = {{ browse_path = "/plc:Line1/plc:Filler/plc:Speed" }}
+level = {{ browse_path = "/plc:Line1.plc:Filler.plc:Level" }}
+ghost = {{ browse_path = "/plc:Line1/plc:Filler/plc:Nope" }}
+"#,
+        state = state.path().display(),
+        endpoint = peer.endpoint,
+    )))
+    .await;
+    let [speed, level, ghost] =
+        ["speed", "level", "ghost"].map(|n| property(&handles, &format!("site/filler/{n}")));
+    wait_for(&handles, level, WAIT, |s| {
+        s.value == Some(Value::Float(7.5))
+    })
+    .await;
+    wait_for(&handles, ghost, WAIT, |s| {
+        s.quality == Quality::bad(QualityReason::ConfigurationError)
+    })
+    .await;
+    wait_for(&handles, speed, WAIT, |s| s.quality.is_good()).await;
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    assert_eq!(
+        handles
+            .control
+            .write(speed, Value::Float(12.25), operator.clone())
+            .await,
+        Ok(())
+    );
+    wait_for(&handles, speed, WAIT, |s| {
+        s.value == Some(Value::Float(12.25))
+    })
+    .await;
+    let refused = handles
+        .control
+        .write(level, Value::Float(1.0), operator.clone())
+        .await;
+    assert!(
+        matches!(&refused, Err(ControlError::Source(WriteError::NotWritable { detail })) if detail.contains("BadNotWritable")),
+        "{refused:?}"
+    );
+    let audited = outcomes(&state.path().join("audit"));
+    assert_eq!(audited["site/filler/speed"]["outcome"], "written");
+    assert_eq!(audited["site/filler/speed"]["holds"], 12.25);
+    assert_eq!(audited["site/filler/level"]["outcome"], "device-error");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The config of `twinloom check --online`'s test, against the node-opcua write server.
+fn online_config(endpoint: &str, state: &std::path::Path) -> String {
+    format!(
+        r#"[daemon]
+state_dir = "{state}"
+
+[[sources.opcua]]
+id = "plc"
+endpoint = "{endpoint}"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+namespaces = {{ plc = "urn:twinloom:node-write-peer", gone = "urn:nowhere" }}
+
+[[types]]
+name = "Filler"
+properties = [
+  {{ name = "speed", data_type = "float", access = "read-write" }},
+  {{ name = "level", data_type = "bool" }},
+  {{ name = "ghost", data_type = "float" }},
+  {{ name = "missing", data_type = "float" }},
+  {{ name = "elsewhere", data_type = "float" }},
+  {{ name = "lost", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/filler"
+type = "Filler"
+source = "plc"
+bindings.speed = {{ browse_path = "/plc:Line1/plc:Filler/plc:Speed" }}
+bindings.level = {{ browse_path = "/plc:Line1/plc:Filler/plc:Level" }}
+bindings.ghost = {{ browse_path = "/plc:Line1/plc:Nope" }}
+bindings.missing = {{ node_id = "nsu=urn:twinloom:node-write-peer;s=nope" }}
+bindings.elsewhere = {{ node_id = "nsu=urn:nowhere;s=x" }}
+bindings.lost = {{ browse_path = "/gone:Line1" }}
+"#,
+        state = state.display()
+    )
+}
+
+/// Issue #27: `twinloom check --online` reports, at each binding's line:col, a DataType that does
+/// not fit, a browse path that does not resolve, a missing node and unknown namespaces, and exits
+/// 64; without `--online` the same file is valid (it cannot know).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_reports_bindings_that_do_not_fit_the_server() {
+    let peer = WritePeer::start("node".into(), "tests/peers/node/opcua_write_server.js");
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("twinloom.toml");
+    std::fs::write(&file, online_config(&peer.endpoint, state.path())).unwrap();
+    let twinloom = || std::process::Command::new(env!("CARGO_BIN_EXE_twinloom"));
+    let offline = twinloom().arg("check").arg(&file).output().unwrap();
+    assert_eq!(offline.status.code(), Some(0), "{offline:?}");
+    let online = tokio::task::spawn_blocking(move || {
+        twinloom()
+            .args(["check", "--online"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&online.stderr);
+    assert_eq!(online.status.code(), Some(64), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("twinloom.toml:").map(|(_, rest)| rest))
+        .collect();
+    let expected = [
+        "28:18: assets[0].bindings.level: the variable's DataType Double does not fit the property's data type `bool`",
+        "29:18: assets[0].bindings.ghost: browse path `/plc:Line1/plc:Nope` does not resolve on the server (BadNoMatch)",
+        "30:20: assets[0].bindings.missing: node `ns=2;s=nope` does not exist on the server (BadNodeIdUnknown)",
+        "31:22: assets[0].bindings.elsewhere: the server has no namespace `urn:nowhere` (not in its NamespaceArray)",
+        "32:17: assets[0].bindings.lost: the server has no namespace `urn:nowhere` (not in its NamespaceArray)",
+    ];
+    assert_eq!(lines, expected, "{stderr}");
 }

@@ -278,3 +278,61 @@ impl LeftoverSubscriptionDeleted<'_> {
         }
     }
 }
+
+/// A write the source could not carry out (the gate gets the error too).
+#[derive(Debug)]
+pub(crate) struct WriteFailed<'a> {
+    pub source: &'a str,
+    pub property: &'a str,
+    pub error: &'a crate::twin::WriteError,
+}
+
+impl WriteFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, property = %self.property, error = %self.error, "Write failed");
+    }
+}
+
+/// The Read after a Good write got no value (the write stands; the twin shows the value once the
+/// subscription reports it).
+#[derive(Debug)]
+pub(crate) struct ReadBackFailed<'a> {
+    pub source: &'a str,
+    pub node: &'a opcua::types::NodeId,
+    pub status: opcua::types::StatusCode,
+}
+
+impl ReadBackFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, node = %self.node, status = %self.status, "Read-back after a write failed");
+    }
+}
+
+/// A binding's browse path did not resolve (TranslateBrowsePathsToNodeIds, OPC UA Part 4 §5.8.4):
+/// its properties are Bad_ConfigurationError and get no monitored item; the others run.
+#[derive(Debug)]
+pub(crate) struct BrowsePathUnresolved<'a> {
+    pub source: &'a str,
+    pub browse_path: &'a str,
+    pub status: opcua::types::StatusCode,
+}
+
+impl BrowsePathUnresolved<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, browse_path = %self.browse_path, status = %self.status, "Browse path does not resolve on the server; its bindings are bad (configuration error)");
+    }
+}
+
+/// A writable variable's DataType or ValueRank could not be read after a connect: writes to its
+/// properties are refused (not writable) until the next connect.
+#[derive(Debug)]
+pub(crate) struct WriteTargetUnreadable<'a> {
+    pub source: &'a str,
+    pub reason: &'a str,
+}
+
+impl WriteTargetUnreadable<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, reason = %self.reason, "Writable variable's type unknown; writes to it are refused");
+    }
+}

@@ -63,14 +63,18 @@ pub struct OperationLimits {
     pub max_nodes_per_read: u32,
     /// MaxMonitoredItemsPerCall (`…_MaxMonitoredItemsPerCall`, i=11714).
     pub max_monitored_items_per_call: u32,
+    /// MaxNodesPerTranslateBrowsePathsToNodeIds (`…_MaxNodesPerTranslateBrowsePathsToNodeIds`,
+    /// i=11712).
+    pub max_nodes_per_translate: u32,
 }
 
 impl OperationLimits {
-    /// NodeIds of the two limits, in the order [`OperationLimits::from_values`] takes them.
-    pub fn nodes() -> [ReadValueId; 2] {
+    /// NodeIds of the limits, in the order [`OperationLimits::from_values`] takes them.
+    pub fn nodes() -> [ReadValueId; 3] {
         [
             ReadValueId::from(NodeId::new(0, 11705u32)),
             ReadValueId::from(NodeId::new(0, 11714u32)),
+            ReadValueId::from(NodeId::new(0, 11712u32)),
         ]
     }
 
@@ -84,7 +88,20 @@ impl OperationLimits {
         Self {
             max_nodes_per_read: limit(0),
             max_monitored_items_per_call: limit(1),
+            max_nodes_per_translate: limit(2),
         }
+    }
+
+    /// Nodes per Read request (type attributes of writable variables): MaxNodesPerRead, or
+    /// [`DEFAULT_ITEMS_PER_CALL`] when the server sets none (or a larger one), never 0.
+    pub fn reads_per_call(self) -> usize {
+        per_call(self.max_nodes_per_read)
+    }
+
+    /// Browse paths per TranslateBrowsePathsToNodeIds request: the server's limit, or
+    /// [`DEFAULT_ITEMS_PER_CALL`] when it sets none (or a larger one), never 0.
+    pub fn translations_per_call(self) -> usize {
+        per_call(self.max_nodes_per_translate)
     }
 
     /// Monitored items per CreateMonitoredItems request: MaxMonitoredItemsPerCall, or
@@ -94,6 +111,13 @@ impl OperationLimits {
             0 => DEFAULT_ITEMS_PER_CALL,
             n => n.min(DEFAULT_ITEMS_PER_CALL),
         }
+    }
+}
+
+fn per_call(limit: u32) -> usize {
+    match limit as usize {
+        0 => DEFAULT_ITEMS_PER_CALL,
+        n => n.min(DEFAULT_ITEMS_PER_CALL),
     }
 }
 

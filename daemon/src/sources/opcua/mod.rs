@@ -16,35 +16,54 @@
 mod events;
 pub mod limits;
 mod notifications;
-mod session;
+mod probe;
+pub(crate) mod session;
+mod write;
+
+pub use probe::{ProbedBinding, probe};
+pub use write::{OpcUaWriter, to_variant_of};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use opcua::types::{DataValue, NodeId, StatusCode, Variant};
+use opcua::types::{DataValue, StatusCode, Variant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::sources::opcua::OpcUaBindingConfig;
-use crate::config::sources::opcua::{OpcUaSourceConfig, parse_node_id};
+use crate::config::sources::BindingSection;
+use crate::config::sources::opcua::{OpcUaBindingConfig, OpcUaSourceConfig, Target};
 use crate::context::ComponentContext;
 use crate::runtime::{Backoff, ReadyFlag};
 use crate::sources::{Bound, Spawned};
+use crate::twin::model::Scaling;
+use crate::twin::spec::{Access, DataType};
 use crate::twin::{PropertyId, Quality, QualityReason, Reading, Twin};
 
 /// One monitored variable.
 #[derive(Debug, Clone)]
 struct Item {
-    /// Namespace URI to resolve after connecting, when the binding named it (`nsu=`).
-    namespace_uri: Option<String>,
-    node: NodeId,
+    /// The variable as the bindings name it (`node_id` or `browse_path`), resolved after every
+    /// connect.
+    target: Target,
+    /// The binding's text, for log lines.
+    text: String,
     properties: Vec<PropertyId>,
     sampling: Duration,
 }
 
-/// Spawns the client of one OPC UA source. Returns the properties it serves and its stop token.
+/// A read-write property's binding: what a write needs besides the resolved node.
+#[derive(Debug, Clone, Copy)]
+struct Writable {
+    /// Engineering units ⇄ the variable's raw value.
+    scaling: Scaling,
+    /// The property's data type (what the read-back becomes).
+    data_type: DataType,
+}
+
+/// Spawns the client of one OPC UA source. Returns the properties it serves, its writer (for
+/// read-write properties) and its stop token.
 ///
-/// Errors: a binding's NodeId does not parse (validation rejects that before).
+/// Errors: a binding names no parsable NodeId or browse path (validation rejects that before).
 pub fn spawn(
     source: &OpcUaSourceConfig,
     bindings: &[Bound<OpcUaBindingConfig>],
@@ -52,30 +71,55 @@ pub fn spawn(
 ) -> anyhow::Result<Spawned> {
     let mut by_node: HashMap<String, Item> = HashMap::new();
     let mut properties = Vec::new();
+    let mut writable = HashMap::new();
     for Bound {
         property, binding, ..
     } in bindings
     {
-        let (namespace_uri, node) = parse_node_id(&binding.node_id)
-            .ok_or_else(|| anyhow::anyhow!("bad NodeId `{}`", binding.node_id))?;
+        let target = binding
+            .target()
+            .ok_or_else(|| anyhow::anyhow!("bad NodeId or browse path `{}`", binding.describe()))?;
         let sampling = binding
             .sampling_interval
             .unwrap_or(source.sampling_interval);
+        let key = match &target {
+            Target::Node(..) => format!("node {}", binding.describe()),
+            Target::Path(path) => format!("path {path}"),
+        };
         by_node
-            .entry(binding.node_id.clone())
+            .entry(key)
             .or_insert_with(|| Item {
-                namespace_uri,
-                node,
+                target,
+                text: binding.describe().to_owned(),
                 properties: Vec::new(),
                 sampling,
             })
             .properties
             .push(*property);
         properties.push(*property);
+        let decl = context.twin.model().decl(*property);
+        if decl.access == Access::ReadWrite {
+            writable.insert(
+                *property,
+                Writable {
+                    scaling: binding.scaling(),
+                    data_type: decl.data_type,
+                },
+            );
+        }
     }
     let (twin, supervisor, metrics) = (context.twin, context.supervisor, context.metrics);
     let ready = context.readiness.register_source(&source.id);
     let metric_set = metrics.set::<events::OpcUaSourceMetrics>();
+    let link = write::Link::default();
+    let writer: Option<Arc<dyn crate::sources::DeviceWriter>> = (!writable.is_empty()).then(|| {
+        Arc::new(OpcUaWriter::new(
+            &source.id,
+            link.clone(),
+            source.timeout,
+            Arc::clone(twin),
+        )) as _
+    });
     let client = OpcUaClient {
         config: source.clone(),
         pki_dir: source
@@ -84,6 +128,8 @@ pub fn spawn(
             .unwrap_or_else(|| context.state_dir.join("pki-client")),
         items: by_node.into_values().collect(),
         properties: properties.clone(),
+        writable,
+        link,
         twin: Arc::clone(twin),
         connected: metric_set.connected(&source.id),
         counters: metric_set.counters(&source.id),
@@ -92,11 +138,9 @@ pub fn spawn(
     let token = supervisor.spawn_cancellable(format!("opcua-source:{}", source.id), move |token| {
         client.run(token)
     });
-    // Read-only for now: validation refuses read-write properties on OPC UA sources, so there is
-    // no writer and the gate answers NotBound.
     Ok(Spawned {
         properties,
-        writer: None,
+        writer,
         token,
     })
 }
@@ -106,6 +150,11 @@ struct OpcUaClient {
     pki_dir: std::path::PathBuf,
     items: Vec<Item>,
     properties: Vec<PropertyId>,
+    /// The read-write properties, by id.
+    writable: HashMap<PropertyId, Writable>,
+    /// What the writer sends through: set once a session is up and the writable nodes' types
+    /// are read, cleared when the connection is lost.
+    link: write::Link,
     twin: Arc<Twin>,
     connected: prometheus_client::metrics::gauge::Gauge,
     counters: events::SourceCounters,

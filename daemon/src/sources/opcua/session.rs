@@ -13,6 +13,7 @@
 //! starts; a subscription that async-opcua created anew beside a still-living one is deleted; and
 //! a server that renumbered its namespaces starts the source over.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,9 +38,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::limits::{self, MonitoredItemBatches, OperationLimits};
 use super::notifications::{Notifications, STATUS_CHANGES_QUEUED};
-use super::{Item, OpcUaClient, events, reason};
-use crate::config::sources::opcua::{SecurityModeName, SecurityPolicyName};
+use super::{OpcUaClient, events, reason, write};
+use crate::config::sources::opcua::{
+    OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, Target,
+};
 use crate::twin::{PropertyId, QualityReason, Reading};
+use opcua::types::{BrowsePath, ObjectId};
 
 /// The session's event loop as a stream (async-opcua does nothing unless it is polled).
 pub(super) type Events = Pin<Box<dyn Stream<Item = Result<SessionPollResult, StatusCode>> + Send>>;
@@ -70,6 +74,116 @@ pub(super) struct Resolved {
     node: NodeId,
     properties: Vec<PropertyId>,
     sampling: Duration,
+}
+
+/// What a session resolved at its start, kept to compare after a reconnect.
+#[derive(Debug)]
+pub(super) struct Resolution {
+    namespaces: Vec<String>,
+    items: Vec<Resolved>,
+    limits: OperationLimits,
+}
+
+/// Why a binding's variable has no NodeId on this server.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Unresolved {
+    /// The namespace URI (of `nsu=`, or of a browse path's prefix) is not in the namespace array.
+    Namespace(String),
+    /// TranslateBrowsePathsToNodeIds found no node (its status: Bad_NoMatch, …).
+    Path(StatusCode),
+}
+
+/// The NodeId of each target on a server with namespace array `namespaces`, in order: a NodeId
+/// with its namespace URI looked up, a browse path (from the Objects folder, i=85) translated
+/// with TranslateBrowsePathsToNodeIds in batches of the server's limit (Part 4 §5.8.4; the first
+/// target when a path has several).
+///
+/// Errors: a TranslateBrowsePathsToNodeIds request failed as a whole.
+pub(super) async fn resolve_targets<'t>(
+    session: &Session,
+    events: &mut Events,
+    config: &OpcUaSourceConfig,
+    targets: impl Iterator<Item = &'t Target>,
+    namespaces: &[String],
+    limits: OperationLimits,
+) -> anyhow::Result<Vec<Result<NodeId, Unresolved>>> {
+    let mut out = Vec::new();
+    let mut paths: Vec<(usize, BrowsePath)> = Vec::new();
+    for (i, target) in targets.enumerate() {
+        out.push(match target {
+            Target::Node(None, node) => Ok(node.clone()),
+            Target::Node(Some(uri), node) => match namespaces.iter().position(|u| u == uri) {
+                Some(index) => {
+                    let mut node = node.clone();
+                    node.namespace = u16::try_from(index).unwrap_or(u16::MAX);
+                    Ok(node)
+                }
+                None => Err(Unresolved::Namespace(uri.clone())),
+            },
+            Target::Path(path) => {
+                match path.relative_path(|prefix| config.namespace_index(prefix, namespaces)) {
+                    Ok(relative_path) => {
+                        paths.push((
+                            i,
+                            BrowsePath {
+                                starting_node: ObjectId::ObjectsFolder.into(),
+                                relative_path,
+                            },
+                        ));
+                        Err(Unresolved::Path(StatusCode::BadWaitingForResponse))
+                    }
+                    Err(prefix) => Err(Unresolved::Namespace(
+                        config.namespaces.get(&prefix).cloned().unwrap_or(prefix),
+                    )),
+                }
+            }
+        });
+    }
+    for batch in paths.chunks(limits.translations_per_call()) {
+        let request: Vec<BrowsePath> = batch.iter().map(|(_, p)| p.clone()).collect();
+        let results = drive(events, session.translate_browse_paths_to_node_ids(&request))
+            .await?
+            .context("cannot translate browse paths")?;
+        for (j, (i, _)) in batch.iter().enumerate() {
+            out[*i] = match results.get(j) {
+                Some(result) if result.status_code.is_good() => result
+                    .targets
+                    .as_deref()
+                    .and_then(|targets| {
+                        targets.iter().find(|t| {
+                            t.remaining_path_index == u32::MAX && t.target_id.server_index == 0
+                        })
+                    })
+                    .map(|t| t.target_id.node_id.clone())
+                    .ok_or(Unresolved::Path(StatusCode::BadNoMatch)),
+                Some(result) => Err(Unresolved::Path(result.status_code)),
+                None => Err(Unresolved::Path(StatusCode::BadUnexpectedError)),
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `nodes` in batches of at most `per_call`; the values in order.
+///
+/// Errors: a Read request failed as a whole.
+pub(super) async fn read_batched(
+    session: &Session,
+    events: &mut Events,
+    nodes: Vec<ReadValueId>,
+    per_call: usize,
+) -> anyhow::Result<Vec<DataValue>> {
+    let mut values = Vec::with_capacity(nodes.len());
+    for batch in nodes.chunks(per_call.max(1)) {
+        let read = drive(
+            events,
+            session.read(batch, TimestampsToReturn::Neither, 0.0),
+        )
+        .await?
+        .context("cannot read the variables' attributes")?;
+        values.extend(read);
+    }
+    Ok(values)
 }
 
 /// Why the event loop ended a request early: the connection is down (no CloseSession can be sent).
@@ -115,7 +229,12 @@ pub(super) async fn drive<T>(
 /// Closes the session: CloseSession with its subscriptions deleted, then the secure channel
 /// (Part 4 §5.7.4), waiting at most `limit`. Nothing is sent when the connection is down (the
 /// server drops a session whose connection is gone at its timeout; there is no channel to send on).
-async fn close(session: &Session, events: &mut Events, connected: bool, limit: Duration) {
+pub(super) async fn close(
+    session: &Session,
+    events: &mut Events,
+    connected: bool,
+    limit: Duration,
+) {
     if !connected {
         session.disable_reconnects();
         return;
@@ -134,7 +253,7 @@ async fn close(session: &Session, events: &mut Events, connected: bool, limit: D
 }
 
 /// The namespace URIs of a NamespaceArray value, in index order.
-fn namespace_uris(value: Option<&DataValue>) -> Vec<String> {
+pub(super) fn namespace_uris(value: Option<&DataValue>) -> Vec<String> {
     match value.and_then(|v| v.value.as_ref()) {
         Some(Variant::Array(array)) => array
             .values
@@ -146,6 +265,73 @@ fn namespace_uris(value: Option<&DataValue>) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Builds the client of `config` (its certificate in `pki_dir`) and connects; returns once the
+/// session is activated.
+///
+/// Errors: no answer within the source's `timeout`, no matching endpoint, the session could
+/// not be created or activated.
+pub(super) async fn connect(
+    config: &OpcUaSourceConfig,
+    pki_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<Session>, Events)> {
+    let policy = match config.security_policy {
+        SecurityPolicyName::None => SecurityPolicy::None,
+        SecurityPolicyName::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
+        SecurityPolicyName::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
+        SecurityPolicyName::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
+    };
+    let mode = match config.security_mode {
+        SecurityModeName::None => MessageSecurityMode::None,
+        SecurityModeName::Sign => MessageSecurityMode::Sign,
+        SecurityModeName::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    };
+    let identity = match (&config.user, &config.password) {
+        (Some(user), Some(password)) => {
+            IdentityToken::UserName(user.clone(), Password::new(password.clone()))
+        }
+        _ => IdentityToken::Anonymous,
+    };
+    let keep_alive = config.publishing_interval * KEEP_ALIVE_COUNT;
+    let mut client = ClientBuilder::new()
+        .application_name("Twinloom")
+        .application_uri(format!("urn:twinloom:source:{}", config.id))
+        .product_uri("urn:twinloom")
+        .pki_dir(pki_dir)
+        .create_sample_keypair(true)
+        .trust_server_certs(config.trust_server_certificate)
+        // Reconnect without end, with the source's backoff (see the module's comment).
+        .session_retry_limit(-1)
+        .session_retry_initial(config.backoff_min)
+        .session_retry_max(config.backoff_max)
+        .keep_alive_interval(keep_alive)
+        .max_failed_keep_alive_count(MAX_FAILED_KEEP_ALIVES)
+        .request_timeout(config.timeout)
+        .max_message_size(limits::MAX_MESSAGE_BYTES)
+        .max_chunk_count(limits::MAX_CHUNKS)
+        .max_incoming_chunk_size(limits::CHUNK_BYTES)
+        .max_array_length(limits::MAX_ARRAY_LENGTH)
+        .recreate_monitored_items_chunk(limits::DEFAULT_ITEMS_PER_CALL)
+        .client()
+        .map_err(|errors| anyhow::anyhow!("client configuration: {}", errors.join(", ")))?;
+    let endpoint = (
+        config.endpoint.as_str(),
+        policy.to_uri(),
+        mode,
+        UserTokenPolicy::anonymous(),
+    );
+    let (session, event_loop) = tokio::time::timeout(
+        config.timeout,
+        client.connect_to_matching_endpoint(endpoint, identity),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within {:?}", config.timeout))??;
+    let mut events: Events = Box::pin(event_loop.enter());
+    if !drive(&mut events, session.wait_for_connection()).await? {
+        bail!("session could not be activated");
+    }
+    Ok((session, events))
 }
 
 impl OpcUaClient {
@@ -161,71 +347,16 @@ impl OpcUaClient {
                 .map_err(|_| anyhow::anyhow!("no session within {:?}", self.config.timeout * 2))??,
         };
         let (outcome, connected) = self.serve(&session, &mut events, token).await;
+        self.link.clear();
         close(&session, &mut events, connected, self.config.timeout * 2).await;
         outcome
     }
 
     /// Builds the client and connects; returns once the session is activated.
     ///
-    /// Errors: no answer within the source's `timeout`, no matching endpoint, the session could
-    /// not be created or activated.
+    /// Errors: see [`connect`].
     async fn connect(&self) -> anyhow::Result<(Arc<Session>, Events)> {
-        let policy = match self.config.security_policy {
-            SecurityPolicyName::None => SecurityPolicy::None,
-            SecurityPolicyName::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
-            SecurityPolicyName::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
-            SecurityPolicyName::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
-        };
-        let mode = match self.config.security_mode {
-            SecurityModeName::None => MessageSecurityMode::None,
-            SecurityModeName::Sign => MessageSecurityMode::Sign,
-            SecurityModeName::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
-        };
-        let identity = match (&self.config.user, &self.config.password) {
-            (Some(user), Some(password)) => {
-                IdentityToken::UserName(user.clone(), Password::new(password.clone()))
-            }
-            _ => IdentityToken::Anonymous,
-        };
-        let keep_alive = self.requested_keep_alive();
-        let mut client = ClientBuilder::new()
-            .application_name("Twinloom")
-            .application_uri(format!("urn:twinloom:source:{}", self.config.id))
-            .product_uri("urn:twinloom")
-            .pki_dir(&self.pki_dir)
-            .create_sample_keypair(true)
-            .trust_server_certs(self.config.trust_server_certificate)
-            // Reconnect without end, with the source's backoff (see the module's comment).
-            .session_retry_limit(-1)
-            .session_retry_initial(self.config.backoff_min)
-            .session_retry_max(self.config.backoff_max)
-            .keep_alive_interval(keep_alive)
-            .max_failed_keep_alive_count(MAX_FAILED_KEEP_ALIVES)
-            .request_timeout(self.config.timeout)
-            .max_message_size(limits::MAX_MESSAGE_BYTES)
-            .max_chunk_count(limits::MAX_CHUNKS)
-            .max_incoming_chunk_size(limits::CHUNK_BYTES)
-            .max_array_length(limits::MAX_ARRAY_LENGTH)
-            .recreate_monitored_items_chunk(limits::DEFAULT_ITEMS_PER_CALL)
-            .client()
-            .map_err(|errors| anyhow::anyhow!("client configuration: {}", errors.join(", ")))?;
-        let endpoint = (
-            self.config.endpoint.as_str(),
-            policy.to_uri(),
-            mode,
-            UserTokenPolicy::anonymous(),
-        );
-        let (session, event_loop) = tokio::time::timeout(
-            self.config.timeout,
-            client.connect_to_matching_endpoint(endpoint, identity),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.config.timeout))??;
-        let mut events: Events = Box::pin(event_loop.enter());
-        if !drive(&mut events, session.wait_for_connection()).await? {
-            bail!("session could not be activated");
-        }
-        Ok((session, events))
+        connect(&self.config, &self.pki_dir).await
     }
 
     /// The keep-alive interval asked for: publishing interval × [`KEEP_ALIVE_COUNT`].
@@ -249,40 +380,54 @@ impl OpcUaClient {
         let (status_changes, status_rx) = mpsc::channel(STATUS_CHANGES_QUEUED);
         let setup = async {
             let (limits, items, namespaces) = self.resolve(session, events).await?;
+            // Writes open before the first value arrives: a setpoint that reads Good can be
+            // written.
+            self.open_writes(session, events, &items, limits).await?;
             let subscription = self
                 .subscribe(session, events, &items, limits, status_changes)
                 .await?;
-            anyhow::Ok((subscription, namespaces))
+            anyhow::Ok((subscription, namespaces, items, limits))
         };
         let setup = tokio::select! {
             () = token.cancelled() => return (Ok(()), true),
             setup = setup => setup,
         };
-        let (subscription, namespaces) = match setup {
+        let (subscription, namespaces, items, limits) = match setup {
             Ok(set) => set,
             Err(error) => {
                 let connected = error.downcast_ref::<ConnectionDown>().is_none();
                 return (Err(error), connected);
             }
         };
-        self.follow(session, events, token, subscription, namespaces, status_rx)
+        let resolved = Resolution {
+            namespaces,
+            items,
+            limits,
+        };
+        self.follow(session, events, token, subscription, resolved, status_rx)
             .await
     }
 
-    /// Reads the server's OperationLimits and, when a binding names its namespace by URI, the
-    /// namespace array (one Read); resolves the bindings. A binding whose namespace URI the
-    /// server does not know makes its properties Bad_ConfigurationError and gets no monitored
-    /// item. Returns the limits, the items to monitor and the namespace array (empty when no
-    /// binding needs it).
+    /// Reads the server's OperationLimits and, when a binding names its namespace by URI or a
+    /// browse path uses a prefix, the namespace array (one Read); resolves the bindings, browse
+    /// paths with TranslateBrowsePathsToNodeIds (Part 4 §5.8.4) in batches of the server's
+    /// MaxNodesPerTranslateBrowsePathsToNodeIds. A binding whose namespace the server does not
+    /// know, or whose browse path does not resolve, makes its properties Bad_ConfigurationError
+    /// and gets no monitored item. Returns the limits, the items to monitor and the namespace
+    /// array (empty when no binding needs it).
     ///
-    /// Errors: the Read failed as a whole.
+    /// Errors: a Read or TranslateBrowsePathsToNodeIds request failed as a whole.
     async fn resolve(
         &self,
         session: &Session,
         events: &mut Events,
     ) -> anyhow::Result<(OperationLimits, Vec<Resolved>, Vec<String>)> {
-        let needs_namespaces = self.items.iter().any(|i| i.namespace_uri.is_some());
+        let needs_namespaces = self.items.iter().any(|i| match &i.target {
+            Target::Node(uri, _) => uri.is_some(),
+            Target::Path(path) => path.prefixes().next().is_some(),
+        });
         let mut nodes = OperationLimits::nodes().to_vec();
+        let limit_count = nodes.len();
         if needs_namespaces {
             nodes.push(ReadValueId::from(NodeId::new(0, NAMESPACE_ARRAY)));
         }
@@ -294,30 +439,52 @@ impl OpcUaClient {
         .context("cannot read the server's operation limits and namespace array")?;
         let limit_values: Vec<_> = values
             .iter()
-            .take(2)
+            .take(limit_count)
             .map(|v| (v.status(), v.value.as_ref()))
             .collect();
         let limits = OperationLimits::from_values(&limit_values);
         let namespaces = if needs_namespaces {
-            namespace_uris(values.get(2))
+            namespace_uris(values.get(limit_count))
         } else {
             Vec::new()
         };
+        let nodes = resolve_targets(
+            session,
+            events,
+            &self.config,
+            self.items.iter().map(|i| &i.target),
+            &namespaces,
+            limits,
+        )
+        .await?;
         let mut resolved = Vec::with_capacity(self.items.len());
         let mut unknown: Vec<Reading> = Vec::new();
-        let mut unknown_uris: Vec<&str> = Vec::new();
-        for item in &self.items {
-            match self.resolve_item(item, &namespaces) {
-                Some(r) => resolved.push(r),
-                None => {
-                    let uri = item.namespace_uri.as_deref().unwrap_or_default();
-                    if !unknown_uris.contains(&uri) {
-                        unknown_uris.push(uri);
-                        events::NamespaceUnknown {
-                            source: &self.config.id,
-                            namespace: uri,
+        let mut unknown_uris: Vec<String> = Vec::new();
+        for (item, node) in self.items.iter().zip(nodes) {
+            match node {
+                Ok(node) => resolved.push(Resolved {
+                    node,
+                    properties: item.properties.clone(),
+                    sampling: item.sampling,
+                }),
+                Err(failure) => {
+                    match failure {
+                        Unresolved::Namespace(uri) => {
+                            if !unknown_uris.contains(&uri) {
+                                events::NamespaceUnknown {
+                                    source: &self.config.id,
+                                    namespace: &uri,
+                                }
+                                .emit();
+                                unknown_uris.push(uri);
+                            }
                         }
-                        .emit();
+                        Unresolved::Path(status) => events::BrowsePathUnresolved {
+                            source: &self.config.id,
+                            browse_path: &item.text,
+                            status,
+                        }
+                        .emit(),
                     }
                     unknown.extend(
                         item.properties
@@ -333,17 +500,70 @@ impl OpcUaClient {
         Ok((limits, resolved, namespaces))
     }
 
-    /// `item` with its namespace index from `namespaces`; `None` when its URI is not there.
-    fn resolve_item(&self, item: &Item, namespaces: &[String]) -> Option<Resolved> {
-        let mut node = item.node.clone();
-        if let Some(uri) = &item.namespace_uri {
-            node.namespace = u16::try_from(namespaces.iter().position(|u| u == uri)?).ok()?;
+    /// Reads the DataType and ValueRank of every writable property's variable (in batches of
+    /// the server's MaxNodesPerRead) and opens the write side ([`write::Link`]); a property whose
+    /// variable did not resolve or whose attributes cannot be read gets the reason instead.
+    ///
+    /// Errors: a Read request failed as a whole.
+    async fn open_writes(
+        &self,
+        session: &Arc<Session>,
+        events: &mut Events,
+        items: &[Resolved],
+        limits: OperationLimits,
+    ) -> anyhow::Result<()> {
+        if self.writable.is_empty() {
+            return Ok(());
         }
-        Some(Resolved {
-            node,
-            properties: item.properties.clone(),
-            sampling: item.sampling,
-        })
+        let mut wanted: Vec<(PropertyId, &NodeId)> = Vec::new();
+        for item in items {
+            for property in &item.properties {
+                if self.writable.contains_key(property) {
+                    wanted.push((*property, &item.node));
+                }
+            }
+        }
+        let reads: Vec<ReadValueId> = wanted
+            .iter()
+            .flat_map(|(_, node)| write::type_attributes(node))
+            .collect();
+        let values = read_batched(session, events, reads, limits.reads_per_call()).await?;
+        let mut targets: HashMap<PropertyId, Result<write::WriteTarget, String>> = self
+            .writable
+            .keys()
+            .map(|p| {
+                (
+                    *p,
+                    Err(
+                        "its variable did not resolve on the server (Bad_ConfigurationError)"
+                            .to_owned(),
+                    ),
+                )
+            })
+            .collect();
+        for (i, (property, node)) in wanted.iter().enumerate() {
+            let writable = self.writable[property];
+            let target = write::target_from(
+                node,
+                values.get(2 * i),
+                values.get(2 * i + 1),
+                writable.scaling,
+                writable.data_type,
+            );
+            if let Err(reason) = &target {
+                events::WriteTargetUnreadable {
+                    source: &self.config.id,
+                    reason,
+                }
+                .emit();
+            }
+            targets.insert(*property, target);
+        }
+        self.link.set(write::Connected {
+            session: Arc::clone(session),
+            targets,
+        });
+        Ok(())
     }
 
     /// Creates the subscription (`maxNotificationsPerPublish` from
@@ -473,7 +693,7 @@ impl OpcUaClient {
         events: &mut Events,
         token: &CancellationToken,
         mut subscription: u32,
-        namespaces: Vec<String>,
+        resolved: Resolution,
         mut status_changes: mpsc::Receiver<StatusCode>,
     ) -> (anyhow::Result<()>, bool) {
         let mut keep_alive = self.keep_alive(session, subscription);
@@ -497,6 +717,7 @@ impl OpcUaClient {
                         events::ServerStalled { source: &self.config.id, silent_for }
                             .emit(&self.connected, &self.ready, &self.counters);
                         self.mark_all(QualityReason::NoConnection);
+                        self.link.clear();
                         // The transport ends once CloseSecureChannel is written; the event loop
                         // then reports ConnectionLost and reconnects.
                         session.channel().close_channel().await;
@@ -505,6 +726,7 @@ impl OpcUaClient {
                 event = events.next() => match event {
                     Some(Ok(SessionPollResult::ConnectionLost(status))) => {
                         connected = false;
+                        self.link.clear();
                         if !stalled {
                             events::ConnectionLost { source: &self.config.id, status: &status }
                                 .emit(&self.connected, &self.ready);
@@ -524,9 +746,13 @@ impl OpcUaClient {
                         // for a trigger it already consumed while it transferred or created the
                         // subscription again: without this no Publish request is ever sent.
                         session.trigger_publish_now();
-                        match self.after_reconnect(session, events, &mode, subscription, &namespaces).await {
+                        match self.after_reconnect(session, events, &mode, subscription, &resolved).await {
                             Ok(current) => subscription = current,
                             Err(error) => return (Err(error), connected),
+                        }
+                        // The writable variables' types again: a new session may be a new server.
+                        if let Err(error) = self.open_writes(session, events, &resolved.items, resolved.limits).await {
+                            return (Err(error), connected);
                         }
                         keep_alive = self.keep_alive(session, subscription);
                     }
@@ -558,17 +784,17 @@ impl OpcUaClient {
     /// again). When it reactivated the old session but created the subscription anew (the server
     /// refused TransferSubscriptions for the session's own subscription), the old subscription
     /// still lives on the server and is deleted. A new session on a server whose namespace
-    /// array changed starts the source over (the NodeIds async-opcua created again carry the old
-    /// indexes).
+    /// array changed, or whose browse paths resolve to other NodeIds, starts the source over (the
+    /// monitored items async-opcua created again carry the old NodeIds).
     ///
-    /// Errors: the namespace array could not be read or differs.
+    /// Errors: the namespace array or the browse paths could not be read, or differ.
     async fn after_reconnect(
         &self,
         session: &Arc<Session>,
         events: &mut Events,
         mode: &SessionConnectMode,
         old: u32,
-        namespaces: &[String],
+        resolved: &Resolution,
     ) -> anyhow::Result<u32> {
         let current = session
             .subscription_state()
@@ -592,16 +818,21 @@ impl OpcUaClient {
                 }
                 .emit();
             }
-            SessionConnectMode::NewSession(_) if !namespaces.is_empty() => {
-                let read = [ReadValueId::from(NodeId::new(0, NAMESPACE_ARRAY))];
-                let values = drive(
-                    events,
-                    session.read(&read, TimestampsToReturn::Neither, 0.0),
-                )
-                .await?
-                .context("cannot read the namespace array")?;
-                if namespace_uris(values.first()) != namespaces {
-                    bail!("the server's namespace array changed; subscribing again");
+            SessionConnectMode::NewSession(_)
+                if !resolved.namespaces.is_empty()
+                    || self
+                        .items
+                        .iter()
+                        .any(|i| matches!(i.target, Target::Path(_))) =>
+            {
+                let (_, items, namespaces) = self.resolve(session, events).await?;
+                let nodes = |items: &[Resolved]| -> Vec<NodeId> {
+                    items.iter().map(|i| i.node.clone()).collect()
+                };
+                if namespaces != resolved.namespaces || nodes(&items) != nodes(&resolved.items) {
+                    bail!(
+                        "the server's namespace array or browse paths changed; subscribing again"
+                    );
                 }
             }
             _ => {}
