@@ -1953,3 +1953,38 @@ fn a_full_tmpfs_stops_the_change_log_not_live_data_or_audited_writes_and_it_resu
     stop(daemon);
     drop(server);
 }
+
+/// Plain `check` of a valid config with an OPC UA source (bindings by NodeId and browse path)
+/// opens no socket: only `check --online` asks the servers.
+#[test]
+fn check_without_online_opens_no_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("twinloom.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[sources.opcua]]
+id = "plc"
+endpoint = "opc.tcp://127.0.0.1:4840/"
+namespaces = { plc = "urn:plc" }
+
+[[types]]
+name = "Filler"
+properties = [
+  { name = "speed", data_type = "float", access = "read-write" },
+  { name = "level", data_type = "float" },
+]
+
+[[assets]]
+path = "site/filler"
+type = "Filler"
+source = "plc"
+bindings.speed = { browse_path = "/plc:Line1/plc:Speed" }
+bindings.level = { node_id = "nsu=urn:plc;s=Level" }
+"#,
+    )
+    .unwrap();
+    let (code, sockets) = network_syscalls(bin().arg("check").arg(&file));
+    assert_eq!(code, Some(0));
+    assert!(sockets.is_empty(), "sockets opened: {sockets:?}");
+}

@@ -1651,17 +1651,13 @@ bindings.level = {{ table = "input", address = 0 }}
     assert_eq!(after_stop, expected);
 }
 
-/// Fail safe when the audit log cannot be written: the write is refused, and every setpoint's
-/// `on_loss` value is written (without its audit record) so that nothing is left at full power.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_audit_that_cannot_be_written_refuses_writes_and_applies_on_loss() {
-    use twinloom::control::{ControlError, Origin};
-
-    let device = SimDevice::new();
-    device.set_holding(11, &[80]);
-    let server = common::modbus_tcp(&device).await;
-    let config = config(&format!(
+/// A heater on the PLC at `addr`: `setpoint` (holding register 10) and `power` (holding register
+/// 11, read-write with `power_rules`, e.g. its `on_loss`), after the sections in `head`.
+fn heater(addr: SocketAddr, head: &str, power_rules: &str) -> twinloom::config::Config {
+    config(&format!(
         r#"
+{head}
+
 [[sources.modbus]]
 id = "plc"
 tcp = "{addr}"
@@ -1671,7 +1667,7 @@ poll = "20ms"
 name = "Heater"
 properties = [
   {{ name = "setpoint", data_type = "float", access = "read-write" }},
-  {{ name = "power", data_type = "float", access = "read-write", on_loss = {{ write = 0.0 }} }},
+  {{ name = "power", data_type = "float", access = "read-write", {power_rules} }},
 ]
 
 [[assets]]
@@ -1680,9 +1676,20 @@ type = "Heater"
 source = "plc"
 bindings.setpoint = {{ table = "holding", address = 10 }}
 bindings.power = {{ table = "holding", address = 11 }}
-"#,
-        addr = server.addr()
-    ));
+"#
+    ))
+}
+
+/// Fail safe when the audit log cannot be written: the write is refused, and every setpoint's
+/// `on_loss` value is written (without its audit record) so that nothing is left at full power.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_that_cannot_be_written_refuses_writes_and_applies_on_loss() {
+    use twinloom::control::{ControlError, Origin};
+
+    let device = SimDevice::new();
+    device.set_holding(11, &[80]);
+    let server = common::modbus_tcp(&device).await;
+    let config = heater(server.addr(), "", "on_loss = { write = 0.0 }");
     let handles = start(&config).await;
     let setpoint = property(&handles, "site/heater/setpoint");
     wait_for(&handles, setpoint, WAIT, |s| s.quality.is_good()).await;
@@ -1986,36 +1993,14 @@ async fn a_disarm_flood_writes_one_record_and_one_on_loss_and_holds_no_operator_
     device.set_holding(11, &[80]);
     let server = common::modbus_tcp(&device).await;
     let state = tempfile::tempdir().unwrap();
-    let config = config(&format!(
-        r#"
-[daemon]
-state_dir = "{state}"
-
-[control]
-armed = true
-
-[[sources.modbus]]
-id = "plc"
-tcp = "{addr}"
-poll = "20ms"
-
-[[types]]
-name = "Heater"
-properties = [
-  {{ name = "setpoint", data_type = "float", access = "read-write" }},
-  {{ name = "power", data_type = "float", access = "read-write", min_write_interval = "1h", on_loss = {{ write = 5.0 }} }},
-]
-
-[[assets]]
-path = "site/heater"
-type = "Heater"
-source = "plc"
-bindings.setpoint = {{ table = "holding", address = 10 }}
-bindings.power = {{ table = "holding", address = 11 }}
-"#,
-        state = state.path().display(),
-        addr = server.addr()
-    ));
+    let config = heater(
+        server.addr(),
+        &format!(
+            "[daemon]\nstate_dir = \"{}\"\n\n[control]\narmed = true",
+            state.path().display()
+        ),
+        r#"min_write_interval = "1h", on_loss = { write = 5.0 }"#,
+    );
     let handles = start(&config).await;
     let setpoint = property(&handles, "site/heater/setpoint");
     let power = property(&handles, "site/heater/power");
@@ -2229,29 +2214,7 @@ async fn on_loss_writes_are_paced_per_setpoint() {
     let device = SimDevice::new();
     device.set_holding(11, &[80]);
     let server = common::modbus_tcp(&device).await;
-    let config = config(&format!(
-        r#"
-[[sources.modbus]]
-id = "plc"
-tcp = "{addr}"
-poll = "20ms"
-
-[[types]]
-name = "Heater"
-properties = [
-  {{ name = "setpoint", data_type = "float", access = "read-write" }},
-  {{ name = "power", data_type = "float", access = "read-write", on_loss = {{ write = 5.0 }} }},
-]
-
-[[assets]]
-path = "site/heater"
-type = "Heater"
-source = "plc"
-bindings.setpoint = {{ table = "holding", address = 10 }}
-bindings.power = {{ table = "holding", address = 11 }}
-"#,
-        addr = server.addr()
-    ));
+    let config = heater(server.addr(), "", "on_loss = { write = 5.0 }");
     let handles = start(&config).await;
     let setpoint = property(&handles, "site/heater/setpoint");
     let power = property(&handles, "site/heater/power");

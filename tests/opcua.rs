@@ -2361,10 +2361,18 @@ async fn a_subscription_moves_to_the_same_users_new_session_only() {
         .unwrap();
     assert_eq!(moved[0].status_code, StatusCode::Good);
     // The subscription is the new session's now: the old one no longer has it (the server says
-    // so, or the old client already dropped it on the server's GoodSubscriptionTransferred).
+    // so: BadSubscriptionIdInvalid, or BadNoSubscription when the old session has none left; or
+    // the old client already dropped it on the server's GoodSubscriptionTransferred and refuses
+    // the id itself: BadInvalidArgument). Which one depends on timing (seen under load).
     match old.delete_subscription(subscription).await {
         Ok(status) => assert_eq!(status, StatusCode::BadSubscriptionIdInvalid),
-        Err(error) => assert_eq!(error.status(), StatusCode::BadInvalidArgument, "{error}"),
+        Err(error) => assert!(
+            matches!(
+                error.status(),
+                StatusCode::BadInvalidArgument | StatusCode::BadNoSubscription
+            ),
+            "{error}"
+        ),
     }
     // ...and its monitored item came along: it outlives the old session and goes with the new.
     let items = || {

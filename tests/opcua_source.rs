@@ -11,6 +11,15 @@ use twinloom_sim::opcua::OpcUaSimServer;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Log lines on stderr when `TWINLOOM_TEST_LOG` is set (an `EnvFilter`, e.g. `info,opcua_client=debug`).
+fn logs() {
+    if std::env::var("TWINLOOM_TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("TWINLOOM_TEST_LOG"))
+            .try_init();
+    }
+}
+
 fn source_config(endpoint: &str, node: impl Fn(&str) -> String) -> twinloom::config::Config {
     config(&format!(
         r#"
@@ -53,6 +62,7 @@ weight_kg = {{ node_id = "{weight}", scale = 0.001 }}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_server_through_a_restart() {
+    logs();
     let server = OpcUaSimServer::start("127.0.0.1:0".parse().unwrap(), &["Weight"])
         .await
         .unwrap();
@@ -143,4 +153,810 @@ async fn reads_an_asyncua_server() {
     drop(child.stdin.take());
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The asyncua peer of `tests/peers/opcua_source_peer.py`: a child process answering commands.
+struct Peer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    endpoint: String,
+}
+
+impl Peer {
+    /// Starts a peer serving `count` variables rewritten every `period`.
+    fn start(count: usize, period: Duration) -> Self {
+        let mut child = std::process::Command::new(common::python())
+            .arg(common::repo().join("tests/peers/opcua_source_peer.py"))
+            .arg(count.to_string())
+            .arg(period.as_secs_f64().to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut peer = Self {
+            child,
+            stdin,
+            stdout,
+            endpoint: String::new(),
+        };
+        let line = peer.line();
+        if !line.starts_with("LISTENING ") {
+            let mut rest = String::new();
+            for _ in 0..20 {
+                rest.push_str(&peer.line());
+            }
+            panic!("peer did not start: {line}{rest}");
+        }
+        peer.endpoint = line
+            .split_whitespace()
+            .nth(1)
+            .expect("asyncua peer started")
+            .to_owned();
+        peer
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        tokio::task::block_in_place(|| self.stdout.read_line(&mut line)).unwrap();
+        line
+    }
+
+    /// Sends a command and returns its one-line answer.
+    fn command(&mut self, command: &str) -> String {
+        use std::io::Write;
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        self.line()
+    }
+
+    /// Sessions and subscriptions the server holds.
+    fn count(&mut self) -> (u32, u32) {
+        let answer = self.command("COUNT");
+        let mut words = answer.split_whitespace().skip(1);
+        let mut next = || words.next().unwrap().parse().unwrap();
+        (next(), next())
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with `count` properties `site/b<a>/p<j>` bound to the peer's v<100 a + j> by
+/// namespace URI, and `site/odd/ghost` bound to `i=2255` in a namespace the server does not have
+/// (in namespace 0 that is the NamespaceArray, which would read Good).
+fn peer_config(endpoint: &str, count: usize) -> twinloom::config::Config {
+    use std::fmt::Write;
+    let properties: Vec<String> = (0..100)
+        .map(|j| format!("{{ name = \"p{j}\", data_type = \"float\" }}"))
+        .collect();
+    let mut text = format!(
+        r#"
+[[sources.opcua]]
+id = "peer"
+endpoint = "{endpoint}"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+backoff_min = "100ms"
+backoff_max = "500ms"
+timeout = "2s"
+
+[[types]]
+name = "Block"
+properties = [{}]
+
+[[types]]
+name = "Odd"
+properties = [{{ name = "ghost", data_type = "float" }}]
+
+[[assets]]
+path = "site/odd"
+type = "Odd"
+source = "peer"
+[assets.bindings]
+ghost = {{ node_id = "nsu=urn:nowhere;i=2255" }}
+"#,
+        properties.join(", ")
+    );
+    for a in 0..count.div_ceil(100) {
+        write!(
+            text,
+            "\n[[assets]]\npath = \"site/b{a}\"\ntype = \"Block\"\nsource = \"peer\"\n[assets.bindings]\n"
+        )
+        .unwrap();
+        for j in 0..100 {
+            writeln!(
+                text,
+                "p{j} = {{ node_id = \"nsu=urn:twinloom:source-peer;s=v{}\" }}",
+                a * 100 + j
+            )
+            .unwrap();
+        }
+    }
+    config(&text)
+}
+
+/// Waits until every one of `properties` satisfies `check`.
+async fn wait_all(
+    handles: &twinloom::app::Handles,
+    properties: &[twinloom::twin::PropertyId],
+    limit: Duration,
+    check: impl Fn(&twinloom::twin::Sample) -> bool,
+) {
+    common::eventually(
+        limit,
+        || properties.iter().all(|p| check(&handles.twin.sample(*p))),
+        || {
+            let failing = properties
+                .iter()
+                .filter(|p| !check(&handles.twin.sample(**p)))
+                .count();
+            format!("{failing} of {} properties not there yet", properties.len())
+        },
+    )
+    .await;
+}
+
+fn block_properties(
+    handles: &twinloom::app::Handles,
+    count: usize,
+) -> Vec<twinloom::twin::PropertyId> {
+    (0..count)
+        .map(|i| property(handles, &format!("site/b{}/p{}", i / 100, i % 100)))
+        .collect()
+}
+
+/// Issue #26: 2 000 variables on one server arrive (async-opcua's default limits refused the
+/// 2 001-element answer and the source reconnected forever); one session and one subscription on
+/// the server; an unknown namespace URI is a configuration error with no monitored item; a node
+/// deleted while subscribed goes bad while the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_variables_arrive_and_a_deleted_node_goes_bad() {
+    const COUNT: usize = 2_000;
+    let mut peer = Peer::start(COUNT, Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let handles = start(&peer_config(&peer.endpoint, COUNT)).await;
+    let blocks = block_properties(&handles, COUNT);
+    wait_all(&handles, &blocks, WAIT, |s| s.quality.is_good()).await;
+    eprintln!("{COUNT} variables Good after {:?}", started.elapsed());
+    for (i, p) in blocks.iter().enumerate().step_by(97) {
+        let sample = handles.twin.sample(*p);
+        let value = sample.value.as_ref().and_then(Value::as_f64).unwrap();
+        assert_eq!(value as usize % 100_000, i, "v{i} carries its own value");
+    }
+    let ghost = property(&handles, "site/odd/ghost");
+    let ghost = wait_for(&handles, ghost, WAIT, |s| {
+        s.quality == Quality::bad(QualityReason::ConfigurationError)
+    })
+    .await;
+    assert_eq!(
+        ghost.value, None,
+        "no monitored item in namespace 0 read it"
+    );
+    assert_eq!(peer.count(), (1, 1), "one session, one subscription");
+
+    // A node deleted while subscribed: Bad_NodeIdUnknown, kept verbatim; the rest goes on.
+    let deleted = blocks[7];
+    assert_eq!(peer.command("DELETE 7").trim(), "DELETED 7");
+    let gone = wait_for(&handles, deleted, WAIT, |s| !s.quality.is_good()).await;
+    assert_eq!(
+        gone.quality,
+        Quality::bad(QualityReason::Upstream(
+            opcua::types::StatusCode::BadNodeIdUnknown.bits()
+        ))
+    );
+    assert!(gone.value.is_some(), "last value kept");
+    let neighbour = handles.twin.sample(blocks[8]).value.unwrap();
+    wait_for(&handles, blocks[8], WAIT, |s| {
+        s.quality.is_good() && s.value.as_ref() != Some(&neighbour)
+    })
+    .await;
+    assert_eq!(peer.count(), (1, 1));
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    common::eventually(
+        WAIT,
+        || peer.count() == (0, 0),
+        || "CloseSession at shutdown deletes the session and its subscription".into(),
+    )
+    .await;
+}
+
+/// Issue #26: a server frozen with SIGSTOP is noticed within 3 keep-alive intervals (1 s here):
+/// every property Bad_NoCommunication with its last value; after SIGCONT the source recovers
+/// and the server holds one session and one subscription of it. `TWINLOOM_FREEZE_SECS` sets the
+/// freeze (default 5 s; the issue's 30 s was run by hand, docs/opcua.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_noticed_and_the_source_recovers() {
+    logs();
+    const COUNT: usize = 200;
+    let freeze = Duration::from_secs(
+        std::env::var("TWINLOOM_FREEZE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5),
+    );
+    let mut peer = Peer::start(COUNT, Duration::from_millis(100));
+    let handles = start(&peer_config(&peer.endpoint, COUNT)).await;
+    let blocks = block_properties(&handles, COUNT);
+    wait_all(&handles, &blocks, WAIT, |s| s.quality.is_good()).await;
+    let last = handles.twin.sample(blocks[5]);
+
+    peer.signal("STOP");
+    let frozen_at = std::time::Instant::now();
+    let stalled = wait_for(&handles, blocks[5], WAIT, |s| !s.quality.is_good()).await;
+    let noticed = frozen_at.elapsed();
+    assert_eq!(stalled.quality, Quality::bad(QualityReason::NoConnection));
+    assert!(stalled.value.is_some(), "the last value is kept");
+    assert!(
+        stalled.value.as_ref().and_then(Value::as_f64)
+            >= last.value.as_ref().and_then(Value::as_f64)
+    );
+    assert!(
+        noticed < Duration::from_secs(5),
+        "noticed after {noticed:?}"
+    );
+    eprintln!("freeze noticed after {noticed:?}");
+    wait_all(&handles, &blocks, WAIT, |s| {
+        s.quality == Quality::bad(QualityReason::NoConnection)
+    })
+    .await;
+    tokio::time::sleep(freeze.saturating_sub(frozen_at.elapsed())).await;
+    peer.signal("CONT");
+
+    let resumed = std::time::Instant::now();
+    wait_all(&handles, &blocks, WAIT, |s| s.quality.is_good()).await;
+    eprintln!("Good again {:?} after SIGCONT", resumed.elapsed());
+    common::eventually(
+        WAIT,
+        || peer.count() == (1, 1),
+        || "one session and one subscription after the freeze".into(),
+    )
+    .await;
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue #26: 20 server restarts (every connection, session and subscription gone, listening again
+/// on the same port; the last one a fresh asyncua server): the source comes back after each, and
+/// the server holds one session and one subscription of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_restarts_leave_one_session_and_one_subscription() {
+    logs();
+    const COUNT: usize = 100;
+    let mut peer = Peer::start(COUNT, Duration::from_millis(100));
+    let handles = start(&peer_config(&peer.endpoint, COUNT)).await;
+    let blocks = block_properties(&handles, COUNT);
+    wait_all(&handles, &blocks, WAIT, |s| s.quality.is_good()).await;
+    let started = std::time::Instant::now();
+    for restart in 0..20 {
+        let answer = peer.command(if restart == 19 {
+            "RESTART FULL"
+        } else {
+            "RESTART"
+        });
+        assert!(
+            answer.starts_with("LISTENING"),
+            "restart {restart}: {answer}"
+        );
+        // The connection is gone before the server answers (bad, last value kept); then the
+        // source is back: a new session, its subscription created again, every value Good.
+        let lost = wait_for(&handles, blocks[0], WAIT, |s| !s.quality.is_good()).await;
+        assert_eq!(lost.quality, Quality::bad(QualityReason::NoConnection));
+        wait_all(&handles, &blocks, WAIT, |s| s.quality.is_good()).await;
+        let (sessions, subscriptions) = peer.count();
+        assert!(
+            sessions <= 1 && subscriptions <= 1,
+            "restart {restart}: {sessions} sessions, {subscriptions} subscriptions"
+        );
+    }
+    eprintln!("20 restarts followed in {:?}", started.elapsed());
+    common::eventually(
+        WAIT,
+        || peer.count() == (1, 1),
+        || "one session and one subscription after 20 restarts".into(),
+    )
+    .await;
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A child process peer (`tests/peers/opcua_write_peer.py` with Python, or a node-opcua script)
+/// that prints `LISTENING <url> <namespace index>` and answers `GET <name>` with
+/// `VALUE <name> <value>`.
+struct WritePeer {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    endpoint: String,
+}
+
+impl WritePeer {
+    fn start(program: std::path::PathBuf, script: &str) -> Self {
+        let mut child = std::process::Command::new(program)
+            .arg(common::repo().join(script))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut peer = Self {
+            child,
+            stdin,
+            stdout,
+            endpoint: String::new(),
+        };
+        let line = peer.line();
+        if !line.starts_with("LISTENING ") {
+            let mut rest = String::new();
+            for _ in 0..20 {
+                rest.push_str(&peer.line());
+            }
+            panic!("peer did not start: {line}{rest}");
+        }
+        peer.endpoint = line
+            .strip_prefix("LISTENING ")
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("peer did not start: {line}"))
+            .to_owned();
+        peer
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut line = String::new();
+        tokio::task::block_in_place(|| self.stdout.read_line(&mut line)).unwrap();
+        line
+    }
+
+    /// The variable's value as the server holds it (Python's repr).
+    fn get(&mut self, name: &str) -> String {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "GET {name}").unwrap();
+        stdin.flush().unwrap();
+        let line = self.line();
+        line.trim()
+            .strip_prefix(&format!("VALUE {name} "))
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for WritePeer {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with read-write properties bound to the asyncua write peer's variables by namespace
+/// URI; audit and state in `state`.
+fn write_config(endpoint: &str, state: &std::path::Path) -> twinloom::config::Config {
+    config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[control]
+write_timeout = "1s"
+
+[[sources.opcua]]
+id = "plc"
+endpoint = "{endpoint}"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+backoff_min = "100ms"
+backoff_max = "500ms"
+timeout = "3s"
+
+[[types]]
+name = "Filler"
+properties = [
+  {{ name = "speed", data_type = "float", access = "read-write" }},
+  {{ name = "count", data_type = "integer", access = "read-write" }},
+  {{ name = "run", data_type = "bool", access = "read-write" }},
+  {{ name = "locked", data_type = "float", access = "read-write" }},
+  {{ name = "guarded", data_type = "float", access = "read-write" }},
+]
+
+[[assets]]
+path = "site/filler"
+type = "Filler"
+source = "plc"
+[assets.bindings]
+speed = {{ node_id = "nsu=urn:twinloom:write-peer;s=Speed" }}
+count = {{ node_id = "nsu=urn:twinloom:write-peer;s=Count" }}
+run = {{ node_id = "nsu=urn:twinloom:write-peer;s=Run" }}
+locked = {{ node_id = "nsu=urn:twinloom:write-peer;s=Locked" }}
+guarded = {{ node_id = "nsu=urn:twinloom:write-peer;s=Guarded" }}
+"#,
+        state = state.display(),
+    ))
+}
+
+/// The outcome record of each write, by property path, in the order written (the last one
+/// per property).
+fn outcomes(
+    audit: &std::path::Path,
+) -> std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> {
+    let records = twinloom::runtime::journal::records(audit).unwrap();
+    let intents: std::collections::HashMap<u64, String> = records
+        .iter()
+        .filter(|r| r["kind"] == "intent")
+        .map(|r| {
+            (
+                r["seq"].as_u64().unwrap(),
+                r["property"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    records
+        .iter()
+        .filter(|r| r["kind"] == "outcome")
+        .map(|r| (intents[&r["intent"].as_u64().unwrap()].clone(), r.clone()))
+        .collect()
+}
+
+/// Issue #27: writes through the control gate to an asyncua server's Float, Int16 and Boolean
+/// variables arrive with their types and are read back; a value outside Int16 is refused
+/// (out-of-range) with nothing sent; a read-only variable and one the user may not write are
+/// refused with the server's status; every write is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_an_asyncua_server_through_the_gate() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+    logs();
+    let mut peer = WritePeer::start(common::python(), "tests/peers/opcua_write_peer.py");
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&write_config(&peer.endpoint, state.path())).await;
+    let [speed, count, run, locked, guarded] = ["speed", "count", "run", "locked", "guarded"]
+        .map(|name| property(&handles, &format!("site/filler/{name}")));
+    for p in [speed, count, run, locked, guarded] {
+        wait_for(&handles, p, WAIT, |s| s.quality.is_good()).await;
+    }
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    let write = |property, value| handles.control.write(property, value, operator.clone());
+
+    assert_eq!(write(speed, Value::Float(21.5)).await, Ok(()));
+    assert_eq!(peer.get("Speed"), "21.5");
+    assert_eq!(write(count, Value::Int(-7)).await, Ok(()));
+    assert_eq!(peer.get("Count"), "-7");
+    assert_eq!(write(run, Value::Bool(true)).await, Ok(()));
+    assert_eq!(peer.get("Run"), "True");
+    let audit = state.path().join("audit");
+    let written = outcomes(&audit);
+    for (path, holds) in [
+        ("site/filler/speed", serde_json::json!(21.5)),
+        ("site/filler/count", serde_json::json!(-7)),
+        ("site/filler/run", serde_json::json!(true)),
+    ] {
+        assert_eq!(written[path]["outcome"], "written", "{path}");
+        assert_eq!(written[path]["holds"], holds, "{path}: read back");
+    }
+    // The subscription brings the written values to the twin.
+    wait_for(&handles, count, WAIT, |s| s.value == Some(Value::Int(-7))).await;
+
+    // 40 000 does not fit Int16: refused before anything is sent.
+    assert!(matches!(
+        write(count, Value::Int(40_000)).await,
+        Err(ControlError::Source(WriteError::OutOfRange { .. }))
+    ));
+    assert_eq!(peer.get("Count"), "-7");
+    // The server refuses: read-only (asyncua answers Bad_UserAccessDenied for it too) and a
+    // variable the user may not write.
+    for (p, name) in [(locked, "Locked"), (guarded, "Guarded")] {
+        let refused = write(p, Value::Float(5.0)).await;
+        assert!(
+            matches!(&refused, Err(ControlError::Source(WriteError::DeviceRejected { detail })) if detail.contains("BadUserAccessDenied")),
+            "{name}: {refused:?}"
+        );
+        assert_ne!(peer.get(name), "5.0");
+    }
+    let audited = outcomes(&audit);
+    assert_eq!(audited["site/filler/count"]["outcome"], "device-error");
+    assert!(
+        audited["site/filler/count"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("out of range")
+    );
+    for path in ["site/filler/locked", "site/filler/guarded"] {
+        assert_eq!(audited[path]["outcome"], "device-error", "{path}");
+        assert!(
+            audited[path]["error"]
+                .as_str()
+                .unwrap()
+                .contains("BadUserAccessDenied"),
+            "{path}: {:?}",
+            audited[path]
+        );
+    }
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue #27: a server frozen (SIGSTOP) with two writes under way: one is on the wire (audited
+/// `unknown` after the proposer's deadline), the other waits behind it and is never sent — not
+/// after the deadline, not after the server resumes. Once the freeze is noticed, a write is
+/// answered `NotConnected` at once and never sent either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_its_deadline_is_never_applied_later() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+    logs();
+    let mut peer = WritePeer::start(common::python(), "tests/peers/opcua_write_peer.py");
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&write_config(&peer.endpoint, state.path())).await;
+    let [speed, count] =
+        ["speed", "count"].map(|n| property(&handles, &format!("site/filler/{n}")));
+    for p in [speed, count] {
+        wait_for(&handles, p, WAIT, |s| s.quality.is_good()).await;
+    }
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    peer.signal("STOP");
+    let (first, second) = tokio::join!(
+        handles
+            .control
+            .write(speed, Value::Float(30.0), operator.clone()),
+        handles
+            .control
+            .write(count, Value::Int(3), operator.clone()),
+    );
+    // The one on the wire is answered at the deadline (its outcome unknown); the one behind it
+    // is dropped at its deadline (nothing sent), answered `Expired` or, when the gate's own timer
+    // fires first at the same instant, `Timeout` (the audit below tells them apart).
+    for answer in [&first, &second] {
+        assert!(
+            matches!(
+                answer,
+                Err(ControlError::Expired | ControlError::Source(WriteError::Timeout))
+            ),
+            "{answer:?}"
+        );
+    }
+    let audit = state.path().join("audit");
+    common::eventually(
+        WAIT,
+        || outcomes(&audit).len() == 2,
+        || format!("{:?}", outcomes(&audit)),
+    )
+    .await;
+    let late = outcomes(&audit);
+    let outcome = |p: &str| late[p]["outcome"].as_str().unwrap().to_owned();
+    let mut kinds = [outcome("site/filler/speed"), outcome("site/filler/count")];
+    kinds.sort();
+    assert_eq!(kinds, ["not-sent", "unknown"], "{late:?}");
+    let (never, name) = if outcome("site/filler/count") == "not-sent" {
+        (count, "Count")
+    } else {
+        (speed, "Speed")
+    };
+
+    // The freeze is noticed (3 keep-alive intervals of 1 s): a write is answered at once.
+    wait_for(&handles, speed, WAIT, |s| !s.quality.is_good()).await;
+    let asked = std::time::Instant::now();
+    let down = handles
+        .control
+        .write(never, Value::Int(9), operator.clone())
+        .await;
+    assert_eq!(down, Err(ControlError::Source(WriteError::NotConnected)));
+    // At once: well under the source's 3 s timeout (the gate's intent record is synced first).
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+
+    peer.signal("CONT");
+    wait_for(&handles, never, WAIT, |s| s.quality.is_good()).await;
+    // Whatever reached the server while it was frozen has been handled by now (the source
+    // reconnected after it): the write that was never sent is not there.
+    let held = peer.get(name);
+    assert!(held == "0" || held == "0.0", "{name} holds {held}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = peer.get(name);
+    assert!(held == "0" || held == "0.0", "{name} holds {held} later");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue #27: bindings by browse path against node-opcua (whose NodeIds the config never names):
+/// resolved after connecting, read and written through the gate; a path that does not resolve
+/// makes only its property Bad_ConfigurationError; a read-only variable answers Bad_NotWritable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browse_paths_resolve_and_write_on_node_opcua() {
+    use twinloom::control::{ControlError, Origin};
+    use twinloom::twin::WriteError;
+    logs();
+    let peer = WritePeer::start("node".into(), "tests/peers/node/opcua_write_server.js");
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[[sources.opcua]]
+id = "plc"
+endpoint = "{endpoint}"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+backoff_min = "100ms"
+backoff_max = "500ms"
+namespaces = {{ plc = "urn:twinloom:node-write-peer" }}
+
+[[types]]
+name = "Filler"
+properties = [
+  {{ name = "speed", data_type = "float", access = "read-write" }},
+  {{ name = "level", data_type = "float", access = "read-write" }},
+  {{ name = "ghost", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/filler"
+type = "Filler"
+source = "plc"
+[assets.bindings]
+speed = {{ browse_path = "/plc:Line1/plc:Filler/plc:Speed" }}
+level = {{ browse_path = "/plc:Line1.plc:Filler.plc:Level" }}
+ghost = {{ browse_path = "/plc:Line1/plc:Filler/plc:Nope" }}
+"#,
+        state = state.path().display(),
+        endpoint = peer.endpoint,
+    )))
+    .await;
+    let [speed, level, ghost] =
+        ["speed", "level", "ghost"].map(|n| property(&handles, &format!("site/filler/{n}")));
+    wait_for(&handles, level, WAIT, |s| {
+        s.value == Some(Value::Float(7.5))
+    })
+    .await;
+    wait_for(&handles, ghost, WAIT, |s| {
+        s.quality == Quality::bad(QualityReason::ConfigurationError)
+    })
+    .await;
+    wait_for(&handles, speed, WAIT, |s| s.quality.is_good()).await;
+    let operator = Origin::OpcUa {
+        user: "operator".into(),
+    };
+    assert_eq!(
+        handles
+            .control
+            .write(speed, Value::Float(12.25), operator.clone())
+            .await,
+        Ok(())
+    );
+    wait_for(&handles, speed, WAIT, |s| {
+        s.value == Some(Value::Float(12.25))
+    })
+    .await;
+    let refused = handles
+        .control
+        .write(level, Value::Float(1.0), operator.clone())
+        .await;
+    assert!(
+        matches!(&refused, Err(ControlError::Source(WriteError::NotWritable { detail })) if detail.contains("BadNotWritable")),
+        "{refused:?}"
+    );
+    let audited = outcomes(&state.path().join("audit"));
+    assert_eq!(audited["site/filler/speed"]["outcome"], "written");
+    assert_eq!(audited["site/filler/speed"]["holds"], 12.25);
+    assert_eq!(audited["site/filler/level"]["outcome"], "device-error");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The config of `twinloom check --online`'s test, against the node-opcua write server.
+fn online_config(endpoint: &str, state: &std::path::Path) -> String {
+    format!(
+        r#"[daemon]
+state_dir = "{state}"
+
+[[sources.opcua]]
+id = "plc"
+endpoint = "{endpoint}"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+namespaces = {{ plc = "urn:twinloom:node-write-peer", gone = "urn:nowhere" }}
+
+[[types]]
+name = "Filler"
+properties = [
+  {{ name = "speed", data_type = "float", access = "read-write" }},
+  {{ name = "level", data_type = "bool" }},
+  {{ name = "ghost", data_type = "float" }},
+  {{ name = "missing", data_type = "float" }},
+  {{ name = "elsewhere", data_type = "float" }},
+  {{ name = "lost", data_type = "float" }},
+]
+
+[[assets]]
+path = "site/filler"
+type = "Filler"
+source = "plc"
+bindings.speed = {{ browse_path = "/plc:Line1/plc:Filler/plc:Speed" }}
+bindings.level = {{ browse_path = "/plc:Line1/plc:Filler/plc:Level" }}
+bindings.ghost = {{ browse_path = "/plc:Line1/plc:Nope" }}
+bindings.missing = {{ node_id = "nsu=urn:twinloom:node-write-peer;s=nope" }}
+bindings.elsewhere = {{ node_id = "nsu=urn:nowhere;s=x" }}
+bindings.lost = {{ browse_path = "/gone:Line1" }}
+"#,
+        state = state.display()
+    )
+}
+
+/// Issue #27: `twinloom check --online` reports, at each binding's line:col, a DataType that does
+/// not fit, a browse path that does not resolve, a missing node and unknown namespaces, and exits
+/// 64; without `--online` the same file is valid (it cannot know).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_reports_bindings_that_do_not_fit_the_server() {
+    let peer = WritePeer::start("node".into(), "tests/peers/node/opcua_write_server.js");
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("twinloom.toml");
+    std::fs::write(&file, online_config(&peer.endpoint, state.path())).unwrap();
+    let twinloom = || std::process::Command::new(env!("CARGO_BIN_EXE_twinloom"));
+    let offline = twinloom().arg("check").arg(&file).output().unwrap();
+    assert_eq!(offline.status.code(), Some(0), "{offline:?}");
+    let online = tokio::task::spawn_blocking(move || {
+        twinloom()
+            .args(["check", "--online"])
+            .arg(&file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&online.stderr);
+    assert_eq!(online.status.code(), Some(64), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("twinloom.toml:").map(|(_, rest)| rest))
+        .collect();
+    let expected = [
+        "28:18: assets[0].bindings.level: the variable's DataType Double does not fit the property's data type `bool`",
+        "29:18: assets[0].bindings.ghost: browse path `/plc:Line1/plc:Nope` does not resolve on the server (BadNoMatch)",
+        "30:20: assets[0].bindings.missing: node `ns=2;s=nope` does not exist on the server (BadNodeIdUnknown)",
+        "31:22: assets[0].bindings.elsewhere: the server has no namespace `urn:nowhere` (not in its NamespaceArray)",
+        "32:17: assets[0].bindings.lost: the server has no namespace `urn:nowhere` (not in its NamespaceArray)",
+    ];
+    assert_eq!(lines, expected, "{stderr}");
 }

@@ -15,21 +15,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indexmap::IndexMap;
-use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken};
-use opcua::types::{
-    MessageSecurityMode, MonitoredItemCreateRequest, NodeId, TimestampsToReturn, UserTokenPolicy,
-};
-use twinloom::config::Config;
-use twinloom::config::model::{AssetConfig, DataType, PropertyConfig, TypeConfig};
-use twinloom::twin::{PropertyId, Reading, Twin, Value};
+use opcua::types::{MonitoredItemCreateRequest, NodeId, TimestampsToReturn};
 
 const ASSETS: usize = 1000;
 const PROPERTIES: usize = 100;
@@ -42,7 +35,7 @@ const ROUNDS: usize = 3;
 
 fn main() {
     if std::env::var_os("TWINLOOM_BENCH_SERVER").is_some() {
-        return serve_twinloom();
+        return support::upstream::serve(ITEMS);
     }
     support::heading(&format!(
         "OPC UA server: {ITEMS} monitored items, publishing interval 100 ms, every value changing every 100 ms; {ROUNDS} alternating rounds, median (lowest–highest)"
@@ -155,45 +148,9 @@ fn spawn_server(command: &mut Command) -> ServerProcess {
 }
 
 async fn measure(server: &ServerProcess, node: impl Fn(u16, usize) -> NodeId) -> Measured {
-    let client_pki = tempfile::tempdir().unwrap();
-    let mut client = ClientBuilder::new()
-        .application_name("twinloom-bench")
-        .application_uri("urn:twinloom:bench")
-        .pki_dir(client_pki.path())
-        .session_retry_limit(0)
-        .max_message_size(64 * 1024 * 1024)
-        .max_chunk_count(8192)
-        .max_array_length(1_000_000)
-        .client()
-        .unwrap();
-    let endpoint = (
-        server.url.as_str(),
-        "http://opcfoundation.org/UA/SecurityPolicy#None",
-        MessageSecurityMode::None,
-        UserTokenPolicy::anonymous(),
-    );
-    let (session, event_loop) = client
-        .connect_to_matching_endpoint(endpoint, IdentityToken::Anonymous)
-        .await
-        .unwrap();
-    let _events = event_loop.spawn();
-    assert!(session.wait_for_connection().await);
     let received = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&received);
-    let subscription = session
-        .create_subscription(
-            Duration::from_millis(100),
-            600,
-            20,
-            0,
-            0,
-            true,
-            DataChangeCallback::new(move |_, _| {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }),
-        )
-        .await
-        .unwrap();
+    let (_client, session, subscription) =
+        support::upstream::counting_session(&server.url, Arc::clone(&received)).await;
     let started = Instant::now();
     let mut created = 0;
     for chunk in (0..ITEMS).collect::<Vec<_>>().chunks(BATCH) {
@@ -222,127 +179,4 @@ async fn measure(server: &ServerProcess, node: impl Fn(u16, usize) -> NodeId) ->
         cpu,
         rss: support::peak_rss_mib(pid),
     }
-}
-
-/// Child process: a twin of 100 000 float properties served over OPC UA, all changing every 100 ms.
-fn serve_twinloom() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let config = Config {
-            file: "bench.toml".into(),
-            daemon: Default::default(),
-            twin: Default::default(),
-            opcua_server: None,
-            admin_http: None,
-            change_log: None,
-            control: Default::default(),
-            sources: Vec::new(),
-            types: vec![TypeConfig {
-                name: "Probe".into(),
-                description: None,
-                properties: (0..PROPERTIES)
-                    .map(|p| PropertyConfig {
-                        name: format!("p{p}"),
-                        data_type: DataType::Float,
-                        unit: Some("CEL".into()),
-                        description: None,
-                        range: None,
-                        deadband: None,
-                        access: Default::default(),
-                        limits: None,
-                        clamp: false,
-                        max_rate: None,
-                        min_write_interval: None,
-                        on_loss: Default::default(),
-                        select_before_operate: None,
-                    })
-                    .collect(),
-            }],
-            assets: (0..ASSETS)
-                .map(|a| AssetConfig {
-                    path: format!("bench/a{a}"),
-                    type_name: "Probe".into(),
-                    source: None,
-                    device: None,
-                    description: None,
-                    bindings: IndexMap::new(),
-                })
-                .collect(),
-            plugins: Vec::new(),
-        };
-        let twin = Arc::new(Twin::new(Arc::new(config.twin_model()), &config.twin));
-        let supervisor = twinloom::runtime::Supervisor::new();
-        let metrics = twinloom::telemetry::Metrics::new();
-        // The benchmark writes nothing: no audit log.
-        let control = twinloom::control::spawn(
-            Arc::clone(&twin),
-            Default::default(),
-            twinloom::control::GateRecords::audit_only(Err("the benchmark writes nothing".into())),
-            Default::default(),
-            Default::default(),
-            &twinloom::telemetry::metrics::ControlMetrics::default(),
-            &supervisor,
-        );
-        let server_config: twinloom::config::model::OpcUaServerConfig = toml::from_str(
-            "listen = \"127.0.0.1:0\"\nallow_security_none = true\nanonymous = true",
-        )
-        .unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let readiness = twinloom::runtime::Readiness::default();
-        let logins = twinloom::northbound::login::LoginPool::start(
-            twinloom::northbound::login::login_threads(),
-            twinloom::northbound::login::LOGIN_QUEUE,
-            metrics.set(),
-        )
-        .unwrap();
-        let server = twinloom::northbound::opcua_server::start(
-            &server_config,
-            control,
-            None,
-            &logins,
-            twinloom::context::ComponentContext {
-                twin: &twin,
-                metrics: &metrics,
-                supervisor: &supervisor,
-                readiness: &readiness,
-                state_dir: state.path(),
-            },
-        )
-        .await
-        .unwrap();
-        println!(
-            "LISTENING {} {}",
-            server.endpoint_url, server.namespace_index
-        );
-        std::io::stdout().flush().unwrap();
-        let updater = Arc::clone(&twin);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            let mut step = 0u64;
-            loop {
-                tick.tick().await;
-                step += 1;
-                let readings: Vec<Reading> = (0..ITEMS)
-                    .map(|i| {
-                        Reading::value(
-                            PropertyId(i as u32),
-                            Value::Float((step * 1000 + i as u64) as f64),
-                            None,
-                        )
-                    })
-                    .collect();
-                updater.apply(&readings);
-            }
-        });
-        tokio::task::spawn_blocking(|| {
-            let mut sink = Vec::new();
-            let _ = std::io::stdin().read_to_end(&mut sink);
-        })
-        .await
-        .unwrap();
-        supervisor.shutdown(Duration::from_secs(2)).await;
-    });
 }

@@ -37,8 +37,9 @@ pub enum Command {
     #[cfg(feature = "demo")]
     Demo,
     /// Validate a configuration file (`twinloom check FILE`, or `--config FILE`): exit 0 when
-    /// valid, 64 with every error when not.
-    Check(ConfigFile),
+    /// valid, 64 with every error when not. With `--online`, also connect to every OPC UA
+    /// source's server and check each binding against it.
+    Check(CheckArgs),
     /// Read a password on standard input and print its argon2id hash for `password_hash`.
     HashPassword,
     /// Check the control gate's audit log.
@@ -90,6 +91,20 @@ impl ConfigFile {
             .or(self.config.as_deref())
             .unwrap_or(Path::new("twinloom.toml"))
     }
+}
+
+/// `twinloom check`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    #[command(flatten)]
+    pub file: ConfigFile,
+    /// Also connect to every OPC UA source's server (one session each, closed at once) and
+    /// report, at each binding's line:col, unknown namespaces, browse paths that do not resolve,
+    /// missing nodes and nodes whose DataType does not fit the property. Without it, `check`
+    /// opens no socket.
+    #[arg(long)]
+    pub online: bool,
 }
 
 /// `twinloom pki` actions.
@@ -681,8 +696,62 @@ fn plugin_test(
     result
 }
 
-/// `twinloom check PATH`.
-pub fn check(path: &Path) -> ExitCode {
+/// `twinloom check [--online] PATH`: exit 0 when valid (and, online, every binding fits its
+/// server), 64 with every error otherwise; online, 1 when a server could not be asked and nothing
+/// else was wrong.
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let path = args.file.path();
+    if !args.online {
+        return check_offline(path);
+    }
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(error) => return report(&error),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let found = runtime.block_on(crate::app::check_online(&config));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let problems = found.problems.len();
+    let unreachable = found.unreachable.len();
+    let mut all = found.problems;
+    all.extend(found.unreachable);
+    for diagnostic in config::locate(path, &text, all) {
+        eprintln!("{diagnostic}");
+    }
+    if problems > 0 {
+        eprintln!(
+            "{problems} binding{} do{} not fit the server{}",
+            if problems == 1 { "" } else { "s" },
+            if problems == 1 { "es" } else { "" },
+            if unreachable > 0 {
+                format!("; {unreachable} server(s) not reached")
+            } else {
+                String::new()
+            }
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if unreachable > 0 {
+        eprintln!("{unreachable} server(s) not reached; their bindings are not checked");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    println!(
+        "{}: valid, and every OPC UA binding fits its server",
+        path.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn check_offline(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
             println!(

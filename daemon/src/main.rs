@@ -7,7 +7,7 @@ use twinloom::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check(file) => cli::check(file.path()),
+        Command::Check(args) => cli::check(&args),
         Command::Run(file) => cli::run(file.path()),
         #[cfg(feature = "demo")]
         Command::Demo => cli::demo(),

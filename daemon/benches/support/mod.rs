@@ -1,4 +1,5 @@
-//! Measurement method shared by the benchmarks (`modbus`, `opcua`, `plugins`).
+//! Measurement method shared by the benchmarks (`modbus`, `opcua`, `opcua_source`, `control`,
+//! `plugins`), and the upstream OPC UA server two of them run ([`upstream`]).
 //!
 //! - Every comparison alternates its sides (A B A B …) over several rounds and prints the median
 //!   ratio with its spread (lowest and highest round), so a slow phase of the machine lands on
@@ -10,6 +11,8 @@
 //! - Instruction counts come from valgrind's callgrind, which counts instructions, not seconds: the
 //!   same binary on the same input gives the same count whatever else the machine does.
 #![allow(dead_code)]
+
+pub mod upstream;
 
 use std::path::Path;
 use std::process::Command;

@@ -512,3 +512,66 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
 }
+
+/// What `twinloom check --online` found: problems of bindings against the servers, and the
+/// sources it could not reach (each a problem at the source's key path).
+#[derive(Debug, Default)]
+pub struct OnlineCheck {
+    /// A binding that does not fit its server (unknown namespace, unresolvable browse path,
+    /// missing node, a DataType that does not fit the property).
+    pub problems: Vec<crate::config::Problem>,
+    /// A source whose server could not be asked.
+    pub unreachable: Vec<crate::config::Problem>,
+}
+
+/// Connects to the server of every OPC UA source of the (valid) `config`, one after the other,
+/// and checks every binding against its address space ([`sources::opcua::probe`]); problems are
+/// at the bindings' key paths (`assets[i].bindings.<property>`), unreachable servers at the
+/// sources' (`sources.opcua[k]`). Uses each source's client PKI folder (the daemon's, so that a
+/// server trusting the daemon trusts the check).
+pub async fn check_online(config: &Config) -> OnlineCheck {
+    use crate::config::KeyPath;
+    let mut out = OnlineCheck::default();
+    let opcua_sources = config.sources.iter().filter_map(|s| match s {
+        sources::SourceConfig::OpcUa(section) => Some(section),
+        _ => None,
+    });
+    for (k, section) in opcua_sources.enumerate() {
+        let mut probed = Vec::new();
+        for (i, asset) in config.assets.iter().enumerate() {
+            if asset.source.as_deref() != Some(section.id.as_str()) {
+                continue;
+            }
+            let declared = config.types.iter().find(|t| t.name == asset.type_name);
+            for (name, binding) in &asset.bindings {
+                let (Some(binding), Some(property)) = (
+                    binding.as_opcua(),
+                    declared.and_then(|t| t.properties.iter().find(|p| p.name == *name)),
+                ) else {
+                    continue;
+                };
+                probed.push(sources::opcua::ProbedBinding {
+                    path: KeyPath::root()
+                        .key("assets")
+                        .index(i)
+                        .key("bindings")
+                        .key(name.as_str()),
+                    binding: binding.clone(),
+                    data_type: property.data_type,
+                });
+            }
+        }
+        let pki_dir = section
+            .pki_dir
+            .clone()
+            .unwrap_or_else(|| config.state_dir().join("pki-client"));
+        match sources::opcua::probe(section, &pki_dir, &probed).await {
+            Ok(problems) => out.problems.extend(problems),
+            Err(error) => out.unreachable.push(crate::config::Problem::new(
+                KeyPath::root().key("sources").key("opcua").index(k),
+                format!("cannot check against `{}`: {error:#}", section.endpoint),
+            )),
+        }
+    }
+    out
+}

@@ -185,6 +185,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(path, &text)
 }
 
+/// Places `problems` found in the valid configuration `text` of `file` (by `twinloom check
+/// --online`) at their `line:col`, in file order.
+pub fn locate(file: &Path, text: &str, problems: Vec<Problem>) -> Vec<Diagnostic> {
+    let (root, _) = DeTable::parse_recoverable(text);
+    let map = diagnostic::SourceMap::new(file, text, &root);
+    let mut diagnostics: Vec<Diagnostic> = problems.into_iter().map(|p| map.locate(p)).collect();
+    diagnostics.sort_by_key(|d| (d.line, d.column));
+    diagnostics
+}
+
 /// Validates configuration `text` as if read from `file` (used for positions and relative paths).
 ///
 /// Errors: [`ConfigError::Invalid`] with every error found.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -16,6 +17,14 @@ use crate::telemetry::metrics::{MetricSet, SourceLabels};
 pub(crate) struct OpcUaSourceMetrics {
     /// 1 while the source's session is up.
     connected: Family<SourceLabels, Gauge>,
+    /// Times the server went silent for 3 keep-alive intervals (OPC UA Part 4 §6.7).
+    stalls: Family<SourceLabels, Counter>,
+    /// Session keep-alives (Reads of ServerStatus.State) that failed.
+    keep_alive_failures: Family<SourceLabels, Counter>,
+    /// Publish requests that failed (timed out, refused).
+    publish_failures: Family<SourceLabels, Counter>,
+    /// Data changes that arrived with the Overflow bit (samples lost in the server's queue).
+    overflows: Family<SourceLabels, Counter>,
 }
 
 impl MetricSet for OpcUaSourceMetrics {
@@ -26,8 +35,38 @@ impl MetricSet for OpcUaSourceMetrics {
             "1 while an OPC UA source's session is up",
             metrics.connected.clone(),
         );
+        let opcua = registry.sub_registry_with_prefix("opcua");
+        opcua.register(
+            "source_stalls",
+            "Times an OPC UA source's server sent neither keep-alive nor publish response for 3 keep-alive intervals",
+            metrics.stalls.clone(),
+        );
+        opcua.register(
+            "source_keep_alive_failures",
+            "Session keep-alive reads an OPC UA source's server did not answer in time or answered bad",
+            metrics.keep_alive_failures.clone(),
+        );
+        opcua.register(
+            "source_publish_failures",
+            "Publish requests of an OPC UA source that failed",
+            metrics.publish_failures.clone(),
+        );
+        opcua.register(
+            "source_overflows",
+            "Data changes an OPC UA source received with the Overflow bit (samples lost in the server's queue)",
+            metrics.overflows.clone(),
+        );
         metrics
     }
+}
+
+/// One source's counters (series of [`OpcUaSourceMetrics`]'s families).
+#[derive(Debug, Clone)]
+pub(crate) struct SourceCounters {
+    pub stalls: Counter,
+    pub keep_alive_failures: Counter,
+    pub publish_failures: Counter,
+    pub overflows: Counter,
 }
 
 impl OpcUaSourceMetrics {
@@ -38,6 +77,19 @@ impl OpcUaSourceMetrics {
                 source: id.to_owned(),
             })
             .clone()
+    }
+
+    /// The counters of source `id`.
+    pub fn counters(&self, id: &str) -> SourceCounters {
+        let labels = SourceLabels {
+            source: id.to_owned(),
+        };
+        SourceCounters {
+            stalls: self.stalls.get_or_create(&labels).clone(),
+            keep_alive_failures: self.keep_alive_failures.get_or_create(&labels).clone(),
+            publish_failures: self.publish_failures.get_or_create(&labels).clone(),
+            overflows: self.overflows.get_or_create(&labels).clone(),
+        }
     }
 }
 
@@ -56,7 +108,10 @@ impl SessionUp<'_> {
     }
 }
 
-/// The client library reconnected the session by itself.
+/// The client library reconnected the session by itself: a new secure channel and ActivateSession
+/// on the old session (`ReactivatedSession`), or a new session when the server no longer knew it
+/// (`NewSession`); either way its subscription was transferred (TransferSubscriptions with initial
+/// values) or, where the server could not, created again.
 #[derive(Debug)]
 pub(crate) struct SessionResumed<'a> {
     pub source: &'a str,
@@ -71,7 +126,7 @@ impl SessionResumed<'_> {
     }
 }
 
-/// The server dropped the connection; the source starts over with a fresh session.
+/// The connection to the server broke; async-opcua reconnects (see [`SessionResumed`]).
 #[derive(Debug)]
 pub(crate) struct ConnectionLost<'a> {
     pub source: &'a str,
@@ -106,8 +161,8 @@ impl SessionEnded<'_> {
     }
 }
 
-/// A binding's `nsu=` namespace URI is not in the server's namespace array: its NodeId keeps
-/// namespace 0, and the server refuses the monitored item.
+/// A binding's `nsu=` namespace URI is not in the server's namespace array: its properties are
+/// Bad_ConfigurationError and no monitored item is created for it.
 #[derive(Debug)]
 pub(crate) struct NamespaceUnknown<'a> {
     pub source: &'a str,
@@ -116,7 +171,7 @@ pub(crate) struct NamespaceUnknown<'a> {
 
 impl NamespaceUnknown<'_> {
     pub fn emit(&self) {
-        tracing::warn!(source = %self.source, namespace = %self.namespace, "Server has no such namespace");
+        tracing::warn!(source = %self.source, namespace = %self.namespace, "Server has no such namespace; its bindings are bad (configuration error)");
     }
 }
 
@@ -131,5 +186,153 @@ pub(crate) struct MonitoredItemRefused<'a> {
 impl MonitoredItemRefused<'_> {
     pub fn emit(&self) {
         tracing::warn!(source = %self.source, node = %self.node, status = %self.status, "Server refused a monitored item; check the NodeId");
+    }
+}
+
+/// Neither a keep-alive nor a publish response came for 3 keep-alive intervals (OPC UA Part 4
+/// §6.7): every property of the source is bad (`NoConnection`, last value kept) and the source
+/// closes the secure channel so that async-opcua reconnects.
+#[derive(Debug)]
+pub(crate) struct ServerStalled<'a> {
+    pub source: &'a str,
+    /// How long the server has been silent.
+    pub silent_for: Duration,
+}
+
+impl ServerStalled<'_> {
+    pub fn emit(&self, connected: &Gauge, ready: &ReadyFlag, counters: &SourceCounters) {
+        connected.set(0);
+        ready.set(false);
+        counters.stalls.inc();
+        tracing::warn!(source = %self.source, silent_for = ?self.silent_for, "OPC UA server stalled: no keep-alive or publish response; reconnecting");
+    }
+}
+
+/// A reconnect attempt failed; async-opcua tries again after its backoff.
+#[derive(Debug)]
+pub(crate) struct ReconnectFailed<'a> {
+    pub source: &'a str,
+    pub status: opcua::types::StatusCode,
+}
+
+impl ReconnectFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, status = %self.status, "OPC UA reconnect failed");
+    }
+}
+
+/// A session keep-alive or a Publish request failed (counted; async-opcua logs the detail).
+#[derive(Debug)]
+pub(crate) enum RequestFailed {
+    KeepAlive(opcua::types::StatusCode),
+    Publish(opcua::types::StatusCode),
+}
+
+impl RequestFailed {
+    pub fn emit(&self, source: &str, counters: &SourceCounters) {
+        match self {
+            Self::KeepAlive(status) => {
+                counters.keep_alive_failures.inc();
+                tracing::debug!(%source, %status, "OPC UA keep-alive failed");
+            }
+            Self::Publish(status) => {
+                counters.publish_failures.inc();
+                tracing::debug!(%source, %status, "OPC UA publish failed");
+            }
+        }
+    }
+}
+
+/// The server changed the subscription's status (StatusChangeNotification, Part 4 §7.26.4; e.g.
+/// Bad_Timeout: it expired): the source starts over with a new session and subscription.
+#[derive(Debug)]
+pub(crate) struct SubscriptionStatusChanged<'a> {
+    pub source: &'a str,
+    pub status: opcua::types::StatusCode,
+}
+
+impl SubscriptionStatusChanged<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, status = %self.status, "OPC UA subscription ended by the server; subscribing again");
+    }
+}
+
+/// After ActivateSession on the old session async-opcua created the subscription anew instead of
+/// transferring it, leaving the old one alive on the server; the source deleted it.
+#[derive(Debug)]
+pub(crate) struct LeftoverSubscriptionDeleted<'a> {
+    pub source: &'a str,
+    pub subscription_id: u32,
+    pub outcome: Result<(), opcua::types::StatusCode>,
+}
+
+impl LeftoverSubscriptionDeleted<'_> {
+    pub fn emit(&self) {
+        match self.outcome {
+            Ok(()) => {
+                tracing::info!(source = %self.source, subscription_id = self.subscription_id, "Deleted the subscription left over from before the reconnect");
+            }
+            Err(status) => {
+                tracing::warn!(source = %self.source, subscription_id = self.subscription_id, %status, "Could not delete the subscription left over from before the reconnect");
+            }
+        }
+    }
+}
+
+/// A write the source could not carry out (the gate gets the error too).
+#[derive(Debug)]
+pub(crate) struct WriteFailed<'a> {
+    pub source: &'a str,
+    pub property: &'a str,
+    pub error: &'a crate::twin::WriteError,
+}
+
+impl WriteFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, property = %self.property, error = %self.error, "Write failed");
+    }
+}
+
+/// The Read after a Good write got no value (the write stands; the twin shows the value once the
+/// subscription reports it).
+#[derive(Debug)]
+pub(crate) struct ReadBackFailed<'a> {
+    pub source: &'a str,
+    pub node: &'a opcua::types::NodeId,
+    pub status: opcua::types::StatusCode,
+}
+
+impl ReadBackFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, node = %self.node, status = %self.status, "Read-back after a write failed");
+    }
+}
+
+/// A binding's browse path did not resolve (TranslateBrowsePathsToNodeIds, OPC UA Part 4 §5.8.4):
+/// its properties are Bad_ConfigurationError and get no monitored item; the others run.
+#[derive(Debug)]
+pub(crate) struct BrowsePathUnresolved<'a> {
+    pub source: &'a str,
+    pub browse_path: &'a str,
+    pub status: opcua::types::StatusCode,
+}
+
+impl BrowsePathUnresolved<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, browse_path = %self.browse_path, status = %self.status, "Browse path does not resolve on the server; its bindings are bad (configuration error)");
+    }
+}
+
+/// A writable variable's DataType or ValueRank could not be read after a connect: writes to its
+/// properties are refused (not writable) until the next connect.
+#[derive(Debug)]
+pub(crate) struct WriteTargetUnreadable<'a> {
+    pub source: &'a str,
+    pub reason: &'a str,
+}
+
+impl WriteTargetUnreadable<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(source = %self.source, reason = %self.reason, "Writable variable's type unknown; writes to it are refused");
     }
 }

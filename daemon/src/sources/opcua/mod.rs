@@ -1,52 +1,69 @@
-//! OPC UA source: one subscription per server, monitored items for every binding.
+//! OPC UA source: one session and one subscription per server, a monitored item for every bound
+//! NodeId.
 //!
-//! The client (async-opcua) connects to the configured endpoint; every binding becomes a
-//! monitored item of one subscription, and each data change is applied to the twin as it arrives
-//! (value, status and source timestamp). While the connection is down every property of the
-//! source is bad (`NoConnection`) with its last value kept, and the source starts over with a
-//! fresh session and subscription after a backoff from `backoff_min` to `backoff_max` (a
-//! restarted server knows neither the old session nor its subscription).
+//! The client (async-opcua) connects to the configured endpoint; `session.rs` reads the server's
+//! OperationLimits and namespace array, creates the subscription and its monitored items in
+//! batches the server accepts (`limits.rs`: message and array sizes, notifications per Publish,
+//! queue sizes), and follows the session; `notifications.rs` applies each NotificationMessage to
+//! the twin as one batch (value, status and source timestamp, items looked up by client handle).
+//! While the connection is down, or the server is silent for 3 keep-alive intervals, every
+//! property of the source is bad (`NoConnection`) with its last value kept. Recovery follows OPC
+//! UA Part 4 §6.7 (async-opcua's reconnect: a new secure channel and ActivateSession on the old
+//! session, TransferSubscriptions, and only then a new session and subscription); a session that
+//! fails for good is closed (CloseSession) and the source starts over after a backoff from
+//! `backoff_min` to `backoff_max`.
 
 mod events;
+pub mod limits;
+mod notifications;
+mod probe;
+pub(crate) mod session;
+mod write;
+
+pub use probe::{ProbedBinding, probe};
+pub use write::{OpcUaWriter, to_variant_of};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
-use opcua::client::{
-    ClientBuilder, DataChangeCallback, IdentityToken, Password, SessionPollResult,
-};
-use opcua::crypto::SecurityPolicy;
-use opcua::types::{
-    DataValue, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
-    MonitoringParameters, NodeId, ReadValueId, StatusCode, TimestampsToReturn, UserTokenPolicy,
-    Variant,
-};
+use opcua::types::{DataValue, StatusCode, Variant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::sources::opcua::OpcUaBindingConfig;
-use crate::config::sources::opcua::{
-    OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, parse_node_id,
-};
+use crate::config::sources::BindingSection;
+use crate::config::sources::opcua::{OpcUaBindingConfig, OpcUaSourceConfig, Target};
 use crate::context::ComponentContext;
 use crate::runtime::{Backoff, ReadyFlag};
 use crate::sources::{Bound, Spawned};
+use crate::twin::model::Scaling;
+use crate::twin::spec::{Access, DataType};
 use crate::twin::{PropertyId, Quality, QualityReason, Reading, Twin};
 
 /// One monitored variable.
 #[derive(Debug, Clone)]
 struct Item {
-    /// Namespace URI to resolve after connecting, when the binding named it (`nsu=`).
-    namespace_uri: Option<String>,
-    node: NodeId,
+    /// The variable as the bindings name it (`node_id` or `browse_path`), resolved after every
+    /// connect.
+    target: Target,
+    /// The binding's text, for log lines.
+    text: String,
     properties: Vec<PropertyId>,
     sampling: Duration,
 }
 
-/// Spawns the client of one OPC UA source. Returns the properties it serves and its stop token.
+/// A read-write property's binding: what a write needs besides the resolved node.
+#[derive(Debug, Clone, Copy)]
+struct Writable {
+    /// Engineering units ⇄ the variable's raw value.
+    scaling: Scaling,
+    /// The property's data type (what the read-back becomes).
+    data_type: DataType,
+}
+
+/// Spawns the client of one OPC UA source. Returns the properties it serves, its writer (for
+/// read-write properties) and its stop token.
 ///
-/// Errors: a binding's NodeId does not parse (validation rejects that before).
+/// Errors: a binding names no parsable NodeId or browse path (validation rejects that before).
 pub fn spawn(
     source: &OpcUaSourceConfig,
     bindings: &[Bound<OpcUaBindingConfig>],
@@ -54,29 +71,55 @@ pub fn spawn(
 ) -> anyhow::Result<Spawned> {
     let mut by_node: HashMap<String, Item> = HashMap::new();
     let mut properties = Vec::new();
+    let mut writable = HashMap::new();
     for Bound {
         property, binding, ..
     } in bindings
     {
-        let (namespace_uri, node) = parse_node_id(&binding.node_id)
-            .ok_or_else(|| anyhow::anyhow!("bad NodeId `{}`", binding.node_id))?;
+        let target = binding
+            .target()
+            .ok_or_else(|| anyhow::anyhow!("bad NodeId or browse path `{}`", binding.describe()))?;
         let sampling = binding
             .sampling_interval
             .unwrap_or(source.sampling_interval);
+        let key = match &target {
+            Target::Node(..) => format!("node {}", binding.describe()),
+            Target::Path(path) => format!("path {path}"),
+        };
         by_node
-            .entry(binding.node_id.clone())
+            .entry(key)
             .or_insert_with(|| Item {
-                namespace_uri,
-                node,
+                target,
+                text: binding.describe().to_owned(),
                 properties: Vec::new(),
                 sampling,
             })
             .properties
             .push(*property);
         properties.push(*property);
+        let decl = context.twin.model().decl(*property);
+        if decl.access == Access::ReadWrite {
+            writable.insert(
+                *property,
+                Writable {
+                    scaling: binding.scaling(),
+                    data_type: decl.data_type,
+                },
+            );
+        }
     }
     let (twin, supervisor, metrics) = (context.twin, context.supervisor, context.metrics);
     let ready = context.readiness.register_source(&source.id);
+    let metric_set = metrics.set::<events::OpcUaSourceMetrics>();
+    let link = write::Link::default();
+    let writer: Option<Arc<dyn crate::sources::DeviceWriter>> = (!writable.is_empty()).then(|| {
+        Arc::new(OpcUaWriter::new(
+            &source.id,
+            link.clone(),
+            source.timeout,
+            Arc::clone(twin),
+        )) as _
+    });
     let client = OpcUaClient {
         config: source.clone(),
         pki_dir: source
@@ -85,20 +128,19 @@ pub fn spawn(
             .unwrap_or_else(|| context.state_dir.join("pki-client")),
         items: by_node.into_values().collect(),
         properties: properties.clone(),
+        writable,
+        link,
         twin: Arc::clone(twin),
-        connected: metrics
-            .set::<events::OpcUaSourceMetrics>()
-            .connected(&source.id),
+        connected: metric_set.connected(&source.id),
+        counters: metric_set.counters(&source.id),
         ready,
     };
     let token = supervisor.spawn_cancellable(format!("opcua-source:{}", source.id), move |token| {
         client.run(token)
     });
-    // Read-only for now: validation refuses read-write properties on OPC UA sources, so there is
-    // no writer and the gate answers NotBound.
     Ok(Spawned {
         properties,
-        writer: None,
+        writer,
         token,
     })
 }
@@ -108,8 +150,14 @@ struct OpcUaClient {
     pki_dir: std::path::PathBuf,
     items: Vec<Item>,
     properties: Vec<PropertyId>,
+    /// The read-write properties, by id.
+    writable: HashMap<PropertyId, Writable>,
+    /// What the writer sends through: set once a session is up and the writable nodes' types
+    /// are read, cleared when the connection is lost.
+    link: write::Link,
     twin: Arc<Twin>,
     connected: prometheus_client::metrics::gauge::Gauge,
+    counters: events::SourceCounters,
     ready: ReadyFlag,
 }
 
@@ -180,10 +228,8 @@ impl OpcUaClient {
         let id = self.config.id.clone();
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         loop {
-            let outcome = tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                outcome = self.session(&token) => outcome,
-            };
+            // Not raced against the token: `session` watches it and closes the session first.
+            let outcome = self.session(&token).await;
             if token.is_cancelled() {
                 return Ok(());
             }
@@ -202,222 +248,6 @@ impl OpcUaClient {
             tokio::select! {
                 () = token.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
-            }
-        }
-    }
-
-    /// One session: connect, subscribe, follow events until the connection fails for good.
-    async fn session(&self, token: &CancellationToken) -> anyhow::Result<()> {
-        let policy = match self.config.security_policy {
-            SecurityPolicyName::None => SecurityPolicy::None,
-            SecurityPolicyName::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
-            SecurityPolicyName::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
-            SecurityPolicyName::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
-        };
-        let mode = match self.config.security_mode {
-            SecurityModeName::None => MessageSecurityMode::None,
-            SecurityModeName::Sign => MessageSecurityMode::Sign,
-            SecurityModeName::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
-        };
-        let identity = match (&self.config.user, &self.config.password) {
-            (Some(user), Some(password)) => {
-                IdentityToken::UserName(user.clone(), Password::new(password.clone()))
-            }
-            _ => IdentityToken::Anonymous,
-        };
-        let mut client = ClientBuilder::new()
-            .application_name("Twinloom")
-            .application_uri(format!("urn:twinloom:source:{}", self.config.id))
-            .product_uri("urn:twinloom")
-            .pki_dir(&self.pki_dir)
-            .create_sample_keypair(true)
-            .trust_server_certs(self.config.trust_server_certificate)
-            .session_retry_limit(0)
-            .request_timeout(self.config.timeout)
-            .client()
-            .map_err(|errors| anyhow::anyhow!("client configuration: {}", errors.join(", ")))?;
-        let endpoint = (
-            self.config.endpoint.as_str(),
-            policy.to_uri(),
-            mode,
-            UserTokenPolicy::anonymous(),
-        );
-        let (session, event_loop) = tokio::time::timeout(
-            self.config.timeout,
-            client.connect_to_matching_endpoint(endpoint, identity),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {:?}", self.config.timeout))??;
-        let mut events = Box::pin(event_loop.enter());
-        // Drive the event loop until the session is up.
-        loop {
-            tokio::select! {
-                connected = session.wait_for_connection() => {
-                    if connected {
-                        break;
-                    }
-                    anyhow::bail!("session could not be activated");
-                }
-                event = events.next() => match event {
-                    Some(Ok(_)) => {}
-                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
-                    None => anyhow::bail!("session closed"),
-                },
-            }
-        }
-        events::SessionUp {
-            source: &self.config.id,
-            endpoint: &self.config.endpoint,
-        }
-        .emit(&self.connected, &self.ready);
-        // Namespace URIs (`nsu=`) become indexes through the server's NamespaceArray
-        // (OPC UA Part 5 §6.3.1, Server_NamespaceArray = ns=0;i=2255).
-        let items = if self.items.iter().any(|i| i.namespace_uri.is_some()) {
-            let namespace_array = [ReadValueId::from(NodeId::new(0, 2255u32))];
-            let read = session.read(&namespace_array, TimestampsToReturn::Neither, 0.0);
-            tokio::pin!(read);
-            let namespaces = loop {
-                tokio::select! {
-                    read = &mut read => break read.map_err(|e| anyhow::anyhow!("cannot read the namespace array: {e}"))?,
-                    event = events.next() => match event {
-                        Some(Ok(_)) => {}
-                        Some(Err(status)) => anyhow::bail!("session failed: {status}"),
-                        None => anyhow::bail!("session closed"),
-                    },
-                }
-            };
-            let uris: Vec<String> = match namespaces.first().and_then(|dv| dv.value.clone()) {
-                Some(Variant::Array(array)) => array
-                    .values
-                    .iter()
-                    .map(|v| match v {
-                        Variant::String(s) => s.as_ref().to_owned(),
-                        _ => String::new(),
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            self.items
-                .iter()
-                .map(|item| {
-                    let mut item = item.clone();
-                    if let Some(uri) = &item.namespace_uri {
-                        match uris.iter().position(|u| u == uri) {
-                            Some(index) => item.node.namespace = index as u16,
-                            None => events::NamespaceUnknown {
-                                source: &self.config.id,
-                                namespace: uri,
-                            }
-                            .emit(),
-                        }
-                    }
-                    item
-                })
-                .collect()
-        } else {
-            self.items.clone()
-        };
-        let by_node: Arc<HashMap<NodeId, Vec<PropertyId>>> = Arc::new(
-            items
-                .iter()
-                .map(|i| (i.node.clone(), i.properties.clone()))
-                .collect(),
-        );
-        let twin = Arc::clone(&self.twin);
-        let lookup = Arc::clone(&by_node);
-        let callback = DataChangeCallback::new(move |value, item| {
-            if let Some(properties) = lookup.get(&item.item_to_monitor().node_id) {
-                twin.apply(&readings(&value, properties));
-            }
-        });
-        let requests: Vec<MonitoredItemCreateRequest> = items
-            .iter()
-            .map(|item| MonitoredItemCreateRequest {
-                item_to_monitor: ReadValueId::from(item.node.clone()),
-                monitoring_mode: MonitoringMode::Reporting,
-                requested_parameters: MonitoringParameters {
-                    sampling_interval: item.sampling.as_secs_f64() * 1000.0,
-                    queue_size: 1,
-                    discard_oldest: true,
-                    ..Default::default()
-                },
-            })
-            .collect();
-        // Subscribing needs the event loop polled at the same time.
-        let subscribe = async {
-            let subscription = session
-                .create_subscription(
-                    self.config.publishing_interval,
-                    60,
-                    10,
-                    0,
-                    0,
-                    true,
-                    callback,
-                )
-                .await?;
-            let created = session
-                .create_monitored_items(subscription, TimestampsToReturn::Both, requests)
-                .await?;
-            Ok::<_, opcua::types::Error>(created)
-        };
-        tokio::pin!(subscribe);
-        let created = loop {
-            tokio::select! {
-                created = &mut subscribe => break created.map_err(|e| anyhow::anyhow!("cannot subscribe: {e}"))?,
-                event = events.next() => match event {
-                    Some(Ok(_)) => {}
-                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
-                    None => anyhow::bail!("session closed"),
-                },
-            }
-        };
-        for (item, result) in items.iter().zip(&created) {
-            let status = result.result.status_code;
-            if !status.is_good() {
-                events::MonitoredItemRefused {
-                    source: &self.config.id,
-                    node: &item.node,
-                    status,
-                }
-                .emit();
-                let failed: Vec<_> = item
-                    .properties
-                    .iter()
-                    .map(|p| Reading::failed(*p, reason(status)))
-                    .collect();
-                self.twin.apply(&failed);
-            }
-        }
-        loop {
-            tokio::select! {
-                () = token.cancelled() => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
-                    return Ok(());
-                }
-                event = events.next() => match event {
-                    Some(Ok(SessionPollResult::ConnectionLost(status))) => {
-                        // Start over with a fresh session and subscription: a restarted server
-                        // knows neither the old session nor its subscription.
-                        events::ConnectionLost {
-                            source: &self.config.id,
-                            status: &status,
-                        }
-                        .emit(&self.connected, &self.ready);
-                        self.mark_all(QualityReason::NoConnection);
-                        return Ok(());
-                    }
-                    Some(Ok(SessionPollResult::Reconnected(mode))) => {
-                        events::SessionResumed {
-                            source: &self.config.id,
-                            mode: &mode,
-                        }
-                        .emit(&self.connected, &self.ready);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(status)) => anyhow::bail!("session failed: {status}"),
-                    None => return Ok(()),
-                },
             }
         }
     }

@@ -1,0 +1,842 @@
+//! One session's life (OPC UA Part 4 §6.7): connect, read the server's OperationLimits and
+//! namespace array, create the subscription and its monitored items in batches the server
+//! accepts, follow the event loop (keep-alives, publish responses, status changes, reconnects),
+//! watch for a stalled server, and close the session (CloseSession, deleting its subscription)
+//! on every way out.
+//!
+//! Recovery is async-opcua's, configured here: after a broken connection its event loop opens a
+//! new secure channel and calls ActivateSession on the old session; when the server no longer
+//! knows it, it creates a new session; then it calls TransferSubscriptions (with initial values)
+//! and, where the server cannot transfer, creates the subscription and its monitored items again
+//! with the same client handles. This module adds what async-opcua leaves out: a stalled server
+//! (silent, but its TCP connection open) is detected and the channel closed, so that recovery
+//! starts; a subscription that async-opcua created anew beside a still-living one is deleted; and
+//! a server that renumbered its namespaces starts the source over.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::{Stream, StreamExt};
+use opcua::client::services::DeleteSubscriptions;
+use opcua::client::{
+    ClientBuilder, IdentityToken, Password, Session, SessionActivity, SessionConnectMode,
+    SessionPollResult, SubscriptionActivity, UARequest,
+};
+use opcua::crypto::SecurityPolicy;
+use opcua::types::{
+    DataValue, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
+    MonitoringParameters, NodeId, ReadValueId, StatusCode, TimestampsToReturn, UserTokenPolicy,
+    Variant,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::limits::{self, MonitoredItemBatches, OperationLimits};
+use super::notifications::{Notifications, STATUS_CHANGES_QUEUED};
+use super::{OpcUaClient, events, reason, write};
+use crate::config::sources::opcua::{
+    OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, Target,
+};
+use crate::twin::{PropertyId, QualityReason, Reading};
+use opcua::types::{BrowsePath, ObjectId};
+
+/// The session's event loop as a stream (async-opcua does nothing unless it is polled).
+pub(super) type Events = Pin<Box<dyn Stream<Item = Result<SessionPollResult, StatusCode>> + Send>>;
+
+/// Requested MaxKeepAliveCount of the subscription: publishing intervals without data after which
+/// the server sends a keep-alive (Part 4 §5.13.1.1). The keep-alive interval is the revised
+/// publishing interval × the revised count (500 ms × 10 = 5 s by default).
+pub const KEEP_ALIVE_COUNT: u32 = 10;
+
+/// Requested LifetimeCount of the subscription: publishing intervals without a Publish request
+/// after which the server deletes it; at least 3 × [`KEEP_ALIVE_COUNT`] (Part 4 §5.13.2.2).
+pub const LIFETIME_COUNT: u32 = 60;
+
+/// Keep-alive intervals without a keep-alive or publish response after which the server counts as
+/// stalled (Part 4 §6.7: the client then reconnects).
+pub const STALL_KEEP_ALIVES: u32 = 3;
+
+/// Failed session keep-alives (Reads of ServerStatus.State every keep-alive interval) after which
+/// async-opcua closes the session's channel and reconnects.
+pub const MAX_FAILED_KEEP_ALIVES: u64 = 3;
+
+/// NamespaceArray (Part 5 §6.3.1, `Server_NamespaceArray`, i=2255).
+const NAMESPACE_ARRAY: u32 = 2255;
+
+/// A binding resolved against the server: the NodeId to monitor (namespace index known).
+#[derive(Debug, Clone)]
+pub(super) struct Resolved {
+    node: NodeId,
+    properties: Vec<PropertyId>,
+    sampling: Duration,
+}
+
+/// What a session resolved at its start, kept to compare after a reconnect.
+#[derive(Debug)]
+pub(super) struct Resolution {
+    namespaces: Vec<String>,
+    items: Vec<Resolved>,
+    limits: OperationLimits,
+}
+
+/// Why a binding's variable has no NodeId on this server.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Unresolved {
+    /// The namespace URI (of `nsu=`, or of a browse path's prefix) is not in the namespace array.
+    Namespace(String),
+    /// TranslateBrowsePathsToNodeIds found no node (its status: Bad_NoMatch, …).
+    Path(StatusCode),
+}
+
+/// The NodeId of each target on a server with namespace array `namespaces`, in order: a NodeId
+/// with its namespace URI looked up, a browse path (from the Objects folder, i=85) translated
+/// with TranslateBrowsePathsToNodeIds in batches of the server's limit (Part 4 §5.8.4; the first
+/// target when a path has several).
+///
+/// Errors: a TranslateBrowsePathsToNodeIds request failed as a whole.
+pub(super) async fn resolve_targets<'t>(
+    session: &Session,
+    events: &mut Events,
+    config: &OpcUaSourceConfig,
+    targets: impl Iterator<Item = &'t Target>,
+    namespaces: &[String],
+    limits: OperationLimits,
+) -> anyhow::Result<Vec<Result<NodeId, Unresolved>>> {
+    let mut out = Vec::new();
+    let mut paths: Vec<(usize, BrowsePath)> = Vec::new();
+    for (i, target) in targets.enumerate() {
+        out.push(match target {
+            Target::Node(None, node) => Ok(node.clone()),
+            Target::Node(Some(uri), node) => match namespaces.iter().position(|u| u == uri) {
+                Some(index) => {
+                    let mut node = node.clone();
+                    node.namespace = u16::try_from(index).unwrap_or(u16::MAX);
+                    Ok(node)
+                }
+                None => Err(Unresolved::Namespace(uri.clone())),
+            },
+            Target::Path(path) => {
+                match path.relative_path(|prefix| config.namespace_index(prefix, namespaces)) {
+                    Ok(relative_path) => {
+                        paths.push((
+                            i,
+                            BrowsePath {
+                                starting_node: ObjectId::ObjectsFolder.into(),
+                                relative_path,
+                            },
+                        ));
+                        Err(Unresolved::Path(StatusCode::BadWaitingForResponse))
+                    }
+                    Err(prefix) => Err(Unresolved::Namespace(
+                        config.namespaces.get(&prefix).cloned().unwrap_or(prefix),
+                    )),
+                }
+            }
+        });
+    }
+    for batch in paths.chunks(limits.translations_per_call()) {
+        let request: Vec<BrowsePath> = batch.iter().map(|(_, p)| p.clone()).collect();
+        let results = drive(events, session.translate_browse_paths_to_node_ids(&request))
+            .await?
+            .context("cannot translate browse paths")?;
+        for (j, (i, _)) in batch.iter().enumerate() {
+            out[*i] = match results.get(j) {
+                Some(result) if result.status_code.is_good() => result
+                    .targets
+                    .as_deref()
+                    .and_then(|targets| {
+                        targets.iter().find(|t| {
+                            t.remaining_path_index == u32::MAX && t.target_id.server_index == 0
+                        })
+                    })
+                    .map(|t| t.target_id.node_id.clone())
+                    .ok_or(Unresolved::Path(StatusCode::BadNoMatch)),
+                Some(result) => Err(Unresolved::Path(result.status_code)),
+                None => Err(Unresolved::Path(StatusCode::BadUnexpectedError)),
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `nodes` in batches of at most `per_call`; the values in order.
+///
+/// Errors: a Read request failed as a whole.
+pub(super) async fn read_batched(
+    session: &Session,
+    events: &mut Events,
+    nodes: Vec<ReadValueId>,
+    per_call: usize,
+) -> anyhow::Result<Vec<DataValue>> {
+    let mut values = Vec::with_capacity(nodes.len());
+    for batch in nodes.chunks(per_call.max(1)) {
+        let read = drive(
+            events,
+            session.read(batch, TimestampsToReturn::Neither, 0.0),
+        )
+        .await?
+        .context("cannot read the variables' attributes")?;
+        values.extend(read);
+    }
+    Ok(values)
+}
+
+/// Why the event loop ended a request early: the connection is down (no CloseSession can be sent).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnectionDown {
+    /// The transport closed (async-opcua reconnects).
+    #[error("connection lost: {0}")]
+    Lost(StatusCode),
+    /// A connection attempt failed.
+    #[error("cannot connect: {0}")]
+    ConnectFailed(StatusCode),
+    /// The event loop gave up.
+    #[error("session failed: {0}")]
+    Failed(StatusCode),
+    /// The event loop ended.
+    #[error("session closed")]
+    Closed,
+}
+
+/// Awaits `future` while polling the event loop.
+///
+/// Errors: the connection broke or could not be made, or the event loop failed or ended, before
+/// `future` finished ([`ConnectionDown`]).
+pub(super) async fn drive<T>(
+    events: &mut Events,
+    future: impl Future<Output = T>,
+) -> Result<T, ConnectionDown> {
+    tokio::pin!(future);
+    loop {
+        tokio::select! {
+            out = &mut future => return Ok(out),
+            event = events.next() => match event {
+                Some(Ok(SessionPollResult::ConnectionLost(status))) => return Err(ConnectionDown::Lost(status)),
+                Some(Ok(SessionPollResult::ReconnectFailed(status))) => return Err(ConnectionDown::ConnectFailed(status)),
+                Some(Ok(_)) => {}
+                Some(Err(status)) => return Err(ConnectionDown::Failed(status)),
+                None => return Err(ConnectionDown::Closed),
+            },
+        }
+    }
+}
+
+/// Closes the session: CloseSession with its subscriptions deleted, then the secure channel
+/// (Part 4 §5.7.4), waiting at most `limit`. Nothing is sent when the connection is down (the
+/// server drops a session whose connection is gone at its timeout; there is no channel to send on).
+pub(super) async fn close(
+    session: &Session,
+    events: &mut Events,
+    connected: bool,
+    limit: Duration,
+) {
+    if !connected {
+        session.disable_reconnects();
+        return;
+    }
+    let disconnect = session.disconnect();
+    tokio::pin!(disconnect);
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut disconnect => return,
+            () = &mut deadline => return,
+            event = events.next() => if event.is_none() { return },
+        }
+    }
+}
+
+/// The namespace URIs of a NamespaceArray value, in index order.
+pub(super) fn namespace_uris(value: Option<&DataValue>) -> Vec<String> {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Variant::Array(array)) => array
+            .values
+            .iter()
+            .map(|v| match v {
+                Variant::String(s) => s.as_ref().to_owned(),
+                _ => String::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Builds the client of `config` (its certificate in `pki_dir`) and connects; returns once the
+/// session is activated.
+///
+/// Errors: no answer within the source's `timeout`, no matching endpoint, the session could
+/// not be created or activated.
+pub(super) async fn connect(
+    config: &OpcUaSourceConfig,
+    pki_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<Session>, Events)> {
+    let policy = match config.security_policy {
+        SecurityPolicyName::None => SecurityPolicy::None,
+        SecurityPolicyName::Basic256Sha256 => SecurityPolicy::Basic256Sha256,
+        SecurityPolicyName::Aes128Sha256RsaOaep => SecurityPolicy::Aes128Sha256RsaOaep,
+        SecurityPolicyName::Aes256Sha256RsaPss => SecurityPolicy::Aes256Sha256RsaPss,
+    };
+    let mode = match config.security_mode {
+        SecurityModeName::None => MessageSecurityMode::None,
+        SecurityModeName::Sign => MessageSecurityMode::Sign,
+        SecurityModeName::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    };
+    let identity = match (&config.user, &config.password) {
+        (Some(user), Some(password)) => {
+            IdentityToken::UserName(user.clone(), Password::new(password.clone()))
+        }
+        _ => IdentityToken::Anonymous,
+    };
+    let keep_alive = config.publishing_interval * KEEP_ALIVE_COUNT;
+    let mut client = ClientBuilder::new()
+        .application_name("Twinloom")
+        .application_uri(format!("urn:twinloom:source:{}", config.id))
+        .product_uri("urn:twinloom")
+        .pki_dir(pki_dir)
+        .create_sample_keypair(true)
+        .trust_server_certs(config.trust_server_certificate)
+        // Reconnect without end, with the source's backoff (see the module's comment).
+        .session_retry_limit(-1)
+        .session_retry_initial(config.backoff_min)
+        .session_retry_max(config.backoff_max)
+        .keep_alive_interval(keep_alive)
+        .max_failed_keep_alive_count(MAX_FAILED_KEEP_ALIVES)
+        .request_timeout(config.timeout)
+        .max_message_size(limits::MAX_MESSAGE_BYTES)
+        .max_chunk_count(limits::MAX_CHUNKS)
+        .max_incoming_chunk_size(limits::CHUNK_BYTES)
+        .max_array_length(limits::MAX_ARRAY_LENGTH)
+        .recreate_monitored_items_chunk(limits::DEFAULT_ITEMS_PER_CALL)
+        .client()
+        .map_err(|errors| anyhow::anyhow!("client configuration: {}", errors.join(", ")))?;
+    let endpoint = (
+        config.endpoint.as_str(),
+        policy.to_uri(),
+        mode,
+        UserTokenPolicy::anonymous(),
+    );
+    let (session, event_loop) = tokio::time::timeout(
+        config.timeout,
+        client.connect_to_matching_endpoint(endpoint, identity),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within {:?}", config.timeout))??;
+    let mut events: Events = Box::pin(event_loop.enter());
+    if !drive(&mut events, session.wait_for_connection()).await? {
+        bail!("session could not be activated");
+    }
+    Ok((session, events))
+}
+
+impl OpcUaClient {
+    /// One session from connect to close. `Ok` when the source is stopping or the session ended
+    /// normally; `Err` with the reason otherwise. The session is closed on every path.
+    pub(super) async fn session(&self, token: &CancellationToken) -> anyhow::Result<()> {
+        // async-opcua's first connection attempt has no deadline of its own (a server that
+        // accepts TCP but never answers Hello would hold it forever).
+        let connect = tokio::time::timeout(self.config.timeout * 2, self.connect());
+        let (session, mut events) = tokio::select! {
+            () = token.cancelled() => return Ok(()),
+            connected = connect => connected
+                .map_err(|_| anyhow::anyhow!("no session within {:?}", self.config.timeout * 2))??,
+        };
+        let (outcome, connected) = self.serve(&session, &mut events, token).await;
+        self.link.clear();
+        close(&session, &mut events, connected, self.config.timeout * 2).await;
+        outcome
+    }
+
+    /// Builds the client and connects; returns once the session is activated.
+    ///
+    /// Errors: see [`connect`].
+    async fn connect(&self) -> anyhow::Result<(Arc<Session>, Events)> {
+        connect(&self.config, &self.pki_dir).await
+    }
+
+    /// The keep-alive interval asked for: publishing interval × [`KEEP_ALIVE_COUNT`].
+    fn requested_keep_alive(&self) -> Duration {
+        self.config.publishing_interval * KEEP_ALIVE_COUNT
+    }
+
+    /// Everything after ActivateSession. Returns the outcome and whether the connection is up
+    /// (whether CloseSession can be sent).
+    async fn serve(
+        &self,
+        session: &Arc<Session>,
+        events: &mut Events,
+        token: &CancellationToken,
+    ) -> (anyhow::Result<()>, bool) {
+        events::SessionUp {
+            source: &self.config.id,
+            endpoint: &self.config.endpoint,
+        }
+        .emit(&self.connected, &self.ready);
+        let (status_changes, status_rx) = mpsc::channel(STATUS_CHANGES_QUEUED);
+        let setup = async {
+            let (limits, items, namespaces) = self.resolve(session, events).await?;
+            // Writes open before the first value arrives: a setpoint that reads Good can be
+            // written.
+            self.open_writes(session, events, &items, limits).await?;
+            let subscription = self
+                .subscribe(session, events, &items, limits, status_changes)
+                .await?;
+            anyhow::Ok((subscription, namespaces, items, limits))
+        };
+        let setup = tokio::select! {
+            () = token.cancelled() => return (Ok(()), true),
+            setup = setup => setup,
+        };
+        let (subscription, namespaces, items, limits) = match setup {
+            Ok(set) => set,
+            Err(error) => {
+                let connected = error.downcast_ref::<ConnectionDown>().is_none();
+                return (Err(error), connected);
+            }
+        };
+        let resolved = Resolution {
+            namespaces,
+            items,
+            limits,
+        };
+        self.follow(session, events, token, subscription, resolved, status_rx)
+            .await
+    }
+
+    /// Reads the server's OperationLimits and, when a binding names its namespace by URI or a
+    /// browse path uses a prefix, the namespace array (one Read); resolves the bindings, browse
+    /// paths with TranslateBrowsePathsToNodeIds (Part 4 §5.8.4) in batches of the server's
+    /// MaxNodesPerTranslateBrowsePathsToNodeIds. A binding whose namespace the server does not
+    /// know, or whose browse path does not resolve, makes its properties Bad_ConfigurationError
+    /// and gets no monitored item. Returns the limits, the items to monitor and the namespace
+    /// array (empty when no binding needs it).
+    ///
+    /// Errors: a Read or TranslateBrowsePathsToNodeIds request failed as a whole.
+    async fn resolve(
+        &self,
+        session: &Session,
+        events: &mut Events,
+    ) -> anyhow::Result<(OperationLimits, Vec<Resolved>, Vec<String>)> {
+        let needs_namespaces = self.items.iter().any(|i| match &i.target {
+            Target::Node(uri, _) => uri.is_some(),
+            Target::Path(path) => path.prefixes().next().is_some(),
+        });
+        let mut nodes = OperationLimits::nodes().to_vec();
+        let limit_count = nodes.len();
+        if needs_namespaces {
+            nodes.push(ReadValueId::from(NodeId::new(0, NAMESPACE_ARRAY)));
+        }
+        let values = drive(
+            events,
+            session.read(&nodes, TimestampsToReturn::Neither, 0.0),
+        )
+        .await?
+        .context("cannot read the server's operation limits and namespace array")?;
+        let limit_values: Vec<_> = values
+            .iter()
+            .take(limit_count)
+            .map(|v| (v.status(), v.value.as_ref()))
+            .collect();
+        let limits = OperationLimits::from_values(&limit_values);
+        let namespaces = if needs_namespaces {
+            namespace_uris(values.get(limit_count))
+        } else {
+            Vec::new()
+        };
+        let nodes = resolve_targets(
+            session,
+            events,
+            &self.config,
+            self.items.iter().map(|i| &i.target),
+            &namespaces,
+            limits,
+        )
+        .await?;
+        let mut resolved = Vec::with_capacity(self.items.len());
+        let mut unknown: Vec<Reading> = Vec::new();
+        let mut unknown_uris: Vec<String> = Vec::new();
+        for (item, node) in self.items.iter().zip(nodes) {
+            match node {
+                Ok(node) => resolved.push(Resolved {
+                    node,
+                    properties: item.properties.clone(),
+                    sampling: item.sampling,
+                }),
+                Err(failure) => {
+                    match failure {
+                        Unresolved::Namespace(uri) => {
+                            if !unknown_uris.contains(&uri) {
+                                events::NamespaceUnknown {
+                                    source: &self.config.id,
+                                    namespace: &uri,
+                                }
+                                .emit();
+                                unknown_uris.push(uri);
+                            }
+                        }
+                        Unresolved::Path(status) => events::BrowsePathUnresolved {
+                            source: &self.config.id,
+                            browse_path: &item.text,
+                            status,
+                        }
+                        .emit(),
+                    }
+                    unknown.extend(
+                        item.properties
+                            .iter()
+                            .map(|p| Reading::failed(*p, QualityReason::ConfigurationError)),
+                    );
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            self.twin.apply(&unknown);
+        }
+        Ok((limits, resolved, namespaces))
+    }
+
+    /// Reads the DataType and ValueRank of every writable property's variable (in batches of
+    /// the server's MaxNodesPerRead) and opens the write side ([`write::Link`]); a property whose
+    /// variable did not resolve or whose attributes cannot be read gets the reason instead.
+    ///
+    /// Errors: a Read request failed as a whole.
+    async fn open_writes(
+        &self,
+        session: &Arc<Session>,
+        events: &mut Events,
+        items: &[Resolved],
+        limits: OperationLimits,
+    ) -> anyhow::Result<()> {
+        if self.writable.is_empty() {
+            return Ok(());
+        }
+        let mut wanted: Vec<(PropertyId, &NodeId)> = Vec::new();
+        for item in items {
+            for property in &item.properties {
+                if self.writable.contains_key(property) {
+                    wanted.push((*property, &item.node));
+                }
+            }
+        }
+        let reads: Vec<ReadValueId> = wanted
+            .iter()
+            .flat_map(|(_, node)| write::type_attributes(node))
+            .collect();
+        let values = read_batched(session, events, reads, limits.reads_per_call()).await?;
+        let mut targets: HashMap<PropertyId, Result<write::WriteTarget, String>> = self
+            .writable
+            .keys()
+            .map(|p| {
+                (
+                    *p,
+                    Err(
+                        "its variable did not resolve on the server (Bad_ConfigurationError)"
+                            .to_owned(),
+                    ),
+                )
+            })
+            .collect();
+        for (i, (property, node)) in wanted.iter().enumerate() {
+            let writable = self.writable[property];
+            let target = write::target_from(
+                node,
+                values.get(2 * i),
+                values.get(2 * i + 1),
+                writable.scaling,
+                writable.data_type,
+            );
+            if let Err(reason) = &target {
+                events::WriteTargetUnreadable {
+                    source: &self.config.id,
+                    reason,
+                }
+                .emit();
+            }
+            targets.insert(*property, target);
+        }
+        self.link.set(write::Connected {
+            session: Arc::clone(session),
+            targets,
+        });
+        Ok(())
+    }
+
+    /// Creates the subscription (`maxNotificationsPerPublish` from
+    /// [`limits::notifications_per_publish`]) and its monitored items in batches of at most the
+    /// server's MaxMonitoredItemsPerCall (halved while the server finds a request too large);
+    /// client handle `i + 1` for `items[i]`, queue size from [`limits::queue_size`]. A monitored
+    /// item the server refuses makes its properties bad with the status's reason. Returns the
+    /// subscription id.
+    ///
+    /// Errors: CreateSubscription failed, or a CreateMonitoredItems request failed as a whole
+    /// (other than too large, or too large with a single item).
+    async fn subscribe(
+        &self,
+        session: &Session,
+        events: &mut Events,
+        items: &[Resolved],
+        limits: OperationLimits,
+        status_changes: mpsc::Sender<StatusCode>,
+    ) -> anyhow::Result<u32> {
+        let by_handle = Arc::new(items.iter().map(|i| i.properties.clone()).collect());
+        let callback = Notifications::new(
+            Arc::clone(&self.twin),
+            by_handle,
+            status_changes,
+            self.counters.overflows.clone(),
+        );
+        let subscription = drive(
+            events,
+            session.create_subscription(
+                self.config.publishing_interval,
+                LIFETIME_COUNT,
+                KEEP_ALIVE_COUNT,
+                limits::notifications_per_publish(),
+                0,
+                true,
+                callback,
+            ),
+        )
+        .await?
+        .context("cannot create the subscription")?;
+        let requests: Vec<MonitoredItemCreateRequest> = items
+            .iter()
+            .zip(1u32..)
+            .map(|(item, handle)| MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId::from(item.node.clone()),
+                monitoring_mode: MonitoringMode::Reporting,
+                requested_parameters: MonitoringParameters {
+                    client_handle: handle,
+                    sampling_interval: item.sampling.as_secs_f64() * 1000.0,
+                    queue_size: limits::queue_size(self.config.publishing_interval, item.sampling),
+                    discard_oldest: true,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        let mut batches = MonitoredItemBatches::new(requests.len(), limits.items_per_call());
+        while let Some(range) = batches.next_range() {
+            let created = drive(
+                events,
+                session.create_monitored_items(
+                    subscription,
+                    TimestampsToReturn::Source,
+                    requests[range.clone()].to_vec(),
+                ),
+            )
+            .await?;
+            match created {
+                Ok(results) => {
+                    self.refused(
+                        &items[range.clone()],
+                        results.iter().map(|r| r.result.status_code),
+                    );
+                    batches.done(range);
+                }
+                Err(error) if limits::too_large(error.status()) && batches.halve() => {}
+                Err(error) => {
+                    return Err(anyhow::anyhow!("cannot create monitored items: {error}"));
+                }
+            }
+        }
+        Ok(subscription)
+    }
+
+    /// Marks the properties of items the server refused bad, with the status's reason.
+    /// (`statuses` in the order of `items`; async-opcua 0.19 does not export its result type.)
+    fn refused(&self, items: &[Resolved], statuses: impl Iterator<Item = StatusCode>) {
+        let mut failed = Vec::new();
+        for (item, status) in items.iter().zip(statuses) {
+            if !status.is_good() {
+                events::MonitoredItemRefused {
+                    source: &self.config.id,
+                    node: &item.node,
+                    status,
+                }
+                .emit();
+                failed.extend(
+                    item.properties
+                        .iter()
+                        .map(|p| Reading::failed(*p, reason(status))),
+                );
+            }
+        }
+        if !failed.is_empty() {
+            self.twin.apply(&failed);
+        }
+    }
+
+    /// The subscription's keep-alive interval as the server revised it (publishing interval ×
+    /// max keep-alive count), or as asked for when unknown.
+    fn keep_alive(&self, session: &Session, subscription: u32) -> Duration {
+        let state = session.subscription_state().lock();
+        state
+            .get(subscription)
+            .and_then(|s| {
+                s.publishing_interval()
+                    .checked_mul(s.max_keep_alive_count())
+            })
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| self.requested_keep_alive())
+    }
+
+    /// Follows the session until the source stops or the session must start over. Returns the
+    /// outcome and whether the connection is up.
+    async fn follow(
+        &self,
+        session: &Arc<Session>,
+        events: &mut Events,
+        token: &CancellationToken,
+        mut subscription: u32,
+        resolved: Resolution,
+        mut status_changes: mpsc::Receiver<StatusCode>,
+    ) -> (anyhow::Result<()>, bool) {
+        let mut keep_alive = self.keep_alive(session, subscription);
+        let mut last_heard = Instant::now();
+        let mut connected = true;
+        let mut stalled = false;
+        let mut watch = tokio::time::interval((keep_alive / 4).max(Duration::from_millis(50)));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return (Ok(()), connected),
+                Some(status) = status_changes.recv() => {
+                    events::SubscriptionStatusChanged { source: &self.config.id, status }.emit();
+                    self.mark_all(QualityReason::NoConnection);
+                    return (Err(anyhow::anyhow!("subscription ended by the server: {status}")), connected);
+                }
+                _ = watch.tick() => {
+                    let silent_for = last_heard.elapsed();
+                    if connected && !stalled && silent_for >= keep_alive * STALL_KEEP_ALIVES {
+                        stalled = true;
+                        events::ServerStalled { source: &self.config.id, silent_for }
+                            .emit(&self.connected, &self.ready, &self.counters);
+                        self.mark_all(QualityReason::NoConnection);
+                        self.link.clear();
+                        // The transport ends once CloseSecureChannel is written; the event loop
+                        // then reports ConnectionLost and reconnects.
+                        session.channel().close_channel().await;
+                    }
+                }
+                event = events.next() => match event {
+                    Some(Ok(SessionPollResult::ConnectionLost(status))) => {
+                        connected = false;
+                        self.link.clear();
+                        if !stalled {
+                            events::ConnectionLost { source: &self.config.id, status: &status }
+                                .emit(&self.connected, &self.ready);
+                            self.mark_all(QualityReason::NoConnection);
+                        }
+                    }
+                    Some(Ok(SessionPollResult::ReconnectFailed(status))) => {
+                        events::ReconnectFailed { source: &self.config.id, status }.emit();
+                    }
+                    Some(Ok(SessionPollResult::Reconnected(mode))) => {
+                        connected = true;
+                        stalled = false;
+                        last_heard = Instant::now();
+                        events::SessionResumed { source: &self.config.id, mode: &mode }
+                            .emit(&self.connected, &self.ready);
+                        // async-opcua 0.19 starts the new connection's publish loop idle, waiting
+                        // for a trigger it already consumed while it transferred or created the
+                        // subscription again: without this no Publish request is ever sent.
+                        session.trigger_publish_now();
+                        match self.after_reconnect(session, events, &mode, subscription, &resolved).await {
+                            Ok(current) => subscription = current,
+                            Err(error) => return (Err(error), connected),
+                        }
+                        // The writable variables' types again: a new session may be a new server.
+                        if let Err(error) = self.open_writes(session, events, &resolved.items, resolved.limits).await {
+                            return (Err(error), connected);
+                        }
+                        keep_alive = self.keep_alive(session, subscription);
+                    }
+                    Some(Ok(SessionPollResult::SessionActivity(SessionActivity::KeepAliveSucceeded))) => {
+                        last_heard = Instant::now();
+                    }
+                    Some(Ok(SessionPollResult::SessionActivity(SessionActivity::KeepAliveFailed(status)))) => {
+                        events::RequestFailed::KeepAlive(status).emit(&self.config.id, &self.counters);
+                    }
+                    Some(Ok(SessionPollResult::Subscription(SubscriptionActivity::Publish))) => {
+                        last_heard = Instant::now();
+                    }
+                    Some(Ok(SessionPollResult::Subscription(
+                        SubscriptionActivity::PublishFailed(status) | SubscriptionActivity::FatalFailure(status),
+                    ))) => {
+                        events::RequestFailed::Publish(status).emit(&self.config.id, &self.counters);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(status)) => {
+                        return (Err(anyhow::anyhow!("session failed: {status}")), false);
+                    }
+                    None => return (Ok(()), false),
+                },
+            }
+        }
+    }
+
+    /// After async-opcua reconnected: the subscription it now holds (transferred, or created
+    /// again). When it reactivated the old session but created the subscription anew (the server
+    /// refused TransferSubscriptions for the session's own subscription), the old subscription
+    /// still lives on the server and is deleted. A new session on a server whose namespace
+    /// array changed, or whose browse paths resolve to other NodeIds, starts the source over (the
+    /// monitored items async-opcua created again carry the old NodeIds).
+    ///
+    /// Errors: the namespace array or the browse paths could not be read, or differ.
+    async fn after_reconnect(
+        &self,
+        session: &Arc<Session>,
+        events: &mut Events,
+        mode: &SessionConnectMode,
+        old: u32,
+        resolved: &Resolution,
+    ) -> anyhow::Result<u32> {
+        let current = session
+            .subscription_state()
+            .lock()
+            .subscription_ids()
+            .and_then(|ids| ids.first().copied())
+            .unwrap_or(old);
+        match mode {
+            SessionConnectMode::ReactivatedSession(_) if current != old => {
+                let outcome = drive(
+                    events,
+                    DeleteSubscriptions::new(session)
+                        .subscription(old)
+                        .send(session.channel()),
+                )
+                .await?;
+                events::LeftoverSubscriptionDeleted {
+                    source: &self.config.id,
+                    subscription_id: old,
+                    outcome: outcome.map(|_| ()).map_err(|e| e.status()),
+                }
+                .emit();
+            }
+            SessionConnectMode::NewSession(_)
+                if !resolved.namespaces.is_empty()
+                    || self
+                        .items
+                        .iter()
+                        .any(|i| matches!(i.target, Target::Path(_))) =>
+            {
+                let (_, items, namespaces) = self.resolve(session, events).await?;
+                let nodes = |items: &[Resolved]| -> Vec<NodeId> {
+                    items.iter().map(|i| i.node.clone()).collect()
+                };
+                if namespaces != resolved.namespaces || nodes(&items) != nodes(&resolved.items) {
+                    bail!(
+                        "the server's namespace array or browse paths changed; subscribing again"
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(current)
+    }
+}
