@@ -7,26 +7,13 @@
 // Usage: node opcua_status_server.js NAME=CODE ...
 "use strict";
 
-const net = require("net");
+const { freePort } = require("./free_port");
 const { OPCUAServer } = require("node-opcua-server");
 const { DataType, Variant, MessageSecurityMode, SecurityPolicy } = require("node-opcua-client");
 const { nodesets } = require("node-opcua-nodesets");
 const { coerceStatusCode } = require("node-opcua-status-code");
 
 const SOURCE_TIME = new Date(Date.UTC(2024, 0, 1));
-
-// A free loopback port, asked of the kernel (node-opcua announces the configured port in its
-// endpoint URL, so it cannot be given port 0 itself).
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 async function main() {
   const statuses = process.argv.slice(2).map((arg) => {

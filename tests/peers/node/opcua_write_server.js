@@ -7,23 +7,10 @@
 // Usage: node opcua_write_server.js
 "use strict";
 
-const net = require("net");
+const { freePort } = require("./free_port");
 const { OPCUAServer } = require("node-opcua-server");
 const { DataType, MessageSecurityMode, SecurityPolicy } = require("node-opcua-client");
 const { nodesets } = require("node-opcua-nodesets");
-
-// A free loopback port, asked of the kernel (node-opcua announces the configured port in its
-// endpoint URL, so it cannot be given port 0 itself).
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 async function main() {
   const port = await freePort();
