@@ -259,8 +259,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     };
     let admin_http = match &config.admin_http {
         Some(admin) => {
-            match admin_http::start(admin, config.base_dir(), control.clone(), &logins, context)
-                .await
+            let sources = config.sources.iter().map(|s| s.id().to_owned()).collect();
+            match admin_http::start(
+                admin,
+                config.base_dir(),
+                control.clone(),
+                &logins,
+                sources,
+                context,
+            )
+            .await
             {
                 Ok(addr) => Some(addr),
                 Err(error) => {

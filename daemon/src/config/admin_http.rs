@@ -57,7 +57,9 @@ pub struct AdminHttpLimits {
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Time from the request's headers to the end of its answer; then it is answered 503 and
-    /// the connection closed. Each connection serves one request. Default 30 s.
+    /// the connection closed. Each connection serves one request. The web view's event streams
+    /// (`/api/events`) are not cut by it: they last until the client goes or stops reading.
+    /// Default 30 s.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Failed logins one IP address may make in a row before it is throttled. Default 5.

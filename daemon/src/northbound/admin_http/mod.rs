@@ -1,5 +1,8 @@
-//! Admin HTTP endpoint (loopback by default): `/healthz`, `/readyz`, `/metrics`.
+//! Admin HTTP endpoint (loopback by default): the live web view at `/`, `/healthz`, `/readyz`,
+//! `/metrics`, arming and disarming.
 //!
+//! - `GET /`, `/web/*`, `/api/plant`, `/api/status`, `/api/events` → the live web view
+//!   ([`webview`], `docs/webview.md`).
 //! - `GET /healthz` → 200 `ok` while the process serves requests (liveness).
 //! - `GET /readyz` → 200 when every registered readiness condition is met (every source
 //!   connected, the OPC UA server, if configured, listening); 503 with one line per unmet
@@ -25,6 +28,7 @@
 mod events;
 mod guard;
 mod serve;
+mod webview;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -58,6 +62,12 @@ struct AdminState {
     logins: Logins,
     allowed_hosts: Vec<String>,
     events: Arc<events::Events>,
+    /// The twin the web view shows.
+    twin: Arc<crate::twin::Twin>,
+    /// The configured sources' ids, in configuration order (the web view's status).
+    sources: Vec<String>,
+    /// Cancelled at shutdown: ends the web view's event streams.
+    streams: tokio_util::sync::CancellationToken,
 }
 
 /// The HTTP Basic credentials (RFC 7617) of a request: name and password; `None` without an
@@ -196,8 +206,9 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 
 /// Binds `config.listen` and serves the endpoints under the context's supervisor until shutdown;
 /// `/readyz` lists the context's unmet readiness conditions; `/control/*` go to `control`,
-/// operators' passwords to `logins` (the daemon's login pool). TLS files resolve against
-/// `base_dir`. Returns the bound address (useful with port 0).
+/// operators' passwords to `logins` (the daemon's login pool); the web view shows the context's
+/// twin and the connection of each of `sources` (ids). TLS files resolve against `base_dir`.
+/// Returns the bound address (useful with port 0).
 ///
 /// Errors: the TLS files cannot be loaded (validation checked them; they changed since), or the
 /// address cannot be bound.
@@ -206,6 +217,7 @@ pub async fn start(
     base_dir: &Path,
     control: ControlHandle,
     logins: &LoginPool,
+    sources: Vec<String>,
     context: ComponentContext<'_>,
 ) -> anyhow::Result<SocketAddr> {
     let tls = match &config.tls {
@@ -235,12 +247,22 @@ pub async fn start(
         ),
         allowed_hosts: config.allowed_hosts.clone(),
         events: Arc::clone(&events),
+        twin: Arc::clone(context.twin),
+        sources,
+        streams: tokio_util::sync::CancellationToken::new(),
     });
+    let streams = state.streams.clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let router = Router::new()
+        .route("/", get(webview::index))
+        .route("/web/app.js", get(webview::app_js))
+        .route("/web/style.css", get(webview::style_css))
+        .route("/api/plant", get(webview::plant))
+        .route("/api/status", get(webview::status))
+        .route("/api/events", get(webview::events))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -260,7 +282,7 @@ pub async fn start(
     context
         .supervisor
         .spawn("admin-http", move |token| async move {
-            serve::serve(listener, router, tls, limits, events, token)
+            serve::serve(listener, router, tls, limits, events, streams, token)
                 .await
                 .context("admin HTTP server failed")
         });

@@ -9,10 +9,19 @@
 //!
 //! Connections are tasks of the server task's own `JoinSet`: they end with it (at shutdown,
 //! after in-flight requests have had [`DRAIN`] to finish).
+//!
+//! The web view's event streams are the one kind of answer that outlives `request_timeout`:
+//! their connection stays open until the client goes, the stream ends at shutdown, or a write
+//! has made no progress for [`WRITE_STALL_LIMIT`] (a client that stopped reading: what it has
+//! not read is bounded by the socket's send buffer and hyper's write buffer, and the twin's
+//! fan-out keeps at most one pending change per property for it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,7 +29,7 @@ use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -29,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::events::{Events, Refused, RequestRefused};
+use super::webview::Streaming;
 use crate::config::admin_http::AdminHttpLimits;
 
 /// Most bytes of request head a connection buffers (hyper's read buffer; its floor is 8 KiB).
@@ -38,6 +48,10 @@ pub const MAX_BUFFER_BYTES: usize = 16 * 1024;
 /// At shutdown, how long requests in flight may take to finish before their connections are
 /// dropped.
 const DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a connection's write may wait for the client to read before the connection is
+/// dropped (a client that never reads its event stream).
+pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// After a failed `accept` (out of file descriptors), the pause before the next.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -49,13 +63,15 @@ pub(super) struct Connection {
     pub peer: SocketAddr,
 }
 
-/// Serves `router` on `listener` until `token` is cancelled.
+/// Serves `router` on `listener` until `token` is cancelled; then cancels `streams` (the event
+/// streams end) and lets requests in flight finish for up to [`DRAIN`].
 pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
     limits: AdminHttpLimits,
     events: Arc<Events>,
+    streams: CancellationToken,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -114,6 +130,7 @@ pub(super) async fn serve(
         });
     }
     drop(listener);
+    streams.cancel();
     // Connections waiting for a request close at once; requests in flight finish, up to DRAIN.
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
     connections.shutdown().await;
@@ -142,9 +159,12 @@ async fn connection<I>(
     };
     let request_timeout = limits.request_timeout;
     let timed_out = refused.clone();
+    let streaming = Arc::new(AtomicBool::new(false));
+    let streaming_answer = Arc::clone(&streaming);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(Connection { peer });
         let (router, timed_out) = (router.clone(), timed_out.clone());
+        let streaming = Arc::clone(&streaming_answer);
         async move {
             let response =
                 match tokio::time::timeout(request_timeout, router.oneshot(request)).await {
@@ -162,6 +182,9 @@ async fn connection<I>(
                             .into_response()
                     }
                 };
+            if response.extensions().get::<Streaming>().is_some() {
+                streaming.store(true, Ordering::Relaxed);
+            }
             Ok::<_, Infallible>(response)
         }
     });
@@ -170,10 +193,18 @@ async fn connection<I>(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_BUFFER_BYTES)
         .keep_alive(false);
-    let served = watcher.watch(http.serve_connection(TokioIo::new(io), service));
-    // hyper bounds each phase; this bounds the whole, whatever a client does.
+    let io = WriteDeadline { io, stalled: None };
+    let mut served =
+        std::pin::pin!(watcher.watch(http.serve_connection(TokioIo::new(io), service)));
+    // hyper bounds each phase; this bounds the whole, whatever a client does — but an event
+    // stream, which lasts until the client goes (or stops reading) or the daemon stops.
     let whole = limits.header_read_timeout + limits.request_timeout;
-    match tokio::time::timeout(whole, served).await {
+    let outcome = match tokio::time::timeout(whole, served.as_mut()).await {
+        Ok(outcome) => Ok(outcome),
+        Err(_) if streaming.load(Ordering::Relaxed) => Ok(served.await),
+        Err(elapsed) => Err(elapsed),
+    };
+    match outcome {
         Ok(Ok(())) => {}
         Ok(Err(error)) if error.is_timeout() => {
             refused(
@@ -187,5 +218,83 @@ async fn connection<I>(
             Refused::RequestTimeout,
             "connection open past both timeouts",
         ),
+    }
+}
+
+/// A connection whose writes must make progress: a write (or flush) that has waited
+/// [`WRITE_STALL_LIMIT`] for the client to read fails with `TimedOut`, and hyper drops the
+/// connection.
+struct WriteDeadline<I> {
+    io: I,
+    /// Since when the current write has been waiting.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> WriteDeadline<I> {
+    fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL_LIMIT)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.stalled = None;
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client has not read for WRITE_STALL_LIMIT",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteDeadline<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.check(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.check(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.check(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

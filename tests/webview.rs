@@ -1,0 +1,412 @@
+//! The live web view (issue #31, `docs/webview.md`): its event stream over a raw connection, and
+//! the page in a real browser (Debian's chromium through chromedriver and Python selenium,
+//! `tests/peers/webview_driver.py`) against a simulated PLC.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use twinloom::twin::{Reading, Value};
+use twinloom_sim::modbus::{ModbusServer, SimDevice};
+
+/// The demo's operator: user `operator`, password `operator`.
+const OPERATOR_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$iLN9EszmVWc/fLUWzm/+gg$fthAxEvfbax+8ALqIe3/2QSWnzLEFB1XdFIBxEdqL9c";
+
+/// A tank level (holding 0, %) and a heater setpoint (holding 10) on `plc`, armed, with admin
+/// HTTP on `admin` and the state in `state`; `request_timeout` of admin HTTP as given.
+fn config(
+    plc: SocketAddr,
+    admin: &str,
+    state: &Path,
+    request_timeout: &str,
+) -> twinloom::config::Config {
+    common::config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[admin_http]
+listen = "{admin}"
+operators = [{{ name = "operator", password_hash = "{OPERATOR_HASH}" }}]
+limits = {{ request_timeout = "{request_timeout}" }}
+
+[control]
+armed = true
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+poll = "50ms"
+timeout = "200ms"
+backoff_min = "50ms"
+backoff_max = "200ms"
+
+[[types]]
+name = "Tank"
+properties = [{{ name = "level", data_type = "float", unit = "%" }}]
+
+[[types]]
+name = "Heater"
+properties = [{{ name = "setpoint", data_type = "float", access = "read-write" }}]
+
+[[assets]]
+path = "site/tank"
+type = "Tank"
+source = "plc"
+bindings.level = {{ table = "holding", address = 0 }}
+
+[[assets]]
+path = "site/heater"
+type = "Heater"
+source = "plc"
+bindings.setpoint = {{ table = "holding", address = 10 }}
+"#,
+        state = state.display(),
+    ))
+}
+
+async fn plc(level: u16) -> (Arc<SimDevice>, ModbusServer) {
+    let device = SimDevice::new();
+    device.set_holding(0, &[level]);
+    let server = common::modbus_tcp(&device).await;
+    (device, server)
+}
+
+/// An open `GET /api/events?ids=…` on `admin`: reads its events one by one.
+struct EventStream {
+    reader: BufReader<tokio::net::TcpStream>,
+}
+
+impl EventStream {
+    /// Opens the stream; returns its status line's code and, for 200, the stream.
+    async fn open(admin: SocketAddr, ids: &str) -> (u16, Option<Self>) {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+        let request = format!("GET /api/events?ids={ids} HTTP/1.1\r\nHost: {admin}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, (status == 200).then_some(Self { reader }))
+    }
+
+    /// The next event's data as JSON (keep-alive comments and the chunked framing skipped), or
+    /// `None` when the stream ends; at most 10 s.
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut line = String::new();
+                if self.reader.read_line(&mut line).await.ok()? == 0 {
+                    return None;
+                }
+                if let Some(data) = line.trim_end().strip_prefix("data: ") {
+                    return Some(serde_json::from_str(data).unwrap());
+                }
+            }
+        })
+        .await
+        .expect("an event within 10 s")
+    }
+}
+
+/// The stream starts with a snapshot of the properties asked for, and only those; a burst of
+/// 1000 changes reaches the client coalesced: events at least 100 ms apart (≤ 10 updates/s per
+/// property), the last one carrying the last value. It outlives `request_timeout`, refuses ids
+/// that are no property, and ends at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_starts_with_a_snapshot_and_coalesces_changes() {
+    let (device, server) = plc(420).await;
+    let state = tempfile::tempdir().unwrap();
+    let handles = common::start(&config(server.addr(), "127.0.0.1:0", state.path(), "1s")).await;
+    let admin = handles.admin_http.unwrap();
+    let level = common::property(&handles, "site/tank/level");
+    common::wait_for(&handles, level, Duration::from_secs(5), |s| {
+        s.quality.is_good()
+    })
+    .await;
+
+    assert_eq!(EventStream::open(admin, "1,99999").await.0, 400);
+    assert_eq!(EventStream::open(admin, "x").await.0, 400);
+
+    let (status, stream) = EventStream::open(admin, &level.0.to_string()).await;
+    assert_eq!(status, 200);
+    let mut stream = stream.unwrap();
+    let snapshot = stream.next().await.unwrap();
+    assert_eq!(snapshot["snapshot"], true);
+    let samples = snapshot["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 1, "{snapshot}");
+    assert_eq!(samples[0][0], level.0);
+    assert_eq!(samples[0][1], 420.0);
+    assert_eq!(samples[0][2], "good");
+
+    // Past request_timeout (1 s): the stream is not cut.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The PLC holds the burst's last value too, so the source's polls end on it as well.
+    device.set_holding(0, &[1000]);
+    for i in 1..=1000u32 {
+        handles
+            .twin
+            .apply(&[Reading::value(level, Value::Float(f64::from(i)), None)]);
+    }
+    let mut times = Vec::new();
+    loop {
+        let event = stream
+            .next()
+            .await
+            .expect("the stream goes on past request_timeout");
+        times.push(Instant::now());
+        assert_eq!(event["snapshot"], false);
+        let samples = event["samples"].as_array().unwrap();
+        assert!(samples.iter().all(|s| s[0] == level.0), "{event}");
+        if samples.iter().any(|s| s[1] == 1000.0) {
+            break;
+        }
+        assert!(times.len() < 20, "1000 changes took {} events", times.len());
+    }
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(90),
+            "events {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+
+    let stopped = Instant::now();
+    handles.supervisor.shutdown(Duration::from_secs(3)).await;
+    let mut rest = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), stream.reader.read_to_end(&mut rest)).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "the stream outlived the shutdown"
+    );
+    server.stop().await;
+}
+
+/// The browser driver (`tests/peers/webview_driver.py`).
+struct Browser {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    shots: std::path::PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("webview-shots");
+        let _ = std::fs::remove_dir_all(&shots);
+        let mut child = tokio::process::Command::new(common::python())
+            .arg(common::repo().join("tests/peers/webview_driver.py"))
+            .arg(&shots)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python runs the browser driver");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("chromium starts within 30 s");
+        assert_eq!(ready.unwrap().as_deref(), Some("READY"));
+        Self {
+            child,
+            stdin,
+            stdout,
+            shots,
+        }
+    }
+
+    /// Sends one command; returns what follows `OK `; panics with the driver's error (and the
+    /// screenshot it saved) otherwise.
+    async fn send(&mut self, command: &str) -> String {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
+            .await
+            .expect("the driver answers")
+            .unwrap()
+            .expect("the driver runs");
+        match answer.strip_prefix("OK") {
+            Some(rest) => rest.trim_start().to_owned(),
+            None => panic!(
+                "{command}: {answer} (screenshots in {})",
+                self.shots.display()
+            ),
+        }
+    }
+
+    /// Waits up to `seconds` for an element of `selector` whose text matches `regex`; returns
+    /// its text.
+    async fn wait(&mut self, seconds: u32, selector: &str, regex: &str) -> String {
+        let answer = self
+            .send(&format!("WAIT\t{seconds}\t{selector}\t{regex}"))
+            .await;
+        answer
+            .split_once(' ')
+            .map(|(_, text)| text.to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The page in a real browser: the plant's assets; a value changed on the PLC shown within 1 s;
+/// a stopped source's property bad with its reason; disarm from the page audited; arm refused
+/// from another origin and without login, carried out with it; the page live again after the
+/// daemon restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
+    let (device, server) = plc(420).await;
+    let state = tempfile::tempdir().unwrap();
+    let handles = common::start(&config(server.addr(), "127.0.0.1:0", state.path(), "30s")).await;
+    let admin = handles.admin_http.unwrap();
+    let mut browser = Browser::start().await;
+    let assets = handles.twin.model().assets().len();
+    let row = |path: &str, cell: &str| format!(r#".row[data-path="{path}"] .{cell}"#);
+
+    browser.send(&format!("OPEN\thttp://{admin}/")).await;
+    browser
+        .wait(10, "#summary", &format!("^{assets} assets"))
+        .await;
+    for asset in handles.twin.model().assets() {
+        browser
+            .wait(5, &format!(r#".row[data-asset="{}"]"#, asset.path), ".")
+            .await;
+    }
+    browser
+        .wait(10, &row("site/tank/level", "value"), "^420$")
+        .await;
+    browser
+        .wait(1, &row("site/tank/level", "unit"), "^%$")
+        .await;
+    browser
+        .wait(1, &row("site/tank/level", "quality"), "^good$")
+        .await;
+    browser.wait(5, "#armed", "^armed$").await;
+    browser.send("SHOT\tplant").await;
+
+    // A value changed on the PLC: on the page within 1 s (poll 50 ms, events ≤ 10/s).
+    let changed = Instant::now();
+    device.set_holding(0, &[421]);
+    browser
+        .wait(5, &row("site/tank/level", "value"), "^421$")
+        .await;
+    let shown = changed.elapsed();
+    assert!(shown < Duration::from_secs(1), "shown after {shown:?}");
+
+    // A stopped source: its properties bad with the reason, the source down.
+    server.stop().await;
+    let quality = browser
+        .wait(10, &row("site/tank/level", "quality"), "^bad: ")
+        .await;
+    assert!(
+        ["no_connection", "communication_failure", "timeout"]
+            .iter()
+            .any(|reason| quality.ends_with(reason)),
+        "{quality}"
+    );
+    browser
+        .wait(1, &row("site/tank/level", "value"), "^421$")
+        .await;
+    browser
+        .wait(5, r#"#sources li[data-source="plc"]"#, "down")
+        .await;
+
+    // Disarm from the page: carried out and audited.
+    browser.send("CLICK\t#disarm").await;
+    browser.wait(10, "#armed", "^disarmed$").await;
+    assert!(!handles.control.is_armed());
+
+    // Arm from another origin (localhost is another site than 127.0.0.1): refused.
+    browser
+        .send(&format!("OPEN\thttp://localhost:{}/healthz", admin.port()))
+        .await;
+    let sent = browser
+        .send(&format!(
+            "SCRIPT\tconst done = arguments[arguments.length - 1]; \
+             fetch('http://{admin}/control/arm', {{method: 'POST', mode: 'no-cors'}}) \
+             .then(() => done('sent'), (e) => done('failed ' + e));"
+        ))
+        .await;
+    assert_eq!(sent, "\"sent\"");
+    assert_eq!(
+        common::metric(
+            &handles.metrics.encode(),
+            r#"twinloom_admin_http_refusals_total{reason="cross-site"}"#
+        ),
+        1.0
+    );
+    assert!(!handles.control.is_armed());
+
+    // Arm without login: refused; with the operator's: armed.
+    browser.send(&format!("OPEN\thttp://{admin}/")).await;
+    browser.send("CLICK\t#arm").await;
+    browser
+        .wait(10, "#control-msg", r"arm refused \(401\)")
+        .await;
+    assert!(!handles.control.is_armed());
+    browser.send("TYPE\t#user\toperator").await;
+    browser.send("TYPE\t#password\toperator").await;
+    browser.send("CLICK\t#arm").await;
+    browser.wait(15, "#armed", "^armed$").await;
+    assert!(handles.control.is_armed());
+
+    let journal = twinloom::runtime::journal::verify_collect(&state.path().join("audit")).unwrap();
+    let users = |kind: &str| -> Vec<String> {
+        journal
+            .records
+            .iter()
+            .filter(|r| r.get("kind").is_some_and(|k| k == kind))
+            .map(|r| {
+                r.get("user")
+                    .and_then(|u| u.as_str())
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(users("disarm"), ["anonymous"]);
+    assert!(
+        users("arm").contains(&"operator".to_owned()),
+        "{:?}",
+        users("arm")
+    );
+
+    // The daemon restarts (on the same port, with a new PLC): the page goes live again.
+    handles.supervisor.shutdown(Duration::from_secs(3)).await;
+    browser.wait(10, "#conn", "^reconnecting$").await;
+    let (_device, server) = plc(77).await;
+    let handles = common::start(&config(
+        server.addr(),
+        &admin.to_string(),
+        state.path(),
+        "30s",
+    ))
+    .await;
+    browser
+        .wait(15, &row("site/tank/level", "value"), "^77$")
+        .await;
+    browser
+        .wait(5, &row("site/tank/level", "quality"), "^good$")
+        .await;
+    browser.wait(5, "#conn", "^live$").await;
+    browser.send("SHOT\trestarted").await;
+
+    drop(browser.stdin);
+    let _ = tokio::time::timeout(Duration::from_secs(10), browser.child.wait()).await;
+    handles.supervisor.shutdown(Duration::from_secs(3)).await;
+    server.stop().await;
+}
