@@ -235,6 +235,16 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
         );
     }
     let line = all_good.unwrap();
+    // The page's address comes first, and the page is there.
+    let page = lines[0]
+        .strip_prefix("Twinloom demo: open http://")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(addr, _)| addr.parse::<std::net::SocketAddr>().unwrap())
+        .unwrap_or_else(|| panic!("the web view's address is not first:\n{}", lines.join("\n")));
+    assert!(
+        http_get(page, "/").contains("<title>Twinloom</title>"),
+        "no page at http://{page}/"
+    );
     let state = lines
         .iter()
         .find_map(|l| l.trim_start().strip_prefix("state (PKI, audit)"))

@@ -26,7 +26,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # with its library source (rustc-web, cargo-web, rust-web-src: the plugin toolchain fallback,
 # which builds std from source when rustup cannot download the wasm32-wasip2 target; a test
 # builds a plugin with it), and a C compiler with libc's headers (gcc, libc6-dev: the C plugin, the
-# ABI header check and the journal's LD_PRELOAD fdatasync shim are compiled by the tests).
+# ABI header check and the journal's LD_PRELOAD fdatasync shim are compiled by the tests), and
+# chromium with chromium-driver (the web view's test drives the page in a real browser).
 phase "install test dependencies"
 missing=()
 command -v cc >/dev/null 2>&1 && [ -f /usr/include/dlfcn.h ] || missing+=(gcc libc6-dev)
@@ -37,15 +38,17 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ -x /usr/bin/cargo ] || missing+=(cargo-web)
 [ -x /usr/bin/rustc ] || missing+=(rustc-web)
 [ -d /usr/lib/rustlib/src/rust/library/std ] || missing+=(rust-web-src)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Independent protocol peers from PyPI (pymodbus, asyncua, and o6: open62541's client), in a
-# virtualenv at .venv.
-if ! .venv/bin/python -c "import pymodbus, asyncua, o6, prometheus_client" >/dev/null 2>&1; then
+# Independent protocol peers from PyPI (pymodbus, asyncua, and o6: open62541's client) and
+# selenium (drives chromium for the web view's test), in a virtualenv at .venv.
+if ! .venv/bin/python -c "import pymodbus, asyncua, o6, prometheus_client, selenium" >/dev/null 2>&1; then
   echo "tests/run.sh: creating .venv with the Python protocol peers" >&2
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt

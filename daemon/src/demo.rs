@@ -147,6 +147,9 @@ pub async fn run(
         private_state().context("cannot make the demo's private state folder")?;
     config.daemon.state_dir = Some(state_dir.clone());
     let handles = app::start(&config).await?;
+    if let Some(admin) = handles.admin_http {
+        say!("Twinloom demo: open http://{admin}/ to watch the plant live");
+    }
     say!("Twinloom demo: a simulated bottling plant on loopback");
     say!("  state (PKI, audit)             {}", state_dir.display());
     say!("  line PLC (Modbus TCP)          {}", plant.line_plc.addr());
@@ -161,6 +164,7 @@ pub async fn run(
         );
     }
     if let Some(admin) = handles.admin_http {
+        say!("  live web view                  http://{admin}/");
         say!("  health and metrics             http://{admin}/metrics");
     }
     for plugin in &config.plugins {
