@@ -305,6 +305,7 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         .wait(5, &row("site/tank/level", "value"), "^421$")
         .await;
     let shown = changed.elapsed();
+    eprintln!("a PLC change shown on the page after {shown:?}");
     assert!(shown < Duration::from_secs(1), "shown after {shown:?}");
 
     // A stopped source: its properties bad with the reason, the source down.

@@ -7,13 +7,15 @@ const ROW = 24;              // px per row (style.css .row)
 const OVERSCAN = 20;         // rows streamed above and below the visible ones
 const STATUS_EVERY = 2000;   // ms between /api/status reads
 const RETRY_AFTER = 1000;    // ms before reloading after the stream broke
+const SUBSCRIBE_AFTER = 150; // ms a new stream waits while scrolling or typing
 
 const $ = (id) => document.getElementById(id);
 let rows = [];               // every row: {asset} or {prop}, in plant order
 let shown = [];              // rows that pass the filter
 const samples = new Map();   // property id -> [id, value, quality, reason, sourceMs, serverMs]
 let source = null;           // the EventSource
-let streamed = "";           // the ids the stream carries, "1,2,3"
+let streamedIds = new Set(); // the ids the stream carries
+let subscribeTimer = null;   // a new stream waiting to be opened
 
 async function start() {
   try {
@@ -29,7 +31,9 @@ async function start() {
     }
     $("summary").textContent = `${plant.assets.length} assets, ${count} properties`;
     samples.clear();
-    streamed = "";
+    streamedIds = new Set();
+    if (source) source.close();
+    source = null;
     applyFilter();
   } catch (e) {
     setConn(false);
@@ -131,15 +135,26 @@ function fill(el, sample) {
   age.textContent = sourceMs ? formatAge(Date.now() - sourceMs) : "—";
 }
 
+// Streams the rows in view plus OVERSCAN above and below; a new stream (which starts with a
+// snapshot) only when rows in view are not carried yet, at most every SUBSCRIBE_AFTER ms.
 function subscribe() {
+  const [first, last] = visibleRange(0);
+  let covered = source !== null;
+  for (let i = first; i < last && covered; i++) {
+    if (shown[i].prop && !streamedIds.has(shown[i].prop.id)) covered = false;
+  }
+  if (covered || subscribeTimer) return;
+  subscribeTimer = setTimeout(openStream, source ? SUBSCRIBE_AFTER : 0);
+}
+
+function openStream() {
+  subscribeTimer = null;
   const [first, last] = visibleRange(OVERSCAN);
   const ids = [];
   for (let i = first; i < last; i++) if (shown[i].prop) ids.push(shown[i].prop.id);
-  const wanted = ids.join(",");
-  if (wanted === streamed && source) return;
-  streamed = wanted;
+  streamedIds = new Set(ids);
   if (source) source.close();
-  source = new EventSource("/api/events?ids=" + wanted);
+  source = new EventSource("/api/events?ids=" + ids.join(","));
   source.onopen = () => setConn(true);
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
