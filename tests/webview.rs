@@ -266,7 +266,8 @@ impl Browser {
 /// The page in a real browser: the plant's assets; a value changed on the PLC shown within 1 s;
 /// a stopped source's property bad with its reason; disarm from the page audited; arm refused
 /// from another origin and without login, carried out with it; the page live again after the
-/// daemon restarts.
+/// daemon restarts; a plant of 10 000 properties listed and filtered within bounds, with only
+/// the rows in view in the document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
     let (device, server) = plc(420).await;
@@ -405,6 +406,62 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         .await;
     browser.wait(5, "#conn", "^live$").await;
     browser.send("SHOT\trestarted").await;
+
+    // A plant of 10 000 properties: the page lists it at once, keeps only the rows in view in
+    // the document, and the filter finds one property with its snapshot (bad: its source's
+    // address refuses connections).
+    let mut big = String::from(
+        "[admin_http]\nlisten = \"127.0.0.1:0\"\n\n[[sources.modbus]]\nid = \"none\"\ntcp = \"127.0.0.1:1\"\n\n[[types]]\nname = \"Cell\"\nproperties = [",
+    );
+    for p in 0..100 {
+        big.push_str(&format!("{{ name = \"p{p}\", data_type = \"float\" }},"));
+    }
+    big.push_str("]\n");
+    for a in 0..100 {
+        big.push_str(&format!(
+            "\n[[assets]]\npath = \"big/a{a}\"\ntype = \"Cell\"\nsource = \"none\"\n"
+        ));
+        for p in 0..100 {
+            big.push_str(&format!(
+                "bindings.p{p} = {{ table = \"holding\", address = {p} }}\n"
+            ));
+        }
+    }
+    let large = common::start(&common::config(&big)).await;
+    let large_admin = large.admin_http.unwrap();
+    let opened = Instant::now();
+    browser.send(&format!("OPEN\thttp://{large_admin}/")).await;
+    browser
+        .wait(10, "#summary", "^100 assets, 10000 properties")
+        .await;
+    browser
+        .wait(5, &row("big/a0/p0", "quality"), "^bad: ")
+        .await;
+    let listed = opened.elapsed();
+    let in_document = browser
+        .send("SCRIPT\targuments[arguments.length - 1](document.querySelectorAll('#list .row').length)")
+        .await;
+    let in_document: usize = in_document.parse().unwrap();
+    assert!(
+        (1..100).contains(&in_document),
+        "{in_document} rows in the document"
+    );
+    let typed = Instant::now();
+    browser.send("TYPE\t#filter\ta73/p42").await;
+    browser
+        .wait(5, &row("big/a73/p42", "quality"), "^bad: ")
+        .await;
+    let filtered = typed.elapsed();
+    eprintln!(
+        "10 000 properties: listed with values after {listed:?}, filtered after {filtered:?}"
+    );
+    assert!(listed < Duration::from_secs(5), "listed after {listed:?}");
+    assert!(
+        filtered < Duration::from_secs(2),
+        "filtered after {filtered:?}"
+    );
+    browser.send("SHOT\tlarge-plant").await;
+    large.supervisor.shutdown(Duration::from_secs(3)).await;
 
     drop(browser.stdin);
     let _ = tokio::time::timeout(Duration::from_secs(10), browser.child.wait()).await;
