@@ -5,8 +5,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// One condition: the line `/readyz` shows while it is unmet, and whether it is met.
-type Condition = (String, Arc<AtomicBool>);
+/// One condition: the line `/readyz` shows while it is unmet, and its state.
+type Condition = (String, Arc<FlagState>);
+
+/// Whether a condition is met, and why it last failed.
+#[derive(Debug, Default)]
+struct FlagState {
+    met: AtomicBool,
+    /// The error of the last [`ReadyFlag::fail`] (a source's last connection error).
+    last_error: Mutex<Option<String>>,
+}
 
 /// The daemon's readiness conditions, in registration order. Cheap to clone; clones share them.
 #[derive(Debug, Clone, Default)]
@@ -16,17 +24,24 @@ pub struct Readiness {
 
 /// One component's readiness condition; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct ReadyFlag(Arc<AtomicBool>);
+pub struct ReadyFlag(Arc<FlagState>);
 
 impl ReadyFlag {
     /// Sets whether the condition is met.
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.0.met.store(ready, Ordering::Relaxed);
+    }
+
+    /// Sets the condition unmet because of `error` (a source's connection error), which
+    /// [`Readiness::source_error`] reports until the next failure replaces it.
+    pub fn fail(&self, error: &str) {
+        self.set(false);
+        *self.0.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_owned());
     }
 
     /// Whether the condition is met.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.met.load(Ordering::Relaxed)
     }
 }
 
@@ -36,7 +51,7 @@ impl Readiness {
     /// (a source restarted on reload) replaces the old flag.
     pub fn register(&self, unmet: impl Into<String>) -> ReadyFlag {
         let unmet = unmet.into();
-        let flag = Arc::new(AtomicBool::new(false));
+        let flag = Arc::new(FlagState::default());
         let mut conditions = self.conditions.lock().unwrap_or_else(|e| e.into_inner());
         match conditions.iter_mut().find(|(line, _)| *line == unmet) {
             Some((_, old)) => *old = Arc::clone(&flag),
@@ -58,7 +73,24 @@ impl Readiness {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .any(|(unmet, flag)| *unmet == line && flag.load(Ordering::Relaxed))
+            .any(|(unmet, flag)| *unmet == line && flag.met.load(Ordering::Relaxed))
+    }
+
+    /// The last connection error the source `id` reported ([`ReadyFlag::fail`]), kept after it
+    /// connects again; `None` before any.
+    pub fn source_error(&self, id: &str) -> Option<String> {
+        let line = source_condition(id);
+        self.conditions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(unmet, _)| *unmet == line)
+            .and_then(|(_, flag)| {
+                flag.last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            })
     }
 
     /// The lines of the conditions not met, in registration order; empty when ready.
@@ -67,7 +99,7 @@ impl Readiness {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, flag)| !flag.load(Ordering::Relaxed))
+            .filter(|(_, flag)| !flag.met.load(Ordering::Relaxed))
             .map(|(line, _)| line.clone())
             .collect()
     }
@@ -120,5 +152,14 @@ mod tests {
         second.set(true);
         assert!(readiness.is_source_connected("plc"));
         assert!(!readiness.is_source_connected("other"));
+        // The last error stays after the source connects again.
+        assert_eq!(readiness.source_error("plc"), None);
+        second.fail("connection refused");
+        assert!(!readiness.is_source_connected("plc"));
+        second.set(true);
+        assert_eq!(
+            readiness.source_error("plc").as_deref(),
+            Some("connection refused")
+        );
     }
 }

@@ -8,8 +8,10 @@
 //!   "description", "properties": [{"id", "name", "unit", "unit_name", "data_type",
 //!   "writable"}]}]}`; `id` is the property's index in this daemon's twin (stable until the
 //!   configuration changes), `unit` the engineering unit's symbol (`°C`) or `null`.
-//! - `GET /api/status` → `{"armed": bool, "sources": [{"id", "connected"}], "unmet": [line]}`:
-//!   whether the plant is armed, each source's connection, and `/readyz`'s unmet conditions.
+//! - `GET /api/status` → `{"armed": bool, "sources": [{"id", "connected", "last_error"}],
+//!   "unmet": [line]}`: whether the plant is armed, each source's connection and last
+//!   connection error (`null` before any; kept after it reconnects), and `/readyz`'s unmet
+//!   conditions.
 //! - `GET /api/events?ids=1,2,3` → the live values of those properties ([`stream`]).
 //!
 //! Arming and disarming from the page use `POST /control/arm` and `/control/disarm` with the
@@ -135,7 +137,13 @@ pub(super) async fn status(State(state): State<Arc<AdminState>>) -> Response {
     let sources: Vec<Json> = state
         .sources
         .iter()
-        .map(|id| json!({ "id": id, "connected": state.readiness.is_source_connected(id) }))
+        .map(|id| {
+            json!({
+                "id": id,
+                "connected": state.readiness.is_source_connected(id),
+                "last_error": state.readiness.source_error(id),
+            })
+        })
         .collect();
     json_response(&json!({
         "armed": state.control.is_armed(),

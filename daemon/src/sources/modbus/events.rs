@@ -206,7 +206,7 @@ pub(crate) struct ConnectionFailed<'a> {
 impl ConnectionFailed<'_> {
     pub fn emit(&self, metrics: &SourceMetrics, devices: &[&DeviceMetrics], ready: &ReadyFlag) {
         metrics.connected.set(0);
-        ready.set(false);
+        ready.fail(self.error);
         for device in devices {
             device.error("connection");
         }
@@ -228,7 +228,7 @@ pub(crate) struct ConnectionLost<'a> {
 impl ConnectionLost<'_> {
     pub fn emit(&self, metrics: &SourceMetrics, ready: &ReadyFlag) {
         metrics.connected.set(0);
-        ready.set(false);
+        ready.fail(self.error);
         tracing::warn!(source = %self.source, error = %self.error, "Connection lost");
     }
 }

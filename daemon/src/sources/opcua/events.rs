@@ -136,7 +136,7 @@ pub(crate) struct ConnectionLost<'a> {
 impl ConnectionLost<'_> {
     pub fn emit(&self, connected: &Gauge, ready: &ReadyFlag) {
         connected.set(0);
-        ready.set(false);
+        ready.fail(&format!("connection lost: {}", self.status));
         tracing::warn!(source = %self.source, status = %self.status, "OPC UA connection lost; reconnecting");
     }
 }
@@ -154,7 +154,10 @@ pub(crate) struct SessionEnded<'a> {
 impl SessionEnded<'_> {
     pub fn emit(&self, connected: &Gauge, ready: &ReadyFlag) {
         connected.set(0);
-        ready.set(false);
+        match self.error {
+            Some(error) => ready.fail(&format!("{error:#}")),
+            None => ready.set(false),
+        }
         if let Some(error) = self.error {
             tracing::warn!(source = %self.source, endpoint = %self.endpoint, %error, retry_in = ?self.retry_in, "OPC UA connection failed");
         }
@@ -202,7 +205,10 @@ pub(crate) struct ServerStalled<'a> {
 impl ServerStalled<'_> {
     pub fn emit(&self, connected: &Gauge, ready: &ReadyFlag, counters: &SourceCounters) {
         connected.set(0);
-        ready.set(false);
+        ready.fail(&format!(
+            "server stalled: no keep-alive or publish response for {:?}",
+            self.silent_for
+        ));
         counters.stalls.inc();
         tracing::warn!(source = %self.source, silent_for = ?self.silent_for, "OPC UA server stalled: no keep-alive or publish response; reconnecting");
     }

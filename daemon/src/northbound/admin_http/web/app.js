@@ -187,6 +187,8 @@ async function status() {
       const li = document.createElement("li");
       li.dataset.source = src.id;
       li.textContent = `${src.id}: ${src.connected ? "up" : "down"}`;
+      if (src.last_error) li.title = "last error: " + src.last_error;
+      if (src.last_error && !src.connected) li.textContent += ` (${src.last_error})`;
       li.className = src.connected ? "q-good" : "q-bad";
       return li;
     }));
