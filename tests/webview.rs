@@ -195,6 +195,85 @@ async fn the_event_stream_starts_with_a_snapshot_and_coalesces_changes() {
     server.stop().await;
 }
 
+/// A client that asks for 2000 properties and never reads is dropped: once the socket's
+/// buffers are full its writes make no progress, and after `stream_write_stall` (1 s here) the
+/// connection is closed and its fan-out subscription gone, while the twin changes all 2000
+/// every 50 ms; the endpoint keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_stream_is_dropped() {
+    let (_device, server) = plc(0).await;
+    let mut text = format!(
+        "[admin_http]\nlisten = \"127.0.0.1:0\"\nlimits = {{ stream_write_stall = \"1s\" }}\n\n\
+         [[sources.modbus]]\nid = \"plc\"\ntcp = \"{}\"\npoll = \"1s\"\n\n\
+         [[types]]\nname = \"Wide\"\nproperties = [",
+        server.addr()
+    );
+    for p in 0..100 {
+        text.push_str(&format!("{{ name = \"p{p}\", data_type = \"float\" }},"));
+    }
+    text.push_str("]\n");
+    for a in 0..20 {
+        text.push_str(&format!(
+            "\n[[assets]]\npath = \"wide/a{a}\"\ntype = \"Wide\"\nsource = \"plc\"\n"
+        ));
+        for p in 0..100 {
+            text.push_str(&format!(
+                "bindings.p{p} = {{ table = \"holding\", address = {p} }}\n"
+            ));
+        }
+    }
+    let handles = common::start(&common::config(&text)).await;
+    let admin = handles.admin_http.unwrap();
+    // The control gate's subscription (and any other) before the stream's.
+    let before = handles.twin.stats().subscribers;
+    let ids: Vec<String> = (0..2000).map(|i| i.to_string()).collect();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(admin).await.unwrap();
+    let request = format!(
+        "GET /api/events?ids={} HTTP/1.1\r\nHost: {admin}\r\n\r\n",
+        ids.join(",")
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    common::eventually(
+        Duration::from_secs(5),
+        || handles.twin.stats().subscribers == before + 1,
+        || "the stream never subscribed".to_owned(),
+    )
+    .await;
+    let properties: Vec<_> = handles
+        .twin
+        .model()
+        .properties()
+        .iter()
+        .enumerate()
+        .map(|(i, _)| twinloom::twin::PropertyId(i as u32))
+        .collect();
+    let started = Instant::now();
+    let mut step = 0.0;
+    while handles.twin.stats().subscribers > before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a client that never reads was not dropped"
+        );
+        step += 1.0;
+        let readings: Vec<Reading> = properties
+            .iter()
+            .map(|&id| Reading::value(id, Value::Float(step * 1000.0 + f64::from(id.0)), None))
+            .collect();
+        handles.twin.apply(&readings);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "a client that never reads dropped after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(common::http(admin, "GET", "/healthz", None).await.0, 200);
+    drop(stream);
+    handles.supervisor.shutdown(Duration::from_secs(3)).await;
+    server.stop().await;
+}
+
 /// The browser driver (`tests/peers/webview_driver.py`).
 struct Browser {
     child: tokio::process::Child,

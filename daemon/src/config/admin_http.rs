@@ -62,6 +62,11 @@ pub struct AdminHttpLimits {
     /// Default 30 s.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How long a write to a client may wait for it to read before its connection is closed:
+    /// what bounds a web view event stream (`/api/events`) whose client stopped reading. Default
+    /// 10 s.
+    #[serde(with = "humantime_serde")]
+    pub stream_write_stall: Duration,
     /// Failed logins one IP address may make in a row before it is throttled. Default 5.
     pub login_failures_burst: u32,
     /// Failed logins per minute an IP address regains once throttled; logins beyond are
@@ -75,6 +80,7 @@ impl Default for AdminHttpLimits {
             max_connections: 32,
             header_read_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            stream_write_stall: Duration::from_secs(10),
             login_failures_burst: 5,
             login_failures_per_minute: 10,
         }

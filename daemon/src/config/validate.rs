@@ -289,6 +289,7 @@ fn admin_http(
     for (key, value) in [
         ("header_read_timeout", admin.limits.header_read_timeout),
         ("request_timeout", admin.limits.request_timeout),
+        ("stream_write_stall", admin.limits.stream_write_stall),
     ] {
         if value.is_zero() {
             out.push(Problem::new(

@@ -12,7 +12,7 @@
 //!
 //! The web view's event streams are the one kind of answer that outlives `request_timeout`:
 //! their connection stays open until the client goes, the stream ends at shutdown, or a write
-//! has made no progress for [`WRITE_STALL_LIMIT`] (a client that stopped reading: what it has
+//! has made no progress for `stream_write_stall` (a client that stopped reading: what it has
 //! not read is bounded by the socket's send buffer and hyper's write buffer, and the twin's
 //! fan-out keeps at most one pending change per property for it).
 
@@ -48,10 +48,6 @@ pub const MAX_BUFFER_BYTES: usize = 16 * 1024;
 /// At shutdown, how long requests in flight may take to finish before their connections are
 /// dropped.
 const DRAIN: Duration = Duration::from_secs(2);
-
-/// How long a connection's write may wait for the client to read before the connection is
-/// dropped (a client that never reads its event stream).
-pub const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// After a failed `accept` (out of file descriptors), the pause before the next.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -193,7 +189,11 @@ async fn connection<I>(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_BUFFER_BYTES)
         .keep_alive(false);
-    let io = WriteDeadline { io, stalled: None };
+    let io = WriteDeadline {
+        io,
+        limit: limits.stream_write_stall,
+        stalled: None,
+    };
     let mut served =
         std::pin::pin!(watcher.watch(http.serve_connection(TokioIo::new(io), service)));
     // hyper bounds each phase; this bounds the whole, whatever a client does — but an event
@@ -221,11 +221,12 @@ async fn connection<I>(
     }
 }
 
-/// A connection whose writes must make progress: a write (or flush) that has waited
-/// [`WRITE_STALL_LIMIT`] for the client to read fails with `TimedOut`, and hyper drops the
+/// A connection whose writes must make progress: a write (or flush) that has waited `limit`
+/// (`stream_write_stall`) for the client to read fails with `TimedOut`, and hyper drops the
 /// connection.
 struct WriteDeadline<I> {
     io: I,
+    limit: Duration,
     /// Since when the current write has been waiting.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -242,13 +243,13 @@ impl<I> WriteDeadline<I> {
         }
         let stalled = self
             .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL_LIMIT)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(self.limit)));
         match stalled.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 self.stalled = None;
                 Poll::Ready(Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "the client has not read for WRITE_STALL_LIMIT",
+                    "the client has not read for stream_write_stall",
                 )))
             }
             Poll::Pending => Poll::Pending,
