@@ -17,7 +17,6 @@
 //! Arming and disarming from the page use `POST /control/arm` and `/control/disarm` with the
 //! operators' HTTP Basic credentials: the page has no login of its own.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -236,14 +235,8 @@ fn sample_json(id: PropertyId, sample: &Sample) -> Json {
 
 /// One event: `{"snapshot": bool, "samples": [...]}` ([`sample_json`] each).
 fn event(snapshot: bool, samples: impl Iterator<Item = Json>) -> Event {
-    let mut data = String::with_capacity(256);
     let samples: Vec<Json> = samples.collect();
-    let _ = write!(
-        data,
-        "{}",
-        json!({ "snapshot": snapshot, "samples": samples })
-    );
-    Event::default().data(data)
+    Event::default().data(json!({ "snapshot": snapshot, "samples": samples }).to_string())
 }
 
 /// The live values of `?ids=`: first a snapshot of all of them (also after every reconnect,
