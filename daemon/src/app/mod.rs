@@ -44,8 +44,10 @@ pub struct Handles {
     pub running: Arc<std::sync::Mutex<RunningSources>>,
     /// The running plugins (for hot reload).
     pub plugins: PluginHandles,
-    /// The change log, when `[change_log]` is configured and it opened.
+    /// The change log, when `[change_log]` (or a consumer of it) is configured and it opened.
     pub change_log: Option<crate::change_log::ChangeLog>,
+    /// The historian, when `[history]` is configured and it opened.
+    pub history: Option<crate::history::Historian>,
 }
 
 /// The configured interlocks resolved against the twin model.
@@ -197,9 +199,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     };
     // Before any source: the log's tap sees every change from the first.
     let change_log = config
-        .change_log
-        .as_ref()
-        .and_then(|log| crate::change_log::start(log, context));
+        .change_log_config()
+        .and_then(|log| crate::change_log::start(&log, context));
+    let history = match (&config.history, &change_log) {
+        (Some(history), Some(log)) => crate::history::start(history, log, context),
+        _ => None,
+    };
     let interlocks = interlocks(config, twin.model())?;
     // One password pool for every service's logins, off the blocking pool plugins run on.
     let logins = LoginPool::start(login_threads(), LOGIN_QUEUE, metrics.set())
@@ -236,6 +241,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
             control.clone(),
             Some(clear_quarantine(&plugins)),
             &logins,
+            match (&history, &config.history) {
+                (Some(historian), Some(section)) => Some(opcua_server::HistoryService {
+                    historian: historian.clone(),
+                    config: section.clone(),
+                }),
+                _ => None,
+            },
             context,
         )
         .await
@@ -296,6 +308,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         running: Arc::new(std::sync::Mutex::new(running)),
         plugins,
         change_log,
+        history,
     })
 }
 

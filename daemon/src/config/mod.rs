@@ -10,6 +10,7 @@
 pub mod admin_http;
 pub mod change_log;
 pub mod diagnostic;
+pub mod history;
 pub mod model;
 pub mod opcua_server;
 pub mod sources;
@@ -28,6 +29,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use diagnostic::{Diagnostic, KeyPath, Problem};
+use model::ChangeLogConfig;
 pub use model::Config;
 use model::{AssetConfig, AssetHead};
 
@@ -69,6 +71,16 @@ impl Config {
     /// The source with this id.
     pub fn source(&self, id: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.id() == id)
+    }
+
+    /// The change log's settings when it runs: the `[change_log]` section, or its defaults when
+    /// only a consumer of the log is configured (`[history]`); `None` when nothing needs it.
+    pub fn change_log_config(&self) -> Option<ChangeLogConfig> {
+        match (&self.change_log, &self.history) {
+            (Some(log), _) => Some(log.clone()),
+            (None, Some(_)) => Some(ChangeLogConfig::default()),
+            (None, None) => None,
+        }
     }
 
     /// The folder relative paths in this config resolve against.
@@ -304,7 +316,7 @@ struct Loader<'m, 'a> {
     source_kinds: std::collections::HashMap<String, SourceKind>,
 }
 
-const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `control`, `sources`, `types`, `assets`, `plugins`";
+const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `history`, `control`, `sources`, `types`, `assets`, `plugins`";
 
 impl Loader<'_, '_> {
     fn load(&mut self, file: &Path, root: &DeTable<'_>) -> Config {
@@ -315,6 +327,7 @@ impl Loader<'_, '_> {
             opcua_server: None,
             admin_http: None,
             change_log: None,
+            history: None,
             sources: Vec::new(),
             types: Vec::new(),
             assets: Vec::new(),
@@ -330,6 +343,7 @@ impl Loader<'_, '_> {
                 "opcua_server" => config.opcua_server = self.de(&path, value),
                 "admin_http" => config.admin_http = self.de(&path, value),
                 "change_log" => config.change_log = self.de(&path, value),
+                "history" => config.history = self.de(&path, value),
                 "control" => config.control = self.de(&path, value).unwrap_or_default(),
                 "sources" => config.sources = self.sources(&path, value),
                 "types" => {

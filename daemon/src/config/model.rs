@@ -29,6 +29,8 @@ pub struct Config {
     pub admin_http: Option<AdminHttpConfig>,
     /// `[change_log]`: the change log, when present.
     pub change_log: Option<ChangeLogConfig>,
+    /// `[history]`: the embedded historian, when present.
+    pub history: Option<HistoryConfig>,
     /// `[[sources.<kind>]]`: connections to PLCs, in file order.
     pub sources: Vec<SourceConfig>,
     /// `[[types]]`: asset types.
@@ -148,6 +150,7 @@ pub enum LogFormat {
 
 pub use super::admin_http::AdminHttpConfig;
 pub use super::change_log::ChangeLogConfig;
+pub use super::history::HistoryConfig;
 pub use super::opcua_server::{OpcUaServerConfig, Role, UserConfig};
 /// The `[twin]` and `[[types]]` sections are the twin's own declarations; they are defined there.
 pub use crate::twin::spec::{

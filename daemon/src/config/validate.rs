@@ -25,6 +25,7 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
     plugins(config, incomplete, &mut out);
     interlocks(config, &mut out);
     change_log(config, &mut out);
+    history(config, &mut out);
     if config.control.max_writes_per_origin_per_minute == 0 {
         out.push(Problem::new(
             KeyPath::root()
@@ -61,6 +62,39 @@ fn change_log(config: &Config, out: &mut Vec<Problem>) {
                 "commit_window must be from 1 ms to 10 s, not {}",
                 humantime::format_duration(log.commit_window)
             ),
+        ));
+    }
+}
+
+/// `[history]`: a retention of at least an hour, a budget of at least 16 MiB, readers named.
+fn history(config: &Config, out: &mut Vec<Problem>) {
+    use super::history::{MIN_MAX_DISK, MIN_RETENTION};
+    let Some(history) = &config.history else {
+        return;
+    };
+    let root = KeyPath::root().key("history");
+    if history.retention < MIN_RETENTION {
+        out.push(Problem::new(
+            root.key("retention"),
+            format!(
+                "retention must be at least 1h (history files span an hour or more), not {}",
+                humantime::format_duration(history.retention)
+            ),
+        ));
+    }
+    if history.max_disk.as_u64() < MIN_MAX_DISK {
+        out.push(Problem::new(
+            root.key("max_disk"),
+            format!(
+                "max_disk must be at least 16 MiB, not {}",
+                history.max_disk.display().iec()
+            ),
+        ));
+    }
+    if history.readers.as_ref().is_some_and(Vec::is_empty) {
+        out.push(Problem::new(
+            root.key("readers"),
+            "readers is empty: no session could read history; leave it out to let every role read",
         ));
     }
 }
@@ -430,44 +464,41 @@ fn property_rules(property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Probl
         }
         _ => true,
     };
-    match property.deadband {
-        Some(_) if !numeric => {
-            out.push(Problem::new(
-                path.key("deadband"),
-                "a deadband applies only to numeric properties",
-            ));
-        }
-        Some(DeadbandConfig::Absolute(v)) | Some(DeadbandConfig::Percent(v))
-            if !(v.is_finite() && v >= 0.0) =>
-        {
-            out.push(Problem::new(
-                path.key("deadband"),
-                format!("deadband {v} must be a non-negative number"),
-            ));
-        }
-        Some(DeadbandConfig::Percent(v)) if v > 100.0 => {
-            out.push(Problem::new(
-                path.key("deadband"),
-                format!("percent deadband {v} is above 100"),
-            ));
-        }
-        Some(DeadbandConfig::Percent(_)) if property.range.is_none() => {
-            out.push(Problem::new(
-                path.key("deadband"),
-                "a percent deadband needs a `range` to take the percentage of (OPC UA Part 8 §6.2)",
-            ));
-        }
-        Some(DeadbandConfig::Absolute(v)) => {
-            if let (true, Some([low, high])) = (range_ok, property.range)
-                && v > high - low
-            {
+    deadband_rules("deadband", property.deadband, property, range_ok, path, out);
+    deadband_rules(
+        "history_deadband",
+        property.history_deadband,
+        property,
+        range_ok,
+        path,
+        out,
+    );
+    if !property.historizing {
+        for (key, set) in [
+            ("history_deadband", property.history_deadband.is_some()),
+            (
+                "history_max_interval",
+                property.history_max_interval.is_some(),
+            ),
+        ] {
+            if set {
                 out.push(Problem::new(
-                    path.key("deadband"),
-                    format!("absolute deadband {v} is wider than the range [{low}, {high}]; no change would ever be published"),
+                    path.key(key),
+                    format!("{key} applies only to historized properties (this one says `historizing = false`)"),
                 ));
             }
         }
-        _ => {}
+    }
+    if let Some(interval) = property.history_max_interval
+        && interval < super::history::MIN_MAX_INTERVAL
+    {
+        out.push(Problem::new(
+            path.key("history_max_interval"),
+            format!(
+                "history_max_interval must be at least 1s, not {}",
+                humantime::format_duration(interval)
+            ),
+        ));
     }
     if let Some([low, high]) = property.limits {
         if property.access != Access::ReadWrite {
@@ -497,6 +528,59 @@ fn property_rules(property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Probl
         }
     }
     write_policy(property, numeric, path, out);
+}
+
+/// The rules of a deadband (`deadband` or `history_deadband`, named `key`) of `property`.
+fn deadband_rules(
+    key: &str,
+    deadband: Option<DeadbandConfig>,
+    property: &PropertyConfig,
+    range_ok: bool,
+    path: &KeyPath,
+    out: &mut Vec<Problem>,
+) {
+    let numeric = property.data_type.is_numeric();
+    match deadband {
+        Some(_) if !numeric => {
+            out.push(Problem::new(
+                path.key(key),
+                format!("a {key} applies only to numeric properties"),
+            ));
+        }
+        Some(DeadbandConfig::Absolute(v)) | Some(DeadbandConfig::Percent(v))
+            if !(v.is_finite() && v >= 0.0) =>
+        {
+            out.push(Problem::new(
+                path.key(key),
+                format!("{key} {v} must be a non-negative number"),
+            ));
+        }
+        Some(DeadbandConfig::Percent(v)) if v > 100.0 => {
+            out.push(Problem::new(
+                path.key(key),
+                format!("percent {key} {v} is above 100"),
+            ));
+        }
+        Some(DeadbandConfig::Percent(_)) if property.range.is_none() => {
+            out.push(Problem::new(
+                path.key(key),
+                format!(
+                    "a percent {key} needs a `range` to take the percentage of (OPC UA Part 8 §6.2)"
+                ),
+            ));
+        }
+        Some(DeadbandConfig::Absolute(v)) => {
+            if let (true, Some([low, high])) = (range_ok, property.range)
+                && v > high - low
+            {
+                out.push(Problem::new(
+                    path.key(key),
+                    format!("absolute {key} {v} is wider than the range [{low}, {high}]; no change would ever be published"),
+                ));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The write rules of a property: only on read-write properties, `clamp` only with limits,

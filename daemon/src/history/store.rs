@@ -1,0 +1,459 @@
+//! The historian's files: one redb database per time span, so that retention deletes whole files.
+//!
+//! `<state>/history/<start, Unix seconds, 12 digits>-<span seconds>.redb` holds the chunks whose
+//! first sample's SourceTimestamp falls in `start..start + span`, and the gap records dated
+//! there. Tables:
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `chunks` | (series id u32, first sample's time µs i64, sequence u64) | (last sample's time µs i64, samples u32, chunk bytes, [`super::chunk`]) |
+//! | `gaps` | (time µs i64, change-log offset u64) | (reason code u8, lost changes u64, 0 = unknown) |
+//! | `meta` | `"ingested_through"` | the change-log offset after the last entry whose samples this file holds |
+//!
+//! Every write is one redb transaction committed with `Durability::Immediate` (its data
+//! `fsync`ed before the commit returns); `ingested_through` is in the same transaction, so a
+//! restart from an older change-log cursor skips what a file already holds (no duplicates).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::chunk::{self, Sample};
+
+/// Chunks: (series, first time µs, sequence) → (last time µs, count, bytes).
+const CHUNKS: TableDefinition<'_, (u32, i64, u64), (i64, u32, &[u8])> =
+    TableDefinition::new("chunks");
+/// Gaps: (time µs, offset) → (reason code, lost changes).
+const GAPS: TableDefinition<'_, (i64, u64), (u8, u64)> = TableDefinition::new("gaps");
+/// Meta: name → number.
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+const INGESTED_THROUGH: &str = "ingested_through";
+
+/// The longest time span one chunk covers: a chunk's first time is at most this before any of
+/// its samples, so a read from `t` looks at chunks starting from `t − MAX_CHUNK_SPAN` on.
+pub const MAX_CHUNK_SPAN_US: i64 = 2 * 3600 * 1_000_000;
+
+/// Most samples in one chunk.
+pub const MAX_CHUNK_SAMPLES: usize = 4096;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryStoreError {
+    /// A file or folder operation failed.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// redb failed (I/O, a damaged file).
+    #[error("{path}: {error}")]
+    Db {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        error: redb::Error,
+    },
+    /// A stored chunk cannot be decoded.
+    #[error("{path}: {error}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: chunk::Damaged,
+    },
+}
+
+/// A gap record the historian keeps: changes the change log does not hold, served as a value
+/// with `Bad_DataLost` (OPC UA Part 11 §6.3.2, Table 8) at `time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredGap {
+    /// When the gap was recorded, µs since the Unix epoch.
+    pub time: i64,
+    /// The change log's offset of the gap record.
+    pub offset: u64,
+    /// Changes lost, when known.
+    pub lost: Option<u64>,
+}
+
+/// What one flush writes into one file.
+#[derive(Debug, Default)]
+pub struct FileWrite {
+    /// Samples per series (any order: they are sorted and cut into chunks here).
+    pub samples: BTreeMap<u32, Vec<Sample>>,
+    /// Gap records.
+    pub gaps: Vec<StoredGap>,
+}
+
+/// One file of the store.
+#[derive(Debug)]
+struct File {
+    path: PathBuf,
+    db: Arc<Database>,
+    span_us: i64,
+    ingested_through: u64,
+}
+
+/// The historian's folder of time-split redb files.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    /// The span of files created from now on, µs.
+    span_us: i64,
+    /// Open files by start time (µs).
+    files: Mutex<BTreeMap<i64, File>>,
+}
+
+fn db_error(path: &Path, error: impl Into<redb::Error>) -> HistoryStoreError {
+    HistoryStoreError::Db {
+        path: path.to_owned(),
+        error: error.into(),
+    }
+}
+
+fn io_error(path: &Path, error: std::io::Error) -> HistoryStoreError {
+    HistoryStoreError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+/// The span of history files for `retention`: an eighth of it, from 1 h to 1 day, in whole hours.
+pub fn span_for(retention: std::time::Duration) -> std::time::Duration {
+    let hours = (retention.as_secs() / 8 / 3600).clamp(1, 24);
+    std::time::Duration::from_secs(hours * 3600)
+}
+
+/// The start (µs) and span (µs) a file name says.
+fn parse_name(name: &str) -> Option<(i64, i64)> {
+    let stem = name.strip_suffix(".redb")?;
+    let (start, span) = stem.split_once('-')?;
+    let (start, span) = (start.parse::<i64>().ok()?, span.parse::<i64>().ok()?);
+    (span > 0).then_some((start * 1_000_000, span * 1_000_000))
+}
+
+fn file_name(start_us: i64, span_us: i64) -> String {
+    format!("{:012}-{}.redb", start_us / 1_000_000, span_us / 1_000_000)
+}
+
+impl Store {
+    /// Opens (creating) the folder `dir` and every history file in it; new files span `span`.
+    ///
+    /// Errors: the folder cannot be created or read, or a file cannot be opened by redb.
+    pub fn open(dir: &Path, span: std::time::Duration) -> Result<Self, HistoryStoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+            let entry = entry.map_err(|e| io_error(dir, e))?;
+            let Some((start, span_us)) = entry.file_name().to_str().and_then(parse_name) else {
+                continue;
+            };
+            let path = entry.path();
+            let file = open_file(&path, span_us)?;
+            files.insert(start, file);
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            span_us: i64::try_from(span.as_micros()).unwrap_or(i64::MAX),
+            files: Mutex::new(files),
+        })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The start (µs) of the file a sample at `time` (µs) goes to: an existing file covering
+    /// it, else a new span-aligned one.
+    pub fn file_for(&self, time: i64) -> i64 {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((start, file)) = files.range(..=time).next_back()
+            && time < start.saturating_add(file.span_us)
+        {
+            return *start;
+        }
+        time.div_euclid(self.span_us) * self.span_us
+    }
+
+    /// The change-log offset up to which file `start` holds its samples (0 when it does not
+    /// exist): a replayed entry before it is already stored.
+    pub fn ingested_through(&self, start: i64) -> u64 {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.get(&start).map_or(0, |f| f.ingested_through)
+    }
+
+    /// The time (µs) of the oldest file's start, if any.
+    pub fn start_of_archive(&self) -> Option<i64> {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.keys().next().copied()
+    }
+
+    /// Writes `write` into file `start` (created when missing) in one transaction that also
+    /// sets its `ingested_through` to `through`; `sequence` makes chunk keys unique (the
+    /// flush's change-log offset). Returns the chunks written.
+    ///
+    /// Errors: redb cannot write or commit (the samples are then not stored; the caller keeps
+    /// its cursor where it was).
+    pub fn write(
+        &self,
+        start: i64,
+        write: FileWrite,
+        through: u64,
+        sequence: u64,
+    ) -> Result<usize, HistoryStoreError> {
+        let (db, path) = {
+            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            if !files.contains_key(&start) {
+                let path = self.dir.join(file_name(start, self.span_us));
+                files.insert(start, open_file(&path, self.span_us)?);
+            }
+            let file = &files[&start];
+            (Arc::clone(&file.db), file.path.clone())
+        };
+        let txn = db.begin_write().map_err(|e| db_error(&path, e))?;
+        let mut chunks = 0;
+        {
+            let mut table = txn.open_table(CHUNKS).map_err(|e| db_error(&path, e))?;
+            let mut seq = sequence << 20;
+            for (series, mut samples) in write.samples {
+                samples.sort_by_key(|s| (s.time, s.server_time));
+                let mut rest = &samples[..];
+                while let Some(first) = rest.first() {
+                    let len = rest
+                        .iter()
+                        .take(MAX_CHUNK_SAMPLES)
+                        .take_while(|s| s.time - first.time < MAX_CHUNK_SPAN_US)
+                        .count();
+                    let (head, tail) = rest.split_at(len);
+                    let bytes = chunk::encode(head);
+                    let last = head[head.len() - 1].time;
+                    table
+                        .insert(
+                            (series, first.time, seq),
+                            (last, head.len() as u32, bytes.as_slice()),
+                        )
+                        .map_err(|e| db_error(&path, e))?;
+                    seq += 1;
+                    chunks += 1;
+                    rest = tail;
+                }
+            }
+            let mut gaps = txn.open_table(GAPS).map_err(|e| db_error(&path, e))?;
+            for gap in &write.gaps {
+                gaps.insert((gap.time, gap.offset), (0u8, gap.lost.unwrap_or(0)))
+                    .map_err(|e| db_error(&path, e))?;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| db_error(&path, e))?;
+            meta.insert(INGESTED_THROUGH, through)
+                .map_err(|e| db_error(&path, e))?;
+        }
+        txn.commit().map_err(|e| db_error(&path, e))?;
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = files.get_mut(&start) {
+            file.ingested_through = file.ingested_through.max(through);
+        }
+        Ok(chunks)
+    }
+
+    /// The samples of `series` with `range.start <= time < range.end` (µs), from every file, in
+    /// no particular order, into `out`; and the gaps dated in the range into `gaps`.
+    ///
+    /// Errors: a file cannot be read or a chunk decoded.
+    pub fn read(
+        &self,
+        series: u32,
+        range: Range<i64>,
+        out: &mut Vec<Sample>,
+        gaps: &mut Vec<StoredGap>,
+    ) -> Result<(), HistoryStoreError> {
+        let overlapping: Vec<(Arc<Database>, PathBuf)> = {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            files
+                .range(..range.end)
+                .filter(|(start, file)| {
+                    start.saturating_add(file.span_us)
+                        > range.start.saturating_sub(MAX_CHUNK_SPAN_US)
+                })
+                .map(|(_, file)| (Arc::clone(&file.db), file.path.clone()))
+                .collect()
+        };
+        let mut decoded = Vec::new();
+        for (db, path) in overlapping {
+            let txn = db.begin_read().map_err(|e| db_error(&path, e))?;
+            match txn.open_table(CHUNKS) {
+                Ok(table) => {
+                    let from = (series, range.start.saturating_sub(MAX_CHUNK_SPAN_US), 0);
+                    let to = (series, range.end, 0);
+                    for item in table.range(from..to).map_err(|e| db_error(&path, e))? {
+                        let (_, value) = item.map_err(|e| db_error(&path, e))?;
+                        let (last, _, bytes) = value.value();
+                        if last < range.start {
+                            continue;
+                        }
+                        decoded.clear();
+                        chunk::decode(bytes, &mut decoded).map_err(|error| {
+                            HistoryStoreError::Damaged {
+                                path: path.clone(),
+                                error,
+                            }
+                        })?;
+                        out.extend(
+                            decoded
+                                .drain(..)
+                                .filter(|s| range.start <= s.time && s.time < range.end),
+                        );
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(db_error(&path, e)),
+            }
+            match txn.open_table(GAPS) {
+                Ok(table) => {
+                    for item in table
+                        .range((range.start, 0)..(range.end, 0))
+                        .map_err(|e| db_error(&path, e))?
+                    {
+                        let (key, value) = item.map_err(|e| db_error(&path, e))?;
+                        let (time, offset) = key.value();
+                        let (_, lost) = value.value();
+                        gaps.push(StoredGap {
+                            time,
+                            offset,
+                            lost: (lost > 0).then_some(lost),
+                        });
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(db_error(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes whole files that ended before `older_than` (µs), then the oldest files while the
+    /// folder holds more than `max_disk` bytes (never the newest). Returns the files deleted.
+    ///
+    /// Errors: a file cannot be deleted or measured.
+    pub fn enforce(&self, older_than: i64, max_disk: u64) -> Result<usize, HistoryStoreError> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut deleted = 0;
+        let expired: Vec<i64> = files
+            .iter()
+            .filter(|(start, file)| start.saturating_add(file.span_us) <= older_than)
+            .map(|(start, _)| *start)
+            .collect();
+        for start in expired {
+            if let Some(file) = files.remove(&start) {
+                std::fs::remove_file(&file.path).map_err(|e| io_error(&file.path, e))?;
+                deleted += 1;
+            }
+        }
+        loop {
+            let mut total = 0u64;
+            for file in files.values() {
+                total += std::fs::metadata(&file.path)
+                    .map_err(|e| io_error(&file.path, e))?
+                    .len();
+            }
+            if total <= max_disk || files.len() <= 1 {
+                break;
+            }
+            if let Some((_, file)) = files.pop_first() {
+                std::fs::remove_file(&file.path).map_err(|e| io_error(&file.path, e))?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Bytes of all files.
+    pub fn disk_bytes(&self) -> u64 {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files
+            .values()
+            .filter_map(|f| std::fs::metadata(&f.path).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Copies every file into `to` as a consistent snapshot: each file's state at a committed
+    /// transaction (a redb read transaction held while its file is copied; writers go on).
+    ///
+    /// Errors: a file cannot be read or written.
+    pub fn snapshot(&self, to: &Path) -> Result<usize, HistoryStoreError> {
+        std::fs::create_dir_all(to).map_err(|e| io_error(to, e))?;
+        let files: Vec<(Arc<Database>, PathBuf, i64, i64)> = {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            files
+                .iter()
+                .map(|(start, f)| (Arc::clone(&f.db), f.path.clone(), *start, f.span_us))
+                .collect()
+        };
+        for (db, path, start, span_us) in &files {
+            let target = to.join(file_name(*start, *span_us));
+            let copy = Database::create(&target).map_err(|e| db_error(&target, e))?;
+            let read = db.begin_read().map_err(|e| db_error(path, e))?;
+            let write = copy.begin_write().map_err(|e| db_error(&target, e))?;
+            copy_table(&read, &write, CHUNKS, path)?;
+            copy_table(&read, &write, GAPS, path)?;
+            copy_table(&read, &write, META, path)?;
+            write.commit().map_err(|e| db_error(&target, e))?;
+        }
+        Ok(files.len())
+    }
+}
+
+/// Copies table `definition` from a read transaction into a write transaction.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &redb::ReadTransaction,
+    write: &redb::WriteTransaction,
+    definition: TableDefinition<'_, K, V>,
+    path: &Path,
+) -> Result<(), HistoryStoreError>
+where
+    for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
+    for<'a> V::SelfType<'a>: std::borrow::Borrow<V::SelfType<'a>>,
+{
+    let source = match read.open_table(definition) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(db_error(path, e)),
+    };
+    let mut target = write
+        .open_table(definition)
+        .map_err(|e| db_error(path, e))?;
+    for item in source.iter().map_err(|e| db_error(path, e))? {
+        let (key, value) = item.map_err(|e| db_error(path, e))?;
+        target
+            .insert(key.value(), value.value())
+            .map_err(|e| db_error(path, e))?;
+    }
+    Ok(())
+}
+
+fn open_file(path: &Path, span_us: i64) -> Result<File, HistoryStoreError> {
+    let db = Database::create(path).map_err(|e| db_error(path, e))?;
+    let ingested_through = {
+        let txn = db.begin_read().map_err(|e| db_error(path, e))?;
+        match txn.open_table(META) {
+            Ok(table) => table
+                .get(INGESTED_THROUGH)
+                .map_err(|e| db_error(path, e))?
+                .map_or(0, |v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(db_error(path, e)),
+        }
+    };
+    Ok(File {
+        path: path.to_owned(),
+        db: Arc::new(db),
+        span_us,
+        ingested_through,
+    })
+}
