@@ -170,6 +170,9 @@ fn answered(values: &Json) -> Vec<(i64, Json, u32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncua_reads_history_raw_and_at_time_with_continuations_bounds_and_roles() {
     let state = tempfile::tempdir().unwrap();
+    // The readings come from the test (with chosen source times); the source never answers.
+    let helpers = twinloom::runtime::Supervisor::new();
+    let plc = common::silent_plc(&helpers).await;
     let config = common::config(&format!(
         r#"
 [daemon]
@@ -192,9 +195,19 @@ properties = [
   {{ name = "pump_on", data_type = "bool" }},
 ]
 
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+poll = "1h"
+timeout = "1h"
+
 [[assets]]
 path = "plant/tank1"
 type = "Tank"
+source = "plc"
+[assets.bindings]
+level = {{ table = "holding", address = 0, encoding = "f32" }}
+pump_on = {{ table = "coil", address = 0 }}
 "#,
         state.path().display(),
         users()
@@ -210,6 +223,7 @@ type = "Tank"
     // timeout (bad, keeping the last value and its time).
     let hour = 3_600_000_000i64;
     let b = (micros(SystemTime::now()) / hour - 2) * hour;
+    let start = *log.subscribe().borrow();
     let first = b - 2500 * 1_000_000;
     for i in 0..5000i64 {
         let time = first + i * 1_000_000;
@@ -237,7 +251,12 @@ type = "Tank"
         Value::Bool(true),
         Some(at(t0 + 10_000_000)),
     )]);
-    let end = *log.subscribe().borrow();
+    // 5 002 changes, each one record of the log.
+    let end = start + 5002;
+    tokio::time::timeout(WAIT, log.subscribe().wait_for(|w| *w >= end))
+        .await
+        .expect("the log writes every change")
+        .unwrap();
     let mut taken = history.taken();
     tokio::time::timeout(WAIT, taken.wait_for(|t| *t >= end))
         .await
@@ -271,7 +290,11 @@ type = "Tank"
     assert_eq!(all["statuses"], json!(["Good"]), "{}", all["statuses"]);
     assert_eq!(answered(&all["values"]), expected);
     let high = operator.ask(&format!("read_raw_history {level_node} {spec}"));
-    assert_eq!(answered(&high["values"]), expected, "asyncua's read_raw_history");
+    assert_eq!(
+        answered(&high["values"]),
+        expected,
+        "asyncua's read_raw_history"
+    );
 
     // Backward, in pages of 10 with continuation points: the same values reversed.
     let spec = json!({"start": first + 94_500_000, "end": first - 500_000, "num": 10});
@@ -329,7 +352,11 @@ type = "Tank"
     // A viewer is not among `readers`.
     let spec = json!({"start": b - hour, "end": b + hour});
     let refused = viewer.ask(&format!("history_raw {level_node} {spec}"));
-    assert_eq!(refused["statuses"], json!(["BadUserAccessDenied"]));
+    assert_eq!(
+        refused["statuses"],
+        json!(["BadUserAccessDenied"]),
+        "{refused}"
+    );
 
     drop((operator, viewer, node_opcua));
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);

@@ -187,8 +187,8 @@ async def history_raw(client, nodeid, spec):
     while True:
         result = await history_read(client, nodeid, details, continuation)
         statuses.append(status_name(result.StatusCode))
-        if result.HistoryData is not None:
-            values.extend(history_values(result.HistoryData.DataValues))
+        # A null HistoryData (a refused node) decodes as an empty ExtensionObject.
+        values.extend(history_values(getattr(result.HistoryData, "DataValues", None)))
         continuation = result.ContinuationPoint
         if not continuation:
             break
@@ -199,7 +199,7 @@ async def history_first(client, nodeid, spec):
     details = raw_details(json.loads(spec))
     first = await history_read(client, nodeid, details)
     answer = {
-        "values": history_values(first.HistoryData.DataValues if first.HistoryData else []),
+        "values": history_values(getattr(first.HistoryData, "DataValues", None)),
         "status": status_name(first.StatusCode),
         "continuation": bool(first.ContinuationPoint),
     }
@@ -226,7 +226,7 @@ async def history_at(client, nodeid, times):
     details.UseSimpleBounds = True
     result = await history_read(client, nodeid, details)
     return {
-        "values": history_values(result.HistoryData.DataValues if result.HistoryData else []),
+        "values": history_values(getattr(result.HistoryData, "DataValues", None)),
         "status": status_name(result.StatusCode),
     }
 
