@@ -23,9 +23,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::chunk::{self, Sample};
 
-/// Chunks: (series, first time µs, sequence) → (last time µs, count, bytes).
-const CHUNKS: TableDefinition<'_, (u32, i64, u64), (i64, u32, &[u8])> =
-    TableDefinition::new("chunks");
+/// A chunk's key: (series, first time µs, sequence).
+type ChunkKey = (u32, i64, u64);
+/// A chunk: (last time µs, samples, bytes).
+type ChunkValue = (i64, u32, &'static [u8]);
+
+/// Chunks by key.
+const CHUNKS: TableDefinition<'_, ChunkKey, ChunkValue> = TableDefinition::new("chunks");
 /// Gaps: (time µs, offset) → (reason code, lost changes).
 const GAPS: TableDefinition<'_, (i64, u64), (u8, u64)> = TableDefinition::new("gaps");
 /// Meta: name → number.
@@ -209,11 +213,13 @@ impl Store {
     ) -> Result<usize, HistoryStoreError> {
         let (db, path) = {
             let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            if !files.contains_key(&start) {
-                let path = self.dir.join(file_name(start, self.span_us));
-                files.insert(start, open_file(&path, self.span_us)?);
-            }
-            let file = &files[&start];
+            let file = match files.entry(start) {
+                std::collections::btree_map::Entry::Occupied(file) => file.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let path = self.dir.join(file_name(start, self.span_us));
+                    slot.insert(open_file(&path, self.span_us)?)
+                }
+            };
             (Arc::clone(&file.db), file.path.clone())
         };
         let txn = db.begin_write().map_err(|e| db_error(&path, e))?;

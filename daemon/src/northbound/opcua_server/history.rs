@@ -421,9 +421,9 @@ fn at_time(
             } else {
                 uncertain
             },
-            before.value.clone(),
+            before.value,
         ),
-        None => interpolated(uncertain, before.value.clone()),
+        None => interpolated(uncertain, before.value),
         Some(after) => {
             let number = |v: &Option<Value>| match v {
                 Some(Value::Float(f)) => Some(*f),
