@@ -53,7 +53,7 @@ pub const LATE_WINDOW_US: i64 = 3600 * 1_000_000;
 pub const FUTURE_TOLERANCE_US: i64 = 60 * 1_000_000;
 
 /// Longest time samples stay in memory before they are written (and the cursor moves).
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Most samples held in memory before a flush (≈ 64 bytes each).
 pub const MAX_BUFFERED: usize = 262_144;
