@@ -1766,7 +1766,10 @@ fn kill_9_during_history_ingest_continues_without_duplicates() {
     let second = run();
     wait_for("the restart's changes", || {
         read_on(&mut reader, &mut seen);
-        seen.iter().filter(|e| matches!(e.record, Record::Started { .. })).count() >= 2
+        seen.iter()
+            .filter(|e| matches!(e.record, Record::Started { .. }))
+            .count()
+            >= 2
             && change_count(&seen) >= before + 1000
     });
     stop(second);
@@ -1807,11 +1810,127 @@ fn kill_9_during_history_ingest_continues_without_duplicates() {
             stored.into_iter().map(|s| (s.time, s.value)).collect();
         let mut logged = logged;
         logged.sort_by_key(|(t, _)| *t);
-        assert_eq!(stored.len(), logged.len(), "series {series}: stored vs logged");
+        assert_eq!(
+            stored.len(),
+            logged.len(),
+            "series {series}: stored vs logged"
+        );
         assert_eq!(stored, logged, "series {series}");
         gaps_seen = gaps.len();
     }
     assert!(gaps_seen >= 1, "the unclean stop is a recorded loss");
+}
+
+/// The samples of every ingest series in the history folder `dir`, each in time order.
+fn history_of(dir: &Path) -> Vec<Vec<twinloom::history::Sample>> {
+    let store = twinloom::history::Store::open(dir, std::time::Duration::from_secs(3600)).unwrap();
+    (0..INGEST_PROPERTIES as u32)
+        .map(|series| {
+            let (mut samples, mut gaps) = (Vec::new(), Vec::new());
+            store
+                .read(series, i64::MIN / 2..i64::MAX / 2, &mut samples, &mut gaps)
+                .unwrap();
+            samples.sort_by_key(|s| (s.time, s.server_time));
+            samples
+        })
+        .collect()
+}
+
+/// `twinloom backup` while the daemon ingests with `[history]`, then `twinloom restore` into
+/// another state folder (refused into the running daemon's): the restored history of every series
+/// is what the daemon had stored up to the backup (a prefix of its final history, nothing else),
+/// holding at least every change before the restored cursor.
+#[test]
+fn a_backup_during_ingest_restores_the_history_up_to_it() {
+    use twinloom::change_log::{Reader, Record};
+    let Plc {
+        device,
+        server,
+        _runtime: _plc_runtime,
+    } = plc(|_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let config = ingest_config(dir.path(), server.addr(), "[history]\nretention = \"8h\"\n");
+    let log = dir.path().join("change-log");
+    let _ingest = Ingest::start(&device);
+    let daemon = Child(
+        bin()
+            .arg("run")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the historian's first flush", || {
+        std::fs::read_to_string(log.join("cursors/history"))
+            .is_ok_and(|c| c.trim().parse::<u64>().is_ok_and(|o| o > 0))
+    });
+    let backup = dir.path().join("backup");
+    let made = bin()
+        .args(["backup", "--to"])
+        .arg(&backup)
+        .arg("--state")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let refused = bin()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--state")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("in use"), "{}", stderr(&refused));
+    stop(daemon);
+    drop(server);
+
+    let restored_state = dir.path().join("restored");
+    let restored = bin()
+        .args(["restore", "--from"])
+        .arg(&backup)
+        .arg("--state")
+        .arg(&restored_state)
+        .output()
+        .unwrap();
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    // No OPC UA server in this configuration: no PKI to back up.
+    for part in ["audit", "change-log/series", "change-log/cursors/history"] {
+        assert!(restored_state.join(part).exists(), "{part} restored");
+    }
+    let cursor: u64 = std::fs::read_to_string(restored_state.join("change-log/cursors/history"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut all = Vec::new();
+    read_on(&mut Reader::new(&log, 0), &mut all);
+    let finals = history_of(&dir.path().join("history"));
+    let backed_up = history_of(&restored_state.join("history"));
+    for (series, (full, part)) in finals.iter().zip(&backed_up).enumerate() {
+        assert!(
+            !part.is_empty(),
+            "series {series}: something was stored before the backup"
+        );
+        assert_eq!(
+            &full[..part.len()],
+            &part[..],
+            "series {series}: a prefix of the history"
+        );
+        let before_cursor = all
+            .iter()
+            .filter(|e| {
+                e.offset < cursor
+                    && matches!(&e.record, Record::Change { series: s, .. } if *s == series as u32)
+            })
+            .count();
+        assert!(
+            part.len() >= before_cursor,
+            "series {series}: {} < {before_cursor}",
+            part.len()
+        );
+    }
 }
 
 /// One failed `fdatasync` of the change log (the `LD_PRELOAD` shim, counting only calls on the

@@ -1,5 +1,7 @@
 //! Wiring: build every component from a validated config, run until asked to stop, drain.
 
+pub mod backup;
+
 pub(crate) mod events;
 
 use std::future::Future;

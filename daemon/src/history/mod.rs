@@ -330,9 +330,17 @@ pub fn start(
         store,
         buffers: Mutex::new(buffers),
         series,
-        taken: tokio::sync::watch::Sender::new(cursor.unwrap_or(0)),
+        taken: tokio::sync::watch::Sender::new(0),
     });
-    let from = cursor.unwrap_or(0);
+    let log_end = *log.subscribe().borrow();
+    let mut from = cursor.unwrap_or(0);
+    let replaced = from > log_end || shared.store.max_ingested() > log_end;
+    if replaced {
+        // The log is not the one this history was read from (restored elsewhere, or the log
+        // folder was removed): read the new log from its start; nothing of it is stored yet.
+        shared.store.forget_ingested();
+        from = 0;
+    }
     events::Opened {
         dir: &dir,
         files,
@@ -343,7 +351,7 @@ pub fn start(
         shared: Arc::clone(&shared),
         log: log.clone(),
         position: from,
-        fresh: cursor.is_none(),
+        fresh: cursor.is_none() || replaced,
         metrics,
         ready,
         retention: config.retention,

@@ -37,6 +37,26 @@ const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 const INGESTED_THROUGH: &str = "ingested_through";
 
+/// The file a writer (the historian's flush and retention, `twinloom backup`) holds an exclusive
+/// `flock(2)` on while it changes or copies the folder's files.
+pub const WRITE_LOCK: &str = "write.lock";
+
+/// Takes the folder's write lock (waiting for it); released when the returned file is dropped.
+///
+/// Errors: the lock file cannot be opened or locked.
+pub fn write_lock(dir: &Path) -> Result<std::fs::File, HistoryStoreError> {
+    let path = dir.join(WRITE_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    file.lock().map_err(|e| io_error(&path, e))?;
+    Ok(file)
+}
+
 /// The longest time span one chunk covers: a chunk's first time is at most this before any of
 /// its samples, so a read from `t` looks at chunks starting from `t − MAX_CHUNK_SPAN` on.
 pub const MAX_CHUNK_SPAN_US: i64 = 2 * 3600 * 1_000_000;
@@ -192,6 +212,26 @@ impl Store {
         files.get(&start).map_or(0, |f| f.ingested_through)
     }
 
+    /// Forgets every file's `ingested_through` (in memory): the change log was replaced (its
+    /// offsets start again below what the files hold, e.g. after a restore on another machine),
+    /// so no entry of it is already stored.
+    pub fn forget_ingested(&self) {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        for file in files.values_mut() {
+            file.ingested_through = 0;
+        }
+    }
+
+    /// The highest `ingested_through` of any file.
+    pub fn max_ingested(&self) -> u64 {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files
+            .values()
+            .map(|f| f.ingested_through)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The time (µs) of the oldest file's start, if any.
     pub fn start_of_archive(&self) -> Option<i64> {
         let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,6 +251,7 @@ impl Store {
         through: u64,
         sequence: u64,
     ) -> Result<usize, HistoryStoreError> {
+        let _lock = write_lock(&self.dir)?;
         let (db, path) = {
             let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
             let file = match files.entry(start) {
@@ -347,6 +388,7 @@ impl Store {
     ///
     /// Errors: a file cannot be deleted or measured.
     pub fn enforce(&self, older_than: i64, max_disk: u64) -> Result<usize, HistoryStoreError> {
+        let _lock = write_lock(&self.dir)?;
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let mut deleted = 0;
         let expired: Vec<i64> = files
@@ -387,60 +429,6 @@ impl Store {
             .map(|m| m.len())
             .sum()
     }
-
-    /// Copies every file into `to` as a consistent snapshot: each file's state at a committed
-    /// transaction (a redb read transaction held while its file is copied; writers go on).
-    ///
-    /// Errors: a file cannot be read or written.
-    pub fn snapshot(&self, to: &Path) -> Result<usize, HistoryStoreError> {
-        std::fs::create_dir_all(to).map_err(|e| io_error(to, e))?;
-        let files: Vec<(Arc<Database>, PathBuf, i64, i64)> = {
-            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            files
-                .iter()
-                .map(|(start, f)| (Arc::clone(&f.db), f.path.clone(), *start, f.span_us))
-                .collect()
-        };
-        for (db, path, start, span_us) in &files {
-            let target = to.join(file_name(*start, *span_us));
-            let copy = Database::create(&target).map_err(|e| db_error(&target, e))?;
-            let read = db.begin_read().map_err(|e| db_error(path, e))?;
-            let write = copy.begin_write().map_err(|e| db_error(&target, e))?;
-            copy_table(&read, &write, CHUNKS, path)?;
-            copy_table(&read, &write, GAPS, path)?;
-            copy_table(&read, &write, META, path)?;
-            write.commit().map_err(|e| db_error(&target, e))?;
-        }
-        Ok(files.len())
-    }
-}
-
-/// Copies table `definition` from a read transaction into a write transaction.
-fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-    read: &redb::ReadTransaction,
-    write: &redb::WriteTransaction,
-    definition: TableDefinition<'_, K, V>,
-    path: &Path,
-) -> Result<(), HistoryStoreError>
-where
-    for<'a> K::SelfType<'a>: std::borrow::Borrow<K::SelfType<'a>>,
-    for<'a> V::SelfType<'a>: std::borrow::Borrow<V::SelfType<'a>>,
-{
-    let source = match read.open_table(definition) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(db_error(path, e)),
-    };
-    let mut target = write
-        .open_table(definition)
-        .map_err(|e| db_error(path, e))?;
-    for item in source.iter().map_err(|e| db_error(path, e))? {
-        let (key, value) = item.map_err(|e| db_error(path, e))?;
-        target
-            .insert(key.value(), value.value())
-            .map_err(|e| db_error(path, e))?;
-    }
-    Ok(())
 }
 
 fn open_file(path: &Path, span_us: i64) -> Result<File, HistoryStoreError> {
