@@ -148,7 +148,7 @@ pub async fn run(
     config.daemon.state_dir = Some(state_dir.clone());
     let handles = app::start(&config).await?;
     say!("Twinloom demo: a simulated bottling plant on loopback");
-    say!("  state (PKI, audit, history)    {}", state_dir.display());
+    say!("  state (PKI, audit)             {}", state_dir.display());
     say!("  line PLC (Modbus TCP)          {}", plant.line_plc.addr());
     say!(
         "  utilities gateway (RTU/TCP)    {}",
