@@ -139,6 +139,10 @@ async fn changes_across_files_read_back_exactly_and_a_replay_stores_nothing_twic
     drop((history, running));
     let files: Vec<_> = std::fs::read_dir(state.path().join(DIR_NAME))
         .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "redb"))
+        })
         .collect();
     assert_eq!(files.len(), 2, "split at the hour boundary");
 
