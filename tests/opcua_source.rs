@@ -963,7 +963,10 @@ async fn check_online_reports_bindings_that_do_not_fit_the_server() {
 
 /// A TCP proxy on 127.0.0.1 between the source and a server that, on command, swallows the
 /// server's OPC UA chunks (Part 6 §7.1.2: 8-byte header, type, size) instead of passing them on —
-/// a Publish response lost on the way, never acknowledged — and cuts every connection.
+/// a Publish response lost on the way, never acknowledged — and cuts every connection. It writes
+/// its own port over the server's in the server's answers (`127.0.0.1:<port>`, ports of equal
+/// length, security None): async-opcua 0.19 matches endpoints ignoring the port
+/// (`url_matches_except_host`) and would connect to the server's own port, around the proxy.
 struct Proxy {
     port: u16,
     swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -989,6 +992,11 @@ impl Proxy {
     /// Forwards every connection `listener` accepts to `upstream`.
     #[allow(clippy::disallowed_methods, reason = "a test peer, not the daemon")]
     fn run(&self, listener: tokio::net::TcpListener, upstream: u16) {
+        let (from, to) = (
+            format!("127.0.0.1:{upstream}").into_bytes(),
+            format!("127.0.0.1:{}", self.port).into_bytes(),
+        );
+        assert_eq!(from.len(), to.len(), "ports of one length");
         let (swallow, swallowed, cut) = (
             self.swallow.clone(),
             self.swallowed.clone(),
@@ -1002,6 +1010,7 @@ impl Proxy {
                 };
                 let (swallow, swallowed, mut cut) =
                     (swallow.clone(), swallowed.clone(), cut.subscribe());
+                let (from, to) = (from.clone(), to.clone());
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let (mut client_rx, mut client_tx) = client.into_split();
@@ -1014,6 +1023,13 @@ impl Proxy {
                             let size = u32::from_le_bytes(header[4..8].try_into().unwrap());
                             let mut body = vec![0; (size as usize).saturating_sub(8)];
                             server_rx.read_exact(&mut body).await?;
+                            let mut at = 0;
+                            while let Some(i) =
+                                body[at..].windows(from.len()).position(|w| w == from)
+                            {
+                                body[at + i..at + i + to.len()].copy_from_slice(&to);
+                                at += i + to.len();
+                            }
                             if swallow.load(std::sync::atomic::Ordering::SeqCst) {
                                 swallowed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 continue;
@@ -1059,8 +1075,7 @@ impl Proxy {
     }
 }
 
-/// node-opcua's counter peer (`tests/peers/node/opcua_counter_server.js`), advertising the
-/// proxy's port.
+/// node-opcua's counter peer (`tests/peers/node/opcua_counter_server.js`).
 struct CounterPeer {
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
@@ -1070,11 +1085,10 @@ struct CounterPeer {
 }
 
 impl CounterPeer {
-    fn start(advertise: u16) -> Self {
+    fn start() -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new("node")
             .arg(common::repo().join("tests/peers/node/opcua_counter_server.js"))
-            .arg(format!("ADVERTISE={advertise}"))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -1082,8 +1096,14 @@ impl CounterPeer {
             .unwrap();
         let stdin = child.stdin.take();
         let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // node-opcua prints its own warnings on stdout first.
         let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
+        while !line.starts_with("LISTENING ") {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 || line.starts_with("ERROR") {
+                panic!("peer did not start: {line}");
+            }
+        }
         let mut parts = line
             .strip_prefix("LISTENING opc.tcp://127.0.0.1:")
             .unwrap_or_else(|| panic!("peer did not start: {line}"))
@@ -1099,15 +1119,43 @@ impl CounterPeer {
         }
     }
 
+    /// Sends `command`; returns the number of its answer `<answer> <n>`.
+    fn command(&mut self, command: &str, answer: &str) -> u64 {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        let mut line = String::new();
+        while !line.starts_with(answer) {
+            line.clear();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "peer ended");
+        }
+        line[answer.len()..]
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{line}"))
+    }
+
     /// Empties the server's retransmission queues; returns how many messages were dropped.
     fn forget(&mut self) -> u64 {
-        use std::io::{BufRead, Write};
-        writeln!(self.stdin.as_mut().unwrap(), "FORGET").unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        line.strip_prefix("FORGOT ")
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{line}"))
+        self.command("FORGET", "FORGOT ")
+    }
+
+    /// Closes every session as if it had timed out, keeping its subscriptions (the source's
+    /// ActivateSession then fails: a new session takes the subscription with
+    /// TransferSubscriptions). node-opcua answers TransferSubscriptions on the *same* session
+    /// with Bad_NothingToDo, on which async-opcua creates the subscription anew (docs/opcua.md).
+    fn expire(&mut self) -> u64 {
+        self.command("EXPIRE", "EXPIRED ")
+    }
+
+    /// Stops the counter (node-opcua does not sample an orphaned subscription's items: values
+    /// changing while no session holds it reach no client); returns its value.
+    fn pause(&mut self) -> u64 {
+        self.command("PAUSE", "PAUSED ")
+    }
+
+    /// Counts again; returns the value.
+    fn resume(&mut self) -> u64 {
+        self.command("RESUME", "RESUMED ")
     }
 }
 
@@ -1165,6 +1213,7 @@ fn counter_log(
     Vec<(u64, bool, std::time::SystemTime)>,
     Vec<twinloom::change_log::GapReason>,
 ) {
+    // Good values only: a bad change keeps the last value (the connection lost).
     use twinloom::change_log::Record;
     let mut reader = handles.change_log.as_ref().expect("the log runs").reader(0);
     let (mut changes, mut gaps) = (Vec::new(), Vec::new());
@@ -1174,8 +1223,9 @@ fn counter_log(
                 value: Some(Value::UInt(v)),
                 late,
                 source_time,
+                quality,
                 ..
-            } => changes.push((v, late, source_time.expect("a source time"))),
+            } if quality.is_good() => changes.push((v, late, source_time.expect("a source time"))),
             Record::Gap { reason, .. } => gaps.push(reason),
             _ => {}
         }
@@ -1200,24 +1250,27 @@ async fn counter_reaches(handles: &twinloom::app::Handles, value: u64) -> u64 {
     sample.value.and_then(|v| v.as_f64()).unwrap() as u64
 }
 
-/// Issue #26: Publish responses lost on the way (never acknowledged), then the connection cut:
-/// async-opcua reconnects (new channel, ActivateSession, TransferSubscriptions), the source sees
+/// Issue #26: Publish responses lost on the way (never acknowledged), the session gone on the
+/// server, the connection cut: async-opcua reconnects (new channel, ActivateSession refused, a new
+/// session, TransferSubscriptions), the source sees
 /// the sequence numbers it skipped and gets them back with Republish. The change log holds every
 /// value of the counter once, the republished ones as late; the twin's value is the newest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_publish_responses_are_republished_into_the_change_log() {
     logs();
     let (proxy, listener) = Proxy::bind().await;
-    let peer = CounterPeer::start(proxy.port);
+    let mut peer = CounterPeer::start();
     proxy.run(listener, peer.port);
     let state = tempfile::tempdir().unwrap();
     let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
     let first = counter_reaches(&handles, 0).await;
     counter_reaches(&handles, first + 3).await;
 
-    // Publish responses swallowed (async-opcua keeps a few Publish requests out), then the
-    // connection cut.
+    // Publish responses swallowed (async-opcua keeps a few Publish requests out), the session
+    // gone on the server (its subscription kept), the connection cut.
     proxy.swallow(2).await;
+    let paused = peer.pause();
+    assert_eq!(peer.expire(), 1);
     proxy.cut();
     common::eventually(
         WAIT,
@@ -1225,8 +1278,9 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
         || "no notification republished".to_owned(),
     )
     .await;
-    let after = counter_reaches(&handles, 0).await;
-    counter_reaches(&handles, after + 5).await;
+    counter_reaches(&handles, paused).await;
+    peer.resume();
+    counter_reaches(&handles, paused + 5).await;
     assert_eq!(source_metric(&handles, "lost_notifications"), 0.0);
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 
@@ -1245,10 +1299,7 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
     // The current value is the newest, and no late change is newer than the change before it.
     let newest = *values.last().unwrap();
     let count = property(&handles, "site/c/count");
-    assert_eq!(
-        handles.twin.sample(count).value,
-        Some(Value::UInt(newest))
-    );
+    assert_eq!(handles.twin.sample(count).value, Some(Value::UInt(newest)));
     let current: Vec<u64> = changes
         .iter()
         .filter(|(_, late, _)| !late)
@@ -1264,7 +1315,7 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
 async fn messages_the_server_no_longer_has_are_a_counted_gap() {
     logs();
     let (proxy, listener) = Proxy::bind().await;
-    let mut peer = CounterPeer::start(proxy.port);
+    let mut peer = CounterPeer::start();
     proxy.run(listener, peer.port);
     let state = tempfile::tempdir().unwrap();
     let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
@@ -1272,7 +1323,11 @@ async fn messages_the_server_no_longer_has_are_a_counted_gap() {
     counter_reaches(&handles, first + 3).await;
 
     proxy.swallow(2).await;
-    assert!(peer.forget() >= 1, "the server held no unacknowledged message");
+    assert!(
+        peer.forget() >= 1,
+        "the server held no unacknowledged message"
+    );
+    assert_eq!(peer.expire(), 1);
     proxy.cut();
     common::eventually(
         WAIT,

@@ -596,13 +596,15 @@ mod tests {
                 t.clone(),
                 any::<bool>(),
             )
-                .prop_map(|(series, value, quality, source, server, late)| Record::Change {
-                    series,
-                    value,
-                    quality,
-                    source_time: source.map(time),
-                    server_time: time(server),
-                    late,
+                .prop_map(|(series, value, quality, source, server, late)| {
+                    Record::Change {
+                        series,
+                        value,
+                        quality,
+                        source_time: source.map(time),
+                        server_time: time(server),
+                        late,
+                    }
                 }),
             // Every stored reason (6, `deleted`, is the reader's own).
             (0u8..7, 0u64..1000, 0u64..10, t.clone()).prop_map(|(r, lost, n, at)| Record::Gap {

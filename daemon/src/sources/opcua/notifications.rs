@@ -268,7 +268,10 @@ mod tests {
     fn gaps_in_sequence_numbers_are_found_wrapping_past_zero() {
         let missing = |first, count| Missing { first, count };
         // In order, keep-alives carrying the next number: nothing missing.
-        assert_eq!(run(&[(1, false), (2, false), (3, true), (3, false), (4, true)]), []);
+        assert_eq!(
+            run(&[(1, false), (2, false), (3, true), (3, false), (4, true)]),
+            []
+        );
         // 3 and 4 lost.
         assert_eq!(run(&[(1, false), (2, false), (5, false)]), [missing(3, 2)]);
         // 3 lost, then a keep-alive announcing 4.

@@ -54,7 +54,12 @@ impl Republisher {
 impl OpcUaClient {
     /// Takes a gap the callback found: its first [`MAX_REPUBLISH_PER_GAP`] numbers are asked for,
     /// the rest are lost at once.
-    pub(super) fn missing(&self, republisher: &mut Republisher, missing: Missing, subscription: u32) {
+    pub(super) fn missing(
+        &self,
+        republisher: &mut Republisher,
+        missing: Missing,
+        subscription: u32,
+    ) {
         let asked = missing.count.min(MAX_REPUBLISH_PER_GAP);
         republisher
             .pending

@@ -731,14 +731,20 @@ impl OpcUaClient {
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if connected && republisher.has_work() {
-                match self.republish(&mut republisher, session, events, subscription).await {
+                match self
+                    .republish(&mut republisher, session, events, subscription)
+                    .await
+                {
                     Ok(()) => {}
                     Err(ConnectionDown::Lost(status)) => {
                         connected = false;
                         self.link.clear();
                         if !stalled {
-                            events::ConnectionLost { source: &self.config.id, status: &status }
-                                .emit(&self.connected, &self.ready);
+                            events::ConnectionLost {
+                                source: &self.config.id,
+                                status: &status,
+                            }
+                            .emit(&self.connected, &self.ready);
                             self.mark_all(QualityReason::NoConnection);
                         }
                     }
