@@ -457,7 +457,8 @@ fn notification_workload(kind: &str) {
                     ]
                 })
                 .collect();
-            let mut path = twinloom::sources::opcua::NotificationPath::new(Arc::clone(&twin), by_handle);
+            let mut path =
+                twinloom::sources::opcua::NotificationPath::new(Arc::clone(&twin), by_handle);
             let mut subscriber = twin.subscribe(twinloom::twin::Filter::All, 4096);
             let mut changes = Vec::new();
             for bytes in &messages {
