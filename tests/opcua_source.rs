@@ -183,13 +183,17 @@ impl Peer {
             stdout,
             endpoint: String::new(),
         };
-        let line = peer.line();
-        if !line.starts_with("LISTENING ") {
-            let mut rest = String::new();
-            for _ in 0..20 {
-                rest.push_str(&peer.line());
-            }
-            panic!("peer did not start: {line}{rest}");
+        // node-opcua may print its own warnings on stdout first (`[NODE-OPCUA-W27] node
+        // version …`, seen when two node peers start at once).
+        let mut line = peer.line();
+        let mut before = String::new();
+        while !line.starts_with("LISTENING ") {
+            assert!(
+                !line.is_empty() && !line.starts_with("ERROR"),
+                "peer did not start: {before}{line}"
+            );
+            before.push_str(&line);
+            line = peer.line();
         }
         peer.endpoint = line
             .split_whitespace()
@@ -505,13 +509,17 @@ impl WritePeer {
             stdout,
             endpoint: String::new(),
         };
-        let line = peer.line();
-        if !line.starts_with("LISTENING ") {
-            let mut rest = String::new();
-            for _ in 0..20 {
-                rest.push_str(&peer.line());
-            }
-            panic!("peer did not start: {line}{rest}");
+        // node-opcua may print its own warnings on stdout first (`[NODE-OPCUA-W27] node
+        // version …`, seen when two node peers start at once).
+        let mut line = peer.line();
+        let mut before = String::new();
+        while !line.starts_with("LISTENING ") {
+            assert!(
+                !line.is_empty() && !line.starts_with("ERROR"),
+                "peer did not start: {before}{line}"
+            );
+            before.push_str(&line);
+            line = peer.line();
         }
         peer.endpoint = line
             .strip_prefix("LISTENING ")
