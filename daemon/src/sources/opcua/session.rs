@@ -731,10 +731,13 @@ impl OpcUaClient {
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if connected && republisher.has_work() {
-                match self
-                    .republish(&mut republisher, session, events, subscription)
-                    .await
-                {
+                // Raced against the token: a server slow to answer Republish must not hold up a
+                // shutdown (the session is closed on the way out as always).
+                let republished = tokio::select! {
+                    () = token.cancelled() => return (Ok(()), connected),
+                    republished = self.republish(&mut republisher, session, events, subscription) => republished,
+                };
+                match republished {
                     Ok(()) => {}
                     Err(ConnectionDown::Lost(status)) => {
                         connected = false;
