@@ -29,6 +29,8 @@ pub struct Config {
     pub admin_http: Option<AdminHttpConfig>,
     /// `[change_log]`: the change log, when present.
     pub change_log: Option<ChangeLogConfig>,
+    /// `[northbound.*]`: northbound services configured under `[northbound]` (Sparkplug B).
+    pub northbound: NorthboundConfig,
     /// `[[sources.<kind>]]`: connections to PLCs, in file order.
     pub sources: Vec<SourceConfig>,
     /// `[[types]]`: asset types.
@@ -149,6 +151,7 @@ pub enum LogFormat {
 pub use super::admin_http::AdminHttpConfig;
 pub use super::change_log::ChangeLogConfig;
 pub use super::opcua_server::{OpcUaServerConfig, Role, UserConfig};
+pub use super::sparkplug::NorthboundConfig;
 /// The `[twin]` and `[[types]]` sections are the twin's own declarations; they are defined there.
 pub use crate::twin::spec::{
     Access, DataType, DeadbandConfig, PropertyConfig, TwinConfig, TypeConfig,
