@@ -44,7 +44,7 @@ pub struct Handles {
     pub running: Arc<std::sync::Mutex<RunningSources>>,
     /// The running plugins (for hot reload).
     pub plugins: PluginHandles,
-    /// The change log, when `[change_log]` is configured and it opened.
+    /// The change log, when `[change_log]` or a consumer of it is configured and it opened.
     pub change_log: Option<crate::change_log::ChangeLog>,
 }
 
@@ -196,10 +196,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         state_dir: &state_dir,
     };
     // Before any source: the log's tap sees every change from the first.
+    // Runs when configured, or when a consumer of it is (`Config::change_log_config`).
     let change_log = config
-        .change_log
-        .as_ref()
-        .and_then(|log| crate::change_log::start(log, context));
+        .change_log_config()
+        .and_then(|log| crate::change_log::start(&log, context));
     let interlocks = interlocks(config, twin.model())?;
     // One password pool for every service's logins, off the blocking pool plugins run on.
     let logins = LoginPool::start(login_threads(), LOGIN_QUEUE, metrics.set())
@@ -262,6 +262,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         }
         None => None,
     };
+    if let Some(sparkplug) = &config.northbound.sparkplug
+        && let Err(error) = crate::northbound::sparkplug::start(
+            sparkplug,
+            config.base_dir(),
+            control.clone(),
+            change_log.clone(),
+            context,
+        )
+    {
+        supervisor.shutdown(config.daemon.shutdown_timeout).await;
+        return Err(error);
+    }
     let sweeper = Arc::clone(&twin);
     supervisor.spawn("twin-stale-sweep", move |token| async move {
         let mut tick = tokio::time::interval(STALE_SWEEP_INTERVAL);

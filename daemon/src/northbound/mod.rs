@@ -8,3 +8,4 @@
 pub mod admin_http;
 pub mod login;
 pub mod opcua_server;
+pub mod sparkplug;
