@@ -375,7 +375,8 @@ async fn tck_id_payloads_dbirth_decoded_by_eclipse_tahu() {
     let level = metrics.iter().find(|m| m["name"] == json!("level")).unwrap();
     assert_eq!(level["type"], json!("Double"));
     assert_eq!(level["properties"]["engUnit"]["value"], json!("°C"));
-    assert_eq!(level["properties"]["engHigh"]["value"], json!(100.0));
+    assert_eq!(level["properties"]["engHigh"]["value"].as_f64(), Some(100.0));
+    assert_eq!(level["properties"]["engHigh"]["type"], json!("Double"));
     let count = metrics.iter().find(|m| m["name"] == json!("count")).unwrap();
     assert_eq!(count["type"], json!("UInt64"));
     handles.supervisor.shutdown(Duration::from_secs(5)).await;

@@ -73,6 +73,10 @@ pub(super) struct Node {
     sent_upto: u64,
     /// Changes the log lost, as published in `Twinloom/Change Log Gaps`.
     gaps: u64,
+    /// The offset confirmed by the last marker's PUBACK (kept across sessions), and the one
+    /// last committed as the cursor.
+    confirmed: Option<u64>,
+    committed: u64,
 }
 
 /// How a session ended.
@@ -148,6 +152,8 @@ impl Node {
             armed,
             sent_upto: 0,
             gaps: 0,
+            confirmed: None,
+            committed: 0,
         }
     }
 
@@ -243,12 +249,13 @@ impl Node {
             inflight: HashMap::new(),
             commands: FuturesUnordered::new(),
         };
-        let driver = drive(eventloop, control_tx, incoming_tx);
         let label = server_label(server);
-        let logic = self.online(&mut session, control_rx, incoming_rx, token, backoff, &label);
-        tokio::pin!(driver);
-        tokio::pin!(logic);
-        tokio::select! {
+        let ended = {
+            let driver = drive(eventloop, control_tx, incoming_tx);
+            let logic = self.online(&mut session, control_rx, incoming_rx, token, backoff, &label);
+            tokio::pin!(driver);
+            tokio::pin!(logic);
+            tokio::select! {
             error = &mut driver => Ended::Lost(error),
             ended = &mut logic => {
                 // The logic ended (stop or host offline) after asking for DISCONNECT: let the
@@ -256,6 +263,21 @@ impl Node {
                 let _ = tokio::time::timeout(STOP_GRACE, &mut driver).await;
                 ended
             }
+            }
+        };
+        self.commit(true);
+        ended
+    }
+
+    /// Commits the confirmed offset as the cursor when it moved: at most every
+    /// [`COMMIT_INTERVAL`], or now with `force`.
+    fn commit(&mut self, force: bool) {
+        let (Some(log), Some(confirmed)) = (&self.parts.change_log, self.confirmed) else {
+            return;
+        };
+        if confirmed > self.committed || force && confirmed != self.committed {
+            commit(log, confirmed);
+            self.committed = confirmed;
         }
     }
 
@@ -326,12 +348,19 @@ impl Node {
         };
         let mut written = log.subscribe();
         let boundary = *written.borrow_and_update();
-        let cursor = crate::change_log::cursors(log.dir())
-            .ok()
-            .and_then(|c| c.get(CURSOR).copied());
+        let cursor = match self.confirmed {
+            Some(confirmed) => Some(confirmed),
+            None => crate::change_log::cursors(log.dir())
+                .ok()
+                .and_then(|c| c.get(CURSOR).copied()),
+        };
         // No cursor yet: the backlog starts now (the log's history before Sparkplug was
-        // configured is not published).
+        // configured is not published), and the cursor says so at once.
         let cursor = cursor.unwrap_or(boundary).min(boundary);
+        if self.confirmed.is_none() {
+            self.confirmed = Some(cursor);
+            self.commit(true);
+        }
         if cursor < self.sent_upto {
             self.parts
                 .metrics
@@ -350,8 +379,7 @@ impl Node {
         .emit(&self.parts.ready);
         let mut history = (cursor < boundary).then(|| log.reader(cursor));
         let mut live = log.reader(boundary);
-        let mut confirmed = cursor;
-        let mut committed = (cursor, Instant::now());
+        let mut last_commit = Instant::now();
         let mut marked = cursor;
         let mut tick = tokio::time::interval(config.report_window);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -364,7 +392,7 @@ impl Node {
                     let result = self.flush_all(s).await;
                     let at = history.as_ref().map_or(live.position(), Reader::position);
                     let mark = if result.is_ok() && at > marked { Some(at) } else { None };
-                    return self.stop(s, &mut control, mark.map(|m| (m, log.clone()))).await;
+                    return self.stop(s, &mut control, mark).await;
                 }
                 event = control.recv() => match event {
                     Some(Control::Sent(pkid)) => {
@@ -375,20 +403,15 @@ impl Node {
                     Some(Control::PubAck(pkid)) => {
                         if let Some(Pending::Marker { offset, sent }) = s.inflight.remove(&pkid) {
                             self.parts.metrics.puback.observe(sent.elapsed().as_secs_f64());
-                            confirmed = confirmed.max(offset);
-                            if confirmed > committed.0 && committed.1.elapsed() >= COMMIT_INTERVAL {
-                                commit(&log, confirmed);
-                                committed = (confirmed, Instant::now());
+                            self.confirmed = Some(self.confirmed.unwrap_or(0).max(offset));
+                            if last_commit.elapsed() >= COMMIT_INTERVAL {
+                                self.commit(false);
+                                last_commit = Instant::now();
                             }
                         }
                     }
                     Some(_) => {}
-                    None => {
-                        if confirmed > committed.0 {
-                            commit(&log, confirmed);
-                        }
-                        return Ended::Lost("the MQTT event loop ended".into());
-                    }
+                    None => return Ended::Lost("the MQTT event loop ended".into()),
                 },
                 publish = incoming.recv() => {
                     let Some(publish) = publish else {
@@ -396,9 +419,6 @@ impl Node {
                     };
                     match self.command(s, &publish, &mut host).await {
                         Ok(true) => {
-                            if confirmed > committed.0 {
-                                commit(&log, confirmed);
-                            }
                             let id = config.primary_host_id.as_deref().unwrap_or_default();
                             let ended = self.stop(s, &mut control, None).await;
                             events::HostOffline { host: id }.emit(&self.parts.ready);
@@ -909,10 +929,10 @@ impl Node {
         &mut self,
         s: &mut Session,
         control: &mut mpsc::UnboundedReceiver<Control>,
-        mark: Option<(u64, ChangeLog)>,
+        mark: Option<u64>,
     ) -> Ended {
-        if let Some((offset, _)) = &mark
-            && self.marker(s, *offset).await.is_err()
+        if let Some(offset) = mark
+            && self.marker(s, offset).await.is_err()
         {
             return Ended::Lost("cannot publish the last marker".into());
         }
@@ -946,8 +966,8 @@ impl Node {
             }
         })
         .await;
-        if let (Some(offset), Some((_, log))) = (confirmed, &mark) {
-            commit(log, offset);
+        if let Some(offset) = confirmed {
+            self.confirmed = Some(self.confirmed.unwrap_or(0).max(offset));
         }
         let _ = s.client.disconnect().await;
         let _ = tokio::time::timeout(STOP_GRACE, async {
