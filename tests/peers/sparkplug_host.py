@@ -18,12 +18,13 @@ Commands on stdin, one JSON object per line:
   {"ncmd": {"name": ..., "value": ...}}      NCMD of a Boolean metric
   {"dcmd": {"device": ..., "name": ..., "datatype": "DOUBLE", "value": ...}}
   {"state": {"host": ..., "online": bool, "timestamp": int}}   retained STATE, QoS 1
-Prints {"ready": true} once subscribed. Exits when stdin closes.
+Prints {"started": true} before it connects and {"ready": true} once subscribed. Exits when stdin closes.
 """
 
 import json
 import sys
 import threading
+import time
 
 import pysparkplug as sp
 from paho.mqtt import client as paho_mqtt
@@ -176,7 +177,18 @@ def main():
     client.on_message = on_message
     client.on_subscribe = on_subscribe
     client.on_connect = lambda c, u, f, rc: c.subscribe("spBv1.0/#", qos=1)
-    client.connect("127.0.0.1", port, keepalive=30)
+    # The broker may not be up yet (a test restarting it starts the host first, so the host
+    # subscribes before the edge node, whose reconnects back off, births): try every 20 ms.
+    out({"started": True})
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.connect("127.0.0.1", port, keepalive=30)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     client.loop_start()
     for line in sys.stdin:
         line = line.strip()

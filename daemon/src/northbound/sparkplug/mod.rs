@@ -3,7 +3,8 @@
 //! latency, never data.
 //!
 //! - **Session** ([`node`]): MQTT 3.1.1 with `rumqttc`, Clean Session, a Will on `NDEATH` with
-//!   `bdSeq` (persisted in `<state dir>/sparkplug/bdseq`, +1 per CONNECT, 255 → 0), `NCMD` and
+//!   `bdSeq` (persisted in `<state dir>/sparkplug/bdseq`, +1 per CONNECT the broker accepted,
+//!   255 → 0: an attempt that got no CONNACK registered no Will and its bdSeq is used again), `NCMD` and
 //!   `DCMD` subscribed at QoS 1; `NBIRTH` then a `DBIRTH` per asset; `seq` 0–255 on every
 //!   message but NDEATH; a graceful stop publishes NDEATH, then DISCONNECT (Sparkplug 3.0 §5).
 //! - **Devices** ([`Devices`]): each asset is a device whose id is its path with `/` as `:`;

@@ -77,6 +77,11 @@ pub(super) struct Node {
     /// last committed as the cursor.
     confirmed: Option<u64>,
     committed: u64,
+    /// A bdSeq whose CONNECT was never accepted (no CONNACK: the broker registered no Will),
+    /// used again by the next attempt.
+    unused_bd_seq: Option<u8>,
+    /// Whether the current session got its CONNACK.
+    accepted: bool,
 }
 
 /// How a session ended.
@@ -154,12 +159,28 @@ impl Node {
             gaps: 0,
             confirmed: None,
             committed: 0,
+            unused_bd_seq: None,
+            accepted: false,
         }
     }
 
     /// Sessions until `token` is cancelled: each failure waits the shared backoff, then the
     /// next server in order.
     pub async fn run(mut self, token: CancellationToken) -> anyhow::Result<()> {
+        // The cursor, or, the first time, the log's end (its history from before Sparkplug was
+        // configured is not published), committed at once: what changes from now on while no
+        // session is up is backlog.
+        if let Some(log) = &self.parts.change_log {
+            let cursor = crate::change_log::cursors(log.dir())
+                .ok()
+                .and_then(|c| c.get(CURSOR).copied());
+            let start = cursor.unwrap_or(*log.subscribe().borrow());
+            if cursor.is_none() {
+                commit(log, start);
+            }
+            self.confirmed = Some(start);
+            self.committed = start;
+        }
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut server_index = 0;
         let mut first = true;
@@ -231,10 +252,14 @@ impl Node {
         token: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Ended {
-        let bd_seq = match super::next_bd_seq(&self.parts.state_dir) {
-            Ok(v) => v,
-            Err(e) => return Ended::Lost(format!("cannot persist bdSeq: {e}")),
+        let bd_seq = match self.unused_bd_seq.take() {
+            Some(v) => v,
+            None => match super::next_bd_seq(&self.parts.state_dir) {
+                Ok(v) => v,
+                Err(e) => return Ended::Lost(format!("cannot persist bdSeq: {e}")),
+            },
         };
+        self.accepted = false;
         let (client, eventloop) = AsyncClient::new(self.options(server, bd_seq), REQUEST_QUEUE);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
@@ -266,6 +291,9 @@ impl Node {
             }
         };
         self.commit(true);
+        if !self.accepted {
+            self.unused_bd_seq = Some(bd_seq);
+        }
         ended
     }
 
@@ -275,7 +303,7 @@ impl Node {
         let (Some(log), Some(confirmed)) = (&self.parts.change_log, self.confirmed) else {
             return;
         };
-        if confirmed > self.committed || force && confirmed != self.committed {
+        if confirmed > self.committed || (force && confirmed != self.committed) {
             commit(log, confirmed);
             self.committed = confirmed;
         }
@@ -297,7 +325,10 @@ impl Node {
             tokio::select! {
                 () = token.cancelled() => return Ended::Stopped,
                 event = control.recv() => match event {
-                    Some(Control::ConnAck) => break,
+                    Some(Control::ConnAck) => {
+                        self.accepted = true;
+                        break;
+                    }
                     Some(_) => {}
                     None => return Ended::Lost("the MQTT event loop ended".into()),
                 },
@@ -348,19 +379,7 @@ impl Node {
         };
         let mut written = log.subscribe();
         let boundary = *written.borrow_and_update();
-        let cursor = match self.confirmed {
-            Some(confirmed) => Some(confirmed),
-            None => crate::change_log::cursors(log.dir())
-                .ok()
-                .and_then(|c| c.get(CURSOR).copied()),
-        };
-        // No cursor yet: the backlog starts now (the log's history before Sparkplug was
-        // configured is not published), and the cursor says so at once.
-        let cursor = cursor.unwrap_or(boundary).min(boundary);
-        if self.confirmed.is_none() {
-            self.confirmed = Some(cursor);
-            self.commit(true);
-        }
+        let cursor = self.confirmed.unwrap_or(boundary).min(boundary);
         if cursor < self.sent_upto {
             self.parts
                 .metrics
