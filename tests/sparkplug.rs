@@ -79,7 +79,10 @@ impl Broker {
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         // Waits on the event "the broker accepts": each try blocks in connect until refused.
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {addr}"
+            );
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                 panic!("mosquitto exited: {status}");
             }
@@ -172,7 +175,7 @@ impl Host {
         }
     }
 
-    fn send(&mut self, command: Json) {
+    fn send(&mut self, command: &Json) {
         let stdin = self.child.stdin.as_mut().unwrap();
         writeln!(stdin, "{command}").unwrap();
         stdin.flush().unwrap();
@@ -269,10 +272,17 @@ process.stdout.write(JSON.stringify(payload, (k, v) => typeof v === "bigint" ? v
         .arg("-e")
         .arg(script)
         .arg(hex)
-        .env("NODE_PATH", common::repo().join("tests/peers/node/node_modules"))
+        .env(
+            "NODE_PATH",
+            common::repo().join("tests/peers/node/node_modules"),
+        )
         .output()
         .expect("node runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -315,8 +325,13 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
     // birth) within poll + window + 50 ms.
     common::eventually(
         WAIT,
-        || handles.twin.sample(common::property(&handles, "site/tank1/level")).value
-            == Some(twinloom::twin::Value::Float(21.5)),
+        || {
+            handles
+                .twin
+                .sample(common::property(&handles, "site/tank1/level"))
+                .value
+                == Some(twinloom::twin::Value::Float(21.5))
+        },
         || "level read".into(),
     )
     .await;
@@ -331,14 +346,10 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
     let ddata = host
         .next(|l| {
             l["type"] == json!("DDATA")
-                && l["metrics"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|m| {
-                        m["alias"] == json!(alias)
-                            && m["value"].as_f64().is_some_and(|v| (v - 33.3).abs() < 1e-9)
-                    })
+                && l["metrics"].as_array().unwrap().iter().any(|m| {
+                    m["alias"] == json!(alias)
+                        && m["value"].as_f64().is_some_and(|v| (v - 33.3).abs() < 1e-9)
+                })
         })
         .await;
     let took = changed.elapsed();
@@ -347,7 +358,11 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
         "DDATA {took:?} after the change: more than poll + window + 50 ms (+ one poll of phase)"
     );
     assert_eq!(ddata["qos"], json!(0), "tck-id-topics-ddata-mqtt");
-    assert_eq!(ddata["metrics"][0]["name"], json!("level"), "resolved from the alias");
+    assert_eq!(
+        ddata["metrics"][0]["name"],
+        json!("level"),
+        "resolved from the alias"
+    );
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     // Graceful stop: NDEATH with the same bdSeq, then DISCONNECT.
     let death = host.next(is("NDEATH")).await;
@@ -362,7 +377,14 @@ async fn tck_id_payloads_dbirth_decoded_by_eclipse_tahu() {
     // A raw subscriber gets the birth's bytes: mosquitto_sub prints the payload as hex.
     let mut sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .args(["-t", "spBv1.0/plant-a/DBIRTH/twinloom-1/#", "-C", "1", "-F", "%x"])
+        .args([
+            "-t",
+            "spBv1.0/plant-a/DBIRTH/twinloom-1/#",
+            "-C",
+            "1",
+            "-F",
+            "%x",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -385,12 +407,21 @@ async fn tck_id_payloads_dbirth_decoded_by_eclipse_tahu() {
     let hex = tokio::time::timeout(WAIT, out).await.unwrap().unwrap();
     let decoded = tahu_decode(hex.trim());
     let metrics = decoded["metrics"].as_array().unwrap();
-    let level = metrics.iter().find(|m| m["name"] == json!("level")).unwrap();
+    let level = metrics
+        .iter()
+        .find(|m| m["name"] == json!("level"))
+        .unwrap();
     assert_eq!(level["type"], json!("Double"));
     assert_eq!(level["properties"]["engUnit"]["value"], json!("°C"));
-    assert_eq!(level["properties"]["engHigh"]["value"].as_f64(), Some(100.0));
+    assert_eq!(
+        level["properties"]["engHigh"]["value"].as_f64(),
+        Some(100.0)
+    );
     assert_eq!(level["properties"]["engHigh"]["type"], json!("Double"));
-    let count = metrics.iter().find(|m| m["name"] == json!("count")).unwrap();
+    let count = metrics
+        .iter()
+        .find(|m| m["name"] == json!("count"))
+        .unwrap();
     assert_eq!(count["type"], json!("UInt64"));
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
@@ -410,10 +441,13 @@ async fn tck_id_operational_behavior_data_commands_rebirth_keeps_bd_seq() {
     .await;
     let first = host.next(is("NBIRTH")).await;
     host.next(is("DBIRTH")).await;
-    host.send(json!({"rebirth": true}));
+    host.send(&json!({"rebirth": true}));
     let again = host.next(is("NBIRTH")).await;
     assert_eq!(again["seq"], json!(0));
-    assert_eq!(again["bd_seq"], first["bd_seq"], "same bdSeq: no new MQTT session");
+    assert_eq!(
+        again["bd_seq"], first["bd_seq"],
+        "same bdSeq: no new MQTT session"
+    );
     let dbirth = host.next(is("DBIRTH")).await;
     assert_eq!(dbirth["seq"], json!(1));
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
@@ -458,7 +492,7 @@ async fn tck_id_topics_nbirth_bdseq_increment_after_a_broker_restart() {
     )))
     .await;
     let mut host = Host::start(broker.port).await;
-    host.send(json!({"rebirth": true}));
+    host.send(&json!({"rebirth": true}));
     let before = host.next(is("NBIRTH")).await["bd_seq"].as_u64().unwrap();
     drop(host);
     broker.stop();
@@ -467,7 +501,7 @@ async fn tck_id_topics_nbirth_bdseq_increment_after_a_broker_restart() {
     host.ready().await;
     // Should the node have born again before the host subscribed, it asks for a rebirth
     // (same bdSeq as the new session's).
-    host.send(json!({"rebirth": true}));
+    host.send(&json!({"rebirth": true}));
     let after = host.next(is("NBIRTH")).await;
     assert_eq!(after["bd_seq"].as_u64(), Some(before + 1));
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
@@ -490,7 +524,7 @@ async fn store_and_forward_loses_nothing_while_the_broker_is_down() {
     .await;
     let count = common::property(&handles, "site/tank1/count");
     let mut host = Host::start(broker.port).await;
-    host.send(json!({"rebirth": true}));
+    host.send(&json!({"rebirth": true}));
     host.next(is("DBIRTH")).await;
     broker.stop();
     // 10 changes per second, each seen by the twin (so each is in the change log).
@@ -514,10 +548,7 @@ async fn store_and_forward_loses_nothing_while_the_broker_is_down() {
             tokio::time::Instant::now() < deadline,
             "got {historical:?} of {OUTAGE_CHANGES} historical values"
         );
-        let Some(line) = host
-            .next_within(Duration::from_secs(1), is("DDATA"))
-            .await
-        else {
+        let Some(line) = host.next_within(Duration::from_secs(1), is("DDATA")).await else {
             continue;
         };
         for m in line["metrics"].as_array().unwrap() {
@@ -531,8 +562,14 @@ async fn store_and_forward_loses_nothing_while_the_broker_is_down() {
     }
     let values: Vec<u64> = historical.iter().map(|(_, v)| *v).collect();
     let expected: Vec<u64> = (0..OUTAGE_CHANGES).map(|i| u64::from(1000 + i)).collect();
-    assert_eq!(values, expected, "every change, in order, each once from the backlog");
-    assert!(historical.windows(2).all(|w| w[0].0 <= w[1].0), "source time order");
+    assert_eq!(
+        values, expected,
+        "every change, in order, each once from the backlog"
+    );
+    assert!(
+        historical.windows(2).all(|w| w[0].0 <= w[1].0),
+        "source time order"
+    );
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -567,7 +604,7 @@ async fn tck_id_message_flow_edge_node_birth_publish_phid_wait_then_backlog() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    host.send(json!({"state": {"host": "scada", "online": true, "timestamp": now}}));
+    host.send(&json!({"state": {"host": "scada", "online": true, "timestamp": now}}));
     let nbirth = host.next(is("NBIRTH")).await;
     assert_eq!(nbirth["seq"], json!(0));
     host.next(is("DBIRTH")).await;
@@ -582,7 +619,7 @@ async fn tck_id_message_flow_edge_node_birth_publish_phid_wait_then_backlog() {
     })
     .await;
     // Offline: NDEATH, then a new session that waits again.
-    host.send(json!({"state": {"host": "scada", "online": false, "timestamp": now + 1}}));
+    host.send(&json!({"state": {"host": "scada", "online": false, "timestamp": now + 1}}));
     host.next(is("NDEATH")).await;
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
@@ -605,17 +642,27 @@ async fn tck_id_operational_behavior_data_commands_dcmd_through_the_control_gate
     common::wait_for(&handles, setpoint, WAIT, |s| s.quality.is_good()).await;
     let dcmd = json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}});
     // Disarmed: refused by the gate (rule `disarmed`), nothing written.
-    host.send(dcmd.clone());
+    host.send(&dcmd);
     let metrics = || async {
         let text = handles.metrics.encode();
-        common::metric(&text, "twinloom_sparkplug_commands_total{outcome=\"refused\"}")
+        common::metric(
+            &text,
+            "twinloom_sparkplug_commands_total{outcome=\"refused\"}",
+        )
     };
     let deadline = tokio::time::Instant::now() + WAIT;
     while metrics().await < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "the DCMD was not decided");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the DCMD was not decided"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(device.holding(2, 1), vec![100], "nothing written while disarmed");
+    assert_eq!(
+        device.holding(2, 1),
+        vec![100],
+        "nothing written while disarmed"
+    );
     handles
         .control
         .arm(twinloom::control::Origin::Admin {
@@ -623,10 +670,12 @@ async fn tck_id_operational_behavior_data_commands_dcmd_through_the_control_gate
         })
         .await
         .unwrap();
-    host.send(dcmd);
-    common::eventually(WAIT, || device.holding(2, 1) == vec![250], || {
-        format!("setpoint register {:?}", device.holding(2, 1))
-    })
+    host.send(&dcmd);
+    common::eventually(
+        WAIT,
+        || device.holding(2, 1) == vec![250],
+        || format!("setpoint register {:?}", device.holding(2, 1)),
+    )
     .await;
     // Audited with origin sparkplug.
     let audit = std::fs::read_dir(state.join("audit"))
@@ -651,14 +700,21 @@ async fn a_dcmd_is_refused_unless_accept_commands() {
     )))
     .await;
     host.next(is("DBIRTH")).await;
-    host.send(json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}}));
+    host.send(&json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}}));
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let text = handles.metrics.encode();
-        if common::metric(&text, "twinloom_sparkplug_commands_total{outcome=\"not-accepted\"}") >= 1.0 {
+        if common::metric(
+            &text,
+            "twinloom_sparkplug_commands_total{outcome=\"not-accepted\"}",
+        ) >= 1.0
+        {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the DCMD was not refused");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the DCMD was not refused"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(device.holding(2, 1), vec![100]);
@@ -679,7 +735,10 @@ async fn logged(state: &Path, value: twinloom::twin::Value) {
                 return;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "{value:?} not in the change log");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{value:?} not in the change log"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -773,5 +832,9 @@ async fn a_reload_that_adds_a_property_births_again() {
         .await;
     metric(&dbirth, "extra");
     assert_ne!(again["bd_seq"], first["bd_seq"], "a new session");
-    daemon.handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    daemon
+        .handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
 }

@@ -186,7 +186,12 @@ impl SparkplugTlsConfig {
             let path = base.join(path);
             CertificateDer::pem_file_iter(&path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cannot read a PEM certificate from `{}`: {e}", path.display()))
+                .map_err(|e| {
+                    format!(
+                        "cannot read a PEM certificate from `{}`: {e}",
+                        path.display()
+                    )
+                })
                 .and_then(|found| {
                     if found.is_empty() {
                         Err(format!("`{}` holds no PEM certificate", path.display()))
@@ -201,7 +206,10 @@ impl SparkplugTlsConfig {
             Ok(found) => {
                 for cert in found {
                     if let Err(e) = roots.add(cert) {
-                        problems.push((Some("ca_file"), format!("a CA certificate is unusable: {e}")));
+                        problems.push((
+                            Some("ca_file"),
+                            format!("a CA certificate is unusable: {e}"),
+                        ));
                     }
                 }
             }
@@ -218,18 +226,27 @@ impl SparkplugTlsConfig {
                     .map_err(|e| {
                         problems.push((
                             Some("private_key"),
-                            format!("cannot read a PEM private key from `{}`: {e}", path.display()),
+                            format!(
+                                "cannot read a PEM private key from `{}`: {e}",
+                                path.display()
+                            ),
                         ))
                     })
                     .ok();
                 chain.zip(key)
             }
             (Some(_), None) => {
-                problems.push((Some("certificate"), "a client certificate needs `private_key`".into()));
+                problems.push((
+                    Some("certificate"),
+                    "a client certificate needs `private_key`".into(),
+                ));
                 None
             }
             (None, Some(_)) => {
-                problems.push((Some("private_key"), "a private key needs `certificate`".into()));
+                problems.push((
+                    Some("private_key"),
+                    "a private key needs `certificate`".into(),
+                ));
                 None
             }
         };
@@ -247,7 +264,9 @@ impl SparkplugTlsConfig {
             Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
                 vec![(
                     None,
-                    format!("the client certificate and private key do not make a TLS identity: {e}"),
+                    format!(
+                        "the client certificate and private key do not make a TLS identity: {e}"
+                    ),
                 )]
             })?,
             None => builder.with_no_client_auth(),
@@ -281,7 +300,10 @@ mod tests {
         for (text, expected) in cases {
             match (MqttServer::parse(text), expected) {
                 (Ok(server), Ok((host, port, tls))) => {
-                    assert_eq!((server.host.as_str(), server.port, server.tls), (host, port, tls))
+                    assert_eq!(
+                        (server.host.as_str(), server.port, server.tls),
+                        (host, port, tls)
+                    )
                 }
                 (Err(error), Err(part)) => assert!(error.contains(part), "{text}: {error}"),
                 (got, want) => panic!("{text}: got {got:?}, want {want:?}"),

@@ -114,12 +114,18 @@ fn sparkplug(config: &Config, out: &mut Vec<Problem>) {
         if device.contains(['+', '#']) {
             out.push(Problem::new(
                 KeyPath::root().key("assets").index(i).key("path"),
-                format!("asset path `{}` cannot be a Sparkplug device id: it contains `+` or `#`", asset.path),
+                format!(
+                    "asset path `{}` cannot be a Sparkplug device id: it contains `+` or `#`",
+                    asset.path
+                ),
             ));
         } else if let Some(other) = devices.insert(device.clone(), &asset.path) {
             out.push(Problem::new(
                 KeyPath::root().key("assets").index(i).key("path"),
-                format!("asset paths `{other}` and `{}` make the same Sparkplug device id `{device}`", asset.path),
+                format!(
+                    "asset paths `{other}` and `{}` make the same Sparkplug device id `{device}`",
+                    asset.path
+                ),
             ));
         }
     }

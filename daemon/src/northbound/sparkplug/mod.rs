@@ -166,7 +166,10 @@ pub fn start(
         Some(file) => {
             let path: PathBuf = base_dir.join(file);
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                anyhow::anyhow!("cannot read the Sparkplug password file {}: {e}", path.display())
+                anyhow::anyhow!(
+                    "cannot read the Sparkplug password file {}: {e}",
+                    path.display()
+                )
             })?;
             Some(text.lines().next().unwrap_or_default().to_owned())
         }

@@ -216,16 +216,20 @@ impl Node {
 
     fn options(&self, server: &MqttServer, bd_seq: u8) -> MqttOptions {
         let config = &self.parts.config;
-        let client_id = config.client_id.clone().unwrap_or_else(|| {
-            format!("twinloom-{}-{}", config.group_id, config.edge_node_id)
-        });
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("twinloom-{}-{}", config.group_id, config.edge_node_id));
         let mut options = MqttOptions::new(client_id, server.host.clone(), server.port);
         options.set_keep_alive(config.keep_alive);
         // tck-id-principles-persistence-clean-session-311: Clean Session true.
         options.set_clean_session(true);
         options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         if let Some(user) = &config.username {
-            options.set_credentials(user.clone(), self.parts.password.clone().unwrap_or_default());
+            options.set_credentials(
+                user.clone(),
+                self.parts.password.clone().unwrap_or_default(),
+            );
         }
         // tck-id-payloads-ndeath-will-message(-qos, -retain): NDEATH as the Will, QoS 1, not
         // retained, with this CONNECT's bdSeq and no seq (tck-id-payloads-ndeath-seq).
@@ -277,7 +281,14 @@ impl Node {
         let label = server_label(server);
         let ended = {
             let driver = drive(eventloop, control_tx, incoming_tx);
-            let logic = self.online(&mut session, control_rx, incoming_rx, token, backoff, &label);
+            let logic = self.online(
+                &mut session,
+                control_rx,
+                incoming_rx,
+                token,
+                backoff,
+                &label,
+            );
             tokio::pin!(driver);
             tokio::pin!(logic);
             tokio::select! {
@@ -523,7 +534,9 @@ impl Node {
                 name: Some("Twinloom/Version".to_owned()),
                 alias: Some(ALIAS_VERSION),
                 datatype: Some(payload::datatype::STRING),
-                value: Some(MetricValue::StringValue(env!("CARGO_PKG_VERSION").to_owned())),
+                value: Some(MetricValue::StringValue(
+                    env!("CARGO_PKG_VERSION").to_owned(),
+                )),
                 timestamp: Some(payload::millis(now)),
                 ..Default::default()
             },
@@ -612,7 +625,7 @@ impl Node {
                 .twin
                 .samples(&device.properties)
                 .iter()
-                .all(|sample| source_lost(sample))
+                .all(source_lost)
     }
 
     /// Publishes a payload with the next `seq` at QoS 0, not retained
@@ -711,7 +724,9 @@ impl Node {
                 }
                 Ok(())
             }
-            Record::Gap { reason, lost, void, .. } => {
+            Record::Gap {
+                reason, lost, void, ..
+            } => {
                 let lost = lost.unwrap_or(void.end.saturating_sub(void.start)).max(1);
                 self.gap(s, lost, reason.as_str()).await
             }
@@ -720,7 +735,12 @@ impl Node {
     }
 
     /// Publishes `Twinloom/Change Log Gaps` (NDATA) after the log lost `lost` changes.
-    async fn gap(&mut self, s: &mut Session, lost: u64, reason: &'static str) -> Result<(), String> {
+    async fn gap(
+        &mut self,
+        s: &mut Session,
+        lost: u64,
+        reason: &'static str,
+    ) -> Result<(), String> {
         self.gaps += lost;
         events::GapPublished { lost, reason }.emit(&self.parts.metrics);
         let metric = Metric {
@@ -787,7 +807,12 @@ impl Node {
                         server_time,
                     };
                     let index = self.parts.twin.model().property(property).asset.0 as usize;
-                    s.historical[index].push(data_metric(&self.parts.twin, property, &sample, true));
+                    s.historical[index].push(data_metric(
+                        &self.parts.twin,
+                        property,
+                        &sample,
+                        true,
+                    ));
                     self.parts.metrics.values("historical", 1);
                     if s.historical[index].len() >= self.parts.config.max_metrics_per_payload {
                         self.flush_device(s, index, true).await?;
@@ -806,8 +831,17 @@ impl Node {
         Ok(done)
     }
 
-    async fn flush_device(&mut self, s: &mut Session, index: usize, historical: bool) -> Result<(), String> {
-        let buffer = if historical { &mut s.historical[index] } else { &mut s.live[index] };
+    async fn flush_device(
+        &mut self,
+        s: &mut Session,
+        index: usize,
+        historical: bool,
+    ) -> Result<(), String> {
+        let buffer = if historical {
+            &mut s.historical[index]
+        } else {
+            &mut s.live[index]
+        };
         if buffer.is_empty() {
             return Ok(());
         }
@@ -840,10 +874,10 @@ impl Node {
     ) -> Result<bool, String> {
         let config = Arc::clone(&self.parts.config);
         let topic = publish.topic.as_str();
-        if let Some(id) = &config.primary_host_id {
-            if topic.starts_with(&format!("{}/STATE/", super::NAMESPACE)) {
-                return Ok(host.observe(publish, id) == Some(false));
-            }
+        if let Some(id) = &config.primary_host_id
+            && topic.starts_with(&format!("{}/STATE/", super::NAMESPACE))
+        {
+            return Ok(host.observe(publish, id) == Some(false));
         }
         let Ok(payload) = Payload::decode(publish.payload.as_ref()) else {
             events::CommandRefused {
@@ -877,7 +911,10 @@ impl Node {
             }
             return Ok(false);
         }
-        let prefix = format!("{}/", device_topic(&config, "DCMD", "").trim_end_matches('/'));
+        let prefix = format!(
+            "{}/",
+            device_topic(&config, "DCMD", "").trim_end_matches('/')
+        );
         let Some(device_id) = topic.strip_prefix(&prefix) else {
             return Ok(false);
         };
@@ -920,8 +957,7 @@ impl Node {
                 .emit(&self.parts.metrics);
                 continue;
             }
-            let Some(value) = payload::command_value(metric, model.decl(property).data_type)
-            else {
+            let Some(value) = payload::command_value(metric, model.decl(property).data_type) else {
                 events::CommandRefused {
                     topic,
                     metric: &label,

@@ -209,7 +209,9 @@ pub fn command_value(metric: &Metric, data_type: DataType) -> Option<Value> {
         (MetricValue::DoubleValue(f), _) => Value::Float(*f),
         (MetricValue::FloatValue(f), _) => Value::Float(f64::from(*f)),
         (MetricValue::StringValue(s), _) => Value::String(s.as_str().into()),
-        (MetricValue::IntValue(v), DataType::Unsigned) if metric.datatype.is_none_or(|t| t >= 5) => {
+        (MetricValue::IntValue(v), DataType::Unsigned)
+            if metric.datatype.is_none_or(|t| t >= 5) =>
+        {
             Value::UInt(u64::from(*v))
         }
         (MetricValue::IntValue(v), _) => Value::Int(signed(u64::from(*v))?),
@@ -371,7 +373,10 @@ mod tests {
                     assert_eq!(got.value, Some(PropertyValueValue::IntValue(code)));
                     let status = property(&metric, "StatusCode").expect("a StatusCode");
                     assert_eq!(status.r#type, Some(datatype::UINT32));
-                    assert_eq!(status.value, Some(PropertyValueValue::IntValue(0x8031_0000)));
+                    assert_eq!(
+                        status.value,
+                        Some(PropertyValueValue::IntValue(0x8031_0000))
+                    );
                 }
             }
         }
@@ -384,7 +389,11 @@ mod tests {
             (DataType::Integer, Value::Int(-5), datatype::INT64),
             (DataType::Unsigned, Value::UInt(u64::MAX), datatype::UINT64),
             (DataType::Float, Value::Float(-0.25), datatype::DOUBLE),
-            (DataType::String, Value::String("on".into()), datatype::STRING),
+            (
+                DataType::String,
+                Value::String("on".into()),
+                datatype::STRING,
+            ),
         ];
         for (data_type, value, code) in cases {
             let metric = sample_metric(
@@ -437,7 +446,10 @@ mod tests {
             value: Some(MetricValue::IntValue((-7i32) as u32)),
             ..Default::default()
         };
-        assert_eq!(command_value(&int32, DataType::Integer), Some(Value::Int(-7)));
+        assert_eq!(
+            command_value(&int32, DataType::Integer),
+            Some(Value::Int(-7))
+        );
         let uint32 = Metric {
             datatype: Some(7),
             value: Some(MetricValue::IntValue(4_000_000_000)),
