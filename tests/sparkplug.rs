@@ -838,3 +838,29 @@ async fn a_reload_that_adds_a_property_births_again() {
         .shutdown(Duration::from_secs(5))
         .await;
 }
+
+/// Every source of an asset lost → DDEATH; one returns → DBIRTH
+/// (tck-id-operational-behavior-device-ddeath).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tck_id_operational_behavior_device_ddeath_when_its_source_is_lost() {
+    let broker = Broker::start();
+    let mut host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let text = config_text(server.addr(), &broker.url(), &state, "")
+        .replace("poll = \"50ms\"", "poll = \"50ms\"\ntimeout = \"200ms\"");
+    let handles = common::start(&common::config(&text)).await;
+    let tank = |kind: &'static str| {
+        move |l: &Json| l["type"] == json!(kind) && l["device"] == json!("site:tank1")
+    };
+    host.next(tank("DBIRTH")).await;
+    let level = common::property(&handles, "site/tank1/level");
+    common::wait_for(&handles, level, WAIT, |s| s.quality.is_good()).await;
+    device.behave(|b| b.silent = true);
+    let death = host.next(tank("DDEATH")).await;
+    assert!(death["seq"].is_u64(), "tck-id-payloads-ddeath-seq");
+    device.behave(|b| b.silent = false);
+    let birth = host.next(tank("DBIRTH")).await;
+    metric(&birth, "level");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
