@@ -43,14 +43,25 @@ struct Broker {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// The configuration, `{port}` standing for `port` (default: anonymous, plain).
+    conf: String,
 }
 
 impl Broker {
     fn start() -> Self {
+        Self::start_with("listener {port} 127.0.0.1\nallow_anonymous true\n", |_| ())
+    }
+
+    /// A broker of configuration `conf` (`{port}`: its port), after `prepare` made the files it
+    /// names in its folder.
+    fn start_with(conf: &str, prepare: impl FnOnce(&Path)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let mut broker = Self {
             child: None,
             port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
+            conf: conf.replace("{dir}", &dir.path().display().to_string()),
+            dir,
         };
         broker.run();
         broker
@@ -62,8 +73,8 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
-                self.port
+                "{}persistence false\n",
+                self.conf.replace("{port}", &self.port.to_string())
             ),
         )
         .unwrap();
@@ -862,5 +873,62 @@ async fn tck_id_operational_behavior_device_ddeath_when_its_source_is_lost() {
     device.behave(|b| b.silent = false);
     let birth = host.next(tank("DBIRTH")).await;
     metric(&birth, "level");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// TLS (the broker's certificate checked against `ca_file`) and a password from
+/// `password_file` (mosquitto refuses anonymous clients on that listener): the node connects
+/// and births.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_file_and_a_password_from_a_file() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let mut server_params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    server_params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    let plain = free_port();
+    let broker = Broker::start_with(
+        &format!(
+            "per_listener_settings true\nlistener {{port}} 127.0.0.1\ncafile {{dir}}/ca.pem\ncertfile {{dir}}/server.pem\nkeyfile {{dir}}/server.key\nallow_anonymous false\npassword_file {{dir}}/passwd\nlistener {plain} 127.0.0.1\nallow_anonymous true\n"
+        ),
+        |dir| {
+            std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+            std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
+            std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+            let status = Command::new("mosquitto_passwd")
+                .args(["-c", "-b"])
+                .arg(dir.join("passwd"))
+                .args(["edge", "s3cret"])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        },
+    );
+    let state = state_dir();
+    std::fs::write(state.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(state.join("password"), "s3cret\n").unwrap();
+    let mut host = Host::start(plain).await;
+    let (_device, server) = plc().await;
+    let extra = format!(
+        "username = \"edge\"\npassword_file = \"{}\"\ntls = {{ ca_file = \"{}\" }}",
+        state.join("password").display(),
+        state.join("ca.pem").display()
+    );
+    let url = format!("ssl://127.0.0.1:{}", broker.port);
+    let handles = common::start(&common::config(&config_text(
+        server.addr(),
+        &url,
+        &state,
+        &extra,
+    )))
+    .await;
+    let birth = host.next(is("NBIRTH")).await;
+    assert_eq!(birth["seq"], json!(0));
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
