@@ -374,6 +374,15 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
         json!("level"),
         "resolved from the alias"
     );
+    // Readiness met, metrics counted.
+    let unmet = handles.readiness.unmet();
+    assert!(!unmet.iter().any(|c| c.contains("sparkplug")), "{unmet:?}");
+    let text = handles.metrics.encode();
+    assert!(
+        common::metric(&text, "twinloom_sparkplug_messages_total{kind=\"NBIRTH\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(common::metric(&text, "twinloom_sparkplug_metric_values_total{stream=\"live\"}") >= 1.0);
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     // Graceful stop: NDEATH with the same bdSeq, then DISCONNECT.
     let death = host.next(is("NDEATH")).await;
@@ -807,6 +816,17 @@ async fn store_and_forward_resumes_after_the_daemon_is_killed_during_an_outage()
     values.dedup();
     let expected: Vec<u64> = (0..CHANGES).map(|i| u64::from(2000 + i)).collect();
     assert_eq!(values[..usize::from(CHANGES)], expected);
+    // The killed daemon's log says it stopped uncleanly (what its tap held is unknown): a gap,
+    // published as `Twinloom/Change Log Gaps`, never silent.
+    let gap = |l: &Json| {
+        l["type"] == json!("NDATA")
+            && l["metrics"].as_array().unwrap().iter().any(|m| {
+                m["name"] == json!("Twinloom/Change Log Gaps") && m["value"].as_u64() >= Some(1)
+            })
+    };
+    if !host.seen.iter().any(gap) {
+        host.next(gap).await;
+    }
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }
