@@ -382,7 +382,12 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
         common::metric(&text, "twinloom_sparkplug_messages_total{kind=\"NBIRTH\"}") >= 1.0,
         "{text}"
     );
-    assert!(common::metric(&text, "twinloom_sparkplug_metric_values_total{stream=\"live\"}") >= 1.0);
+    assert!(
+        common::metric(
+            &text,
+            "twinloom_sparkplug_metric_values_total{stream=\"live\"}"
+        ) >= 1.0
+    );
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     // Graceful stop: NDEATH with the same bdSeq, then DISCONNECT.
     let death = host.next(is("NDEATH")).await;
@@ -773,7 +778,14 @@ async fn store_and_forward_resumes_after_the_daemon_is_killed_during_an_outage()
     let (device, server) = plc().await;
     let state = state_dir();
     let file = state.join("twinloom.toml");
-    std::fs::write(&file, config_text(server.addr(), &broker.url(), &state, "")).unwrap();
+    // The backlog capped at 20 values per second: one per 50 ms window.
+    let text = config_text(
+        server.addr(),
+        &broker.url(),
+        &state,
+        "backlog_max_rate = 20",
+    );
+    std::fs::write(&file, text).unwrap();
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_twinloom"))
             .arg("run")
@@ -800,6 +812,7 @@ async fn store_and_forward_resumes_after_the_daemon_is_killed_during_an_outage()
     let mut daemon = run();
     host.next(is("NBIRTH")).await;
     let mut values: Vec<u64> = Vec::new();
+    let mut first = None;
     while !values.contains(&u64::from(2000 + CHANGES - 1)) {
         let line = host.next(is("DDATA")).await;
         for m in line["metrics"].as_array().unwrap() {
@@ -807,10 +820,16 @@ async fn store_and_forward_resumes_after_the_daemon_is_killed_during_an_outage()
             // PUBACK may not have come before the kill); the outage's must all come, in order.
             let value = m["value"].as_u64().unwrap_or(0);
             if m["name"] == json!("count") && m["is_historical"] == json!(true) && value >= 2000 {
+                first.get_or_insert_with(Instant::now);
                 values.push(value);
             }
         }
     }
+    let drained = first.unwrap().elapsed();
+    assert!(
+        drained >= Duration::from_millis(400),
+        "10 stored changes at 20 per second took {drained:?}"
+    );
     // The restarted daemon's first reading (2009 again) is a change of its own, logged
     // before its births: it may follow as historical too.
     values.dedup();
