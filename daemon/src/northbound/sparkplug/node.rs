@@ -677,12 +677,14 @@ impl Node {
     /// NDATA), a gap published, a device's death or rebirth.
     async fn live_entry(&mut self, s: &mut Session, entry: Entry) -> Result<(), String> {
         match entry.record {
+            // `..`: a field added to change records (e.g. a flag) needs nothing here.
             Record::Change {
                 series,
                 value,
                 quality,
                 source_time,
                 server_time,
+                ..
             } => {
                 let Some(&property) = self.series.get(&series) else {
                     return Ok(());
@@ -791,6 +793,7 @@ impl Node {
                     quality,
                     source_time,
                     server_time,
+                    ..
                 } => {
                     let Some(&property) = self.series.get(&series) else {
                         continue;
