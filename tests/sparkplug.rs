@@ -915,26 +915,40 @@ async fn tck_id_operational_behavior_device_ddeath_when_its_source_is_lost() {
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
-/// TLS (the broker's certificate checked against `ca_file`) and a password from
-/// `password_file` (mosquitto refuses anonymous clients on that listener): the node connects
-/// and births.
+/// TLS (the broker's certificate checked against `ca_file`, a client certificate that
+/// mosquitto requires) and a password from `password_file` (mosquitto refuses anonymous clients
+/// on that listener): the node connects and births.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_a_ca_file_and_a_password_from_a_file() {
+async fn tls_with_a_ca_file_a_client_certificate_and_a_password_from_a_file() {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct names: OpenSSL (mosquitto) takes a certificate whose subject is its issuer's
+    // name for a self-signed one.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Twinloom test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let server_key = rcgen::KeyPair::generate().unwrap();
     let mut server_params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     server_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    server_params
         .subject_alt_names
         .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
     let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client_params = rcgen::CertificateParams::new(vec!["twinloom-1".to_owned()]).unwrap();
+    client_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "twinloom-1");
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
     let plain = free_port();
     let broker = Broker::start_with(
         &format!(
-            "per_listener_settings true\nlistener {{port}} 127.0.0.1\ncafile {{dir}}/ca.pem\ncertfile {{dir}}/server.pem\nkeyfile {{dir}}/server.key\nallow_anonymous false\npassword_file {{dir}}/passwd\nlistener {plain} 127.0.0.1\nallow_anonymous true\n"
+            "per_listener_settings true\nlistener {{port}} 127.0.0.1\ncafile {{dir}}/ca.pem\ncertfile {{dir}}/server.pem\nkeyfile {{dir}}/server.key\nrequire_certificate true\nallow_anonymous false\npassword_file {{dir}}/passwd\nlistener {plain} 127.0.0.1\nallow_anonymous true\n"
         ),
         |dir| {
             std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
@@ -952,12 +966,16 @@ async fn tls_with_a_ca_file_and_a_password_from_a_file() {
     let state = state_dir();
     std::fs::write(state.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(state.join("password"), "s3cret\n").unwrap();
+    std::fs::write(state.join("client.pem"), client_cert.pem()).unwrap();
+    std::fs::write(state.join("client.key"), client_key.serialize_pem()).unwrap();
     let mut host = Host::start(plain).await;
     let (_device, server) = plc().await;
     let extra = format!(
-        "username = \"edge\"\npassword_file = \"{}\"\ntls = {{ ca_file = \"{}\" }}",
+        "username = \"edge\"\npassword_file = \"{}\"\ntls = {{ ca_file = \"{}\", certificate = \"{}\", private_key = \"{}\" }}",
         state.join("password").display(),
-        state.join("ca.pem").display()
+        state.join("ca.pem").display(),
+        state.join("client.pem").display(),
+        state.join("client.key").display(),
     );
     let url = format!("ssl://127.0.0.1:{}", broker.port);
     let handles = common::start(&common::config(&config_text(
