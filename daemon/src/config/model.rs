@@ -62,6 +62,19 @@ pub struct ControlConfig {
     /// `[[control.interlocks]]`: conditions that must hold for writes to some properties.
     #[serde(default)]
     pub interlocks: Vec<InterlockConfig>,
+    /// Free space the audit log's file system must keep for a record to be written (`"64MiB"`;
+    /// binary or decimal units), at least 64 KiB. Below it the journal refuses, and so does the
+    /// gate. The change log keeps twice it free on the same file system, so a filling disk stops
+    /// the change log first. Lower it only for a small, dedicated state disk. Default 64 MiB.
+    #[serde(default = "default_audit_reserve")]
+    pub audit_reserve: bytesize::ByteSize,
+}
+
+/// Smallest `[control] audit_reserve`: room for a few hundred audit records.
+pub const MIN_AUDIT_RESERVE: u64 = 64 * 1024;
+
+fn default_audit_reserve() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(64)
 }
 
 impl Default for ControlConfig {
@@ -71,6 +84,7 @@ impl Default for ControlConfig {
             write_timeout: default_write_timeout(),
             armed: false,
             interlocks: Vec::new(),
+            audit_reserve: default_audit_reserve(),
         }
     }
 }

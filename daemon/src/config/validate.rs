@@ -26,6 +26,15 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
     interlocks(config, &mut out);
     change_log(config, &mut out);
     sparkplug(config, &mut out);
+    if config.control.audit_reserve.as_u64() < super::model::MIN_AUDIT_RESERVE {
+        out.push(Problem::new(
+            KeyPath::root().key("control").key("audit_reserve"),
+            format!(
+                "audit_reserve must be at least 64 KiB, not {}",
+                config.control.audit_reserve.display().iec()
+            ),
+        ));
+    }
     if config.control.max_writes_per_origin_per_minute == 0 {
         out.push(Problem::new(
             KeyPath::root()
