@@ -40,6 +40,7 @@ pub fn serve(items: usize) {
             opcua_server: None,
             admin_http: None,
             change_log: None,
+            northbound: Default::default(),
             control: Default::default(),
             sources: Vec::new(),
             types: vec![TypeConfig {

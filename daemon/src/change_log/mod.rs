@@ -321,14 +321,26 @@ impl Writer {
     }
 }
 
-/// Opens the log in `<state dir>/change-log`, takes the twin's tap and spawns the writer task.
-/// Call it before any source starts, so the log sees every change from the first.
+/// Opens the log in `<state dir>/change-log`, takes the twin's tap and spawns the writer task —
+/// in the supervisor's last shutdown stage, so it records what sources and plugins change while
+/// they stop. Call it before any source starts, so the log sees every change from the first.
+/// `audit_reserve` (bytes) is the audit journal's free-space reserve: the log keeps twice it free
+/// on the same file system ([`store::reserve_for`]).
 ///
 /// A log that cannot be opened is logged and left unready (`None`): live data, OPC UA and
 /// operator writes go on without it.
-pub fn start(config: &ChangeLogConfig, context: ComponentContext<'_>) -> Option<ChangeLog> {
+pub fn start(
+    config: &ChangeLogConfig,
+    audit_reserve: u64,
+    context: ComponentContext<'_>,
+) -> Option<ChangeLog> {
     let dir = context.state_dir.join(DIR_NAME);
-    let store = StoreConfig::new(dir, config.max_disk.as_u64(), context.state_dir);
+    let store = StoreConfig::new(
+        dir,
+        config.max_disk.as_u64(),
+        context.state_dir,
+        audit_reserve,
+    );
     start_with(config, store, context)
 }
 
@@ -405,7 +417,7 @@ pub fn start_with(
     writer.sync();
     context
         .supervisor
-        .spawn("change-log", move |token| run(writer, tap, token));
+        .spawn_last("change-log", move |token| run(writer, tap, token));
     Some(ChangeLog {
         dir,
         written: written_rx,

@@ -203,6 +203,45 @@ async fn every_change_is_logged_in_order_and_a_clean_restart_continues_the_offse
     assert_eq!(*series, 1, "change 1 is of property 1");
 }
 
+/// What a source or plugin changes while it stops (a plugin's outputs going Bad, a source's
+/// last readings) is logged before the `Stopped` record: the log stops in the supervisor's
+/// last stage, after every other task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_the_other_tasks_stop_are_logged_before_the_stop() {
+    let state = tempfile::tempdir().unwrap();
+    let twin = twin_of(&["a", "b"]);
+    let running = start_log(&twin, state.path(), 1 << 30, &plenty(), &no_failures());
+    produce(&twin, 1, 10);
+    written(&running.log, 11).await;
+    let stopping = Arc::clone(&twin);
+    running.supervisor.spawn("plugin", move |token| async move {
+        token.cancelled().await;
+        // A slow way out (a session closing), then the outputs go Bad.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        stopping.fail_all(
+            vec![PropertyId(0), PropertyId(1)],
+            crate::twin::QualityReason::PluginFailure,
+        );
+        Ok(())
+    });
+    assert!(running.supervisor.shutdown(Duration::from_secs(5)).await);
+    let all = read_all(&state.path().join(DIR_NAME), 0);
+    let tail: Vec<&Record> = all.iter().rev().take(3).map(|e| &e.record).collect();
+    assert!(matches!(tail[0], Record::Stopped { .. }), "{tail:?}");
+    for record in &tail[1..] {
+        let Record::Change { quality, .. } = record else {
+            panic!("{tail:?}");
+        };
+        assert_eq!(
+            quality.reason,
+            crate::twin::QualityReason::PluginFailure,
+            "{tail:?}"
+        );
+    }
+}
+
 /// Writes a log of 100 changes and stops it without the `Stopped` record's run (as `kill -9`
 /// would leave it: the last batch written, nothing else), returning the log's folder.
 async fn log_of_100(state: &Path) -> std::path::PathBuf {
@@ -647,11 +686,9 @@ fn segment_names_sizes_and_the_reserve_follow_the_budget() {
     assert_eq!(store::segment_bytes(256 << 10), 64 << 10);
     assert_eq!(store::segment_name(42), "00000000000000000042.log");
     let dir = tempfile::tempdir().unwrap();
-    // The same file system as the state folder: above the audit's 64 MiB.
+    // The same file system as the state folder: twice the audit's reserve.
     let inner = dir.path().join("change-log");
     std::fs::create_dir(&inner).unwrap();
-    assert_eq!(
-        store::reserve_for(&inner, dir.path()),
-        store::AUDIT_RESERVE + store::RESERVE_ABOVE_AUDIT
-    );
+    assert_eq!(store::reserve_for(&inner, dir.path(), 64 << 20), 128 << 20);
+    assert_eq!(store::reserve_for(&inner, dir.path(), 128 << 10), 256 << 10);
 }

@@ -13,6 +13,7 @@ pub mod diagnostic;
 pub mod model;
 pub mod opcua_server;
 pub mod sources;
+pub mod sparkplug;
 mod validate;
 
 use std::collections::HashSet;
@@ -79,6 +80,18 @@ impl Config {
     /// `path` resolved against [`Self::base_dir`] when relative.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.base_dir().join(path)
+    }
+
+    /// The change log's settings when the log is to run: `[change_log]`, or its defaults when
+    /// only a consumer of the log is configured (`[northbound.sparkplug]`); `None` when nothing
+    /// asks for the log.
+    pub fn change_log_config(&self) -> Option<change_log::ChangeLogConfig> {
+        self.change_log.clone().or_else(|| {
+            self.northbound
+                .sparkplug
+                .is_some()
+                .then(change_log::ChangeLogConfig::default)
+        })
     }
 
     /// The folder for state the daemon writes (PKI, audit log): `daemon.state_dir`, systemd's
@@ -304,7 +317,7 @@ struct Loader<'m, 'a> {
     source_kinds: std::collections::HashMap<String, SourceKind>,
 }
 
-const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `control`, `sources`, `types`, `assets`, `plugins`";
+const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `northbound`, `control`, `sources`, `types`, `assets`, `plugins`";
 
 impl Loader<'_, '_> {
     fn load(&mut self, file: &Path, root: &DeTable<'_>) -> Config {
@@ -315,6 +328,7 @@ impl Loader<'_, '_> {
             opcua_server: None,
             admin_http: None,
             change_log: None,
+            northbound: Default::default(),
             sources: Vec::new(),
             types: Vec::new(),
             assets: Vec::new(),
@@ -330,6 +344,7 @@ impl Loader<'_, '_> {
                 "opcua_server" => config.opcua_server = self.de(&path, value),
                 "admin_http" => config.admin_http = self.de(&path, value),
                 "change_log" => config.change_log = self.de(&path, value),
+                "northbound" => config.northbound = self.de(&path, value).unwrap_or_default(),
                 "control" => config.control = self.de(&path, value).unwrap_or_default(),
                 "sources" => config.sources = self.sources(&path, value),
                 "types" => {
