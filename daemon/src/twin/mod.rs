@@ -177,16 +177,23 @@ impl Twin {
     }
 
     /// Applies readings now; returns how many changes were published.
-    ///
-    /// A value whose source timestamp is older than the current sample's is *late* (e.g. an OPC
-    /// UA notification got back with Republish, Part 4 §5.13.6): it never replaces the current
-    /// value — subscribers and OPC UA clients keep the newest — and goes to the change log's tap
-    /// only ([`Tapped::Late`]), scaled and range-checked like any value but with no deadband;
-    /// counted in [`TwinStats::late`]. A value with the same source timestamp as the current one
-    /// is applied as usual (an unchanged value is filtered). Never waits: the tap takes a copy
-    /// under a short mutex.
+    /// Every reading becomes the current value, whatever its source timestamp (a device whose
+    /// clock stepped back still updates the twin). Never waits: the tap takes a copy under a
+    /// short mutex.
     pub fn apply(&self, readings: &[Reading]) -> usize {
         self.apply_at(readings, Instant::now(), SystemTime::now())
+    }
+
+    /// Applies readings a source got back after newer ones (an OPC UA NotificationMessage
+    /// recovered with Republish, Part 4 §5.13.6): a value whose source timestamp is older than
+    /// the current sample's is *late* — it never replaces the current value (subscribers and
+    /// OPC UA clients keep the newest) and goes to the change log's tap only ([`Tapped::Late`]),
+    /// scaled and range-checked like any value but with no deadband, counted in
+    /// [`TwinStats::late`]; any other reading is applied as by [`Self::apply`]. Only readings
+    /// known to be recovered come here, so a source clock that steps back never freezes the
+    /// current value. Returns how many changes were published.
+    pub fn apply_recovered(&self, readings: &[Reading]) -> usize {
+        self.apply_with(readings, Instant::now(), SystemTime::now(), true)
     }
 
     /// Marks every one of `properties` failed with `reason` (their last values are kept), as a
@@ -216,6 +223,17 @@ impl Twin {
     /// Applies readings as of `now` (monotonic, for staleness) and `wall` (server timestamp).
     /// Returns how many changes were published (late samples are not; see [`Self::apply`]).
     pub fn apply_at(&self, readings: &[Reading], now: Instant, wall: SystemTime) -> usize {
+        self.apply_with(readings, now, wall, false)
+    }
+
+    /// [`Self::apply_at`]; with `recovered`, older samples are late ([`Self::apply_recovered`]).
+    fn apply_with(
+        &self,
+        readings: &[Reading],
+        now: Instant,
+        wall: SystemTime,
+        recovered: bool,
+    ) -> usize {
         let mut changes = Vec::new();
         let mut late = Vec::new();
         let mut published = 0;
@@ -227,7 +245,7 @@ impl Twin {
                 let Some(slot) = slots.get_mut(reading.property.index()) else {
                     continue;
                 };
-                match self.update(slot, reading, now, wall) {
+                match self.update(slot, reading, now, wall, recovered) {
                     Update::Unchanged => {}
                     Update::Changed => {
                         published += 1;
@@ -266,13 +284,22 @@ impl Twin {
         published
     }
 
-    /// Applies one reading to its slot: whether the sample changed (and must be published), or
-    /// the late sample when the reading's source time is older than the current sample's.
-    fn update(&self, slot: &mut Slot, reading: &Reading, now: Instant, wall: SystemTime) -> Update {
+    /// Applies one reading to its slot: whether the sample changed (and must be published), or,
+    /// for a `recovered` reading, the late sample when its source time is older than the
+    /// current sample's.
+    fn update(
+        &self,
+        slot: &mut Slot,
+        reading: &Reading,
+        now: Instant,
+        wall: SystemTime,
+        recovered: bool,
+    ) -> Update {
         let decl = self.model.decl(reading.property);
         let def = self.model.property(reading.property);
         let old = &slot.sample;
-        let is_late = reading.outcome.is_ok()
+        let is_late = recovered
+            && reading.outcome.is_ok()
             && matches!((reading.source_time, old.source_time), (Some(at), Some(held)) if at < held);
         if !is_late {
             slot.last_refresh = Some(now);

@@ -677,14 +677,13 @@ impl Node {
     /// NDATA), a gap published, a device's death or rebirth.
     async fn live_entry(&mut self, s: &mut Session, entry: Entry) -> Result<(), String> {
         match entry.record {
-            // `..`: a field added to change records (e.g. a flag) needs nothing here.
             Record::Change {
                 series,
                 value,
                 quality,
                 source_time,
                 server_time,
-                ..
+                late,
             } => {
                 let Some(&property) = self.series.get(&series) else {
                     return Ok(());
@@ -695,6 +694,22 @@ impl Node {
                     source_time,
                     server_time,
                 };
+                let index = self.parts.twin.model().property(property).asset.0 as usize;
+                if late {
+                    // Older than the twin's current value (a republished OPC UA sample): history
+                    // for the host, never the metric's current state.
+                    if !s.dead[index] {
+                        s.historical[index].push(data_metric(
+                            &self.parts.twin,
+                            property,
+                            &sample,
+                            true,
+                        ));
+                        self.parts.metrics.values("historical", 1);
+                        self.flush_device(s, index, true).await?;
+                    }
+                    return Ok(());
+                }
                 if Some(property) == self.armed {
                     let metric = Metric {
                         alias: Some(ALIAS_ARMED),
@@ -708,7 +723,6 @@ impl Node {
                     self.publish(s, topic, "NDATA", vec![metric], SystemTime::now())
                         .await?;
                 }
-                let index = self.parts.twin.model().property(property).asset.0 as usize;
                 if s.dead[index] {
                     if !source_lost(&sample) {
                         self.device_birth(s, index).await?;

@@ -180,13 +180,26 @@ impl Applier {
 
     /// Applies one NotificationMessage: every data change in it as one batch.
     pub fn apply(&mut self, message: NotificationMessage) {
+        if self.collect(message) {
+            self.twin.apply(&self.batch);
+        }
+    }
+
+    /// Applies one NotificationMessage got back with Republish, after newer ones: its values
+    /// older than the twin's go to the change log as late samples (`Twin::apply_recovered`).
+    pub fn apply_recovered(&mut self, message: NotificationMessage) {
+        if self.collect(message) {
+            self.twin.apply_recovered(&self.batch);
+        }
+    }
+
+    /// Fills the batch from `message`; whether it holds any reading.
+    fn collect(&mut self, message: NotificationMessage) -> bool {
         self.batch.clear();
         for object in message.notification_data.into_iter().flatten() {
             self.object(object);
         }
-        if !self.batch.is_empty() {
-            self.twin.apply(&self.batch);
-        }
+        !self.batch.is_empty()
     }
 }
 

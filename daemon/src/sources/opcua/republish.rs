@@ -121,7 +121,7 @@ impl OpcUaClient {
             match answer {
                 Ok(message) => {
                     got += 1;
-                    republisher.applier.apply(message);
+                    republisher.applier.apply_recovered(message);
                 }
                 Err(error) if error.status() == StatusCode::BadMessageNotAvailable => {
                     lost += 1;
