@@ -1500,6 +1500,19 @@ const INGEST_PROPERTIES: u16 = 100;
 /// by the configuration, the change log on. `head` goes before `[control]`. Written to
 /// `<state>/ingest.toml`.
 fn ingest_config(state: &Path, plc: std::net::SocketAddr, head: &str) -> PathBuf {
+    ingest_config_in(state, state, plc, head, "64MiB", "")
+}
+
+/// [`ingest_config`] written to `<dir>/ingest.toml` with the state folder `state`, the change
+/// log's `max_disk` and `control` added to `[control]`.
+fn ingest_config_in(
+    dir: &Path,
+    state: &Path,
+    plc: std::net::SocketAddr,
+    head: &str,
+    max_disk: &str,
+    control: &str,
+) -> PathBuf {
     let properties: Vec<String> = (0..INGEST_PROPERTIES)
         .map(|i| format!("{{ name = \"p{i}\", data_type = \"unsigned\" }}"))
         .chain(std::iter::once(
@@ -1509,7 +1522,7 @@ fn ingest_config(state: &Path, plc: std::net::SocketAddr, head: &str) -> PathBuf
     let bindings: String = (0..INGEST_PROPERTIES)
         .map(|i| format!("bindings.p{i} = {{ table = \"holding\", address = {i} }}\n"))
         .collect();
-    let config = state.join("ingest.toml");
+    let config = dir.join("ingest.toml");
     std::fs::write(
         &config,
         format!(
@@ -1518,11 +1531,12 @@ fn ingest_config(state: &Path, plc: std::net::SocketAddr, head: &str) -> PathBuf
 state_dir = "{state}"
 {head}
 [change_log]
-max_disk = "64MiB"
+max_disk = "{max_disk}"
 commit_window = "100ms"
 
 [control]
 armed = true
+{control}
 
 [[sources.modbus]]
 id = "plc"
@@ -2050,14 +2064,16 @@ fn metric(metrics: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The change log on a 1 MiB tmpfs of its own (`<state>/change-log`, mounted in a private mount
-/// namespace by `unshare -m`; the audit log stays on the state folder's disk with its 64 MiB
-/// reserve) fills up during ingest: the log stops (readiness `change-log` unmet, the degraded
-/// gauge 1) while live values go on and an operator's disarm over admin HTTP is audited; once
-/// space returns the log resumes with a `disk-full` gap record counting what it missed, and
+/// The whole state folder on a 1 MiB tmpfs (mounted in a private mount namespace by
+/// `unshare -m`), with `[control] audit_reserve = "128KiB"` (so the change log keeps 256 KiB free
+/// on it) and a 600 KiB filler file: the log fills the rest during ingest and stops (readiness
+/// `change-log` unmet, the degraded gauge 1) while an OPC UA client (asyncua) keeps receiving new
+/// Good values and an operator's disarm over admin HTTP is audited in the same folder; once the
+/// filler is removed the log resumes with a `disk-full` gap record counting what it missed, and
 /// `verify` passes.
 #[test]
-fn a_full_tmpfs_stops_the_change_log_not_live_data_or_audited_writes_and_it_resumes_with_a_gap() {
+fn a_full_state_tmpfs_stops_the_change_log_not_opc_ua_values_or_audited_writes_and_it_resumes_with_a_gap()
+ {
     let probe = Command::new("unshare")
         .args(["-m", "true"])
         .output()
@@ -2072,22 +2088,44 @@ fn a_full_tmpfs_stops_the_change_log_not_live_data_or_audited_writes_and_it_resu
         server,
         _runtime: _plc_runtime,
     } = plc(|_| {});
-    let admin = {
+    let free_port = || {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap()
     };
+    let (admin, opcua) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let head = format!("\n[admin_http]\nlisten = \"{admin}\"\n");
-    let config = ingest_config(dir.path(), server.addr(), &head);
-    let log = dir.path().join("change-log");
-    let audit = dir.path().join("audit");
-    std::fs::create_dir(&log).unwrap();
-    let _ingest = Ingest::start(&device);
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let head = format!(
+        r#"
+[admin_http]
+listen = "{admin}"
+
+[opcua_server]
+listen = "{opcua}"
+allow_security_none = true
+anonymous = true
+auto_trust_clients = true
+"#
+    );
+    let config = ingest_config_in(
+        dir.path(),
+        &state,
+        server.addr(),
+        &head,
+        "512KiB",
+        r#"audit_reserve = "128KiB""#,
+    );
+    let ingest = Ingest::start(&device);
     let daemon = Child(
         Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && exec "$1" run "$2""#)
-            .arg(&log)
+            .arg(concat!(
+                r#"mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && "#,
+                r#"dd if=/dev/zero of="$0/filler" bs=4096 count=150 2>/dev/null && "#,
+                r#"exec "$1" run "$2""#
+            ))
+            .arg(&state)
             .arg(env!("CARGO_BIN_EXE_twinloom"))
             .arg(&config)
             .stdout(std::process::Stdio::null())
@@ -2095,12 +2133,14 @@ fn a_full_tmpfs_stops_the_change_log_not_live_data_or_audited_writes_and_it_resu
             .spawn()
             .unwrap(),
     );
-    // In the daemon's mount namespace (where the tmpfs is).
+    // In the daemon's mount namespace (where the tmpfs is): `$0` the state folder, `$1` the
+    // binary, `$2` the test's own folder (outside the tmpfs).
     let inside = |script: &str| {
         let output = Command::new("nsenter")
             .args(["-t", &daemon.id().to_string(), "-m", "sh", "-c", script])
-            .arg(&log)
+            .arg(&state)
             .arg(env!("CARGO_BIN_EXE_twinloom"))
+            .arg(dir.path())
             .output()
             .unwrap();
         String::from_utf8_lossy(&output.stdout).into_owned()
@@ -2109,20 +2149,22 @@ fn a_full_tmpfs_stops_the_change_log_not_live_data_or_audited_writes_and_it_resu
     wait_for("the log writing", || {
         metric(&metrics(), "twinloom_change_log_records_total") >= 1000.0
     });
-    // Fill the tmpfs.
-    inside(r#"dd if=/dev/zero of="$0/filler" bs=4096 2>/dev/null; true"#);
-    wait_for("the log stopped", || {
+    wait_for("the log stopped by the full disk", || {
         metric(&metrics(), "twinloom_change_log_degraded") == 1.0
     });
     let ready = http_get(admin, "/readyz");
     assert!(ready.contains("change-log"), "{ready}");
-    // Live values go on; an operator's disarm is audited.
+    // An OPC UA client keeps getting new Good values.
+    let values = subscribed_values(&format!("opc.tcp://{opcua}/"), "ns=2;s=site/block/p0", 3);
+    assert_eq!(metric(&metrics(), "twinloom_change_log_degraded"), 1.0);
     let changes = metric(&metrics(), "twinloom_twin_updates_total");
     wait_for("live values going on", || {
         metric(&metrics(), "twinloom_twin_updates_total") >= changes + 2000.0
     });
+    // An operator's disarm is audited, on the same full file system.
     assert_eq!(http_post(admin, "/control/disarm"), 200);
-    let audited = twinloom::runtime::journal::records(&audit).unwrap();
+    inside(r#"cp -r "$0/audit" "$2/audit-copy""#);
+    let audited = twinloom::runtime::journal::records(&dir.path().join("audit-copy")).unwrap();
     assert!(audited.iter().any(|r| r["kind"] == "disarm"), "{audited:?}");
     assert_eq!(metric(&metrics(), "twinloom_change_log_degraded"), 1.0);
     // Space returns: the log resumes with a gap record.
@@ -2136,12 +2178,14 @@ fn a_full_tmpfs_stops_the_change_log_not_live_data_or_audited_writes_and_it_resu
     wait_for("changes logged after the gap", || {
         metric(&metrics(), "twinloom_change_log_records_total") >= records + 500.0
     });
-    let verified = inside(r#""$1" change-log verify "$0""#);
+    // The plant stops changing: the budget (512 KiB) deletes nothing more before the dump.
+    drop(ingest);
+    let verified = inside(r#""$1" change-log verify "$0/change-log""#);
     assert!(
         verified.contains("every batch's checksum holds"),
         "{verified}"
     );
-    let dump = inside(r#""$1" change-log dump "$0""#);
+    let dump = inside(r#""$1" change-log dump "$0/change-log""#);
     let gap = dump
         .lines()
         .find(|l| l.contains(" gap disk-full lost="))
@@ -2159,8 +2203,65 @@ fn a_full_tmpfs_stops_the_change_log_not_live_data_or_audited_writes_and_it_resu
         .filter(|l| l.contains(" change site/block/p"))
         .count();
     assert!(after_gap >= 500, "{after_gap} changes after the gap");
+    // What the client saw were the plant's values, rising.
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");
     stop(daemon);
     drop(server);
+}
+
+/// The first `count` distinct values an asyncua client (`tests/peers/opcua_client.py`,
+/// anonymous, security None) receives for `node` on the server at `url`, each with status Good.
+fn subscribed_values(url: &str, node: &str, count: usize) -> Vec<f64> {
+    use std::io::{BufRead, Write};
+    let work = tempfile::tempdir().unwrap();
+    let mut client = Child(
+        Command::new(repo(".venv/bin/python"))
+            .arg(repo("tests/peers/opcua_client.py"))
+            .args([url, "-", "-"])
+            .arg(work.path())
+            .arg("None")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = client.0.stdin.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = client.0.stdout.take().unwrap();
+    #[allow(clippy::disallowed_methods)]
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || -> serde_json::Value {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the OPC UA client answered within 60 s");
+        serde_json::from_str(&line).unwrap()
+    };
+    assert_eq!(next()["connected"], true);
+    writeln!(stdin, "subscribe {node}").unwrap();
+    let mut values: Vec<f64> = Vec::new();
+    while values.len() < count {
+        let answer = next();
+        if answer.get("subscribed").is_some() {
+            continue;
+        }
+        assert_eq!(answer["status"], "Good", "{answer}");
+        let value = answer["notification"].as_f64().unwrap();
+        if values.last() != Some(&value) {
+            values.push(value);
+        }
+    }
+    writeln!(stdin, "quit").unwrap();
+    drop(stdin);
+    let _ = client.0.wait();
+    values
 }
 
 /// Plain `check` of a valid config with an OPC UA source (bindings by NodeId and browse path)

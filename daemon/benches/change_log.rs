@@ -300,10 +300,9 @@ fn per_change_workload(polls: usize, with: bool) {
             readiness: &readiness,
             state_dir: state.path(),
         };
-        let log = config
-            .change_log
-            .as_ref()
-            .and_then(|c| twinloom::change_log::start(c, context));
+        let log = config.change_log.as_ref().and_then(|c| {
+            twinloom::change_log::start(c, config.control.audit_reserve.as_u64(), context)
+        });
         let mut readings = Vec::with_capacity(TAGS_PER_DEVICE);
         for step in 0..polls {
             readings.clear();

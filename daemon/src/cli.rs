@@ -326,9 +326,11 @@ fn change_log_dump(dir: &Path, from: u64) -> ExitCode {
                 quality,
                 source_time,
                 server_time,
+                late,
             } => format!(
-                "{} change {} {} {} source={} server={}",
+                "{} {} {} {} {} source={} server={}",
                 entry.offset,
+                if *late { "late" } else { "change" },
                 paths.get(series).map_or("?", String::as_str),
                 value
                     .as_ref()

@@ -41,6 +41,7 @@ pub fn serve(items: usize) {
             admin_http: None,
             change_log: None,
             history: None,
+            northbound: Default::default(),
             control: Default::default(),
             sources: Vec::new(),
             types: vec![TypeConfig {

@@ -46,7 +46,7 @@ pub struct Handles {
     pub running: Arc<std::sync::Mutex<RunningSources>>,
     /// The running plugins (for hot reload).
     pub plugins: PluginHandles,
-    /// The change log, when `[change_log]` (or a consumer of it) is configured and it opened.
+    /// The change log, when `[change_log]` or a consumer of it is configured and it opened.
     pub change_log: Option<crate::change_log::ChangeLog>,
     /// The historian, when `[history]` is configured and it opened.
     pub history: Option<crate::history::Historian>,
@@ -78,6 +78,7 @@ fn interlocks(
 fn open_audit(
     twin: &Twin,
     state_dir: &std::path::Path,
+    reserve_bytes: u64,
     metrics: &Metrics,
     supervisor: &Supervisor,
 ) -> Result<crate::runtime::journal::Journal, String> {
@@ -91,7 +92,10 @@ fn open_audit(
     let dir = state_dir.join("audit");
     let commits = metrics.control.audit_commit.clone();
     match crate::runtime::journal::Journal::open_observed(
-        crate::runtime::journal::JournalConfig::new(&dir),
+        crate::runtime::journal::JournalConfig {
+            reserve_bytes,
+            ..crate::runtime::journal::JournalConfig::new(&dir)
+        },
         supervisor,
         Arc::new(move |took| commits.observe(took.as_secs_f64())),
     ) {
@@ -200,9 +204,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         state_dir: &state_dir,
     };
     // Before any source: the log's tap sees every change from the first.
-    let change_log = config
-        .change_log_config()
-        .and_then(|log| crate::change_log::start(&log, context));
+    // Runs when configured, or when a consumer of it is (`Config::change_log_config`).
+    let change_log = config.change_log_config().and_then(|log| {
+        crate::change_log::start(&log, config.control.audit_reserve.as_u64(), context)
+    });
     let history = match (&config.history, &change_log) {
         (Some(history), Some(log)) => crate::history::start(history, log, context),
         _ => None,
@@ -212,7 +217,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     let logins = LoginPool::start(login_threads(), LOGIN_QUEUE, metrics.set())
         .map_err(|e| anyhow::anyhow!("cannot start the login threads: {e}"))?;
     let (writers, running) = spawn_sources(config, context)?;
-    let journal = open_audit(&twin, &state_dir, &metrics, &supervisor);
+    let journal = open_audit(
+        &twin,
+        &state_dir,
+        config.control.audit_reserve.as_u64(),
+        &metrics,
+        &supervisor,
+    );
     let control = control::spawn(
         Arc::clone(&twin),
         writers.clone(),
@@ -276,6 +287,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         }
         None => None,
     };
+    if let Some(sparkplug) = &config.northbound.sparkplug
+        && let Err(error) = crate::northbound::sparkplug::start(
+            sparkplug,
+            config.base_dir(),
+            control.clone(),
+            change_log.clone(),
+            context,
+        )
+    {
+        supervisor.shutdown(config.daemon.shutdown_timeout).await;
+        return Err(error);
+    }
     let sweeper = Arc::clone(&twin);
     supervisor.spawn("twin-stale-sweep", move |token| async move {
         let mut tick = tokio::time::interval(STALE_SWEEP_INTERVAL);

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use crate::config::change_log::ChangeLogConfig;
 use crate::context::ComponentContext;
 use crate::runtime::ReadyFlag;
-use crate::twin::{Change, TAP_CAPACITY, TapReceiver};
+use crate::twin::{TAP_CAPACITY, TapReceiver, Tapped};
 
 pub use events::ChangeLogMetrics;
 pub use format::{Entry, GapReason, Record};
@@ -132,7 +132,7 @@ struct Writer {
 impl Writer {
     /// Writes `changes` (and the `lost` after them) or, degraded, counts them; syncs when the
     /// commit window is over (or `closing`); when `closing`, ends with a `Stopped` record.
-    fn step(&mut self, changes: &[Change], lost: u64, closing: bool) {
+    fn step(&mut self, changes: &[Tapped], lost: u64, closing: bool) {
         let now = SystemTime::now();
         let (mut changes, mut lost) = (changes, lost);
         if let State::Degraded {
@@ -189,7 +189,19 @@ impl Writer {
         let mut records = std::mem::take(&mut self.records);
         records.clear();
         records.append(&mut self.gaps);
-        records.extend(changes.iter().map(|change| {
+        records.extend(changes.iter().map(|tapped| {
+            let (change, late) = match tapped {
+                Tapped::Change(change) => (change, false),
+                Tapped::Late(change) => (change, true),
+                Tapped::UpstreamLost { messages } => {
+                    return Record::Gap {
+                        reason: GapReason::Upstream,
+                        lost: Some(*messages),
+                        void: 0..0,
+                        at: now,
+                    };
+                }
+            };
             Record::Change {
                 series: self
                     .series
@@ -200,6 +212,7 @@ impl Writer {
                 quality: change.sample.quality,
                 source_time: change.sample.source_time,
                 server_time: change.sample.server_time,
+                late,
             }
         }));
         if lost > 0 {
@@ -308,14 +321,26 @@ impl Writer {
     }
 }
 
-/// Opens the log in `<state dir>/change-log`, takes the twin's tap and spawns the writer task.
-/// Call it before any source starts, so the log sees every change from the first.
+/// Opens the log in `<state dir>/change-log`, takes the twin's tap and spawns the writer task —
+/// in the supervisor's last shutdown stage, so it records what sources and plugins change while
+/// they stop. Call it before any source starts, so the log sees every change from the first.
+/// `audit_reserve` (bytes) is the audit journal's free-space reserve: the log keeps twice it free
+/// on the same file system ([`store::reserve_for`]).
 ///
 /// A log that cannot be opened is logged and left unready (`None`): live data, OPC UA and
 /// operator writes go on without it.
-pub fn start(config: &ChangeLogConfig, context: ComponentContext<'_>) -> Option<ChangeLog> {
+pub fn start(
+    config: &ChangeLogConfig,
+    audit_reserve: u64,
+    context: ComponentContext<'_>,
+) -> Option<ChangeLog> {
     let dir = context.state_dir.join(DIR_NAME);
-    let store = StoreConfig::new(dir, config.max_disk.as_u64(), context.state_dir);
+    let store = StoreConfig::new(
+        dir,
+        config.max_disk.as_u64(),
+        context.state_dir,
+        audit_reserve,
+    );
     start_with(config, store, context)
 }
 
@@ -392,7 +417,7 @@ pub fn start_with(
     writer.sync();
     context
         .supervisor
-        .spawn("change-log", move |token| run(writer, tap, token));
+        .spawn_last("change-log", move |token| run(writer, tap, token));
     Some(ChangeLog {
         dir,
         written: written_rx,
@@ -408,7 +433,7 @@ async fn run(
     tap: TapReceiver,
     token: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut changes: Vec<Change> = Vec::new();
+    let mut changes: Vec<Tapped> = Vec::new();
     let mut last_write = tokio::time::Instant::now();
     loop {
         let tick = match writer.state {

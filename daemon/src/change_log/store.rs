@@ -260,9 +260,10 @@ impl std::fmt::Debug for StoreConfig {
 
 impl StoreConfig {
     /// The daemon's settings for a log in `dir` with budget `max_disk` (bytes) beside a state
-    /// folder `state_dir` (where the audit journal keeps its own 64 MiB reserve).
-    pub fn new(dir: PathBuf, max_disk: u64, state_dir: &Path) -> Self {
-        let reserve_bytes = reserve_for(&dir, state_dir);
+    /// folder `state_dir`, where the audit journal keeps `audit_reserve` bytes free
+    /// (`[control] audit_reserve`).
+    pub fn new(dir: PathBuf, max_disk: u64, state_dir: &Path, audit_reserve: u64) -> Self {
+        let reserve_bytes = reserve_for(&dir, state_dir, audit_reserve);
         Self {
             dir,
             max_disk,
@@ -273,22 +274,17 @@ impl StoreConfig {
     }
 }
 
-/// The audit journal's free-space reserve (`runtime::journal::JournalConfig::reserve_bytes`).
-pub const AUDIT_RESERVE: u64 = 64 * 1024 * 1024;
-
-/// What the log keeps free on top of the audit's reserve when both share a file system.
-pub const RESERVE_ABOVE_AUDIT: u64 = 64 * 1024 * 1024;
-
 /// The log's free-space reserve: on the file system of the state folder (where the audit log
-/// lives) the audit's reserve plus [`RESERVE_ABOVE_AUDIT`] (128 MiB), so a filling disk stops the
-/// log well before it stops audited writes; on a file system of its own (a mount at
-/// `<state>/change-log`) none: the log fills it to `ENOSPC`, which it handles like a full disk.
-pub fn reserve_for(log_dir: &Path, state_dir: &Path) -> u64 {
+/// lives) twice the audit's reserve `audit_reserve` (bytes; 128 MiB at the default 64 MiB), so a
+/// filling disk stops the log while the audit still has as much again to write into; on a file
+/// system of its own (a mount at `<state>/change-log`) none: the log fills it to `ENOSPC`, which
+/// it handles like a full disk.
+pub fn reserve_for(log_dir: &Path, state_dir: &Path, audit_reserve: u64) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let device = |path: &Path| std::fs::metadata(path).map(|m| m.dev()).ok();
     match (device(log_dir), device(state_dir)) {
         (Some(log), Some(state)) if log != state => 0,
-        _ => AUDIT_RESERVE + RESERVE_ABOVE_AUDIT,
+        _ => audit_reserve.saturating_mul(2),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod history;
 pub mod model;
 pub mod opcua_server;
 pub mod sources;
+pub mod sparkplug;
 mod validate;
 
 use std::collections::HashSet;
@@ -29,7 +30,6 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use diagnostic::{Diagnostic, KeyPath, Problem};
-use model::ChangeLogConfig;
 pub use model::Config;
 use model::{AssetConfig, AssetHead};
 
@@ -73,16 +73,6 @@ impl Config {
         self.sources.iter().find(|s| s.id() == id)
     }
 
-    /// The change log's settings when it runs: the `[change_log]` section, or its defaults when
-    /// only a consumer of the log is configured (`[history]`); `None` when nothing needs it.
-    pub fn change_log_config(&self) -> Option<ChangeLogConfig> {
-        match (&self.change_log, &self.history) {
-            (Some(log), _) => Some(log.clone()),
-            (None, Some(_)) => Some(ChangeLogConfig::default()),
-            (None, None) => None,
-        }
-    }
-
     /// The folder relative paths in this config resolve against.
     pub fn base_dir(&self) -> &Path {
         self.file.parent().unwrap_or(Path::new("."))
@@ -91,6 +81,16 @@ impl Config {
     /// `path` resolved against [`Self::base_dir`] when relative.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.base_dir().join(path)
+    }
+
+    /// The change log's settings when the log is to run: `[change_log]`, or its defaults when
+    /// only a consumer of the log is configured (`[history]`, `[northbound.sparkplug]`); `None`
+    /// when nothing asks for the log.
+    pub fn change_log_config(&self) -> Option<change_log::ChangeLogConfig> {
+        let consumer = self.history.is_some() || self.northbound.sparkplug.is_some();
+        self.change_log
+            .clone()
+            .or_else(|| consumer.then(change_log::ChangeLogConfig::default))
     }
 
     /// The folder for state the daemon writes (PKI, audit log): `daemon.state_dir`, systemd's
@@ -316,7 +316,7 @@ struct Loader<'m, 'a> {
     source_kinds: std::collections::HashMap<String, SourceKind>,
 }
 
-const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `history`, `control`, `sources`, `types`, `assets`, `plugins`";
+const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `history`, `northbound`, `control`, `sources`, `types`, `assets`, `plugins`";
 
 impl Loader<'_, '_> {
     fn load(&mut self, file: &Path, root: &DeTable<'_>) -> Config {
@@ -328,6 +328,7 @@ impl Loader<'_, '_> {
             admin_http: None,
             change_log: None,
             history: None,
+            northbound: Default::default(),
             sources: Vec::new(),
             types: Vec::new(),
             assets: Vec::new(),
@@ -344,6 +345,7 @@ impl Loader<'_, '_> {
                 "admin_http" => config.admin_http = self.de(&path, value),
                 "change_log" => config.change_log = self.de(&path, value),
                 "history" => config.history = self.de(&path, value),
+                "northbound" => config.northbound = self.de(&path, value).unwrap_or_default(),
                 "control" => config.control = self.de(&path, value).unwrap_or_default(),
                 "sources" => config.sources = self.sources(&path, value),
                 "types" => {

@@ -31,6 +31,8 @@ pub struct Config {
     pub change_log: Option<ChangeLogConfig>,
     /// `[history]`: the embedded historian, when present.
     pub history: Option<HistoryConfig>,
+    /// `[northbound.*]`: northbound services configured under `[northbound]` (Sparkplug B).
+    pub northbound: NorthboundConfig,
     /// `[[sources.<kind>]]`: connections to PLCs, in file order.
     pub sources: Vec<SourceConfig>,
     /// `[[types]]`: asset types.
@@ -62,6 +64,19 @@ pub struct ControlConfig {
     /// `[[control.interlocks]]`: conditions that must hold for writes to some properties.
     #[serde(default)]
     pub interlocks: Vec<InterlockConfig>,
+    /// Free space the audit log's file system must keep for a record to be written (`"64MiB"`;
+    /// binary or decimal units), at least 64 KiB. Below it the journal refuses, and so does the
+    /// gate. The change log keeps twice it free on the same file system, so a filling disk stops
+    /// the change log first. Lower it only for a small, dedicated state disk. Default 64 MiB.
+    #[serde(default = "default_audit_reserve")]
+    pub audit_reserve: bytesize::ByteSize,
+}
+
+/// Smallest `[control] audit_reserve`: room for a few hundred audit records.
+pub const MIN_AUDIT_RESERVE: u64 = 64 * 1024;
+
+fn default_audit_reserve() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(64)
 }
 
 impl Default for ControlConfig {
@@ -71,6 +86,7 @@ impl Default for ControlConfig {
             write_timeout: default_write_timeout(),
             armed: false,
             interlocks: Vec::new(),
+            audit_reserve: default_audit_reserve(),
         }
     }
 }
@@ -152,6 +168,7 @@ pub use super::admin_http::AdminHttpConfig;
 pub use super::change_log::ChangeLogConfig;
 pub use super::history::HistoryConfig;
 pub use super::opcua_server::{OpcUaServerConfig, Role, UserConfig};
+pub use super::sparkplug::NorthboundConfig;
 /// The `[twin]` and `[[types]]` sections are the twin's own declarations; they are defined there.
 pub use crate::twin::spec::{
     Access, DataType, DeadbandConfig, PropertyConfig, TwinConfig, TypeConfig,

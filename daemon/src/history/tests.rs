@@ -47,6 +47,9 @@ fn start_both(twin: &Arc<Twin>, state: &Path) -> Running {
             commit_window: Duration::from_millis(10),
             ..Default::default()
         },
+        crate::config::model::ControlConfig::default()
+            .audit_reserve
+            .as_u64(),
         context,
     )
     .expect("the log opens");
