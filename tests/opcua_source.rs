@@ -183,13 +183,17 @@ impl Peer {
             stdout,
             endpoint: String::new(),
         };
-        let line = peer.line();
-        if !line.starts_with("LISTENING ") {
-            let mut rest = String::new();
-            for _ in 0..20 {
-                rest.push_str(&peer.line());
-            }
-            panic!("peer did not start: {line}{rest}");
+        // node-opcua may print its own warnings on stdout first (`[NODE-OPCUA-W27] node
+        // version …`, seen when two node peers start at once).
+        let mut line = peer.line();
+        let mut before = String::new();
+        while !line.starts_with("LISTENING ") {
+            assert!(
+                !line.is_empty() && !line.starts_with("ERROR"),
+                "peer did not start: {before}{line}"
+            );
+            before.push_str(&line);
+            line = peer.line();
         }
         peer.endpoint = line
             .split_whitespace()
@@ -505,13 +509,17 @@ impl WritePeer {
             stdout,
             endpoint: String::new(),
         };
-        let line = peer.line();
-        if !line.starts_with("LISTENING ") {
-            let mut rest = String::new();
-            for _ in 0..20 {
-                rest.push_str(&peer.line());
-            }
-            panic!("peer did not start: {line}{rest}");
+        // node-opcua may print its own warnings on stdout first (`[NODE-OPCUA-W27] node
+        // version …`, seen when two node peers start at once).
+        let mut line = peer.line();
+        let mut before = String::new();
+        while !line.starts_with("LISTENING ") {
+            assert!(
+                !line.is_empty() && !line.starts_with("ERROR"),
+                "peer did not start: {before}{line}"
+            );
+            before.push_str(&line);
+            line = peer.line();
         }
         peer.endpoint = line
             .strip_prefix("LISTENING ")
@@ -959,4 +967,404 @@ async fn check_online_reports_bindings_that_do_not_fit_the_server() {
         "32:17: assets[0].bindings.lost: the server has no namespace `urn:nowhere` (not in its NamespaceArray)",
     ];
     assert_eq!(lines, expected, "{stderr}");
+}
+
+/// A TCP proxy on 127.0.0.1 between the source and a server that, on command, swallows the
+/// server's OPC UA chunks (Part 6 §7.1.2: 8-byte header, type, size) instead of passing them on —
+/// a Publish response lost on the way, never acknowledged — and cuts every connection. It writes
+/// its own port over the server's in the server's answers (`127.0.0.1:<port>`, ports of equal
+/// length, security None): async-opcua 0.19 matches endpoints ignoring the port
+/// (`url_matches_except_host`) and would connect to the server's own port, around the proxy.
+struct Proxy {
+    port: u16,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Server chunks swallowed so far.
+    swallowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bumped to cut every connection open at the time.
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    /// Listens on a free port; `upstream` (the server's port) comes once the server is up.
+    async fn bind() -> (Self, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Self {
+            port: listener.local_addr().unwrap().port(),
+            swallow: Default::default(),
+            swallowed: Default::default(),
+            cut: tokio::sync::watch::channel(0).0,
+        };
+        (proxy, listener)
+    }
+
+    /// Forwards every connection `listener` accepts to `upstream`.
+    #[allow(clippy::disallowed_methods, reason = "a test peer, not the daemon")]
+    fn run(&self, listener: tokio::net::TcpListener, upstream: u16) {
+        let (from, to) = (
+            format!("127.0.0.1:{upstream}").into_bytes(),
+            format!("127.0.0.1:{}", self.port).into_bytes(),
+        );
+        assert_eq!(from.len(), to.len(), "ports of one length");
+        let (swallow, swallowed, cut) = (
+            self.swallow.clone(),
+            self.swallowed.clone(),
+            self.cut.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let (swallow, swallowed, mut cut) =
+                    (swallow.clone(), swallowed.clone(), cut.subscribe());
+                let (from, to) = (from.clone(), to.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    let up = tokio::io::copy(&mut client_rx, &mut server_tx);
+                    let down = async {
+                        let mut header = [0u8; 8];
+                        loop {
+                            server_rx.read_exact(&mut header).await?;
+                            let size = u32::from_le_bytes(header[4..8].try_into().unwrap());
+                            let mut body = vec![0; (size as usize).saturating_sub(8)];
+                            server_rx.read_exact(&mut body).await?;
+                            let mut at = 0;
+                            while let Some(i) =
+                                body[at..].windows(from.len()).position(|w| w == from)
+                            {
+                                body[at + i..at + i + to.len()].copy_from_slice(&to);
+                                at += i + to.len();
+                            }
+                            if swallow.load(std::sync::atomic::Ordering::SeqCst) {
+                                swallowed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                continue;
+                            }
+                            client_tx.write_all(&header).await?;
+                            client_tx.write_all(&body).await?;
+                        }
+                        #[allow(unreachable_code)]
+                        std::io::Result::Ok(())
+                    };
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+    }
+
+    fn swallowed(&self) -> u64 {
+        self.swallowed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Swallows server chunks until at least `chunks` more are gone.
+    async fn swallow(&self, chunks: u64) {
+        let from = self.swallowed();
+        self.swallow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        common::eventually(
+            WAIT,
+            || self.swallowed() >= from + chunks,
+            || format!("{} server chunks swallowed", self.swallowed() - from),
+        )
+        .await;
+    }
+
+    /// Cuts every open connection and passes chunks on again.
+    fn cut(&self) {
+        self.swallow
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+/// node-opcua's counter peer (`tests/peers/node/opcua_counter_server.js`).
+struct CounterPeer {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    port: u16,
+    namespace: u16,
+}
+
+impl CounterPeer {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("node")
+            .arg(common::repo().join("tests/peers/node/opcua_counter_server.js"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // node-opcua prints its own warnings on stdout first.
+        let mut line = String::new();
+        while !line.starts_with("LISTENING ") {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 || line.starts_with("ERROR") {
+                panic!("peer did not start: {line}");
+            }
+        }
+        let mut parts = line
+            .strip_prefix("LISTENING opc.tcp://127.0.0.1:")
+            .unwrap_or_else(|| panic!("peer did not start: {line}"))
+            .split_whitespace();
+        let port = parts.next().unwrap().trim_end_matches('/').parse().unwrap();
+        let namespace = parts.next().unwrap().parse().unwrap();
+        Self {
+            child,
+            stdin,
+            stdout,
+            port,
+            namespace,
+        }
+    }
+
+    /// Sends `command`; returns the number of its answer `<answer> <n>`.
+    fn command(&mut self, command: &str, answer: &str) -> u64 {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        let mut line = String::new();
+        while !line.starts_with(answer) {
+            line.clear();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "peer ended");
+        }
+        line[answer.len()..]
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{line}"))
+    }
+
+    /// Empties the server's retransmission queues; returns how many messages were dropped.
+    fn forget(&mut self) -> u64 {
+        self.command("FORGET", "FORGOT ")
+    }
+
+    /// Closes every session as if it had timed out, keeping its subscriptions (the source's
+    /// ActivateSession then fails: a new session takes the subscription with
+    /// TransferSubscriptions). node-opcua answers TransferSubscriptions on the *same* session
+    /// with Bad_NothingToDo, on which async-opcua creates the subscription anew (docs/opcua.md).
+    fn expire(&mut self) -> u64 {
+        self.command("EXPIRE", "EXPIRED ")
+    }
+
+    /// Stops the counter (node-opcua does not sample an orphaned subscription's items: values
+    /// changing while no session holds it reach no client); returns its value.
+    fn pause(&mut self) -> u64 {
+        self.command("PAUSE", "PAUSED ")
+    }
+
+    /// Counts again; returns the value.
+    fn resume(&mut self) -> u64 {
+        self.command("RESUME", "RESUMED ")
+    }
+}
+
+impl Drop for CounterPeer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The counter peer behind `proxy`, its `Counter` bound to `site/c/count`, a change log in
+/// `state`.
+fn counter_config(proxy: u16, namespace: u16, state: &std::path::Path) -> twinloom::config::Config {
+    config(&format!(
+        r#"
+[daemon]
+state_dir = "{state}"
+
+[change_log]
+max_disk = "64MiB"
+commit_window = "50ms"
+
+[[sources.opcua]]
+id = "counter"
+endpoint = "opc.tcp://127.0.0.1:{proxy}/"
+security_policy = "none"
+security_mode = "none"
+trust_server_certificate = true
+publishing_interval = "100ms"
+sampling_interval = "50ms"
+backoff_min = "100ms"
+backoff_max = "500ms"
+timeout = "2s"
+
+[[types]]
+name = "Counter"
+properties = [{{ name = "count", data_type = "unsigned" }}]
+
+[[assets]]
+path = "site/c"
+type = "Counter"
+source = "counter"
+[assets.bindings]
+count = {{ node_id = "ns={namespace};s=Counter" }}
+"#,
+        state = state.display(),
+    ))
+}
+
+/// Every change record of the log (one property), and the gaps.
+fn counter_log(
+    handles: &twinloom::app::Handles,
+) -> (
+    Vec<(u64, bool, std::time::SystemTime)>,
+    Vec<twinloom::change_log::GapReason>,
+) {
+    // Good values only: a bad change keeps the last value (the connection lost).
+    use twinloom::change_log::Record;
+    let mut reader = handles.change_log.as_ref().expect("the log runs").reader(0);
+    let (mut changes, mut gaps) = (Vec::new(), Vec::new());
+    while let Some(entry) = reader.try_next().expect("readable") {
+        match entry.record {
+            Record::Change {
+                value: Some(Value::UInt(v)),
+                late,
+                source_time,
+                quality,
+                ..
+            } if quality.is_good() => changes.push((v, late, source_time.expect("a source time"))),
+            Record::Gap { reason, .. } => gaps.push(reason),
+            _ => {}
+        }
+    }
+    (changes, gaps)
+}
+
+fn source_metric(handles: &twinloom::app::Handles, name: &str) -> f64 {
+    common::metric(
+        &handles.metrics.encode(),
+        &format!("twinloom_opcua_source_{name}_total{{source=\"counter\"}}"),
+    )
+}
+
+/// Waits until the counter is Good and at least `value`.
+async fn counter_reaches(handles: &twinloom::app::Handles, value: u64) -> u64 {
+    let count = property(handles, "site/c/count");
+    let sample = wait_for(handles, count, WAIT, |s| {
+        s.quality.is_good() && s.value.as_ref().and_then(Value::as_f64) >= Some(value as f64)
+    })
+    .await;
+    sample.value.and_then(|v| v.as_f64()).unwrap() as u64
+}
+
+/// Issue #26: Publish responses lost on the way (never acknowledged), the session gone on the
+/// server, the connection cut: async-opcua reconnects (new channel, ActivateSession refused, a new
+/// session, TransferSubscriptions), the source sees
+/// the sequence numbers it skipped and gets them back with Republish. The change log holds every
+/// value of the counter once, the republished ones as late; the twin's value is the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_publish_responses_are_republished_into_the_change_log() {
+    logs();
+    let (proxy, listener) = Proxy::bind().await;
+    let mut peer = CounterPeer::start();
+    proxy.run(listener, peer.port);
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
+    let first = counter_reaches(&handles, 0).await;
+    counter_reaches(&handles, first + 3).await;
+
+    // Publish responses swallowed (async-opcua keeps a few Publish requests out), the session
+    // gone on the server (its subscription kept), the connection cut.
+    proxy.swallow(2).await;
+    let paused = peer.pause();
+    assert_eq!(peer.expire(), 1);
+    proxy.cut();
+    common::eventually(
+        WAIT,
+        || source_metric(&handles, "republished") >= 1.0,
+        || "no notification republished".to_owned(),
+    )
+    .await;
+    counter_reaches(&handles, paused).await;
+    peer.resume();
+    counter_reaches(&handles, paused + 5).await;
+    assert_eq!(source_metric(&handles, "lost_notifications"), 0.0);
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+
+    let (changes, gaps) = counter_log(&handles);
+    assert!(gaps.is_empty(), "{gaps:?}");
+    assert!(
+        changes.iter().any(|(_, late, _)| *late),
+        "no late (republished) change: {changes:?}"
+    );
+    // By source time: every value from the first on, once, in order. One sample may be logged
+    // twice with its own source time: Good, then (connection lost) Bad with the value kept, then
+    // Good again when the transferred subscription's initial value brings it back — a quality
+    // change, not a second sample.
+    let mut by_time = changes.clone();
+    by_time.sort_by_key(|(_, _, at)| *at);
+    by_time.dedup_by_key(|(v, _, at)| (*v, *at));
+    let values: Vec<u64> = by_time.iter().map(|(v, _, _)| *v).collect();
+    let expected: Vec<u64> = (values[0]..values[0] + values.len() as u64).collect();
+    assert_eq!(values, expected, "{changes:?}");
+    // The current value is the newest, and no late change is newer than the change before it.
+    let newest = *values.last().unwrap();
+    let count = property(&handles, "site/c/count");
+    assert_eq!(handles.twin.sample(count).value, Some(Value::UInt(newest)));
+    let mut current: Vec<(u64, std::time::SystemTime)> = changes
+        .iter()
+        .filter(|(_, late, _)| !late)
+        .map(|(v, _, at)| (*v, *at))
+        .collect();
+    // A sample again with its own source time is its quality coming back (see above).
+    current.dedup();
+    assert!(current.windows(2).all(|w| w[0].0 < w[1].0), "{current:?}");
+}
+
+/// Issue #26: the server no longer has the lost messages (its retransmission queue emptied):
+/// Republish answers Bad_MessageNotAvailable, the loss is counted and an `upstream` gap in the
+/// change log, and the source goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_server_no_longer_has_are_a_counted_gap() {
+    logs();
+    let (proxy, listener) = Proxy::bind().await;
+    let mut peer = CounterPeer::start();
+    proxy.run(listener, peer.port);
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
+    let first = counter_reaches(&handles, 0).await;
+    counter_reaches(&handles, first + 3).await;
+
+    proxy.swallow(2).await;
+    assert!(
+        peer.forget() >= 1,
+        "the server held no unacknowledged message"
+    );
+    assert_eq!(peer.expire(), 1);
+    proxy.cut();
+    common::eventually(
+        WAIT,
+        || source_metric(&handles, "lost_notifications") >= 1.0,
+        || "no loss counted".to_owned(),
+    )
+    .await;
+    let after = counter_reaches(&handles, 0).await;
+    counter_reaches(&handles, after + 3).await;
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    let (changes, gaps) = counter_log(&handles);
+    assert!(
+        gaps.contains(&twinloom::change_log::GapReason::Upstream),
+        "{gaps:?}"
+    );
+    // The values go on after the gap, in order.
+    let mut current: Vec<(u64, std::time::SystemTime)> = changes
+        .iter()
+        .filter(|(_, late, _)| !late)
+        .map(|(v, _, at)| (*v, *at))
+        .collect();
+    // A sample again with its own source time is its quality coming back (see above).
+    current.dedup();
+    assert!(current.windows(2).all(|w| w[0].0 < w[1].0), "{current:?}");
+    assert!(current.last().unwrap().0 > after, "{current:?}");
 }

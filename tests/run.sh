@@ -35,6 +35,10 @@ command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v patch >/dev/null 2>&1 || missing+=(patch)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# mosquitto: the MQTT broker of the Sparkplug tests (one per test on a loopback port);
+# mosquitto-clients: mosquitto_sub hands a birth's raw bytes to Eclipse Tahu's decoder.
+command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -x /usr/bin/cargo ] || missing+=(cargo-web)
 [ -x /usr/bin/rustc ] || missing+=(rustc-web)
 [ -d /usr/lib/rustlib/src/rust/library/std ] || missing+=(rust-web-src)
@@ -46,14 +50,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Independent protocol peers from PyPI (pymodbus, asyncua, and o6: open62541's client) and
-# selenium (drives chromium for the web view's test), in a virtualenv at .venv.
-if ! .venv/bin/python -c "import pymodbus, asyncua, o6, prometheus_client, selenium" >/dev/null 2>&1; then
+# Independent protocol peers from PyPI (pymodbus, asyncua, o6: open62541's client, and pysparkplug:
+# a Sparkplug B host) and selenium (drives chromium for the web view's test), in a virtualenv at
+# .venv.
+if ! .venv/bin/python -c "import pymodbus, asyncua, o6, prometheus_client, pysparkplug, selenium" >/dev/null 2>&1; then
   echo "tests/run.sh: creating .venv with the Python protocol peers" >&2
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt
 fi
-# node-opcua's client from npm (the versions in tests/peers/node/package-lock.json), for Node.js 20.
+# node-opcua's client and Eclipse Tahu's sparkplug-payload from npm (the versions in tests/peers/node/package-lock.json), for Node.js 20.
 if ! command -v npm >/dev/null 2>&1; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null

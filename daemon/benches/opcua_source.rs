@@ -14,9 +14,18 @@
 //! each as median (lowest–highest): notifications/s the subject took in, its CPU % of one core over
 //! a fixed window after warm-up (the process's own accounting), CPU µs per notification, and peak
 //! RSS; then the median of the per-round ratios of CPU per notification (Twinloom / client).
-//! (No callgrind count: a whole subject process under valgrind runs ≈ 50× slower and receives
-//! differently batched publish responses, so its instructions per notification changed by 3×
-//! between runs; docs/opcua.md.)
+//! (No callgrind count of those processes: a whole subject process under valgrind runs ≈ 50×
+//! slower and receives differently batched publish responses, so its instructions per
+//! notification changed by 3× between runs; docs/opcua.md.)
+//!
+//! Then a stable instruction count per notification, in process under callgrind: recorded
+//! PublishResponses of [`CHANGES_PER_MESSAGE`] data changes (Double values, Good, source
+//! timestamps rising) encoded once; counted only inside one function (`--toggle-collect`), for
+//! [`MESSAGES`] messages: the reference decodes each with async-opcua
+//! (`PublishResponse::decode`); Twinloom decodes it and applies its NotificationMessage through the
+//! source's notification path (`sources::opcua::NotificationPath`: client handles, readings,
+//! `Twin::apply` with a subscriber draining, as the OPC UA server has). Printed: instructions per
+//! notification of each and the ratio. `TWINLOOM_BENCH_PLANT=none` runs only this part.
 
 // Tests and benchmarks drive peers and readers from outside the daemon; the rule that every
 // task goes through the daemon's supervisor (clippy.toml) is the daemon's.
@@ -39,6 +48,11 @@ const WINDOW: Duration = Duration::from_secs(10);
 const WARM_UP: Duration = Duration::from_secs(3);
 /// Monitored items per CreateMonitoredItems of the reference client.
 const BATCH: usize = 1000;
+
+/// Data changes per recorded PublishResponse of the per-notification count.
+const CHANGES_PER_MESSAGE: usize = 1000;
+/// PublishResponses decoded (and applied) in each callgrind run.
+const MESSAGES: usize = 40;
 
 /// A plant: how many upstream servers, with how many items each.
 #[derive(Debug, Clone, Copy)]
@@ -278,15 +292,17 @@ fn main() {
     if let Ok(items) = std::env::var("TWINLOOM_BENCH_UPSTREAM") {
         return support::upstream::serve(items.parse().unwrap());
     }
+    if let Ok(kind) = std::env::var("TWINLOOM_BENCH_NOTIFICATIONS") {
+        return notification_workload(&kind);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let only: Option<usize> = std::env::var("TWINLOOM_BENCH_PLANT")
-        .ok()
-        .and_then(|v| v.parse().ok());
+    // A plant's index, or `none` for the per-notification count alone.
+    let only = std::env::var("TWINLOOM_BENCH_PLANT").ok();
     for (index, plant) in PLANTS.iter().enumerate() {
-        if only.is_some_and(|o| o != index) {
+        if only.as_deref().is_some_and(|o| o != index.to_string()) {
             continue;
         }
         support::heading(&format!(
@@ -318,6 +334,161 @@ fn main() {
             costs.ratio_text(2)
         );
     }
+    instructions_per_notification();
+}
+
+/// The per-notification count: callgrind over [`notification_workload`], each side counted only
+/// inside its step function.
+fn instructions_per_notification() {
+    support::heading(&format!(
+        "OPC UA source, per notification (callgrind, in process): {MESSAGES} PublishResponses of {CHANGES_PER_MESSAGE} data changes"
+    ));
+    let count = |kind: &str, function: &str| {
+        support::callgrind_instructions_in(
+            &[("TWINLOOM_BENCH_NOTIFICATIONS", kind.to_owned())],
+            Some(function),
+        )
+    };
+    let notifications = (MESSAGES * CHANGES_PER_MESSAGE) as f64;
+    match (
+        count("decode", "*decode_step*"),
+        count("apply", "*apply_step*"),
+    ) {
+        (Ok(decode), Ok(apply)) => {
+            println!(
+                "  async-opcua decode (reference)          {:>8.1} instructions per notification",
+                decode as f64 / notifications
+            );
+            println!(
+                "  Twinloom: decode + notification path    {:>8.1} instructions per notification",
+                apply as f64 / notifications
+            );
+            println!(
+                "  ratio, Twinloom / reference: {:.2}",
+                apply as f64 / decode.max(1) as f64
+            );
+        }
+        (Err(e), _) | (_, Err(e)) => println!("  not counted: {e}"),
+    }
+}
+
+/// A recorded PublishResponse: `CHANGES_PER_MESSAGE` data changes (client handles 1…, Double
+/// values changing with `step`, Good, source timestamps rising with `step`), encoded.
+fn publish_response(step: usize) -> Vec<u8> {
+    use opcua::types::{
+        BinaryEncodable, DataChangeNotification, DataValue, DateTime, ExtensionObject,
+        MonitoredItemNotification, NotificationMessage, PublishResponse, Variant,
+    };
+    let at = DateTime::from(133_485_408_000_000_000 + step as i64 * 1_000_000);
+    let changes: Vec<MonitoredItemNotification> = (0..CHANGES_PER_MESSAGE)
+        .map(|i| MonitoredItemNotification {
+            client_handle: i as u32 + 1,
+            value: DataValue {
+                value: Some(Variant::Double(i as f64 * 0.01 + step as f64 * 0.5)),
+                source_timestamp: Some(at),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let response = PublishResponse {
+        subscription_id: 1,
+        notification_message: NotificationMessage {
+            sequence_number: step as u32 + 1,
+            publish_time: at,
+            notification_data: Some(vec![ExtensionObject::from_message(
+                DataChangeNotification {
+                    monitored_items: Some(changes),
+                    diagnostic_infos: None,
+                },
+            )]),
+        },
+        ..Default::default()
+    };
+    let context = opcua::types::ContextOwned::default();
+    let mut bytes = Vec::new();
+    response.encode(&mut bytes, &context.context()).unwrap();
+    bytes
+}
+
+/// The workload one callgrind run counts (`decode`: the reference, `apply`: Twinloom).
+fn notification_workload(kind: &str) {
+    use opcua::types::{BinaryDecodable, ContextOwned, DecodingOptions, NamespaceMap};
+    let messages: Vec<Vec<u8>> = (0..MESSAGES).map(publish_response).collect();
+    let context = ContextOwned::new_default(
+        NamespaceMap::new(),
+        DecodingOptions {
+            max_array_length: 100_000,
+            ..DecodingOptions::default()
+        },
+    );
+    let context = context.context();
+    let decode = |bytes: &[u8]| {
+        opcua::types::PublishResponse::decode(&mut std::io::Cursor::new(bytes), &context).unwrap()
+    };
+    match kind {
+        "decode" => {
+            for bytes in &messages {
+                decode_step(bytes, &decode);
+            }
+        }
+        _ => {
+            let mut text = String::from(
+                "[[sources.opcua]]\nid = \"up\"\nendpoint = \"opc.tcp://127.0.0.1:4840/\"\n\
+                 [[types]]\nname = \"Probe\"\nproperties = [{ name = \"v\", data_type = \"float\" }]\n",
+            );
+            for i in 0..CHANGES_PER_MESSAGE {
+                text.push_str(&format!(
+                    "[[assets]]\npath = \"bench/a{i}\"\ntype = \"Probe\"\nsource = \"up\"\n\
+                     bindings.v = {{ node_id = \"ns=2;i={i}\" }}\n"
+                ));
+            }
+            let config =
+                twinloom::config::parse(std::path::Path::new("bench.toml"), &text).unwrap();
+            let twin = Arc::new(twinloom::twin::Twin::new(
+                Arc::new(config.twin_model()),
+                &config.twin,
+            ));
+            let by_handle = (0..CHANGES_PER_MESSAGE)
+                .map(|i| {
+                    vec![
+                        twin.model()
+                            .property_by_path(&format!("bench/a{i}/v"))
+                            .unwrap(),
+                    ]
+                })
+                .collect();
+            let mut path =
+                twinloom::sources::opcua::NotificationPath::new(Arc::clone(&twin), by_handle);
+            let mut subscriber = twin.subscribe(twinloom::twin::Filter::All, 4096);
+            let mut changes = Vec::new();
+            for bytes in &messages {
+                apply_step(bytes, &decode, &mut path);
+                changes.clear();
+                subscriber.try_recv(&mut changes);
+            }
+            assert_eq!(
+                twin.stats().changes as usize,
+                MESSAGES * CHANGES_PER_MESSAGE
+            );
+        }
+    }
+}
+
+/// The reference's counted step: async-opcua decodes one PublishResponse (and drops it).
+#[inline(never)]
+fn decode_step(bytes: &[u8], decode: &dyn Fn(&[u8]) -> opcua::types::PublishResponse) {
+    drop(std::hint::black_box(decode(bytes)));
+}
+
+/// Twinloom's counted step: decode one PublishResponse and apply its NotificationMessage through
+/// the source's notification path.
+#[inline(never)]
+fn apply_step(
+    bytes: &[u8],
+    decode: &dyn Fn(&[u8]) -> opcua::types::PublishResponse,
+    path: &mut twinloom::sources::opcua::NotificationPath,
+) {
+    path.apply(decode(bytes).notification_message);
 }
 
 /// An upstream server: this binary re-run as [`support::upstream::serve`].

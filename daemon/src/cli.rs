@@ -52,6 +52,25 @@ pub enum Command {
         #[command(subcommand)]
         action: ChangeLogAction,
     },
+    /// Copy the state that cannot be rebuilt (history, audit log, PKI, control state, the change
+    /// log's cursors) into a new folder, while the daemon runs: `twinloom backup --to DIR`.
+    Backup {
+        /// The new (or empty) folder to write the backup into.
+        #[arg(long)]
+        to: PathBuf,
+        /// The state folder (default: `$STATE_DIRECTORY` or `/var/lib/twinloom`).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Copy a backup into the state folder of a stopped daemon: `twinloom restore --from DIR`.
+    Restore {
+        /// The backup folder.
+        #[arg(long)]
+        from: PathBuf,
+        /// The state folder (default: `$STATE_DIRECTORY` or `/var/lib/twinloom`).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
     /// Build or create WebAssembly plugins.
     #[cfg(feature = "plugin-tools")]
     Plugin {
@@ -208,6 +227,56 @@ pub enum ChangeLogAction {
     },
 }
 
+fn default_state(state: Option<&Path>) -> PathBuf {
+    state.map_or_else(
+        || {
+            std::env::var_os("STATE_DIRECTORY")
+                .map_or_else(|| PathBuf::from("/var/lib/twinloom"), PathBuf::from)
+        },
+        Path::to_path_buf,
+    )
+}
+
+/// `twinloom backup --to DIR [--state DIR]`: exit 0 with the number of files copied, 1 on an
+/// error (named on stderr).
+pub fn backup(to: &Path, state: Option<&Path>) -> ExitCode {
+    let state = default_state(state);
+    match crate::app::backup::backup(&state, to) {
+        Ok(files) => {
+            println!(
+                "backed up {files} files of {} into {}",
+                state.display(),
+                to.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("backup: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `twinloom restore --from DIR [--state DIR]`: exit 0 with the number of files copied, 1 on an
+/// error (a daemon running on the state folder included).
+pub fn restore(from: &Path, state: Option<&Path>) -> ExitCode {
+    let state = default_state(state);
+    match crate::app::backup::restore(from, &state) {
+        Ok(files) => {
+            println!(
+                "restored {files} files from {} into {}",
+                from.display(),
+                state.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("restore: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `twinloom change-log dump|verify [DIR]`.
 pub fn change_log(action: &ChangeLogAction) -> ExitCode {
     let (ChangeLogAction::Dump { dir, .. } | ChangeLogAction::Verify { dir }) = action;
@@ -257,9 +326,11 @@ fn change_log_dump(dir: &Path, from: u64) -> ExitCode {
                 quality,
                 source_time,
                 server_time,
+                late,
             } => format!(
-                "{} change {} {} {} source={} server={}",
+                "{} {} {} {} {} source={} server={}",
                 entry.offset,
+                if *late { "late" } else { "change" },
                 paths.get(series).map_or("?", String::as_str),
                 value
                     .as_ref()

@@ -14,6 +14,7 @@ pub mod control;
 pub mod demo;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod history;
 pub mod northbound;
 pub mod opcua_values;
 pub mod plugins;

@@ -14,6 +14,8 @@ fn main() -> ExitCode {
         Command::HashPassword => cli::hash_password(),
         Command::Audit { action } => cli::audit(&action),
         Command::ChangeLog { action } => cli::change_log(&action),
+        Command::Backup { to, state } => cli::backup(&to, state.as_deref()),
+        Command::Restore { from, state } => cli::restore(&from, state.as_deref()),
         #[cfg(feature = "plugin-tools")]
         Command::Plugin { action } => cli::plugin(&action),
         Command::Pki { config, action } => cli::pki(&config, &action),

@@ -15,7 +15,16 @@ it follows commands from stdin and answers each with one JSON object per line on
   subscribe <nodeid>         -> {"subscribed": true}, then {"notification": <value>, "status": "<name>"} per change
   write <nodeid> <type> <json value>  (type Double, Boolean, Int64, UInt64 or String) -> {"status": "<name>"}
   call <object nodeid> <method nodeid>  (no arguments) -> {"status": "<name>"}
+  history_raw <nodeid> <json {"start": µs|null, "end": µs|null, "num": n, "bounds": bool}>
+      -> {"values": [{"t": µs, "server_t": µs|null, "value": ..., "status": "<name>", "code": <u32>}], "statuses": ["<node status per answer>"],
+          "pages": <answers>}  (HistoryRead ReadRawModifiedDetails, following continuation points to the end)
+  history_first <nodeid> <json as history_raw>  -> {"values": [...], "status": "<name>", "continuation": <bool>,
+          "released": "<status of the release>", "after": "<status of reading on with the released point>"}
+  read_raw_history <nodeid> <json {"start": µs, "end": µs, "num": n}>  -> {"values": [...]}  (asyncua's Node.read_raw_history)
+  history_at <nodeid> <json [µs, ...]>  -> {"values": [...], "status": "<name>"}  (ReadAtTimeDetails, UseSimpleBounds)
   quit
+
+Times are µs since the Unix epoch (OPC UA DateTime has 100 ns ticks: µs are exact).
 
 Status names are the symbolic OPC UA names ("Good", "BadUserAccessDenied"). A command that fails
 outright (an unknown node, a lost connection) answers {"error": "<message>"}.
@@ -118,6 +127,110 @@ async def call(client, object_id, method_id):
     return {"status": status_name(result.StatusCode)}
 
 
+EPOCH = __import__("datetime").datetime(1970, 1, 1, tzinfo=__import__("datetime").timezone.utc)
+
+
+def to_time(us):
+    import datetime
+    return None if us is None else EPOCH + datetime.timedelta(microseconds=us)
+
+
+def from_time(t):
+    if t is None:
+        return None
+    if t.tzinfo is None:
+        import datetime
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    delta = t - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def history_values(data_values):
+    return [
+        {
+            "t": from_time(dv.SourceTimestamp),
+            "server_t": from_time(dv.ServerTimestamp),
+            "value": plain(dv.Value.Value) if dv.Value is not None else None,
+            "status": status_name(dv.StatusCode),
+            "code": dv.StatusCode.value,
+        }
+        for dv in data_values or []
+    ]
+
+
+def raw_details(spec):
+    details = ua.ReadRawModifiedDetails()
+    details.IsReadModified = False
+    details.StartTime = to_time(spec.get("start")) or ua.get_win_epoch()
+    details.EndTime = to_time(spec.get("end")) or ua.get_win_epoch()
+    details.NumValuesPerNode = spec.get("num", 0)
+    details.ReturnBounds = spec.get("bounds", False)
+    return details
+
+
+async def history_read(client, nodeid, details, continuation=None, release=False):
+    params = ua.HistoryReadParameters()
+    params.HistoryReadDetails = details
+    params.TimestampsToReturn = ua.TimestampsToReturn.Both
+    params.ReleaseContinuationPoints = release
+    value_id = ua.HistoryReadValueId()
+    value_id.NodeId = ua.NodeId.from_string(nodeid)
+    value_id.ContinuationPoint = continuation
+    params.NodesToRead = [value_id]
+    [result] = await client.uaclient.history_read(params)
+    return result
+
+
+async def history_raw(client, nodeid, spec):
+    details = raw_details(json.loads(spec))
+    values, statuses, continuation = [], [], None
+    while True:
+        result = await history_read(client, nodeid, details, continuation)
+        statuses.append(status_name(result.StatusCode))
+        # A null HistoryData (a refused node) decodes as an empty ExtensionObject.
+        values.extend(history_values(getattr(result.HistoryData, "DataValues", None)))
+        continuation = result.ContinuationPoint
+        if not continuation:
+            break
+    return {"values": values, "statuses": statuses, "pages": len(statuses)}
+
+
+async def history_first(client, nodeid, spec):
+    details = raw_details(json.loads(spec))
+    first = await history_read(client, nodeid, details)
+    answer = {
+        "values": history_values(getattr(first.HistoryData, "DataValues", None)),
+        "status": status_name(first.StatusCode),
+        "continuation": bool(first.ContinuationPoint),
+    }
+    if first.ContinuationPoint:
+        released = await history_read(client, nodeid, details, first.ContinuationPoint, release=True)
+        answer["released"] = status_name(released.StatusCode)
+        after = await history_read(client, nodeid, details, first.ContinuationPoint)
+        answer["after"] = status_name(after.StatusCode)
+    return answer
+
+
+async def read_raw_history(client, nodeid, spec):
+    spec = json.loads(spec)
+    node = client.get_node(nodeid)
+    values = await node.read_raw_history(
+        to_time(spec["start"]), to_time(spec["end"]), spec.get("num", 0), return_bounds=spec.get("bounds", False)
+    )
+    return {"values": history_values(values)}
+
+
+async def history_at(client, nodeid, times):
+    details = ua.ReadAtTimeDetails()
+    details.ReqTimes = [to_time(t) for t in json.loads(times)]
+    details.UseSimpleBounds = True
+    result = await history_read(client, nodeid, details)
+    return {
+        "values": history_values(getattr(result.HistoryData, "DataValues", None)),
+        "status": status_name(result.StatusCode),
+    }
+
+
 async def connect():
     url, user, password, workdir = sys.argv[1:5]
     policy = sys.argv[5] if len(sys.argv) > 5 else "Basic256Sha256"
@@ -156,7 +269,7 @@ async def main():
             break
         if not line.strip():
             continue
-        command, *args = line.split(maxsplit=3)
+        command, *args = line.split(maxsplit=2 if line.startswith("history") or line.startswith("read_raw") else 3)
         try:
             if command == "browse":
                 assets = {}
@@ -173,6 +286,14 @@ async def main():
                 say(await write(client, *args))
             elif command == "call":
                 say(await call(client, *args))
+            elif command == "history_raw":
+                say(await history_raw(client, *args))
+            elif command == "history_first":
+                say(await history_first(client, *args))
+            elif command == "read_raw_history":
+                say(await read_raw_history(client, *args))
+            elif command == "history_at":
+                say(await history_at(client, *args))
             else:
                 say({"error": f"unknown command {command}"})
         except Exception as e:

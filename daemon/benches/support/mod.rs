@@ -140,9 +140,25 @@ pub async fn cpu_percent_over<F: std::future::Future<Output = ()>>(
 /// there is no count (valgrind missing, or the run failed). The count is the `summary:` line of
 /// the callgrind output: every instruction of the process, user space only.
 pub fn callgrind_instructions(vars: &[(&str, String)]) -> Result<u64, String> {
+    callgrind_instructions_in(vars, None)
+}
+
+/// [`callgrind_instructions`] counting only inside functions whose name matches `function` (a
+/// callgrind `--toggle-collect` pattern such as `*apply_step*`; mark the function
+/// `#[inline(never)]`), so the set-up around them is not counted.
+pub fn callgrind_instructions_in(
+    vars: &[(&str, String)],
+    function: Option<&str>,
+) -> Result<u64, String> {
     let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let status = Command::new("valgrind")
+    let mut command = Command::new("valgrind");
+    if let Some(function) = function {
+        command
+            .arg("--collect-atstart=no")
+            .arg(format!("--toggle-collect={function}"));
+    }
+    let status = command
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.path().display()))
         .arg("--quiet")

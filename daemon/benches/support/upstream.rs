@@ -40,6 +40,8 @@ pub fn serve(items: usize) {
             opcua_server: None,
             admin_http: None,
             change_log: None,
+            history: None,
+            northbound: Default::default(),
             control: Default::default(),
             sources: Vec::new(),
             types: vec![TypeConfig {
@@ -60,6 +62,9 @@ pub fn serve(items: usize) {
                         min_write_interval: None,
                         on_loss: Default::default(),
                         select_before_operate: None,
+                        historizing: true,
+                        history_deadband: None,
+                        history_max_interval: None,
                     })
                     .collect(),
             }],
@@ -105,6 +110,7 @@ pub fn serve(items: usize) {
             control,
             None,
             &logins,
+            None,
             twinloom::context::ComponentContext {
                 twin: &twin,
                 metrics: &metrics,

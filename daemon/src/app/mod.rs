@@ -1,5 +1,7 @@
 //! Wiring: build every component from a validated config, run until asked to stop, drain.
 
+pub mod backup;
+
 pub(crate) mod events;
 
 use std::future::Future;
@@ -44,8 +46,10 @@ pub struct Handles {
     pub running: Arc<std::sync::Mutex<RunningSources>>,
     /// The running plugins (for hot reload).
     pub plugins: PluginHandles,
-    /// The change log, when `[change_log]` is configured and it opened.
+    /// The change log, when `[change_log]` or a consumer of it is configured and it opened.
     pub change_log: Option<crate::change_log::ChangeLog>,
+    /// The historian, when `[history]` is configured and it opened.
+    pub history: Option<crate::history::Historian>,
 }
 
 /// The configured interlocks resolved against the twin model.
@@ -200,9 +204,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         state_dir: &state_dir,
     };
     // Before any source: the log's tap sees every change from the first.
-    let change_log = config.change_log.as_ref().and_then(|log| {
-        crate::change_log::start(log, config.control.audit_reserve.as_u64(), context)
+    // Runs when configured, or when a consumer of it is (`Config::change_log_config`).
+    let change_log = config.change_log_config().and_then(|log| {
+        crate::change_log::start(&log, config.control.audit_reserve.as_u64(), context)
     });
+    let history = match (&config.history, &change_log) {
+        (Some(history), Some(log)) => crate::history::start(history, log, context),
+        _ => None,
+    };
     let interlocks = interlocks(config, twin.model())?;
     // One password pool for every service's logins, off the blocking pool plugins run on.
     let logins = LoginPool::start(login_threads(), LOGIN_QUEUE, metrics.set())
@@ -245,6 +254,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
             control.clone(),
             Some(clear_quarantine(&plugins)),
             &logins,
+            match (&history, &config.history) {
+                (Some(historian), Some(section)) => Some(opcua_server::HistoryService {
+                    historian: historian.clone(),
+                    config: section.clone(),
+                }),
+                _ => None,
+            },
             context,
         )
         .await
@@ -279,6 +295,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         }
         None => None,
     };
+    if let Some(sparkplug) = &config.northbound.sparkplug
+        && let Err(error) = crate::northbound::sparkplug::start(
+            sparkplug,
+            config.base_dir(),
+            control.clone(),
+            change_log.clone(),
+            context,
+        )
+    {
+        supervisor.shutdown(config.daemon.shutdown_timeout).await;
+        return Err(error);
+    }
     let sweeper = Arc::clone(&twin);
     supervisor.spawn("twin-stale-sweep", move |token| async move {
         let mut tick = tokio::time::interval(STALE_SWEEP_INTERVAL);
@@ -313,6 +341,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
         running: Arc::new(std::sync::Mutex::new(running)),
         plugins,
         change_log,
+        history,
     })
 }
 

@@ -189,7 +189,8 @@ pub(crate) struct GapWritten {
 impl GapWritten {
     pub fn emit(&self, metrics: &ChangeLogMetrics) {
         metrics.gaps.get_or_create(&labels(self.reason)).inc();
-        if let Some(lost) = self.lost {
+        // An upstream gap counts lost messages, not changes (the source logs and counts them).
+        if let Some(lost) = self.lost.filter(|_| self.reason != GapReason::Upstream) {
             metrics
                 .lost
                 .get_or_create(&labels(self.reason))

@@ -23,6 +23,10 @@
 //! - `1` gap: reason byte ([`GapReason`]), lost changes (LEB128; 0 = unknown), first and end
 //!   offset of a void range (LEB128 each; equal when none), time (zigzag LEB128 µs from base).
 //! - `2` started, `3` stopped: time (zigzag LEB128 µs from base).
+//! - `4` late change: the fields of a change; a value older (by source time) than the one the twin
+//!   held, so never the current value ([`Record::Change`]'s `late`). Added after version 1's
+//!   first release: logs without it read as before; a reader that predates it stops at the
+//!   first such record as damage.
 //!
 //! A float change takes ≈ 13–19 bytes (series 1–2, tag, 8, quality 2, server time 1–3 — it is
 //! up to ≈ 10 ms before the base —, source time 1–3); 18.8 measured at 100 000 changes/s.
@@ -68,6 +72,10 @@ pub enum GapReason {
     /// Reader side only, never stored: segments holding `first..end` were deleted before this
     /// reader got to them (the budget `max_disk` forced it).
     Deleted,
+    /// A source's server no longer had messages the source missed (an OPC UA Republish answered
+    /// Bad_MessageNotAvailable, Part 4 §5.13.6): `lost` counts those *messages*; how many changes
+    /// they held is unknown. Recorded when the loss is found, after the newer changes.
+    Upstream,
 }
 
 impl GapReason {
@@ -81,6 +89,7 @@ impl GapReason {
             Self::UncleanStop => "unclean-stop",
             Self::DamagedTail => "damaged-tail",
             Self::Deleted => "deleted",
+            Self::Upstream => "upstream",
         }
     }
 
@@ -93,6 +102,7 @@ impl GapReason {
             Self::UncleanStop => 4,
             Self::DamagedTail => 5,
             Self::Deleted => 6,
+            Self::Upstream => 7,
         }
     }
 
@@ -105,6 +115,7 @@ impl GapReason {
             4 => Self::UncleanStop,
             5 => Self::DamagedTail,
             6 => Self::Deleted,
+            7 => Self::Upstream,
             _ => return None,
         })
     }
@@ -123,8 +134,12 @@ pub enum Record {
         quality: Quality,
         /// When the device produced the value, if known.
         source_time: Option<SystemTime>,
-        /// When the twin stored the change.
+        /// When the twin stored the change (a late one: when it arrived).
         server_time: SystemTime,
+        /// A late sample: its source time is older than the value the twin held, so it never
+        /// was the property's current value (OPC UA clients kept seeing the newer one). It
+        /// belongs to the property's history at its source time, not to its live stream.
+        late: bool,
     },
     /// Changes the log does not hold, and why.
     Gap {
@@ -264,8 +279,9 @@ impl BatchBuilder {
                 quality,
                 source_time,
                 server_time,
+                late,
             } => {
-                out.push(0);
+                out.push(if *late { 4 } else { 0 });
                 put_varint(out, u64::from(*series));
                 match value {
                     None => out.push(0),
@@ -462,7 +478,7 @@ pub fn decode(frame: &[u8], out: &mut Vec<Entry>) -> Result<u64, Damaged> {
     let base = i64::from_le_bytes(cursor.take(8)?.try_into().map_err(|_| SHORT)?);
     for i in 0..u64::from(count) {
         let record = match cursor.u8()? {
-            0 => {
+            kind @ (0 | 4) => {
                 let series =
                     u32::try_from(cursor.varint()?).map_err(|_| Damaged::Corrupted("series"))?;
                 let value = match cursor.u8()? {
@@ -501,6 +517,7 @@ pub fn decode(frame: &[u8], out: &mut Vec<Entry>) -> Result<u64, Damaged> {
                     quality: Quality { level, reason },
                     source_time,
                     server_time: from_micros(server)?,
+                    late: kind == 4,
                 }
             }
             1 => {
@@ -576,17 +593,22 @@ mod tests {
                 value(),
                 quality(),
                 proptest::option::of(t.clone()),
-                t.clone()
+                t.clone(),
+                any::<bool>(),
             )
-                .prop_map(|(series, value, quality, source, server)| Record::Change {
-                    series,
-                    value,
-                    quality,
-                    source_time: source.map(time),
-                    server_time: time(server),
+                .prop_map(|(series, value, quality, source, server, late)| {
+                    Record::Change {
+                        series,
+                        value,
+                        quality,
+                        source_time: source.map(time),
+                        server_time: time(server),
+                        late,
+                    }
                 }),
-            (0u8..6, 0u64..1000, 0u64..10, t.clone()).prop_map(|(r, lost, n, at)| Record::Gap {
-                reason: GapReason::from_code(r).unwrap(),
+            // Every stored reason (6, `deleted`, is the reader's own).
+            (0u8..7, 0u64..1000, 0u64..10, t.clone()).prop_map(|(r, lost, n, at)| Record::Gap {
+                reason: GapReason::from_code(if r == 6 { 7 } else { r }).unwrap(),
                 lost: (lost > 0).then_some(lost),
                 void: 5..5 + n,
                 at: time(at),

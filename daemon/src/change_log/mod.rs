@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use crate::config::change_log::ChangeLogConfig;
 use crate::context::ComponentContext;
 use crate::runtime::ReadyFlag;
-use crate::twin::{Change, TAP_CAPACITY, TapReceiver};
+use crate::twin::{TAP_CAPACITY, TapReceiver, Tapped};
 
 pub use events::ChangeLogMetrics;
 pub use format::{Entry, GapReason, Record};
@@ -132,7 +132,7 @@ struct Writer {
 impl Writer {
     /// Writes `changes` (and the `lost` after them) or, degraded, counts them; syncs when the
     /// commit window is over (or `closing`); when `closing`, ends with a `Stopped` record.
-    fn step(&mut self, changes: &[Change], lost: u64, closing: bool) {
+    fn step(&mut self, changes: &[Tapped], lost: u64, closing: bool) {
         let now = SystemTime::now();
         let (mut changes, mut lost) = (changes, lost);
         if let State::Degraded {
@@ -189,7 +189,19 @@ impl Writer {
         let mut records = std::mem::take(&mut self.records);
         records.clear();
         records.append(&mut self.gaps);
-        records.extend(changes.iter().map(|change| {
+        records.extend(changes.iter().map(|tapped| {
+            let (change, late) = match tapped {
+                Tapped::Change(change) => (change, false),
+                Tapped::Late(change) => (change, true),
+                Tapped::UpstreamLost { messages } => {
+                    return Record::Gap {
+                        reason: GapReason::Upstream,
+                        lost: Some(*messages),
+                        void: 0..0,
+                        at: now,
+                    };
+                }
+            };
             Record::Change {
                 series: self
                     .series
@@ -200,6 +212,7 @@ impl Writer {
                 quality: change.sample.quality,
                 source_time: change.sample.source_time,
                 server_time: change.sample.server_time,
+                late,
             }
         }));
         if lost > 0 {
@@ -420,7 +433,7 @@ async fn run(
     tap: TapReceiver,
     token: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut changes: Vec<Change> = Vec::new();
+    let mut changes: Vec<Tapped> = Vec::new();
     let mut last_write = tokio::time::Instant::now();
     loop {
         let tick = match writer.state {

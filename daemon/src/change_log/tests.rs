@@ -618,8 +618,72 @@ fn a_full_tap_counts_what_it_cannot_take_at_one_place_in_the_order() {
     produce(&twin, 6, 1);
     out.clear();
     assert_eq!(tap.drain(&mut out), 0);
-    assert_eq!(out[0].sample.value, Some(Value::Float(6.0)));
+    let crate::twin::Tapped::Change(change) = &out[0] else {
+        panic!("{:?}", out[0]);
+    };
+    assert_eq!(change.sample.value, Some(Value::Float(6.0)));
     assert_eq!(tap.lost_total(), 2);
+}
+
+/// A recovered value (`apply_recovered`: a republished OPC UA notification) older by source time
+/// than the one the twin holds is a `late` change record, never the current value; a source's
+/// upstream loss is an `upstream` gap; both in the twin's order. A live reading with an older
+/// source time (a device clock stepped back) is current as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_samples_are_logged_as_late_and_never_become_the_current_value() {
+    let state = tempfile::tempdir().unwrap();
+    let twin = twin_of(&["a"]);
+    let running = start_log(&twin, state.path(), 1 << 30, &plenty(), &no_failures());
+    let at = |s: u64| Some(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s));
+    let a = PropertyId(0);
+    twin.apply(&[Reading::value(a, Value::Float(1.0), at(1))]);
+    twin.apply(&[Reading::value(a, Value::Float(4.0), at(4))]);
+    // 2 and 3 come back late, in one batch with 5 (current); then 4 again (same time: nothing).
+    twin.apply_recovered(&[
+        Reading::value(a, Value::Float(2.0), at(2)),
+        Reading::value(a, Value::Float(3.0), at(3)),
+        Reading::value(a, Value::Float(5.0), at(5)),
+    ]);
+    assert_eq!(twin.sample(a).value, Some(Value::Float(5.0)));
+    twin.apply_recovered(&[Reading::value(a, Value::Float(3.5), at(3))]);
+    twin.upstream_lost(2);
+    assert_eq!(twin.sample(a).value, Some(Value::Float(5.0)));
+    assert_eq!(twin.sample(a).source_time, at(5));
+    assert_eq!(twin.stats().late, 3);
+    // A live reading from a clock that stepped back is the current value.
+    twin.apply(&[Reading::value(a, Value::Float(6.0), at(2))]);
+    assert_eq!(twin.sample(a).value, Some(Value::Float(6.0)));
+    assert_eq!(twin.stats().late, 3);
+    // Started, 1, 4, 2 (late), 3 (late), 5, 3.5 (late), the gap, 6.
+    written(&running.log, 9).await;
+    running.supervisor.shutdown(Duration::from_secs(5)).await;
+    let all = read_all(&state.path().join(DIR_NAME), 0);
+    let changes: Vec<(u64, bool, Option<std::time::SystemTime>)> = all
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Change {
+                value: Some(Value::Float(v)),
+                late,
+                source_time,
+                ..
+            } => Some(((*v * 10.0) as u64, *late, *source_time)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (10, false, at(1)),
+            (40, false, at(4)),
+            (20, true, at(2)),
+            (30, true, at(3)),
+            (50, false, at(5)),
+            (35, true, at(3)),
+            (60, false, at(2)),
+        ]
+    );
+    assert_eq!(gaps(&all), [(GapReason::Upstream, Some(2))]);
+    offsets_rise_by_one(&all);
 }
 
 #[test]

@@ -12,8 +12,8 @@ pub const MIN_MAX_DISK: u64 = 256 * 1024;
 pub const MAX_COMMIT_WINDOW: Duration = Duration::from_secs(10);
 
 /// `[change_log]`: every change the twin accepts, on disk in order, for history, Sparkplug and
-/// PostgreSQL. The log runs when this section is present (or, later, when a consumer of it is
-/// configured).
+/// PostgreSQL. The log runs when this section is present, or with these defaults when a consumer
+/// of it is configured (`[northbound.sparkplug]`; `Config::change_log_config`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeLogConfig {

@@ -10,9 +10,11 @@
 pub mod admin_http;
 pub mod change_log;
 pub mod diagnostic;
+pub mod history;
 pub mod model;
 pub mod opcua_server;
 pub mod sources;
+pub mod sparkplug;
 mod validate;
 
 use std::collections::HashSet;
@@ -79,6 +81,16 @@ impl Config {
     /// `path` resolved against [`Self::base_dir`] when relative.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.base_dir().join(path)
+    }
+
+    /// The change log's settings when the log is to run: `[change_log]`, or its defaults when
+    /// only a consumer of the log is configured (`[history]`, `[northbound.sparkplug]`); `None`
+    /// when nothing asks for the log.
+    pub fn change_log_config(&self) -> Option<change_log::ChangeLogConfig> {
+        let consumer = self.history.is_some() || self.northbound.sparkplug.is_some();
+        self.change_log
+            .clone()
+            .or_else(|| consumer.then(change_log::ChangeLogConfig::default))
     }
 
     /// The folder for state the daemon writes (PKI, audit log): `daemon.state_dir`, systemd's
@@ -304,7 +316,7 @@ struct Loader<'m, 'a> {
     source_kinds: std::collections::HashMap<String, SourceKind>,
 }
 
-const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `control`, `sources`, `types`, `assets`, `plugins`";
+const SECTIONS: &str = "`daemon`, `twin`, `opcua_server`, `admin_http`, `change_log`, `history`, `northbound`, `control`, `sources`, `types`, `assets`, `plugins`";
 
 impl Loader<'_, '_> {
     fn load(&mut self, file: &Path, root: &DeTable<'_>) -> Config {
@@ -315,6 +327,8 @@ impl Loader<'_, '_> {
             opcua_server: None,
             admin_http: None,
             change_log: None,
+            history: None,
+            northbound: Default::default(),
             sources: Vec::new(),
             types: Vec::new(),
             assets: Vec::new(),
@@ -330,6 +344,8 @@ impl Loader<'_, '_> {
                 "opcua_server" => config.opcua_server = self.de(&path, value),
                 "admin_http" => config.admin_http = self.de(&path, value),
                 "change_log" => config.change_log = self.de(&path, value),
+                "history" => config.history = self.de(&path, value),
+                "northbound" => config.northbound = self.de(&path, value).unwrap_or_default(),
                 "control" => config.control = self.de(&path, value).unwrap_or_default(),
                 "sources" => config.sources = self.sources(&path, value),
                 "types" => {

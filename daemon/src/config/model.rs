@@ -29,6 +29,10 @@ pub struct Config {
     pub admin_http: Option<AdminHttpConfig>,
     /// `[change_log]`: the change log, when present.
     pub change_log: Option<ChangeLogConfig>,
+    /// `[history]`: the embedded historian, when present.
+    pub history: Option<HistoryConfig>,
+    /// `[northbound.*]`: northbound services configured under `[northbound]` (Sparkplug B).
+    pub northbound: NorthboundConfig,
     /// `[[sources.<kind>]]`: connections to PLCs, in file order.
     pub sources: Vec<SourceConfig>,
     /// `[[types]]`: asset types.
@@ -162,7 +166,9 @@ pub enum LogFormat {
 
 pub use super::admin_http::AdminHttpConfig;
 pub use super::change_log::ChangeLogConfig;
+pub use super::history::HistoryConfig;
 pub use super::opcua_server::{OpcUaServerConfig, Role, UserConfig};
+pub use super::sparkplug::NorthboundConfig;
 /// The `[twin]` and `[[types]]` sections are the twin's own declarations; they are defined there.
 pub use crate::twin::spec::{
     Access, DataType, DeadbandConfig, PropertyConfig, TwinConfig, TypeConfig,

@@ -25,6 +25,8 @@ pub(crate) fn validate(config: &Config, incomplete: &Incomplete) -> Vec<Problem>
     plugins(config, incomplete, &mut out);
     interlocks(config, &mut out);
     change_log(config, &mut out);
+    history(config, &mut out);
+    sparkplug(config, &mut out);
     if config.control.audit_reserve.as_u64() < super::model::MIN_AUDIT_RESERVE {
         out.push(Problem::new(
             KeyPath::root().key("control").key("audit_reserve"),
@@ -69,6 +71,161 @@ fn change_log(config: &Config, out: &mut Vec<Problem>) {
             format!(
                 "commit_window must be from 1 ms to 10 s, not {}",
                 humantime::format_duration(log.commit_window)
+            ),
+        ));
+    }
+}
+
+/// `[history]`: a retention of at least an hour, a budget of at least 16 MiB, readers named.
+fn history(config: &Config, out: &mut Vec<Problem>) {
+    use super::history::{MIN_MAX_DISK, MIN_RETENTION};
+    let Some(history) = &config.history else {
+        return;
+    };
+    let root = KeyPath::root().key("history");
+    if history.retention < MIN_RETENTION {
+        out.push(Problem::new(
+            root.key("retention"),
+            format!(
+                "retention must be at least 1h (history files span an hour or more), not {}",
+                humantime::format_duration(history.retention)
+            ),
+        ));
+    }
+    if history.max_disk.as_u64() < MIN_MAX_DISK {
+        out.push(Problem::new(
+            root.key("max_disk"),
+            format!(
+                "max_disk must be at least 16 MiB, not {}",
+                history.max_disk.display().iec()
+            ),
+        ));
+    }
+    if history.readers.as_ref().is_some_and(Vec::is_empty) {
+        out.push(Problem::new(
+            root.key("readers"),
+            "readers is empty: no session could read history; leave it out to let every role read",
+        ));
+    }
+}
+
+/// `[northbound.sparkplug]`: servers, ids Sparkplug can carry (and the device ids the asset
+/// paths make: unique, without `+` or `#`), credentials, TLS files, and bounds.
+fn sparkplug(config: &Config, out: &mut Vec<Problem>) {
+    use super::sparkplug::{MAX_METRICS_PER_PAYLOAD, MqttServer, valid_sparkplug_id};
+    let Some(sp) = &config.northbound.sparkplug else {
+        return;
+    };
+    let root = KeyPath::root().key("northbound").key("sparkplug");
+    if sp.servers.is_empty() {
+        out.push(Problem::new(
+            root.key("servers"),
+            "servers must name at least one MQTT server (`tcp://host:port`)",
+        ));
+    }
+    let mut tls_needed = false;
+    for (i, server) in sp.servers.iter().enumerate() {
+        match MqttServer::parse(server) {
+            Ok(parsed) => tls_needed |= parsed.tls,
+            Err(message) => out.push(Problem::new(root.key("servers").index(i), message)),
+        }
+    }
+    if tls_needed && sp.tls.is_none() {
+        out.push(Problem::new(
+            root.key("servers"),
+            "an `ssl://` server needs `[northbound.sparkplug.tls]` with `ca_file`",
+        ));
+    }
+    let ids = [
+        ("group_id", Some(&sp.group_id)),
+        ("edge_node_id", Some(&sp.edge_node_id)),
+        ("primary_host_id", sp.primary_host_id.as_ref()),
+    ];
+    for (key, id) in ids {
+        if let Some(id) = id
+            && !valid_sparkplug_id(id)
+        {
+            out.push(Problem::new(
+                root.key(key),
+                format!("{key} `{id}` must be non-empty and without `+`, `/` or `#` (Sparkplug 3.0 §4.1.1)"),
+            ));
+        }
+    }
+    let mut devices: HashMap<String, &str> = HashMap::new();
+    for (i, asset) in config.assets.iter().enumerate() {
+        let device = asset.path.replace('/', ":");
+        if device.contains(['+', '#']) {
+            out.push(Problem::new(
+                KeyPath::root().key("assets").index(i).key("path"),
+                format!(
+                    "asset path `{}` cannot be a Sparkplug device id: it contains `+` or `#`",
+                    asset.path
+                ),
+            ));
+        } else if let Some(other) = devices.insert(device.clone(), &asset.path) {
+            out.push(Problem::new(
+                KeyPath::root().key("assets").index(i).key("path"),
+                format!(
+                    "asset paths `{other}` and `{}` make the same Sparkplug device id `{device}`",
+                    asset.path
+                ),
+            ));
+        }
+    }
+    if let Some(file) = &sp.password_file {
+        if sp.username.is_none() {
+            out.push(Problem::new(
+                root.key("password_file"),
+                "password_file needs `username` (MQTT 3.1.1 §3.1.2.9)",
+            ));
+        }
+        let path = config.resolve(file);
+        if let Err(error) = std::fs::metadata(&path) {
+            out.push(Problem::new(
+                root.key("password_file"),
+                format!("cannot read `{}`: {error}", path.display()),
+            ));
+        }
+    }
+    if let Some(tls) = &sp.tls
+        && let Err(problems) = tls.load(config.base_dir())
+    {
+        for (key, message) in problems {
+            let path = match key {
+                Some(key) => root.key("tls").key(key),
+                None => root.key("tls"),
+            };
+            out.push(Problem::new(path, message));
+        }
+    }
+    if sp.report_window < std::time::Duration::from_millis(1)
+        || sp.report_window > std::time::Duration::from_secs(10)
+    {
+        out.push(Problem::new(
+            root.key("report_window"),
+            format!(
+                "report_window must be from 1 ms to 10 s, not {}",
+                humantime::format_duration(sp.report_window)
+            ),
+        ));
+    }
+    if !(1..=MAX_METRICS_PER_PAYLOAD).contains(&sp.max_metrics_per_payload) {
+        out.push(Problem::new(
+            root.key("max_metrics_per_payload"),
+            format!(
+                "max_metrics_per_payload must be from 1 to {MAX_METRICS_PER_PAYLOAD}, not {}",
+                sp.max_metrics_per_payload
+            ),
+        ));
+    }
+    if sp.keep_alive < std::time::Duration::from_secs(5)
+        || sp.keep_alive > std::time::Duration::from_secs(65_535)
+    {
+        out.push(Problem::new(
+            root.key("keep_alive"),
+            format!(
+                "keep_alive must be from 5 s to 18 h (65 535 s, MQTT 3.1.1 §3.1.2.10), not {}",
+                humantime::format_duration(sp.keep_alive)
             ),
         ));
     }
@@ -440,44 +597,41 @@ fn property_rules(property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Probl
         }
         _ => true,
     };
-    match property.deadband {
-        Some(_) if !numeric => {
-            out.push(Problem::new(
-                path.key("deadband"),
-                "a deadband applies only to numeric properties",
-            ));
-        }
-        Some(DeadbandConfig::Absolute(v)) | Some(DeadbandConfig::Percent(v))
-            if !(v.is_finite() && v >= 0.0) =>
-        {
-            out.push(Problem::new(
-                path.key("deadband"),
-                format!("deadband {v} must be a non-negative number"),
-            ));
-        }
-        Some(DeadbandConfig::Percent(v)) if v > 100.0 => {
-            out.push(Problem::new(
-                path.key("deadband"),
-                format!("percent deadband {v} is above 100"),
-            ));
-        }
-        Some(DeadbandConfig::Percent(_)) if property.range.is_none() => {
-            out.push(Problem::new(
-                path.key("deadband"),
-                "a percent deadband needs a `range` to take the percentage of (OPC UA Part 8 §6.2)",
-            ));
-        }
-        Some(DeadbandConfig::Absolute(v)) => {
-            if let (true, Some([low, high])) = (range_ok, property.range)
-                && v > high - low
-            {
+    deadband_rules("deadband", property.deadband, property, range_ok, path, out);
+    deadband_rules(
+        "history_deadband",
+        property.history_deadband,
+        property,
+        range_ok,
+        path,
+        out,
+    );
+    if !property.historizing {
+        for (key, set) in [
+            ("history_deadband", property.history_deadband.is_some()),
+            (
+                "history_max_interval",
+                property.history_max_interval.is_some(),
+            ),
+        ] {
+            if set {
                 out.push(Problem::new(
-                    path.key("deadband"),
-                    format!("absolute deadband {v} is wider than the range [{low}, {high}]; no change would ever be published"),
+                    path.key(key),
+                    format!("{key} applies only to historized properties (this one says `historizing = false`)"),
                 ));
             }
         }
-        _ => {}
+    }
+    if let Some(interval) = property.history_max_interval
+        && interval < super::history::MIN_MAX_INTERVAL
+    {
+        out.push(Problem::new(
+            path.key("history_max_interval"),
+            format!(
+                "history_max_interval must be at least 1s, not {}",
+                humantime::format_duration(interval)
+            ),
+        ));
     }
     if let Some([low, high]) = property.limits {
         if property.access != Access::ReadWrite {
@@ -507,6 +661,59 @@ fn property_rules(property: &PropertyConfig, path: &KeyPath, out: &mut Vec<Probl
         }
     }
     write_policy(property, numeric, path, out);
+}
+
+/// The rules of a deadband (`deadband` or `history_deadband`, named `key`) of `property`.
+fn deadband_rules(
+    key: &str,
+    deadband: Option<DeadbandConfig>,
+    property: &PropertyConfig,
+    range_ok: bool,
+    path: &KeyPath,
+    out: &mut Vec<Problem>,
+) {
+    let numeric = property.data_type.is_numeric();
+    match deadband {
+        Some(_) if !numeric => {
+            out.push(Problem::new(
+                path.key(key),
+                format!("a {key} applies only to numeric properties"),
+            ));
+        }
+        Some(DeadbandConfig::Absolute(v)) | Some(DeadbandConfig::Percent(v))
+            if !(v.is_finite() && v >= 0.0) =>
+        {
+            out.push(Problem::new(
+                path.key(key),
+                format!("{key} {v} must be a non-negative number"),
+            ));
+        }
+        Some(DeadbandConfig::Percent(v)) if v > 100.0 => {
+            out.push(Problem::new(
+                path.key(key),
+                format!("percent {key} {v} is above 100"),
+            ));
+        }
+        Some(DeadbandConfig::Percent(_)) if property.range.is_none() => {
+            out.push(Problem::new(
+                path.key(key),
+                format!(
+                    "a percent {key} needs a `range` to take the percentage of (OPC UA Part 8 §6.2)"
+                ),
+            ));
+        }
+        Some(DeadbandConfig::Absolute(v)) => {
+            if let (true, Some([low, high])) = (range_ok, property.range)
+                && v > high - low
+            {
+                out.push(Problem::new(
+                    path.key(key),
+                    format!("absolute {key} {v} is wider than the range [{low}, {high}]; no change would ever be published"),
+                ));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The write rules of a property: only on read-write properties, `clamp` only with limits,

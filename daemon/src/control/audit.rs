@@ -59,6 +59,7 @@ fn who(origin: &Origin) -> (&'static str, &str) {
     match origin {
         Origin::OpcUa { user } | Origin::Admin { user } => ("user", user),
         Origin::Plugin { name } => ("plugin", name),
+        Origin::Sparkplug { device } => ("sparkplug_device", device),
         Origin::OnLoss => ("reason", "on-loss"),
         Origin::Config => ("reason", "config"),
     }

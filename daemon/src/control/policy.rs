@@ -246,7 +246,7 @@ impl Policy {
         now: Instant,
     ) -> Result<Accepted, ControlError> {
         let from_plugin = proposal.origin.is_plugin();
-        if from_plugin && !proposal.shadow && !self.armed {
+        if proposal.origin.needs_arming() && !proposal.shadow && !self.armed {
             return Err(ControlError::Disarmed);
         }
         if from_plugin && self.overridden.contains(&proposal.property) {

@@ -26,6 +26,12 @@ pub enum Origin {
         /// The user.
         user: String,
     },
+    /// A Sparkplug host's `DCMD`, by the device id it named (a subscriber cannot know who
+    /// published a command: the broker's ACLs decide who may; `docs/sparkplug.md`).
+    Sparkplug {
+        /// The Sparkplug device id (the asset's path with `/` as `:`).
+        device: String,
+    },
     /// The daemon itself: an `on_loss` write after the controller was lost.
     OnLoss,
     /// The configuration: `[control] armed` at a start or a reload.
@@ -33,14 +39,15 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// The origin's kind, without the user or plugin: `opcua`, `plugin`, `admin`, `on-loss` or
-    /// `config`
+    /// The origin's kind, without the user or plugin: `opcua`, `plugin`, `admin`, `sparkplug`,
+    /// `on-loss` or `config`
     /// (the `origin` label of `twinloom_control_decisions_total`, a bounded set).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::OpcUa { .. } => "opcua",
             Self::Plugin { .. } => "plugin",
             Self::Admin { .. } => "admin",
+            Self::Sparkplug { .. } => "sparkplug",
             Self::OnLoss => "on-loss",
             Self::Config => "config",
         }
@@ -51,6 +58,12 @@ impl Origin {
     pub fn is_plugin(&self) -> bool {
         matches!(self, Self::Plugin { .. })
     }
+
+    /// Whether the rule `disarmed` holds it: a plugin's proposal or a remote machine's
+    /// (Sparkplug `DCMD`), never a person's at an OPC UA client or admin HTTP.
+    pub fn needs_arming(&self) -> bool {
+        matches!(self, Self::Plugin { .. } | Self::Sparkplug { .. })
+    }
 }
 
 impl fmt::Display for Origin {
@@ -58,6 +71,7 @@ impl fmt::Display for Origin {
         match self {
             Self::OpcUa { user } | Self::Admin { user } => write!(f, "{}:{user}", self.kind()),
             Self::Plugin { name } => write!(f, "{}:{name}", self.kind()),
+            Self::Sparkplug { device } => write!(f, "{}:{device}", self.kind()),
             Self::OnLoss | Self::Config => write!(f, "twinloom:{}", self.kind()),
         }
     }
@@ -86,7 +100,7 @@ pub mod rule {
     pub const ORIGIN_BUDGET: &str = "origin-budget";
     /// An interlock guarding the property does not hold (or one of its inputs is not Good).
     pub const INTERLOCK: &str = "interlock";
-    /// The plant is disarmed and the proposal came from a plugin.
+    /// The plant is disarmed and the proposal came from a plugin or a Sparkplug host.
     pub const DISARMED: &str = "disarmed";
     /// The plugin's mode is `off`.
     pub const MODE_OFF: &str = "mode-off";

@@ -317,6 +317,11 @@ impl prometheus_client::collector::Collector for TwinCollector {
                     "Changes coalesced away for slow subscribers",
                     stats.coalesced,
                 ),
+                (
+                    "twin_late_samples",
+                    "Values older (by source timestamp) than the one the twin held: to the change log only, never the current value",
+                    stats.late,
+                ),
             ],
         )?;
         encode_gauges(

@@ -22,7 +22,7 @@ use std::time::{Instant, SystemTime};
 pub use fanout::{Change, DEFAULT_SUBSCRIBER_CAPACITY, Filter, Subscription};
 pub use model::{PropertyId, TwinModel};
 pub use spec::{Access, DataType};
-pub use tap::{TAP_CAPACITY, TapReceiver};
+pub use tap::{TAP_CAPACITY, TapReceiver, Tapped};
 pub use value::{Quality, QualityLevel, QualityReason, Sample, Value};
 pub use write::WriteError;
 
@@ -104,6 +104,9 @@ pub struct TwinStats {
     pub filtered: u64,
     /// Changes coalesced away for slow subscribers.
     pub coalesced: u64,
+    /// Late samples: values whose source timestamp was older than the one the twin held, kept
+    /// out of the current value and handed to the change log only ([`Tapped::Late`]).
+    pub late: u64,
     /// Live subscriptions.
     pub subscribers: usize,
 }
@@ -126,6 +129,17 @@ pub struct Twin {
     readings: AtomicU64,
     changes: AtomicU64,
     filtered: AtomicU64,
+    late: AtomicU64,
+}
+
+/// What applying one reading did to its slot.
+enum Update {
+    /// Nothing published (same value, within the deadband, same quality).
+    Unchanged,
+    /// The current sample changed.
+    Changed,
+    /// A late sample (older source timestamp than the current one), not stored.
+    Late(Sample),
 }
 
 impl Twin {
@@ -153,6 +167,7 @@ impl Twin {
             readings: AtomicU64::new(0),
             changes: AtomicU64::new(0),
             filtered: AtomicU64::new(0),
+            late: AtomicU64::new(0),
         }
     }
 
@@ -162,8 +177,23 @@ impl Twin {
     }
 
     /// Applies readings now; returns how many changes were published.
+    /// Every reading becomes the current value, whatever its source timestamp (a device whose
+    /// clock stepped back still updates the twin). Never waits: the tap takes a copy under a
+    /// short mutex.
     pub fn apply(&self, readings: &[Reading]) -> usize {
         self.apply_at(readings, Instant::now(), SystemTime::now())
+    }
+
+    /// Applies readings a source got back after newer ones (an OPC UA NotificationMessage
+    /// recovered with Republish, Part 4 §5.13.6): a value whose source timestamp is older than
+    /// the current sample's is *late* — it never replaces the current value (subscribers and
+    /// OPC UA clients keep the newest) and goes to the change log's tap only ([`Tapped::Late`]),
+    /// scaled and range-checked like any value but with no deadband, counted in
+    /// [`TwinStats::late`]; any other reading is applied as by [`Self::apply`]. Only readings
+    /// known to be recovered come here, so a source clock that steps back never freezes the
+    /// current value. Returns how many changes were published.
+    pub fn apply_recovered(&self, readings: &[Reading]) -> usize {
+        self.apply_with(readings, Instant::now(), SystemTime::now(), true)
     }
 
     /// Marks every one of `properties` failed with `reason` (their last values are kept), as a
@@ -181,10 +211,31 @@ impl Twin {
         self.apply(&readings)
     }
 
+    /// Reports that `messages` upstream messages a source missed are lost for good (the server
+    /// no longer has them): the change log records a gap ([`Tapped::UpstreamLost`]). Does nothing
+    /// without a tap. Never waits.
+    pub fn upstream_lost(&self, messages: u64) {
+        if let Some(tap) = self.tap.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            tap.push_upstream_lost(messages);
+        }
+    }
+
     /// Applies readings as of `now` (monotonic, for staleness) and `wall` (server timestamp).
-    /// Returns how many changes were published.
+    /// Returns how many changes were published (late samples are not; see [`Self::apply`]).
     pub fn apply_at(&self, readings: &[Reading], now: Instant, wall: SystemTime) -> usize {
+        self.apply_with(readings, now, wall, false)
+    }
+
+    /// [`Self::apply_at`]; with `recovered`, older samples are late ([`Self::apply_recovered`]).
+    fn apply_with(
+        &self,
+        readings: &[Reading],
+        now: Instant,
+        wall: SystemTime,
+        recovered: bool,
+    ) -> usize {
         let mut changes = Vec::new();
+        let mut late = Vec::new();
         let mut published = 0;
         let tap = self.tap.read().unwrap_or_else(|e| e.into_inner()).clone();
         let listening = !self.fanout.is_empty() || tap.is_some();
@@ -194,38 +245,65 @@ impl Twin {
                 let Some(slot) = slots.get_mut(reading.property.index()) else {
                     continue;
                 };
-                if self.update(slot, reading, now, wall) {
-                    published += 1;
-                    if listening {
-                        changes.push(Change {
-                            property: reading.property,
-                            sample: slot.sample.clone(),
-                        });
+                match self.update(slot, reading, now, wall, recovered) {
+                    Update::Unchanged => {}
+                    Update::Changed => {
+                        published += 1;
+                        if listening {
+                            changes.push(Change {
+                                property: reading.property,
+                                sample: slot.sample.clone(),
+                            });
+                        }
                     }
+                    Update::Late(sample) => late.push((
+                        changes.len(),
+                        Change {
+                            property: reading.property,
+                            sample,
+                        },
+                    )),
                 }
             }
             // Under the slots' lock: the log holds changes in exactly the order the twin stored
             // them (a stale sweep and a source's reading of one property cannot swap places).
             // The tap's own lock is held for a copy, never for its reader.
             if let Some(tap) = &tap {
-                tap.push(&changes);
+                tap.push(&changes, &late);
             }
         }
         self.readings
             .fetch_add(readings.len() as u64, Ordering::Relaxed);
         self.changes.fetch_add(published as u64, Ordering::Relaxed);
-        self.filtered
-            .fetch_add((readings.len() - published) as u64, Ordering::Relaxed);
+        self.late.fetch_add(late.len() as u64, Ordering::Relaxed);
+        self.filtered.fetch_add(
+            (readings.len() - published - late.len()) as u64,
+            Ordering::Relaxed,
+        );
         self.fanout.publish(&changes);
         published
     }
 
-    /// Applies one reading to its slot; returns whether the sample changed (and must be published).
-    fn update(&self, slot: &mut Slot, reading: &Reading, now: Instant, wall: SystemTime) -> bool {
+    /// Applies one reading to its slot: whether the sample changed (and must be published), or,
+    /// for a `recovered` reading, the late sample when its source time is older than the
+    /// current sample's.
+    fn update(
+        &self,
+        slot: &mut Slot,
+        reading: &Reading,
+        now: Instant,
+        wall: SystemTime,
+        recovered: bool,
+    ) -> Update {
         let decl = self.model.decl(reading.property);
         let def = self.model.property(reading.property);
-        slot.last_refresh = Some(now);
         let old = &slot.sample;
+        let is_late = recovered
+            && reading.outcome.is_ok()
+            && matches!((reading.source_time, old.source_time), (Some(at), Some(held)) if at < held);
+        if !is_late {
+            slot.last_refresh = Some(now);
+        }
         let (value, quality, source_time) = match &reading.outcome {
             Ok(raw) => match def.scaling.to_eu(raw, decl.data_type) {
                 Ok(eu) => {
@@ -261,6 +339,14 @@ impl Twin {
                 (old.value.clone(), quality, old.source_time)
             }
         };
+        if is_late {
+            return Update::Late(Sample {
+                value,
+                quality,
+                source_time,
+                server_time: wall,
+            });
+        }
         let quality_changed = quality != old.quality;
         let value_changed = match (&old.value, &value) {
             (Some(Value::Float(a)), Some(Value::Float(b))) if a.is_nan() || b.is_nan() => {
@@ -281,7 +367,7 @@ impl Twin {
             _ => true,
         };
         if !quality_changed && !value_changed {
-            return false;
+            return Update::Unchanged;
         }
         slot.sample = Sample {
             value,
@@ -289,7 +375,7 @@ impl Twin {
             source_time,
             server_time: wall,
         };
-        true
+        Update::Changed
     }
 
     /// Marks good properties whose source has not refreshed them for `stale_after_polls` refresh
@@ -369,6 +455,7 @@ impl Twin {
             readings: self.readings.load(Ordering::Relaxed),
             changes: self.changes.load(Ordering::Relaxed),
             filtered: self.filtered.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
             coalesced: self.fanout.coalesced_total(),
             subscribers: self.fanout.subscriber_count(),
         }

@@ -182,6 +182,20 @@ pub struct PropertyDecl {
     pub limits: Option<EuRange>,
     /// Clamping, rate and interval of writes.
     pub write_policy: WritePolicy,
+    /// What the historian keeps of it (when `[history]` is configured).
+    pub history: HistoryPolicy,
+}
+
+/// What the historian keeps of one property (`historizing`, `history_deadband`,
+/// `history_max_interval` of its type's declaration).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HistoryPolicy {
+    /// Whether its changes are stored at all.
+    pub historizing: bool,
+    /// A change within this of the last stored value is not stored (quality changes always are).
+    pub deadband: Deadband,
+    /// The last value is stored again when nothing was stored for this long.
+    pub max_interval: Option<Duration>,
 }
 
 /// An asset type (an OPC UA ObjectType).
@@ -267,6 +281,15 @@ impl TwinModel {
                             min_write_interval: p.min_write_interval,
                             on_loss: p.on_loss,
                             select_before_operate: p.select_before_operate,
+                        },
+                        history: HistoryPolicy {
+                            historizing: p.historizing,
+                            deadband: match p.history_deadband {
+                                None => Deadband::None,
+                                Some(DeadbandConfig::Absolute(v)) => Deadband::Absolute(v),
+                                Some(DeadbandConfig::Percent(v)) => Deadband::Percent(v),
+                            },
+                            max_interval: p.history_max_interval,
                         },
                     })
                     .collect(),

@@ -90,6 +90,23 @@ pub struct PropertyConfig {
     /// property) by the same user within this time, e.g. `"10s"`; an unused select expires.
     #[serde(default, with = "humantime_serde")]
     pub select_before_operate: Option<Duration>,
+    /// Whether the historian keeps this property's changes when `[history]` is configured.
+    /// Default true (every property is historized); `false` leaves it out.
+    #[serde(default = "default_historizing")]
+    pub historizing: bool,
+    /// The historian's own change filter, like `deadband`: `{ absolute = 0.5 }` (engineering
+    /// units) or `{ percent = 1.0 }` (of the range): a change within it of the last stored value
+    /// is not stored (a change of quality always is). Numeric properties only.
+    #[serde(default)]
+    pub history_deadband: Option<DeadbandConfig>,
+    /// Store a sample at least this often even without a change (the last value again, with
+    /// its quality), e.g. `"15m"`; from 1 s. None by default.
+    #[serde(default, with = "humantime_serde")]
+    pub history_max_interval: Option<Duration>,
+}
+
+fn default_historizing() -> bool {
+    true
 }
 
 /// `on_loss` of a setpoint.
@@ -248,6 +265,9 @@ fn status_property(name: &str, description: &str, data_type: DataType) -> Proper
         min_write_interval: None,
         on_loss: OnLoss::Hold,
         select_before_operate: None,
+        historizing: true,
+        history_deadband: None,
+        history_max_interval: None,
     }
 }
 

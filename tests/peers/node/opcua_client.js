@@ -16,6 +16,10 @@
 //   subscribe <nodeid>         -> {"subscribed": true}, then {"notification": <value>, "status": "<name>"} per change
 //   write <nodeid> <type> <json value>  (type Double, Boolean, Int64, UInt64 or String) -> {"status": "<name>"}
 //   call <object nodeid> <method nodeid>  (no arguments) -> {"status": "<name>"}
+//   history_raw <nodeid> <json {"start": µs|null, "end": µs|null, "num": n, "bounds": bool}>
+//       -> {"values": [{"t": µs, "value": ..., "status": "<name>", "code": <u32>}], "statuses": [...], "pages": n}
+//       (HistoryRead ReadRawModifiedDetails, following continuation points; JavaScript dates hold
+//       milliseconds: "t" is whole milliseconds in µs)
 //   quit
 //
 // Status names are the symbolic OPC UA names ("Good", "BadUserAccessDenied"). A command that fails
@@ -38,6 +42,8 @@ const {
   MessageSecurityMode,
   NodeClass,
   OPCUAClient,
+  ReadRawModifiedDetails,
+  HistoryReadRequest,
   StatusCodes,
   TimestampsToReturn,
   UserTokenType,
@@ -182,6 +188,46 @@ async function call(session, objectId, methodId) {
   return { status: statusName(result.statusCode) };
 }
 
+// The OPC UA DateTime MinValue (1601-01-01): "no time given".
+const MIN_DATE = new Date(Date.UTC(1601, 0, 1));
+
+async function historyRaw(session, nodeId, spec) {
+  const s = JSON.parse(spec);
+  const date = (us) => (us === null || us === undefined ? MIN_DATE : new Date(us / 1000));
+  const details = new ReadRawModifiedDetails({
+    isReadModified: false,
+    startTime: date(s.start),
+    endTime: date(s.end),
+    numValuesPerNode: s.num ?? 0,
+    returnBounds: s.bounds ?? false,
+  });
+  const values = [];
+  const statuses = [];
+  let continuationPoint = null;
+  do {
+    const response = await session.historyRead(
+      new HistoryReadRequest({
+        historyReadDetails: details,
+        timestampsToReturn: TimestampsToReturn.Both,
+        releaseContinuationPoints: false,
+        nodesToRead: [{ nodeId, continuationPoint }],
+      }),
+    );
+    const [result] = response.results;
+    statuses.push(statusName(result.statusCode));
+    for (const dv of result.historyData?.dataValues ?? []) {
+      values.push({
+        t: dv.sourceTimestamp ? dv.sourceTimestamp.getTime() * 1000 : null,
+        value: plain(dv.value),
+        status: statusName(dv.statusCode),
+        code: dv.statusCode.value,
+      });
+    }
+    continuationPoint = result.continuationPoint && result.continuationPoint.length > 0 ? result.continuationPoint : null;
+  } while (continuationPoint);
+  return { values, statuses, pages: statuses.length };
+}
+
 async function main() {
   const [url, user, password, workdir, policy = "Basic256Sha256"] = process.argv.slice(2);
   const mode = process.argv[7] ?? (policy === "None" ? "None" : "SignAndEncrypt");
@@ -225,6 +271,8 @@ async function main() {
         say(await write(session, ...args));
       } else if (command === "call") {
         say(await call(session, ...args));
+      } else if (command === "history_raw") {
+        say(await historyRaw(session, args[0], line.trim().split(/\s+/).slice(2).join(" ")));
       } else {
         say({ error: `unknown command ${command}` });
       }

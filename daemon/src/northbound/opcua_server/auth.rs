@@ -29,6 +29,8 @@ pub struct Authenticator {
     anonymous: bool,
     failed_logins: Counter,
     logins: Logins,
+    /// `[history]`, when history is served: whose sessions may read it.
+    history: Option<crate::config::history::HistoryConfig>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -67,7 +69,18 @@ impl Authenticator {
                 ),
                 pool,
             ),
+            history: None,
         }
+    }
+
+    /// Sets who may read history (`[history] readers`): the HistoryRead bit of UserAccessLevel
+    /// is cleared for every other role (OPC UA Part 11 §5.2.3: `Bad_UserAccessDenied`).
+    pub fn with_history_readers(
+        mut self,
+        history: Option<crate::config::history::HistoryConfig>,
+    ) -> Self {
+        self.history = history;
+        self
     }
 
     /// The role of an authenticated session's user token (anonymous sessions are viewers).
@@ -135,10 +148,15 @@ impl AuthManager for Authenticator {
         user_access_level: AccessLevel,
         _node_id: &NodeId,
     ) -> AccessLevel {
-        match self.role(token) {
+        let role = self.role(token);
+        let mut level = match role {
             Role::Operator => user_access_level,
             Role::Viewer => user_access_level & !AccessLevel::CURRENT_WRITE,
+        };
+        if !self.history.as_ref().is_some_and(|h| h.may_read(role)) {
+            level &= !AccessLevel::HISTORY_READ;
         }
+        level
     }
 
     fn user_token_policies(&self, endpoint: &ServerEndpoint) -> Vec<UserTokenPolicy> {

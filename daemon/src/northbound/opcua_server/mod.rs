@@ -11,6 +11,7 @@
 pub mod auth;
 mod events;
 pub mod health;
+pub mod history;
 pub mod node_manager;
 pub mod pki;
 
@@ -64,10 +65,19 @@ pub fn pki_dir(config: &OpcUaServerConfig, state_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| state_dir.join("pki"))
 }
 
+/// What the server serves history from: the historian and who may read it (`[history]`).
+#[derive(Debug, Clone)]
+pub struct HistoryService {
+    /// The running historian.
+    pub historian: crate::history::Historian,
+    /// The `[history]` section (`readers`).
+    pub config: crate::config::history::HistoryConfig,
+}
+
 /// Binds the listener, builds the address space from the twin and starts serving under
 /// `supervisor`, fed by the twin's fan-out. Client writes go to `control`; the plugins' status
 /// objects' `ClearQuarantine` methods to `clear_quarantine`; users' passwords are checked on
-/// `logins`, the daemon's password pool.
+/// `logins`, the daemon's password pool; HistoryRead is served from `history` when given.
 ///
 /// Errors: the listen address cannot be bound, or async-opcua rejects the configuration.
 pub async fn start(
@@ -75,6 +85,7 @@ pub async fn start(
     control: ControlHandle,
     clear_quarantine: Option<node_manager::ClearQuarantine>,
     logins: &crate::northbound::login::LoginPool,
+    history: Option<HistoryService>,
     context: ComponentContext<'_>,
 ) -> anyhow::Result<OpcUaServer> {
     let ComponentContext {
@@ -112,12 +123,15 @@ pub async fn start(
         .with_context(|| format!("cannot prepare {}", pki.display()))?;
     let throttled = Arc::new(AtomicU64::new(0));
     let refused_items = Arc::new(AtomicU64::new(0));
-    let authenticator = Arc::new(auth::Authenticator::new(
-        config,
-        metrics.opcua.failed_logins.clone(),
-        Arc::clone(&throttled),
-        logins.clone(),
-    ));
+    let authenticator = Arc::new(
+        auth::Authenticator::new(
+            config,
+            metrics.opcua.failed_logins.clone(),
+            Arc::clone(&throttled),
+            logins.clone(),
+        )
+        .with_history_readers(history.as_ref().map(|h| h.config.clone())),
+    );
     // The server's own token: on stop it first announces the shutdown (below), then closes.
     let token = tokio_util::sync::CancellationToken::new();
     let publishing_ms = config.min_publishing_interval.as_secs_f64() * 1000.0;
@@ -138,6 +152,7 @@ pub async fn start(
             clear_quarantine,
             max_monitored_items_per_user: config.limits.max_monitored_items_per_user,
             refused_monitored_items: Arc::clone(&refused_items),
+            history: history.as_ref().map(|h| h.historian.clone()),
         }))
         .max_sessions(config.max_sessions)
         // async-opcua's defaults (arrays of 1000, messages of 320 KiB) are far below a plant of
@@ -158,6 +173,15 @@ pub async fn start(
             max_subscriptions_per_user: config.limits.max_subscriptions_per_user,
         })
         .token(token);
+    if history.is_some() {
+        // OPC UA Part 11 §5.4.2 (patch 0006 of the series lets the builder set these).
+        builder = builder.history_capabilities(opcua::server::HistoryServerCapabilities {
+            access_history_data: true,
+            max_return_data_values: history::MAX_RETURN_DATA_VALUES as u32,
+            server_timestamp_supported: true,
+            ..Default::default()
+        });
+    }
     // ServerEndpoint::new rather than the per-policy constructors: async-opcua 0.19 marks
     // `new_basic256sha256_sign` deprecated, though OPC UA only deprecates Basic128Rsa15 and Basic256.
     for policy in [

@@ -91,6 +91,9 @@ pub struct TwinNodeManagerBuilder {
     pub max_monitored_items_per_user: usize,
     /// Counts monitored items refused by that bound.
     pub refused_monitored_items: Arc<AtomicU64>,
+    /// The historian, when `[history]` is configured: historized variables get `Historizing`,
+    /// the HistoryRead access bit and a `HistoricalDataConfiguration`, and HistoryRead serves them.
+    pub history: Option<crate::history::Historian>,
 }
 
 impl std::fmt::Debug for TwinNodeManagerBuilder {
@@ -118,6 +121,7 @@ pub struct TwinNodeManagerImpl {
     items_per_user: Mutex<HashMap<String, usize>>,
     max_monitored_items_per_user: usize,
     refused_monitored_items: Arc<AtomicU64>,
+    history: Option<crate::history::Historian>,
 }
 
 impl std::fmt::Debug for TwinNodeManagerImpl {
@@ -156,7 +160,11 @@ impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
             .namespaces_mut()
             .add_namespace(&self.namespace_uri);
         address_space.add_namespace(&self.namespace_uri, ns);
-        let (property_nodes, methods) = populate(address_space, ns, self.twin.model());
+        let history = self.history.as_ref().map(|h| {
+            h.start_of_archive()
+                .map_or_else(DateTime::now, super::history::date_time)
+        });
+        let (property_nodes, methods) = populate(address_space, ns, self.twin.model(), history);
         let by_node = property_nodes
             .iter()
             .enumerate()
@@ -178,6 +186,7 @@ impl InMemoryNodeManagerImplBuilder for TwinNodeManagerBuilder {
             items_per_user: Default::default(),
             max_monitored_items_per_user: self.max_monitored_items_per_user,
             refused_monitored_items: self.refused_monitored_items,
+            history: self.history,
         }
     }
 }
@@ -209,12 +218,17 @@ fn add_variable(
     parent: &NodeId,
     decl: &PropertyDecl,
     declaration: bool,
+    history: Option<&HistoryNodes>,
 ) -> NodeId {
     let node_id = NodeId::new(ns, id);
     let numeric = decl.data_type.is_numeric();
     let mut access = AccessLevel::CURRENT_READ;
     if decl.access == Access::ReadWrite && !declaration {
         access |= AccessLevel::CURRENT_WRITE;
+    }
+    let historized = history.filter(|_| decl.history.historizing && !declaration);
+    if historized.is_some() {
+        access |= AccessLevel::HISTORY_READ;
     }
     let mut builder = VariableBuilder::new(
         &node_id,
@@ -226,6 +240,7 @@ fn add_variable(
     .access_level(access)
     .user_access_level(access)
     .minimum_sampling_interval(0.0)
+    .historizing(historized.is_some())
     .has_type_definition(if numeric {
         VariableTypeId::AnalogItemType
     } else {
@@ -234,6 +249,20 @@ fn add_variable(
     .component_of(parent.clone());
     if declaration {
         builder = builder.has_modelling_rule(ObjectId::ModellingRule_Mandatory);
+    }
+    if let Some(nodes) = historized {
+        // OPC UA Part 11 §5.2.2: HasHistoricalConfiguration to the variable's configuration
+        // (one shared object per kind: stepped or sloped).
+        let configuration = if super::history::stepped(decl) {
+            &nodes.stepped
+        } else {
+            &nodes.sloped
+        };
+        builder = builder.reference(
+            configuration.clone(),
+            opcua::types::ReferenceTypeId::HasHistoricalConfiguration,
+            opcua::nodes::ReferenceDirection::Forward,
+        );
     }
     if let Some(description) = &decl.description {
         builder = builder.description(description.as_str());
@@ -278,7 +307,9 @@ fn populate(
     space: &mut AddressSpace,
     ns: u16,
     model: &TwinModel,
+    history: Option<DateTime>,
 ) -> (Vec<NodeId>, HashMap<NodeId, Method>) {
+    let history = history.map(|start| history_configurations(space, ns, start));
     let mut type_nodes = Vec::new();
     for ty in model.types() {
         let id = format!("types/{}", ty.name);
@@ -302,6 +333,7 @@ fn populate(
                 &type_node,
                 decl,
                 true,
+                None,
             );
         }
         type_nodes.push(type_node);
@@ -344,7 +376,7 @@ fn populate(
         let ty = model.type_of(asset);
         for (decl, property) in ty.properties.iter().zip(&asset.properties) {
             let id = &model.property(*property).path;
-            let variable = add_variable(space, ns, id, &asset_node, decl, false);
+            let variable = add_variable(space, ns, id, &asset_node, decl, false, history.as_ref());
             if decl.write_policy.select_before_operate.is_some() {
                 // Methods belong to objects (OPC UA Part 3 §5.7): the asset has one per property.
                 let method = NodeId::new(ns, format!("{id}/Select"));
@@ -395,6 +427,111 @@ fn populate(
         }
     }
     (property_nodes, methods)
+}
+
+/// The two shared `HistoricalDataConfiguration` objects (stepped and sloped) historized
+/// variables refer to.
+#[derive(Debug)]
+struct HistoryNodes {
+    stepped: NodeId,
+    sloped: NodeId,
+}
+
+/// Adds the stepped and sloped HistoricalDataConfiguration objects (OPC UA Part 11 §5.2.2,
+/// HistoricalDataConfigurationType with its mandatory AggregateConfiguration and Stepped, and
+/// StartOfArchive, StartOfOnlineArchive: the oldest history file's start).
+fn history_configurations(space: &mut AddressSpace, ns: u16, start: DateTime) -> HistoryNodes {
+    use opcua::types::Variant;
+    let add = |space: &mut AddressSpace, id: &str, stepped: bool| {
+        let node = NodeId::new(ns, id);
+        ObjectBuilder::new(
+            &node,
+            QualifiedName::new(0, "HA Configuration"),
+            "HA Configuration",
+        )
+        .has_type_definition(ObjectTypeId::HistoricalDataConfigurationType)
+        .insert(space);
+        let property = |space: &mut AddressSpace,
+                        parent: &NodeId,
+                        name: &str,
+                        data_type: DataTypeId,
+                        value: Variant| {
+            VariableBuilder::new(
+                &NodeId::new(ns, format!("{}/{name}", node_path(parent))),
+                QualifiedName::new(0, name),
+                name,
+            )
+            .data_type(data_type)
+            .value_rank(-1)
+            .value(value)
+            .has_type_definition(VariableTypeId::PropertyType)
+            .property_of(parent.clone())
+            .insert(space);
+        };
+        property(
+            space,
+            &node,
+            "Stepped",
+            DataTypeId::Boolean,
+            Variant::from(stepped),
+        );
+        property(
+            space,
+            &node,
+            "StartOfArchive",
+            DataTypeId::UtcTime,
+            Variant::from(start),
+        );
+        property(
+            space,
+            &node,
+            "StartOfOnlineArchive",
+            DataTypeId::UtcTime,
+            Variant::from(start),
+        );
+        let aggregates = NodeId::new(ns, format!("{id}/AggregateConfiguration"));
+        ObjectBuilder::new(
+            &aggregates,
+            QualifiedName::new(0, "AggregateConfiguration"),
+            "AggregateConfiguration",
+        )
+        .has_type_definition(ObjectTypeId::AggregateConfigurationType)
+        .component_of(node.clone())
+        .insert(space);
+        property(
+            space,
+            &aggregates,
+            "TreatUncertainAsBad",
+            DataTypeId::Boolean,
+            Variant::from(true),
+        );
+        property(
+            space,
+            &aggregates,
+            "PercentDataBad",
+            DataTypeId::Byte,
+            Variant::from(100u8),
+        );
+        property(
+            space,
+            &aggregates,
+            "PercentDataGood",
+            DataTypeId::Byte,
+            Variant::from(100u8),
+        );
+        property(
+            space,
+            &aggregates,
+            "UseSlopedExtrapolation",
+            DataTypeId::Boolean,
+            Variant::from(false),
+        );
+        node
+    };
+    HistoryNodes {
+        stepped: add(space, "twinloom/history/stepped", true),
+        sloped: add(space, "twinloom/history/sloped", false),
+    }
 }
 
 fn node_path(node: &NodeId) -> String {
@@ -633,6 +770,46 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
         Ok(())
     }
 
+    /// HistoryRead of raw values (OPC UA Part 11 §6.5.3; see [`super::history`]). The server
+    /// has checked that each node is a variable whose UserAccessLevel has HistoryRead.
+    async fn history_read_raw_modified(
+        &self,
+        _context: &RequestContext,
+        details: &opcua::types::ReadRawModifiedDetails,
+        nodes: &mut [&mut &mut opcua::server::node_manager::HistoryNode],
+        timestamps_to_return: opcua::types::TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let Some(historian) = &self.history else {
+            return Err(StatusCode::BadHistoryOperationUnsupported);
+        };
+        blocking(|| {
+            super::history::read_raw(historian, details, nodes, timestamps_to_return, |node| {
+                self.by_node.get(node).and_then(|p| historian.series_of(*p))
+            })
+        })
+    }
+
+    /// HistoryRead at given times (OPC UA Part 11 §6.5.5; see [`super::history`]).
+    async fn history_read_at_time(
+        &self,
+        _context: &RequestContext,
+        details: &opcua::types::ReadAtTimeDetails,
+        nodes: &mut [&mut &mut opcua::server::node_manager::HistoryNode],
+        timestamps_to_return: opcua::types::TimestampsToReturn,
+    ) -> Result<(), StatusCode> {
+        let Some(historian) = &self.history else {
+            return Err(StatusCode::BadHistoryOperationUnsupported);
+        };
+        let model = self.twin.model();
+        blocking(|| {
+            super::history::read_at_time(historian, details, nodes, timestamps_to_return, |node| {
+                let property = *self.by_node.get(node)?;
+                let series = historian.series_of(property)?;
+                Some((series, super::history::stepped(model.decl(property))))
+            })
+        })
+    }
+
     /// Client writes: the address space checks access (Bad_NotWritable for read-only properties,
     /// Bad_UserAccessDenied for viewers) and the data type; accepted writes become proposals to
     /// the control gate, whose answer is the write's status. The stored value changes only when
@@ -696,6 +873,15 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
             nodes_to_write[index].set_status(write_status(&outcome));
         }
         Ok(())
+    }
+}
+
+/// Runs `f`, which reads history files, where blocking is allowed: in place on a multi-threaded
+/// runtime (the daemon's), directly otherwise.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

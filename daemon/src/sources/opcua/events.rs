@@ -25,6 +25,10 @@ pub(crate) struct OpcUaSourceMetrics {
     publish_failures: Family<SourceLabels, Counter>,
     /// Data changes that arrived with the Overflow bit (samples lost in the server's queue).
     overflows: Family<SourceLabels, Counter>,
+    /// NotificationMessages got back with Republish after their Publish response was lost.
+    republished: Family<SourceLabels, Counter>,
+    /// NotificationMessages missed that the server no longer had (or that were not asked for).
+    lost_notifications: Family<SourceLabels, Counter>,
 }
 
 impl MetricSet for OpcUaSourceMetrics {
@@ -56,6 +60,16 @@ impl MetricSet for OpcUaSourceMetrics {
             "Data changes an OPC UA source received with the Overflow bit (samples lost in the server's queue)",
             metrics.overflows.clone(),
         );
+        opcua.register(
+            "source_republished",
+            "NotificationMessages an OPC UA source got back with Republish after missing them",
+            metrics.republished.clone(),
+        );
+        opcua.register(
+            "source_lost_notifications",
+            "NotificationMessages an OPC UA source missed and could not get back (Bad_MessageNotAvailable)",
+            metrics.lost_notifications.clone(),
+        );
         metrics
     }
 }
@@ -67,6 +81,8 @@ pub(crate) struct SourceCounters {
     pub keep_alive_failures: Counter,
     pub publish_failures: Counter,
     pub overflows: Counter,
+    pub republished: Counter,
+    pub lost_notifications: Counter,
 }
 
 impl OpcUaSourceMetrics {
@@ -89,6 +105,8 @@ impl OpcUaSourceMetrics {
             keep_alive_failures: self.keep_alive_failures.get_or_create(&labels).clone(),
             publish_failures: self.publish_failures.get_or_create(&labels).clone(),
             overflows: self.overflows.get_or_create(&labels).clone(),
+            republished: self.republished.get_or_create(&labels).clone(),
+            lost_notifications: self.lost_notifications.get_or_create(&labels).clone(),
         }
     }
 }
@@ -340,5 +358,42 @@ pub(crate) struct WriteTargetUnreadable<'a> {
 impl WriteTargetUnreadable<'_> {
     pub fn emit(&self) {
         tracing::warn!(source = %self.source, reason = %self.reason, "Writable variable's type unknown; writes to it are refused");
+    }
+}
+
+/// NotificationMessages the subscription skipped came back with Republish (OPC UA Part 4
+/// §5.13.6) and were applied (older samples as late ones: to the change log, not the current
+/// value).
+#[derive(Debug)]
+pub(crate) struct Republished<'a> {
+    pub source: &'a str,
+    pub subscription_id: u32,
+    pub messages: u64,
+}
+
+impl Republished<'_> {
+    pub fn emit(&self, counters: &SourceCounters) {
+        counters.republished.inc_by(self.messages);
+        tracing::info!(source = %self.source, subscription_id = self.subscription_id, messages = self.messages, "Missed OPC UA notifications republished");
+    }
+}
+
+/// NotificationMessages the subscription skipped are lost: the server no longer had them
+/// (Bad_MessageNotAvailable), refused Republish, or there were more than the source asks for.
+/// The change log records an `upstream` gap.
+#[derive(Debug)]
+pub(crate) struct NotificationsLost<'a> {
+    pub source: &'a str,
+    pub subscription_id: u32,
+    pub messages: u64,
+    /// The Republish answer, when one came.
+    pub status: Option<opcua::types::StatusCode>,
+}
+
+impl NotificationsLost<'_> {
+    pub fn emit(&self, counters: &SourceCounters, twin: &crate::twin::Twin) {
+        counters.lost_notifications.inc_by(self.messages);
+        twin.upstream_lost(self.messages);
+        tracing::warn!(source = %self.source, subscription_id = self.subscription_id, messages = self.messages, status = ?self.status, "Missed OPC UA notifications are lost (the server could not republish them); the change log records a gap");
     }
 }

@@ -5,7 +5,10 @@
 //! OperationLimits and namespace array, creates the subscription and its monitored items in
 //! batches the server accepts (`limits.rs`: message and array sizes, notifications per Publish,
 //! queue sizes), and follows the session; `notifications.rs` applies each NotificationMessage to
-//! the twin as one batch (value, status and source timestamp, items looked up by client handle).
+//! the twin as one batch (value, status and source timestamp, items looked up by client handle)
+//! and follows the sequence numbers; `republish.rs` gets skipped NotificationMessages back with
+//! Republish (Part 4 §5.13.6) — a lost Publish response, also across a reconnect — their older
+//! samples reaching the change log as late ones, or counts them lost.
 //! While the connection is down, or the server is silent for 3 keep-alive intervals, every
 //! property of the source is bad (`NoConnection`) with its last value kept. Recovery follows OPC
 //! UA Part 4 §6.7 (async-opcua's reconnect: a new secure channel and ActivateSession on the old
@@ -17,6 +20,7 @@ mod events;
 pub mod limits;
 mod notifications;
 mod probe;
+mod republish;
 pub(crate) mod session;
 mod write;
 
@@ -38,6 +42,39 @@ use crate::sources::{Bound, Spawned};
 use crate::twin::model::Scaling;
 use crate::twin::spec::{Access, DataType};
 use crate::twin::{PropertyId, Quality, QualityReason, Reading, Twin};
+
+/// The path a NotificationMessage takes into the twin in an OPC UA source (data changes looked up
+/// by client handle, one batch per message, late samples kept out of the current values), without
+/// a session: for the in-process benchmark (`daemon/benches/opcua_source.rs`, instructions per
+/// notification) and tools. OPC UA Part 4 §7.25 (NotificationMessage), §7.26.2
+/// (DataChangeNotification).
+pub struct NotificationPath(notifications::Applier);
+
+impl std::fmt::Debug for NotificationPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotificationPath").finish_non_exhaustive()
+    }
+}
+
+impl NotificationPath {
+    /// Applies into `twin`; client handle `h` (from 1) is `by_handle[h - 1]`'s properties. A
+    /// handle outside that list is skipped.
+    pub fn new(twin: Arc<Twin>, by_handle: Vec<Vec<PropertyId>>) -> Self {
+        // Status changes are for a session task; with none, they are dropped.
+        let (status_changes, _) = tokio::sync::mpsc::channel(1);
+        Self(notifications::Applier::new(
+            twin,
+            Arc::new(by_handle),
+            status_changes,
+            prometheus_client::metrics::counter::Counter::default(),
+        ))
+    }
+
+    /// Applies one NotificationMessage's data changes to the twin as one batch.
+    pub fn apply(&mut self, message: opcua::types::NotificationMessage) {
+        self.0.apply(message);
+    }
+}
 
 /// One monitored variable.
 #[derive(Debug, Clone)]

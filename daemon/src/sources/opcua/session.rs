@@ -37,7 +37,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::{self, MonitoredItemBatches, OperationLimits};
-use super::notifications::{Notifications, STATUS_CHANGES_QUEUED};
+use super::notifications::{Applier, GAPS_QUEUED, Missing, Notifications, STATUS_CHANGES_QUEUED};
+use super::republish::Republisher;
 use super::{OpcUaClient, events, reason, write};
 use crate::config::sources::opcua::{
     OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, Target,
@@ -74,6 +75,16 @@ pub(super) struct Resolved {
     node: NodeId,
     properties: Vec<PropertyId>,
     sampling: Duration,
+}
+
+/// What the subscription's callback hands the session task.
+pub(super) struct Channels {
+    /// StatusChangeNotifications that end the subscription.
+    status_changes: mpsc::Receiver<StatusCode>,
+    /// Sequence numbers a NotificationMessage skipped.
+    gaps: mpsc::Receiver<Missing>,
+    /// Gets them back with Republish.
+    republisher: Republisher,
 }
 
 /// What a session resolved at its start, kept to compare after a reconnect.
@@ -378,21 +389,22 @@ impl OpcUaClient {
         }
         .emit(&self.connected, &self.ready);
         let (status_changes, status_rx) = mpsc::channel(STATUS_CHANGES_QUEUED);
+        let (gaps, gaps_rx) = mpsc::channel(GAPS_QUEUED);
         let setup = async {
             let (limits, items, namespaces) = self.resolve(session, events).await?;
             // Writes open before the first value arrives: a setpoint that reads Good can be
             // written.
             self.open_writes(session, events, &items, limits).await?;
-            let subscription = self
-                .subscribe(session, events, &items, limits, status_changes)
+            let (subscription, republisher) = self
+                .subscribe(session, events, &items, limits, status_changes, gaps)
                 .await?;
-            anyhow::Ok((subscription, namespaces, items, limits))
+            anyhow::Ok((subscription, republisher, namespaces, items, limits))
         };
         let setup = tokio::select! {
             () = token.cancelled() => return (Ok(()), true),
             setup = setup => setup,
         };
-        let (subscription, namespaces, items, limits) = match setup {
+        let (subscription, republisher, namespaces, items, limits) = match setup {
             Ok(set) => set,
             Err(error) => {
                 let connected = error.downcast_ref::<ConnectionDown>().is_none();
@@ -404,7 +416,12 @@ impl OpcUaClient {
             items,
             limits,
         };
-        self.follow(session, events, token, subscription, resolved, status_rx)
+        let channels = Channels {
+            status_changes: status_rx,
+            gaps: gaps_rx,
+            republisher,
+        };
+        self.follow(session, events, token, subscription, resolved, channels)
             .await
     }
 
@@ -570,8 +587,9 @@ impl OpcUaClient {
     /// [`limits::notifications_per_publish`]) and its monitored items in batches of at most the
     /// server's MaxMonitoredItemsPerCall (halved while the server finds a request too large);
     /// client handle `i + 1` for `items[i]`, queue size from [`limits::queue_size`]. A monitored
-    /// item the server refuses makes its properties bad with the status's reason. Returns the
-    /// subscription id.
+    /// item the server refuses makes its properties bad with the status's reason. The callback
+    /// sends the sequence numbers a NotificationMessage skipped to `gaps`. Returns the
+    /// subscription id and the [`Republisher`] that gets them back.
     ///
     /// Errors: CreateSubscription failed, or a CreateMonitoredItems request failed as a whole
     /// (other than too large, or too large with a single item).
@@ -582,14 +600,18 @@ impl OpcUaClient {
         items: &[Resolved],
         limits: OperationLimits,
         status_changes: mpsc::Sender<StatusCode>,
-    ) -> anyhow::Result<u32> {
+        gaps: mpsc::Sender<Missing>,
+    ) -> anyhow::Result<(u32, Republisher)> {
         let by_handle = Arc::new(items.iter().map(|i| i.properties.clone()).collect());
-        let callback = Notifications::new(
+        let applier = Applier::new(
             Arc::clone(&self.twin),
             by_handle,
             status_changes,
             self.counters.overflows.clone(),
         );
+        let unqueued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let republisher = Republisher::new(applier.share(), Arc::clone(&unqueued));
+        let callback = Notifications::new(applier, gaps, unqueued);
         let subscription = drive(
             events,
             session.create_subscription(
@@ -644,7 +666,7 @@ impl OpcUaClient {
                 }
             }
         }
-        Ok(subscription)
+        Ok((subscription, republisher))
     }
 
     /// Marks the properties of items the server refused bad, with the status's reason.
@@ -694,8 +716,13 @@ impl OpcUaClient {
         token: &CancellationToken,
         mut subscription: u32,
         resolved: Resolution,
-        mut status_changes: mpsc::Receiver<StatusCode>,
+        channels: Channels,
     ) -> (anyhow::Result<()>, bool) {
+        let Channels {
+            mut status_changes,
+            mut gaps,
+            mut republisher,
+        } = channels;
         let mut keep_alive = self.keep_alive(session, subscription);
         let mut last_heard = Instant::now();
         let mut connected = true;
@@ -703,8 +730,35 @@ impl OpcUaClient {
         let mut watch = tokio::time::interval((keep_alive / 4).max(Duration::from_millis(50)));
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
+            if connected && republisher.has_work() {
+                // Raced against the token: a server slow to answer Republish must not hold up a
+                // shutdown (the session is closed on the way out as always).
+                let republished = tokio::select! {
+                    () = token.cancelled() => return (Ok(()), connected),
+                    republished = self.republish(&mut republisher, session, events, subscription) => republished,
+                };
+                match republished {
+                    Ok(()) => {}
+                    Err(ConnectionDown::Lost(status)) => {
+                        connected = false;
+                        self.link.clear();
+                        if !stalled {
+                            events::ConnectionLost {
+                                source: &self.config.id,
+                                status: &status,
+                            }
+                            .emit(&self.connected, &self.ready);
+                            self.mark_all(QualityReason::NoConnection);
+                        }
+                    }
+                    Err(down) => return (Err(down.into()), false),
+                }
+            }
             tokio::select! {
                 () = token.cancelled() => return (Ok(()), connected),
+                Some(missing) = gaps.recv() => {
+                    self.missing(&mut republisher, missing, subscription);
+                }
                 Some(status) = status_changes.recv() => {
                     events::SubscriptionStatusChanged { source: &self.config.id, status }.emit();
                     self.mark_all(QualityReason::NoConnection);
@@ -747,7 +801,12 @@ impl OpcUaClient {
                         // subscription again: without this no Publish request is ever sent.
                         session.trigger_publish_now();
                         match self.after_reconnect(session, events, &mode, subscription, &resolved).await {
-                            Ok(current) => subscription = current,
+                            Ok(current) => {
+                                if current != subscription {
+                                    self.forget_pending(&mut republisher, subscription);
+                                }
+                                subscription = current;
+                            }
                             Err(error) => return (Err(error), connected),
                         }
                         // The writable variables' types again: a new session may be a new server.

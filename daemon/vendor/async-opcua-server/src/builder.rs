@@ -25,6 +25,7 @@ pub struct ServerBuilder {
     pub(crate) token: CancellationToken,
     pub(crate) build_info: BuildInfo,
     pub(crate) hardening: crate::hardening::HardeningLimits,
+    pub(crate) capabilities: crate::config::ServerCapabilities,
 }
 
 impl Default for ServerBuilder {
@@ -38,6 +39,7 @@ impl Default for ServerBuilder {
             build_info: BuildInfo::default(),
             type_loaders: TypeLoaderCollection::new(),
             hardening: Default::default(),
+            capabilities: Default::default(),
         };
         #[cfg(feature = "generated-address-space")]
         {
@@ -270,6 +272,16 @@ impl ServerBuilder {
     /// Twinloom patch: bounds on connections and on peers without an activated session.
     pub fn hardening_limits(mut self, limits: crate::hardening::HardeningLimits) -> Self {
         self.hardening = limits;
+        self
+    }
+
+    /// Twinloom patch: the history capabilities the server announces in
+    /// `Server/ServerCapabilities/HistoryServerCapabilities` (OPC UA Part 11 §5.4.2).
+    pub fn history_capabilities(
+        mut self,
+        history: crate::config::HistoryServerCapabilities,
+    ) -> Self {
+        self.capabilities.history = history;
         self
     }
 

@@ -1,0 +1,415 @@
+//! A series' samples as one compressed chunk: what the historian stores per key.
+//!
+//! Samples follow each other with one control byte and only what changed (all integers LEB128,
+//! signed ones zigzag):
+//!
+//! ```text
+//! control  u8   bits 0–2 value: 0 same as the previous sample, 1 none, 2 false, 3 true,
+//!                 4 int (zigzag delta from the previous int), 5 uint, 6 float (XOR with the
+//!                 previous float: a byte of leading/trailing zero-byte counts, then the middle
+//!                 bytes), 7 string (length, UTF-8)
+//!               bit 3 quality follows (level byte, reason byte, and a device exception code
+//!                 byte or an upstream status code u32 LE)
+//!               bit 4 server-time offset follows (zigzag µs: server time − source time, as a
+//!                 change from the previous sample's)
+//!               bit 5 the sample is flagged (see [`Sample::flagged`])
+//!               bit 6 time follows (zigzag µs: delta-of-delta of the source timestamps);
+//!                 absent = the same step as before
+//! ```
+//!
+//! The first sample's deltas are from zero. A sample sampled at a steady period with an
+//! unchanged value and quality costs one byte.
+
+use std::sync::Arc;
+
+use crate::twin::{Quality, QualityLevel, QualityReason, Value};
+
+/// One stored sample of a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Its SourceTimestamp: when the device produced the value (the twin's server time when the
+    /// source gives none), µs since the Unix epoch. History is indexed by it.
+    pub time: i64,
+    /// When the twin stored the change, µs since the Unix epoch.
+    pub server_time: i64,
+    /// The value in engineering units; `None` when there was none (a bad sample before any value).
+    pub value: Option<Value>,
+    /// Its quality: good, uncertain or bad, with the reason and upstream status code.
+    pub quality: Quality,
+    /// Stored but outside the window history is kept in order for: older than
+    /// [`super::LATE_WINDOW`] behind the series' newest sample, or dated in the future
+    /// (counted in `twinloom_history_flagged_samples_total`).
+    pub flagged: bool,
+}
+
+/// The chunk could not be decoded (a damaged store).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("damaged history chunk: {0}")]
+pub struct Damaged(pub &'static str);
+
+/// Appends samples to a chunk's bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Encoder {
+    bytes: Vec<u8>,
+    count: u32,
+    time: i64,
+    step: i64,
+    offset: i64,
+    value: Option<Value>,
+    quality: Option<Quality>,
+}
+
+impl Encoder {
+    /// Appends `sample` (any time order: deltas may be negative).
+    pub fn push(&mut self, sample: &Sample) {
+        let at = self.bytes.len();
+        self.bytes.push(0);
+        let mut control = 0u8;
+        let kind = if self.count > 0 && same(&self.value, &sample.value) {
+            0
+        } else {
+            match &sample.value {
+                None => 1,
+                Some(Value::Bool(false)) => 2,
+                Some(Value::Bool(true)) => 3,
+                Some(Value::Int(v)) => {
+                    let previous = match self.value {
+                        Some(Value::Int(p)) => p,
+                        _ => 0,
+                    };
+                    put_zigzag(&mut self.bytes, v.wrapping_sub(previous));
+                    4
+                }
+                Some(Value::UInt(v)) => {
+                    put_varint(&mut self.bytes, *v);
+                    5
+                }
+                Some(Value::Float(v)) => {
+                    let previous = match self.value {
+                        Some(Value::Float(p)) => p.to_bits(),
+                        _ => 0,
+                    };
+                    put_xor(&mut self.bytes, v.to_bits() ^ previous);
+                    6
+                }
+                Some(Value::String(s)) => {
+                    put_varint(&mut self.bytes, s.len() as u64);
+                    self.bytes.extend_from_slice(s.as_bytes());
+                    7
+                }
+            }
+        };
+        control |= kind;
+        if self.quality != Some(sample.quality) {
+            control |= 1 << 3;
+            put_quality(&mut self.bytes, sample.quality);
+            self.quality = Some(sample.quality);
+        }
+        let offset = sample.server_time.wrapping_sub(sample.time);
+        if offset != self.offset {
+            control |= 1 << 4;
+            put_zigzag(&mut self.bytes, offset.wrapping_sub(self.offset));
+            self.offset = offset;
+        }
+        if sample.flagged {
+            control |= 1 << 5;
+        }
+        let step = sample.time.wrapping_sub(self.time);
+        if step != self.step || self.count == 0 {
+            control |= 1 << 6;
+            put_zigzag(&mut self.bytes, step.wrapping_sub(self.step));
+            self.step = step;
+        }
+        self.time = sample.time;
+        self.bytes[at] = control;
+        self.value.clone_from(&sample.value);
+        self.count += 1;
+    }
+
+    /// Samples appended.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The encoded bytes so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The encoded bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+/// Encodes `samples` as one chunk.
+pub fn encode(samples: &[Sample]) -> Vec<u8> {
+    let mut encoder = Encoder::default();
+    for sample in samples {
+        encoder.push(sample);
+    }
+    encoder.into_bytes()
+}
+
+/// Decodes a chunk's bytes into `out` (appended, in stored order).
+///
+/// Errors: [`Damaged`] when the bytes are not a chunk.
+pub fn decode(mut bytes: &[u8], out: &mut Vec<Sample>) -> Result<(), Damaged> {
+    let mut time = 0i64;
+    let mut step = 0i64;
+    let mut offset = 0i64;
+    let mut value: Option<Value> = None;
+    let mut quality = Quality::GOOD;
+    let cursor = &mut bytes;
+    while !cursor.is_empty() {
+        let control = u8_of(cursor)?;
+        value = match control & 7 {
+            0 => value,
+            1 => None,
+            2 => Some(Value::Bool(false)),
+            3 => Some(Value::Bool(true)),
+            4 => {
+                let previous = match value {
+                    Some(Value::Int(p)) => p,
+                    _ => 0,
+                };
+                Some(Value::Int(previous.wrapping_add(zigzag(cursor)?)))
+            }
+            5 => Some(Value::UInt(varint(cursor)?)),
+            6 => {
+                let previous = match value {
+                    Some(Value::Float(p)) => p.to_bits(),
+                    _ => 0,
+                };
+                Some(Value::Float(f64::from_bits(previous ^ xor(cursor)?)))
+            }
+            _ => {
+                let len = usize::try_from(varint(cursor)?).map_err(|_| SHORT)?;
+                let text = take(cursor, len)?;
+                let text = std::str::from_utf8(text).map_err(|_| Damaged("string not UTF-8"))?;
+                Some(Value::String(Arc::from(text)))
+            }
+        };
+        if control & (1 << 3) != 0 {
+            quality = get_quality(cursor)?;
+        }
+        if control & (1 << 4) != 0 {
+            offset = offset.wrapping_add(zigzag(cursor)?);
+        }
+        if control & (1 << 6) != 0 {
+            step = step.wrapping_add(zigzag(cursor)?);
+        }
+        time = time.wrapping_add(step);
+        out.push(Sample {
+            time,
+            server_time: time.wrapping_add(offset),
+            value: value.clone(),
+            quality,
+            flagged: control & (1 << 5) != 0,
+        });
+    }
+    Ok(())
+}
+
+/// Whether two values are the same stored value (floats bit for bit).
+fn same(a: &Option<Value>, b: &Option<Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Float(x)), Some(Value::Float(y))) => x.to_bits() == y.to_bits(),
+        (a, b) => a == b,
+    }
+}
+
+const SHORT: Damaged = Damaged("chunk ends inside a sample");
+
+fn u8_of(cursor: &mut &[u8]) -> Result<u8, Damaged> {
+    let (&first, rest) = cursor.split_first().ok_or(SHORT)?;
+    *cursor = rest;
+    Ok(first)
+}
+
+fn take<'a>(cursor: &mut &'a [u8], n: usize) -> Result<&'a [u8], Damaged> {
+    if cursor.len() < n {
+        return Err(SHORT);
+    }
+    let (head, rest) = cursor.split_at(n);
+    *cursor = rest;
+    Ok(head)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn varint(cursor: &mut &[u8]) -> Result<u64, Damaged> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = u8_of(cursor)?;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(Damaged("varint longer than 10 bytes"))
+}
+
+fn zigzag(cursor: &mut &[u8]) -> Result<i64, Damaged> {
+    let v = varint(cursor)?;
+    Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+}
+
+/// A non-zero XOR of two floats' bits: its leading and trailing zero bytes counted in one byte
+/// (high and low nibble), then the bytes between, most significant first.
+fn put_xor(out: &mut Vec<u8>, x: u64) {
+    let lead = (x.leading_zeros() / 8).min(7) as u8;
+    let trail = if x == 0 {
+        0
+    } else {
+        (x.trailing_zeros() / 8) as u8
+    };
+    let trail = trail.min(7 - lead);
+    out.push((lead << 4) | trail);
+    let bytes = x.to_be_bytes();
+    out.extend_from_slice(&bytes[usize::from(lead)..8 - usize::from(trail)]);
+}
+
+fn xor(cursor: &mut &[u8]) -> Result<u64, Damaged> {
+    let counts = u8_of(cursor)?;
+    let (lead, trail) = (usize::from(counts >> 4), usize::from(counts & 0xf));
+    if lead + trail > 8 {
+        return Err(Damaged("float XOR counts out of range"));
+    }
+    let middle = take(cursor, 8 - lead - trail)?;
+    let mut bytes = [0u8; 8];
+    bytes[lead..8 - trail].copy_from_slice(middle);
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn put_quality(out: &mut Vec<u8>, quality: Quality) {
+    out.push(match quality.level {
+        QualityLevel::Good => 0,
+        QualityLevel::Uncertain => 1,
+        QualityLevel::Bad => 2,
+    });
+    match quality.reason {
+        QualityReason::None => out.push(0),
+        QualityReason::NotYetRead => out.push(1),
+        QualityReason::CommunicationFailure => out.push(2),
+        QualityReason::Timeout => out.push(3),
+        QualityReason::NoConnection => out.push(4),
+        QualityReason::DeviceException(code) => out.extend_from_slice(&[5, code]),
+        QualityReason::DecodeError => out.push(6),
+        QualityReason::PluginFailure => out.push(7),
+        QualityReason::InputsNotGood => out.push(8),
+        QualityReason::ConfigurationError => out.push(9),
+        QualityReason::OutOfRange => out.push(10),
+        QualityReason::Stale => out.push(11),
+        QualityReason::Upstream(code) => {
+            out.push(12);
+            out.extend_from_slice(&code.to_le_bytes());
+        }
+    }
+}
+
+fn get_quality(cursor: &mut &[u8]) -> Result<Quality, Damaged> {
+    let level = match u8_of(cursor)? {
+        0 => QualityLevel::Good,
+        1 => QualityLevel::Uncertain,
+        2 => QualityLevel::Bad,
+        _ => return Err(Damaged("unknown quality level")),
+    };
+    let reason = match u8_of(cursor)? {
+        0 => QualityReason::None,
+        1 => QualityReason::NotYetRead,
+        2 => QualityReason::CommunicationFailure,
+        3 => QualityReason::Timeout,
+        4 => QualityReason::NoConnection,
+        5 => QualityReason::DeviceException(u8_of(cursor)?),
+        6 => QualityReason::DecodeError,
+        7 => QualityReason::PluginFailure,
+        8 => QualityReason::InputsNotGood,
+        9 => QualityReason::ConfigurationError,
+        10 => QualityReason::OutOfRange,
+        11 => QualityReason::Stale,
+        12 => {
+            let code = take(cursor, 4)?;
+            QualityReason::Upstream(u32::from_le_bytes([code[0], code[1], code[2], code[3]]))
+        }
+        _ => return Err(Damaged("unknown quality reason")),
+    };
+    Ok(Quality { level, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            Just(None),
+            any::<bool>().prop_map(|b| Some(Value::Bool(b))),
+            any::<i64>().prop_map(|v| Some(Value::Int(v))),
+            any::<u64>().prop_map(|v| Some(Value::UInt(v))),
+            any::<f64>().prop_map(|v| Some(Value::Float(v))),
+            "[a-zé]{0,8}".prop_map(|s| Some(Value::String(Arc::from(s.as_str())))),
+        ]
+    }
+
+    fn quality() -> impl Strategy<Value = Quality> {
+        prop_oneof![
+            Just(Quality::GOOD),
+            Just(Quality::uncertain(QualityReason::Stale)),
+            Just(Quality::bad(QualityReason::Timeout)),
+            any::<u8>().prop_map(|c| Quality::bad(QualityReason::DeviceException(c))),
+            any::<u32>().prop_map(Quality::from_status_code),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_round_trip(samples in prop::collection::vec(
+            (any::<i64>(), -1_000_000i64..1_000_000, value(), quality(), any::<bool>()), 0..50)
+        ) {
+            let samples: Vec<Sample> = samples
+                .into_iter()
+                .map(|(time, offset, value, quality, flagged)| Sample {
+                    time,
+                    server_time: time.wrapping_add(offset),
+                    value,
+                    quality,
+                    flagged,
+                })
+                .collect();
+            let mut decoded = Vec::new();
+            decode(&encode(&samples), &mut decoded).unwrap();
+            prop_assert_eq!(decoded.len(), samples.len());
+            for (a, b) in decoded.iter().zip(&samples) {
+                prop_assert!(same(&a.value, &b.value));
+                prop_assert_eq!((a.time, a.server_time, a.quality, a.flagged),
+                    (b.time, b.server_time, b.quality, b.flagged));
+            }
+        }
+    }
+
+    #[test]
+    fn a_steady_unchanged_sample_costs_one_byte() {
+        let sample = |i: i64| Sample {
+            time: 1_000_000 * i,
+            server_time: 1_000_000 * i + 3,
+            value: Some(Value::Float(20.5)),
+            quality: Quality::GOOD,
+            flagged: false,
+        };
+        let head = encode(&[sample(0), sample(1)]).len();
+        let all = encode(&(0..102).map(sample).collect::<Vec<_>>()).len();
+        assert_eq!(all - head, 100);
+    }
+}
