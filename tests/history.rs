@@ -361,3 +361,118 @@ pump_on = {{ table = "coil", address = 0 }}
     drop((operator, viewer, node_opcua));
     assert!(handles.supervisor.shutdown(Duration::from_secs(5)).await);
 }
+
+/// A reload that restarts every component (a property added) opens the history again: the old
+/// historian and the OPC UA server that served it let go of its files first (redb opens a file
+/// once per process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_restarts_everything_keeps_the_history_open() {
+    let state = tempfile::tempdir().unwrap();
+    let helpers = twinloom::runtime::Supervisor::new();
+    let plc = common::silent_plc(&helpers).await;
+    let file = state.path().join("twinloom.toml");
+    let text = |properties: &str, bindings: &str| {
+        format!(
+            r#"
+[daemon]
+state_dir = "{}"
+
+[opcua_server]
+listen = "127.0.0.1:0"
+allow_security_none = true
+anonymous = true
+auto_trust_clients = true
+
+[history]
+retention = "8h"
+
+[[types]]
+name = "Tank"
+properties = [{properties}]
+
+[[sources.modbus]]
+id = "plc"
+tcp = "{plc}"
+poll = "1h"
+timeout = "1h"
+
+[[assets]]
+path = "plant/tank1"
+type = "Tank"
+source = "plc"
+[assets.bindings]
+{bindings}
+"#,
+            state.path().display()
+        )
+    };
+    std::fs::write(
+        &file,
+        text(
+            r#"{ name = "level", data_type = "float" }"#,
+            r#"level = { table = "holding", address = 0, encoding = "f32" }"#,
+        ),
+    )
+    .unwrap();
+    let mut daemon = twinloom::app::Daemon::start(twinloom::config::load(&file).unwrap())
+        .await
+        .unwrap();
+    // A change the historian takes: its stop at the reload writes it into a history file.
+    let level = common::property(&daemon.handles, "plant/tank1/level");
+    daemon
+        .handles
+        .twin
+        .apply(&[Reading::value(level, Value::Float(1.5), None)]);
+    let mut written = daemon.handles.change_log.as_ref().unwrap().subscribe();
+    let end = *tokio::time::timeout(WAIT, written.wait_for(|end| *end >= 2))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut taken = daemon.handles.history.as_ref().unwrap().taken();
+    tokio::time::timeout(WAIT, taken.wait_for(|t| *t >= end))
+        .await
+        .unwrap()
+        .unwrap();
+    std::fs::write(
+        &file,
+        text(
+            r#"{ name = "level", data_type = "float" }, { name = "volume", data_type = "float" }"#,
+            "level = { table = \"holding\", address = 0, encoding = \"f32\" }\n\
+             volume = { table = \"holding\", address = 2, encoding = \"f32\" }",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        daemon.reload().await.unwrap(),
+        twinloom::app::Reloaded::Restarted
+    );
+    let history = daemon
+        .handles
+        .history
+        .as_ref()
+        .expect("history opened again");
+    // What the first historian stored reads back from the second.
+    let level = common::property(&daemon.handles, "plant/tank1/level");
+    let series = history.series_of(level).unwrap();
+    let points = history.read(series, i64::MIN / 2..i64::MAX / 2).unwrap();
+    assert!(
+        points.iter().any(|p| matches!(
+            p,
+            twinloom::history::Point::Sample(s) if s.value == Some(Value::Float(1.5))
+        )),
+        "{points:?}"
+    );
+    let unmet = daemon.handles.readiness.unmet();
+    assert!(
+        !unmet
+            .iter()
+            .any(|c| c == twinloom::history::READY_CONDITION),
+        "{unmet:?}"
+    );
+    daemon
+        .handles
+        .supervisor
+        .shutdown(Duration::from_secs(5))
+        .await;
+    helpers.shutdown(Duration::from_secs(5)).await;
+}

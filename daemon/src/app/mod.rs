@@ -424,6 +424,11 @@ impl Daemon {
             .supervisor
             .shutdown(self.config.daemon.shutdown_timeout)
             .await;
+        // The historian's files close before the new components open them again (redb opens a
+        // file once per process; the old OPC UA server may still hold the old historian).
+        if let Some(history) = self.handles.history.take() {
+            history.close();
+        }
         self.handles = start(&new).await?;
         // Setpoints a live plugin controlled and no live plugin controls any more: their
         // controller was unloaded, so their `on_loss` applies (through the new gate).

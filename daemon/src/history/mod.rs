@@ -139,6 +139,12 @@ pub struct Historian {
 }
 
 impl Historian {
+    /// Closes the historian's files for good (its task has stopped): what a reload does before
+    /// the new components open them again ([`store::Store::close`]).
+    pub fn close(&self) {
+        self.shared.store.close();
+    }
+
     /// The series of `property`, when it is historized.
     pub fn series_of(&self, property: PropertyId) -> Option<u32> {
         self.shared.series.get(property.index()).copied().flatten()

@@ -131,6 +131,8 @@ pub struct Store {
     span_us: i64,
     /// Open files by start time (µs).
     files: Mutex<BTreeMap<i64, File>>,
+    /// Set by [`Store::close`]: nothing is written or opened any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn db_error(path: &Path, error: impl Into<redb::Error>) -> HistoryStoreError {
@@ -185,12 +187,21 @@ impl Store {
             dir: dir.to_owned(),
             span_us: i64::try_from(span.as_micros()).unwrap_or(i64::MAX),
             files: Mutex::new(files),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// The folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Closes every file (redb opens a file once per process: a new store in the same process,
+    /// after a reload, can then open them) and refuses writes from then on; reads find nothing.
+    pub fn close(&self) {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        files.clear();
     }
 
     /// The start (µs) of the file a sample at `time` (µs) goes to: an existing file covering
@@ -254,6 +265,12 @@ impl Store {
         let _lock = write_lock(&self.dir)?;
         let (db, path) = {
             let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(io_error(
+                    &self.dir,
+                    std::io::Error::other("the history store is closed"),
+                ));
+            }
             let file = match files.entry(start) {
                 std::collections::btree_map::Entry::Occupied(file) => file.into_mut(),
                 std::collections::btree_map::Entry::Vacant(slot) => {
