@@ -205,7 +205,9 @@ fn from_micros(us: i64) -> Result<SystemTime, Damaged> {
     at.ok_or(Damaged::Corrupted("time out of range"))
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as an unsigned LEB128 varint (7 bits a byte, least significant first; 1–10
+/// bytes). Shared with the historian's chunks (`history::chunk`).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -213,8 +215,32 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` zigzag-mapped (0, -1, 1, -2 … → 0, 1, 2, 3 …) as a varint.
+pub(crate) fn put_zigzag(out: &mut Vec<u8>, v: i64) {
     put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// Takes a varint ([`put_varint`]) off the front of `bytes`.
+///
+/// Errors: `Err(None)` when the bytes end inside it, `Err(Some(why))` when it is longer than
+/// 10 bytes.
+pub(crate) fn take_varint(bytes: &mut &[u8]) -> Result<u64, Option<&'static str>> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first().ok_or(None)?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(Some("varint longer than 10 bytes"))
+}
+
+/// Takes a zigzag varint ([`put_zigzag`]) off the front of `bytes`; errors as [`take_varint`].
+pub(crate) fn take_zigzag(bytes: &mut &[u8]) -> Result<i64, Option<&'static str>> {
+    let v = take_varint(bytes)?;
+    Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
 }
 
 /// Builds one batch: [`Self::push`] records, then [`Self::finish`] the frame.
@@ -407,20 +433,11 @@ impl Cursor<'_> {
     }
 
     fn varint(&mut self) -> Result<u64, Damaged> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = self.u8()?;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(Damaged::Corrupted("varint longer than 10 bytes"))
+        take_varint(&mut self.bytes).map_err(|why| why.map_or(SHORT, Damaged::Corrupted))
     }
 
     fn zigzag(&mut self) -> Result<i64, Damaged> {
-        let v = self.varint()?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+        take_zigzag(&mut self.bytes).map_err(|why| why.map_or(SHORT, Damaged::Corrupted))
     }
 }
 

@@ -22,6 +22,8 @@
 
 use std::sync::Arc;
 
+// The change log's varints: one encoding for both formats.
+use crate::change_log::format::{put_varint, put_zigzag, take_varint, take_zigzag};
 use crate::twin::{Quality, QualityLevel, QualityReason, Value};
 
 /// One stored sample of a series.
@@ -236,33 +238,12 @@ fn take<'a>(cursor: &mut &'a [u8], n: usize) -> Result<&'a [u8], Damaged> {
     Ok(head)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_zigzag(out: &mut Vec<u8>, v: i64) {
-    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
-}
-
 fn varint(cursor: &mut &[u8]) -> Result<u64, Damaged> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = u8_of(cursor)?;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(Damaged("varint longer than 10 bytes"))
+    take_varint(cursor).map_err(|why| why.map_or(SHORT, Damaged))
 }
 
 fn zigzag(cursor: &mut &[u8]) -> Result<i64, Damaged> {
-    let v = varint(cursor)?;
-    Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    take_zigzag(cursor).map_err(|why| why.map_or(SHORT, Damaged))
 }
 
 /// A non-zero XOR of two floats' bits: its leading and trailing zero bytes counted in one byte
