@@ -18,12 +18,14 @@ use twinloom_sim::modbus::{ModbusServer, SimDevice};
 const OPERATOR_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$iLN9EszmVWc/fLUWzm/+gg$fthAxEvfbax+8ALqIe3/2QSWnzLEFB1XdFIBxEdqL9c";
 
 /// A tank level (holding 0, %) and a heater setpoint (holding 10) on `plc`, armed, with admin
-/// HTTP on `admin` and the state in `state`; `request_timeout` of admin HTTP as given.
+/// HTTP on `admin` and the state in `state`; `request_timeout` of admin HTTP as given; `extra`
+/// appended to the configuration's text.
 fn config(
     plc: SocketAddr,
     admin: &str,
     state: &Path,
     request_timeout: &str,
+    extra: &str,
 ) -> twinloom::config::Config {
     common::config(&format!(
         r#"
@@ -65,7 +67,7 @@ path = "site/heater"
 type = "Heater"
 source = "plc"
 bindings.setpoint = {{ table = "holding", address = 10 }}
-"#,
+{extra}"#,
         state = state.display(),
     ))
 }
@@ -129,7 +131,7 @@ impl EventStream {
 async fn the_event_stream_starts_with_a_snapshot_and_coalesces_changes() {
     let (device, server) = plc(420).await;
     let state = tempfile::tempdir().unwrap();
-    let handles = common::start(&config(server.addr(), "127.0.0.1:0", state.path(), "1s")).await;
+    let handles = common::start(&config(server.addr(), "127.0.0.1:0", state.path(), "1s", "")).await;
     let admin = handles.admin_http.unwrap();
     let level = common::property(&handles, "site/tank/level");
     common::wait_for(&handles, level, Duration::from_secs(5), |s| {
@@ -274,6 +276,114 @@ async fn a_client_that_stops_reading_its_stream_is_dropped() {
     server.stop().await;
 }
 
+/// `/api/trend` over a day of history (a sample every 10 s; one bad sample, then an hour with
+/// nothing): at most 2 × width points, each column's smallest and largest value kept, the bad
+/// sample a break and the hour after it empty (a gap, not a line); 400 for a width out of range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trend_endpoint_decimates_a_day_of_history_to_its_columns() {
+    let (_device, server) = plc(0).await;
+    let state = tempfile::tempdir().unwrap();
+    let handles = common::start(&config(
+        server.addr(),
+        "127.0.0.1:0",
+        state.path(),
+        "30s",
+        "\n[history]\n",
+    ))
+    .await;
+    let admin = handles.admin_http.unwrap();
+    let level = common::property(&handles, "site/tank/level");
+    const STEP: i64 = 10_000;
+    const DAY: i64 = 86_400_000;
+    const WIDTH: i64 = 300;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let from = (now - DAY - 3_600_000) / 1000 * 1000;
+    let at = |i: i64| std::time::UNIX_EPOCH + Duration::from_millis((from + i * STEP) as u64);
+    // Consecutive values always differ (the twin passes on changes only).
+    let value = |i: i64| ((i * 7919) % 1000) as f64;
+    let (bad, resumed) = (5000, 5360);
+    let mut expected: Vec<Option<(f64, f64)>> = vec![None; WIDTH as usize];
+    for i in 0..DAY / STEP {
+        if i == bad {
+            handles.twin.apply(&[Reading {
+                property: level,
+                outcome: Err(twinloom::twin::QualityReason::CommunicationFailure),
+                source_time: Some(at(i)),
+                quality: None,
+            }]);
+        } else if !(bad..resumed).contains(&i) {
+            handles
+                .twin
+                .apply(&[Reading::value(level, Value::Float(value(i)), Some(at(i)))]);
+            let column = (i * STEP * WIDTH / DAY) as usize;
+            let v = value(i);
+            expected[column] = Some(expected[column].map_or((v, v), |(a, b)| (a.min(v), b.max(v))));
+        }
+    }
+    let path = format!(
+        "/api/trend?property={}&from={from}&to={}&width={WIDTH}",
+        level.0,
+        from + DAY
+    );
+    // The historian takes the change log's records as they come: wait until it holds them all.
+    let columns = |points: &[(i64, Option<f64>, Option<f64>)]| {
+        let mut seen: Vec<Option<(f64, f64)>> = vec![None; WIDTH as usize];
+        let mut breaks = Vec::new();
+        for &(t, min, max) in points {
+            let column = ((t - from) * WIDTH / DAY) as usize;
+            match (min, max) {
+                (Some(min), Some(max)) => {
+                    assert!(seen[column].is_none(), "two values in column {column}");
+                    seen[column] = Some((min, max));
+                }
+                (None, None) => breaks.push(t),
+                other => panic!("half a point: {other:?}"),
+            }
+        }
+        (seen, breaks)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (points, breaks) = loop {
+        let (status, body) = common::http(admin, "GET", &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        let points = trend_points(&body);
+        let (seen, breaks) = columns(&points);
+        if seen == expected || Instant::now() > deadline {
+            assert_eq!(seen, expected, "history never held the day as written");
+            break (points, breaks);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        points.len() <= 2 * WIDTH as usize,
+        "{} points for {WIDTH} columns",
+        points.len()
+    );
+    // The bad sample keeps its last value's source time: the break is there, and nothing is
+    // drawn until the values resume an hour later.
+    assert_eq!(breaks.len(), 1, "{breaks:?}");
+    assert!((from + (bad - 1) * STEP..=from + bad * STEP).contains(&breaks[0]));
+    assert!(
+        points
+            .iter()
+            .all(|p| p.1.is_none() || !(from + bad * STEP..from + resumed * STEP).contains(&p.0)),
+        "a value in the gap"
+    );
+    eprintln!(
+        "a day of {} samples: {} points for {WIDTH} columns",
+        DAY / STEP,
+        points.len()
+    );
+
+    let width = format!("/api/trend?property={}&width=0", level.0);
+    assert_eq!(common::http(admin, "GET", &width, None).await.0, 400);
+    handles.supervisor.shutdown(Duration::from_secs(3)).await;
+    server.stop().await;
+}
+
 /// The browser driver (`tests/peers/webview_driver.py`).
 struct Browser {
     child: tokio::process::Child,
@@ -342,16 +452,75 @@ impl Browser {
     }
 }
 
+/// [`config`] with history, the probe plugin `guard` (its calls fault while the tank level is
+/// above 500; quarantined at the first fault) and an interlock over the tank level guarding the
+/// heater's setpoint.
+fn config_with_plugin(
+    plc: SocketAddr,
+    admin: &str,
+    state: &Path,
+    probe: &Path,
+) -> twinloom::config::Config {
+    config(
+        plc,
+        admin,
+        state,
+        "30s",
+        &format!(
+            r#"
+[history]
+
+[[plugins]]
+name = "guard"
+file = "{probe}"
+subscribe = [{{ assets = "site/tank", properties = ["level"] }}]
+quarantine_after = 1
+deadline = "10s"
+config = {{ behaviour = "panic-above", setpoint = 500.0 }}
+
+[[control.interlocks]]
+name = "tank-not-full"
+applies_to = ["site/heater/setpoint"]
+condition = "site/tank/level < 900"
+"#,
+            probe = probe.display(),
+        ),
+    )
+}
+
+/// The points of a `/api/trend` answer: (time ms, min, max), `None` for a break.
+fn trend_points(body: &str) -> Vec<(i64, Option<f64>, Option<f64>)> {
+    let answer: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(answer["history"], true, "{body}");
+    let column = |key: &str| answer[key].as_array().unwrap().clone();
+    let (t, min, max) = (column("t"), column("min"), column("max"));
+    (0..t.len())
+        .map(|i| (t[i].as_i64().unwrap(), min[i].as_f64(), max[i].as_f64()))
+        .collect()
+}
+
 /// The page in a real browser: the plant's assets; a value changed on the PLC shown within 1 s;
-/// a stopped source's property bad with its reason; disarm from the page audited; arm refused
-/// from another origin and without login, carried out with it; the page live again after the
-/// daemon restarts; a plant of 10 000 properties listed and filtered within bounds, with only
-/// the rows in view in the document.
+/// a plugin's state, quarantined with its fault when its input faults it, running again after
+/// `Clear quarantine` from the page; an interlock with its truth and inputs; a property's trend
+/// holding a value from history and the live one; a stopped source's property bad with its
+/// reason; disarm from the page audited and in the page's audit table; arm refused from another
+/// origin and without login, carried out with it; the page live again after the daemon
+/// restarts; a plant of 10 000 properties listed and filtered within bounds, with only the rows
+/// in view in the document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
+    let began = Instant::now();
     let (device, server) = plc(420).await;
     let state = tempfile::tempdir().unwrap();
-    let handles = common::start(&config(server.addr(), "127.0.0.1:0", state.path(), "30s")).await;
+    let probe = common::probe().await;
+    eprintln!("{:?}: the probe plugin built", began.elapsed());
+    let handles = common::start(&config_with_plugin(
+        server.addr(),
+        "127.0.0.1:0",
+        state.path(),
+        &probe,
+    ))
+    .await;
     let admin = handles.admin_http.unwrap();
     let mut browser = Browser::start().await;
     let assets = handles.twin.model().assets().len();
@@ -388,6 +557,75 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
     eprintln!("a PLC change shown on the page after {shown:?}");
     assert!(shown < Duration::from_secs(1), "shown after {shown:?}");
 
+    eprintln!("{:?}: The plugin runs", began.elapsed());
+    // The plugin runs, with its call rate; the interlock holds, with its input.
+    let plugin = |cell: &str| format!(r#"#plugins tr[data-plugin="guard"] {cell}"#);
+    browser.wait(10, &plugin(".state"), "^running$").await;
+    browser.wait(10, &plugin(".rate"), r"^\d+\.\d$").await;
+    browser
+        .wait(
+            10,
+            r#"#interlocks li[data-interlock="tank-not-full"]"#,
+            r"^tank-not-full: holds [\s\S]*site/tank/level = 421 \(good\)",
+        )
+        .await;
+    // Its input above 500: the plugin faults and is quarantined, with its fault shown.
+    device.set_holding(0, &[600]);
+    browser.wait(10, &plugin(".state"), "^quarantined$").await;
+    browser
+        .wait(1, r#"#plugins tr[data-fault="guard"]"#, "plugin trapped")
+        .await;
+    browser.send("SHOT	quarantined").await;
+    // Back below 500, `Clear quarantine` (an operator's, like Arm): running again.
+    device.set_holding(0, &[433]);
+    browser
+        .wait(5, &row("site/tank/level", "value"), "^433$")
+        .await;
+    browser.send("TYPE\t#user\toperator").await;
+    browser.send("TYPE\t#password\toperator").await;
+    browser.send(&format!("CLICK\t{}", plugin("button.clear"))).await;
+    browser.wait(10, "#control-msg", "^cleared$").await;
+    browser.wait(10, &plugin(".state"), "^running$").await;
+    browser.send("TYPE\t#user\t").await;
+    browser.send("TYPE\t#password\t").await;
+
+    eprintln!("{:?}: A trend", began.elapsed());
+    // A trend: 433 reaches history, the PLC moves on to 434, the property's row is clicked:
+    // the chart holds both (history, then the live value).
+    let level = common::property(&handles, "site/tank/level");
+    let trend_path = format!("/api/trend?property={}&width=300", level.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = common::http(admin, "GET", &trend_path, None).await;
+        assert_eq!(status, 200, "{body}");
+        if trend_points(&body).iter().any(|p| p.2 == Some(433.0)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "433 never reached history: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    device.set_holding(0, &[434]);
+    browser
+        .wait(5, &row("site/tank/level", "value"), "^434$")
+        .await;
+    browser
+        .send(&format!("CLICK\t{}", row("site/tank/level", "name")))
+        .await;
+    browser.wait(10, "#trend-note", "^history, ").await;
+    let charted = browser
+        .send(
+            "SCRIPT\tconst done = arguments[arguments.length - 1]; const until = Date.now() + 5000; \
+             (function look() { const t = window.twinloomTrend; \
+               const has = (v) => t && t.chart && t.data[2].includes(v); \
+               if (has(433) && has(434)) done('both'); \
+               else if (Date.now() > until) done(JSON.stringify(t && t.data)); \
+               else setTimeout(look, 20); })();",
+        )
+        .await;
+    assert_eq!(charted, "\"both\"");
+    browser.send("SHOT\ttrend").await;
+
+    eprintln!("{:?}: A stopped source", began.elapsed());
     // A stopped source: its properties bad with the reason, the source down.
     server.stop().await;
     let quality = browser
@@ -400,16 +638,19 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         "{quality}"
     );
     browser
-        .wait(1, &row("site/tank/level", "value"), "^421$")
+        .wait(1, &row("site/tank/level", "value"), "^434$")
         .await;
     browser
         .wait(5, r#"#sources li[data-source="plc"]"#, "down")
         .await;
 
-    // Disarm from the page: carried out and audited.
+    // Disarm from the page: carried out, audited, and in the page's audit table.
     browser.send("CLICK\t#disarm").await;
     browser.wait(10, "#armed", "^disarmed$").await;
     assert!(!handles.control.is_armed());
+    browser
+        .wait(10, r#"#audit tr[data-kind="disarm"]"#, "disarm anonymous")
+        .await;
 
     // Arm from another origin (localhost is another site than 127.0.0.1): refused.
     browser
@@ -466,15 +707,16 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         users("arm")
     );
 
+    eprintln!("{:?}: The daemon restarts (on the same port", began.elapsed());
     // The daemon restarts (on the same port, with a new PLC): the page goes live again.
     handles.supervisor.shutdown(Duration::from_secs(3)).await;
     browser.wait(10, "#conn", "^reconnecting$").await;
     let (_device, server) = plc(77).await;
-    let handles = common::start(&config(
+    let handles = common::start(&config_with_plugin(
         server.addr(),
         &admin.to_string(),
         state.path(),
-        "30s",
+        &probe,
     ))
     .await;
     browser
@@ -486,6 +728,7 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
     browser.wait(5, "#conn", "^live$").await;
     browser.send("SHOT\trestarted").await;
 
+    eprintln!("{:?}: A plant of 10 000 properties", began.elapsed());
     // A plant of 10 000 properties: the page lists it at once, keeps only the rows in view in
     // the document, and the filter finds one property with its snapshot (bad: its source's
     // address refuses connections).

@@ -3,7 +3,7 @@ Python selenium (pinned in requirements.txt), driven by commands on stdin.
 
 Prints `READY` once the browser runs. Commands, one per line, their fields separated by tabs
 (selectors and patterns hold spaces), each answered with one line,
-`OK <result>` or `ERROR <why>` (after an error the page's screenshot is saved as
+`OK <result>` (line feeds in it as spaces) or `ERROR <why>` (after an error the page's screenshot is saved as
 `<shots>/<n>-error.png` and its path ends the line):
 
 - `OPEN <url>` → `OK`: loads the page.
@@ -11,7 +11,7 @@ Prints `READY` once the browser runs. Commands, one per line, their fields separ
   the selector has text matching the regex (Python `re.search`), polling every 10 ms; answers
   how long it waited (milliseconds, from the command's arrival) and the text.
 - `TYPE <css selector> <text>` (tab-separated) → `OK`: replaces the field's text (`<text>` may be empty).
-- `CLICK <css selector>` → `OK`.
+- `CLICK <css selector>` → `OK` (an element the page replaced meanwhile is looked up again).
 - `SCRIPT <javascript>` → `OK <JSON of the result>`: runs an async script; its last argument is
   the callback (`arguments[arguments.length - 1](value)`).
 - `SHOT <name>` → `OK <path>`: saves a screenshot as `<shots>/<name>.png`.
@@ -29,6 +29,7 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 
@@ -60,6 +61,18 @@ def wait(driver, limit, selector, pattern, started):
         time.sleep(0.01)
 
 
+def click(driver, selector):
+    """Clicks the element; looks it up again when the page replaced it meanwhile (the status
+    tables are redrawn every 2 s)."""
+    for attempt in range(5):
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
+
+
 def main():
     shots = sys.argv[1]
     os.makedirs(shots, exist_ok=True)
@@ -85,7 +98,7 @@ def main():
                         field.send_keys(text)
                     answer = ""
                 elif command == "CLICK":
-                    driver.find_element(By.CSS_SELECTOR, rest).click()
+                    click(driver, rest)
                     answer = ""
                 elif command == "SCRIPT":
                     answer = json.dumps(driver.execute_async_script(rest))
@@ -95,7 +108,8 @@ def main():
                     answer = path
                 else:
                     raise ValueError(f"unknown command {command!r}")
-                print(f"OK {answer}".rstrip(), flush=True)
+                # One line per answer: an element's text may span lines.
+                print(f"OK {answer}".rstrip().replace("\n", " "), flush=True)
             except Exception as error:
                 errors += 1
                 path = os.path.join(shots, f"{errors}-error.png")

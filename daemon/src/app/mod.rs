@@ -89,7 +89,7 @@ fn open_audit(
     if !writable {
         return Err("no property is writable, so there is no audit log".to_owned());
     }
-    let dir = state_dir.join("audit");
+    let dir = control::audit::dir_in(state_dir);
     let commits = metrics.control.audit_commit.clone();
     match crate::runtime::journal::Journal::open_observed(
         crate::runtime::journal::JournalConfig {
@@ -143,8 +143,9 @@ fn unloaded_controls(old: &Config, new: &Config) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-/// The OPC UA `ClearQuarantine` methods' way to the plugins.
-fn clear_quarantine(plugins: &PluginHandles) -> opcua_server::node_manager::ClearQuarantine {
+/// The way of the OPC UA `ClearQuarantine` methods and admin HTTP's clear-quarantine to the
+/// plugins.
+fn clear_quarantine(plugins: &PluginHandles) -> crate::northbound::ClearQuarantine {
     let plugins = plugins.clone();
     Arc::new(move |name: String| {
         let plugins = plugins.clone();
@@ -275,13 +276,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Handles> {
     };
     let admin_http = match &config.admin_http {
         Some(admin) => {
-            let sources = config.sources.iter().map(|s| s.id().to_owned()).collect();
+            let shown = admin_http::WebViewParts {
+                sources: config.sources.iter().map(|s| s.id().to_owned()).collect(),
+                plugins: config.plugins.iter().map(|p| p.name.clone()).collect(),
+                clear_quarantine: Some(clear_quarantine(&plugins)),
+                history: history.clone(),
+            };
             match admin_http::start(
                 admin,
                 config.base_dir(),
                 control.clone(),
                 &logins,
-                sources,
+                shown,
                 context,
             )
             .await

@@ -330,8 +330,13 @@ impl AuditLog {
 }
 
 pub use crate::runtime::journal::{
-    Archived, JournalError, MAX_GAPS, Recovered, Sealing, archive, recover,
+    Archived, JournalError, MAX_GAPS, Recovered, Sealing, archive, recover, tail,
 };
+
+/// The audit log's folder in the daemon's state folder: `<state_dir>/audit`.
+pub fn dir_in(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("audit")
+}
 pub use crate::runtime::seal::{DEFAULT_INTERVAL, VerifyKey, setup as setup_keys};
 
 /// What `twinloom audit verify` found: the record count, the void ranges and the intents without

@@ -99,6 +99,7 @@ pub fn spawn(
         state_file,
     } = records;
     let interlocks = Arc::new(interlocks);
+    let shown_interlocks = Arc::clone(&interlocks);
     let (tx, mut rx) = mpsc::channel::<Proposal>(CONTROL_QUEUE_CAPACITY);
     let (commands, mut commands_rx) = mpsc::channel::<Command>(COMMAND_QUEUE_CAPACITY);
     let (armed_tx, armed) = watch::channel(limits.armed);
@@ -208,6 +209,7 @@ pub fn spawn(
         commands,
         armed,
         metrics: metrics.clone(),
+        interlocks: shown_interlocks,
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::ControlError;
 use crate::twin::condition::{self, Condition};
-use crate::twin::{PropertyId, Twin, TwinModel};
+use crate::twin::{PropertyId, Sample, Twin, TwinModel};
 
 /// One interlock, resolved against the twin model.
 #[derive(Debug)]
@@ -40,6 +40,24 @@ pub struct InterlockSpec<'a> {
 #[derive(Debug, Default)]
 pub struct Interlocks {
     by_property: HashMap<PropertyId, Vec<Arc<Interlock>>>,
+    /// Every interlock in configuration order, with the properties it guards.
+    all: Vec<(Arc<Interlock>, Vec<PropertyId>)>,
+}
+
+/// One interlock as it stands now ([`Interlocks::states`]): what the web view shows.
+#[derive(Debug, Clone)]
+pub struct InterlockState {
+    /// Its name.
+    pub name: String,
+    /// Its condition's text (whitespace collapsed).
+    pub condition: String,
+    /// The properties it guards.
+    pub applies_to: Vec<PropertyId>,
+    /// Every property the condition reads, with the sample it was evaluated on.
+    pub inputs: Vec<(PropertyId, Sample)>,
+    /// `Ok` when writes to its properties may go on; else why not (an input not Good, or the
+    /// condition false with its inputs' values): the text a refused write gets.
+    pub holds: Result<(), String>,
 }
 
 impl Interlocks {
@@ -88,15 +106,40 @@ impl Interlocks {
                 condition: resolved,
                 inputs,
             });
+            let mut guarded = Vec::with_capacity(spec.applies_to.len());
             for path in spec.applies_to {
-                let guarded = id(path).map_err(|why| format!("interlock `{name}`: {why}"))?;
+                let property = id(path).map_err(|why| format!("interlock `{name}`: {why}"))?;
                 out.by_property
-                    .entry(guarded)
+                    .entry(property)
                     .or_default()
                     .push(Arc::clone(&interlock));
+                guarded.push(property);
             }
+            out.all.push((interlock, guarded));
         }
         Ok(out)
+    }
+
+    /// Every interlock in configuration order, evaluated against the twin's current values
+    /// (what [`Self::check`] would say for the properties it guards).
+    pub fn states(&self, twin: &Twin) -> Vec<InterlockState> {
+        self.all
+            .iter()
+            .map(|(interlock, applies_to)| {
+                let inputs: Vec<(PropertyId, Sample)> = interlock
+                    .inputs
+                    .iter()
+                    .map(|&input| (input, twin.sample(input)))
+                    .collect();
+                InterlockState {
+                    name: interlock.name.clone(),
+                    condition: interlock.text.clone(),
+                    applies_to: applies_to.clone(),
+                    holds: evaluate(interlock, &inputs, twin.model()),
+                    inputs,
+                }
+            })
+            .collect()
     }
 
     /// Whether any interlock guards `property`.
@@ -113,46 +156,54 @@ impl Interlocks {
             return Ok(());
         };
         for interlock in interlocks {
-            let samples: HashMap<PropertyId, _> = interlock
+            let inputs: Vec<(PropertyId, Sample)> = interlock
                 .inputs
                 .iter()
                 .map(|&input| (input, twin.sample(input)))
                 .collect();
-            let path = |input: PropertyId| &twin.model().property(input).path;
-            for &input in &interlock.inputs {
-                let sample = &samples[&input];
-                if !sample.quality.is_good() || sample.value.is_none() {
-                    return Err(ControlError::Interlock {
-                        name: interlock.name.clone(),
-                        why: format!(
-                            "input `{}` is not Good ({:?}, {})",
-                            path(input),
-                            sample.quality.level,
-                            sample.quality.reason.as_str()
-                        ),
-                    });
-                }
-            }
-            let holds = interlock
-                .condition
-                .evaluate(&|input: &PropertyId| samples[input].value.clone());
-            if !holds {
-                let mut why = format!("`{}` is false (", interlock.text);
-                for (i, &input) in interlock.inputs.iter().enumerate() {
-                    let separator = if i == 0 { "" } else { ", " };
-                    let value = samples[&input]
-                        .value
-                        .as_ref()
-                        .map_or_else(String::new, ToString::to_string);
-                    let _ = write!(why, "{separator}{} = {value}", path(input));
-                }
-                why.push(')');
-                return Err(ControlError::Interlock {
-                    name: interlock.name.clone(),
-                    why,
-                });
-            }
+            evaluate(interlock, &inputs, twin.model()).map_err(|why| ControlError::Interlock {
+                name: interlock.name.clone(),
+                why,
+            })?;
         }
         Ok(())
     }
+}
+
+/// Whether `interlock` holds on `inputs` (its inputs' samples, in its order); else why not: an
+/// input that is not Good, or the condition false with its inputs' values.
+fn evaluate(
+    interlock: &Interlock,
+    inputs: &[(PropertyId, Sample)],
+    model: &TwinModel,
+) -> Result<(), String> {
+    let path = |input: PropertyId| &model.property(input).path;
+    for (input, sample) in inputs {
+        if !sample.quality.is_good() || sample.value.is_none() {
+            return Err(format!(
+                "input `{}` is not Good ({:?}, {})",
+                path(*input),
+                sample.quality.level,
+                sample.quality.reason.as_str()
+            ));
+        }
+    }
+    let samples: HashMap<PropertyId, &Sample> = inputs.iter().map(|(id, s)| (*id, s)).collect();
+    let holds = interlock
+        .condition
+        .evaluate(&|input: &PropertyId| samples[input].value.clone());
+    if !holds {
+        let mut why = format!("`{}` is false (", interlock.text);
+        for (i, (input, sample)) in inputs.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            let value = sample
+                .value
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string);
+            let _ = write!(why, "{separator}{} = {value}", path(*input));
+        }
+        why.push(')');
+        return Err(why);
+    }
+    Ok(())
 }

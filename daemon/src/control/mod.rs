@@ -55,6 +55,8 @@ pub struct ControlHandle {
     commands: mpsc::Sender<Command>,
     armed: watch::Receiver<bool>,
     metrics: ControlMetrics,
+    /// The gate's interlocks, for those who show them ([`Self::interlocks`]).
+    interlocks: std::sync::Arc<interlock::Interlocks>,
 }
 
 impl ControlHandle {
@@ -181,6 +183,11 @@ impl ControlHandle {
         *self.armed.borrow()
     }
 
+    /// The interlocks the gate checks (to show them: [`interlock::Interlocks::states`]).
+    pub fn interlocks(&self) -> &interlock::Interlocks {
+        &self.interlocks
+    }
+
     async fn command(&self, command: Command) -> Result<(), ControlError> {
         self.commands
             .send(command)
@@ -202,6 +209,7 @@ impl ControlHandle {
             commands,
             armed,
             metrics: ControlMetrics::default(),
+            interlocks: std::sync::Arc::default(),
         }
     }
 }

@@ -555,6 +555,66 @@ pub fn records(dir: &Path) -> Result<Vec<Map<String, Value>>, JournalError> {
     Ok(records)
 }
 
+/// Bytes [`tail`] reads at a time, from a segment's end backwards.
+const TAIL_BLOCK: u64 = 64 * 1024;
+
+/// The last `n` whole records of the journal in `dir`, oldest first, reading each segment from
+/// its end backwards (the last segment first) — what a display of the latest records needs,
+/// however long the journal. Nothing is checked: a line that is not a JSON object, and an
+/// unfinished last line (a write under way), are skipped; [`verify`] is what checks the chain.
+/// Takes no lock: a daemon may be appending.
+///
+/// Errors: the folder or a segment cannot be read.
+pub fn tail(dir: &Path, n: usize) -> Result<Vec<Map<String, Value>>, JournalError> {
+    use std::io::{Seek, SeekFrom};
+    let mut newest_first: Vec<Map<String, Value>> = Vec::new();
+    for segment in segments(dir)?.iter().rev() {
+        if newest_first.len() >= n {
+            break;
+        }
+        let mut file = open_read(segment).map_err(io)?;
+        let mut end = file.metadata().map_err(io)?.len();
+        // Bytes after the last line feed seen so far (the start of a line read in the next block).
+        let mut carry: Vec<u8> = Vec::new();
+        let mut last_line = true;
+        while newest_first.len() < n {
+            let start = end.saturating_sub(TAIL_BLOCK);
+            let mut block = vec![0; usize::try_from(end - start).unwrap_or(0)];
+            file.seek(SeekFrom::Start(start)).map_err(io)?;
+            file.read_exact(&mut block).map_err(io)?;
+            block.extend_from_slice(&carry);
+            let mut lines: Vec<&[u8]> = block.split(|&b| b == b'\n').collect();
+            // The piece after the file's last line feed is an unfinished line (or empty); while
+            // no line feed is found it goes on in the block before.
+            if last_line {
+                lines.pop();
+                last_line = lines.is_empty() && start > 0;
+            }
+            // The first piece may be the end of a line that starts in an earlier block.
+            let first = if start > 0 && !lines.is_empty() {
+                lines.remove(0).to_vec()
+            } else {
+                Vec::new()
+            };
+            for line in lines.iter().rev() {
+                if newest_first.len() >= n {
+                    break;
+                }
+                if let Ok(record) = serde_json::from_slice::<Map<String, Value>>(line) {
+                    newest_first.push(record);
+                }
+            }
+            if start == 0 {
+                break;
+            }
+            carry = first;
+            end = start;
+        }
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
 /// What the seals of a journal say, checked with the verification keys given to [`verify_with`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Sealing {
@@ -1651,6 +1711,26 @@ mod tests {
             journal.append(json!(["not", "an", "object"])).await,
             Err(JournalError::NotAnObject)
         );
+    }
+
+    #[test]
+    fn tail_reads_the_last_records_across_blocks_and_segments_and_skips_an_unfinished_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |i: u64| format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(50));
+        // Segment 0: records 0..3000 (≈ 200 KiB: several of tail's blocks); segment 3000: two
+        // more and an unfinished line.
+        let first: String = (0..3000).map(line).collect();
+        std::fs::write(dir.path().join(segment_name(0)), first).unwrap();
+        let second = format!("{}{}{{\"i\":50", line(3000), line(3001));
+        std::fs::write(dir.path().join(segment_name(3000)), second).unwrap();
+        let numbers = |records: Vec<Map<String, Value>>| -> Vec<u64> {
+            records.iter().map(|r| r["i"].as_u64().unwrap()).collect()
+        };
+        assert_eq!(numbers(tail(dir.path(), 3).unwrap()), [2999, 3000, 3001]);
+        let many = numbers(tail(dir.path(), 2500).unwrap());
+        assert_eq!(many, (502..3002).collect::<Vec<_>>());
+        assert_eq!(numbers(tail(dir.path(), 10_000).unwrap()).len(), 3002);
+        assert!(tail(dir.path(), 0).unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

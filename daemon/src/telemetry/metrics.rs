@@ -114,6 +114,9 @@ pub struct PluginStateLabels {
 pub struct PluginMetrics {
     /// Calls into plugins (init, on-changes, on-tick).
     pub calls: Family<PluginLabels, Counter>,
+    /// Seconds the plugin's calls that came back ran on the blocking pool (with `calls`: the
+    /// mean call time the web view shows).
+    pub call_seconds: Family<PluginLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     /// Failed calls by kind.
     pub failures: Family<PluginFailureLabels, Counter>,
     /// Instances re-created after a failure.
@@ -193,6 +196,11 @@ impl Metrics {
         let plugins = PluginMetrics::default();
         let sub = registry.sub_registry_with_prefix("plugin");
         sub.register("calls", "Calls into plugins", plugins.calls.clone());
+        sub.register(
+            "call_seconds",
+            "Time plugin calls that came back spent running, seconds",
+            plugins.call_seconds.clone(),
+        );
         sub.register(
             "failures",
             "Failed plugin calls, by kind",

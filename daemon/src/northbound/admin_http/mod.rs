@@ -1,8 +1,8 @@
 //! Admin HTTP endpoint (loopback by default): the live web view at `/`, `/healthz`, `/readyz`,
 //! `/metrics`, arming and disarming.
 //!
-//! - `GET /`, `/web/*`, `/api/plant`, `/api/status`, `/api/events` → the live web view
-//!   ([`webview`], `docs/webview.md`).
+//! - `GET /`, `/web/*`, `/api/plant`, `/api/status`, `/api/control`, `/api/events`,
+//!   `/api/trend` → the live web view ([`webview`], [`trend`], `docs/webview.md`).
 //! - `GET /healthz` → 200 `ok` while the process serves requests (liveness).
 //! - `GET /readyz` → 200 when every registered readiness condition is met (every source
 //!   connected, the OPC UA server, if configured, listening); 503 with one line per unmet
@@ -18,6 +18,10 @@
 //! - `POST /control/disarm` → disarms the plant, always allowed (credentials, when sent and
 //!   valid, name the user in the audit log; otherwise, or when they cannot be checked now, it
 //!   says `anonymous`): 200 `disarmed`.
+//! - `POST /control/clear-quarantine?plugin=<name>` → a quarantined plugin starts again (what
+//!   the OPC UA `ClearQuarantine` method does). Needs an operator's credentials, answered as
+//!   for arming (401, 429, 503); 200 `cleared`, 409 when the plugin is not quarantined, 404
+//!   for a plugin that is not configured.
 //!
 //! Every request must name this endpoint as its host, and a state-changing one must not come
 //! from another site's page ([`guard`]: 421, 403). Connections are capped and timed
@@ -28,6 +32,7 @@
 mod events;
 mod guard;
 mod serve;
+mod trend;
 mod webview;
 
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +52,7 @@ use tokio::net::TcpListener;
 use crate::config::admin_http::{AdminHttpConfig, AdminUserConfig};
 use crate::context::ComponentContext;
 use crate::control::{ControlHandle, Origin};
+use crate::northbound::ClearQuarantine;
 use crate::northbound::login::{LoginPool, LoginThrottle, Logins, Refusal};
 use crate::runtime::Readiness;
 use crate::telemetry::Metrics;
@@ -64,10 +70,36 @@ struct AdminState {
     events: Arc<events::Events>,
     /// The twin the web view shows.
     twin: Arc<crate::twin::Twin>,
-    /// The configured sources' ids, in configuration order (the web view's status).
-    sources: Vec<String>,
+    /// What the web view shows beyond the twin.
+    shown: WebViewParts,
+    /// The control gate's audit folder (the web view's latest records).
+    audit_dir: std::path::PathBuf,
     /// Cancelled at shutdown: ends the web view's event streams.
     streams: tokio_util::sync::CancellationToken,
+}
+
+/// What the web view shows beyond the twin and the control gate, from the daemon's wiring.
+#[derive(Clone, Default)]
+pub struct WebViewParts {
+    /// The configured sources' ids, in configuration order.
+    pub sources: Vec<String>,
+    /// The configured plugins' names, in configuration order.
+    pub plugins: Vec<String>,
+    /// Where `POST /control/clear-quarantine` goes; without it, every plugin is unknown (404).
+    pub clear_quarantine: Option<ClearQuarantine>,
+    /// The historian the trends read, when `[history]` runs.
+    pub history: Option<crate::history::Historian>,
+}
+
+impl std::fmt::Debug for WebViewParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebViewParts")
+            .field("sources", &self.sources)
+            .field("plugins", &self.plugins)
+            .field("clear_quarantine", &self.clear_quarantine.is_some())
+            .field("history", &self.history.is_some())
+            .finish()
+    }
 }
 
 /// The HTTP Basic credentials (RFC 7617) of a request: name and password; `None` without an
@@ -140,7 +172,7 @@ fn unauthorized(refusal: Option<Refusal>) -> Response {
                 header::WWW_AUTHENTICATE,
                 "Basic realm=\"twinloom\", charset=\"UTF-8\"",
             )],
-            "arming needs the credentials of one of [admin_http] operators\n",
+            "this needs the credentials of one of [admin_http] operators\n",
         )
             .into_response(),
     }
@@ -181,6 +213,47 @@ async fn disarm(
     }
 }
 
+/// `?plugin=<name>` of a query string, as sent (plugin names are letters, digits, `_` and `-`:
+/// nothing to decode).
+fn plugin_of(query: Option<&str>) -> Option<String> {
+    webview::param(query, "plugin").map(str::to_owned)
+}
+
+/// A quarantined plugin starts again: an operator's, like arming; not audited (it writes
+/// nothing: the plugin's proposals still go through the gate), logged by the runner.
+async fn clear_quarantine(
+    State(state): State<Arc<AdminState>>,
+    Extension(connection): Extension<Connection>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let user = match operator(&state, &headers, connection.peer.ip()).await {
+        Ok(user) => user,
+        Err(refusal) => return unauthorized(refusal),
+    };
+    let plugin = plugin_of(uri.query()).unwrap_or_default();
+    let clear = match &state.shown.clear_quarantine {
+        Some(clear) if state.shown.plugins.contains(&plugin) => clear,
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("no plugin `{plugin}` is configured\n"),
+            )
+                .into_response();
+        }
+    };
+    if clear(plugin.clone()).await {
+        tracing::info!(%plugin, %user, "Plugin quarantine cleared over admin HTTP");
+        (StatusCode::OK, "cleared\n").into_response()
+    } else {
+        (
+            StatusCode::CONFLICT,
+            format!("plugin `{plugin}` is not quarantined\n"),
+        )
+            .into_response()
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -207,7 +280,8 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 /// Binds `config.listen` and serves the endpoints under the context's supervisor until shutdown;
 /// `/readyz` lists the context's unmet readiness conditions; `/control/*` go to `control`,
 /// operators' passwords to `logins` (the daemon's login pool); the web view shows the context's
-/// twin and the connection of each of `sources` (ids). TLS files resolve against `base_dir`.
+/// twin, the control gate's state and audit log (`<state_dir>/audit`) and `shown` (sources,
+/// plugins, history). TLS files resolve against `base_dir`.
 /// Returns the bound address (useful with port 0).
 ///
 /// Errors: the TLS files cannot be loaded (validation checked them; they changed since), or the
@@ -217,7 +291,7 @@ pub async fn start(
     base_dir: &Path,
     control: ControlHandle,
     logins: &LoginPool,
-    sources: Vec<String>,
+    shown: WebViewParts,
     context: ComponentContext<'_>,
 ) -> anyhow::Result<SocketAddr> {
     let tls = match &config.tls {
@@ -248,7 +322,8 @@ pub async fn start(
         allowed_hosts: config.allowed_hosts.clone(),
         events: Arc::clone(&events),
         twin: Arc::clone(context.twin),
-        sources,
+        shown,
+        audit_dir: crate::control::audit::dir_in(context.state_dir),
         streams: tokio_util::sync::CancellationToken::new(),
     });
     let streams = state.streams.clone();
@@ -260,14 +335,20 @@ pub async fn start(
         .route("/", get(webview::index))
         .route("/web/app.js", get(webview::app_js))
         .route("/web/style.css", get(webview::style_css))
+        .route("/web/vendor/uplot/uPlot.iife.min.js", get(webview::uplot_js))
+        .route("/web/vendor/uplot/uPlot.min.css", get(webview::uplot_css))
+        .route("/web/vendor/uplot/LICENSE", get(webview::uplot_license))
         .route("/api/plant", get(webview::plant))
         .route("/api/status", get(webview::status))
+        .route("/api/control", get(webview::control))
         .route("/api/events", get(webview::events))
+        .route("/api/trend", get(trend::trend))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/control/arm", post(arm))
         .route("/control/disarm", post(disarm))
+        .route("/control/clear-quarantine", post(clear_quarantine))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             guard::check,

@@ -3,15 +3,27 @@
 //! as Server-Sent Events.
 //!
 //! - `GET /` → the page (`web/index.html`); `GET /web/app.js`, `GET /web/style.css` its script
-//!   and style. Nothing is fetched from outside the daemon.
+//!   and style; `GET /web/vendor/uplot/{uPlot.iife.min.js,uPlot.min.css,LICENSE}` the charting
+//!   library the trends use (uPlot 1.6.32, MIT, vendored from the npm registry's package).
+//!   Nothing is fetched from outside the daemon.
 //! - `GET /api/plant` → the twin's structure, JSON: `{"assets": [{"path", "type",
 //!   "description", "properties": [{"id", "name", "unit", "unit_name", "data_type",
 //!   "writable"}]}]}`; `id` is the property's index in this daemon's twin (stable until the
 //!   configuration changes), `unit` the engineering unit's symbol (`°C`) or `null`.
 //! - `GET /api/status` → `{"armed": bool, "sources": [{"id", "connected", "last_error"}],
+//!   "plugins": [{"name", "state", "last_fault", "failures", "calls", "call_seconds"}],
 //!   "unmet": [line]}`: whether the plant is armed, each source's connection and last
-//!   connection error (`null` before any; kept after it reconnects), and `/readyz`'s unmet
-//!   conditions.
+//!   connection error (`null` before any; kept after it reconnects), each plugin's state from
+//!   its status object (`unloaded`, `running`, `backing-off`, `quarantined`), its last fault
+//!   (`""` before any), its failures in a row, its calls since the start and the seconds they
+//!   ran (counters: the page shows their rates), and `/readyz`'s unmet conditions.
+//! - `GET /api/control` → `{"armed": bool, "interlocks": [{"name", "condition", "applies_to":
+//!   [path], "holds": bool, "why": text | null, "inputs": [[path, value, quality, reason]]}],
+//!   "audit": [record], "audit_error": text | null}`: each interlock evaluated now on its
+//!   inputs' current samples (what the gate would decide), and the last [`AUDIT_SHOWN`] records
+//!   of the control gate's audit log, newest first, read from its files
+//!   ([`crate::control::audit::tail`]).
+//! - `GET /api/trend?property=…` → a property's history decimated for a chart ([`super::trend`]).
 //! - `GET /api/events?ids=1,2,3` → the live values of those properties ([`stream`]).
 //!
 //! Arming and disarming from the page use `POST /control/arm` and `/control/disarm` with the
@@ -36,6 +48,14 @@ use crate::twin::{Filter, PropertyId, QualityLevel, QualityReason, Sample, Twin,
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
 const STYLE_CSS: &str = include_str!("web/style.css");
+
+/// The vendored charting library (uPlot 1.6.32, MIT; `web/vendor/uplot/`).
+const UPLOT_JS: &str = include_str!("web/vendor/uplot/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("web/vendor/uplot/uPlot.min.css");
+const UPLOT_LICENSE: &str = include_str!("web/vendor/uplot/LICENSE");
+
+/// Audit records `/api/control` shows, the newest.
+pub const AUDIT_SHOWN: usize = 50;
 
 /// Most properties one event stream may carry: what one screen shows, with room to scroll.
 pub const MAX_STREAM_PROPERTIES: usize = 2000;
@@ -79,7 +99,19 @@ pub(super) async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }
 
-fn json_response(body: &Json) -> Response {
+pub(super) async fn uplot_js() -> Response {
+    asset("text/javascript; charset=utf-8", UPLOT_JS)
+}
+
+pub(super) async fn uplot_css() -> Response {
+    asset("text/css; charset=utf-8", UPLOT_CSS)
+}
+
+pub(super) async fn uplot_license() -> Response {
+    asset("text/plain; charset=utf-8", UPLOT_LICENSE)
+}
+
+pub(super) fn json_response(body: &Json) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
@@ -134,6 +166,7 @@ pub(super) async fn plant(State(state): State<Arc<AdminState>>) -> Response {
 
 pub(super) async fn status(State(state): State<Arc<AdminState>>) -> Response {
     let sources: Vec<Json> = state
+        .shown
         .sources
         .iter()
         .map(|id| {
@@ -144,20 +177,113 @@ pub(super) async fn status(State(state): State<Arc<AdminState>>) -> Response {
             })
         })
         .collect();
+    let plugins: Vec<Json> = state
+        .shown
+        .plugins
+        .iter()
+        .map(|name| plugin_json(&state, name))
+        .collect();
     json_response(&json!({
         "armed": state.control.is_armed(),
         "sources": sources,
+        "plugins": plugins,
         "unmet": state.readiness.unmet(),
     }))
+}
+
+/// Plugin `name` as `/api/status` shows it: its status object's `state`, `last_fault` and
+/// `failures` (what OPC UA shows) and its call counters.
+fn plugin_json(state: &AdminState, name: &str) -> Json {
+    let model = state.twin.model();
+    let path = crate::twin::spec::plugin_status_path(name);
+    let value = |property: &str| {
+        let sample = model
+            .property_of(&path, property)
+            .map(|id| state.twin.sample(id));
+        value_json(sample.as_ref().and_then(|s| s.value.as_ref()))
+    };
+    let labels = crate::telemetry::metrics::PluginLabels {
+        plugin: name.to_owned(),
+    };
+    let plugins = &state.metrics.plugins;
+    json!({
+        "name": name,
+        "state": value("state"),
+        "last_fault": value("last_fault"),
+        "failures": value("failures"),
+        "calls": plugins.calls.get_or_create(&labels).get(),
+        "call_seconds": plugins.call_seconds.get_or_create(&labels).get(),
+    })
+}
+
+pub(super) async fn control(State(state): State<Arc<AdminState>>) -> Response {
+    let model = state.twin.model();
+    let path = |id: PropertyId| model.property(id).path.clone();
+    let interlocks: Vec<Json> = state
+        .control
+        .interlocks()
+        .states(&state.twin)
+        .into_iter()
+        .map(|interlock| {
+            let inputs: Vec<Json> = interlock
+                .inputs
+                .iter()
+                .map(|(id, sample)| {
+                    json!([
+                        path(*id),
+                        value_json(sample.value.as_ref()),
+                        level(sample.quality.level),
+                        reason_text(sample.quality.reason),
+                    ])
+                })
+                .collect();
+            json!({
+                "name": interlock.name,
+                "condition": interlock.condition,
+                "applies_to": interlock.applies_to.iter().map(|&id| path(id)).collect::<Vec<_>>(),
+                "holds": interlock.holds.is_ok(),
+                "why": interlock.holds.err(),
+                "inputs": inputs,
+            })
+        })
+        .collect();
+    let dir = state.audit_dir.clone();
+    let audit = tokio::task::spawn_blocking(move || {
+        if !dir.exists() {
+            return Err("no audit log (no property is writable)".to_owned());
+        }
+        crate::control::audit::tail(&dir, AUDIT_SHOWN).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let (records, error) = match audit {
+        Ok(mut records) => {
+            records.reverse();
+            (records, None)
+        }
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    json_response(&json!({
+        "armed": state.control.is_armed(),
+        "interlocks": interlocks,
+        "audit": records,
+        "audit_error": error,
+    }))
+}
+
+/// The value of `key=` in a query string, as sent; `None` without one.
+pub(super) fn param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|pair| {
+        pair.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
 }
 
 /// The value of `ids=` in a query string (`ids=1,2,3`; `%2C` for the commas is accepted);
 /// empty without one.
 fn ids_of(query: Option<&str>) -> String {
-    query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("ids="))
+    param(query, "ids")
         .unwrap_or("")
         .replace("%2C", ",")
         .replace("%2c", ",")
@@ -186,7 +312,7 @@ fn parse_ids(ids: &str, twin: &Twin) -> Result<Vec<PropertyId>, String> {
 
 /// A value as JSON: numbers as numbers (NaN and infinities as the strings `NaN`, `inf`,
 /// `-inf`), text as a string, booleans as booleans, no value as `null`.
-fn value_json(value: Option<&Value>) -> Json {
+pub(super) fn value_json(value: Option<&Value>) -> Json {
     match value {
         None => Json::Null,
         Some(Value::Bool(b)) => Json::Bool(*b),
@@ -215,18 +341,22 @@ fn reason_text(reason: QualityReason) -> String {
     }
 }
 
-/// One property's sample as the page reads it: `[id, value, quality, reason, source time ms,
-/// server time ms]`, quality `good`, `uncertain` or `bad`, source time `null` without one.
-fn sample_json(id: PropertyId, sample: &Sample) -> Json {
-    let level = match sample.quality.level {
+/// A quality's level as the page shows it: `good`, `uncertain` or `bad`.
+fn level(level: QualityLevel) -> &'static str {
+    match level {
         QualityLevel::Good => "good",
         QualityLevel::Uncertain => "uncertain",
         QualityLevel::Bad => "bad",
-    };
+    }
+}
+
+/// One property's sample as the page reads it: `[id, value, quality, reason, source time ms,
+/// server time ms]`, quality `good`, `uncertain` or `bad`, source time `null` without one.
+fn sample_json(id: PropertyId, sample: &Sample) -> Json {
     json!([
         id.0,
         value_json(sample.value.as_ref()),
-        level,
+        level(sample.quality.level),
         reason_text(sample.quality.reason),
         sample.source_time.map(millis),
         millis(sample.server_time),

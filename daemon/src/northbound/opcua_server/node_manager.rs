@@ -52,10 +52,7 @@ use crate::twin::{PropertyId, Quality, QualityLevel, QualityReason, Sample, Twin
 /// The node manager serving the twin.
 pub type TwinNodeManager = InMemoryNodeManager<TwinNodeManagerImpl>;
 
-/// Clears plugin `name`'s quarantine (given by the daemon's wiring, which owns the plugins):
-/// answers `true` when the plugin was quarantined and starts again, `false` when it was not.
-pub type ClearQuarantine =
-    Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+pub use crate::northbound::ClearQuarantine;
 
 /// The name of the method every plugin status object has.
 pub const CLEAR_QUARANTINE: &str = "ClearQuarantine";

@@ -271,15 +271,23 @@ impl Runner {
         self.metrics.plugins.calls.get_or_create(&self.labels).inc();
         let fuel_before = instance.fuel_used();
         let task = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = call(&mut instance);
-            (instance, result)
+            (instance, result, started.elapsed())
         });
         let waited = tokio::select! {
             () = token.cancelled() => return Err(Unanswered::Cancelled),
             waited = tokio::time::timeout(self.config.deadline + CALL_GRACE, task) => waited,
         };
         let (mut instance, result) = match waited {
-            Ok(Ok(done)) => done,
+            Ok(Ok((instance, result, took))) => {
+                self.metrics
+                    .plugins
+                    .call_seconds
+                    .get_or_create(&self.labels)
+                    .inc_by(took.as_secs_f64());
+                (instance, result)
+            }
             Ok(Err(error)) => {
                 let why = if error.is_panic() {
                     "it panicked"

@@ -5,6 +5,8 @@
 //! - `sleep`: every call sleeps for a minute (`std::thread::sleep`: a WASI clock subscription and
 //!   a blocking poll), as a plugin waiting on something would;
 //! - `panic`: every call panics (built natively, the SDK catches it at the C boundary);
+//! - `panic-above`: a call whose changes hold a value above `setpoint` panics (a fault that
+//!   comes and goes with an input: `tests/webview.rs` clears the quarantine it causes);
 //! - `spin`: every call loops forever (built natively, a call nothing can interrupt);
 //! - `log-flood`: every call writes `lines` log lines through the `log` import, each with a line
 //!   feed that would forge a second log line, and as many to stdout; owned 0 counts the calls;
@@ -151,7 +153,12 @@ impl Plugin for Probe {
         })
     }
 
-    fn on_changes(&mut self, _batch: &ChangeBatch<'_>, call: &Call) -> Outputs {
+    fn on_changes(&mut self, batch: &ChangeBatch<'_>, call: &Call) -> Outputs {
+        if self.settings.behaviour == "panic-above"
+            && batch.values.iter().any(|&v| v > self.settings.setpoint)
+        {
+            panic!("the probe panics on purpose: an input above {}", self.settings.setpoint);
+        }
         self.act(call, false)
     }
 
