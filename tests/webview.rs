@@ -590,23 +590,35 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
     browser.send("TYPE\t#password\t").await;
 
     eprintln!("{:?}: A trend", began.elapsed());
-    // A trend: 433 reaches history, the PLC moves on to 434, the property's row is clicked:
-    // the chart holds both (history, then the live value).
+    // A trend: a new lowest value (300, so that it is its column's minimum in any chart) reaches
+    // history, the PLC moves on to 301, the property's row is clicked: the chart holds both
+    // (history, then the live value).
+    device.set_holding(0, &[300]);
     let level = common::property(&handles, "site/tank/level");
-    let trend_path = format!("/api/trend?property={}&width=300", level.0);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, body) = common::http(admin, "GET", &trend_path, None).await;
+        // The last minute in 4000 columns of 15 ms: every value the PLC held is a column's.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let path = format!(
+            "/api/trend?property={}&from={}&to={}&width=4000",
+            level.0,
+            now - 60_000,
+            now + 1000
+        );
+        let (status, body) = common::http(admin, "GET", &path, None).await;
         assert_eq!(status, 200, "{body}");
-        if trend_points(&body).iter().any(|p| p.2 == Some(433.0)) {
+        if trend_points(&body).iter().any(|p| p.1 == Some(300.0)) {
             break;
         }
-        assert!(Instant::now() < deadline, "433 never reached history: {body}");
+        assert!(Instant::now() < deadline, "300 never reached history: {body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    device.set_holding(0, &[434]);
+    device.set_holding(0, &[301]);
     browser
-        .wait(5, &row("site/tank/level", "value"), "^434$")
+        .wait(5, &row("site/tank/level", "value"), "^301$")
         .await;
     browser
         .send(&format!("CLICK\t{}", row("site/tank/level", "name")))
@@ -616,8 +628,8 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         .send(
             "SCRIPT\tconst done = arguments[arguments.length - 1]; const until = Date.now() + 5000; \
              (function look() { const t = window.twinloomTrend; \
-               const has = (v) => t && t.chart && t.data[2].includes(v); \
-               if (has(433) && has(434)) done('both'); \
+               const has = (v) => t && t.chart && (t.data[1].includes(v) || t.data[2].includes(v)); \
+               if (has(300) && has(301)) done('both'); \
                else if (Date.now() > until) done(JSON.stringify(t && t.data)); \
                else setTimeout(look, 20); })();",
         )
@@ -638,7 +650,7 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         "{quality}"
     );
     browser
-        .wait(1, &row("site/tank/level", "value"), "^434$")
+        .wait(1, &row("site/tank/level", "value"), "^301$")
         .await;
     browser
         .wait(5, r#"#sources li[data-source="plc"]"#, "down")
