@@ -131,7 +131,14 @@ impl EventStream {
 async fn the_event_stream_starts_with_a_snapshot_and_coalesces_changes() {
     let (device, server) = plc(420).await;
     let state = tempfile::tempdir().unwrap();
-    let handles = common::start(&config(server.addr(), "127.0.0.1:0", state.path(), "1s", "")).await;
+    let handles = common::start(&config(
+        server.addr(),
+        "127.0.0.1:0",
+        state.path(),
+        "1s",
+        "",
+    ))
+    .await;
     let admin = handles.admin_http.unwrap();
     let level = common::property(&handles, "site/tank/level");
     common::wait_for(&handles, level, Duration::from_secs(5), |s| {
@@ -302,8 +309,9 @@ async fn the_trend_endpoint_decimates_a_day_of_history_to_its_columns() {
         .as_millis() as i64;
     let from = (now - DAY - 3_600_000) / 1000 * 1000;
     let at = |i: i64| std::time::UNIX_EPOCH + Duration::from_millis((from + i * STEP) as u64);
-    // Consecutive values always differ (the twin passes on changes only).
-    let value = |i: i64| ((i * 7919) % 1000) as f64;
+    // Consecutive values always differ, and none is the PLC's 0 (the twin passes on changes
+    // only, and the source's polls of 0 come in between).
+    let value = |i: i64| ((i * 7919) % 1000) as f64 + 0.5;
     let (bad, resumed) = (5000, 5360);
     let mut expected: Vec<Option<(f64, f64)>> = vec![None; WIDTH as usize];
     for i in 0..DAY / STEP {
@@ -490,7 +498,8 @@ condition = "site/tank/level < 900"
 
 /// The points of a `/api/trend` answer: (time ms, min, max), `None` for a break.
 fn trend_points(body: &str) -> Vec<(i64, Option<f64>, Option<f64>)> {
-    let answer: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let answer: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(answer["history"], true, "{body}");
     let column = |key: &str| answer[key].as_array().unwrap().clone();
     let (t, min, max) = (column("t"), column("min"), column("max"));
@@ -583,7 +592,9 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         .await;
     browser.send("TYPE\t#user\toperator").await;
     browser.send("TYPE\t#password\toperator").await;
-    browser.send(&format!("CLICK\t{}", plugin("button.clear"))).await;
+    browser
+        .send(&format!("CLICK\t{}", plugin("button.clear")))
+        .await;
     browser.wait(10, "#control-msg", "^cleared$").await;
     browser.wait(10, &plugin(".state"), "^running$").await;
     browser.send("TYPE\t#user\t").await;
@@ -613,7 +624,10 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         if trend_points(&body).iter().any(|p| p.1 == Some(300.0)) {
             break;
         }
-        assert!(Instant::now() < deadline, "300 never reached history: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "300 never reached history: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     device.set_holding(0, &[301]);
@@ -719,7 +733,10 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
         users("arm")
     );
 
-    eprintln!("{:?}: The daemon restarts (on the same port", began.elapsed());
+    eprintln!(
+        "{:?}: The daemon restarts (on the same port",
+        began.elapsed()
+    );
     // The daemon restarts (on the same port, with a new PLC): the page goes live again.
     handles.supervisor.shutdown(Duration::from_secs(3)).await;
     browser.wait(10, "#conn", "^reconnecting$").await;

@@ -4,8 +4,8 @@ browser test drives it (webview_driver.py).
 
 Runs `twinloom demo` (a binary built with the `demo` feature; by default target/debug/twinloom),
 reads the page's address from its first line, waits until the page lists the plant with live
-values, clicks the tank temperature, waits for its chart, saves the screenshot and stops the demo
-with SIGINT.
+values, clicks the tank temperature, waits for its chart, lets the demo run for a minute, saves
+the screenshot and stops the demo with SIGINT.
 
 Usage (from the repository root): .venv/bin/python tests/peers/webview_screenshot.py
     [--twinloom target/debug/twinloom] [--out docs/webview.png]
@@ -50,11 +50,11 @@ def main():
         started = time.monotonic()
         wait(driver, 120, "#summary", r"^\d+ assets", started)
         wait(driver, 120, f'.row[data-path="{TANK}"] .quality', "^good$", started)
-        wait(driver, 30, '#plugins tr[data-plugin="pid"] .rate', r"^\d", started)
+        wait(driver, 30, '#plugins tr[data-plugin="tank1-pid"] .rate', r"^\d", started)
         driver.find_element(By.CSS_SELECTOR, f'.row[data-path="{TANK}"] .name').click()
         wait(driver, 30, "#trend-note", "^(history|no history)", started)
-        # Let a few live values reach the chart and the audit table fill.
-        time.sleep(5)
+        # A minute of the demo in the chart, live values appended, the audit table full.
+        time.sleep(max(0.0, 60 - (time.monotonic() - started)))
         driver.save_screenshot(args.out)
         print(f"saved {args.out}")
     finally:

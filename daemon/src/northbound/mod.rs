@@ -14,6 +14,5 @@ pub mod sparkplug;
 /// Clears plugin `name`'s quarantine (given by the daemon's wiring, which owns the plugins; the
 /// OPC UA `ClearQuarantine` methods and admin HTTP's `POST /control/clear-quarantine` call it):
 /// answers `true` when the plugin was quarantined and starts again, `false` when it was not.
-pub type ClearQuarantine = std::sync::Arc<
-    dyn Fn(String) -> futures::future::BoxFuture<'static, bool> + Send + Sync,
->;
+pub type ClearQuarantine =
+    std::sync::Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;

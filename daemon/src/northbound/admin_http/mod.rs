@@ -335,7 +335,10 @@ pub async fn start(
         .route("/", get(webview::index))
         .route("/web/app.js", get(webview::app_js))
         .route("/web/style.css", get(webview::style_css))
-        .route("/web/vendor/uplot/uPlot.iife.min.js", get(webview::uplot_js))
+        .route(
+            "/web/vendor/uplot/uPlot.iife.min.js",
+            get(webview::uplot_js),
+        )
         .route("/web/vendor/uplot/uPlot.min.css", get(webview::uplot_css))
         .route("/web/vendor/uplot/LICENSE", get(webview::uplot_license))
         .route("/api/plant", get(webview::plant))

@@ -200,7 +200,10 @@ fn read(
 /// A query parameter as a number; `Ok(None)` when absent.
 fn number_param<T: std::str::FromStr>(query: Option<&str>, key: &str) -> Result<Option<T>, String> {
     param(query, key)
-        .map(|v| v.parse().map_err(|_| format!("`{key}={v}` is not a number")))
+        .map(|v| {
+            v.parse()
+                .map_err(|_| format!("`{key}={v}` is not a number"))
+        })
         .transpose()
 }
 
@@ -246,10 +249,9 @@ pub(super) async fn trend(State(state): State<Arc<AdminState>>, uri: Uri) -> Res
         return json_response(&json!({ "history": false }));
     };
     let (from_us, to_us) = (from.saturating_mul(1000), to.saturating_mul(1000));
-    let read =
-        tokio::task::spawn_blocking(move || read(&historian, series, from_us, to_us, width))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+    let read = tokio::task::spawn_blocking(move || read(&historian, series, from_us, to_us, width))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
     match read {
         Ok(columns) => json_response(&json!({
             "history": true,

@@ -157,7 +157,10 @@ impl Plugin for Probe {
         if self.settings.behaviour == "panic-above"
             && batch.values.iter().any(|&v| v > self.settings.setpoint)
         {
-            panic!("the probe panics on purpose: an input above {}", self.settings.setpoint);
+            panic!(
+                "the probe panics on purpose: an input above {}",
+                self.settings.setpoint
+            );
         }
         self.act(call, false)
     }

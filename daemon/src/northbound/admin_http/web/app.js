@@ -284,7 +284,10 @@ async function loadTrend(from, to) {
   }
   current.to = to;
   current.data = data;
-  current.view = [from / 1000, end / 1000];
+  // A history shorter than the range (a daemon started a minute ago) fills the chart, from its
+  // first point; a zoomed range stays as asked.
+  const first = data[0].length ? data[0][0] : from / 1000;
+  current.view = [to === null ? Math.max(from / 1000, Math.min(first, end / 1000 - 60)) : from / 1000, end / 1000];
   draw(current);
 }
 
