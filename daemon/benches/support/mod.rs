@@ -1,5 +1,5 @@
 //! Measurement method shared by the benchmarks (`modbus`, `opcua`, `opcua_source`, `control`,
-//! `plugins`), and the upstream OPC UA server two of them run ([`upstream`]).
+//! `plugins`, `change_log`, `webview`), and the upstream OPC UA server two of them run ([`upstream`]).
 //!
 //! - Every comparison alternates its sides (A B A B …) over several rounds and prints the median
 //!   ratio with its spread (lowest and highest round), so a slow phase of the machine lands on
