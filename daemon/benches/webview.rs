@@ -3,8 +3,9 @@
 //! `cargo test -p twinloom --all-features --bench webview -- --test`.
 //!
 //! A plant of 10 000 float properties (100 assets × 100, read once from a simulated Modbus
-//! device, then changed by a feeder inside the daemon's process: 1 000 values every 100 ms,
-//! 10 000 changes/s, each property once a second) run by the daemon without and with 50
+//! device, then changed by a feeder inside the daemon's process: 1 000 values every 100 ms spread
+//! over the plant, 10 000 changes/s, each property once a second, every client's properties at
+//! every feed) run by the daemon without and with 50
 //! browser-like clients of the web view: each opens `/api/events` for 100 properties (what the
 //! page asks for the rows on screen: 50 clients cover 5 000 properties) and reads every event.
 //! [`support::ROUNDS`] alternating rounds; each side is a process of its own (this binary re-run
@@ -73,7 +74,10 @@ fn main() {
     for _ in 0..rounds {
         for (clients, out) in [(false, &mut without), (true, &mut with)] {
             let mut child = Command::new(&exe)
-                .env("TWINLOOM_BENCH_SIDE", if clients { "with" } else { "without" })
+                .env(
+                    "TWINLOOM_BENCH_SIDE",
+                    if clients { "with" } else { "without" },
+                )
                 .env("TWINLOOM_BENCH_QUICK", if quick() { "1" } else { "" })
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -168,7 +172,9 @@ fn main() {
 /// One browser-like client: streams properties `c × SHOWN ..` and reads every event, counting
 /// events and samples in `counts`.
 async fn client(admin: std::net::SocketAddr, c: usize, counts: Arc<(AtomicU64, AtomicU64)>) {
-    let ids: Vec<String> = (c * SHOWN..(c + 1) * SHOWN).map(|i| i.to_string()).collect();
+    let ids: Vec<String> = (c * SHOWN..(c + 1) * SHOWN)
+        .map(|i| i.to_string())
+        .collect();
     let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
     let request = format!(
         "GET /api/events?ids={} HTTP/1.1\r\nHost: {admin}\r\nAccept: text/event-stream\r\n\r\n",
@@ -239,7 +245,9 @@ fn run_side() {
             &config_text(plc.addr(), state.path()),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let handles = twinloom::app::start(&config).await.expect("the daemon starts");
+        let handles = twinloom::app::start(&config)
+            .await
+            .expect("the daemon starts");
         let twin = Arc::clone(&handles.twin);
         let count = twin.model().properties().len();
         tokio::spawn(async move {
@@ -249,7 +257,9 @@ fn run_side() {
                 tick.tick().await;
                 let readings: Vec<Reading> = (0..PER_FEED)
                     .map(|i| {
-                        let id = (step * PER_FEED + i) % count;
+                        // Spread over the plant: every client's properties change at
+                        // every feed (a tenth of them), each property once a second.
+                        let id = (i * (count / PER_FEED) + step % (count / PER_FEED)) % count;
                         Reading::value(
                             PropertyId(id as u32),
                             Value::Float(step as f64 + i as f64 * 1e-3),
@@ -271,10 +281,9 @@ fn run_side() {
         .await
         .unwrap();
         let pid = std::process::id();
-        let (cpu, _) = support::cpu_percent_over(pid, || {
-            tokio::time::sleep(Duration::from_millis(window))
-        })
-        .await;
+        let (cpu, _) =
+            support::cpu_percent_over(pid, || tokio::time::sleep(Duration::from_millis(window)))
+                .await;
         println!("{cpu:.3} {:.2}", support::peak_rss_mib(pid));
         std::io::stdout().flush().unwrap();
         handles.supervisor.shutdown(Duration::from_secs(3)).await;
