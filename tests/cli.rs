@@ -1,5 +1,7 @@
 //! The `twinloom` binary as an operator meets it: `check`, `run` with a bad config, `--version`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -244,6 +246,35 @@ fn demo_brings_the_simulated_plant_up_and_stops_cleanly_on_sigint() {
     assert!(
         http_get(page, "/").contains("<title>Twinloom</title>"),
         "no page at http://{page}/"
+    );
+    // The page in a real browser: the demo's 12 assets; disarmed from the page, the heater at its
+    // `on_loss` 0 kW and the disarm in the page's audit table.
+    let browsed = std::time::Instant::now();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut browser = common::Browser::start("demo").await;
+            browser.send(&format!("OPEN\thttp://{page}/")).await;
+            browser.wait(20, "#summary", "^12 assets").await;
+            browser.wait(10, "#armed", "^armed$").await;
+            browser.send("TYPE\t#filter\ttank1/heater_power").await;
+            let heater = r#".row[data-path="demo-plant/utilities/tank1/heater_power"] .value"#;
+            browser.wait(10, heater, r"^\d").await;
+            browser.send("CLICK\t#disarm").await;
+            browser.wait(10, "#armed", "^disarmed$").await;
+            browser.wait(10, heater, "^0$").await;
+            browser
+                .wait(10, r#"#audit tr[data-kind="disarm"]"#, "disarm anonymous")
+                .await;
+            browser.send("SHOT\tdisarmed").await;
+            drop(browser.stdin);
+            let _ = browser.child.wait().await;
+        });
+    eprintln!(
+        "the demo's page checked in a browser in {:?}",
+        browsed.elapsed()
     );
     let state = lines
         .iter()

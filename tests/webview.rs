@@ -6,7 +6,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -392,74 +391,6 @@ async fn the_trend_endpoint_decimates_a_day_of_history_to_its_columns() {
     server.stop().await;
 }
 
-/// The browser driver (`tests/peers/webview_driver.py`).
-struct Browser {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    shots: std::path::PathBuf,
-}
-
-impl Browser {
-    async fn start() -> Self {
-        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("webview-shots");
-        let _ = std::fs::remove_dir_all(&shots);
-        let mut child = tokio::process::Command::new(common::python())
-            .arg(common::repo().join("tests/peers/webview_driver.py"))
-            .arg(&shots)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python runs the browser driver");
-        let stdin = child.stdin.take().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-            .await
-            .expect("chromium starts within 30 s");
-        assert_eq!(ready.unwrap().as_deref(), Some("READY"));
-        Self {
-            child,
-            stdin,
-            stdout,
-            shots,
-        }
-    }
-
-    /// Sends one command; returns what follows `OK `; panics with the driver's error (and the
-    /// screenshot it saved) otherwise.
-    async fn send(&mut self, command: &str) -> String {
-        self.stdin
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
-            .await
-            .expect("the driver answers")
-            .unwrap()
-            .expect("the driver runs");
-        match answer.strip_prefix("OK") {
-            Some(rest) => rest.trim_start().to_owned(),
-            None => panic!(
-                "{command}: {answer} (screenshots in {})",
-                self.shots.display()
-            ),
-        }
-    }
-
-    /// Waits up to `seconds` for an element of `selector` whose text matches `regex`; returns
-    /// its text.
-    async fn wait(&mut self, seconds: u32, selector: &str, regex: &str) -> String {
-        let answer = self
-            .send(&format!("WAIT\t{seconds}\t{selector}\t{regex}"))
-            .await;
-        answer
-            .split_once(' ')
-            .map(|(_, text)| text.to_owned())
-            .unwrap_or_default()
-    }
-}
-
 /// [`config`] with history, the probe plugin `guard` (its calls fault while the tank level is
 /// above 500; quarantined at the first fault) and an interlock over the tank level guarding the
 /// heater's setpoint.
@@ -531,7 +462,7 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
     ))
     .await;
     let admin = handles.admin_http.unwrap();
-    let mut browser = Browser::start().await;
+    let mut browser = common::Browser::start("webview").await;
     let assets = handles.twin.model().assets().len();
     let row = |path: &str, cell: &str| format!(r#".row[data-path="{path}"] .{cell}"#);
 

@@ -304,3 +304,76 @@ pub async fn http_from(
         _ => Answer::default(),
     }
 }
+
+/// The browser driver (`tests/peers/webview_driver.py`): Debian's chromium, headless, through
+/// chromedriver and Python selenium, driven by commands over stdin.
+pub struct Browser {
+    /// The driver's process (it quits the browser when its stdin closes).
+    pub child: tokio::process::Child,
+    /// Where commands go; drop it to end the driver.
+    pub stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    shots: std::path::PathBuf,
+}
+
+impl Browser {
+    /// Starts chromium; screenshots go to `<target tmp>/<name>-shots/` (emptied first).
+    pub async fn start(name: &str) -> Self {
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-shots"));
+        let _ = std::fs::remove_dir_all(&shots);
+        let mut child = tokio::process::Command::new(python())
+            .arg(repo().join("tests/peers/webview_driver.py"))
+            .arg(&shots)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python runs the browser driver");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stdout.take().unwrap(),
+        ));
+        let ready = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("chromium starts within 30 s");
+        assert_eq!(ready.unwrap().as_deref(), Some("READY"));
+        Self {
+            child,
+            stdin,
+            stdout,
+            shots,
+        }
+    }
+
+    /// Sends one command; returns what follows `OK `; panics with the driver's error (and the
+    /// screenshot it saved) otherwise.
+    pub async fn send(&mut self, command: &str) -> String {
+        tokio::io::AsyncWriteExt::write_all(&mut self.stdin, format!("{command}\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(60), self.stdout.next_line())
+            .await
+            .expect("the driver answers")
+            .unwrap()
+            .expect("the driver runs");
+        match answer.strip_prefix("OK") {
+            Some(rest) => rest.trim_start().to_owned(),
+            None => panic!(
+                "{command}: {answer} (screenshots in {})",
+                self.shots.display()
+            ),
+        }
+    }
+
+    /// Waits up to `seconds` for an element of `selector` whose text matches `regex`; returns
+    /// its text.
+    pub async fn wait(&mut self, seconds: u32, selector: &str, regex: &str) -> String {
+        let answer = self
+            .send(&format!("WAIT\t{seconds}\t{selector}\t{regex}"))
+            .await;
+        answer
+            .split_once(' ')
+            .map(|(_, text)| text.to_owned())
+            .unwrap_or_default()
+    }
+}
