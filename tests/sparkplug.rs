@@ -989,3 +989,469 @@ async fn tls_with_a_ca_file_a_client_certificate_and_a_password_from_a_file() {
     assert_eq!(birth["seq"], json!(0));
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The property `name` of a metric as the host printed it (`{"type", "value"}`), or null.
+fn prop<'a>(metric: &'a Json, name: &str) -> &'a Json {
+    &metric["properties"][name]
+}
+
+/// The metric named `name` of a message, when it has one.
+fn find<'a>(message: &'a Json, name: &str) -> Option<&'a Json> {
+    message["metrics"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == json!(name))
+}
+
+/// A message of `kind` about device `site:tank1`.
+fn tank(kind: &'static str) -> impl Fn(&Json) -> bool {
+    move |l: &Json| l["type"] == json!(kind) && l["device"] == json!("site:tank1")
+}
+
+/// Waits until the daemon's metric `series` (name and labels) reaches `at_least`; its value.
+async fn counted(handles: &twinloom::app::Handles, series: &str, at_least: f64) -> f64 {
+    let mut value = 0.0;
+    common::eventually(
+        WAIT,
+        || {
+            value = common::metric(&handles.metrics.encode(), series);
+            value >= at_least
+        },
+        || format!("{series} did not reach {at_least}"),
+    )
+    .await;
+    value
+}
+
+/// An asset fed by two sources — its PLC and a plugin deriving one of its properties — with
+/// one lost (the plugin fails on every call: `PluginFailure`): no DDEATH; the derived metric
+/// carries `Quality` 0 (Bad) and its `StatusCode` (Bad_InternalError), the PLC's metrics none.
+/// The PLC lost too: DDEATH; it answers again: DBIRTH (tck-id-operational-behavior-device-ddeath,
+/// tck-id-payloads-propertyset-quality-value-type, -value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tck_id_operational_behavior_device_ddeath_only_when_every_source_of_an_asset_is_lost() {
+    let broker = Broker::start();
+    let mut host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let probe = common::probe_component().await;
+    let text = config_text(server.addr(), &broker.url(), &state, "")
+        .replace("poll = \"50ms\"", "poll = \"50ms\"\ntimeout = \"200ms\"")
+        .replace(
+            "  { name = \"count\", data_type = \"unsigned\" },",
+            "  { name = \"count\", data_type = \"unsigned\" },\n  { name = \"derived\", data_type = \"float\" },",
+        )
+        .replace(
+            "bindings.count = { table = \"holding\", address = 1 }",
+            "bindings.count = { table = \"holding\", address = 1 }\nbindings.derived = { plugin = \"probe\" }",
+        );
+    let text = format!(
+        "{text}\n[[plugins]]\nname = \"probe\"\nfile = \"{}\"\ndeadline = \"10s\"\ntick = \"50ms\"\nconfig = {{ behaviour = \"panic\" }}\n",
+        probe.display()
+    );
+    let handles = common::start(&common::config(&text)).await;
+    let level = common::property(&handles, "site/tank1/level");
+    let derived = common::property(&handles, "site/tank1/derived");
+    common::wait_for(&handles, level, WAIT, |s| s.quality.is_good()).await;
+    common::wait_for(&handles, derived, WAIT, |s| {
+        s.quality.reason == twinloom::twin::QualityReason::PluginFailure
+    })
+    .await;
+    // The derived metric's loss reaches the host: in a DDATA of the living device, or in its
+    // DBIRTH when the plugin failed before the PLC's first reading.
+    let bad = |m: &Json| {
+        m["name"] == json!("derived")
+            && prop(m, "Quality") == &json!({"type": 3, "value": 0})
+            && prop(m, "StatusCode") == &json!({"type": 7, "value": 0x8002_0000u32})
+    };
+    let partial = |l: &Json| {
+        (tank("DDATA")(l) || tank("DBIRTH")(l)) && l["metrics"].as_array().unwrap().iter().any(bad)
+    };
+    if !host.seen.iter().any(&partial) {
+        host.next(&partial).await;
+    }
+    // Partly fed: a PLC change arrives without Quality, and no DDEATH came since the birth.
+    device.set_holding(0, &[333]);
+    let change = host
+        .next(|l| {
+            tank("DDATA")(l)
+                && find(l, "level").is_some_and(|m| m["value"].as_f64() == Some(33.3))
+        })
+        .await;
+    assert_eq!(prop(find(&change, "level").unwrap(), "Quality"), &Json::Null);
+    let since_birth: Vec<&Json> = host
+        .seen
+        .iter()
+        .rev()
+        .take_while(|l| !tank("DBIRTH")(l))
+        .collect();
+    assert!(
+        !since_birth.iter().any(|l| tank("DDEATH")(l)),
+        "no DDEATH while the PLC feeds the asset: {since_birth:#?}"
+    );
+    let birth = host.seen.iter().rev().find(|l| tank("DBIRTH")(l)).unwrap();
+    for name in ["count", "setpoint"] {
+        assert_eq!(prop(metric(birth, name), "Quality"), &Json::Null, "{name}");
+    }
+    // Every source lost: DDEATH; the PLC back: DBIRTH, its metrics good, the derived still bad.
+    device.behave(|b| b.silent = true);
+    host.next(tank("DDEATH")).await;
+    device.behave(|b| b.silent = false);
+    let birth = host.next(tank("DBIRTH")).await;
+    assert!(bad(metric(&birth, "derived")), "{birth}");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// More changed metrics in a window than `max_metrics_per_payload`: several DDATA, each within
+/// the maximum, together every change exactly once, their `seq` consecutive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_metrics_per_payload_splits_a_window_into_several_ddata() {
+    let broker = Broker::start();
+    let mut host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let handles = common::start(&common::config(&config_text(
+        server.addr(),
+        &broker.url(),
+        &state,
+        "max_metrics_per_payload = 2",
+    )))
+    .await;
+    host.next(tank("DBIRTH")).await;
+    for path in ["site/tank1/level", "site/tank1/count", "site/tank1/setpoint"] {
+        let property = common::property(&handles, path);
+        common::wait_for(&handles, property, WAIT, |s| s.quality.is_good()).await;
+    }
+    // Drain what the start published.
+    while host
+        .next_within(Duration::from_millis(300), |_| true)
+        .await
+        .is_some()
+    {}
+    // One poll changes all three: one window.
+    device.set_holding(0, &[400, 8, 120]);
+    let wanted = [
+        ("level", json!(40.0)),
+        ("count", json!(8)),
+        ("setpoint", json!(12.0)),
+    ];
+    let mut payloads = Vec::new();
+    let mut got: Vec<(String, Json)> = Vec::new();
+    while got.len() < wanted.len() {
+        let line = host.next(tank("DDATA")).await;
+        for m in line["metrics"].as_array().unwrap() {
+            got.push((m["name"].as_str().unwrap().to_owned(), m["value"].clone()));
+        }
+        payloads.push(line);
+    }
+    assert!(payloads.len() >= 2, "split: {payloads:#?}");
+    for p in &payloads {
+        assert!(p["metrics"].as_array().unwrap().len() <= 2, "{p}");
+    }
+    for (name, value) in wanted {
+        let n = got
+            .iter()
+            .filter(|(g, v)| g == name && v.as_f64() == value.as_f64())
+            .count();
+        assert_eq!(n, 1, "{name} = {value} once in {got:?}");
+    }
+    assert_eq!(got.len(), 3, "nothing else: {got:?}");
+    for pair in payloads.windows(2) {
+        let (a, b) = (pair[0]["seq"].as_u64().unwrap(), pair[1]["seq"].as_u64().unwrap());
+        assert_eq!(b, (a + 1) % 256, "consecutive seq");
+    }
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// NCMDs other than `Node Control/Rebirth = true` — `Node Control/Reboot`, a metric the node
+/// does not have, `Node Control/Rebirth = false` — are refused: counted and logged, nothing
+/// written, no births (tck-id-operational-behavior-data-commands-ncmd-rebirth-verb).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tck_id_operational_behavior_data_commands_other_ncmds_are_refused() {
+    let broker = Broker::start();
+    let mut host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let handles = common::start(&common::config(&config_text(
+        server.addr(),
+        &broker.url(),
+        &state,
+        "accept_commands = true",
+    )))
+    .await;
+    host.next(tank("DBIRTH")).await;
+    let level = common::property(&handles, "site/tank1/level");
+    common::wait_for(&handles, level, WAIT, |s| s.quality.is_good()).await;
+    let registers = device.holding(0, 3);
+    let births = host.seen.iter().filter(|l| l["type"] == json!("NBIRTH")).count();
+    host.send(&json!({"ncmd": {"name": "Node Control/Reboot", "value": true}}));
+    host.send(&json!({"ncmd": {"name": "Plant/Stop", "value": true}}));
+    host.send(&json!({"ncmd": {"name": "Node Control/Rebirth", "value": false}}));
+    let refused = counted(
+        &handles,
+        "twinloom_sparkplug_commands_total{outcome=\"unsupported-ncmd\"}",
+        3.0,
+    )
+    .await;
+    assert_eq!(refused, 3.0);
+    // A change after the refusals: had a rebirth come, its NBIRTH would precede this DDATA.
+    device.set_holding(1, &[99]);
+    host.next(|l| tank("DDATA")(l) && find(l, "count").is_some_and(|m| m["value"] == json!(99)))
+        .await;
+    assert_eq!(
+        host.seen.iter().filter(|l| l["type"] == json!("NBIRTH")).count(),
+        births,
+        "no rebirth"
+    );
+    let text = handles.metrics.encode();
+    assert_eq!(
+        common::metric(&text, "twinloom_sparkplug_commands_total{outcome=\"rebirth\"}"),
+        0.0
+    );
+    let mut expected = registers;
+    expected[1] = 99;
+    assert_eq!(device.holding(0, 3), expected, "nothing written");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The control gate armed, then disarmed: NDATA of `Twinloom/Armed` by the NBIRTH's alias with
+/// the new value each time, `seq` consecutive (the host checks every message's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_armed_state_is_published_as_ndata_by_alias() {
+    let broker = Broker::start();
+    let mut host = Host::start(broker.port).await;
+    let (_device, server) = plc().await;
+    let state = state_dir();
+    let handles = common::start(&common::config(&config_text(
+        server.addr(),
+        &broker.url(),
+        &state,
+        "",
+    )))
+    .await;
+    let nbirth = host.next(is("NBIRTH")).await;
+    let armed = metric(&nbirth, "Twinloom/Armed");
+    assert_eq!(
+        (armed["value"].clone(), armed["datatype"].clone()),
+        (json!(false), json!("BOOLEAN"))
+    );
+    let alias = armed["alias"].as_u64().expect("aliased");
+    let by = twinloom::control::Origin::Admin {
+        user: "test".into(),
+    };
+    let armed_ndata = |value: bool| {
+        move |l: &Json| {
+            l["type"] == json!("NDATA")
+                && l["metrics"].as_array().unwrap().iter().any(|m| {
+                    m["alias"] == json!(alias)
+                        && m["name"] == json!("Twinloom/Armed")
+                        && m["value"] == json!(value)
+                })
+        }
+    };
+    handles.control.arm(by.clone()).await.unwrap();
+    let on = host.next(armed_ndata(true)).await;
+    handles.control.disarm(by).await.unwrap();
+    let off = host.next(armed_ndata(false)).await;
+    let (on, off) = (on["seq"].as_u64().unwrap(), off["seq"].as_u64().unwrap());
+    assert_ne!(on, off);
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A TCP proxy between the edge node and mosquitto that can lose the PUBACKs of the node's
+/// cursor markers (QoS 1 PUBLISHes on `twinloom/sparkplug/…`) and cut the connection: the fault
+/// "the broker has the marker, the node never hears of it".
+struct Proxy {
+    port: u16,
+    /// While set, PUBACKs of markers are dropped (counted in `lost`).
+    lose: Arc<std::sync::atomic::AtomicBool>,
+    lost: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bumped to cut every open connection.
+    cut: tokio::sync::watch::Sender<u32>,
+}
+
+/// One MQTT control packet at the front of `buffer` (MQTT 3.1.1 §2.2: type byte, remaining
+/// length in 1–4 bytes), taken out; `None` while incomplete.
+fn mqtt_packet(buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let (mut length, mut shift, mut at) = (0usize, 0, 1);
+    loop {
+        let byte = *buffer.get(at)?;
+        length |= usize::from(byte & 0x7f) << shift;
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    if buffer.len() < at + length {
+        return None;
+    }
+    let rest = buffer.split_off(at + length);
+    Some(std::mem::replace(buffer, rest))
+}
+
+/// The packet id of a QoS 1 PUBLISH whose topic starts with `prefix`, or of a PUBACK.
+fn mqtt_pkid(packet: &[u8], prefix: &[u8]) -> Option<(u8, u16)> {
+    let kind = packet[0] >> 4;
+    let body = &packet[(1 + packet[1..].iter().position(|b| b & 0x80 == 0)? + 1)..];
+    match kind {
+        3 if (packet[0] >> 1) & 3 == 1 => {
+            let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let topic = &body[2..2 + len];
+            topic
+                .starts_with(prefix)
+                .then(|| (3, u16::from_be_bytes([body[2 + len], body[3 + len]])))
+        }
+        4 => Some((4, u16::from_be_bytes([body[0], body[1]]))),
+        _ => None,
+    }
+}
+
+impl Proxy {
+    #[allow(clippy::disallowed_methods, reason = "a test peer, not the daemon")]
+    async fn start(broker: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lose = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lost = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (cut, _) = tokio::sync::watch::channel(0u32);
+        let proxy = Self {
+            port,
+            lose: Arc::clone(&lose),
+            lost: Arc::clone(&lost),
+            cut: cut.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", broker)).await
+                else {
+                    continue;
+                };
+                let (lose, lost, mut cut) = (Arc::clone(&lose), Arc::clone(&lost), cut.subscribe());
+                cut.borrow_and_update();
+                tokio::spawn(async move {
+                    let mut markers = std::collections::HashSet::new();
+                    let (mut up, mut down) = (Vec::new(), Vec::new());
+                    let (mut a, mut b) = ([0u8; 16384], [0u8; 16384]);
+                    loop {
+                        // One task for both directions: what it forwards and drops is decided
+                        // in the order the bytes came.
+                        tokio::select! {
+                            _ = cut.changed() => return,
+                            n = client.read(&mut a) => {
+                                let Ok(n @ 1..) = n else { return };
+                                up.extend_from_slice(&a[..n]);
+                                while let Some(packet) = mqtt_packet(&mut up) {
+                                    if let Some((3, pkid)) = mqtt_pkid(&packet, b"twinloom/sparkplug/") {
+                                        markers.insert(pkid);
+                                    }
+                                    if upstream.write_all(&packet).await.is_err() { return }
+                                }
+                            }
+                            n = upstream.read(&mut b) => {
+                                let Ok(n @ 1..) = n else { return };
+                                down.extend_from_slice(&b[..n]);
+                                while let Some(packet) = mqtt_packet(&mut down) {
+                                    if let Some((4, pkid)) = mqtt_pkid(&packet, b"")
+                                        && markers.remove(&pkid)
+                                        && lose.load(Ordering::SeqCst)
+                                    {
+                                        lost.fetch_add(1, Ordering::SeqCst);
+                                        continue;
+                                    }
+                                    if client.write_all(&packet).await.is_err() { return }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        proxy
+    }
+}
+
+/// Delivery is at least once: the PUBACKs of the markers that follow some changes are lost and
+/// the connection cut, so the node resumes from the offset before them and publishes them again
+/// (historical); `twinloom_sparkplug_duplicate_records_total` equals what the host saw twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_after_a_lost_puback_are_counted_exactly() {
+    use std::sync::atomic::Ordering;
+    const CHANGES: u16 = 5;
+    let broker = Broker::start();
+    let proxy = Proxy::start(broker.port).await;
+    let mut host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let through = format!("tcp://127.0.0.1:{}", proxy.port);
+    let handles = common::start(&common::config(&config_text(
+        server.addr(),
+        &through,
+        &state,
+        "",
+    )))
+    .await;
+    host.next(tank("DBIRTH")).await;
+    let count = common::property(&handles, "site/tank1/count");
+    common::wait_for(&handles, count, WAIT, |s| s.quality.is_good()).await;
+    proxy.lose.store(true, Ordering::SeqCst);
+    let live = |value: u64| {
+        move |l: &Json| {
+            tank("DDATA")(l)
+                && l["metrics"].as_array().unwrap().iter().any(|m| {
+                    m["name"] == json!("count")
+                        && m["value"] == json!(value)
+                        && m["is_historical"] != json!(true)
+                })
+        }
+    };
+    for i in 0..CHANGES {
+        device.set_holding(1, &[3000 + i]);
+        host.next(live(u64::from(3000 + i))).await;
+    }
+    // Every marker PUBACK since the changes is lost; the node is quiet now (the PLC holds
+    // still), so the cut loses nothing it wrote but a marker.
+    proxy.cut.send_modify(|g| *g += 1);
+    host.next(is("NBIRTH")).await;
+    proxy.lose.store(false, Ordering::SeqCst);
+    for i in 0..CHANGES {
+        let value = u64::from(3000 + i);
+        host.next(|l| {
+            tank("DDATA")(l)
+                && l["metrics"].as_array().unwrap().iter().any(|m| {
+                    m["name"] == json!("count")
+                        && m["value"] == json!(value)
+                        && m["is_historical"] == json!(true)
+                })
+        })
+        .await;
+    }
+    // A live change after the backlog: every historical DDATA came before it.
+    device.set_holding(1, &[4000]);
+    host.next(live(4000)).await;
+    // What the host saw twice: each metric value (device, name, timestamp, value) of DDATA.
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for line in host.seen.iter().filter(|l| l["type"] == json!("DDATA")) {
+        for m in line["metrics"].as_array().unwrap() {
+            let key = format!("{} {} {} {}", line["device"], m["name"], m["timestamp"], m["value"]);
+            *seen.entry(key).or_default() += 1;
+        }
+    }
+    let twice: u64 = seen.values().map(|n| n - 1).sum();
+    assert!(twice >= u64::from(CHANGES), "{seen:#?}");
+    let series = "twinloom_sparkplug_duplicate_records_total";
+    let mut counted = 0.0;
+    common::eventually(
+        WAIT,
+        || {
+            counted = common::metric(&handles.metrics.encode(), series);
+            counted >= twice as f64
+        },
+        || format!("{series} = {counted}, the host saw {twice} twice"),
+    )
+    .await;
+    assert_eq!(counted, twice as f64, "{seen:#?}");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}

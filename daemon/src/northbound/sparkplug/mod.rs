@@ -20,6 +20,7 @@
 mod events;
 mod node;
 pub mod payload;
+mod published;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
