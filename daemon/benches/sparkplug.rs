@@ -112,7 +112,10 @@ impl Size {
 
 fn main() {
     if let Ok(side) = std::env::var("TWINLOOM_BENCH_SIDE") {
-        let port = std::env::var("TWINLOOM_BENCH_BROKER").unwrap().parse().unwrap();
+        let port = std::env::var("TWINLOOM_BENCH_BROKER")
+            .unwrap()
+            .parse()
+            .unwrap();
         let size = Size::decode(&std::env::var("TWINLOOM_BENCH_SIZE").unwrap());
         return run_side(&side, port, size);
     }
@@ -198,7 +201,10 @@ async fn subscriber(port: u16, counts: Arc<Counts>) -> AsyncClient {
     options.set_max_packet_size(64 << 20, 64 << 20);
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 64);
-    client.subscribe("spBv1.0/#", QoS::AtMostOnce).await.unwrap();
+    client
+        .subscribe("spBv1.0/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
     let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let mut subscribed_tx = Some(subscribed_tx);
@@ -229,8 +235,7 @@ async fn subscriber(port: u16, counts: Arc<Counts>) -> AsyncClient {
                         } else {
                             live += 1;
                             if record {
-                                latencies
-                                    .push(now.saturating_sub(metric.timestamp.unwrap_or(now)));
+                                latencies.push(now.saturating_sub(metric.timestamp.unwrap_or(now)));
                             }
                         }
                     }
@@ -281,7 +286,10 @@ async fn throughput(size: Size) {
                     } else if let Some(cpu) = line.strip_prefix("done ") {
                         let (n0, t0) = start.expect("a window before done");
                         let n = counts.live.load(Ordering::SeqCst) - n0;
-                        return (n as f64 / t0.elapsed().as_secs_f64(), cpu.parse::<f64>().unwrap());
+                        return (
+                            n as f64 / t0.elapsed().as_secs_f64(),
+                            cpu.parse::<f64>().unwrap(),
+                        );
                     }
                 }
             })
@@ -467,7 +475,10 @@ async fn drain(size: Size) {
     let state = tempfile::tempdir().unwrap();
     let text = config_text(
         state.path(),
-        Some((port, "primary_host_id = \"bench-host\"\nbacklog_max_rate = 0")),
+        Some((
+            port,
+            "primary_host_id = \"bench-host\"\nbacklog_max_rate = 0",
+        )),
     );
     let config = twinloom::config::parse(Path::new("bench.toml"), &text).unwrap();
     let handles = twinloom::app::start(&config).await.unwrap();

@@ -713,7 +713,7 @@ impl Node {
     /// earlier connection whose marker's PUBACK never came) is a duplicate.
     fn sent(&mut self, s: &mut Session, pkid: u16) {
         match s.unsent.pop_front() {
-            Some(Pending::Data(offsets)) => {
+            Some(Pending::Data(offsets)) if pkid == 0 => {
                 let again = offsets
                     .into_iter()
                     .filter(|&offset| !self.published.insert(offset))
@@ -722,10 +722,10 @@ impl Node {
                     self.parts.metrics.duplicates.inc_by(again as u64);
                 }
             }
-            Some(pending) => {
+            Some(pending @ (Pending::Marker { .. } | Pending::Death)) if pkid != 0 => {
                 s.inflight.insert(pkid, pending);
             }
-            None => {}
+            _ => {}
         }
     }
 
@@ -765,12 +765,7 @@ impl Node {
                     if !s.dead[index] {
                         s.historical[index].push(
                             entry.offset,
-                            data_metric(
-                            &self.parts.twin,
-                            property,
-                                &sample,
-                                true,
-                            ),
+                            data_metric(&self.parts.twin, property, &sample, true),
                         );
                         self.parts.metrics.values("historical", 1);
                         self.flush_device(s, index, true).await?;
@@ -1150,7 +1145,7 @@ impl HostState {
 }
 
 /// Drives rumqttc's event loop until it fails: forwards what the session needs in order
-/// ([`Control`], never dropped: one per QoS 1 publish or SUBSCRIBE) and incoming publishes
+/// ([`Control`], never dropped: one per publish) and incoming publishes
 /// (dropped when [`INCOMING_QUEUE`] is full). Returns the error's text.
 async fn drive(
     mut eventloop: EventLoop,
@@ -1174,7 +1169,8 @@ async fn drive(
                 let _ = incoming.try_send(publish);
                 None
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => Some(Control::Sent(pkid)),
+            // Every publish, QoS 0 too (packet id 0): reported after the socket write.
+            Event::Outgoing(Outgoing::Publish(pkid)) => Some(Control::Sent(pkid)),
             Event::Outgoing(Outgoing::Disconnect) => Some(Control::Disconnected),
             _ => None,
         };
