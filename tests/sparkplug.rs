@@ -223,6 +223,34 @@ async fn plc() -> (Arc<SimDevice>, ModbusServer) {
     (device, server)
 }
 
+/// A test's peers and daemon: its own broker, the host peer subscribed, a PLC ([`plc`]) and
+/// the daemon with `extra` in its Sparkplug section; each lives as long as the binding.
+struct Rig {
+    _broker: Broker,
+    host: Host,
+    device: Arc<SimDevice>,
+    _server: ModbusServer,
+    state: PathBuf,
+    handles: twinloom::app::Handles,
+}
+
+async fn rig(extra: &str) -> Rig {
+    let broker = Broker::start();
+    let host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let text = config_text(server.addr(), &broker.url(), &state, extra);
+    let handles = common::start(&common::config(&text)).await;
+    Rig {
+        _broker: broker,
+        host,
+        device,
+        _server: server,
+        state,
+        handles,
+    }
+}
+
 fn config_text(plc: SocketAddr, broker: &str, state: &Path, extra: &str) -> String {
     logs();
     format!(
@@ -299,17 +327,14 @@ process.stdout.write(JSON.stringify(payload, (k, v) => typeof v === "bigint" ? v
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independent_host() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "",
-    )))
-    .await;
+    let Rig {
+        _broker,
+        mut host,
+        device,
+        _server,
+        state: _state,
+        handles,
+    } = rig("").await;
     // tck-id-topics-nbirth-seq-num, -bdseq-included, -rebirth-metric.
     let nbirth = host.next(is("NBIRTH")).await;
     assert_eq!(nbirth["seq"], json!(0));
@@ -453,17 +478,14 @@ async fn tck_id_payloads_dbirth_decoded_by_eclipse_tahu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_operational_behavior_data_commands_rebirth_keeps_bd_seq() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (_device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "",
-    )))
-    .await;
+    let Rig {
+        _broker,
+        mut host,
+        device: _device,
+        _server,
+        state: _state,
+        handles,
+    } = rig("").await;
     let first = host.next(is("NBIRTH")).await;
     host.next(is("DBIRTH")).await;
     host.send(&json!({"rebirth": true}));
@@ -600,17 +622,14 @@ async fn store_and_forward_loses_nothing_while_the_broker_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_message_flow_edge_node_birth_publish_phid_wait_then_backlog() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "primary_host_id = \"scada\"",
-    )))
-    .await;
+    let Rig {
+        _broker,
+        mut host,
+        device,
+        _server,
+        state,
+        handles,
+    } = rig("primary_host_id = \"scada\"").await;
     let count = common::property(&handles, "site/tank1/count");
     common::wait_for(&handles, count, WAIT, |s| s.quality.is_good()).await;
     device.set_holding(1, &[42]);
@@ -651,17 +670,14 @@ async fn tck_id_message_flow_edge_node_birth_publish_phid_wait_then_backlog() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_operational_behavior_data_commands_dcmd_through_the_control_gate() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "accept_commands = true",
-    )))
-    .await;
+    let Rig {
+        _broker,
+        mut host,
+        device,
+        _server,
+        state,
+        handles,
+    } = rig("accept_commands = true").await;
     host.next(is("DBIRTH")).await;
     let setpoint = common::property(&handles, "site/tank1/setpoint");
     common::wait_for(&handles, setpoint, WAIT, |s| s.quality.is_good()).await;
@@ -713,17 +729,14 @@ async fn tck_id_operational_behavior_data_commands_dcmd_through_the_control_gate
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dcmd_is_refused_unless_accept_commands() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "",
-    )))
-    .await;
+    let Rig {
+        _broker,
+        mut host,
+        device,
+        _server,
+        state: _state,
+        handles,
+    } = rig("").await;
     host.next(is("DBIRTH")).await;
     host.send(&json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}}));
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -1114,17 +1127,14 @@ async fn tck_id_operational_behavior_device_ddeath_only_when_every_source_of_an_
 /// the maximum, together every change exactly once, their `seq` consecutive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_metrics_per_payload_splits_a_window_into_several_ddata() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "max_metrics_per_payload = 2",
-    )))
-    .await;
+    let Rig {
+        _broker,
+        mut host,
+        device,
+        _server,
+        state: _state,
+        handles,
+    } = rig("max_metrics_per_payload = 2").await;
     host.next(tank("DBIRTH")).await;
     for path in [
         "site/tank1/level",
@@ -1183,17 +1193,14 @@ async fn max_metrics_per_payload_splits_a_window_into_several_ddata() {
 /// written, no births (tck-id-operational-behavior-data-commands-ncmd-rebirth-verb).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_operational_behavior_data_commands_other_ncmds_are_refused() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "accept_commands = true",
-    )))
-    .await;
+    let Rig {
+        _broker,
+        mut host,
+        device,
+        _server,
+        state: _state,
+        handles,
+    } = rig("accept_commands = true").await;
     host.next(tank("DBIRTH")).await;
     let level = common::property(&handles, "site/tank1/level");
     common::wait_for(&handles, level, WAIT, |s| s.quality.is_good()).await;
@@ -1243,17 +1250,14 @@ async fn tck_id_operational_behavior_data_commands_other_ncmds_are_refused() {
 /// the new value each time, `seq` consecutive (the host checks every message's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_armed_state_is_published_as_ndata_by_alias() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (_device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "",
-    )))
-    .await;
+    let Rig {
+        _broker,
+        mut host,
+        device: _device,
+        _server,
+        state: _state,
+        handles,
+    } = rig("").await;
     let nbirth = host.next(is("NBIRTH")).await;
     let armed = metric(&nbirth, "Twinloom/Armed");
     assert_eq!(

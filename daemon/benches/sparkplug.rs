@@ -28,22 +28,21 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use twinloom::northbound::sparkplug::payload::{self, Metric, MetricValue, Payload};
-use twinloom::twin::{Reading, Twin, Value};
+use twinloom_sim::modbus::{Framing, ModbusServer, SimDevice};
 
 const ASSETS: usize = 100;
 const PROPERTIES: usize = 100;
-/// Block period of the load: `ASSETS / 10` assets' properties change every tick.
-const TICK: Duration = Duration::from_millis(10);
 const GROUP: &str = "bench";
 
 /// Sizes: the full benchmark or the quick correctness run.
@@ -147,19 +146,26 @@ impl Broker {
             format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
+        let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("mosquitto is installed (Debian's mosquitto)");
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
-            std::thread::yield_now();
+        // Its log (stderr) says when it listens; then a thread keeps reading it so it never
+        // blocks on a full pipe.
+        let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let line = log
+                .next()
+                .expect("mosquitto exited before it listened")
+                .unwrap();
+            if line.contains("listen socket on port") {
+                break;
+            }
         }
+        std::thread::spawn(move || log.for_each(drop));
         Self {
             child,
             port,
@@ -327,9 +333,10 @@ async fn throughput(size: Size) {
     );
 }
 
-/// The daemon's configuration: `ASSETS` assets of `PROPERTIES` unbound float properties, the
-/// change log, and with `sparkplug` the edge node on `port` (`extra` lines in its section).
-fn config_text(state: &Path, sparkplug: Option<(u16, &str)>) -> String {
+/// The daemon's configuration: `ASSETS` assets of `PROPERTIES` float properties, each bound to
+/// a holding register of the simulated PLC at `plc` (polled every 100 ms), the change log, and
+/// with `sparkplug` the edge node on that port (`extra` lines in its section).
+fn config_text(state: &Path, plc: std::net::SocketAddr, sparkplug: Option<(u16, &str)>) -> String {
     let mut text = format!(
         "[daemon]\nstate_dir = \"{}\"\n[change_log]\nmax_disk = \"2GiB\"\n",
         state.display()
@@ -339,6 +346,9 @@ fn config_text(state: &Path, sparkplug: Option<(u16, &str)>) -> String {
             "[northbound.sparkplug]\nservers = [\"tcp://127.0.0.1:{port}\"]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"twinloom\"\n{extra}\n"
         ));
     }
+    text.push_str(&format!(
+        "[[sources.modbus]]\nid = \"plc\"\ntcp = \"{plc}\"\npoll = \"100ms\"\n"
+    ));
     text.push_str("[[types]]\nname = \"Probe\"\nproperties = [");
     for p in 0..PROPERTIES {
         text.push_str(&format!("{{ name = \"p{p}\", data_type = \"float\" }},"));
@@ -346,40 +356,45 @@ fn config_text(state: &Path, sparkplug: Option<(u16, &str)>) -> String {
     text.push_str("]\n");
     for a in 0..ASSETS {
         text.push_str(&format!(
-            "[[assets]]\npath = \"bench/a{a}\"\ntype = \"Probe\"\n"
+            "[[assets]]\npath = \"bench/a{a}\"\ntype = \"Probe\"\nsource = \"plc\"\n[assets.bindings]\n"
         ));
+        for p in 0..PROPERTIES {
+            let address = a * PROPERTIES + p;
+            text.push_str(&format!(
+                "p{p} = {{ table = \"holding\", address = {address} }}\n"
+            ));
+        }
     }
     text
 }
 
-/// The readings of tick `step`: every property of the `per_tick` assets whose turn it is, each
-/// a new value, stamped `now` as the source time.
-fn readings(twin: &Twin, step: usize, per_tick: usize, assets: usize, out: &mut Vec<Reading>) {
-    out.clear();
-    let model = twin.model();
-    let now = SystemTime::now();
-    let first = (step * per_tick) % assets.max(1);
-    for a in first..(first + per_tick).min(assets) {
-        let asset = &model.assets()[a];
-        for (i, &property) in asset.properties.iter().enumerate() {
-            let value = 20.0 + step as f64 * 0.5 + i as f64 * 0.001;
-            out.push(Reading::value(property, Value::Float(value), Some(now)));
+/// A simulated Modbus TCP PLC on loopback whose first `active` assets' registers all take a
+/// new value every 50 ms (so every 100 ms poll reads a change of each): `active × PROPERTIES ×
+/// 10` changes/s. Runs until the runtime ends.
+async fn plant(active: Arc<AtomicUsize>) -> (ModbusServer, std::net::SocketAddr) {
+    let device = SimDevice::new();
+    let server = ModbusServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Framing::Tcp,
+        HashMap::from([(1, Arc::clone(&device))]),
+    )
+    .await
+    .unwrap();
+    let addr = server.addr();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut step = 0u16;
+        loop {
+            tick.tick().await;
+            step = step.wrapping_add(1);
+            let n = active.load(Ordering::Relaxed) * PROPERTIES;
+            let words: Vec<u16> = (0..n)
+                .map(|i| (i as u16).wrapping_mul(7).wrapping_add(step))
+                .collect();
+            device.set_holding(0, &words);
         }
-    }
-}
-
-/// Applies the load — `assets / 10` assets' properties per [`TICK`] — until `stop`.
-async fn load(twin: Arc<Twin>, assets: usize, per_tick: usize, stop: Arc<AtomicBool>) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut buffer = Vec::with_capacity(per_tick * PROPERTIES);
-    let mut step = 0;
-    while !stop.load(Ordering::Relaxed) {
-        tick.tick().await;
-        readings(&twin, step, per_tick, assets, &mut buffer);
-        twin.apply(&buffer);
-        step += 1;
-    }
+    });
+    (server, addr)
 }
 
 /// Child process, one side of one round: prints `window` when the measured window starts and
@@ -390,25 +405,21 @@ fn run_side(side: &str, port: u16, size: Size) {
         .build()
         .unwrap();
     let pid = std::process::id();
-    let per_tick = (size.assets / 10).max(1);
     runtime.block_on(async {
         let state = tempfile::tempdir().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        // The simulated PLC lives as long as the side.
+        let mut _plc = None;
         let handles = if side == "reference" {
             tokio::spawn(reference(port, size.assets, Arc::clone(&stop)));
             None
         } else {
+            let (server, plc) = plant(Arc::new(AtomicUsize::new(size.assets))).await;
+            _plc = Some(server);
             let sparkplug = (side == "twinloom").then_some((port, ""));
-            let text = config_text(state.path(), sparkplug);
+            let text = config_text(state.path(), plc, sparkplug);
             let config = twinloom::config::parse(Path::new("bench.toml"), &text).unwrap();
-            let handles = twinloom::app::start(&config).await.unwrap();
-            tokio::spawn(load(
-                Arc::clone(&handles.twin),
-                size.assets,
-                per_tick,
-                Arc::clone(&stop),
-            ));
-            Some(handles)
+            Some(twinloom::app::start(&config).await.unwrap())
         };
         tokio::time::sleep(size.warm_up).await;
         println!("window");
@@ -473,8 +484,11 @@ async fn drain(size: Size) {
     let port = free_port();
     let broker = Broker::start(port);
     let state = tempfile::tempdir().unwrap();
+    let active = Arc::new(AtomicUsize::new(size.assets));
+    let (_server, plc) = plant(Arc::clone(&active)).await;
     let text = config_text(
         state.path(),
+        plc,
         Some((
             port,
             "primary_host_id = \"bench-host\"\nbacklog_max_rate = 0",
@@ -483,36 +497,34 @@ async fn drain(size: Size) {
     let config = twinloom::config::parse(Path::new("bench.toml"), &text).unwrap();
     let handles = twinloom::app::start(&config).await.unwrap();
     let log = handles.change_log.clone().expect("the change log runs");
-    // Store: blocks of one asset's properties, paced by the log (its queue is bounded).
+    // Store: the full load until the log holds `size.stored` changes more.
     let mut end = log.subscribe();
     let start_offset = *end.borrow_and_update();
-    let mut buffer = Vec::new();
-    let mut step = 0;
     let stored_at = Instant::now();
-    while step * PROPERTIES < size.stored {
-        readings(&handles.twin, step, 1, ASSETS, &mut buffer);
-        handles.twin.apply(&buffer);
-        step += 1;
-        if step % 50 == 0 {
-            let target = start_offset + (step * PROPERTIES) as u64;
-            end.wait_for(|e| *e >= target).await.unwrap();
+    let target = start_offset + size.stored as u64;
+    end.wait_for(|e| *e >= target).await.unwrap();
+    // The live stream: one asset in ten keeps changing.
+    let live_assets = (size.assets / 10).max(1);
+    active.store(live_assets, Ordering::Relaxed);
+    let store_time = stored_at.elapsed();
+    // The changes among the stored records (the subscriber counts metric values).
+    let stored_end = *end.borrow();
+    let mut reader = twinloom::change_log::Reader::new(
+        &state.path().join(twinloom::change_log::DIR_NAME),
+        start_offset,
+    );
+    let mut stored = 0usize;
+    while let Ok(Some(entry)) = reader.try_next() {
+        if entry.offset >= stored_end {
+            break;
+        }
+        if matches!(entry.record, twinloom::change_log::Record::Change { .. }) {
+            stored += 1;
         }
     }
-    let stored = step * PROPERTIES;
-    let target = start_offset + stored as u64;
-    end.wait_for(|e| *e >= target).await.unwrap();
-    let store_time = stored_at.elapsed();
     // The host subscribes, the live stream starts, then the host goes online.
     let counts = Arc::new(Counts::default());
     let subscriber = subscriber(port, Arc::clone(&counts)).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let live_assets = 1;
-    let live = tokio::spawn(load(
-        Arc::clone(&handles.twin),
-        ASSETS,
-        live_assets,
-        Arc::clone(&stop),
-    ));
     counts.record.store(true, Ordering::SeqCst);
     let online = Instant::now();
     let state_json = format!(
@@ -541,8 +553,6 @@ async fn drain(size: Size) {
     let during = std::mem::take(&mut *counts.latencies.lock().unwrap());
     tokio::time::sleep(size.after).await;
     let after = std::mem::take(&mut *counts.latencies.lock().unwrap());
-    stop.store(true, Ordering::SeqCst);
-    let _ = live.await;
     let historical = counts.historical.load(Ordering::SeqCst);
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     drop(broker);
@@ -552,7 +562,7 @@ async fn drain(size: Size) {
     );
     println!(
         "    live stream {} changes/s meanwhile: latency (source time → subscriber, ms) during the drain {}   after it {}",
-        live_assets * PROPERTIES * 100,
+        live_assets * PROPERTIES * 10,
         percentiles(&during),
         percentiles(&after)
     );
