@@ -327,16 +327,9 @@ process.stdout.write(JSON.stringify(payload, (k, v) => typeof v === "bigint" ? v
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independent_host() {
-    let Rig {
-        _broker,
-        mut host,
-        device,
-        _server,
-        state: _state,
-        handles,
-    } = rig("").await;
+    let mut r = rig("").await;
     // tck-id-topics-nbirth-seq-num, -bdseq-included, -rebirth-metric.
-    let nbirth = host.next(is("NBIRTH")).await;
+    let nbirth = r.host.next(is("NBIRTH")).await;
     assert_eq!(nbirth["seq"], json!(0));
     assert_eq!(nbirth["bd_seq"], json!(0));
     assert_eq!(nbirth["qos"], json!(0));
@@ -346,7 +339,8 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
     assert_eq!(rebirth["alias"], Json::Null, "never aliased");
     assert_eq!(metric(&nbirth, "bdSeq")["datatype"], json!("INT64"));
     // tck-id-topics-dbirth-metrics: name, alias, datatype, value, engUnit/engLow/engHigh.
-    let dbirth = host
+    let dbirth = r
+        .host
         .next(|l| l["type"] == json!("DBIRTH") && l["device"] == json!("site:tank1"))
         .await;
     assert_eq!(dbirth["seq"], json!(1));
@@ -362,9 +356,9 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
     common::eventually(
         WAIT,
         || {
-            handles
+            r.handles
                 .twin
-                .sample(common::property(&handles, "site/tank1/level"))
+                .sample(common::property(&r.handles, "site/tank1/level"))
                 .value
                 == Some(twinloom::twin::Value::Float(21.5))
         },
@@ -372,14 +366,16 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
     )
     .await;
     // Drain what the start published.
-    while host
+    while r
+        .host
         .next_within(Duration::from_millis(300), |_| true)
         .await
         .is_some()
     {}
     let changed = Instant::now();
-    device.set_holding(0, &[333]);
-    let ddata = host
+    r.device.set_holding(0, &[333]);
+    let ddata = r
+        .host
         .next(|l| {
             l["type"] == json!("DDATA")
                 && l["metrics"].as_array().unwrap().iter().any(|m| {
@@ -400,9 +396,9 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
         "resolved from the alias"
     );
     // Readiness met, metrics counted.
-    let unmet = handles.readiness.unmet();
+    let unmet = r.handles.readiness.unmet();
     assert!(!unmet.iter().any(|c| c.contains("sparkplug")), "{unmet:?}");
-    let text = handles.metrics.encode();
+    let text = r.handles.metrics.encode();
     assert!(
         common::metric(&text, "twinloom_sparkplug_messages_total{kind=\"NBIRTH\"}") >= 1.0,
         "{text}"
@@ -413,9 +409,9 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
             "twinloom_sparkplug_metric_values_total{stream=\"live\"}"
         ) >= 1.0
     );
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
     // Graceful stop: NDEATH with the same bdSeq, then DISCONNECT.
-    let death = host.next(is("NDEATH")).await;
+    let death = r.host.next(is("NDEATH")).await;
     assert_eq!(death["bd_seq"], json!(0));
 }
 
@@ -478,26 +474,19 @@ async fn tck_id_payloads_dbirth_decoded_by_eclipse_tahu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_operational_behavior_data_commands_rebirth_keeps_bd_seq() {
-    let Rig {
-        _broker,
-        mut host,
-        device: _device,
-        _server,
-        state: _state,
-        handles,
-    } = rig("").await;
-    let first = host.next(is("NBIRTH")).await;
-    host.next(is("DBIRTH")).await;
-    host.send(&json!({"rebirth": true}));
-    let again = host.next(is("NBIRTH")).await;
+    let mut r = rig("").await;
+    let first = r.host.next(is("NBIRTH")).await;
+    r.host.next(is("DBIRTH")).await;
+    r.host.send(&json!({"rebirth": true}));
+    let again = r.host.next(is("NBIRTH")).await;
     assert_eq!(again["seq"], json!(0));
     assert_eq!(
         again["bd_seq"], first["bd_seq"],
         "same bdSeq: no new MQTT session"
     );
-    let dbirth = host.next(is("DBIRTH")).await;
+    let dbirth = r.host.next(is("DBIRTH")).await;
     assert_eq!(dbirth["seq"], json!(1));
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -622,70 +611,60 @@ async fn store_and_forward_loses_nothing_while_the_broker_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_message_flow_edge_node_birth_publish_phid_wait_then_backlog() {
-    let Rig {
-        _broker,
-        mut host,
-        device,
-        _server,
-        state,
-        handles,
-    } = rig("primary_host_id = \"scada\"").await;
-    let count = common::property(&handles, "site/tank1/count");
-    common::wait_for(&handles, count, WAIT, |s| s.quality.is_good()).await;
-    device.set_holding(1, &[42]);
-    common::wait_for(&handles, count, WAIT, |s| {
+    let mut r = rig("primary_host_id = \"scada\"").await;
+    let count = common::property(&r.handles, "site/tank1/count");
+    common::wait_for(&r.handles, count, WAIT, |s| s.quality.is_good()).await;
+    r.device.set_holding(1, &[42]);
+    common::wait_for(&r.handles, count, WAIT, |s| {
         s.value == Some(twinloom::twin::Value::UInt(42))
     })
     .await;
     assert!(
-        host.next_within(Duration::from_millis(500), |l| l["type"] != json!("STATE"))
+        r.host
+            .next_within(Duration::from_millis(500), |l| l["type"] != json!("STATE"))
             .await
             .is_none(),
         "nothing published before the primary host is online: {:?}",
-        host.seen
+        r.host.seen
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    host.send(&json!({"state": {"host": "scada", "online": true, "timestamp": now}}));
-    let nbirth = host.next(is("NBIRTH")).await;
+    r.host
+        .send(&json!({"state": {"host": "scada", "online": true, "timestamp": now}}));
+    let nbirth = r.host.next(is("NBIRTH")).await;
     assert_eq!(nbirth["seq"], json!(0));
-    host.next(is("DBIRTH")).await;
+    r.host.next(is("DBIRTH")).await;
     // Then the backlog: the change made while the host was offline, flagged historical.
-    host.next(|l| {
-        l["type"] == json!("DDATA")
-            && l["metrics"].as_array().unwrap().iter().any(|m| {
-                m["name"] == json!("count")
-                    && m["value"] == json!(42)
-                    && m["is_historical"] == json!(true)
-            })
-    })
-    .await;
+    r.host
+        .next(|l| {
+            l["type"] == json!("DDATA")
+                && l["metrics"].as_array().unwrap().iter().any(|m| {
+                    m["name"] == json!("count")
+                        && m["value"] == json!(42)
+                        && m["is_historical"] == json!(true)
+                })
+        })
+        .await;
     // Offline: NDEATH, then a new session that waits again.
-    host.send(&json!({"state": {"host": "scada", "online": false, "timestamp": now + 1}}));
-    host.next(is("NDEATH")).await;
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.host
+        .send(&json!({"state": {"host": "scada", "online": false, "timestamp": now + 1}}));
+    r.host.next(is("NDEATH")).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_operational_behavior_data_commands_dcmd_through_the_control_gate() {
-    let Rig {
-        _broker,
-        mut host,
-        device,
-        _server,
-        state,
-        handles,
-    } = rig("accept_commands = true").await;
-    host.next(is("DBIRTH")).await;
-    let setpoint = common::property(&handles, "site/tank1/setpoint");
-    common::wait_for(&handles, setpoint, WAIT, |s| s.quality.is_good()).await;
+    let mut r = rig("accept_commands = true").await;
+    r.host.next(is("DBIRTH")).await;
+    let setpoint = common::property(&r.handles, "site/tank1/setpoint");
+    common::wait_for(&r.handles, setpoint, WAIT, |s| s.quality.is_good()).await;
     let dcmd = json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}});
     // Disarmed: refused by the gate (rule `disarmed`), nothing written.
-    host.send(&dcmd);
+    r.host.send(&dcmd);
     let metrics = || async {
-        let text = handles.metrics.encode();
+        let text = r.handles.metrics.encode();
         common::metric(
             &text,
             "twinloom_sparkplug_commands_total{outcome=\"refused\"}",
@@ -700,48 +679,41 @@ async fn tck_id_operational_behavior_data_commands_dcmd_through_the_control_gate
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        device.holding(2, 1),
+        r.device.holding(2, 1),
         vec![100],
         "nothing written while disarmed"
     );
-    handles
+    r.handles
         .control
         .arm(twinloom::control::Origin::Admin {
             user: "test".into(),
         })
         .await
         .unwrap();
-    host.send(&dcmd);
+    r.host.send(&dcmd);
     common::eventually(
         WAIT,
-        || device.holding(2, 1) == vec![250],
-        || format!("setpoint register {:?}", device.holding(2, 1)),
+        || r.device.holding(2, 1) == vec![250],
+        || format!("setpoint register {:?}", r.device.holding(2, 1)),
     )
     .await;
     // Audited with origin sparkplug.
-    let audit = std::fs::read_dir(state.join("audit"))
+    let audit = std::fs::read_dir(r.state.join("audit"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
         .collect::<String>();
     assert!(audit.contains("sparkplug"), "audit: {audit}");
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dcmd_is_refused_unless_accept_commands() {
-    let Rig {
-        _broker,
-        mut host,
-        device,
-        _server,
-        state: _state,
-        handles,
-    } = rig("").await;
-    host.next(is("DBIRTH")).await;
-    host.send(&json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}}));
+    let mut r = rig("").await;
+    r.host.next(is("DBIRTH")).await;
+    r.host.send(&json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}}));
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = handles.metrics.encode();
+        let text = r.handles.metrics.encode();
         if common::metric(
             &text,
             "twinloom_sparkplug_commands_total{outcome=\"not-accepted\"}",
@@ -755,8 +727,8 @@ async fn a_dcmd_is_refused_unless_accept_commands() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(device.holding(2, 1), vec![100]);
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(r.device.holding(2, 1), vec![100]);
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Waits until the change log in `state` holds a change to `value` (it is on disk: a SIGKILL
@@ -1127,31 +1099,25 @@ async fn tck_id_operational_behavior_device_ddeath_only_when_every_source_of_an_
 /// the maximum, together every change exactly once, their `seq` consecutive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_metrics_per_payload_splits_a_window_into_several_ddata() {
-    let Rig {
-        _broker,
-        mut host,
-        device,
-        _server,
-        state: _state,
-        handles,
-    } = rig("max_metrics_per_payload = 2").await;
-    host.next(tank("DBIRTH")).await;
+    let mut r = rig("max_metrics_per_payload = 2").await;
+    r.host.next(tank("DBIRTH")).await;
     for path in [
         "site/tank1/level",
         "site/tank1/count",
         "site/tank1/setpoint",
     ] {
-        let property = common::property(&handles, path);
-        common::wait_for(&handles, property, WAIT, |s| s.quality.is_good()).await;
+        let property = common::property(&r.handles, path);
+        common::wait_for(&r.handles, property, WAIT, |s| s.quality.is_good()).await;
     }
     // Drain what the start published.
-    while host
+    while r
+        .host
         .next_within(Duration::from_millis(300), |_| true)
         .await
         .is_some()
     {}
     // One poll changes all three: one window.
-    device.set_holding(0, &[400, 8, 120]);
+    r.device.set_holding(0, &[400, 8, 120]);
     let wanted = [
         ("level", json!(40.0)),
         ("count", json!(8)),
@@ -1160,7 +1126,7 @@ async fn max_metrics_per_payload_splits_a_window_into_several_ddata() {
     let mut payloads = Vec::new();
     let mut got: Vec<(String, Json)> = Vec::new();
     while got.len() < wanted.len() {
-        let line = host.next(tank("DDATA")).await;
+        let line = r.host.next(tank("DDATA")).await;
         for m in line["metrics"].as_array().unwrap() {
             got.push((m["name"].as_str().unwrap().to_owned(), m["value"].clone()));
         }
@@ -1185,7 +1151,7 @@ async fn max_metrics_per_payload_splits_a_window_into_several_ddata() {
         );
         assert_eq!(b, (a + 1) % 256, "consecutive seq");
     }
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 /// NCMDs other than `Node Control/Rebirth = true` — `Node Control/Reboot`, a metric the node
@@ -1193,46 +1159,45 @@ async fn max_metrics_per_payload_splits_a_window_into_several_ddata() {
 /// written, no births (tck-id-operational-behavior-data-commands-ncmd-rebirth-verb).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_operational_behavior_data_commands_other_ncmds_are_refused() {
-    let Rig {
-        _broker,
-        mut host,
-        device,
-        _server,
-        state: _state,
-        handles,
-    } = rig("accept_commands = true").await;
-    host.next(tank("DBIRTH")).await;
-    let level = common::property(&handles, "site/tank1/level");
-    common::wait_for(&handles, level, WAIT, |s| s.quality.is_good()).await;
-    let registers = device.holding(0, 3);
-    let births = host
+    let mut r = rig("accept_commands = true").await;
+    r.host.next(tank("DBIRTH")).await;
+    let level = common::property(&r.handles, "site/tank1/level");
+    common::wait_for(&r.handles, level, WAIT, |s| s.quality.is_good()).await;
+    let registers = r.device.holding(0, 3);
+    let births = r
+        .host
         .seen
         .iter()
         .filter(|l| l["type"] == json!("NBIRTH"))
         .count();
-    host.send(&json!({"ncmd": {"name": "Node Control/Reboot", "value": true}}));
-    host.send(&json!({"ncmd": {"name": "Plant/Stop", "value": true}}));
-    host.send(&json!({"ncmd": {"name": "Node Control/Rebirth", "value": false}}));
+    r.host
+        .send(&json!({"ncmd": {"name": "Node Control/Reboot", "value": true}}));
+    r.host
+        .send(&json!({"ncmd": {"name": "Plant/Stop", "value": true}}));
+    r.host
+        .send(&json!({"ncmd": {"name": "Node Control/Rebirth", "value": false}}));
     let refused = counted(
-        &handles,
+        &r.handles,
         "twinloom_sparkplug_commands_total{outcome=\"unsupported-ncmd\"}",
         3.0,
     )
     .await;
     assert_eq!(refused, 3.0);
     // A change after the refusals: had a rebirth come, its NBIRTH would precede this DDATA.
-    device.set_holding(1, &[99]);
-    host.next(|l| tank("DDATA")(l) && find(l, "count").is_some_and(|m| m["value"] == json!(99)))
+    r.device.set_holding(1, &[99]);
+    r.host
+        .next(|l| tank("DDATA")(l) && find(l, "count").is_some_and(|m| m["value"] == json!(99)))
         .await;
     assert_eq!(
-        host.seen
+        r.host
+            .seen
             .iter()
             .filter(|l| l["type"] == json!("NBIRTH"))
             .count(),
         births,
         "no rebirth"
     );
-    let text = handles.metrics.encode();
+    let text = r.handles.metrics.encode();
     assert_eq!(
         common::metric(
             &text,
@@ -1242,23 +1207,16 @@ async fn tck_id_operational_behavior_data_commands_other_ncmds_are_refused() {
     );
     let mut expected = registers;
     expected[1] = 99;
-    assert_eq!(device.holding(0, 3), expected, "nothing written");
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(r.device.holding(0, 3), expected, "nothing written");
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 /// The control gate armed, then disarmed: NDATA of `Twinloom/Armed` by the NBIRTH's alias with
 /// the new value each time, `seq` consecutive (the host checks every message's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_armed_state_is_published_as_ndata_by_alias() {
-    let Rig {
-        _broker,
-        mut host,
-        device: _device,
-        _server,
-        state: _state,
-        handles,
-    } = rig("").await;
-    let nbirth = host.next(is("NBIRTH")).await;
+    let mut r = rig("").await;
+    let nbirth = r.host.next(is("NBIRTH")).await;
     let armed = metric(&nbirth, "Twinloom/Armed");
     assert_eq!(
         (armed["value"].clone(), armed["datatype"].clone()),
@@ -1278,13 +1236,13 @@ async fn the_armed_state_is_published_as_ndata_by_alias() {
                 })
         }
     };
-    handles.control.arm(by.clone()).await.unwrap();
-    let on = host.next(armed_ndata(true)).await;
-    handles.control.disarm(by).await.unwrap();
-    let off = host.next(armed_ndata(false)).await;
+    r.handles.control.arm(by.clone()).await.unwrap();
+    let on = r.host.next(armed_ndata(true)).await;
+    r.handles.control.disarm(by).await.unwrap();
+    let off = r.host.next(armed_ndata(false)).await;
     let (on, off) = (on["seq"].as_u64().unwrap(), off["seq"].as_u64().unwrap());
     assert_ne!(on, off);
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 /// A TCP proxy between the edge node and mosquitto that can lose the PUBACKs of the node's

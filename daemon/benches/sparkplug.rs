@@ -146,11 +146,10 @@ impl Broker {
             format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"),
         )
         .unwrap();
-        let mut child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
+        let mut mosquitto = Command::new("mosquitto");
+        mosquitto.arg("-c").arg(&conf).stderr(Stdio::piped());
+        let mut child = mosquitto
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .expect("mosquitto is installed (Debian's mosquitto)");
         // Its log (stderr) says when it listens; then a thread keeps reading it so it never
@@ -181,12 +180,10 @@ impl Drop for Broker {
     }
 }
 
+/// A free loopback port, asked of the kernel (mosquitto cannot listen on port 0 and say which).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    listener.local_addr().map(|a| a.port()).unwrap()
 }
 
 /// What the subscriber counted: metric values live and historical, and live latencies (ms)
@@ -373,13 +370,11 @@ fn config_text(state: &Path, plc: std::net::SocketAddr, sparkplug: Option<(u16, 
 /// 10` changes/s. Runs until the runtime ends.
 async fn plant(active: Arc<AtomicUsize>) -> (ModbusServer, std::net::SocketAddr) {
     let device = SimDevice::new();
-    let server = ModbusServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Framing::Tcp,
-        HashMap::from([(1, Arc::clone(&device))]),
-    )
-    .await
-    .unwrap();
+    let units = HashMap::from([(1, Arc::clone(&device))]);
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = ModbusServer::bind(loopback, Framing::Tcp, units)
+        .await
+        .unwrap();
     let addr = server.addr();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -510,7 +505,7 @@ async fn drain(size: Size) {
     // The changes among the stored records (the subscriber counts metric values).
     let stored_end = *end.borrow();
     let mut reader = twinloom::change_log::Reader::new(
-        &state.path().join(twinloom::change_log::DIR_NAME),
+        state.path().join(twinloom::change_log::DIR_NAME),
         start_offset,
     );
     let mut stored = 0usize;
