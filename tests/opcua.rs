@@ -1133,31 +1133,14 @@ async fn asyncua_sees_the_whole_demo_plant_live_and_a_device_outage() {
 
 /// The probe plugin component (`tests/plugins/probe`), built like the other plugins.
 async fn probe() -> std::path::PathBuf {
-    let dir = common::repo().join("tests/plugins/probe");
-    let options = twinloom::plugins::build::BuildOptions {
-        target_dir: Some(common::repo().join("target/wasm")),
-        ..Default::default()
-    };
-    tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, &options))
-        .await
-        .unwrap()
-        .expect("the probe plugin builds (tests/run.sh builds it first)")
+    common::probe_component().await
 }
 
 /// A derived value's quality, as its plugin reports it, is what an OPC UA client reads: bad as
 /// Bad, uncertain as `Uncertain_SubNormal` (derived from inputs that are not all good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugins_bad_and_uncertain_outputs_read_as_such_over_opcua() {
-    let dir = common::repo().join("tests/plugins/probe");
-    let options = twinloom::plugins::build::BuildOptions {
-        target_dir: Some(common::repo().join("target/wasm")),
-        ..Default::default()
-    };
-    let probe =
-        tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, &options))
-            .await
-            .unwrap()
-            .expect("the probe plugin builds (tests/run.sh builds it first)");
+    let probe = common::probe_component().await;
     let rig = start_rig_with(
         "auto_trust_clients = true",
         &format!(

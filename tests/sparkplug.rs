@@ -223,6 +223,34 @@ async fn plc() -> (Arc<SimDevice>, ModbusServer) {
     (device, server)
 }
 
+/// A test's peers and daemon: its own broker, the host peer subscribed, a PLC ([`plc`]) and
+/// the daemon with `extra` in its Sparkplug section; each lives as long as the binding.
+struct Rig {
+    _broker: Broker,
+    host: Host,
+    device: Arc<SimDevice>,
+    _server: ModbusServer,
+    state: PathBuf,
+    handles: twinloom::app::Handles,
+}
+
+async fn rig(extra: &str) -> Rig {
+    let broker = Broker::start();
+    let host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let text = config_text(server.addr(), &broker.url(), &state, extra);
+    let handles = common::start(&common::config(&text)).await;
+    Rig {
+        _broker: broker,
+        host,
+        device,
+        _server: server,
+        state,
+        handles,
+    }
+}
+
 fn config_text(plc: SocketAddr, broker: &str, state: &Path, extra: &str) -> String {
     logs();
     format!(
@@ -299,19 +327,9 @@ process.stdout.write(JSON.stringify(payload, (k, v) => typeof v === "bigint" ? v
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independent_host() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "",
-    )))
-    .await;
+    let mut r = rig("").await;
     // tck-id-topics-nbirth-seq-num, -bdseq-included, -rebirth-metric.
-    let nbirth = host.next(is("NBIRTH")).await;
+    let nbirth = r.host.next(is("NBIRTH")).await;
     assert_eq!(nbirth["seq"], json!(0));
     assert_eq!(nbirth["bd_seq"], json!(0));
     assert_eq!(nbirth["qos"], json!(0));
@@ -321,7 +339,8 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
     assert_eq!(rebirth["alias"], Json::Null, "never aliased");
     assert_eq!(metric(&nbirth, "bdSeq")["datatype"], json!("INT64"));
     // tck-id-topics-dbirth-metrics: name, alias, datatype, value, engUnit/engLow/engHigh.
-    let dbirth = host
+    let dbirth = r
+        .host
         .next(|l| l["type"] == json!("DBIRTH") && l["device"] == json!("site:tank1"))
         .await;
     assert_eq!(dbirth["seq"], json!(1));
@@ -337,9 +356,9 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
     common::eventually(
         WAIT,
         || {
-            handles
+            r.handles
                 .twin
-                .sample(common::property(&handles, "site/tank1/level"))
+                .sample(common::property(&r.handles, "site/tank1/level"))
                 .value
                 == Some(twinloom::twin::Value::Float(21.5))
         },
@@ -347,14 +366,16 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
     )
     .await;
     // Drain what the start published.
-    while host
+    while r
+        .host
         .next_within(Duration::from_millis(300), |_| true)
         .await
         .is_some()
     {}
     let changed = Instant::now();
-    device.set_holding(0, &[333]);
-    let ddata = host
+    r.device.set_holding(0, &[333]);
+    let ddata = r
+        .host
         .next(|l| {
             l["type"] == json!("DDATA")
                 && l["metrics"].as_array().unwrap().iter().any(|m| {
@@ -375,9 +396,9 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
         "resolved from the alias"
     );
     // Readiness met, metrics counted.
-    let unmet = handles.readiness.unmet();
+    let unmet = r.handles.readiness.unmet();
     assert!(!unmet.iter().any(|c| c.contains("sparkplug")), "{unmet:?}");
-    let text = handles.metrics.encode();
+    let text = r.handles.metrics.encode();
     assert!(
         common::metric(&text, "twinloom_sparkplug_messages_total{kind=\"NBIRTH\"}") >= 1.0,
         "{text}"
@@ -388,9 +409,9 @@ async fn tck_id_topics_nbirth_dbirth_and_ddata_by_alias_decoded_by_an_independen
             "twinloom_sparkplug_metric_values_total{stream=\"live\"}"
         ) >= 1.0
     );
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
     // Graceful stop: NDEATH with the same bdSeq, then DISCONNECT.
-    let death = host.next(is("NDEATH")).await;
+    let death = r.host.next(is("NDEATH")).await;
     assert_eq!(death["bd_seq"], json!(0));
 }
 
@@ -453,29 +474,19 @@ async fn tck_id_payloads_dbirth_decoded_by_eclipse_tahu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_operational_behavior_data_commands_rebirth_keeps_bd_seq() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (_device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "",
-    )))
-    .await;
-    let first = host.next(is("NBIRTH")).await;
-    host.next(is("DBIRTH")).await;
-    host.send(&json!({"rebirth": true}));
-    let again = host.next(is("NBIRTH")).await;
+    let mut r = rig("").await;
+    let first = r.host.next(is("NBIRTH")).await;
+    r.host.next(is("DBIRTH")).await;
+    r.host.send(&json!({"rebirth": true}));
+    let again = r.host.next(is("NBIRTH")).await;
     assert_eq!(again["seq"], json!(0));
     assert_eq!(
         again["bd_seq"], first["bd_seq"],
         "same bdSeq: no new MQTT session"
     );
-    let dbirth = host.next(is("DBIRTH")).await;
+    let dbirth = r.host.next(is("DBIRTH")).await;
     assert_eq!(dbirth["seq"], json!(1));
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,76 +611,60 @@ async fn store_and_forward_loses_nothing_while_the_broker_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_message_flow_edge_node_birth_publish_phid_wait_then_backlog() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "primary_host_id = \"scada\"",
-    )))
-    .await;
-    let count = common::property(&handles, "site/tank1/count");
-    common::wait_for(&handles, count, WAIT, |s| s.quality.is_good()).await;
-    device.set_holding(1, &[42]);
-    common::wait_for(&handles, count, WAIT, |s| {
+    let mut r = rig("primary_host_id = \"scada\"").await;
+    let count = common::property(&r.handles, "site/tank1/count");
+    common::wait_for(&r.handles, count, WAIT, |s| s.quality.is_good()).await;
+    r.device.set_holding(1, &[42]);
+    common::wait_for(&r.handles, count, WAIT, |s| {
         s.value == Some(twinloom::twin::Value::UInt(42))
     })
     .await;
     assert!(
-        host.next_within(Duration::from_millis(500), |l| l["type"] != json!("STATE"))
+        r.host
+            .next_within(Duration::from_millis(500), |l| l["type"] != json!("STATE"))
             .await
             .is_none(),
         "nothing published before the primary host is online: {:?}",
-        host.seen
+        r.host.seen
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    host.send(&json!({"state": {"host": "scada", "online": true, "timestamp": now}}));
-    let nbirth = host.next(is("NBIRTH")).await;
+    r.host
+        .send(&json!({"state": {"host": "scada", "online": true, "timestamp": now}}));
+    let nbirth = r.host.next(is("NBIRTH")).await;
     assert_eq!(nbirth["seq"], json!(0));
-    host.next(is("DBIRTH")).await;
+    r.host.next(is("DBIRTH")).await;
     // Then the backlog: the change made while the host was offline, flagged historical.
-    host.next(|l| {
-        l["type"] == json!("DDATA")
-            && l["metrics"].as_array().unwrap().iter().any(|m| {
-                m["name"] == json!("count")
-                    && m["value"] == json!(42)
-                    && m["is_historical"] == json!(true)
-            })
-    })
-    .await;
+    r.host
+        .next(|l| {
+            l["type"] == json!("DDATA")
+                && l["metrics"].as_array().unwrap().iter().any(|m| {
+                    m["name"] == json!("count")
+                        && m["value"] == json!(42)
+                        && m["is_historical"] == json!(true)
+                })
+        })
+        .await;
     // Offline: NDEATH, then a new session that waits again.
-    host.send(&json!({"state": {"host": "scada", "online": false, "timestamp": now + 1}}));
-    host.next(is("NDEATH")).await;
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.host
+        .send(&json!({"state": {"host": "scada", "online": false, "timestamp": now + 1}}));
+    r.host.next(is("NDEATH")).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tck_id_operational_behavior_data_commands_dcmd_through_the_control_gate() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "accept_commands = true",
-    )))
-    .await;
-    host.next(is("DBIRTH")).await;
-    let setpoint = common::property(&handles, "site/tank1/setpoint");
-    common::wait_for(&handles, setpoint, WAIT, |s| s.quality.is_good()).await;
+    let mut r = rig("accept_commands = true").await;
+    r.host.next(is("DBIRTH")).await;
+    let setpoint = common::property(&r.handles, "site/tank1/setpoint");
+    common::wait_for(&r.handles, setpoint, WAIT, |s| s.quality.is_good()).await;
     let dcmd = json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}});
     // Disarmed: refused by the gate (rule `disarmed`), nothing written.
-    host.send(&dcmd);
+    r.host.send(&dcmd);
     let metrics = || async {
-        let text = handles.metrics.encode();
+        let text = r.handles.metrics.encode();
         common::metric(
             &text,
             "twinloom_sparkplug_commands_total{outcome=\"refused\"}",
@@ -684,51 +679,41 @@ async fn tck_id_operational_behavior_data_commands_dcmd_through_the_control_gate
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        device.holding(2, 1),
+        r.device.holding(2, 1),
         vec![100],
         "nothing written while disarmed"
     );
-    handles
+    r.handles
         .control
         .arm(twinloom::control::Origin::Admin {
             user: "test".into(),
         })
         .await
         .unwrap();
-    host.send(&dcmd);
+    r.host.send(&dcmd);
     common::eventually(
         WAIT,
-        || device.holding(2, 1) == vec![250],
-        || format!("setpoint register {:?}", device.holding(2, 1)),
+        || r.device.holding(2, 1) == vec![250],
+        || format!("setpoint register {:?}", r.device.holding(2, 1)),
     )
     .await;
     // Audited with origin sparkplug.
-    let audit = std::fs::read_dir(state.join("audit"))
+    let audit = std::fs::read_dir(r.state.join("audit"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
         .collect::<String>();
     assert!(audit.contains("sparkplug"), "audit: {audit}");
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dcmd_is_refused_unless_accept_commands() {
-    let broker = Broker::start();
-    let mut host = Host::start(broker.port).await;
-    let (device, server) = plc().await;
-    let state = state_dir();
-    let handles = common::start(&common::config(&config_text(
-        server.addr(),
-        &broker.url(),
-        &state,
-        "",
-    )))
-    .await;
-    host.next(is("DBIRTH")).await;
-    host.send(&json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}}));
+    let mut r = rig("").await;
+    r.host.next(is("DBIRTH")).await;
+    r.host.send(&json!({"dcmd": {"device": "site:tank1", "name": "setpoint", "datatype": "DOUBLE", "value": 25.0}}));
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let text = handles.metrics.encode();
+        let text = r.handles.metrics.encode();
         if common::metric(
             &text,
             "twinloom_sparkplug_commands_total{outcome=\"not-accepted\"}",
@@ -742,8 +727,8 @@ async fn a_dcmd_is_refused_unless_accept_commands() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(device.holding(2, 1), vec![100]);
-    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(r.device.holding(2, 1), vec![100]);
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Waits until the change log in `state` holds a change to `value` (it is on disk: a SIGKILL
@@ -987,5 +972,482 @@ async fn tls_with_a_ca_file_a_client_certificate_and_a_password_from_a_file() {
     .await;
     let birth = host.next(is("NBIRTH")).await;
     assert_eq!(birth["seq"], json!(0));
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The property `name` of a metric as the host printed it (`{"type", "value"}`), or null.
+fn prop<'a>(metric: &'a Json, name: &str) -> &'a Json {
+    &metric["properties"][name]
+}
+
+/// The metric named `name` of a message, when it has one.
+fn find<'a>(message: &'a Json, name: &str) -> Option<&'a Json> {
+    message["metrics"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == json!(name))
+}
+
+/// A message of `kind` about device `site:tank1`.
+fn tank(kind: &'static str) -> impl Fn(&Json) -> bool {
+    move |l: &Json| l["type"] == json!(kind) && l["device"] == json!("site:tank1")
+}
+
+/// Waits until the daemon's metric `series` (name and labels) reaches `at_least`; its value.
+async fn counted(handles: &twinloom::app::Handles, series: &str, at_least: f64) -> f64 {
+    let mut value = 0.0;
+    common::eventually(
+        WAIT,
+        || {
+            value = common::metric(&handles.metrics.encode(), series);
+            value >= at_least
+        },
+        || {
+            let now = common::metric(&handles.metrics.encode(), series);
+            format!("{series} = {now}, did not reach {at_least}")
+        },
+    )
+    .await;
+    value
+}
+
+/// An asset fed by two sources — its PLC and a plugin deriving one of its properties — with
+/// one lost (the plugin fails on every call: `PluginFailure`): no DDEATH; the derived metric
+/// carries `Quality` 0 (Bad) and its `StatusCode` (Bad_InternalError), the PLC's metrics none.
+/// The PLC lost too: DDEATH; it answers again: DBIRTH (tck-id-operational-behavior-device-ddeath,
+/// tck-id-payloads-propertyset-quality-value-type, -value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tck_id_operational_behavior_device_ddeath_only_when_every_source_of_an_asset_is_lost() {
+    let broker = Broker::start();
+    let mut host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let probe = common::probe_component().await;
+    let text = config_text(server.addr(), &broker.url(), &state, "")
+        .replace("poll = \"50ms\"", "poll = \"50ms\"\ntimeout = \"200ms\"")
+        .replace(
+            "  { name = \"count\", data_type = \"unsigned\" },",
+            "  { name = \"count\", data_type = \"unsigned\" },\n  { name = \"derived\", data_type = \"float\" },",
+        )
+        .replace(
+            "bindings.count = { table = \"holding\", address = 1 }",
+            "bindings.count = { table = \"holding\", address = 1 }\nbindings.derived = { plugin = \"probe\" }",
+        );
+    let text = format!(
+        "{text}\n[[plugins]]\nname = \"probe\"\nfile = \"{}\"\ndeadline = \"10s\"\ntick = \"50ms\"\nconfig = {{ behaviour = \"panic\" }}\n",
+        probe.display()
+    );
+    let handles = common::start(&common::config(&text)).await;
+    let level = common::property(&handles, "site/tank1/level");
+    let derived = common::property(&handles, "site/tank1/derived");
+    common::wait_for(&handles, level, WAIT, |s| s.quality.is_good()).await;
+    common::wait_for(&handles, derived, WAIT, |s| {
+        s.quality.reason == twinloom::twin::QualityReason::PluginFailure
+    })
+    .await;
+    // The derived metric's loss reaches the host: in a DDATA of the living device, or in its
+    // DBIRTH when the plugin failed before the PLC's first reading.
+    let bad = |m: &Json| {
+        m["name"] == json!("derived")
+            && prop(m, "Quality") == &json!({"type": 3, "value": 0})
+            && prop(m, "StatusCode") == &json!({"type": 7, "value": 0x8002_0000u32})
+    };
+    let partial = |l: &Json| {
+        (tank("DDATA")(l) || tank("DBIRTH")(l)) && l["metrics"].as_array().unwrap().iter().any(bad)
+    };
+    if !host.seen.iter().any(&partial) {
+        host.next(&partial).await;
+    }
+    // Partly fed: a PLC change arrives without Quality, and no DDEATH came since the birth.
+    device.set_holding(0, &[333]);
+    let change = host
+        .next(|l| {
+            tank("DDATA")(l)
+                && find(l, "level")
+                    .and_then(|m| m["value"].as_f64())
+                    .is_some_and(|v| (v - 33.3).abs() < 1e-9)
+        })
+        .await;
+    assert_eq!(
+        prop(find(&change, "level").unwrap(), "Quality"),
+        &Json::Null
+    );
+    let since_birth: Vec<&Json> = host
+        .seen
+        .iter()
+        .rev()
+        .take_while(|l| !tank("DBIRTH")(l))
+        .collect();
+    assert!(
+        !since_birth.iter().any(|l| tank("DDEATH")(l)),
+        "no DDEATH while the PLC feeds the asset: {since_birth:#?}"
+    );
+    let birth = host.seen.iter().rev().find(|l| tank("DBIRTH")(l)).unwrap();
+    for name in ["count", "setpoint"] {
+        assert_eq!(prop(metric(birth, name), "Quality"), &Json::Null, "{name}");
+    }
+    // Every source lost: DDEATH; the PLC back: DBIRTH, its metrics good, the derived still bad.
+    device.behave(|b| b.silent = true);
+    host.next(tank("DDEATH")).await;
+    device.behave(|b| b.silent = false);
+    let birth = host.next(tank("DBIRTH")).await;
+    assert!(bad(metric(&birth, "derived")), "{birth}");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// More changed metrics in a window than `max_metrics_per_payload`: several DDATA, each within
+/// the maximum, together every change exactly once, their `seq` consecutive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_metrics_per_payload_splits_a_window_into_several_ddata() {
+    let mut r = rig("max_metrics_per_payload = 2").await;
+    r.host.next(tank("DBIRTH")).await;
+    for path in [
+        "site/tank1/level",
+        "site/tank1/count",
+        "site/tank1/setpoint",
+    ] {
+        let property = common::property(&r.handles, path);
+        common::wait_for(&r.handles, property, WAIT, |s| s.quality.is_good()).await;
+    }
+    // Drain what the start published.
+    while r
+        .host
+        .next_within(Duration::from_millis(300), |_| true)
+        .await
+        .is_some()
+    {}
+    // One poll changes all three: one window.
+    r.device.set_holding(0, &[400, 8, 120]);
+    let wanted = [
+        ("level", json!(40.0)),
+        ("count", json!(8)),
+        ("setpoint", json!(12.0)),
+    ];
+    let mut payloads = Vec::new();
+    let mut got: Vec<(String, Json)> = Vec::new();
+    while got.len() < wanted.len() {
+        let line = r.host.next(tank("DDATA")).await;
+        for m in line["metrics"].as_array().unwrap() {
+            got.push((m["name"].as_str().unwrap().to_owned(), m["value"].clone()));
+        }
+        payloads.push(line);
+    }
+    assert!(payloads.len() >= 2, "split: {payloads:#?}");
+    for p in &payloads {
+        assert!(p["metrics"].as_array().unwrap().len() <= 2, "{p}");
+    }
+    for (name, value) in wanted {
+        let n = got
+            .iter()
+            .filter(|(g, v)| g == name && v.as_f64() == value.as_f64())
+            .count();
+        assert_eq!(n, 1, "{name} = {value} once in {got:?}");
+    }
+    assert_eq!(got.len(), 3, "nothing else: {got:?}");
+    for pair in payloads.windows(2) {
+        let (a, b) = (
+            pair[0]["seq"].as_u64().unwrap(),
+            pair[1]["seq"].as_u64().unwrap(),
+        );
+        assert_eq!(b, (a + 1) % 256, "consecutive seq");
+    }
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// NCMDs other than `Node Control/Rebirth = true` — `Node Control/Reboot`, a metric the node
+/// does not have, `Node Control/Rebirth = false` — are refused: counted and logged, nothing
+/// written, no births (tck-id-operational-behavior-data-commands-ncmd-rebirth-verb).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tck_id_operational_behavior_data_commands_other_ncmds_are_refused() {
+    let mut r = rig("accept_commands = true").await;
+    r.host.next(tank("DBIRTH")).await;
+    let level = common::property(&r.handles, "site/tank1/level");
+    common::wait_for(&r.handles, level, WAIT, |s| s.quality.is_good()).await;
+    let registers = r.device.holding(0, 3);
+    let births = r
+        .host
+        .seen
+        .iter()
+        .filter(|l| l["type"] == json!("NBIRTH"))
+        .count();
+    r.host
+        .send(&json!({"ncmd": {"name": "Node Control/Reboot", "value": true}}));
+    r.host
+        .send(&json!({"ncmd": {"name": "Plant/Stop", "value": true}}));
+    r.host
+        .send(&json!({"ncmd": {"name": "Node Control/Rebirth", "value": false}}));
+    let refused = counted(
+        &r.handles,
+        "twinloom_sparkplug_commands_total{outcome=\"unsupported-ncmd\"}",
+        3.0,
+    )
+    .await;
+    assert_eq!(refused, 3.0);
+    // A change after the refusals: had a rebirth come, its NBIRTH would precede this DDATA.
+    r.device.set_holding(1, &[99]);
+    r.host
+        .next(|l| tank("DDATA")(l) && find(l, "count").is_some_and(|m| m["value"] == json!(99)))
+        .await;
+    assert_eq!(
+        r.host
+            .seen
+            .iter()
+            .filter(|l| l["type"] == json!("NBIRTH"))
+            .count(),
+        births,
+        "no rebirth"
+    );
+    let text = r.handles.metrics.encode();
+    assert_eq!(
+        common::metric(
+            &text,
+            "twinloom_sparkplug_commands_total{outcome=\"rebirth\"}"
+        ),
+        0.0
+    );
+    let mut expected = registers;
+    expected[1] = 99;
+    assert_eq!(r.device.holding(0, 3), expected, "nothing written");
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The control gate armed, then disarmed: NDATA of `Twinloom/Armed` by the NBIRTH's alias with
+/// the new value each time, `seq` consecutive (the host checks every message's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_armed_state_is_published_as_ndata_by_alias() {
+    let mut r = rig("").await;
+    let nbirth = r.host.next(is("NBIRTH")).await;
+    let armed = metric(&nbirth, "Twinloom/Armed");
+    assert_eq!(
+        (armed["value"].clone(), armed["datatype"].clone()),
+        (json!(false), json!("BOOLEAN"))
+    );
+    let alias = armed["alias"].as_u64().expect("aliased");
+    let by = twinloom::control::Origin::Admin {
+        user: "test".into(),
+    };
+    let armed_ndata = |value: bool| {
+        move |l: &Json| {
+            l["type"] == json!("NDATA")
+                && l["metrics"].as_array().unwrap().iter().any(|m| {
+                    m["alias"] == json!(alias)
+                        && m["name"] == json!("Twinloom/Armed")
+                        && m["value"] == json!(value)
+                })
+        }
+    };
+    r.handles.control.arm(by.clone()).await.unwrap();
+    let on = r.host.next(armed_ndata(true)).await;
+    r.handles.control.disarm(by).await.unwrap();
+    let off = r.host.next(armed_ndata(false)).await;
+    let (on, off) = (on["seq"].as_u64().unwrap(), off["seq"].as_u64().unwrap());
+    assert_ne!(on, off);
+    r.handles.supervisor.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A TCP proxy between the edge node and mosquitto that can lose the PUBACKs of the node's
+/// cursor markers (QoS 1 PUBLISHes on `twinloom/sparkplug/…`) and cut the connection: the fault
+/// "the broker has the marker, the node never hears of it".
+struct Proxy {
+    port: u16,
+    /// While set, PUBACKs of markers are dropped (counted in `lost`).
+    lose: Arc<std::sync::atomic::AtomicBool>,
+    lost: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bumped to cut every open connection.
+    cut: tokio::sync::watch::Sender<u32>,
+}
+
+/// One MQTT control packet at the front of `buffer` (MQTT 3.1.1 §2.2: type byte, remaining
+/// length in 1–4 bytes), taken out; `None` while incomplete.
+fn mqtt_packet(buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let (mut length, mut shift, mut at) = (0usize, 0, 1);
+    loop {
+        let byte = *buffer.get(at)?;
+        length |= usize::from(byte & 0x7f) << shift;
+        at += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    if buffer.len() < at + length {
+        return None;
+    }
+    let rest = buffer.split_off(at + length);
+    Some(std::mem::replace(buffer, rest))
+}
+
+/// The packet id of a QoS 1 PUBLISH whose topic starts with `prefix`, or of a PUBACK.
+fn mqtt_pkid(packet: &[u8], prefix: &[u8]) -> Option<(u8, u16)> {
+    let kind = packet[0] >> 4;
+    let body = &packet[(1 + packet[1..].iter().position(|b| b & 0x80 == 0)? + 1)..];
+    match kind {
+        3 if (packet[0] >> 1) & 3 == 1 => {
+            let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let topic = &body[2..2 + len];
+            topic
+                .starts_with(prefix)
+                .then(|| (3, u16::from_be_bytes([body[2 + len], body[3 + len]])))
+        }
+        4 => Some((4, u16::from_be_bytes([body[0], body[1]]))),
+        _ => None,
+    }
+}
+
+impl Proxy {
+    #[allow(clippy::disallowed_methods, reason = "a test peer, not the daemon")]
+    async fn start(broker: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lose = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lost = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (cut, _) = tokio::sync::watch::channel(0u32);
+        let proxy = Self {
+            port,
+            lose: Arc::clone(&lose),
+            lost: Arc::clone(&lost),
+            cut: cut.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", broker)).await
+                else {
+                    continue;
+                };
+                let (lose, lost, mut cut) = (Arc::clone(&lose), Arc::clone(&lost), cut.subscribe());
+                cut.borrow_and_update();
+                tokio::spawn(async move {
+                    let mut markers = std::collections::HashSet::new();
+                    let (mut up, mut down) = (Vec::new(), Vec::new());
+                    let (mut a, mut b) = ([0u8; 16384], [0u8; 16384]);
+                    loop {
+                        // One task for both directions: what it forwards and drops is decided
+                        // in the order the bytes came.
+                        tokio::select! {
+                            _ = cut.changed() => return,
+                            n = client.read(&mut a) => {
+                                let Ok(n @ 1..) = n else { return };
+                                up.extend_from_slice(&a[..n]);
+                                while let Some(packet) = mqtt_packet(&mut up) {
+                                    if let Some((3, pkid)) = mqtt_pkid(&packet, b"twinloom/sparkplug/") {
+                                        markers.insert(pkid);
+                                    }
+                                    if upstream.write_all(&packet).await.is_err() { return }
+                                }
+                            }
+                            n = upstream.read(&mut b) => {
+                                let Ok(n @ 1..) = n else { return };
+                                down.extend_from_slice(&b[..n]);
+                                while let Some(packet) = mqtt_packet(&mut down) {
+                                    if let Some((4, pkid)) = mqtt_pkid(&packet, b"")
+                                        && markers.remove(&pkid)
+                                        && lose.load(Ordering::SeqCst)
+                                    {
+                                        lost.fetch_add(1, Ordering::SeqCst);
+                                        continue;
+                                    }
+                                    if client.write_all(&packet).await.is_err() { return }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        proxy
+    }
+}
+
+/// Delivery is at least once: the PUBACKs of the markers that follow some changes are lost and
+/// the connection cut, so the node resumes from the offset before them and publishes them again
+/// (historical); `twinloom_sparkplug_duplicate_records_total` equals what the host saw twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_after_a_lost_puback_are_counted_exactly() {
+    use std::sync::atomic::Ordering;
+    const CHANGES: u16 = 5;
+    let broker = Broker::start();
+    let proxy = Proxy::start(broker.port).await;
+    let mut host = Host::start(broker.port).await;
+    let (device, server) = plc().await;
+    let state = state_dir();
+    let through = format!("tcp://127.0.0.1:{}", proxy.port);
+    let handles = common::start(&common::config(&config_text(
+        server.addr(),
+        &through,
+        &state,
+        "",
+    )))
+    .await;
+    host.next(tank("DBIRTH")).await;
+    let count = common::property(&handles, "site/tank1/count");
+    common::wait_for(&handles, count, WAIT, |s| s.quality.is_good()).await;
+    proxy.lose.store(true, Ordering::SeqCst);
+    let live = |value: u64| {
+        move |l: &Json| {
+            tank("DDATA")(l)
+                && l["metrics"].as_array().unwrap().iter().any(|m| {
+                    m["name"] == json!("count")
+                        && m["value"] == json!(value)
+                        && m["is_historical"] != json!(true)
+                })
+        }
+    };
+    for i in 0..CHANGES {
+        device.set_holding(1, &[3000 + i]);
+        host.next(live(u64::from(3000 + i))).await;
+    }
+    // Every marker PUBACK since the changes is lost (at least one came and was dropped); the
+    // node is quiet now (the PLC holds still), so the cut loses nothing it wrote but a marker.
+    common::eventually(
+        WAIT,
+        || proxy.lost.load(Ordering::SeqCst) >= 1,
+        || "no marker PUBACK came to lose".into(),
+    )
+    .await;
+    proxy.cut.send_modify(|g| *g += 1);
+    host.next(is("NBIRTH")).await;
+    proxy.lose.store(false, Ordering::SeqCst);
+    let mut again = Vec::new();
+    while again.len() < usize::from(CHANGES) {
+        let line = host.next(tank("DDATA")).await;
+        for m in line["metrics"].as_array().unwrap() {
+            let value = m["value"].as_u64().unwrap_or(0);
+            if m["name"] == json!("count") && m["is_historical"] == json!(true) && value >= 3000 {
+                again.push(value);
+            }
+        }
+    }
+    let expected: Vec<u64> = (0..CHANGES).map(|i| u64::from(3000 + i)).collect();
+    assert_eq!(
+        again, expected,
+        "the changes after the last PUBACK, again, in order"
+    );
+    // A live change after the backlog: every historical DDATA came before it.
+    device.set_holding(1, &[4000]);
+    host.next(live(4000)).await;
+    // What the host saw twice: each metric value (device, name, timestamp, value) of DDATA.
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for line in host.seen.iter().filter(|l| l["type"] == json!("DDATA")) {
+        for m in line["metrics"].as_array().unwrap() {
+            let key = format!(
+                "{} {} {} {}",
+                line["device"], m["name"], m["timestamp"], m["value"]
+            );
+            *seen.entry(key).or_default() += 1;
+        }
+    }
+    let twice: u64 = seen.values().map(|n| n - 1).sum();
+    assert!(twice >= u64::from(CHANGES), "{seen:#?}");
+    // The node counts a value when rumqttc reports it written: at most a moment after the host
+    // has it.
+    let duplicates = counted(
+        &handles,
+        "twinloom_sparkplug_duplicate_records_total",
+        twice as f64,
+    )
+    .await;
+    assert_eq!(duplicates, twice as f64, "{seen:#?}");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }

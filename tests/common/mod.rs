@@ -123,6 +123,20 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// The probe plugin component (`tests/plugins/probe`), built like the other plugins into
+/// `target/wasm` (`tests/run.sh` builds it first, so this finds it up to date).
+pub async fn probe_component() -> PathBuf {
+    let dir = repo().join("tests/plugins/probe");
+    let options = twinloom::plugins::build::BuildOptions {
+        target_dir: Some(repo().join("target/wasm")),
+        ..Default::default()
+    };
+    tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, &options))
+        .await
+        .unwrap()
+        .expect("the probe plugin builds (tests/run.sh builds it first)")
+}
+
 /// Waits until `done` holds, checking every 20 ms, at most `limit`; panics with `why()` otherwise.
 pub async fn eventually(limit: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
     let deadline = tokio::time::Instant::now() + limit;

@@ -50,7 +50,9 @@ pub struct SparkplugMetrics {
     pub reconnects: Counter,
     /// Seconds from publishing a cursor marker to its PUBACK.
     pub puback: Histogram,
-    /// Change log records published again after a PUBACK that never came (at least once).
+    /// Metric values written to a connection again after an earlier connection of this
+    /// process had written them and no marker's PUBACK confirmed them (at least once; exact:
+    /// counted by change log offset when rumqttc reports the publish written).
     pub duplicates: Counter,
     /// Changes the change log does not hold, published as a gap (`Twinloom/Change Log Gaps`).
     pub gaps: Counter,
@@ -104,7 +106,7 @@ impl MetricSet for SparkplugMetrics {
         );
         sub.register(
             "duplicate_records",
-            "Change log records published again after a lost PUBACK (delivery is at least once)",
+            "Metric values written again after a lost PUBACK (delivery is at least once)",
             metrics.duplicates.clone(),
         );
         sub.register(

@@ -14,12 +14,16 @@
 //!   `report_window`), records from the cursor to it the backlog (DDATA with `is_historical`,
 //!   at most `backlog_max_rate` values per second besides the live stream). After each window a
 //!   QoS 1 marker outside `spBv1.0/` ([`marker_topic`]) carries the offset everything before has
-//!   been published up to; its PUBACK commits the cursor. Delivery is at least once.
+//!   been published up to; its PUBACK commits the cursor. Delivery is at least once: values
+//!   written again after a lost PUBACK are counted exactly ([`published`]).
+//! - **Devices' deaths**: DDEATH when every source feeding an asset (its device, the plugins
+//!   deriving its properties) is lost; a partly fed asset marks its lost metrics' `Quality`.
 //! - **Payloads** ([`payload`]): the protobuf messages written from the specification.
 
 mod events;
 mod node;
 pub mod payload;
+mod published;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{self, SparkplugMetrics};
 use super::payload::{self, Describe, Metric, MetricValue, Payload};
+use super::published::Published;
 use super::{CURSOR, Devices, REBIRTH, alias_of, device_topic, marker_topic, node_topic};
 use crate::change_log::{ChangeLog, Entry, Reader, Record};
 use crate::config::sparkplug::{MqttServer, SparkplugConfig};
@@ -47,6 +48,10 @@ const ALIAS_VERSION: u64 = 1;
 const ALIAS_ARMED: u64 = 2;
 const ALIAS_GAPS: u64 = 3;
 
+/// Node metric names besides `bdSeq` and [`REBIRTH`].
+const ARMED: &str = "Twinloom/Armed";
+const GAPS: &str = "Twinloom/Change Log Gaps";
+
 /// What `start` hands the node.
 pub(super) struct Parts {
     pub config: Arc<SparkplugConfig>,
@@ -69,8 +74,11 @@ pub(super) struct Node {
     series: HashMap<u32, PropertyId>,
     /// The control gate's `armed` property, when there is one.
     armed: Option<PropertyId>,
-    /// Offset up to which markers were sent in this process (duplicates after a lost PUBACK).
-    sent_upto: u64,
+    /// Offsets whose values were written to a connection and are not yet confirmed: one
+    /// written again (after a lost PUBACK) is counted as a duplicate.
+    published: Published,
+    /// Offsets of the gap records counted in `gaps` and not yet confirmed (each counted once).
+    gap_records: Published,
     /// Changes the log lost, as published in `Twinloom/Change Log Gaps`.
     gaps: u64,
     /// The offset confirmed by the last marker's PUBACK (kept across sessions), and the one
@@ -95,7 +103,7 @@ enum Ended {
 }
 
 /// Events the MQTT driver forwards that the session needs in order: connection acknowledged,
-/// QoS 1 publishes sent (their packet ids), PUBACKs, DISCONNECT sent.
+/// publishes written to the connection (their packet ids, 0 at QoS 0), PUBACKs, DISCONNECT sent.
 #[derive(Debug)]
 enum Control {
     ConnAck,
@@ -104,13 +112,51 @@ enum Control {
     Disconnected,
 }
 
-/// A QoS 1 publish waiting for its PUBACK.
-#[derive(Debug, Clone, Copy)]
+/// A publish handed to the MQTT client: at QoS 0 until it is written, at QoS 1 until its PUBACK.
+#[derive(Debug, Clone)]
 enum Pending {
+    /// A QoS 0 message (births, data): the change log offsets of its metric values (none for
+    /// births and node metrics).
+    Data(Vec<u64>),
     /// A cursor marker: everything before `offset` is published.
     Marker { offset: u64, sent: Instant },
     /// The graceful NDEATH.
     Death,
+}
+
+/// Metric values waiting for one device's next DDATA, with the change log offsets they come from.
+#[derive(Debug, Clone, Default)]
+struct Batch {
+    metrics: Vec<Metric>,
+    offsets: Vec<u64>,
+}
+
+impl Batch {
+    /// Metrics that come from no change log record (births, node metrics).
+    fn of(metrics: Vec<Metric>) -> Self {
+        Self {
+            metrics,
+            offsets: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, offset: u64, metric: Metric) {
+        self.metrics.push(metric);
+        self.offsets.push(offset);
+    }
+
+    fn len(&self) -> usize {
+        self.metrics.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.metrics.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.metrics.clear();
+        self.offsets.clear();
+    }
 }
 
 /// One session's publishing state.
@@ -120,12 +166,12 @@ struct Session {
     /// The next `seq` (0–255; `tck-id-payloads-sequence-num-incrementing`).
     seq: u8,
     /// Live DDATA waiting for the window, per device.
-    live: Vec<Vec<Metric>>,
+    live: Vec<Batch>,
     /// Historical DDATA being gathered, per device.
-    historical: Vec<Vec<Metric>>,
+    historical: Vec<Batch>,
     /// Devices currently dead (DDEATH sent: every source feeding them is lost).
     dead: Vec<bool>,
-    /// QoS 1 publishes not yet handed to the network, in order (their packet ids come later).
+    /// Publishes not yet written to the network, in order (their packet ids come later).
     unsent: VecDeque<Pending>,
     /// QoS 1 publishes by packet id, waiting for their PUBACK.
     inflight: HashMap<u16, Pending>,
@@ -155,7 +201,8 @@ impl Node {
             devices,
             series,
             armed,
-            sent_upto: 0,
+            published: Published::default(),
+            gap_records: Published::default(),
             gaps: 0,
             confirmed: None,
             committed: 0,
@@ -265,14 +312,14 @@ impl Node {
         };
         self.accepted = false;
         let (client, eventloop) = AsyncClient::new(self.options(server, bd_seq), REQUEST_QUEUE);
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, mut control_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
         let mut session = Session {
             client,
             bd_seq,
             seq: 0,
-            live: vec![Vec::new(); self.devices.devices.len()],
-            historical: vec![Vec::new(); self.devices.devices.len()],
+            live: vec![Batch::default(); self.devices.devices.len()],
+            historical: vec![Batch::default(); self.devices.devices.len()],
             dead: vec![false; self.devices.devices.len()],
             unsent: VecDeque::new(),
             inflight: HashMap::new(),
@@ -283,7 +330,7 @@ impl Node {
             let driver = drive(eventloop, control_tx, incoming_tx);
             let logic = self.online(
                 &mut session,
-                control_rx,
+                &mut control_rx,
                 incoming_rx,
                 token,
                 backoff,
@@ -301,6 +348,12 @@ impl Node {
             }
             }
         };
+        // What the driver wrote before the end counts as written (duplicates are exact).
+        while let Ok(event) = control_rx.try_recv() {
+            if let Control::Sent(pkid) = event {
+                self.sent(&mut session, pkid);
+            }
+        }
         self.commit(true);
         if !self.accepted {
             self.unused_bd_seq = Some(bd_seq);
@@ -325,7 +378,7 @@ impl Node {
     async fn online(
         &mut self,
         s: &mut Session,
-        mut control: mpsc::UnboundedReceiver<Control>,
+        control: &mut mpsc::UnboundedReceiver<Control>,
         mut incoming: mpsc::Receiver<rumqttc::Publish>,
         token: &CancellationToken,
         backoff: &mut Backoff,
@@ -365,7 +418,7 @@ impl Node {
             events::WaitingForHost { host: id }.emit(&self.parts.ready);
             loop {
                 tokio::select! {
-                    () = token.cancelled() => return self.stop(s, &mut control, None).await,
+                    () = token.cancelled() => return self.stop(s, control, None).await,
                     event = control.recv() => if event.is_none() {
                         return Ended::Lost("the MQTT event loop ended".into());
                     },
@@ -386,17 +439,11 @@ impl Node {
             }
             .emit(&self.parts.ready);
             token.cancelled().await;
-            return self.stop(s, &mut control, None).await;
+            return self.stop(s, control, None).await;
         };
         let mut written = log.subscribe();
         let boundary = *written.borrow_and_update();
         let cursor = self.confirmed.unwrap_or(boundary).min(boundary);
-        if cursor < self.sent_upto {
-            self.parts
-                .metrics
-                .duplicates
-                .inc_by(self.sent_upto.min(boundary) - cursor);
-        }
         if let Err(e) = self.births(s).await {
             return Ended::Lost(e);
         }
@@ -422,18 +469,14 @@ impl Node {
                     let result = self.flush_all(s).await;
                     let at = history.as_ref().map_or(live.position(), Reader::position);
                     let mark = if result.is_ok() && at > marked { Some(at) } else { None };
-                    return self.stop(s, &mut control, mark).await;
+                    return self.stop(s, control, mark).await;
                 }
                 event = control.recv() => match event {
-                    Some(Control::Sent(pkid)) => {
-                        if let Some(pending) = s.unsent.pop_front() {
-                            s.inflight.insert(pkid, pending);
-                        }
-                    }
+                    Some(Control::Sent(pkid)) => self.sent(s, pkid),
                     Some(Control::PubAck(pkid)) => {
                         if let Some(Pending::Marker { offset, sent }) = s.inflight.remove(&pkid) {
                             self.parts.metrics.puback.observe(sent.elapsed().as_secs_f64());
-                            self.confirmed = Some(self.confirmed.unwrap_or(0).max(offset));
+                            self.confirm(offset);
                             if last_commit.elapsed() >= COMMIT_INTERVAL {
                                 self.commit(false);
                                 last_commit = Instant::now();
@@ -450,7 +493,7 @@ impl Node {
                     match self.command(s, &publish, &mut host).await {
                         Ok(true) => {
                             let id = config.primary_host_id.as_deref().unwrap_or_default();
-                            let ended = self.stop(s, &mut control, None).await;
+                            let ended = self.stop(s, control, None).await;
                             events::HostOffline { host: id }.emit(&self.parts.ready);
                             return match ended {
                                 Ended::Stopped => Ended::HostOffline,
@@ -474,7 +517,7 @@ impl Node {
                     Err(e) => {
                         events::LogUnreadable { error: &e.to_string() }.emit(&self.parts.ready);
                         token.cancelled().await;
-                        return self.stop(s, &mut control, None).await;
+                        return self.stop(s, control, None).await;
                     }
                 },
                 _ = tick.tick() => {
@@ -518,51 +561,42 @@ impl Node {
         for buffer in s.live.iter_mut().chain(s.historical.iter_mut()) {
             buffer.clear();
         }
-        let twin = Arc::clone(&self.parts.twin);
-        let armed = self.armed.map(|p| twin.sample(p));
-        let mut metrics = vec![
+        let armed = self
+            .armed
+            .map(|p| self.parts.twin.sample(p))
+            .and_then(|sample| sample.value.as_ref().map(payload::metric_value));
+        let metrics = vec![
             payload::bd_seq_metric(s.bd_seq),
             // tck-id-operational-behavior-data-commands-rebirth-name-aliases: never aliased.
-            Metric {
-                name: Some(REBIRTH.to_owned()),
-                datatype: Some(payload::datatype::BOOLEAN),
-                value: Some(MetricValue::BooleanValue(false)),
-                timestamp: Some(payload::millis(now)),
-                ..Default::default()
-            },
-            Metric {
-                name: Some("Twinloom/Version".to_owned()),
-                alias: Some(ALIAS_VERSION),
-                datatype: Some(payload::datatype::STRING),
-                value: Some(MetricValue::StringValue(
+            node_metric(
+                (Some(REBIRTH), None),
+                payload::datatype::BOOLEAN,
+                Some(MetricValue::BooleanValue(false)),
+                now,
+            ),
+            node_metric(
+                (Some("Twinloom/Version"), Some(ALIAS_VERSION)),
+                payload::datatype::STRING,
+                Some(MetricValue::StringValue(
                     env!("CARGO_PKG_VERSION").to_owned(),
                 )),
-                timestamp: Some(payload::millis(now)),
-                ..Default::default()
-            },
-            Metric {
-                name: Some("Twinloom/Change Log Gaps".to_owned()),
-                alias: Some(ALIAS_GAPS),
-                datatype: Some(payload::datatype::UINT64),
-                value: Some(MetricValue::LongValue(self.gaps)),
-                timestamp: Some(payload::millis(now)),
-                ..Default::default()
-            },
+                now,
+            ),
+            node_metric(
+                (Some(GAPS), Some(ALIAS_GAPS)),
+                payload::datatype::UINT64,
+                Some(MetricValue::LongValue(self.gaps)),
+                now,
+            ),
+            node_metric(
+                (Some(ARMED), Some(ALIAS_ARMED)),
+                payload::datatype::BOOLEAN,
+                armed,
+                now,
+            ),
         ];
-        let armed_value = armed
-            .as_ref()
-            .and_then(|sample| sample.value.as_ref())
-            .map(payload::metric_value);
-        metrics.push(Metric {
-            name: Some("Twinloom/Armed".to_owned()),
-            alias: Some(ALIAS_ARMED),
-            datatype: Some(payload::datatype::BOOLEAN),
-            is_null: armed_value.is_none().then_some(true),
-            value: armed_value,
-            timestamp: Some(payload::millis(now)),
-            ..Default::default()
-        });
-        self.publish(s, node_topic(&config, "NBIRTH"), "NBIRTH", metrics, now)
+        let topic = node_topic(&config, "NBIRTH");
+        self.publish(s, topic, "NBIRTH", Batch::of(metrics), now)
             .await?;
         for index in 0..self.devices.devices.len() {
             self.device_birth(s, index).await?;
@@ -599,7 +633,8 @@ impl Node {
             .collect();
         let topic = device_topic(&self.parts.config, "DBIRTH", &device.id);
         s.dead[index] = false;
-        self.publish(s, topic, "DBIRTH", metrics, now).await
+        self.publish(s, topic, "DBIRTH", Batch::of(metrics), now)
+            .await
     }
 
     async fn device_death(&mut self, s: &mut Session, index: usize) -> Result<(), String> {
@@ -611,12 +646,12 @@ impl Node {
             &self.devices.devices[index].id,
         );
         s.dead[index] = true;
-        self.publish(s, topic, "DDEATH", Vec::new(), SystemTime::now())
+        self.publish(s, topic, "DDEATH", Batch::default(), SystemTime::now())
             .await
     }
 
-    /// Whether every property of device `index` has lost its source (Bad: no connection,
-    /// communication failure, timeout, not yet read).
+    /// Whether every property of device `index` has lost its source ([`source_lost`]): every
+    /// source that feeds it, devices and plugins alike.
     fn device_lost(&self, index: usize) -> bool {
         let device = &self.devices.devices[index];
         !device.properties.is_empty()
@@ -628,23 +663,24 @@ impl Node {
                 .all(source_lost)
     }
 
-    /// Publishes a payload with the next `seq` at QoS 0, not retained
-    /// (`tck-id-topics-*-mqtt`).
+    /// Publishes `batch`'s metrics with the next `seq` at QoS 0, not retained
+    /// (`tck-id-topics-*-mqtt`); its offsets count as written once the driver wrote it.
     async fn publish(
         &self,
         s: &mut Session,
         topic: String,
         kind: &'static str,
-        metrics: Vec<Metric>,
+        batch: Batch,
         now: SystemTime,
     ) -> Result<(), String> {
         let payload = Payload {
             timestamp: Some(payload::millis(now)),
-            metrics,
+            metrics: batch.metrics,
             seq: Some(u64::from(s.seq)),
             ..Default::default()
         };
         s.seq = s.seq.wrapping_add(1);
+        s.unsent.push_back(Pending::Data(batch.offsets));
         s.client
             .publish(topic, QoS::AtMostOnce, false, payload.encode_to_vec())
             .await
@@ -668,9 +704,37 @@ impl Node {
             )
             .await
             .map_err(|e| e.to_string())?;
-        self.sent_upto = self.sent_upto.max(offset);
         self.parts.metrics.published("marker");
         Ok(())
+    }
+
+    /// The driver wrote the oldest unsent publish (`pkid` 0 at QoS 0): a QoS 1 one now waits
+    /// for its PUBACK; a QoS 0 one's offsets are written, and each written before (on an
+    /// earlier connection whose marker's PUBACK never came) is a duplicate.
+    fn sent(&mut self, s: &mut Session, pkid: u16) {
+        match s.unsent.pop_front() {
+            Some(Pending::Data(offsets)) if pkid == 0 => {
+                let again = offsets
+                    .into_iter()
+                    .filter(|&offset| !self.published.insert(offset))
+                    .count();
+                if again > 0 {
+                    self.parts.metrics.duplicates.inc_by(again as u64);
+                }
+            }
+            Some(pending @ (Pending::Marker { .. } | Pending::Death)) if pkid != 0 => {
+                s.inflight.insert(pkid, pending);
+            }
+            _ => {}
+        }
+    }
+
+    /// A marker's PUBACK: everything before `offset` is confirmed (never read again).
+    fn confirm(&mut self, offset: u64) {
+        let confirmed = self.confirmed.unwrap_or(0).max(offset);
+        self.confirmed = Some(confirmed);
+        self.published.forget_below(confirmed);
+        self.gap_records.forget_below(confirmed);
     }
 
     /// A live change log record: a change buffered for its device's DDATA (or the node's
@@ -699,28 +763,27 @@ impl Node {
                     // Older than the twin's current value (a republished OPC UA sample): history
                     // for the host, never the metric's current state.
                     if !s.dead[index] {
-                        s.historical[index].push(data_metric(
-                            &self.parts.twin,
-                            property,
-                            &sample,
-                            true,
-                        ));
+                        s.historical[index].push(
+                            entry.offset,
+                            data_metric(&self.parts.twin, property, &sample, true),
+                        );
                         self.parts.metrics.values("historical", 1);
                         self.flush_device(s, index, true).await?;
                     }
                     return Ok(());
                 }
                 if Some(property) == self.armed {
-                    let metric = Metric {
-                        alias: Some(ALIAS_ARMED),
-                        timestamp: Some(payload::millis(server_time)),
-                        datatype: Some(payload::datatype::BOOLEAN),
-                        is_null: sample.value.is_none().then_some(true),
-                        value: sample.value.as_ref().map(payload::metric_value),
-                        ..Default::default()
-                    };
+                    // The armed state as the node metric (its DDATA of `twinloom:control`
+                    // carries the offset).
+                    let metric = node_metric(
+                        (None, Some(ALIAS_ARMED)),
+                        payload::datatype::BOOLEAN,
+                        sample.value.as_ref().map(payload::metric_value),
+                        server_time,
+                    );
                     let topic = node_topic(&self.parts.config, "NDATA");
-                    self.publish(s, topic, "NDATA", vec![metric], SystemTime::now())
+                    let now = SystemTime::now();
+                    self.publish(s, topic, "NDATA", Batch::of(vec![metric]), now)
                         .await?;
                 }
                 if s.dead[index] {
@@ -733,7 +796,7 @@ impl Node {
                     return self.device_death(s, index).await;
                 }
                 let metric = data_metric(&self.parts.twin, property, &sample, false);
-                s.live[index].push(metric);
+                s.live[index].push(entry.offset, metric);
                 self.parts.metrics.values("live", 1);
                 if s.live[index].len() >= self.parts.config.max_metrics_per_payload {
                     self.flush_device(s, index, false).await?;
@@ -744,30 +807,35 @@ impl Node {
                 reason, lost, void, ..
             } => {
                 let lost = lost.unwrap_or(void.end.saturating_sub(void.start)).max(1);
-                self.gap(s, lost, reason.as_str()).await
+                self.gap(s, entry.offset, lost, reason.as_str()).await
             }
             Record::Started { .. } | Record::Stopped { .. } => Ok(()),
         }
     }
 
     /// Publishes `Twinloom/Change Log Gaps` (NDATA) after the log lost `lost` changes.
+    /// The gap record at `offset` is counted once, however often it is read (again after a lost
+    /// PUBACK); the NDATA carries the running total.
     async fn gap(
         &mut self,
         s: &mut Session,
+        offset: u64,
         lost: u64,
         reason: &'static str,
     ) -> Result<(), String> {
-        self.gaps += lost;
-        events::GapPublished { lost, reason }.emit(&self.parts.metrics);
-        let metric = Metric {
-            alias: Some(ALIAS_GAPS),
-            datatype: Some(payload::datatype::UINT64),
-            timestamp: Some(payload::millis(SystemTime::now())),
-            value: Some(MetricValue::LongValue(self.gaps)),
-            ..Default::default()
-        };
+        if self.gap_records.insert(offset) {
+            self.gaps += lost;
+            events::GapPublished { lost, reason }.emit(&self.parts.metrics);
+        }
+        let now = SystemTime::now();
+        let metric = node_metric(
+            (None, Some(ALIAS_GAPS)),
+            payload::datatype::UINT64,
+            Some(MetricValue::LongValue(self.gaps)),
+            now,
+        );
         let topic = node_topic(&self.parts.config, "NDATA");
-        self.publish(s, topic, "NDATA", vec![metric], SystemTime::now())
+        self.publish(s, topic, "NDATA", Batch::of(vec![metric]), now)
             .await
     }
 
@@ -824,12 +892,10 @@ impl Node {
                         server_time,
                     };
                     let index = self.parts.twin.model().property(property).asset.0 as usize;
-                    s.historical[index].push(data_metric(
-                        &self.parts.twin,
-                        property,
-                        &sample,
-                        true,
-                    ));
+                    s.historical[index].push(
+                        entry.offset,
+                        data_metric(&self.parts.twin, property, &sample, true),
+                    );
                     self.parts.metrics.values("historical", 1);
                     if s.historical[index].len() >= self.parts.config.max_metrics_per_payload {
                         self.flush_device(s, index, true).await?;
@@ -839,7 +905,7 @@ impl Node {
                     reason, lost, void, ..
                 } => {
                     let lost = lost.unwrap_or(void.end.saturating_sub(void.start)).max(1);
-                    self.gap(s, lost, reason.as_str()).await?;
+                    self.gap(s, entry.offset, lost, reason.as_str()).await?;
                 }
                 Record::Started { .. } | Record::Stopped { .. } => {}
             }
@@ -862,9 +928,9 @@ impl Node {
         if buffer.is_empty() {
             return Ok(());
         }
-        let metrics = std::mem::take(buffer);
+        let batch = std::mem::take(buffer);
         let topic = device_topic(&self.parts.config, "DDATA", &self.devices.devices[index].id);
-        self.publish(s, topic, "DDATA", metrics, SystemTime::now())
+        self.publish(s, topic, "DDATA", batch, SystemTime::now())
             .await
     }
 
@@ -1023,15 +1089,11 @@ impl Node {
         let _ = tokio::time::timeout(STOP_GRACE, async {
             while let Some(event) = control.recv().await {
                 match event {
-                    Control::Sent(pkid) => {
-                        if let Some(pending) = s.unsent.pop_front() {
-                            s.inflight.insert(pkid, pending);
-                        }
-                    }
+                    Control::Sent(pkid) => self.sent(s, pkid),
                     Control::PubAck(pkid) => match s.inflight.remove(&pkid) {
                         Some(Pending::Marker { offset, .. }) => confirmed = Some(offset),
                         Some(Pending::Death) => break,
-                        None => {}
+                        _ => {}
                     },
                     _ => {}
                 }
@@ -1039,7 +1101,7 @@ impl Node {
         })
         .await;
         if let Some(offset) = confirmed {
-            self.confirmed = Some(self.confirmed.unwrap_or(0).max(offset));
+            self.confirm(offset);
         }
         let _ = s.client.disconnect().await;
         let _ = tokio::time::timeout(STOP_GRACE, async {
@@ -1083,7 +1145,7 @@ impl HostState {
 }
 
 /// Drives rumqttc's event loop until it fails: forwards what the session needs in order
-/// ([`Control`], never dropped: one per QoS 1 publish or SUBSCRIBE) and incoming publishes
+/// ([`Control`], never dropped: one per publish) and incoming publishes
 /// (dropped when [`INCOMING_QUEUE`] is full). Returns the error's text.
 async fn drive(
     mut eventloop: EventLoop,
@@ -1107,7 +1169,8 @@ async fn drive(
                 let _ = incoming.try_send(publish);
                 None
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => Some(Control::Sent(pkid)),
+            // Every publish, QoS 0 too (packet id 0): reported after the socket write.
+            Event::Outgoing(Outgoing::Publish(pkid)) => Some(Control::Sent(pkid)),
             Event::Outgoing(Outgoing::Disconnect) => Some(Control::Disconnected),
             _ => None,
         };
@@ -1154,7 +1217,10 @@ fn status_code(sample: &Sample) -> u32 {
     crate::northbound::opcua_server::node_manager::status_code(sample.quality).bits()
 }
 
-/// Whether a sample says its source is lost.
+/// Whether a sample says its source is lost: Bad with no connection, a communication failure,
+/// a timeout or nothing read yet (a device), or the plugin computing it failed or is
+/// quarantined (`PluginFailure`). An asset is fed by its device and by the plugins deriving its
+/// properties: DDEATH when every one of them is lost (`tck-id-operational-behavior-device-ddeath`).
 fn source_lost(sample: &Sample) -> bool {
     sample.quality.level == QualityLevel::Bad
         && matches!(
@@ -1163,7 +1229,28 @@ fn source_lost(sample: &Sample) -> bool {
                 | QualityReason::CommunicationFailure
                 | QualityReason::Timeout
                 | QualityReason::NotYetRead
+                | QualityReason::PluginFailure
         )
+}
+
+/// A node metric (NBIRTH, NDATA): `name` in births (none for NDATA), its `alias` (none for
+/// `Node Control/Rebirth`, never aliased), Sparkplug `datatype`, value (`None`: `is_null`) and
+/// timestamp.
+fn node_metric(
+    (name, alias): (Option<&str>, Option<u64>),
+    datatype: u32,
+    value: Option<MetricValue>,
+    at: SystemTime,
+) -> Metric {
+    Metric {
+        name: name.map(str::to_owned),
+        alias,
+        datatype: Some(datatype),
+        is_null: value.is_none().then_some(true),
+        value,
+        timestamp: Some(payload::millis(at)),
+        ..Default::default()
+    }
 }
 
 fn commit(log: &ChangeLog, offset: u64) {
