@@ -982,6 +982,9 @@ struct Proxy {
     swallowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bumped to cut every connection open at the time.
     cut: tokio::sync::watch::Sender<u64>,
+    /// While true, new connections wait before reaching the server (the client's reconnect is
+    /// held up).
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -993,6 +996,7 @@ impl Proxy {
             swallow: Default::default(),
             swallowed: Default::default(),
             cut: tokio::sync::watch::channel(0).0,
+            held: tokio::sync::watch::channel(false).0,
         };
         (proxy, listener)
     }
@@ -1010,8 +1014,10 @@ impl Proxy {
             self.swallowed.clone(),
             self.cut.clone(),
         );
+        let mut held = self.held.subscribe();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let _ = held.wait_for(|held| !*held).await;
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                 else {
                     continue;
@@ -1075,6 +1081,16 @@ impl Proxy {
         .await;
     }
 
+    /// Holds new connections back (accepted, not yet passed to the server) until [`Self::release`].
+    fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Lets held and new connections through to the server.
+    fn release(&self) {
+        self.held.send_replace(false);
+    }
+
     /// Cuts every open connection and passes chunks on again.
     fn cut(&self) {
         self.swallow
@@ -1127,8 +1143,8 @@ impl CounterPeer {
         }
     }
 
-    /// Sends `command`; returns the number of its answer `<answer> <n>`.
-    fn command(&mut self, command: &str, answer: &str) -> u64 {
+    /// Sends `command`; returns the rest of its answer line `<answer>…`, trimmed.
+    fn ask(&mut self, command: &str, answer: &str) -> String {
         use std::io::{BufRead, Write};
         writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
         let mut line = String::new();
@@ -1136,10 +1152,14 @@ impl CounterPeer {
             line.clear();
             assert!(self.stdout.read_line(&mut line).unwrap() > 0, "peer ended");
         }
-        line[answer.len()..]
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{line}"))
+        line[answer.len()..].trim().to_owned()
+    }
+
+    /// Sends `command`; returns the number of its answer `<answer> <n>`.
+    fn command(&mut self, command: &str, answer: &str) -> u64 {
+        let rest = self.ask(command, answer);
+        rest.parse()
+            .unwrap_or_else(|_| panic!("{answer}{rest}"))
     }
 
     /// Empties the server's retransmission queues; returns how many messages were dropped.
@@ -1164,6 +1184,21 @@ impl CounterPeer {
     /// Counts again; returns the value.
     fn resume(&mut self) -> u64 {
         self.command("RESUME", "RESUMED ")
+    }
+
+    /// Counts once (paused: exactly one change); returns the value once every monitored item
+    /// has queued it.
+    fn step(&mut self) -> u64 {
+        self.command("STEP", "STEPPED ")
+    }
+
+    /// Sessions and subscriptions the server holds (orphaned subscriptions too; Twinloom is
+    /// its only client).
+    fn count(&mut self) -> (u64, u64) {
+        let rest = self.ask("COUNT", "COUNTED ");
+        let mut words = rest.split_whitespace();
+        let mut next = || words.next().and_then(|w| w.parse().ok()).expect("two counts");
+        (next(), next())
     }
 }
 
@@ -1258,13 +1293,55 @@ async fn counter_reaches(handles: &twinloom::app::Handles, value: u64) -> u64 {
     sample.value.and_then(|v| v.as_f64()).unwrap() as u64
 }
 
-/// Issue #26: Publish responses lost on the way (never acknowledged), the session gone on the
-/// server, the connection cut: async-opcua reconnects (new channel, ActivateSession refused, a new
-/// session, TransferSubscriptions), the source sees
-/// the sequence numbers it skipped and gets them back with Republish. The change log holds every
-/// value of the counter once, the republished ones as late; the twin's value is the newest.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_publish_responses_are_republished_into_the_change_log() {
+/// How the connection to the counter peer breaks in the Republish tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Break {
+    /// The session closed on the server first (its subscription kept, orphaned), then the
+    /// connection cut: async-opcua's ActivateSession is refused and a new session takes the
+    /// subscription with TransferSubscriptions.
+    SessionExpired,
+    /// Only the connection cut: ActivateSession on the old session works, and the subscription
+    /// lives on in it (OPC UA Part 4 §6.7).
+    ConnectionOnly,
+}
+
+/// Breaks the connection after Publish responses were swallowed: per `how`, the session expired
+/// on the server or not. With `step` (and [`Break::ConnectionOnly`]) the counter, paused, counts
+/// once while the reconnect is held up: the session's subscription queues that value (node-opcua
+/// samples the items of a session without a channel), so the first NotificationMessage after the
+/// reconnect is newer than the lost ones. Returns the counter's value.
+async fn break_connection(
+    proxy: &Proxy,
+    peer: &mut CounterPeer,
+    how: Break,
+    step: bool,
+) -> Option<u64> {
+    match how {
+        Break::SessionExpired => {
+            assert_eq!(peer.expire(), 1);
+            proxy.cut();
+            None
+        }
+        Break::ConnectionOnly if step => {
+            proxy.hold();
+            proxy.cut();
+            let stepped = peer.step();
+            proxy.release();
+            Some(stepped)
+        }
+        Break::ConnectionOnly => {
+            proxy.cut();
+            None
+        }
+    }
+}
+
+/// Publish responses lost on the way (never acknowledged), then the connection broken as `how`
+/// says: the source sees the sequence numbers it skipped and gets them back with Republish. The
+/// change log holds every value of the counter once, in source-time order, those older than the
+/// twin's value when they came back as late; the current changes rise; the twin's value is the
+/// newest; the server holds one session and one subscription.
+async fn lost_publish_responses_come_back(how: Break) {
     logs();
     let (proxy, listener) = Proxy::bind().await;
     let mut peer = CounterPeer::start();
@@ -1274,12 +1351,13 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
     let first = counter_reaches(&handles, 0).await;
     counter_reaches(&handles, first + 3).await;
 
-    // Publish responses swallowed (async-opcua keeps a few Publish requests out), the session
-    // gone on the server (its subscription kept), the connection cut.
+    // Publish responses swallowed (async-opcua keeps a few Publish requests out), the counter
+    // paused (node-opcua does not sample an orphaned subscription's items), the connection broken.
     proxy.swallow(2).await;
     let paused = peer.pause();
-    assert_eq!(peer.expire(), 1);
-    proxy.cut();
+    let paused = break_connection(&proxy, &mut peer, how, true)
+        .await
+        .unwrap_or(paused);
     common::eventually(
         WAIT,
         || source_metric(&handles, "republished") >= 1.0,
@@ -1290,12 +1368,20 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
     peer.resume();
     counter_reaches(&handles, paused + 5).await;
     assert_eq!(source_metric(&handles, "lost_notifications"), 0.0);
+    // One session (a new one after the expiry: the expired one is gone; the old one otherwise,
+    // a new session would leave it on the server until its timeout) and its one subscription.
+    assert_eq!(peer.count(), (1, 1), "sessions, subscriptions ({how:?})");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 
     let (changes, gaps) = counter_log(&handles);
     assert!(gaps.is_empty(), "{gaps:?}");
+    // After a transfer the subscription's initial values bring the newest value before Republish
+    // brings the older ones: late. On the reactivated session what Republish brings is late only
+    // when a newer message came first (the stepped value, unless node-opcua sent it on a Publish
+    // request left over from the broken connection: then it is lost on the way and republished
+    // too, and the republished values are the newest, current).
     assert!(
-        changes.iter().any(|(_, late, _)| *late),
+        how == Break::ConnectionOnly || changes.iter().any(|(_, late, _)| *late),
         "no late (republished) change: {changes:?}"
     );
     // By source time: every value from the first on, once, in order. One sample may be logged
@@ -1312,6 +1398,11 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
     let newest = *values.last().unwrap();
     let count = property(&handles, "site/c/count");
     assert_eq!(handles.twin.sample(count).value, Some(Value::UInt(newest)));
+    assert_current_values_rise(&changes);
+}
+
+/// The changes that were current (not late) rise: nothing republished overrode a newer value.
+fn assert_current_values_rise(changes: &[(u64, bool, std::time::SystemTime)]) {
     let mut current: Vec<(u64, std::time::SystemTime)> = changes
         .iter()
         .filter(|(_, late, _)| !late)
@@ -1322,11 +1413,28 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
     assert!(current.windows(2).all(|w| w[0].0 < w[1].0), "{current:?}");
 }
 
-/// Issue #26: the server no longer has the lost messages (its retransmission queue emptied):
-/// Republish answers Bad_MessageNotAvailable, the loss is counted and an `upstream` gap in the
-/// change log, and the source goes on.
+/// Issue #26: the session gone on the server, the connection cut: async-opcua's ActivateSession
+/// is refused, a new session, TransferSubscriptions (the subscription keeps its id and numbers);
+/// the lost messages come back with Republish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_the_server_no_longer_has_are_a_counted_gap() {
+async fn lost_publish_responses_are_republished_into_the_change_log() {
+    lost_publish_responses_come_back(Break::SessionExpired).await;
+}
+
+/// Issue #26: only the connection cut: async-opcua reactivates the same session, where the
+/// subscription lives on (no TransferSubscriptions, nothing created again); its next
+/// NotificationMessage — newer than the lost ones, queued while the reconnect was held up —
+/// skips their numbers, and they come back with Republish as late samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactivated_session_republishes_what_its_subscription_lost() {
+    lost_publish_responses_come_back(Break::ConnectionOnly).await;
+}
+
+/// The server no longer has the lost messages (its retransmission queue emptied), the connection
+/// broken as `how` says: Republish answers Bad_MessageNotAvailable, the loss is counted and an
+/// `upstream` gap in the change log, and the source goes on with one session and one
+/// subscription on the server.
+async fn forgotten_messages_are_a_counted_gap(how: Break) {
     logs();
     let (proxy, listener) = Proxy::bind().await;
     let mut peer = CounterPeer::start();
@@ -1341,8 +1449,7 @@ async fn messages_the_server_no_longer_has_are_a_counted_gap() {
         peer.forget() >= 1,
         "the server held no unacknowledged message"
     );
-    assert_eq!(peer.expire(), 1);
-    proxy.cut();
+    break_connection(&proxy, &mut peer, how, false).await;
     common::eventually(
         WAIT,
         || source_metric(&handles, "lost_notifications") >= 1.0,
@@ -1351,6 +1458,7 @@ async fn messages_the_server_no_longer_has_are_a_counted_gap() {
     .await;
     let after = counter_reaches(&handles, 0).await;
     counter_reaches(&handles, after + 3).await;
+    assert_eq!(peer.count(), (1, 1), "sessions, subscriptions ({how:?})");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     let (changes, gaps) = counter_log(&handles);
     assert!(
@@ -1358,13 +1466,22 @@ async fn messages_the_server_no_longer_has_are_a_counted_gap() {
         "{gaps:?}"
     );
     // The values go on after the gap, in order.
-    let mut current: Vec<(u64, std::time::SystemTime)> = changes
-        .iter()
-        .filter(|(_, late, _)| !late)
-        .map(|(v, _, at)| (*v, *at))
-        .collect();
-    // A sample again with its own source time is its quality coming back (see above).
-    current.dedup();
-    assert!(current.windows(2).all(|w| w[0].0 < w[1].0), "{current:?}");
-    assert!(current.last().unwrap().0 > after, "{current:?}");
+    assert_current_values_rise(&changes);
+    assert!(
+        changes.iter().any(|(v, late, _)| !late && *v > after),
+        "{changes:?}"
+    );
+}
+
+/// Issue #26: the lost messages forgotten by the server, the session expired, the connection cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_server_no_longer_has_are_a_counted_gap() {
+    forgotten_messages_are_a_counted_gap(Break::SessionExpired).await;
+}
+
+/// Issue #26: the lost messages forgotten by the server, only the connection cut (the same
+/// session reactivated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactivated_session_counts_what_the_server_no_longer_has() {
+    forgotten_messages_are_a_counted_gap(Break::ConnectionOnly).await;
 }

@@ -14,6 +14,10 @@
 //           subscription, so values changing while no session holds it never reach any client);
 //           answers `PAUSED <value>`
 //   RESUME  count again; answers `RESUMED <value>`
+//   STEP    count once (while paused: exactly one change); answers `STEPPED <value>` once every
+//           monitored item of every session's subscriptions has queued it
+//   COUNT   the sessions and subscriptions the server holds (orphaned ones too); answers
+//           `COUNTED <sessions> <subscriptions>`
 //   EXPIRE  close every session as if it had timed out, its subscriptions kept (orphaned, Part 4
 //           §5.13.7: a new session may take them with TransferSubscriptions); answers
 //           `EXPIRED <sessions>`
@@ -86,6 +90,27 @@ async function main() {
     } else if (line.trim() === "RESUME") {
       paused = false;
       process.stdout.write(`RESUMED ${value}\n`);
+    } else if (line.trim() === "STEP") {
+      value += 1;
+      set();
+      const stepped = value;
+      // Answers once every monitored item has queued the new value (they sample on a timer).
+      const sampled = () =>
+        server.engine.getSessions().every((session) =>
+          session.publishEngine.subscriptions.every((subscription) =>
+            [...subscription.monitoredItems.values()].every(
+              (item) => item.oldDataValue?.value?.value === stepped,
+            ),
+          ),
+        );
+      const answer = () =>
+        sampled() ? process.stdout.write(`STEPPED ${stepped}\n`) : setTimeout(answer, 5);
+      answer();
+    } else if (line.trim() === "COUNT") {
+      const engine = server.engine;
+      process.stdout.write(
+        `COUNTED ${engine.currentSessionCount} ${engine.serverDiagnosticsSummary.currentSubscriptionCount}\n`,
+      );
     } else if (line.trim() === "EXPIRE") {
       const sessions = server.engine.getSessions();
       for (const session of sessions) {
