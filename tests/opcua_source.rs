@@ -1158,8 +1158,7 @@ impl CounterPeer {
     /// Sends `command`; returns the number of its answer `<answer> <n>`.
     fn command(&mut self, command: &str, answer: &str) -> u64 {
         let rest = self.ask(command, answer);
-        rest.parse()
-            .unwrap_or_else(|_| panic!("{answer}{rest}"))
+        rest.parse().unwrap_or_else(|_| panic!("{answer}{rest}"))
     }
 
     /// Empties the server's retransmission queues; returns how many messages were dropped.
@@ -1169,8 +1168,9 @@ impl CounterPeer {
 
     /// Closes every session as if it had timed out, keeping its subscriptions (the source's
     /// ActivateSession then fails: a new session takes the subscription with
-    /// TransferSubscriptions). node-opcua answers TransferSubscriptions on the *same* session
-    /// with Bad_NothingToDo, on which async-opcua creates the subscription anew (docs/opcua.md).
+    /// TransferSubscriptions). Without it a cut connection reactivates the same session, where
+    /// the subscription lives on (node-opcua would answer TransferSubscriptions there with
+    /// Bad_NothingToDo; the source sends none, docs/opcua.md).
     fn expire(&mut self) -> u64 {
         self.command("EXPIRE", "EXPIRED ")
     }
@@ -1197,7 +1197,12 @@ impl CounterPeer {
     fn count(&mut self) -> (u64, u64) {
         let rest = self.ask("COUNT", "COUNTED ");
         let mut words = rest.split_whitespace();
-        let mut next = || words.next().and_then(|w| w.parse().ok()).expect("two counts");
+        let mut next = || {
+            words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .expect("two counts")
+        };
         (next(), next())
     }
 }
@@ -1374,6 +1379,12 @@ async fn lost_publish_responses_come_back(how: Break) {
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 
     let (changes, gaps) = counter_log(&handles);
+    eprintln!(
+        "{how:?}: {} republished, {} changes, {} late",
+        source_metric(&handles, "republished"),
+        changes.len(),
+        changes.iter().filter(|(_, late, _)| *late).count()
+    );
     assert!(gaps.is_empty(), "{gaps:?}");
     // After a transfer the subscription's initial values bring the newest value before Republish
     // brings the older ones: late. On the reactivated session what Republish brings is late only
@@ -1461,6 +1472,10 @@ async fn forgotten_messages_are_a_counted_gap(how: Break) {
     assert_eq!(peer.count(), (1, 1), "sessions, subscriptions ({how:?})");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     let (changes, gaps) = counter_log(&handles);
+    eprintln!(
+        "{how:?}: {} lost, gaps {gaps:?}",
+        source_metric(&handles, "lost_notifications")
+    );
     assert!(
         gaps.contains(&twinloom::change_log::GapReason::Upstream),
         "{gaps:?}"

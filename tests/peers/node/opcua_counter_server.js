@@ -14,8 +14,9 @@
 //           subscription, so values changing while no session holds it never reach any client);
 //           answers `PAUSED <value>`
 //   RESUME  count again; answers `RESUMED <value>`
-//   STEP    count once (while paused: exactly one change); answers `STEPPED <value>` once every
-//           monitored item of every session's subscriptions has queued it
+//   STEP    count once (while paused: exactly one change) once every monitored item of every
+//           session's subscriptions has queued the current value; answers `STEPPED <value>` once
+//           they have queued the new one
 //   COUNT   the sessions and subscriptions the server holds (orphaned ones too); answers
 //           `COUNTED <sessions> <subscriptions>`
 //   EXPIRE  close every session as if it had timed out, its subscriptions kept (orphaned, Part 4
@@ -91,21 +92,25 @@ async function main() {
       paused = false;
       process.stdout.write(`RESUMED ${value}\n`);
     } else if (line.trim() === "STEP") {
-      value += 1;
-      set();
-      const stepped = value;
-      // Answers once every monitored item has queued the new value (they sample on a timer).
-      const sampled = () =>
+      // Steps once every monitored item has queued the current value (they sample on a timer: a
+      // value replaced within one sampling interval would never reach a client), and answers once
+      // they have queued the new one.
+      const sampled = (expected) =>
         server.engine.getSessions().every((session) =>
           session.publishEngine.subscriptions.every((subscription) =>
             [...subscription.monitoredItems.values()].every(
-              (item) => item.oldDataValue?.value?.value === stepped,
+              (item) => item.oldDataValue?.value?.value === expected,
             ),
           ),
         );
-      const answer = () =>
-        sampled() ? process.stdout.write(`STEPPED ${stepped}\n`) : setTimeout(answer, 5);
-      answer();
+      const when = (expected, then) =>
+        sampled(expected) ? then() : setTimeout(() => when(expected, then), 5);
+      when(value, () => {
+        value += 1;
+        set();
+        const stepped = value;
+        when(stepped, () => process.stdout.write(`STEPPED ${stepped}\n`));
+      });
     } else if (line.trim() === "COUNT") {
       const engine = server.engine;
       process.stdout.write(

@@ -2,8 +2,9 @@
 //! batch of readings, its data changes looked up by client handle; a StatusChangeNotification
 //! (Part 4 §7.26.4, e.g. Bad_Timeout when the server let the subscription expire) goes to the
 //! session task. Sequence numbers are followed ([`Sequence`]): a NotificationMessage that skips
-//! some (a lost Publish response, also one lost across a reconnect and TransferSubscriptions)
-//! sends the missing numbers to the session task, which asks the server for them with Republish
+//! some (a lost Publish response, also one lost with a broken connection: the subscription lives
+//! on in the reactivated session or is transferred to a new one, its numbers going on) sends the
+//! missing numbers to the session task, which asks the server for them with Republish
 //! (Part 4 §5.13.6) and applies what comes back through [`Applier`] — older samples the twin
 //! keeps out of the current value (`Twin::apply`, late samples).
 
