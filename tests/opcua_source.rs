@@ -1298,6 +1298,25 @@ async fn counter_reaches(handles: &twinloom::app::Handles, value: u64) -> u64 {
     sample.value.and_then(|v| v.as_f64()).unwrap() as u64
 }
 
+/// The counter peer behind a proxy and the daemon reading it through the proxy, the counter Good
+/// and seen counting: the proxy, the peer, the state folder (the change log's) and the handles.
+async fn counter_running() -> (
+    Proxy,
+    CounterPeer,
+    tempfile::TempDir,
+    twinloom::app::Handles,
+) {
+    logs();
+    let (proxy, listener) = Proxy::bind().await;
+    let peer = CounterPeer::start();
+    proxy.run(listener, peer.port);
+    let state = tempfile::tempdir().unwrap();
+    let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
+    let first = counter_reaches(&handles, 0).await;
+    counter_reaches(&handles, first + 3).await;
+    (proxy, peer, state, handles)
+}
+
 /// How the connection to the counter peer breaks in the Republish tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Break {
@@ -1347,14 +1366,7 @@ async fn break_connection(
 /// twin's value when they came back as late; the current changes rise; the twin's value is the
 /// newest; the server holds one session and one subscription.
 async fn lost_publish_responses_come_back(how: Break) {
-    logs();
-    let (proxy, listener) = Proxy::bind().await;
-    let mut peer = CounterPeer::start();
-    proxy.run(listener, peer.port);
-    let state = tempfile::tempdir().unwrap();
-    let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
-    let first = counter_reaches(&handles, 0).await;
-    counter_reaches(&handles, first + 3).await;
+    let (proxy, mut peer, _state, handles) = counter_running().await;
 
     // Publish responses swallowed (async-opcua keeps a few Publish requests out), the counter
     // paused (node-opcua does not sample an orphaned subscription's items), the connection broken.
@@ -1446,14 +1458,7 @@ async fn a_reactivated_session_republishes_what_its_subscription_lost() {
 /// `upstream` gap in the change log, and the source goes on with one session and one
 /// subscription on the server.
 async fn forgotten_messages_are_a_counted_gap(how: Break) {
-    logs();
-    let (proxy, listener) = Proxy::bind().await;
-    let mut peer = CounterPeer::start();
-    proxy.run(listener, peer.port);
-    let state = tempfile::tempdir().unwrap();
-    let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
-    let first = counter_reaches(&handles, 0).await;
-    counter_reaches(&handles, first + 3).await;
+    let (proxy, mut peer, _state, handles) = counter_running().await;
 
     proxy.swallow(2).await;
     assert!(
@@ -1499,4 +1504,33 @@ async fn messages_the_server_no_longer_has_are_a_counted_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reactivated_session_counts_what_the_server_no_longer_has() {
     forgotten_messages_are_a_counted_gap(Break::ConnectionOnly).await;
+}
+
+/// Issue #26: a subscription reports changes only. After a cut connection whose session
+/// async-opcua reactivates (the subscription kept, nothing created again on the server), a value
+/// that did not change meanwhile gets its quality back from the source's Read: the same sample,
+/// value and source timestamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactivated_session_gives_unchanged_values_their_quality_back() {
+    let (proxy, mut peer, _state, handles) = counter_running().await;
+    let paused = peer.pause();
+    let count = property(&handles, "site/c/count");
+    let before = wait_for(&handles, count, WAIT, |s| {
+        s.quality.is_good() && s.value == Some(Value::UInt(paused))
+    })
+    .await;
+
+    // The reconnect held back until the loss is seen.
+    proxy.hold();
+    proxy.cut();
+    let lost = wait_for(&handles, count, WAIT, |s| !s.quality.is_good()).await;
+    assert_eq!(lost.quality, Quality::bad(QualityReason::NoConnection));
+    proxy.release();
+    let back = wait_for(&handles, count, WAIT, |s| s.quality.is_good()).await;
+    assert_eq!(
+        (back.value, back.source_time),
+        (before.value, before.source_time)
+    );
+    assert_eq!(peer.count(), (1, 1), "sessions, subscriptions");
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }

@@ -109,14 +109,7 @@ async fn check(
         .iter()
         .flat_map(|(_, node)| super::write::type_attributes(node))
         .collect();
-    let values = session::read_batched(
-        session,
-        events,
-        reads,
-        limits.reads_per_call(),
-        TimestampsToReturn::Neither,
-    )
-    .await?;
+    let values = session::read_batched(session, events, reads, limits.reads_per_call()).await?;
     for (i, (binding, node)) in found.iter().enumerate() {
         let (data_type, rank) = (values.get(2 * i), values.get(2 * i + 1));
         let status = data_type.map_or(StatusCode::BadUnexpectedError, |v| v.status());

@@ -187,10 +187,29 @@ pub(super) async fn resolve_targets<'t>(
     Ok(out)
 }
 
-/// Reads `nodes` in batches of at most `per_call`, with `timestamps`; the values in order.
+/// Reads `nodes` in batches of at most `per_call`, without timestamps; the values in order.
 ///
 /// Errors: a Read request failed as a whole.
 pub(super) async fn read_batched(
+    session: &Session,
+    events: &mut Events,
+    nodes: Vec<ReadValueId>,
+    per_call: usize,
+) -> anyhow::Result<Vec<DataValue>> {
+    read_batched_with(
+        session,
+        events,
+        nodes,
+        per_call,
+        TimestampsToReturn::Neither,
+    )
+    .await
+}
+
+/// [`read_batched`] with `timestamps`.
+///
+/// Errors: a Read request failed as a whole.
+async fn read_batched_with(
     session: &Session,
     events: &mut Events,
     nodes: Vec<ReadValueId>,
@@ -562,14 +581,7 @@ impl OpcUaClient {
             .iter()
             .flat_map(|(_, node)| write::type_attributes(node))
             .collect();
-        let values = read_batched(
-            session,
-            events,
-            reads,
-            limits.reads_per_call(),
-            TimestampsToReturn::Neither,
-        )
-        .await?;
+        let values = read_batched(session, events, reads, limits.reads_per_call()).await?;
         let mut targets: HashMap<PropertyId, Result<write::WriteTarget, String>> = self
             .writable
             .keys()
@@ -1000,14 +1012,9 @@ impl OpcUaClient {
             .iter()
             .map(|i| ReadValueId::from(i.node.clone()))
             .collect();
-        let values = read_batched(
-            session,
-            events,
-            nodes,
-            resolved.limits.reads_per_call(),
-            TimestampsToReturn::Source,
-        )
-        .await?;
+        let per_call = resolved.limits.reads_per_call();
+        let values =
+            read_batched_with(session, events, nodes, per_call, TimestampsToReturn::Source).await?;
         let mut unchanged = Vec::new();
         for (item, value) in resolved.items.iter().zip(&values) {
             unchanged.extend(readings(value, &item.properties).into_iter().filter(|r| {
