@@ -1333,29 +1333,35 @@ enum Break {
 /// on the server or not. With `step` (and [`Break::ConnectionOnly`]) the counter, paused, counts
 /// once while the reconnect is held up: the session's subscription queues that value (node-opcua
 /// samples the items of a session without a channel), so the first NotificationMessage after the
-/// reconnect is newer than the lost ones. Returns the counter's value.
+/// reconnect is newer than the lost ones. Returns the stepped value, and the sessions and
+/// subscriptions the server must hold once the source is back: one and one after the expiry (a
+/// new session), otherwise those it held before (the reconnect adds none: the same session, its
+/// subscription kept). Counted before rather than taken as (1, 1): a first connection attempt
+/// that timed out under load can leave a session the server keeps until its timeout.
 async fn break_connection(
     proxy: &Proxy,
     peer: &mut CounterPeer,
     how: Break,
     step: bool,
-) -> Option<u64> {
+) -> (Option<u64>, (u64, u64)) {
+    let before = peer.count();
+    assert_eq!(before.1, 1, "one subscription before the break");
     match how {
         Break::SessionExpired => {
-            assert_eq!(peer.expire(), 1);
+            assert_eq!(peer.expire(), before.0);
             proxy.cut();
-            None
+            (None, (1, 1))
         }
         Break::ConnectionOnly if step => {
             proxy.hold();
             proxy.cut();
             let stepped = peer.step();
             proxy.release();
-            Some(stepped)
+            (Some(stepped), before)
         }
         Break::ConnectionOnly => {
             proxy.cut();
-            None
+            (None, before)
         }
     }
 }
@@ -1372,9 +1378,8 @@ async fn lost_publish_responses_come_back(how: Break) {
     // paused (node-opcua does not sample an orphaned subscription's items), the connection broken.
     proxy.swallow(2).await;
     let paused = peer.pause();
-    let paused = break_connection(&proxy, &mut peer, how, true)
-        .await
-        .unwrap_or(paused);
+    let (stepped, after) = break_connection(&proxy, &mut peer, how, true).await;
+    let paused = stepped.unwrap_or(paused);
     common::eventually(
         WAIT,
         || source_metric(&handles, "republished") >= 1.0,
@@ -1385,9 +1390,9 @@ async fn lost_publish_responses_come_back(how: Break) {
     peer.resume();
     counter_reaches(&handles, paused + 5).await;
     assert_eq!(source_metric(&handles, "lost_notifications"), 0.0);
-    // One session (a new one after the expiry: the expired one is gone; the old one otherwise,
-    // a new session would leave it on the server until its timeout) and its one subscription.
-    assert_eq!(peer.count(), (1, 1), "sessions, subscriptions ({how:?})");
+    // A new session after the expiry (the expired one gone); otherwise the old one, since a new
+    // session would leave it on the server until its timeout; one subscription.
+    assert_eq!(peer.count(), after, "sessions, subscriptions ({how:?})");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 
     let (changes, gaps) = counter_log(&handles);
@@ -1465,7 +1470,7 @@ async fn forgotten_messages_are_a_counted_gap(how: Break) {
         peer.forget() >= 1,
         "the server held no unacknowledged message"
     );
-    break_connection(&proxy, &mut peer, how, false).await;
+    let (_, held) = break_connection(&proxy, &mut peer, how, false).await;
     common::eventually(
         WAIT,
         || source_metric(&handles, "lost_notifications") >= 1.0,
@@ -1474,7 +1479,7 @@ async fn forgotten_messages_are_a_counted_gap(how: Break) {
     .await;
     let after = counter_reaches(&handles, 0).await;
     counter_reaches(&handles, after + 3).await;
-    assert_eq!(peer.count(), (1, 1), "sessions, subscriptions ({how:?})");
+    assert_eq!(peer.count(), held, "sessions, subscriptions ({how:?})");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     let (changes, gaps) = counter_log(&handles);
     eprintln!(
@@ -1521,6 +1526,7 @@ async fn a_reactivated_session_gives_unchanged_values_their_quality_back() {
     .await;
 
     // The reconnect held back until the loss is seen.
+    let sessions = peer.count();
     proxy.hold();
     proxy.cut();
     let lost = wait_for(&handles, count, WAIT, |s| !s.quality.is_good()).await;
@@ -1531,6 +1537,8 @@ async fn a_reactivated_session_gives_unchanged_values_their_quality_back() {
         (back.value, back.source_time),
         (before.value, before.source_time)
     );
-    assert_eq!(peer.count(), (1, 1), "sessions, subscriptions");
+    // Nothing added: the same session, its subscription kept (see `break_connection`).
+    assert_eq!(peer.count(), sessions, "sessions, subscriptions");
+    assert_eq!(sessions.1, 1);
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
