@@ -17,6 +17,9 @@
 //   STEP    count once (while paused: exactly one change) once every monitored item of every
 //           session's subscriptions has queued the current value; answers `STEPPED <value>` once
 //           they have queued the new one
+//   QUIET   from now on an ActivateSession does not make the session's monitored items send their
+//           current values again (node-opcua does; Part 4 does not ask for it and other servers
+//           do not); answers `QUIET 1`
 //   COUNT   the sessions and subscriptions the server holds (orphaned ones too); answers
 //           `COUNTED <sessions> <subscriptions>`
 //   EXPIRE  close every session as if it had timed out, its subscriptions kept (orphaned, Part 4
@@ -111,6 +114,13 @@ async function main() {
         const stepped = value;
         when(stepped, () => process.stdout.write(`STEPPED ${stepped}\n`));
       });
+    } else if (line.trim() === "QUIET") {
+      // node-opcua emits session_activated just before it calls the session's
+      // resendMonitoredItemInitialValues.
+      server.on("session_activated", (session) => {
+        session.resendMonitoredItemInitialValues = async () => {};
+      });
+      process.stdout.write("QUIET 1\n");
     } else if (line.trim() === "COUNT") {
       const engine = server.engine;
       process.stdout.write(
