@@ -982,6 +982,9 @@ struct Proxy {
     swallowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bumped to cut every connection open at the time.
     cut: tokio::sync::watch::Sender<u64>,
+    /// While true, new connections wait before reaching the server (the client's reconnect is
+    /// held up).
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -993,6 +996,7 @@ impl Proxy {
             swallow: Default::default(),
             swallowed: Default::default(),
             cut: tokio::sync::watch::channel(0).0,
+            held: tokio::sync::watch::channel(false).0,
         };
         (proxy, listener)
     }
@@ -1010,8 +1014,10 @@ impl Proxy {
             self.swallowed.clone(),
             self.cut.clone(),
         );
+        let mut held = self.held.subscribe();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let _ = held.wait_for(|held| !*held).await;
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                 else {
                     continue;
@@ -1075,6 +1081,16 @@ impl Proxy {
         .await;
     }
 
+    /// Holds new connections back (accepted, not yet passed to the server) until [`Self::release`].
+    fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Lets held and new connections through to the server.
+    fn release(&self) {
+        self.held.send_replace(false);
+    }
+
     /// Cuts every open connection and passes chunks on again.
     fn cut(&self) {
         self.swallow
@@ -1127,8 +1143,8 @@ impl CounterPeer {
         }
     }
 
-    /// Sends `command`; returns the number of its answer `<answer> <n>`.
-    fn command(&mut self, command: &str, answer: &str) -> u64 {
+    /// Sends `command`; returns the rest of its answer line `<answer>…`, trimmed.
+    fn ask(&mut self, command: &str, answer: &str) -> String {
         use std::io::{BufRead, Write};
         writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
         let mut line = String::new();
@@ -1136,10 +1152,13 @@ impl CounterPeer {
             line.clear();
             assert!(self.stdout.read_line(&mut line).unwrap() > 0, "peer ended");
         }
-        line[answer.len()..]
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{line}"))
+        line[answer.len()..].trim().to_owned()
+    }
+
+    /// Sends `command`; returns the number of its answer `<answer> <n>`.
+    fn command(&mut self, command: &str, answer: &str) -> u64 {
+        let rest = self.ask(command, answer);
+        rest.parse().unwrap_or_else(|_| panic!("{answer}{rest}"))
     }
 
     /// Empties the server's retransmission queues; returns how many messages were dropped.
@@ -1149,8 +1168,9 @@ impl CounterPeer {
 
     /// Closes every session as if it had timed out, keeping its subscriptions (the source's
     /// ActivateSession then fails: a new session takes the subscription with
-    /// TransferSubscriptions). node-opcua answers TransferSubscriptions on the *same* session
-    /// with Bad_NothingToDo, on which async-opcua creates the subscription anew (docs/opcua.md).
+    /// TransferSubscriptions). Without it a cut connection reactivates the same session, where
+    /// the subscription lives on (node-opcua would answer TransferSubscriptions there with
+    /// Bad_NothingToDo; the source sends none, docs/opcua.md).
     fn expire(&mut self) -> u64 {
         self.command("EXPIRE", "EXPIRED ")
     }
@@ -1164,6 +1184,32 @@ impl CounterPeer {
     /// Counts again; returns the value.
     fn resume(&mut self) -> u64 {
         self.command("RESUME", "RESUMED ")
+    }
+
+    /// Counts once (paused: exactly one change); returns the value once every monitored item
+    /// has queued it.
+    fn step(&mut self) -> u64 {
+        self.command("STEP", "STEPPED ")
+    }
+
+    /// From now on a reactivated session's monitored items do not send their current values
+    /// again (as most servers; node-opcua does by default).
+    fn quiet(&mut self) {
+        assert_eq!(self.command("QUIET", "QUIET "), 1);
+    }
+
+    /// Sessions and subscriptions the server holds (orphaned subscriptions too; Twinloom is
+    /// its only client).
+    fn count(&mut self) -> (u64, u64) {
+        let rest = self.ask("COUNT", "COUNTED ");
+        let mut words = rest.split_whitespace();
+        let mut next = || {
+            words
+                .next()
+                .and_then(|w| w.parse().ok())
+                .expect("two counts")
+        };
+        (next(), next())
     }
 }
 
@@ -1258,28 +1304,88 @@ async fn counter_reaches(handles: &twinloom::app::Handles, value: u64) -> u64 {
     sample.value.and_then(|v| v.as_f64()).unwrap() as u64
 }
 
-/// Issue #26: Publish responses lost on the way (never acknowledged), the session gone on the
-/// server, the connection cut: async-opcua reconnects (new channel, ActivateSession refused, a new
-/// session, TransferSubscriptions), the source sees
-/// the sequence numbers it skipped and gets them back with Republish. The change log holds every
-/// value of the counter once, the republished ones as late; the twin's value is the newest.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_publish_responses_are_republished_into_the_change_log() {
+/// The counter peer behind a proxy and the daemon reading it through the proxy, the counter Good
+/// and seen counting: the proxy, the peer, the state folder (the change log's) and the handles.
+async fn counter_running() -> (
+    Proxy,
+    CounterPeer,
+    tempfile::TempDir,
+    twinloom::app::Handles,
+) {
     logs();
     let (proxy, listener) = Proxy::bind().await;
-    let mut peer = CounterPeer::start();
+    let peer = CounterPeer::start();
     proxy.run(listener, peer.port);
     let state = tempfile::tempdir().unwrap();
     let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
     let first = counter_reaches(&handles, 0).await;
     counter_reaches(&handles, first + 3).await;
+    (proxy, peer, state, handles)
+}
 
-    // Publish responses swallowed (async-opcua keeps a few Publish requests out), the session
-    // gone on the server (its subscription kept), the connection cut.
+/// How the connection to the counter peer breaks in the Republish tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Break {
+    /// The session closed on the server first (its subscription kept, orphaned), then the
+    /// connection cut: async-opcua's ActivateSession is refused and a new session takes the
+    /// subscription with TransferSubscriptions.
+    SessionExpired,
+    /// Only the connection cut: ActivateSession on the old session works, and the subscription
+    /// lives on in it (OPC UA Part 4 §6.7).
+    ConnectionOnly,
+}
+
+/// Breaks the connection after Publish responses were swallowed: per `how`, the session expired
+/// on the server or not. With `step` (and [`Break::ConnectionOnly`]) the counter, paused, counts
+/// once while the reconnect is held up: the session's subscription queues that value (node-opcua
+/// samples the items of a session without a channel), so the first NotificationMessage after the
+/// reconnect is newer than the lost ones. Returns the stepped value, and the sessions and
+/// subscriptions the server must hold once the source is back: one and one after the expiry (a
+/// new session), otherwise those it held before (the reconnect adds none: the same session, its
+/// subscription kept). Counted before rather than taken as (1, 1): a first connection attempt
+/// that timed out under load can leave a session the server keeps until its timeout.
+async fn break_connection(
+    proxy: &Proxy,
+    peer: &mut CounterPeer,
+    how: Break,
+    step: bool,
+) -> (Option<u64>, (u64, u64)) {
+    let before = peer.count();
+    assert_eq!(before.1, 1, "one subscription before the break");
+    match how {
+        Break::SessionExpired => {
+            assert_eq!(peer.expire(), before.0);
+            proxy.cut();
+            (None, (1, 1))
+        }
+        Break::ConnectionOnly if step => {
+            proxy.hold();
+            proxy.cut();
+            let stepped = peer.step();
+            proxy.release();
+            (Some(stepped), before)
+        }
+        Break::ConnectionOnly => {
+            proxy.cut();
+            (None, before)
+        }
+    }
+}
+
+/// Publish responses lost on the way (never acknowledged), then the connection broken as `how`
+/// says: the source sees the sequence numbers it skipped and gets them back with Republish. The
+/// change log holds every value of the counter once, in source-time order, those older than the
+/// twin's value when they came back as late; the current changes rise; the twin's value is the
+/// newest; the server holds one session and one subscription.
+async fn lost_publish_responses_come_back(how: Break) {
+    let (proxy, mut peer, _state, handles) = counter_running().await;
+
+    // Publish responses swallowed (async-opcua keeps a few Publish requests out), the counter
+    // paused (node-opcua does not sample an orphaned subscription's items), the connection broken.
     proxy.swallow(2).await;
     let paused = peer.pause();
-    assert_eq!(peer.expire(), 1);
-    proxy.cut();
+    let (stepped, after) = break_connection(&proxy, &mut peer, how, true).await;
+    let paused = stepped.unwrap_or(paused);
     common::eventually(
         WAIT,
         || source_metric(&handles, "republished") >= 1.0,
@@ -1290,12 +1396,26 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
     peer.resume();
     counter_reaches(&handles, paused + 5).await;
     assert_eq!(source_metric(&handles, "lost_notifications"), 0.0);
+    // A new session after the expiry (the expired one gone); otherwise the old one, since a new
+    // session would leave it on the server until its timeout; one subscription.
+    assert_eq!(peer.count(), after, "sessions, subscriptions ({how:?})");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 
     let (changes, gaps) = counter_log(&handles);
+    eprintln!(
+        "{how:?}: {} republished, {} changes, {} late",
+        source_metric(&handles, "republished"),
+        changes.len(),
+        changes.iter().filter(|(_, late, _)| *late).count()
+    );
     assert!(gaps.is_empty(), "{gaps:?}");
+    // After a transfer the subscription's initial values bring the newest value before Republish
+    // brings the older ones: late. On the reactivated session what Republish brings is late only
+    // when a newer message came first: the stepped value, or node-opcua's values sent again on
+    // ActivateSession (a server that sends neither first leaves the republished values the
+    // newest, current — just as right, so not required here).
     assert!(
-        changes.iter().any(|(_, late, _)| *late),
+        how == Break::ConnectionOnly || changes.iter().any(|(_, late, _)| *late),
         "no late (republished) change: {changes:?}"
     );
     // By source time: every value from the first on, once, in order. One sample may be logged
@@ -1312,6 +1432,11 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
     let newest = *values.last().unwrap();
     let count = property(&handles, "site/c/count");
     assert_eq!(handles.twin.sample(count).value, Some(Value::UInt(newest)));
+    assert_current_values_rise(&changes);
+}
+
+/// The changes that were current (not late) rise: nothing republished overrode a newer value.
+fn assert_current_values_rise(changes: &[(u64, bool, std::time::SystemTime)]) {
     let mut current: Vec<(u64, std::time::SystemTime)> = changes
         .iter()
         .filter(|(_, late, _)| !late)
@@ -1322,27 +1447,36 @@ async fn lost_publish_responses_are_republished_into_the_change_log() {
     assert!(current.windows(2).all(|w| w[0].0 < w[1].0), "{current:?}");
 }
 
-/// Issue #26: the server no longer has the lost messages (its retransmission queue emptied):
-/// Republish answers Bad_MessageNotAvailable, the loss is counted and an `upstream` gap in the
-/// change log, and the source goes on.
+/// Issue #26: the session gone on the server, the connection cut: async-opcua's ActivateSession
+/// is refused, a new session, TransferSubscriptions (the subscription keeps its id and numbers);
+/// the lost messages come back with Republish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_the_server_no_longer_has_are_a_counted_gap() {
-    logs();
-    let (proxy, listener) = Proxy::bind().await;
-    let mut peer = CounterPeer::start();
-    proxy.run(listener, peer.port);
-    let state = tempfile::tempdir().unwrap();
-    let handles = start(&counter_config(proxy.port, peer.namespace, state.path())).await;
-    let first = counter_reaches(&handles, 0).await;
-    counter_reaches(&handles, first + 3).await;
+async fn lost_publish_responses_are_republished_into_the_change_log() {
+    lost_publish_responses_come_back(Break::SessionExpired).await;
+}
+
+/// Issue #26: only the connection cut: async-opcua reactivates the same session, where the
+/// subscription lives on (no TransferSubscriptions, nothing created again); its next
+/// NotificationMessage — newer than the lost ones, queued while the reconnect was held up —
+/// skips their numbers, and they come back with Republish as late samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactivated_session_republishes_what_its_subscription_lost() {
+    lost_publish_responses_come_back(Break::ConnectionOnly).await;
+}
+
+/// The server no longer has the lost messages (its retransmission queue emptied), the connection
+/// broken as `how` says: Republish answers Bad_MessageNotAvailable, the loss is counted and an
+/// `upstream` gap in the change log, and the source goes on with one session and one
+/// subscription on the server.
+async fn forgotten_messages_are_a_counted_gap(how: Break) {
+    let (proxy, mut peer, _state, handles) = counter_running().await;
 
     proxy.swallow(2).await;
     assert!(
         peer.forget() >= 1,
         "the server held no unacknowledged message"
     );
-    assert_eq!(peer.expire(), 1);
-    proxy.cut();
+    let (_, held) = break_connection(&proxy, &mut peer, how, false).await;
     common::eventually(
         WAIT,
         || source_metric(&handles, "lost_notifications") >= 1.0,
@@ -1351,20 +1485,68 @@ async fn messages_the_server_no_longer_has_are_a_counted_gap() {
     .await;
     let after = counter_reaches(&handles, 0).await;
     counter_reaches(&handles, after + 3).await;
+    assert_eq!(peer.count(), held, "sessions, subscriptions ({how:?})");
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
     let (changes, gaps) = counter_log(&handles);
+    eprintln!(
+        "{how:?}: {} lost, gaps {gaps:?}",
+        source_metric(&handles, "lost_notifications")
+    );
     assert!(
         gaps.contains(&twinloom::change_log::GapReason::Upstream),
         "{gaps:?}"
     );
     // The values go on after the gap, in order.
-    let mut current: Vec<(u64, std::time::SystemTime)> = changes
-        .iter()
-        .filter(|(_, late, _)| !late)
-        .map(|(v, _, at)| (*v, *at))
-        .collect();
-    // A sample again with its own source time is its quality coming back (see above).
-    current.dedup();
-    assert!(current.windows(2).all(|w| w[0].0 < w[1].0), "{current:?}");
-    assert!(current.last().unwrap().0 > after, "{current:?}");
+    assert_current_values_rise(&changes);
+    assert!(
+        changes.iter().any(|(v, late, _)| !late && *v > after),
+        "{changes:?}"
+    );
+}
+
+/// Issue #26: the lost messages forgotten by the server, the session expired, the connection cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_server_no_longer_has_are_a_counted_gap() {
+    forgotten_messages_are_a_counted_gap(Break::SessionExpired).await;
+}
+
+/// Issue #26: the lost messages forgotten by the server, only the connection cut (the same
+/// session reactivated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactivated_session_counts_what_the_server_no_longer_has() {
+    forgotten_messages_are_a_counted_gap(Break::ConnectionOnly).await;
+}
+
+/// Issue #26: a subscription reports changes only. After a cut connection whose session
+/// async-opcua reactivates (the subscription kept, nothing created again on the server), a value
+/// that did not change meanwhile gets its quality back from the source's Read: the same sample,
+/// value and source timestamp. The peer is quiet: node-opcua would otherwise send every item's
+/// value again on ActivateSession, which most servers do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactivated_session_gives_unchanged_values_their_quality_back() {
+    let (proxy, mut peer, _state, handles) = counter_running().await;
+    peer.quiet();
+    let paused = peer.pause();
+    let count = property(&handles, "site/c/count");
+    let before = wait_for(&handles, count, WAIT, |s| {
+        s.quality.is_good() && s.value == Some(Value::UInt(paused))
+    })
+    .await;
+
+    // The reconnect held back until the loss is seen.
+    let sessions = peer.count();
+    proxy.hold();
+    proxy.cut();
+    let lost = wait_for(&handles, count, WAIT, |s| !s.quality.is_good()).await;
+    assert_eq!(lost.quality, Quality::bad(QualityReason::NoConnection));
+    proxy.release();
+    let back = wait_for(&handles, count, WAIT, |s| s.quality.is_good()).await;
+    assert_eq!(
+        (back.value, back.source_time),
+        (before.value, before.source_time)
+    );
+    // Nothing added: the same session, its subscription kept (see `break_connection`).
+    assert_eq!(peer.count(), sessions, "sessions, subscriptions");
+    assert_eq!(sessions.1, 1);
+    handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }

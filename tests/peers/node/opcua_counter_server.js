@@ -14,6 +14,14 @@
 //           subscription, so values changing while no session holds it never reach any client);
 //           answers `PAUSED <value>`
 //   RESUME  count again; answers `RESUMED <value>`
+//   STEP    count once (while paused: exactly one change) once every monitored item of every
+//           session's subscriptions has queued the current value; answers `STEPPED <value>` once
+//           they have queued the new one
+//   QUIET   from now on an ActivateSession does not make the session's monitored items send their
+//           current values again (node-opcua does; Part 4 does not ask for it and other servers
+//           do not); answers `QUIET 1`
+//   COUNT   the sessions and subscriptions the server holds (orphaned ones too); answers
+//           `COUNTED <sessions> <subscriptions>`
 //   EXPIRE  close every session as if it had timed out, its subscriptions kept (orphaned, Part 4
 //           §5.13.7: a new session may take them with TransferSubscriptions); answers
 //           `EXPIRED <sessions>`
@@ -86,6 +94,38 @@ async function main() {
     } else if (line.trim() === "RESUME") {
       paused = false;
       process.stdout.write(`RESUMED ${value}\n`);
+    } else if (line.trim() === "STEP") {
+      // Steps once every monitored item has queued the current value (they sample on a timer: a
+      // value replaced within one sampling interval would never reach a client), and answers once
+      // they have queued the new one.
+      const sampled = (expected) =>
+        server.engine.getSessions().every((session) =>
+          session.publishEngine.subscriptions.every((subscription) =>
+            [...subscription.monitoredItems.values()].every(
+              (item) => item.oldDataValue?.value?.value === expected,
+            ),
+          ),
+        );
+      const when = (expected, then) =>
+        sampled(expected) ? then() : setTimeout(() => when(expected, then), 5);
+      when(value, () => {
+        value += 1;
+        set();
+        const stepped = value;
+        when(stepped, () => process.stdout.write(`STEPPED ${stepped}\n`));
+      });
+    } else if (line.trim() === "QUIET") {
+      // node-opcua emits session_activated just before it calls the session's
+      // resendMonitoredItemInitialValues.
+      server.on("session_activated", (session) => {
+        session.resendMonitoredItemInitialValues = async () => {};
+      });
+      process.stdout.write("QUIET 1\n");
+    } else if (line.trim() === "COUNT") {
+      const engine = server.engine;
+      process.stdout.write(
+        `COUNTED ${engine.currentSessionCount} ${engine.serverDiagnosticsSummary.currentSubscriptionCount}\n`,
+      );
     } else if (line.trim() === "EXPIRE") {
       const sessions = server.engine.getSessions();
       for (const session of sessions) {

@@ -281,25 +281,24 @@ impl SubscriptionStatusChanged<'_> {
     }
 }
 
-/// After ActivateSession on the old session async-opcua created the subscription anew instead of
-/// transferring it, leaving the old one alive on the server; the source deleted it.
+/// After a reconnect the subscription could not be kept (ActivateSession's session no longer had
+/// it, or TransferSubscriptions to the new session failed with `status`): the source deleted it
+/// and created it again with its monitored items; what it still missed is lost
+/// ([`NotificationsLost`]).
 #[derive(Debug)]
-pub(crate) struct LeftoverSubscriptionDeleted<'a> {
+pub(crate) struct SubscriptionCreatedAgain<'a> {
     pub source: &'a str,
-    pub subscription_id: u32,
-    pub outcome: Result<(), opcua::types::StatusCode>,
+    /// The subscription id before the reconnect.
+    pub old: u32,
+    /// The new one's.
+    pub new: u32,
+    /// Why the old one could not be kept (SetPublishingMode's or TransferSubscriptions' answer).
+    pub status: opcua::types::StatusCode,
 }
 
-impl LeftoverSubscriptionDeleted<'_> {
+impl SubscriptionCreatedAgain<'_> {
     pub fn emit(&self) {
-        match self.outcome {
-            Ok(()) => {
-                tracing::info!(source = %self.source, subscription_id = self.subscription_id, "Deleted the subscription left over from before the reconnect");
-            }
-            Err(status) => {
-                tracing::warn!(source = %self.source, subscription_id = self.subscription_id, %status, "Could not delete the subscription left over from before the reconnect");
-            }
-        }
+        tracing::info!(source = %self.source, old = self.old, new = self.new, status = %self.status, "OPC UA subscription created again after the reconnect");
     }
 }
 

@@ -2,8 +2,9 @@
 //! batch of readings, its data changes looked up by client handle; a StatusChangeNotification
 //! (Part 4 §7.26.4, e.g. Bad_Timeout when the server let the subscription expire) goes to the
 //! session task. Sequence numbers are followed ([`Sequence`]): a NotificationMessage that skips
-//! some (a lost Publish response, also one lost across a reconnect and TransferSubscriptions)
-//! sends the missing numbers to the session task, which asks the server for them with Republish
+//! some (a lost Publish response, also one lost with a broken connection: the subscription lives
+//! on in the reactivated session or is transferred to a new one, its numbers going on) sends the
+//! missing numbers to the session task, which asks the server for them with Republish
 //! (Part 4 §5.13.6) and applies what comes back through [`Applier`] — older samples the twin
 //! keeps out of the current value (`Twin::apply`, late samples).
 
@@ -165,12 +166,15 @@ impl Applier {
         }
     }
 
-    fn object(&mut self, object: ExtensionObject) {
+    /// Adds one notification's readings to the batch; a status change that ends the subscription
+    /// goes to the session task when `live`.
+    fn object(&mut self, object: ExtensionObject, live: bool) {
         if object.inner_is::<DataChangeNotification>() {
             if let Some(changes) = object.into_inner_as::<DataChangeNotification>() {
                 self.data_changes(*changes);
             }
-        } else if object.inner_is::<StatusChangeNotification>()
+        } else if live
+            && object.inner_is::<StatusChangeNotification>()
             && let Some(change) = object.into_inner_as::<StatusChangeNotification>()
             && ends_subscription(change.status)
         {
@@ -180,24 +184,31 @@ impl Applier {
 
     /// Applies one NotificationMessage: every data change in it as one batch.
     pub fn apply(&mut self, message: NotificationMessage) {
-        if self.collect(message) {
+        if self.collect(message, true) {
             self.twin.apply(&self.batch);
         }
     }
 
     /// Applies one NotificationMessage got back with Republish, after newer ones: its values
     /// older than the twin's go to the change log as late samples (`Twin::apply_recovered`).
+    /// A status change in it is history and ignored. Above all, node-opcua (2.182) moves the
+    /// subscription of a session closed at its timeout to its orphan engine with a
+    /// Good_SubscriptionTransferred NotificationMessage of the subscription itself, numbered,
+    /// when that session still had Publish requests. The message sits in the retransmission queue
+    /// and comes back here with Republish after the source's new session took the subscription.
+    /// Taken as current, it ended the subscription that had just been transferred.
     pub fn apply_recovered(&mut self, message: NotificationMessage) {
-        if self.collect(message) {
+        if self.collect(message, false) {
             self.twin.apply_recovered(&self.batch);
         }
     }
 
-    /// Fills the batch from `message`; whether it holds any reading.
-    fn collect(&mut self, message: NotificationMessage) -> bool {
+    /// Fills the batch from `message` (`live`: just published, not republished); whether it
+    /// holds any reading.
+    fn collect(&mut self, message: NotificationMessage, live: bool) -> bool {
         self.batch.clear();
         for object in message.notification_data.into_iter().flatten() {
-            self.object(object);
+            self.object(object, live);
         }
         !self.batch.is_empty()
     }

@@ -3,14 +3,18 @@
 //! async-opcua 0.19 tracks no sequence numbers and keeps TransferSubscriptions'
 //! availableSequenceNumbers to itself; the source's callback follows them
 //! ([`super::notifications::Sequence`]) and hands every gap here: a Publish response lost on the
-//! way (never acknowledged, so still in the server's retransmission queue), also one lost just
-//! before a reconnect whose subscription async-opcua transferred. Each missing number is asked
-//! for with Republish, in order, while the connection is up; what comes back is applied like any
-//! NotificationMessage (its samples are older than the twin's current values, so the twin hands
-//! them to the change log as late samples) and acknowledged by async-opcua with the next Publish.
-//! Bad_MessageNotAvailable (the server no longer has it), any other refusal, more than
-//! [`MAX_REPUBLISH_PER_GAP`] missing at once, or a subscription created anew: the messages are
-//! lost — counted, logged, and an `upstream` gap in the change log.
+//! way (never acknowledged, so still in the server's retransmission queue), also one lost with a
+//! broken connection — whether async-opcua then reactivated the old session, where the
+//! subscription lives on, or the source transferred the subscription to a new session
+//! (`OpcUaClient::after_reconnect`): either way its numbers go on and its next message or
+//! keep-alive shows the gap. Each missing number is asked for with Republish, in order, while the
+//! connection is up; what comes back is applied like any NotificationMessage — through
+//! `Twin::apply_recovered`, so a sample older than the twin's current value is a late sample for
+//! the change log and never replaces that value — and acknowledged by async-opcua with the next
+//! Publish. Bad_MessageNotAvailable (the server no longer has it), any other refusal, more than
+//! [`MAX_REPUBLISH_PER_GAP`] missing at once, or a subscription that had to be created again with
+//! numbers still missing: the messages are lost — counted, logged, and an `upstream` gap in the
+//! change log.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -69,10 +73,11 @@ impl OpcUaClient {
         }
     }
 
-    /// The subscription was replaced (created anew after a reconnect): what it still missed is
-    /// lost.
+    /// The subscription was replaced (created again after a reconnect): what it still missed is
+    /// lost, the numbers its callback could not queue too.
     pub(super) fn forget_pending(&self, republisher: &mut Republisher, subscription: u32) {
-        let pending = republisher.pending.len() as u64;
+        let pending =
+            republisher.pending.len() as u64 + republisher.unqueued.swap(0, Ordering::Relaxed);
         republisher.pending.clear();
         if pending > 0 {
             self.lost(subscription, pending, None);

@@ -4,14 +4,18 @@
 //! watch for a stalled server, and close the session (CloseSession, deleting its subscription)
 //! on every way out.
 //!
-//! Recovery is async-opcua's, configured here: after a broken connection its event loop opens a
-//! new secure channel and calls ActivateSession on the old session; when the server no longer
-//! knows it, it creates a new session; then it calls TransferSubscriptions (with initial values)
-//! and, where the server cannot transfer, creates the subscription and its monitored items again
-//! with the same client handles. This module adds what async-opcua leaves out: a stalled server
-//! (silent, but its TCP connection open) is detected and the channel closed, so that recovery
-//! starts; a subscription that async-opcua created anew beside a still-living one is deleted; and
-//! a server that renumbered its namespaces starts the source over.
+//! Recovery (Part 4 §6.7) is shared with async-opcua: after a broken connection its event loop
+//! opens a new secure channel and calls ActivateSession on the old session, or creates a new
+//! session when the server no longer knows it; the subscription is this module's
+//! ([`OpcUaClient::after_reconnect`]; async-opcua's own `recreate_subscriptions` is off). On the
+//! reactivated session the subscription lives on: its next NotificationMessage shows the sequence
+//! numbers lost with the connection, asked for with Republish, and the values it did not change
+//! get their quality back from one Read. A new session takes it with TransferSubscriptions (with
+//! initial values; numbers going on, so Republish works there too). Only where neither works is
+//! the subscription deleted and created again with its monitored items, and what it still missed
+//! counted lost. This module also adds what async-opcua leaves out: a stalled server (silent, but
+//! its TCP connection open) is detected and the channel closed, so that recovery starts; and a
+//! server that renumbered its namespaces starts the source over.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,10 +25,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures::{Stream, StreamExt};
-use opcua::client::services::DeleteSubscriptions;
 use opcua::client::{
     ClientBuilder, IdentityToken, Password, Session, SessionActivity, SessionConnectMode,
-    SessionPollResult, SubscriptionActivity, UARequest,
+    SessionPollResult, SubscriptionActivity,
 };
 use opcua::crypto::SecurityPolicy;
 use opcua::types::{
@@ -39,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::limits::{self, MonitoredItemBatches, OperationLimits};
 use super::notifications::{Applier, GAPS_QUEUED, Missing, Notifications, STATUS_CHANGES_QUEUED};
 use super::republish::Republisher;
-use super::{OpcUaClient, events, reason, write};
+use super::{OpcUaClient, events, readings, reason, write};
 use crate::config::sources::opcua::{
     OpcUaSourceConfig, SecurityModeName, SecurityPolicyName, Target,
 };
@@ -85,6 +88,15 @@ pub(super) struct Channels {
     gaps: mpsc::Receiver<Missing>,
     /// Gets them back with Republish.
     republisher: Republisher,
+    /// The senders, for a subscription created again after a reconnect.
+    senders: Senders,
+}
+
+/// The sending ends of [`Channels`], handed to each subscription's callback.
+#[derive(Clone)]
+pub(super) struct Senders {
+    status_changes: mpsc::Sender<StatusCode>,
+    gaps: mpsc::Sender<Missing>,
 }
 
 /// What a session resolved at its start, kept to compare after a reconnect.
@@ -175,7 +187,7 @@ pub(super) async fn resolve_targets<'t>(
     Ok(out)
 }
 
-/// Reads `nodes` in batches of at most `per_call`; the values in order.
+/// Reads `nodes` in batches of at most `per_call`, without timestamps; the values in order.
 ///
 /// Errors: a Read request failed as a whole.
 pub(super) async fn read_batched(
@@ -184,14 +196,31 @@ pub(super) async fn read_batched(
     nodes: Vec<ReadValueId>,
     per_call: usize,
 ) -> anyhow::Result<Vec<DataValue>> {
+    read_batched_with(
+        session,
+        events,
+        nodes,
+        per_call,
+        TimestampsToReturn::Neither,
+    )
+    .await
+}
+
+/// [`read_batched`] with `timestamps`.
+///
+/// Errors: a Read request failed as a whole.
+async fn read_batched_with(
+    session: &Session,
+    events: &mut Events,
+    nodes: Vec<ReadValueId>,
+    per_call: usize,
+    timestamps: TimestampsToReturn,
+) -> anyhow::Result<Vec<DataValue>> {
     let mut values = Vec::with_capacity(nodes.len());
     for batch in nodes.chunks(per_call.max(1)) {
-        let read = drive(
-            events,
-            session.read(batch, TimestampsToReturn::Neither, 0.0),
-        )
-        .await?
-        .context("cannot read the variables' attributes")?;
+        let read = drive(events, session.read(batch, timestamps, 0.0))
+            .await?
+            .context("cannot read the variables' attributes")?;
         values.extend(read);
     }
     Ok(values)
@@ -323,7 +352,10 @@ pub(super) async fn connect(
         .max_chunk_count(limits::MAX_CHUNKS)
         .max_incoming_chunk_size(limits::CHUNK_BYTES)
         .max_array_length(limits::MAX_ARRAY_LENGTH)
-        .recreate_monitored_items_chunk(limits::DEFAULT_ITEMS_PER_CALL)
+        // The subscription after a reconnect is the source's (`OpcUaClient::after_reconnect`):
+        // async-opcua's transferred it even on the reactivated session, and created it anew
+        // where node-opcua then answered Bad_NothingToDo.
+        .recreate_subscriptions(false)
         .client()
         .map_err(|errors| anyhow::anyhow!("client configuration: {}", errors.join(", ")))?;
     let endpoint = (
@@ -390,13 +422,17 @@ impl OpcUaClient {
         .emit(&self.connected, &self.ready);
         let (status_changes, status_rx) = mpsc::channel(STATUS_CHANGES_QUEUED);
         let (gaps, gaps_rx) = mpsc::channel(GAPS_QUEUED);
+        let senders = Senders {
+            status_changes,
+            gaps,
+        };
         let setup = async {
             let (limits, items, namespaces) = self.resolve(session, events).await?;
             // Writes open before the first value arrives: a setpoint that reads Good can be
             // written.
             self.open_writes(session, events, &items, limits).await?;
             let (subscription, republisher) = self
-                .subscribe(session, events, &items, limits, status_changes, gaps)
+                .subscribe(session, events, &items, limits, senders.clone())
                 .await?;
             anyhow::Ok((subscription, republisher, namespaces, items, limits))
         };
@@ -420,6 +456,7 @@ impl OpcUaClient {
             status_changes: status_rx,
             gaps: gaps_rx,
             republisher,
+            senders,
         };
         self.follow(session, events, token, subscription, resolved, channels)
             .await
@@ -588,8 +625,9 @@ impl OpcUaClient {
     /// server's MaxMonitoredItemsPerCall (halved while the server finds a request too large);
     /// client handle `i + 1` for `items[i]`, queue size from [`limits::queue_size`]. A monitored
     /// item the server refuses makes its properties bad with the status's reason. The callback
-    /// sends the sequence numbers a NotificationMessage skipped to `gaps`. Returns the
-    /// subscription id and the [`Republisher`] that gets them back.
+    /// sends status changes that end the subscription and the sequence numbers a
+    /// NotificationMessage skipped to `senders`. Returns the subscription id and the
+    /// [`Republisher`] that gets the skipped ones back.
     ///
     /// Errors: CreateSubscription failed, or a CreateMonitoredItems request failed as a whole
     /// (other than too large, or too large with a single item).
@@ -599,19 +637,18 @@ impl OpcUaClient {
         events: &mut Events,
         items: &[Resolved],
         limits: OperationLimits,
-        status_changes: mpsc::Sender<StatusCode>,
-        gaps: mpsc::Sender<Missing>,
+        senders: Senders,
     ) -> anyhow::Result<(u32, Republisher)> {
         let by_handle = Arc::new(items.iter().map(|i| i.properties.clone()).collect());
         let applier = Applier::new(
             Arc::clone(&self.twin),
             by_handle,
-            status_changes,
+            senders.status_changes,
             self.counters.overflows.clone(),
         );
         let unqueued = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let republisher = Republisher::new(applier.share(), Arc::clone(&unqueued));
-        let callback = Notifications::new(applier, gaps, unqueued);
+        let callback = Notifications::new(applier, senders.gaps, unqueued);
         let subscription = drive(
             events,
             session.create_subscription(
@@ -722,6 +759,7 @@ impl OpcUaClient {
             mut status_changes,
             mut gaps,
             mut republisher,
+            senders,
         } = channels;
         let mut keep_alive = self.keep_alive(session, subscription);
         let mut last_heard = Instant::now();
@@ -796,19 +834,25 @@ impl OpcUaClient {
                         last_heard = Instant::now();
                         events::SessionResumed { source: &self.config.id, mode: &mode }
                             .emit(&self.connected, &self.ready);
-                        // async-opcua 0.19 starts the new connection's publish loop idle, waiting
-                        // for a trigger it already consumed while it transferred or created the
-                        // subscription again: without this no Publish request is ever sent.
-                        session.trigger_publish_now();
-                        match self.after_reconnect(session, events, &mode, subscription, &resolved).await {
-                            Ok(current) => {
-                                if current != subscription {
-                                    self.forget_pending(&mut republisher, subscription);
+                        match self.after_reconnect(session, events, &mode, subscription, &resolved, &senders).await {
+                            Ok(None) => {}
+                            Ok(Some((current, replacement))) => {
+                                // What the old subscription still missed is lost with it, the
+                                // gaps its callback found before it went too.
+                                while let Ok(missing) = gaps.try_recv() {
+                                    self.missing(&mut republisher, missing, subscription);
                                 }
+                                self.forget_pending(&mut republisher, subscription);
                                 subscription = current;
+                                republisher = replacement;
                             }
                             Err(error) => return (Err(error), connected),
                         }
+                        // async-opcua 0.19 starts the new connection's publish loop idle, waiting
+                        // for a trigger it already consumed (while it reconnected, and again when
+                        // the subscription was transferred or created before the loop began):
+                        // without this no Publish request is ever sent.
+                        session.trigger_publish_now();
                         // The writable variables' types again: a new session may be a new server.
                         if let Err(error) = self.open_writes(session, events, &resolved.items, resolved.limits).await {
                             return (Err(error), connected);
@@ -839,14 +883,37 @@ impl OpcUaClient {
         }
     }
 
-    /// After async-opcua reconnected: the subscription it now holds (transferred, or created
-    /// again). When it reactivated the old session but created the subscription anew (the server
-    /// refused TransferSubscriptions for the session's own subscription), the old subscription
-    /// still lives on the server and is deleted. A new session on a server whose namespace
-    /// array changed, or whose browse paths resolve to other NodeIds, starts the source over (the
-    /// monitored items async-opcua created again carry the old NodeIds).
+    /// After async-opcua reconnected (a new secure channel, then ActivateSession on the old
+    /// session or, where the server no longer knew it, a new session): the subscription, per
+    /// Part 4 §6.7. Returns `None` when the old one is kept, or the new one's id and
+    /// [`Republisher`] when it had to be created again.
     ///
-    /// Errors: the namespace array or the browse paths could not be read, or differ.
+    /// - Reactivated session: the subscription lives on in it (SetPublishingMode says whether it
+    ///   still does, Bad_SubscriptionIdInvalid when it expired meanwhile). Its unacknowledged
+    ///   NotificationMessages stay in the server's retransmission queue, and what it sampled
+    ///   meanwhile is queued: its next message (or keep-alive) skips the numbers lost with the
+    ///   connection and the source asks for them with Republish ([`Self::republish`]); none is
+    ///   deleted, nothing is created again. Values it did not change get their quality back
+    ///   ([`Self::restore_unchanged`]).
+    /// - New session: first, when a binding needs them, the namespace array and browse paths are
+    ///   checked (changed: the source starts over, the items carry the old NodeIds); then
+    ///   TransferSubscriptions with initial values moves the subscription (its numbers go on, so
+    ///   Republish covers a loss there too).
+    /// - Neither (the server restarted, or cannot transfer: asyncua answers
+    ///   Bad_ServiceUnsupported): the old subscription is deleted, on the server too should it
+    ///   live on there, and created again with its monitored items ([`Self::subscribe`]); the
+    ///   numbers it still missed are counted lost by the caller.
+    ///
+    /// async-opcua 0.19 would do the subscription part itself (`recreate_subscriptions`, off in
+    /// [`connect`]), but it calls TransferSubscriptions after every reconnect, also on the
+    /// reactivated session, where node-opcua answers Bad_NothingToDo (the subscription is already
+    /// the session's); it then created the subscription anew beside the old one, whose deletion
+    /// lost its unacknowledged messages uncounted — and whose messages on the new connection
+    /// async-opcua acknowledged and dropped, not knowing that subscription any more.
+    ///
+    /// Errors: the connection broke meanwhile; the namespace array or the browse paths could not
+    /// be read, or differ; a Read of the values failed; the subscription could not be created
+    /// again.
     async fn after_reconnect(
         &self,
         session: &Arc<Session>,
@@ -854,48 +921,111 @@ impl OpcUaClient {
         mode: &SessionConnectMode,
         old: u32,
         resolved: &Resolution,
-    ) -> anyhow::Result<u32> {
-        let current = session
-            .subscription_state()
-            .lock()
-            .subscription_ids()
-            .and_then(|ids| ids.first().copied())
-            .unwrap_or(old);
-        match mode {
-            SessionConnectMode::ReactivatedSession(_) if current != old => {
-                let outcome = drive(
-                    events,
-                    DeleteSubscriptions::new(session)
-                        .subscription(old)
-                        .send(session.channel()),
-                )
-                .await?;
-                events::LeftoverSubscriptionDeleted {
-                    source: &self.config.id,
-                    subscription_id: old,
-                    outcome: outcome.map(|_| ()).map_err(|e| e.status()),
+        senders: &Senders,
+    ) -> anyhow::Result<Option<(u32, Republisher)>> {
+        let kept = match mode {
+            SessionConnectMode::ReactivatedSession(_) => {
+                let enabled = drive(events, session.set_publishing_mode(&[old], true)).await?;
+                let status = match enabled {
+                    Ok(statuses) => statuses
+                        .first()
+                        .copied()
+                        .unwrap_or(StatusCode::BadUnexpectedError),
+                    Err(error) => error.status(),
+                };
+                if status.is_good() {
+                    self.restore_unchanged(session, events, resolved).await?;
                 }
-                .emit();
+                status
             }
-            SessionConnectMode::NewSession(_)
+            SessionConnectMode::NewSession(_) => {
                 if !resolved.namespaces.is_empty()
                     || self
                         .items
                         .iter()
-                        .any(|i| matches!(i.target, Target::Path(_))) =>
-            {
-                let (_, items, namespaces) = self.resolve(session, events).await?;
-                let nodes = |items: &[Resolved]| -> Vec<NodeId> {
-                    items.iter().map(|i| i.node.clone()).collect()
-                };
-                if namespaces != resolved.namespaces || nodes(&items) != nodes(&resolved.items) {
-                    bail!(
-                        "the server's namespace array or browse paths changed; subscribing again"
-                    );
+                        .any(|i| matches!(i.target, Target::Path(_)))
+                {
+                    let (_, items, namespaces) = self.resolve(session, events).await?;
+                    let nodes = |items: &[Resolved]| -> Vec<NodeId> {
+                        items.iter().map(|i| i.node.clone()).collect()
+                    };
+                    if namespaces != resolved.namespaces || nodes(&items) != nodes(&resolved.items)
+                    {
+                        bail!(
+                            "the server's namespace array or browse paths changed; subscribing again"
+                        );
+                    }
+                }
+                let transferred =
+                    drive(events, session.transfer_subscriptions(&[old], true)).await?;
+                match transferred {
+                    Ok(results) => results
+                        .first()
+                        .map_or(StatusCode::BadUnexpectedError, |r| r.status_code),
+                    Err(error) => error.status(),
                 }
             }
-            _ => {}
+        };
+        if kept.is_good() {
+            return Ok(None);
         }
-        Ok(current)
+        // Out of async-opcua's subscription state (its callback with it), and off the server
+        // should it live on there; the server's answer changes nothing (Bad_SubscriptionIdInvalid
+        // when it is gone).
+        let _ = drive(events, session.delete_subscriptions(&[old])).await?;
+        let (current, republisher) = self
+            .subscribe(
+                session,
+                events,
+                &resolved.items,
+                resolved.limits,
+                senders.clone(),
+            )
+            .await?;
+        events::SubscriptionCreatedAgain {
+            source: &self.config.id,
+            old,
+            new: current,
+            status: kept,
+        }
+        .emit();
+        Ok(Some((current, republisher)))
+    }
+
+    /// On the reactivated session, whose subscription lives on: the properties the broken
+    /// connection made Bad_NoCommunication get their quality back where the server's value is
+    /// still the sample the twin holds (the same source timestamp) — a subscription reports
+    /// changes only, so an unchanged value would stay bad. A value that changed is left to the
+    /// subscription (its queued notifications, or Republish of lost ones), which keeps the samples
+    /// in order; so is one without a source timestamp. One Read of the Value attributes with
+    /// source timestamps, in batches of the server's MaxNodesPerRead.
+    ///
+    /// Errors: a Read request failed as a whole.
+    async fn restore_unchanged(
+        &self,
+        session: &Session,
+        events: &mut Events,
+        resolved: &Resolution,
+    ) -> anyhow::Result<()> {
+        let nodes = resolved
+            .items
+            .iter()
+            .map(|i| ReadValueId::from(i.node.clone()))
+            .collect();
+        let per_call = resolved.limits.reads_per_call();
+        let values =
+            read_batched_with(session, events, nodes, per_call, TimestampsToReturn::Source).await?;
+        let mut unchanged = Vec::new();
+        for (item, value) in resolved.items.iter().zip(&values) {
+            unchanged.extend(readings(value, &item.properties).into_iter().filter(|r| {
+                r.outcome.is_ok()
+                    && r.source_time.is_some()
+                    && self.twin.sample(r.property).source_time == r.source_time
+            }));
+        }
+        if !unchanged.is_empty() {
+            self.twin.apply(&unchanged);
+        }
+        Ok(())
     }
 }
