@@ -504,7 +504,7 @@ fn at_time(
     let at = historian
         .read(series, t..t.saturating_add(1))
         .map_err(failed)?;
-    match at.iter().find(|p| accept(p)) {
+    match at.iter().find(|p| accept(*p)) {
         Some(Point::Sample(sample)) => return Ok(sample_value(sample, timestamps)),
         Some(Point::Lost { .. }) => {
             return Ok(status_value(StatusCode::BadDataLost, t, timestamps));
