@@ -19,7 +19,8 @@
 //!     closed), the folder's bytes divided by the samples, before and after compaction, for
 //!     three patterns: a scaled register (`raw × 0.01`, the raw value stepping by one in 20 % of
 //!     the seconds: the target ≤ 2), the same with ±1 ms jitter on the timestamps, and an
-//!     f32 register (a float that is no short decimal).
+//!     f32 register (a float that is no short decimal). `TWINLOOM_BENCH_DISK=<series>,<hours>`
+//!     runs only this part at that size (the figures do not depend on the build).
 
 // Benchmarks drive peers and readers from outside the daemon; the rule that every task goes
 // through the daemon's supervisor (clippy.toml) is the daemon's.
@@ -89,7 +90,19 @@ fn main() {
     if let Some(side) = std::env::var_os("TWINLOOM_BENCH_SIDE") {
         return ingest_side(side == "with", sizes);
     }
+    if let Ok(level) = std::env::var("TWINLOOM_BENCH_LOG") {
+        twinloom::telemetry::init(&level, false);
+    }
     support::heading("History benchmark");
+    // `TWINLOOM_BENCH_DISK=<series>,<hours>`: only (c), at that size.
+    if let Ok(size) = std::env::var("TWINLOOM_BENCH_DISK") {
+        let (series, hours) = size.split_once(',').expect("<series>,<hours>");
+        return disk(Sizes {
+            series: series.parse().expect("series"),
+            hours: hours.parse().expect("hours"),
+            ..sizes
+        });
+    }
     ingest(sizes);
     history_read(sizes);
     disk(sizes);
@@ -347,6 +360,7 @@ fn history_read(sizes: Sizes) {
             .create_sample_keypair(true)
             .trust_server_certs(true)
             .session_retry_limit(0)
+            .max_array_length(100_000)
             .max_message_size(64 << 20)
             .max_chunk_count(1024)
             .client()
