@@ -362,7 +362,11 @@ pump_on = {{ table = "coil", address = 0 }}
     for (num, pages) in [(2, 2), (3, 2)] {
         let spec = json!({"start": first + 1_500_000, "end": first + 3_500_000, "bounds": true, "num": num});
         let paged = operator.ask(&format!("history_raw {level_node} {spec}"));
-        assert_eq!(answered(&paged["values"]), expected[1..5].to_vec(), "num {num}");
+        assert_eq!(
+            answered(&paged["values"]),
+            expected[1..5].to_vec(),
+            "num {num}"
+        );
         assert_eq!(paged["pages"], pages, "num {num}: {}", paged["statuses"]);
     }
 
@@ -372,9 +376,14 @@ pump_on = {{ table = "coil", address = 0 }}
     // Bad_NoData. With nothing skipped both give Good.
     let times = json!({"times": [first + 24_000_000, first + 500_000], "simple": false});
     let interpolated = operator.ask(&format!("history_at {level_node} {times}"));
-    let v = interpolated["values"][0]["value"].as_f64().expect("a value");
+    let v = interpolated["values"][0]["value"]
+        .as_f64()
+        .expect("a value");
     assert!((v - 2.4).abs() < 1e-9, "{interpolated}");
-    assert_eq!(interpolated["values"][0]["status"], "UncertainDataSubNormal");
+    assert_eq!(
+        interpolated["values"][0]["status"],
+        "UncertainDataSubNormal"
+    );
     assert_eq!(interpolated["values"][1]["value"], json!(0.05));
     assert_eq!(interpolated["values"][1]["status"], "Good");
     let times = json!([first + 24_000_000]);

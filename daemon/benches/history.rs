@@ -272,12 +272,7 @@ fn ingest_side(with: bool, sizes: Sizes) {
             }
         });
         tokio::time::sleep(sizes.warm_up).await;
-        let stored = || {
-            metric(
-                &metrics.encode(),
-                "twinloom_history_samples_total",
-            )
-        };
+        let stored = || metric(&metrics.encode(), "twinloom_history_samples_total");
         let (changes0, stored0) = (twin.stats().changes, stored());
         let (percent, wall) =
             support::cpu_percent_over(pid, || tokio::time::sleep(sizes.window)).await;
@@ -292,10 +287,7 @@ fn ingest_side(with: bool, sizes: Sizes) {
             stored / wall.as_secs_f64(),
         )
     });
-    println!(
-        "{percent} {} {rate} {stored}",
-        support::peak_rss_mib(pid)
-    );
+    println!("{percent} {} {rate} {stored}", support::peak_rss_mib(pid));
 }
 
 fn micros(at: SystemTime) -> i64 {
@@ -478,7 +470,11 @@ fn disk(sizes: Sizes) {
         let (flushed, compacted, chunk) = disk_figure(sizes, pattern);
         println!(
             "    {pattern:?}: {flushed:.2} bytes/sample as flushed, {compacted:.2} compacted (chunk encoding alone {chunk:.2}){}",
-            if pattern == Pattern::Scaled { " (target <= 2)" } else { "" }
+            if pattern == Pattern::Scaled {
+                " (target <= 2)"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -563,6 +559,10 @@ fn disk_figure(sizes: Sizes, pattern: Pattern) -> (f64, f64, f64) {
     store
         .read(0, start..end, &mut out, &mut Vec::new())
         .unwrap();
-    assert_eq!(out.len() as i64, sizes.hours * 3600, "series 0 reads back whole");
+    assert_eq!(
+        out.len() as i64,
+        sizes.hours * 3600,
+        "series 0 reads back whole"
+    );
     (flushed, compacted, chunk_bytes as f64 / samples as f64)
 }

@@ -196,7 +196,9 @@ pub fn decode(mut bytes: &[u8], out: &mut Vec<Sample>) -> Result<(), Damaged> {
                 if control & (1 << 7) != 0 {
                     Some(Value::Float(from_decimal(varint(cursor)?, previous)))
                 } else {
-                    Some(Value::Float(f64::from_bits(previous.to_bits() ^ xor(cursor)?)))
+                    Some(Value::Float(f64::from_bits(
+                        previous.to_bits() ^ xor(cursor)?,
+                    )))
                 }
             }
             _ => {
@@ -412,8 +414,10 @@ mod tests {
             any::<i64>().prop_map(|v| Some(Value::Int(v))),
             any::<u64>().prop_map(|v| Some(Value::UInt(v))),
             any::<f64>().prop_map(|v| Some(Value::Float(v))),
-            (any::<i32>(), 0..12i32).prop_map(|(m, s)| Some(Value::Float(f64::from(m) / 10f64.powi(s)))),
-            (any::<i32>(), 1..7i32).prop_map(|(m, s)| Some(Value::Float(f64::from(m) * 10f64.powi(-s)))),
+            (any::<i32>(), 0..12i32)
+                .prop_map(|(m, s)| Some(Value::Float(f64::from(m) / 10f64.powi(s)))),
+            (any::<i32>(), 1..7i32)
+                .prop_map(|(m, s)| Some(Value::Float(f64::from(m) * 10f64.powi(-s)))),
             "[a-zé]{0,8}".prop_map(|s| Some(Value::String(Arc::from(s.as_str())))),
         ]
     }
@@ -488,7 +492,11 @@ mod tests {
                 assert!(same(&a.value, &b.value), "{values:?}");
             }
             if let Some(cost) = second_costs {
-                assert_eq!(bytes.len() - encode(&samples[..2]).len(), cost, "{values:?}");
+                assert_eq!(
+                    bytes.len() - encode(&samples[..2]).len(),
+                    cost,
+                    "{values:?}"
+                );
             }
         }
     }

@@ -282,7 +282,8 @@ impl Historian {
         series: u32,
         time: i64,
     ) -> Result<Option<Sample>, HistoryStoreError> {
-        let (found, _) = self.nearest(series, time, false, true, |p| matches!(p, Point::Sample(_)))?;
+        let (found, _) =
+            self.nearest(series, time, false, true, |p| matches!(p, Point::Sample(_)))?;
         Ok(found.and_then(Point::into_sample))
     }
 
@@ -291,7 +292,8 @@ impl Historian {
     ///
     /// Errors: as [`Self::read`].
     pub fn at_or_after(&self, series: u32, time: i64) -> Result<Option<Sample>, HistoryStoreError> {
-        let (found, _) = self.nearest(series, time, true, true, |p| matches!(p, Point::Sample(_)))?;
+        let (found, _) =
+            self.nearest(series, time, true, true, |p| matches!(p, Point::Sample(_)))?;
         Ok(found.and_then(Point::into_sample))
     }
 
@@ -313,7 +315,11 @@ impl Historian {
         let mut width = 3_600_000_000i64;
         if forward {
             let ceiling = micros(SystemTime::now()).saturating_add(FUTURE_TOLERANCE_US * 60);
-            let mut start = if inclusive { time } else { time.saturating_add(1) };
+            let mut start = if inclusive {
+                time
+            } else {
+                time.saturating_add(1)
+            };
             while start <= ceiling {
                 let end = start.saturating_add(width);
                 for point in self.read(series, start..end)? {
@@ -331,7 +337,11 @@ impl Historian {
                 .unwrap_or(time)
                 .min(time)
                 .saturating_sub(store::MAX_CHUNK_SPAN_US);
-            let mut end = if inclusive { time.saturating_add(1) } else { time };
+            let mut end = if inclusive {
+                time.saturating_add(1)
+            } else {
+                time
+            };
             loop {
                 let start = end.saturating_sub(width).max(floor);
                 for point in self.read(series, start..end)?.into_iter().rev() {

@@ -191,7 +191,11 @@ impl Store {
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
             let entry = entry.map_err(|e| io_error(dir, e))?;
-            if entry.file_name().to_str().is_some_and(|n| n.ends_with(COMPACTING)) {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(COMPACTING))
+            {
                 // A compaction that did not finish: the file it was replacing is whole.
                 std::fs::remove_file(entry.path()).map_err(|e| io_error(&entry.path(), e))?;
                 continue;
@@ -508,10 +512,7 @@ impl Store {
                 let mut samples: Vec<Sample> = Vec::new();
                 let mut entries = chunks.iter().map_err(|e| db_error(&path, e))?;
                 loop {
-                    let entry = entries
-                        .next()
-                        .transpose()
-                        .map_err(|e| db_error(&path, e))?;
+                    let entry = entries.next().transpose().map_err(|e| db_error(&path, e))?;
                     let next = entry.as_ref().map(|(key, _)| key.value().0);
                     if next != series && !samples.is_empty() {
                         // One series done: its samples in time order, as chunks.

@@ -254,7 +254,11 @@ async fn the_start_of_the_archive_follows_the_first_sample_and_retention() {
     let b = boundary();
     let a = PropertyId(0);
     let start = *running.log.subscribe().borrow();
-    twin.apply(&[Reading::value(a, Value::Float(1.0), Some(at(b - 20 * hour)))]);
+    twin.apply(&[Reading::value(
+        a,
+        Value::Float(1.0),
+        Some(at(b - 20 * hour)),
+    )]);
     twin.apply(&[Reading::value(a, Value::Float(2.0), Some(at(b)))]);
     logged(&running, start + 2).await;
     // Buffered only: the archive starts with the first sample's file.
@@ -263,7 +267,15 @@ async fn the_start_of_the_archive_follows_the_first_sample_and_retention() {
     running.supervisor.shutdown(Duration::from_secs(10)).await;
     assert_eq!(running.history.start_of_archive(), Some(b - 20 * hour));
     let older_than = micros(SystemTime::now()) - 8 * hour;
-    assert_eq!(running.history.shared.store.enforce(older_than, u64::MAX).unwrap(), 1);
+    assert_eq!(
+        running
+            .history
+            .shared
+            .store
+            .enforce(older_than, u64::MAX)
+            .unwrap(),
+        1
+    );
     assert_eq!(running.history.start_of_archive(), Some(b));
 }
 
@@ -282,7 +294,11 @@ async fn compaction_merges_chunks_and_reads_back_the_same() {
         if i % 10 == 9 {
             twin.apply(&[Reading::failed(a, QualityReason::Timeout)]);
         } else {
-            twin.apply(&[Reading::value(a, Value::Float(i as f64 * 0.01), Some(at(time)))]);
+            twin.apply(&[Reading::value(
+                a,
+                Value::Float(i as f64 * 0.01),
+                Some(at(time)),
+            )]);
         }
     }
     logged(&running, start + 3000).await;
@@ -294,9 +310,17 @@ async fn compaction_merges_chunks_and_reads_back_the_same() {
     let store = &running.history.shared.store;
     let bytes = store.disk_bytes();
     let closed = micros(SystemTime::now());
-    assert_eq!(store.compact_closed(closed).unwrap(), 2, "both files closed");
+    assert_eq!(
+        store.compact_closed(closed).unwrap(),
+        2,
+        "both files closed"
+    );
     assert_eq!(running.history.read(series, range.clone()).unwrap(), before);
-    assert!(store.disk_bytes() <= bytes, "{} > {bytes}", store.disk_bytes());
+    assert!(
+        store.disk_bytes() <= bytes,
+        "{} > {bytes}",
+        store.disk_bytes()
+    );
     assert_eq!(store.compact_closed(closed).unwrap(), 0, "done once");
     drop(running);
     let twin = twin_of("");

@@ -483,8 +483,7 @@ pub fn bounding_value(
                 Some(Value::UInt(_)) => Value::UInt(y.round().max(0.0) as u64),
                 _ => Value::Float(y),
             };
-            let worse =
-                before_worse || level(after) != QualityLevel::Good || around.after_skipped;
+            let worse = before_worse || level(after) != QualityLevel::Good || around.after_skipped;
             (good_status(worse), Some(value))
         }
         _ => (uncertain, before.value.clone()),
@@ -573,30 +572,126 @@ mod tests {
             after_skipped,
         };
         let cases: Vec<(&str, Around, bool, bool, StatusCode, Option<f64>)> = vec![
-            ("sloped, both Good", around(at(10, 1.0, good), false, at(20, 2.0, good), false), false, true, StatusCode::Good, Some(1.5)),
-            ("sloped, both Good, interpolated", around(at(10, 1.0, good), false, at(20, 2.0, good), false), false, false, StatusCode::Good, Some(1.5)),
-            ("simple: Bad before", around(at(10, 1.0, bad), false, at(20, 2.0, good), false), false, true, StatusCode::BadNoData, None),
-            ("simple: Uncertain before", around(at(10, 1.0, uncertain), false, at(20, 2.0, good), false), false, true, StatusCode::UncertainDataSubNormal, Some(1.5)),
-            ("simple: Bad after takes the value before", around(at(10, 1.0, good), false, at(20, 2.0, bad), false), false, true, StatusCode::UncertainDataSubNormal, Some(1.0)),
-            ("simple: a loss before", around(Some(Point::Lost { time: 12 }), false, at(20, 2.0, good), false), false, true, StatusCode::BadNoData, None),
-            ("interpolated: Bad skipped before", around(at(10, 1.0, good), true, at(20, 2.0, good), false), false, false, StatusCode::UncertainDataSubNormal, Some(1.5)),
-            ("interpolated: Bad skipped after", around(at(10, 1.0, good), false, at(20, 2.0, good), true), false, false, StatusCode::UncertainDataSubNormal, Some(1.5)),
-            ("no value before", around(None, false, at(20, 2.0, good), false), false, false, StatusCode::BadNoData, None),
-            ("no value after: extrapolated stepped", around(at(10, 1.0, good), false, None, false), false, false, StatusCode::UncertainDataSubNormal, Some(1.0)),
-            ("stepped, Good before", around(at(10, 1.0, good), false, None, false), true, true, StatusCode::Good, Some(1.0)),
-            ("stepped, simple, Bad before", around(at(10, 1.0, bad), false, None, false), true, true, StatusCode::BadNoData, None),
-            ("stepped, interpolated, Bad skipped", around(at(10, 1.0, good), true, None, false), true, false, StatusCode::UncertainDataSubNormal, Some(1.0)),
+            (
+                "sloped, both Good",
+                around(at(10, 1.0, good), false, at(20, 2.0, good), false),
+                false,
+                true,
+                StatusCode::Good,
+                Some(1.5),
+            ),
+            (
+                "sloped, both Good, interpolated",
+                around(at(10, 1.0, good), false, at(20, 2.0, good), false),
+                false,
+                false,
+                StatusCode::Good,
+                Some(1.5),
+            ),
+            (
+                "simple: Bad before",
+                around(at(10, 1.0, bad), false, at(20, 2.0, good), false),
+                false,
+                true,
+                StatusCode::BadNoData,
+                None,
+            ),
+            (
+                "simple: Uncertain before",
+                around(at(10, 1.0, uncertain), false, at(20, 2.0, good), false),
+                false,
+                true,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.5),
+            ),
+            (
+                "simple: Bad after takes the value before",
+                around(at(10, 1.0, good), false, at(20, 2.0, bad), false),
+                false,
+                true,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.0),
+            ),
+            (
+                "simple: a loss before",
+                around(
+                    Some(Point::Lost { time: 12 }),
+                    false,
+                    at(20, 2.0, good),
+                    false,
+                ),
+                false,
+                true,
+                StatusCode::BadNoData,
+                None,
+            ),
+            (
+                "interpolated: Bad skipped before",
+                around(at(10, 1.0, good), true, at(20, 2.0, good), false),
+                false,
+                false,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.5),
+            ),
+            (
+                "interpolated: Bad skipped after",
+                around(at(10, 1.0, good), false, at(20, 2.0, good), true),
+                false,
+                false,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.5),
+            ),
+            (
+                "no value before",
+                around(None, false, at(20, 2.0, good), false),
+                false,
+                false,
+                StatusCode::BadNoData,
+                None,
+            ),
+            (
+                "no value after: extrapolated stepped",
+                around(at(10, 1.0, good), false, None, false),
+                false,
+                false,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.0),
+            ),
+            (
+                "stepped, Good before",
+                around(at(10, 1.0, good), false, None, false),
+                true,
+                true,
+                StatusCode::Good,
+                Some(1.0),
+            ),
+            (
+                "stepped, simple, Bad before",
+                around(at(10, 1.0, bad), false, None, false),
+                true,
+                true,
+                StatusCode::BadNoData,
+                None,
+            ),
+            (
+                "stepped, interpolated, Bad skipped",
+                around(at(10, 1.0, good), true, None, false),
+                true,
+                false,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.0),
+            ),
         ];
         for (case, around, stepped, simple, status, value) in cases {
             let (got, got_value) = bounding_value(&around, 15, stepped, simple);
-            assert_eq!(
-                StatusCode::from(got.bits() & 0xFFFF_0000),
-                status,
-                "{case}"
-            );
+            assert_eq!(StatusCode::from(got.bits() & 0xFFFF_0000), status, "{case}");
             assert_eq!(got_value, value.map(Value::Float), "{case}");
             if got.is_good() || got.is_uncertain() {
-                assert_eq!(got.bits() & INTERPOLATED, INTERPOLATED, "{case}: Interpolated bit");
+                assert_eq!(
+                    got.bits() & INTERPOLATED,
+                    INTERPOLATED,
+                    "{case}: Interpolated bit"
+                );
             }
         }
     }
