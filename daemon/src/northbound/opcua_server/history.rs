@@ -503,7 +503,7 @@ fn at_time(
     let at = historian
         .read(series, t..t.saturating_add(1))
         .map_err(failed)?;
-    match at.iter().find(|p| accept(*p)) {
+    match at.iter().find(|p| accept(p)) {
         Some(Point::Sample(sample)) => return Ok(sample_value(sample, timestamps)),
         Some(Point::Lost { .. }) => {
             return Ok(status_value(StatusCode::BadDataLost, t, timestamps));
@@ -557,6 +557,9 @@ mod tests {
         }))
     }
 
+    /// (case, around, stepped, simple, status, value).
+    type Case = (&'static str, Around, bool, bool, StatusCode, Option<f64>);
+
     /// OPC UA Part 13 §3.1.8 (interpolated) and §3.1.9 (simple) bounding values at t = 15
     /// between raw values at 10 and 20, table-driven: (case, around, stepped, simple, expected
     /// status without the info bits, value).
@@ -571,7 +574,7 @@ mod tests {
             after,
             after_skipped,
         };
-        let cases: Vec<(&str, Around, bool, bool, StatusCode, Option<f64>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "sloped, both Good",
                 around(at(10, 1.0, good), false, at(20, 2.0, good), false),
