@@ -152,6 +152,23 @@ fn recorded(log: &Path, series: u32) -> Vec<(i64, Json, u32)> {
     out
 }
 
+/// The time (µs) of the change log's last `upstream` gap record.
+fn upstream_gap(log: &Path) -> Option<i64> {
+    let mut reader = Reader::new(log, 0);
+    let mut found = None;
+    while let Some(entry) = reader.try_next().expect("the log reads") {
+        if let Record::Gap {
+            reason: twinloom::change_log::GapReason::Upstream,
+            at,
+            ..
+        } = entry.record
+        {
+            found = Some(micros(at));
+        }
+    }
+    found
+}
+
 fn answered(values: &Json) -> Vec<(i64, Json, u32)> {
     values
         .as_array()
@@ -338,6 +355,74 @@ pump_on = {{ table = "coil", address = 0 }}
     ));
     assert_eq!(stepped["values"][0]["value"], json!(false));
     assert_eq!(stepped["values"][1]["value"], json!(true));
+
+    // Bounds count against NumValuesPerNode (Part 11 §6.5.3.2): with 2 per page, the start
+    // bound and one value, then a value and the end bound; with 3, the end bound alone on a
+    // second page.
+    for (num, pages) in [(2, 2), (3, 2)] {
+        let spec = json!({"start": first + 1_500_000, "end": first + 3_500_000, "bounds": true, "num": num});
+        let paged = operator.ask(&format!("history_raw {level_node} {spec}"));
+        assert_eq!(
+            answered(&paged["values"]),
+            expected[1..5].to_vec(),
+            "num {num}"
+        );
+        assert_eq!(paged["pages"], pages, "num {num}: {}", paged["statuses"]);
+    }
+
+    // ReadAtTime without simple bounds (Part 13 §3.1.8) skips the timeout at +23 s (bad, the
+    // time of the value before it) to the Good values around it: their straight line,
+    // Uncertain_DataSubNormal for the skipped one; simple bounds (§3.1.9) stop at the Bad value:
+    // Bad_NoData. With nothing skipped both give Good.
+    let times = json!({"times": [first + 24_000_000, first + 500_000], "simple": false});
+    let interpolated = operator.ask(&format!("history_at {level_node} {times}"));
+    let v = interpolated["values"][0]["value"]
+        .as_f64()
+        .expect("a value");
+    assert!((v - 2.4).abs() < 1e-9, "{interpolated}");
+    assert_eq!(
+        interpolated["values"][0]["status"],
+        "UncertainDataSubNormal"
+    );
+    assert_eq!(interpolated["values"][1]["value"], json!(0.05));
+    assert_eq!(interpolated["values"][1]["status"], "Good");
+    let times = json!([first + 24_000_000]);
+    let simple = operator.ask(&format!("history_at {level_node} {times}"));
+    assert_eq!(simple["values"][0]["status"], "BadNoData", "{simple}");
+
+    // StartOfArchive: the start of the oldest file (the hour before the boundary), already
+    // while the first samples are only buffered.
+    let archive = operator.ask(&format!(
+        "read_time {}",
+        node("twinloom/history/sloped/StartOfArchive")
+    ));
+    assert_eq!(archive["t"], json!(b - hour), "{archive}");
+
+    // A loss the source reports (an upstream gap in the change log) reads back as a value
+    // with Bad_DataLost at the gap's time.
+    let before_gap = *log.subscribe().borrow();
+    handles.twin.upstream_lost(3);
+    tokio::time::timeout(WAIT, log.subscribe().wait_for(|w| *w > before_gap))
+        .await
+        .expect("the log writes the gap")
+        .unwrap();
+    tokio::time::timeout(WAIT, taken.wait_for(|t| *t > before_gap))
+        .await
+        .expect("the historian takes the gap")
+        .unwrap();
+    let gap = upstream_gap(log.dir()).expect("an upstream gap in the log");
+    let spec = json!({"start": gap - 1_000_000, "end": gap + 1_000_000});
+    let lost = operator.ask(&format!("read_raw_history {level_node} {spec}"));
+    let lost: Vec<_> = lost["values"]
+        .as_array()
+        .expect("values")
+        .iter()
+        .map(|v| (v["t"].as_i64(), v["status"].as_str().map(str::to_owned)))
+        .collect();
+    assert!(
+        lost.contains(&(Some(gap), Some("BadDataLost".to_owned()))),
+        "{lost:?}"
+    );
 
     // node-opcua's historyRead: the same answers (its dates hold whole milliseconds; these times
     // are whole seconds).

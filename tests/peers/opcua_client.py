@@ -21,7 +21,9 @@ it follows commands from stdin and answers each with one JSON object per line on
   history_first <nodeid> <json as history_raw>  -> {"values": [...], "status": "<name>", "continuation": <bool>,
           "released": "<status of the release>", "after": "<status of reading on with the released point>"}
   read_raw_history <nodeid> <json {"start": µs, "end": µs, "num": n}>  -> {"values": [...]}  (asyncua's Node.read_raw_history)
-  history_at <nodeid> <json [µs, ...]>  -> {"values": [...], "status": "<name>"}  (ReadAtTimeDetails, UseSimpleBounds)
+  history_at <nodeid> <json [µs, ...] | {"times": [µs, ...], "simple": bool}>  -> {"values": [...], "status": "<name>"}
+      (ReadAtTimeDetails; UseSimpleBounds unless "simple" is false)
+  read_time <nodeid>         -> {"t": µs}  (a UtcTime variable's value, e.g. StartOfArchive)
   quit
 
 Times are µs since the Unix epoch (OPC UA DateTime has 100 ns ticks: µs are exact).
@@ -221,9 +223,12 @@ async def read_raw_history(client, nodeid, spec):
 
 
 async def history_at(client, nodeid, times):
+    spec = json.loads(times)
+    if isinstance(spec, list):
+        spec = {"times": spec}
     details = ua.ReadAtTimeDetails()
-    details.ReqTimes = [to_time(t) for t in json.loads(times)]
-    details.UseSimpleBounds = True
+    details.ReqTimes = [to_time(t) for t in spec["times"]]
+    details.UseSimpleBounds = spec.get("simple", True)
     result = await history_read(client, nodeid, details)
     return {
         "values": history_values(getattr(result.HistoryData, "DataValues", None)),
@@ -294,6 +299,8 @@ async def main():
                 say(await read_raw_history(client, *args))
             elif command == "history_at":
                 say(await history_at(client, *args))
+            elif command == "read_time":
+                say({"t": from_time(await client.get_node(args[0]).read_value())})
             else:
                 say({"error": f"unknown command {command}"})
         except Exception as e:

@@ -208,6 +208,29 @@ impl Enforced<'_> {
     }
 }
 
+/// Closed files' chunks were merged ([`super::store::Store::compact`]), or could not be.
+#[derive(Debug)]
+pub enum Compacted<'a> {
+    /// Files compacted.
+    Files(usize),
+    /// Compacting failed (the file stays as it was; tried again at the next tick).
+    Failed(&'a HistoryStoreError),
+}
+
+impl Compacted<'_> {
+    /// Logs it.
+    pub fn emit(&self) {
+        match self {
+            Self::Files(files) => {
+                tracing::debug!(files, "History files compacted");
+            }
+            Self::Failed(error) => {
+                tracing::warn!(%error, "A history file could not be compacted");
+            }
+        }
+    }
+}
+
 /// A HistoryRead could not read the store.
 #[derive(Debug)]
 pub struct ReadError<'a> {

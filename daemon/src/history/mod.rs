@@ -83,6 +83,14 @@ pub enum Point {
 }
 
 impl Point {
+    /// The sample, when it is one.
+    pub fn into_sample(self) -> Option<Sample> {
+        match self {
+            Self::Sample(sample) => Some(sample),
+            Self::Lost { .. } => None,
+        }
+    }
+
     /// Its time, µs since the Unix epoch.
     pub fn time(&self) -> i64 {
         match self {
@@ -120,6 +128,29 @@ struct Buffers {
     in_flight: Vec<(u32, Sample)>,
     in_flight_gaps: Vec<StoredGap>,
     buffered: usize,
+    /// The earliest time (µs) among buffered and in-flight samples and gaps: what the archive
+    /// holds before a file does ([`Historian::start_of_archive`]).
+    earliest: Option<i64>,
+}
+
+impl Buffers {
+    /// Notes a buffered sample or gap at `time` (µs).
+    fn note(&mut self, time: i64) {
+        self.buffered += 1;
+        self.earliest = Some(self.earliest.map_or(time, |e| e.min(time)));
+    }
+
+    /// The earliest time among what is still buffered or in flight, computed again (after a
+    /// flush: what it wrote is in the files now).
+    fn recompute_earliest(&mut self) {
+        let samples = self
+            .series
+            .values()
+            .flat_map(|s| s.buffer.iter().map(|s| s.time));
+        let in_flight = self.in_flight.iter().map(|(_, s)| s.time);
+        let gaps = self.gaps.iter().chain(&self.in_flight_gaps).map(|g| g.time);
+        self.earliest = samples.chain(in_flight).chain(gaps).min();
+    }
 }
 
 #[derive(Debug)]
@@ -150,9 +181,23 @@ impl Historian {
         self.shared.series.get(property.index()).copied().flatten()
     }
 
-    /// The oldest time (µs) history may hold: the oldest file's start.
+    /// The oldest time (µs) history may hold — `StartOfArchive` and `StartOfOnlineArchive`
+    /// (OPC UA Part 11 §5.2.2): the oldest file's start, or the start of the file a buffered
+    /// sample older than every file goes to; `None` while history holds nothing. Computed on
+    /// each call, so it follows retention deleting files and the first sample of an empty
+    /// archive.
     pub fn start_of_archive(&self) -> Option<i64> {
-        self.shared.store.start_of_archive()
+        let earliest = self
+            .shared
+            .buffers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .earliest;
+        let buffered = earliest.map(|t| self.shared.store.file_for(t));
+        match (self.shared.store.start_of_archive(), buffered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The change-log offset after the last entry the historian has taken: what it has read is
@@ -229,7 +274,7 @@ impl Historian {
     }
 
     /// The last sample of `series` at or before `time` (µs) — a bounding value — looking back
-    /// to the start of the archive.
+    /// to the start of the archive (recorded losses passed over).
     ///
     /// Errors: as [`Self::read`].
     pub fn at_or_before(
@@ -237,49 +282,82 @@ impl Historian {
         series: u32,
         time: i64,
     ) -> Result<Option<Sample>, HistoryStoreError> {
-        let floor = self.start_of_archive().unwrap_or(time).min(time);
-        let mut width = 3_600_000_000i64;
-        let mut end = time.saturating_add(1);
-        loop {
-            let start = end
-                .saturating_sub(width)
-                .max(floor.saturating_sub(store::MAX_CHUNK_SPAN_US));
-            let found = self.read(series, start..end)?;
-            if let Some(sample) = found.into_iter().rev().find_map(|p| match p {
-                Point::Sample(s) => Some(s),
-                Point::Lost { .. } => None,
-            }) {
-                return Ok(Some(sample));
-            }
-            if start <= floor.saturating_sub(store::MAX_CHUNK_SPAN_US) {
-                return Ok(None);
-            }
-            end = start;
-            width = width.saturating_mul(4);
-        }
+        let (found, _) =
+            self.nearest(series, time, false, true, |p| matches!(p, Point::Sample(_)))?;
+        Ok(found.and_then(Point::into_sample))
     }
 
     /// The first sample of `series` at or after `time` (µs) — a bounding value — looking
-    /// forward to now.
+    /// forward to now (recorded losses passed over).
     ///
     /// Errors: as [`Self::read`].
     pub fn at_or_after(&self, series: u32, time: i64) -> Result<Option<Sample>, HistoryStoreError> {
-        let ceiling = micros(SystemTime::now()).saturating_add(FUTURE_TOLERANCE_US * 60);
+        let (found, _) =
+            self.nearest(series, time, true, true, |p| matches!(p, Point::Sample(_)))?;
+        Ok(found.and_then(Point::into_sample))
+    }
+
+    /// The nearest point of `series` from `time` (µs) that `accept`s, looking `forward` (to
+    /// now) or back (to the start of the archive), `time` itself included when `inclusive`;
+    /// with whether any point was passed over on the way (a value skipped: OPC UA Part 13
+    /// §3.1.8's "Bad values between").
+    ///
+    /// Errors: as [`Self::read`].
+    pub fn nearest(
+        &self,
+        series: u32,
+        time: i64,
+        forward: bool,
+        inclusive: bool,
+        accept: impl Fn(&Point) -> bool,
+    ) -> Result<(Option<Point>, bool), HistoryStoreError> {
+        let mut skipped = false;
         let mut width = 3_600_000_000i64;
-        let mut start = time;
-        while start <= ceiling {
-            let end = start.saturating_add(width);
-            let found = self.read(series, start..end)?;
-            if let Some(sample) = found.into_iter().find_map(|p| match p {
-                Point::Sample(s) => Some(s),
-                Point::Lost { .. } => None,
-            }) {
-                return Ok(Some(sample));
+        if forward {
+            let ceiling = micros(SystemTime::now()).saturating_add(FUTURE_TOLERANCE_US * 60);
+            let mut start = if inclusive {
+                time
+            } else {
+                time.saturating_add(1)
+            };
+            while start <= ceiling {
+                let end = start.saturating_add(width);
+                for point in self.read(series, start..end)? {
+                    if accept(&point) {
+                        return Ok((Some(point), skipped));
+                    }
+                    skipped = true;
+                }
+                start = end;
+                width = width.saturating_mul(4);
             }
-            start = end;
-            width = width.saturating_mul(4);
+        } else {
+            let floor = self
+                .start_of_archive()
+                .unwrap_or(time)
+                .min(time)
+                .saturating_sub(store::MAX_CHUNK_SPAN_US);
+            let mut end = if inclusive {
+                time.saturating_add(1)
+            } else {
+                time
+            };
+            loop {
+                let start = end.saturating_sub(width).max(floor);
+                for point in self.read(series, start..end)?.into_iter().rev() {
+                    if accept(&point) {
+                        return Ok((Some(point), skipped));
+                    }
+                    skipped = true;
+                }
+                if start <= floor {
+                    break;
+                }
+                end = start;
+                width = width.saturating_mul(4);
+            }
         }
-        Ok(None)
+        Ok((None, skipped))
     }
 }
 
@@ -520,7 +598,7 @@ impl Ingest {
                     state.last = Some((sample.clone(), micros(SystemTime::now())));
                 }
                 state.buffer.push(sample);
-                buffers.buffered += 1;
+                buffers.note(time);
             }
             Record::Gap {
                 reason, lost, at, ..
@@ -544,7 +622,7 @@ impl Ingest {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 buffers.gaps.push(StoredGap { time, offset, lost });
-                buffers.buffered += 1;
+                buffers.note(time);
             }
             _ => {}
         }
@@ -592,6 +670,9 @@ impl Ingest {
             added += 1;
         }
         buffers.buffered += added;
+        if added > 0 {
+            buffers.earliest = Some(buffers.earliest.map_or(now, |e| e.min(now)));
+        }
     }
 
     /// Writes everything buffered into the files, then commits the cursor.
@@ -663,6 +744,7 @@ impl Ingest {
                         .unwrap_or_else(|e| e.into_inner());
                     buffers.in_flight.clear();
                     buffers.in_flight_gaps.clear();
+                    buffers.recompute_earliest();
                 }
                 events::Flushed { samples }.emit(&self.metrics, &self.ready);
                 self.commit_cursor(through).await;
@@ -702,15 +784,24 @@ impl Ingest {
         let max_disk = self.max_disk;
         let enforced = tokio::task::spawn_blocking(move || {
             let deleted = shared.store.enforce(older_than, max_disk);
-            (deleted, shared.store.disk_bytes())
+            // Files no in-order sample goes to any more: their small chunks merged.
+            let compacted = shared
+                .store
+                .compact_closed(micros(SystemTime::now()).saturating_sub(LATE_WINDOW_US));
+            (deleted, compacted, shared.store.disk_bytes())
         })
         .await;
-        if let Ok((deleted, bytes)) = enforced {
+        if let Ok((deleted, compacted, bytes)) = enforced {
             self.metrics.disk_bytes.set(bytes as i64);
             match deleted {
                 Ok(0) => {}
                 Ok(files) => events::Enforced::Deleted(files).emit(&self.metrics),
                 Err(error) => events::Enforced::Failed(&error).emit(&self.metrics),
+            }
+            match compacted {
+                Ok(0) => {}
+                Ok(files) => events::Compacted::Files(files).emit(),
+                Err(error) => events::Compacted::Failed(&error).emit(),
             }
         }
     }

@@ -36,6 +36,19 @@ const GAPS: TableDefinition<'_, (i64, u64), (u8, u64)> = TableDefinition::new("g
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
 const INGESTED_THROUGH: &str = "ingested_through";
+/// Meta: 1 once the file was compacted ([`Store::compact`]).
+const COMPACTED: &str = "compacted";
+
+/// The suffix of a compacted file being written (deleted at open: a crash left it unfinished).
+const COMPACTING: &str = ".compacting";
+
+/// Samples written per transaction of a compaction (≈ 5–10 MB of chunks: bounds the memory
+/// redb holds for it).
+const COMPACT_COMMIT_SAMPLES: usize = 4_000_000;
+
+/// Sequence numbers of chunks a compaction writes start here (a flush's are its change-log
+/// offset × 2^20 + n: never this high).
+const COMPACT_SEQUENCE: u64 = 1 << 63;
 
 /// The file a writer (the historian's flush and retention, `twinloom backup`) holds an exclusive
 /// `flock(2)` on while it changes or copies the folder's files.
@@ -121,6 +134,8 @@ struct File {
     db: Arc<Database>,
     span_us: i64,
     ingested_through: u64,
+    /// Its chunks were merged ([`Store::compact`]).
+    compacted: bool,
 }
 
 /// The historian's folder of time-split redb files.
@@ -176,6 +191,15 @@ impl Store {
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
             let entry = entry.map_err(|e| io_error(dir, e))?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(COMPACTING))
+            {
+                // A compaction that did not finish: the file it was replacing is whole.
+                std::fs::remove_file(entry.path()).map_err(|e| io_error(&entry.path(), e))?;
+                continue;
+            }
             let Some((start, span_us)) = entry.file_name().to_str().and_then(parse_name) else {
                 continue;
             };
@@ -287,26 +311,8 @@ impl Store {
             let mut seq = sequence << 20;
             for (series, mut samples) in write.samples {
                 samples.sort_by_key(|s| (s.time, s.server_time));
-                let mut rest = &samples[..];
-                while let Some(first) = rest.first() {
-                    let len = rest
-                        .iter()
-                        .take(MAX_CHUNK_SAMPLES)
-                        .take_while(|s| s.time - first.time < MAX_CHUNK_SPAN_US)
-                        .count();
-                    let (head, tail) = rest.split_at(len);
-                    let bytes = chunk::encode(head);
-                    let last = head[head.len() - 1].time;
-                    table
-                        .insert(
-                            (series, first.time, seq),
-                            (last, head.len() as u32, bytes.as_slice()),
-                        )
-                        .map_err(|e| db_error(&path, e))?;
-                    seq += 1;
-                    chunks += 1;
-                    rest = tail;
-                }
+                chunks += put_chunks(&mut table, series, &samples, &mut seq)
+                    .map_err(|e| db_error(&path, e))?;
             }
             let mut gaps = txn.open_table(GAPS).map_err(|e| db_error(&path, e))?;
             for gap in &write.gaps {
@@ -437,6 +443,156 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Compacts every file not compacted yet whose span ended before `before` (µs): the
+    /// historian calls it with now − [`super::LATE_WINDOW_US`], when no more in-order samples
+    /// go there. Returns the files compacted.
+    ///
+    /// Errors: as [`Self::compact`] (the files before it are compacted).
+    pub fn compact_closed(&self, before: i64) -> Result<usize, HistoryStoreError> {
+        let closed: Vec<i64> = {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            files
+                .iter()
+                .filter(|(start, f)| !f.compacted && start.saturating_add(f.span_us) <= before)
+                .map(|(start, _)| *start)
+                .collect()
+        };
+        let mut done = 0;
+        for start in closed {
+            if self.compact(start)? {
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Rewrites file `start` with each series' samples merged into as few chunks as they fit
+    /// ([`MAX_CHUNK_SAMPLES`], [`MAX_CHUNK_SPAN_US`]): a flush every few seconds writes small
+    /// chunks, each with its key and B-tree overhead. The new file is written beside the old one
+    /// (`<name>.compacting`, transactions of [`COMPACT_COMMIT_SAMPLES`], the last `fsync`ed),
+    /// compacted by redb, then renamed over it; a crash before the rename leaves the old file
+    /// whole. Reads under way finish on the old file. Returns whether it compacted (false: no
+    /// such file, or already done).
+    ///
+    /// Errors: a file cannot be read, written or renamed, or a chunk decoded.
+    pub fn compact(&self, start: i64) -> Result<bool, HistoryStoreError> {
+        let _lock = write_lock(&self.dir)?;
+        let (old, path) = {
+            let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(false);
+            }
+            match files.get(&start) {
+                Some(file) if !file.compacted => (Arc::clone(&file.db), file.path.clone()),
+                _ => return Ok(false),
+            }
+        };
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(COMPACTING);
+        let temporary = path.with_file_name(name);
+        match std::fs::remove_file(&temporary) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&temporary, e)),
+        }
+        let mut new = Database::create(&temporary).map_err(|e| db_error(&temporary, e))?;
+        let read = old.begin_read().map_err(|e| db_error(&path, e))?;
+        let mut seq = COMPACT_SEQUENCE;
+        let mut pending = 0usize;
+        let mut txn = new.begin_write().map_err(|e| db_error(&temporary, e))?;
+        let commit_early = |txn: redb::WriteTransaction| -> Result<(), HistoryStoreError> {
+            let mut txn = txn;
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| db_error(&temporary, e))?;
+            txn.commit().map_err(|e| db_error(&temporary, e))
+        };
+        match read.open_table(CHUNKS) {
+            Ok(chunks) => {
+                let mut series: Option<u32> = None;
+                let mut samples: Vec<Sample> = Vec::new();
+                let mut entries = chunks.iter().map_err(|e| db_error(&path, e))?;
+                loop {
+                    let entry = entries.next().transpose().map_err(|e| db_error(&path, e))?;
+                    let next = entry.as_ref().map(|(key, _)| key.value().0);
+                    if next != series && !samples.is_empty() {
+                        // One series done: its samples in time order, as chunks.
+                        samples.sort_by_key(|s| (s.time, s.server_time));
+                        let id = series.unwrap_or_default();
+                        {
+                            let mut table = txn
+                                .open_table(CHUNKS)
+                                .map_err(|e| db_error(&temporary, e))?;
+                            put_chunks(&mut table, id, &samples, &mut seq)
+                                .map_err(|e| db_error(&temporary, e))?;
+                        }
+                        pending += samples.len();
+                        samples.clear();
+                        if pending >= COMPACT_COMMIT_SAMPLES {
+                            commit_early(txn)?;
+                            txn = new.begin_write().map_err(|e| db_error(&temporary, e))?;
+                            pending = 0;
+                        }
+                    }
+                    let Some((_, value)) = entry else { break };
+                    series = next;
+                    let (_, _, bytes) = value.value();
+                    chunk::decode(bytes, &mut samples).map_err(|error| {
+                        HistoryStoreError::Damaged {
+                            path: path.clone(),
+                            error,
+                        }
+                    })?;
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(db_error(&path, e)),
+        }
+        {
+            match read.open_table(GAPS) {
+                Ok(gaps) => {
+                    let mut table = txn.open_table(GAPS).map_err(|e| db_error(&temporary, e))?;
+                    for item in gaps.iter().map_err(|e| db_error(&path, e))? {
+                        let (key, value) = item.map_err(|e| db_error(&path, e))?;
+                        table
+                            .insert(key.value(), value.value())
+                            .map_err(|e| db_error(&temporary, e))?;
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(db_error(&path, e)),
+            }
+            let through = match read.open_table(META) {
+                Ok(meta) => meta
+                    .get(INGESTED_THROUGH)
+                    .map_err(|e| db_error(&path, e))?
+                    .map_or(0, |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(db_error(&path, e)),
+            };
+            let mut meta = txn.open_table(META).map_err(|e| db_error(&temporary, e))?;
+            meta.insert(INGESTED_THROUGH, through)
+                .map_err(|e| db_error(&temporary, e))?;
+            meta.insert(COMPACTED, 1)
+                .map_err(|e| db_error(&temporary, e))?;
+        }
+        txn.commit().map_err(|e| db_error(&temporary, e))?;
+        drop(read);
+        while new
+            .compact(redb::CompactionMode::Maximum)
+            .map_err(|e| db_error(&temporary, e))?
+        {}
+        std::fs::rename(&temporary, &path).map_err(|e| io_error(&path, e))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(&self.dir, e))?;
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = files.get_mut(&start) {
+            file.db = Arc::new(new);
+            file.compacted = true;
+        }
+        Ok(true)
+    }
+
     /// Bytes of all files.
     pub fn disk_bytes(&self) -> u64 {
         let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
@@ -448,16 +604,52 @@ impl Store {
     }
 }
 
+/// Writes `samples` (sorted by time) of `series` as chunks of at most [`MAX_CHUNK_SAMPLES`]
+/// samples spanning less than [`MAX_CHUNK_SPAN_US`], keyed from sequence `seq` on. Returns the
+/// chunks written.
+fn put_chunks(
+    table: &mut redb::Table<'_, ChunkKey, ChunkValue>,
+    series: u32,
+    samples: &[Sample],
+    seq: &mut u64,
+) -> Result<usize, redb::StorageError> {
+    let mut chunks = 0;
+    let mut rest = samples;
+    while let Some(first) = rest.first() {
+        let len = rest
+            .iter()
+            .take(MAX_CHUNK_SAMPLES)
+            .take_while(|s| s.time - first.time < MAX_CHUNK_SPAN_US)
+            .count();
+        let (head, tail) = rest.split_at(len);
+        let bytes = chunk::encode(head);
+        let last = head[head.len() - 1].time;
+        table.insert(
+            (series, first.time, *seq),
+            (last, head.len() as u32, bytes.as_slice()),
+        )?;
+        *seq += 1;
+        chunks += 1;
+        rest = tail;
+    }
+    Ok(chunks)
+}
+
 fn open_file(path: &Path, span_us: i64) -> Result<File, HistoryStoreError> {
     let db = Database::create(path).map_err(|e| db_error(path, e))?;
-    let ingested_through = {
+    let (ingested_through, compacted) = {
         let txn = db.begin_read().map_err(|e| db_error(path, e))?;
         match txn.open_table(META) {
-            Ok(table) => table
-                .get(INGESTED_THROUGH)
-                .map_err(|e| db_error(path, e))?
-                .map_or(0, |v| v.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Ok(table) => {
+                let get = |key| -> Result<u64, HistoryStoreError> {
+                    Ok(table
+                        .get(key)
+                        .map_err(|e| db_error(path, e))?
+                        .map_or(0, |v| v.value()))
+                };
+                (get(INGESTED_THROUGH)?, get(COMPACTED)? == 1)
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => (0, false),
             Err(e) => return Err(db_error(path, e)),
         }
     };
@@ -466,5 +658,6 @@ fn open_file(path: &Path, span_us: i64) -> Result<File, HistoryStoreError> {
         db: Arc::new(db),
         span_us,
         ingested_through,
+        compacted,
     })
 }

@@ -241,3 +241,103 @@ async fn the_history_deadband_keeps_only_changes_beyond_it() {
     assert_eq!(stored, vec![Some(10.0), Some(11.5), Some(20.0)]);
     running.supervisor.shutdown(Duration::from_secs(10)).await;
 }
+
+/// StartOfArchive follows the archive: nothing while it is empty, the first sample's file as
+/// soon as it is buffered, and the next file once retention deleted the oldest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_of_the_archive_follows_the_first_sample_and_retention() {
+    let state = tempfile::tempdir().unwrap();
+    let twin = twin_of("");
+    let running = start_both(&twin, state.path());
+    assert_eq!(running.history.start_of_archive(), None);
+    let hour = 3_600_000_000i64;
+    let b = boundary();
+    let a = PropertyId(0);
+    let start = *running.log.subscribe().borrow();
+    twin.apply(&[Reading::value(
+        a,
+        Value::Float(1.0),
+        Some(at(b - 20 * hour)),
+    )]);
+    twin.apply(&[Reading::value(a, Value::Float(2.0), Some(at(b)))]);
+    logged(&running, start + 2).await;
+    // Buffered only: the archive starts with the first sample's file.
+    assert_eq!(running.history.start_of_archive(), Some(b - 20 * hour));
+    // Stopping writes both files; retention (8 h) then deletes the older.
+    running.supervisor.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(running.history.start_of_archive(), Some(b - 20 * hour));
+    let older_than = micros(SystemTime::now()) - 8 * hour;
+    assert_eq!(
+        running
+            .history
+            .shared
+            .store
+            .enforce(older_than, u64::MAX)
+            .unwrap(),
+        1
+    );
+    assert_eq!(running.history.start_of_archive(), Some(b));
+}
+
+/// Compaction merges a closed file's small chunks (one per flush) and reads back exactly the
+/// same points, before and after a restart; a compacted file is not compacted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_chunks_and_reads_back_the_same() {
+    let state = tempfile::tempdir().unwrap();
+    let twin = twin_of("");
+    let running = start_both(&twin, state.path());
+    let b = boundary();
+    let a = PropertyId(0);
+    let start = *running.log.subscribe().borrow();
+    for i in 0..3000i64 {
+        let time = b - 1500 * 1_000_000 + i * 1_000_000;
+        if i % 10 == 9 {
+            twin.apply(&[Reading::failed(a, QualityReason::Timeout)]);
+        } else {
+            twin.apply(&[Reading::value(
+                a,
+                Value::Float(i as f64 * 0.01),
+                Some(at(time)),
+            )]);
+        }
+    }
+    logged(&running, start + 3000).await;
+    running.supervisor.shutdown(Duration::from_secs(10)).await;
+    let series = running.history.series_of(a).unwrap();
+    let range = b - 3_600_000_000..b + 3_600_000_000;
+    let before = running.history.read(series, range.clone()).unwrap();
+    assert_eq!(samples(&before).len(), 3000);
+    let store = &running.history.shared.store;
+    let bytes = store.disk_bytes();
+    let closed = micros(SystemTime::now());
+    assert_eq!(
+        store.compact_closed(closed).unwrap(),
+        2,
+        "both files closed"
+    );
+    assert_eq!(running.history.read(series, range.clone()).unwrap(), before);
+    assert!(
+        store.disk_bytes() <= bytes,
+        "{} > {bytes}",
+        store.disk_bytes()
+    );
+    assert_eq!(store.compact_closed(closed).unwrap(), 0, "done once");
+    drop(running);
+    let twin = twin_of("");
+    let running = start_both(&twin, state.path());
+    assert_eq!(running.history.read(series, range).unwrap(), before);
+    assert_eq!(
+        running.history.shared.store.compact_closed(closed).unwrap(),
+        0,
+        "a restart knows the files are compacted"
+    );
+    let leftovers = std::fs::read_dir(state.path().join(DIR_NAME))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".compacting"))
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+    running.supervisor.shutdown(Duration::from_secs(10)).await;
+}

@@ -9,15 +9,19 @@
 //!   never more than [`MAX_RETURN_DATA_VALUES`]: the rest comes with a continuation point (held by
 //!   the session, released with `releaseContinuationPoints` or when the session closes).
 //!   `ReturnBounds`: the value at or before the first time and the one at or after the last are
-//!   added, each `Bad_BoundNotFound` (with that time) when there is none; bounds are not counted
-//!   against `NumValuesPerNode`. No value in the range: `Good_NoData`. A recorded loss (a
+//!   added, each `Bad_BoundNotFound` (with that time) when there is none; bounds count against
+//!   `NumValuesPerNode` (§6.5.3.2), the end bound on a page of its own when the values fill the
+//!   last one. No value in the range: `Good_NoData`. A recorded loss (a
 //!   change-log gap) is a value with `Bad_DataLost` at its time.
 //! - **ReadAtTimeDetails** (§6.5.5): per requested time, the value stored at exactly it, else
-//!   one interpolated from the bounding values (simple bounds, §3.1.7: the nearest raw values
-//!   whatever their quality; `UseSimpleBounds = false` is served the same way): stepped variables
-//!   take the earlier value, sloped ones the straight line between the two (Good and the
-//!   Interpolated bit when both are Good, Uncertain_DataSubNormal otherwise; the earlier value,
-//!   Uncertain, past the last one); `Bad_NoData` before the first value.
+//!   one interpolated from the bounding values ([`bounding_value`]): with `UseSimpleBounds` the
+//!   nearest raw values whatever their quality (Part 13 §3.1.9: a Bad value before gives
+//!   `Bad_NoData`, a Bad one after the earlier value, Uncertain), without it the nearest Good
+//!   ones (Part 13 §3.1.8: Bad, Uncertain — `TreatUncertainAsBad` — and recorded losses
+//!   skipped, the answer then Uncertain_DataSubNormal). Stepped variables take the earlier
+//!   value, sloped ones the straight line between the two (Good and the Interpolated bit when
+//!   both are Good and nothing was skipped, Uncertain_DataSubNormal otherwise; the earlier
+//!   value, Uncertain, past the last one); `Bad_NoData` before the first value.
 //! - Stepped (`HistoricalDataConfiguration.Stepped`): Boolean, String and integer properties
 //!   without an engineering unit (states, modes, counts); floats and integers with a unit are
 //!   sloped.
@@ -31,7 +35,7 @@ use opcua::types::{
 
 use crate::history::{Historian, Point, Sample, micros};
 use crate::twin::model::PropertyDecl;
-use crate::twin::{DataType, Value};
+use crate::twin::{DataType, QualityLevel, Value};
 
 /// Most values one HistoryRead answer holds per node (`MaxReturnDataValues`, Part 11 §5.4.2).
 pub const MAX_RETURN_DATA_VALUES: usize = 10_000;
@@ -283,6 +287,10 @@ pub fn read_raw(
                     .saturating_sub(crate::history::store::MAX_CHUNK_SPAN_US)
             }
         });
+        // Bounds count against the limit (Part 11 §6.5.3.2): the start bound takes one place
+        // of the first page, the end bound one of the last (a page of its own when the values
+        // fill the one before).
+        let room = state.limit.saturating_sub(values.len());
         // A backward read's `end` is exclusive below; `collect` reads down to `end + 1`.
         let points = collect(
             historian,
@@ -291,10 +299,10 @@ pub fn read_raw(
             state.skip,
             end_at,
             state.forward,
-            state.limit,
+            room,
         )?;
-        let more = points.len() > state.limit;
-        let page = &points[..points.len().min(state.limit)];
+        let more = points.len() > room;
+        let page = &points[..points.len().min(room)];
         values.extend(page.iter().map(|p| point_value(p, timestamps)));
         if more {
             let last = page.last().map_or(state.next, Point::time);
@@ -308,6 +316,16 @@ pub fn read_raw(
                 RawContinuation {
                     next: last,
                     skip,
+                    ..state
+                },
+            ))));
+        } else if state.end_bound && values.len() >= state.limit {
+            // Only the end bound is left: the next page holds it (reading from the range's
+            // end finds no more values).
+            node.set_next_continuation_point(Some(ContinuationPoint::new(Box::new(
+                RawContinuation {
+                    next: end_at,
+                    skip: 0,
                     ..state
                 },
             ))));
@@ -370,7 +388,14 @@ pub fn read_at_time(
                 });
                 continue;
             };
-            let value = at_time(historian, series, stepped, t, timestamps)?;
+            let value = at_time(
+                historian,
+                series,
+                stepped,
+                details.use_simple_bounds,
+                t,
+                timestamps,
+            )?;
             values.push(value);
         }
         node.set_result(HistoryData {
@@ -381,81 +406,298 @@ pub fn read_at_time(
     Ok(())
 }
 
+/// Whether a point counts as non-Bad for interpolated bounding values: Good only, since the
+/// server's `AggregateConfiguration` says `TreatUncertainAsBad` (OPC UA Part 13 §3.1.7); a
+/// recorded loss is Bad.
+fn non_bad(point: &Point) -> bool {
+    matches!(point, Point::Sample(s) if s.quality.level == QualityLevel::Good)
+}
+
+/// The raw values around a requested time (none stored at exactly it that the bounds accept)
+/// that [`bounding_value`] needs.
+#[derive(Debug, Clone, Default)]
+pub struct Around {
+    /// The nearest value before (simple bounds: any value; interpolated: the nearest non-Bad).
+    pub before: Option<Point>,
+    /// Values skipped to find `before` (interpolated bounds), the one at the time among them.
+    pub before_skipped: bool,
+    /// The nearest value after (sloped only), found like `before`.
+    pub after: Option<Point>,
+    /// Values skipped to find `after`.
+    pub after_skipped: bool,
+}
+
+/// The value at time `t` (µs) interpolated from the raw values around it (OPC UA Part 11
+/// §6.5.5; a value stored at exactly `t` is returned as stored, before this), with the bounding values
+/// of Part 13 §3.1.9 (`simple`: the nearest values whatever their quality) or §3.1.8 (the
+/// nearest non-Bad values, Bad and — `TreatUncertainAsBad` — Uncertain ones skipped), stepped
+/// or sloped (§3.1.5, §3.1.6), extrapolated stepped past the last value
+/// (`UseSlopedExtrapolation` false). Returns the status (with the Interpolated bit when
+/// interpolated) and the value (`None` for Bad_NoData).
+pub fn bounding_value(
+    around: &Around,
+    t: i64,
+    stepped: bool,
+    simple: bool,
+) -> (StatusCode, Option<Value>) {
+    let interpolated = |base: StatusCode| StatusCode::from(base.bits() | INTERPOLATED);
+    let uncertain = interpolated(StatusCode::UncertainDataSubNormal);
+    let no_data = (StatusCode::BadNoData, None);
+    let Some(Point::Sample(before)) = &around.before else {
+        // No value before (or, with simple bounds, a loss: Bad).
+        return no_data;
+    };
+    let level = |s: &Sample| s.quality.level;
+    if simple && level(before) == QualityLevel::Bad {
+        return no_data;
+    }
+    let good_status = |worse: bool| {
+        if worse {
+            uncertain
+        } else {
+            interpolated(StatusCode::Good)
+        }
+    };
+    let before_worse = level(before) != QualityLevel::Good || around.before_skipped;
+    if stepped {
+        return (good_status(before_worse), before.value.clone());
+    }
+    let after = match &around.after {
+        Some(Point::Sample(after)) if !(simple && level(after) == QualityLevel::Bad) => after,
+        // No value after (extrapolated, stepped) or, with simple bounds, a Bad one: the value
+        // before, Uncertain (Part 13 §3.1.9, §5.4.3.4 "After End of Data").
+        _ => return (uncertain, before.value.clone()),
+    };
+    let number = |v: &Option<Value>| match v {
+        Some(Value::Float(f)) => Some(*f),
+        Some(Value::Int(i)) => Some(*i as f64),
+        Some(Value::UInt(u)) => Some(*u as f64),
+        _ => None,
+    };
+    match (number(&before.value), number(&after.value)) {
+        (Some(a), Some(b)) if after.time > before.time => {
+            let f = (t - before.time) as f64 / (after.time - before.time) as f64;
+            let y = a + (b - a) * f;
+            let value = match before.value {
+                Some(Value::Int(_)) => Value::Int(y.round() as i64),
+                Some(Value::UInt(_)) => Value::UInt(y.round().max(0.0) as u64),
+                _ => Value::Float(y),
+            };
+            let worse = before_worse || level(after) != QualityLevel::Good || around.after_skipped;
+            (good_status(worse), Some(value))
+        }
+        _ => (uncertain, before.value.clone()),
+    }
+}
+
 fn at_time(
     historian: &Historian,
     series: u32,
     stepped: bool,
+    simple: bool,
     t: i64,
     timestamps: TimestampsToReturn,
 ) -> Result<DataValue, StatusCode> {
     let failed = |_| StatusCode::BadHistoryOperationInvalid;
-    let Some(before) = historian.at_or_before(series, t).map_err(failed)? else {
-        return Ok(status_value(StatusCode::BadNoData, t, timestamps));
-    };
-    if before.time == t {
-        return Ok(sample_value(&before, timestamps));
-    }
-    let after = if stepped {
-        None
-    } else {
-        historian.at_or_after(series, t).map_err(failed)?
-    };
-    let good = |s: &Sample| s.quality.level == crate::twin::QualityLevel::Good;
-    let interpolated = |base: StatusCode, value: Option<Value>| {
-        let mut dv = DataValue {
-            value: Some(value.as_ref().map_or(
-                opcua::types::Variant::Empty,
-                crate::opcua_values::to_variant,
-            )),
-            status: Some(StatusCode::from(base.bits() | INTERPOLATED)),
-            ..Default::default()
-        };
-        stamp(&mut dv, t, t, timestamps);
-        dv
-    };
-    let uncertain = StatusCode::UncertainDataSubNormal;
-    Ok(match after {
-        _ if stepped => interpolated(
-            if good(&before) {
-                StatusCode::Good
-            } else {
-                uncertain
-            },
-            before.value,
-        ),
-        None => interpolated(uncertain, before.value),
-        Some(after) => {
-            let number = |v: &Option<Value>| match v {
-                Some(Value::Float(f)) => Some(*f),
-                Some(Value::Int(i)) => Some(*i as f64),
-                Some(Value::UInt(u)) => Some(*u as f64),
-                _ => None,
-            };
-            match (number(&before.value), number(&after.value)) {
-                (Some(a), Some(b)) if after.time > before.time => {
-                    let f = (t - before.time) as f64 / (after.time - before.time) as f64;
-                    let y = a + (b - a) * f;
-                    let value = match before.value {
-                        Some(Value::Int(_)) => Value::Int(y.round() as i64),
-                        Some(Value::UInt(_)) => Value::UInt(y.round().max(0.0) as u64),
-                        _ => Value::Float(y),
-                    };
-                    let status = if good(&before) && good(&after) {
-                        StatusCode::Good
-                    } else {
-                        uncertain
-                    };
-                    interpolated(status, Some(value))
-                }
-                _ => interpolated(uncertain, before.value.clone()),
-            }
+    let accept = |p: &Point| simple || non_bad(p);
+    let at = historian
+        .read(series, t..t.saturating_add(1))
+        .map_err(failed)?;
+    match at.iter().find(|p| accept(p)) {
+        Some(Point::Sample(sample)) => return Ok(sample_value(sample, timestamps)),
+        Some(Point::Lost { .. }) => {
+            return Ok(status_value(StatusCode::BadDataLost, t, timestamps));
         }
-    })
+        None => {}
+    }
+    // Interpolated bounds: values at `t` that are not Good are skipped on both sides.
+    let skipped_at = !at.is_empty();
+    let mut around = Around::default();
+    let (before, skipped) = historian
+        .nearest(series, t, false, false, accept)
+        .map_err(failed)?;
+    around.before = before;
+    around.before_skipped = skipped || skipped_at;
+    if !stepped && around.before.is_some() {
+        let (after, skipped) = historian
+            .nearest(series, t, true, false, accept)
+            .map_err(failed)?;
+        around.after = after;
+        around.after_skipped = skipped || skipped_at;
+    }
+    let (status, value) = bounding_value(&around, t, stepped, simple);
+    let mut dv = DataValue {
+        value: value
+            .as_ref()
+            .map(crate::opcua_values::to_variant)
+            .or(Some(opcua::types::Variant::Empty)),
+        status: Some(status),
+        ..Default::default()
+    };
+    if status == StatusCode::BadNoData {
+        dv.value = None;
+    }
+    stamp(&mut dv, t, t, timestamps);
+    Ok(dv)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::twin::{Quality, QualityReason};
+
+    fn at(time: i64, value: f64, quality: Quality) -> Option<Point> {
+        Some(Point::Sample(Sample {
+            time,
+            server_time: time,
+            value: Some(Value::Float(value)),
+            quality,
+            flagged: false,
+        }))
+    }
+
+    /// (case, around, stepped, simple, status, value).
+    type Case = (&'static str, Around, bool, bool, StatusCode, Option<f64>);
+
+    /// OPC UA Part 13 §3.1.8 (interpolated) and §3.1.9 (simple) bounding values at t = 15
+    /// between raw values at 10 and 20, table-driven: (case, around, stepped, simple, expected
+    /// status without the info bits, value).
+    #[test]
+    fn bounding_values_follow_part_13() {
+        let good = Quality::GOOD;
+        let uncertain = Quality::uncertain(QualityReason::Stale);
+        let bad = Quality::bad(QualityReason::Timeout);
+        let around = |before, before_skipped, after, after_skipped| Around {
+            before,
+            before_skipped,
+            after,
+            after_skipped,
+        };
+        let cases: Vec<Case> = vec![
+            (
+                "sloped, both Good",
+                around(at(10, 1.0, good), false, at(20, 2.0, good), false),
+                false,
+                true,
+                StatusCode::Good,
+                Some(1.5),
+            ),
+            (
+                "sloped, both Good, interpolated",
+                around(at(10, 1.0, good), false, at(20, 2.0, good), false),
+                false,
+                false,
+                StatusCode::Good,
+                Some(1.5),
+            ),
+            (
+                "simple: Bad before",
+                around(at(10, 1.0, bad), false, at(20, 2.0, good), false),
+                false,
+                true,
+                StatusCode::BadNoData,
+                None,
+            ),
+            (
+                "simple: Uncertain before",
+                around(at(10, 1.0, uncertain), false, at(20, 2.0, good), false),
+                false,
+                true,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.5),
+            ),
+            (
+                "simple: Bad after takes the value before",
+                around(at(10, 1.0, good), false, at(20, 2.0, bad), false),
+                false,
+                true,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.0),
+            ),
+            (
+                "simple: a loss before",
+                around(
+                    Some(Point::Lost { time: 12 }),
+                    false,
+                    at(20, 2.0, good),
+                    false,
+                ),
+                false,
+                true,
+                StatusCode::BadNoData,
+                None,
+            ),
+            (
+                "interpolated: Bad skipped before",
+                around(at(10, 1.0, good), true, at(20, 2.0, good), false),
+                false,
+                false,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.5),
+            ),
+            (
+                "interpolated: Bad skipped after",
+                around(at(10, 1.0, good), false, at(20, 2.0, good), true),
+                false,
+                false,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.5),
+            ),
+            (
+                "no value before",
+                around(None, false, at(20, 2.0, good), false),
+                false,
+                false,
+                StatusCode::BadNoData,
+                None,
+            ),
+            (
+                "no value after: extrapolated stepped",
+                around(at(10, 1.0, good), false, None, false),
+                false,
+                false,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.0),
+            ),
+            (
+                "stepped, Good before",
+                around(at(10, 1.0, good), false, None, false),
+                true,
+                true,
+                StatusCode::Good,
+                Some(1.0),
+            ),
+            (
+                "stepped, simple, Bad before",
+                around(at(10, 1.0, bad), false, None, false),
+                true,
+                true,
+                StatusCode::BadNoData,
+                None,
+            ),
+            (
+                "stepped, interpolated, Bad skipped",
+                around(at(10, 1.0, good), true, None, false),
+                true,
+                false,
+                StatusCode::UncertainDataSubNormal,
+                Some(1.0),
+            ),
+        ];
+        for (case, around, stepped, simple, status, value) in cases {
+            let (got, got_value) = bounding_value(&around, 15, stepped, simple);
+            assert_eq!(StatusCode::from(got.bits() & 0xFFFF_0000), status, "{case}");
+            assert_eq!(got_value, value.map(Value::Float), "{case}");
+            if got.is_good() || got.is_uncertain() {
+                assert_eq!(
+                    got.bits() & INTERPOLATED,
+                    INTERPOLATED,
+                    "{case}: Interpolated bit"
+                );
+            }
+        }
+    }
 
     #[test]
     fn date_times_and_micros_convert_both_ways() {

@@ -426,6 +426,9 @@ fn populate(
     (property_nodes, methods)
 }
 
+/// Where the history configuration objects' node ids (strings) start.
+const HISTORY_CONFIGURATIONS: &str = "twinloom/history/";
+
 /// The two shared `HistoricalDataConfiguration` objects (stepped and sloped) historized
 /// variables refer to.
 #[derive(Debug)]
@@ -436,7 +439,8 @@ struct HistoryNodes {
 
 /// Adds the stepped and sloped HistoricalDataConfiguration objects (OPC UA Part 11 §5.2.2,
 /// HistoricalDataConfigurationType with its mandatory AggregateConfiguration and Stepped, and
-/// StartOfArchive, StartOfOnlineArchive: the oldest history file's start).
+/// StartOfArchive, StartOfOnlineArchive: `start`, the value at server start; a read asks the
+/// historian again, see `read_values`).
 fn history_configurations(space: &mut AddressSpace, ns: u16, start: DateTime) -> HistoryNodes {
     use opcua::types::Variant;
     let add = |space: &mut AddressSpace, id: &str, stepped: bool| {
@@ -526,8 +530,8 @@ fn history_configurations(space: &mut AddressSpace, ns: u16, start: DateTime) ->
         node
     };
     HistoryNodes {
-        stepped: add(space, "twinloom/history/stepped", true),
-        sloped: add(space, "twinloom/history/sloped", false),
+        stepped: add(space, &format!("{HISTORY_CONFIGURATIONS}stepped"), true),
+        sloped: add(space, &format!("{HISTORY_CONFIGURATIONS}sloped"), false),
     }
 }
 
@@ -765,6 +769,47 @@ impl InMemoryNodeManagerImpl for TwinNodeManagerImpl {
             method.set_status(status);
         }
         Ok(())
+    }
+
+    /// Value reads from the address space, except the history configurations'
+    /// `StartOfArchive` and `StartOfOnlineArchive` (OPC UA Part 11 §5.2.2), answered from the
+    /// historian when read ([`crate::history::Historian::start_of_archive`]: it moves as
+    /// retention deletes files and when the first sample reaches an empty archive; the time of
+    /// the read while history holds nothing).
+    async fn read_values(
+        &self,
+        context: &RequestContext,
+        address_space: &RwLock<AddressSpace>,
+        nodes: &[&opcua::server::node_manager::ParsedReadValueId],
+        max_age: f64,
+        timestamps_to_return: opcua::types::TimestampsToReturn,
+    ) -> Vec<DataValue> {
+        let mut values: Vec<DataValue> = {
+            let space = address_space.read();
+            nodes
+                .iter()
+                .map(|n| space.read(context, n, max_age, timestamps_to_return))
+                .collect()
+        };
+        let Some(historian) = &self.history else {
+            return values;
+        };
+        for (node, value) in nodes.iter().zip(values.iter_mut()) {
+            let archive = matches!(&node.node_id.identifier, opcua::types::Identifier::String(s)
+                if s.as_ref().starts_with(HISTORY_CONFIGURATIONS)
+                    && (s.as_ref().ends_with("/StartOfArchive")
+                        || s.as_ref().ends_with("/StartOfOnlineArchive")));
+            if archive
+                && node.node_id.namespace == self.namespace.namespace_index
+                && value.status.is_none_or(|s| s.is_good())
+            {
+                let start = historian
+                    .start_of_archive()
+                    .map_or_else(DateTime::now, super::history::date_time);
+                value.value = Some(opcua::types::Variant::from(start));
+            }
+        }
+        values
     }
 
     /// HistoryRead of raw values (OPC UA Part 11 §6.5.3; see [`super::history`]). The server
