@@ -385,7 +385,9 @@ impl BatchBuilder {
     }
 }
 
-fn put_reason(out: &mut Vec<u8>, reason: QualityReason) {
+/// Appends a quality reason: one code byte (0–12), then a device exception's code (1 byte) or an
+/// upstream StatusCode (4 bytes, little-endian). The change log's and the historian's form.
+pub(crate) fn put_reason(out: &mut Vec<u8>, reason: QualityReason) {
     match reason {
         QualityReason::None => out.push(0),
         QualityReason::NotYetRead => out.push(1),
@@ -442,13 +444,21 @@ impl Cursor<'_> {
 }
 
 fn reason(cursor: &mut Cursor<'_>) -> Result<QualityReason, Damaged> {
-    Ok(match cursor.u8()? {
+    take_reason(&mut cursor.bytes).map_err(|why| why.map_or(SHORT, Damaged::Corrupted))
+}
+
+/// Takes a quality reason ([`put_reason`]) off the front of `bytes`.
+///
+/// Errors: `Err(None)` when the bytes end inside it, `Err(Some(why))` for an unknown code.
+pub(crate) fn take_reason(bytes: &mut &[u8]) -> Result<QualityReason, Option<&'static str>> {
+    let code = take_bytes(bytes, 1)?[0];
+    Ok(match code {
         0 => QualityReason::None,
         1 => QualityReason::NotYetRead,
         2 => QualityReason::CommunicationFailure,
         3 => QualityReason::Timeout,
         4 => QualityReason::NoConnection,
-        5 => QualityReason::DeviceException(cursor.u8()?),
+        5 => QualityReason::DeviceException(take_bytes(bytes, 1)?[0]),
         6 => QualityReason::DecodeError,
         7 => QualityReason::PluginFailure,
         8 => QualityReason::InputsNotGood,
@@ -456,11 +466,21 @@ fn reason(cursor: &mut Cursor<'_>) -> Result<QualityReason, Damaged> {
         10 => QualityReason::OutOfRange,
         11 => QualityReason::Stale,
         12 => {
-            let code = cursor.take(4)?;
+            let code = take_bytes(bytes, 4)?;
             QualityReason::Upstream(u32::from_le_bytes([code[0], code[1], code[2], code[3]]))
         }
-        _ => return Err(Damaged::Corrupted("unknown quality reason")),
+        _ => return Err(Some("unknown quality reason")),
     })
+}
+
+/// The first `n` of `bytes`, taken off; `Err(None)` when there are fewer.
+fn take_bytes<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], Option<&'static str>> {
+    if bytes.len() < n {
+        return Err(None);
+    }
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Ok(head)
 }
 
 /// The frame at the start of `bytes`: its total length (frame header included), or why there is

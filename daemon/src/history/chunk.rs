@@ -28,8 +28,10 @@
 use std::sync::Arc;
 
 // The change log's varints: one encoding for both formats.
-use crate::change_log::format::{put_varint, put_zigzag, take_varint, take_zigzag};
-use crate::twin::{Quality, QualityLevel, QualityReason, Value};
+use crate::change_log::format::{
+    put_reason, put_varint, put_zigzag, take_reason, take_varint, take_zigzag,
+};
+use crate::twin::{Quality, QualityLevel, Value};
 
 /// One stored sample of a series.
 #[derive(Debug, Clone, PartialEq)]
@@ -353,24 +355,7 @@ fn put_quality(out: &mut Vec<u8>, quality: Quality) {
         QualityLevel::Uncertain => 1,
         QualityLevel::Bad => 2,
     });
-    match quality.reason {
-        QualityReason::None => out.push(0),
-        QualityReason::NotYetRead => out.push(1),
-        QualityReason::CommunicationFailure => out.push(2),
-        QualityReason::Timeout => out.push(3),
-        QualityReason::NoConnection => out.push(4),
-        QualityReason::DeviceException(code) => out.extend_from_slice(&[5, code]),
-        QualityReason::DecodeError => out.push(6),
-        QualityReason::PluginFailure => out.push(7),
-        QualityReason::InputsNotGood => out.push(8),
-        QualityReason::ConfigurationError => out.push(9),
-        QualityReason::OutOfRange => out.push(10),
-        QualityReason::Stale => out.push(11),
-        QualityReason::Upstream(code) => {
-            out.push(12);
-            out.extend_from_slice(&code.to_le_bytes());
-        }
-    }
+    put_reason(out, quality.reason);
 }
 
 fn get_quality(cursor: &mut &[u8]) -> Result<Quality, Damaged> {
@@ -380,31 +365,14 @@ fn get_quality(cursor: &mut &[u8]) -> Result<Quality, Damaged> {
         2 => QualityLevel::Bad,
         _ => return Err(Damaged("unknown quality level")),
     };
-    let reason = match u8_of(cursor)? {
-        0 => QualityReason::None,
-        1 => QualityReason::NotYetRead,
-        2 => QualityReason::CommunicationFailure,
-        3 => QualityReason::Timeout,
-        4 => QualityReason::NoConnection,
-        5 => QualityReason::DeviceException(u8_of(cursor)?),
-        6 => QualityReason::DecodeError,
-        7 => QualityReason::PluginFailure,
-        8 => QualityReason::InputsNotGood,
-        9 => QualityReason::ConfigurationError,
-        10 => QualityReason::OutOfRange,
-        11 => QualityReason::Stale,
-        12 => {
-            let code = take(cursor, 4)?;
-            QualityReason::Upstream(u32::from_le_bytes([code[0], code[1], code[2], code[3]]))
-        }
-        _ => return Err(Damaged("unknown quality reason")),
-    };
+    let reason = take_reason(cursor).map_err(|why| why.map_or(SHORT, Damaged))?;
     Ok(Quality { level, reason })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::twin::QualityReason;
     use proptest::prelude::*;
 
     fn value() -> impl Strategy<Value = Option<Value>> {
