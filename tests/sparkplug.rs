@@ -19,6 +19,9 @@ use tokio::io::AsyncBufReadExt as _;
 use twinloom_sim::modbus::{ModbusServer, SimDevice};
 
 const WAIT: Duration = Duration::from_secs(15);
+/// How long the node may take to come back after a long broker outage: its reconnect backoff
+/// doubles from 250 ms up to 30 s.
+const RECONNECT: Duration = Duration::from_secs(45);
 
 /// Log lines on stderr when `TWINLOOM_TEST_LOG` is set (an `EnvFilter`, e.g. `info,rumqttc=debug`).
 fn logs() {
@@ -543,11 +546,11 @@ async fn tck_id_topics_nbirth_bdseq_increment_after_a_broker_restart() {
     handles.supervisor.shutdown(Duration::from_secs(5)).await;
 }
 
-/// Every value a PLC produces while the broker is down arrives after it returns, flagged
-/// historical, in source time order per metric.
+/// Every value a PLC produces while the broker is down for 30 s (10 changes per second, the
+/// issue's outage) arrives after it returns, flagged historical, in source time order per metric.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_and_forward_loses_nothing_while_the_broker_is_down() {
-    const OUTAGE_CHANGES: u16 = 30;
+    const OUTAGE_CHANGES: u16 = 300;
     let mut broker = Broker::start();
     let (device, server) = plc().await;
     let state = state_dir();
@@ -576,7 +579,11 @@ async fn store_and_forward_loses_nothing_while_the_broker_is_down() {
     let mut host = Host::spawn(broker.port).await;
     broker.run();
     host.ready().await;
-    host.next(is("NBIRTH")).await;
+    // After 30 s of refused connections the node's backoff (250 ms doubling, at most 30 s) may
+    // wait up to 16 s before it tries again.
+    host.next_within(RECONNECT, is("NBIRTH"))
+        .await
+        .expect("no NBIRTH after the broker returned");
     let mut historical = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     while historical.len() < usize::from(OUTAGE_CHANGES) {
@@ -758,17 +765,18 @@ async fn logged(state: &Path, value: twinloom::twin::Value) {
 /// offset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_and_forward_resumes_after_the_daemon_is_killed_during_an_outage() {
-    const CHANGES: u16 = 10;
+    // 30 s at 10 changes per second, as in the broker outage test.
+    const CHANGES: u16 = 300;
     let mut broker = Broker::start();
     let (device, server) = plc().await;
     let state = state_dir();
     let file = state.join("twinloom.toml");
-    // The backlog capped at 20 values per second: one per 50 ms window.
+    // The backlog capped at 200 values per second: 10 per 50 ms window.
     let text = config_text(
         server.addr(),
         &broker.url(),
         &state,
-        "backlog_max_rate = 20",
+        "backlog_max_rate = 200",
     );
     std::fs::write(&file, text).unwrap();
     let run = || {
@@ -789,6 +797,7 @@ async fn store_and_forward_resumes_after_the_daemon_is_killed_during_an_outage()
     for i in 0..CHANGES {
         device.set_holding(1, &[2000 + i]);
         logged(&state, twinloom::twin::Value::UInt(u64::from(2000 + i))).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     daemon.kill().unwrap();
     daemon.wait().unwrap();
@@ -812,10 +821,10 @@ async fn store_and_forward_resumes_after_the_daemon_is_killed_during_an_outage()
     }
     let drained = first.unwrap().elapsed();
     assert!(
-        drained >= Duration::from_millis(400),
-        "10 stored changes at 20 per second took {drained:?}"
+        drained >= Duration::from_millis(1200),
+        "300 stored changes at 200 per second took {drained:?}"
     );
-    // The restarted daemon's first reading (2009 again) is a change of its own, logged
+    // The restarted daemon's first reading (2299 again) is a change of its own, logged
     // before its births: it may follow as historical too.
     values.dedup();
     let expected: Vec<u64> = (0..CHANGES).map(|i| u64::from(2000 + i)).collect();
