@@ -83,7 +83,7 @@ fn main() {
     }
     drop(sim.stdin.take());
     let _ = sim.wait();
-    let column = |side: &[Vec<f64>], i: usize| side.iter().map(|f| f[i]).collect::<Vec<_>>();
+    let column = support::column;
     let cpu = support::Alternated {
         a: column(&without, 0),
         b: column(&with, 0),

@@ -174,14 +174,8 @@ fn ingest(sizes: Sizes) {
             out.push(figures);
         }
     }
-    let column = |side: &[Vec<f64>], i: usize| side.iter().map(|f| f[i]).collect::<Vec<_>>();
-    let added = |i: usize| -> Vec<f64> {
-        column(&with, i)
-            .iter()
-            .zip(column(&without, i))
-            .map(|(b, a)| b - a)
-            .collect()
-    };
+    let column = support::column;
+    let added = |i: usize| support::added(&with, &without, i);
     println!(
         "(a) ingest: {PROPERTIES} float properties, {} changes/s through the change log; {} alternating rounds, each side a process of its own, {:?} warm-up then {:?}; median (lowest–highest):",
         sizes.rate, sizes.rounds, sizes.warm_up, sizes.window
@@ -317,9 +311,11 @@ fn history_read(sizes: Sizes) {
         let end = micros(SystemTime::now()) - 3_600_000_000;
         let first = end - sizes.points as i64 * 1000;
         let property = PropertyId(0);
-        let start = *log.subscribe().borrow();
+        let mut head = log.subscribe();
+        let start = *head.borrow();
         for block in 0..sizes.points.div_ceil(1000) {
-            for i in block * 1000..((block + 1) * 1000).min(sizes.points) {
+            let end = ((block + 1) * 1000).min(sizes.points);
+            for i in block * 1000..end {
                 let at = UNIX_EPOCH + Duration::from_micros((first + i as i64 * 1000) as u64);
                 handles.twin.apply(&[Reading::value(
                     property,
@@ -327,7 +323,11 @@ fn history_read(sizes: Sizes) {
                     Some(at),
                 )]);
             }
-            tokio::task::yield_now().await;
+            // Each block in the log before the next: a burst of 1 000 000 changes at once would
+            // overflow the twin's tap (a counted gap, not the points this part reads).
+            head.wait_for(|h| *h >= start + end as u64)
+                .await
+                .expect("the log runs");
         }
         let through = start + sizes.points as u64;
         history

@@ -126,14 +126,8 @@ fn main() {
             out.push(figures);
         }
     }
-    let column = |side: &[Vec<f64>], i: usize| side.iter().map(|f| f[i]).collect::<Vec<_>>();
-    let added = |i: usize| -> Vec<f64> {
-        column(&with, i)
-            .iter()
-            .zip(column(&without, i))
-            .map(|(b, a)| b - a)
-            .collect()
-    };
+    let column = support::column;
+    let added = |i: usize| support::added(&with, &without, i);
     println!(
         "{} properties, {} changes/s; {CLIENTS} SSE clients × {SHOWN} properties; {rounds} alternating rounds, each side a process of its own, {warm_up:?} warm-up then {window:?}; median (lowest–highest):",
         ASSETS * PER_ASSET,

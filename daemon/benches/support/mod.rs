@@ -89,6 +89,20 @@ impl Alternated {
     }
 }
 
+/// Figure `i` of each round of one side (each round a row of figures a child process printed).
+pub fn column(side: &[Vec<f64>], i: usize) -> Vec<f64> {
+    side.iter().map(|f| f[i]).collect()
+}
+
+/// Per round, figure `i` of `with` minus the same of `without`: what the subject adds.
+pub fn added(with: &[Vec<f64>], without: &[Vec<f64>], i: usize) -> Vec<f64> {
+    column(with, i)
+        .iter()
+        .zip(column(without, i))
+        .map(|(b, a)| b - a)
+        .collect()
+}
+
 /// `median (lowest–highest)` of `values` with `digits` decimals.
 pub fn figure_text(values: &[f64], digits: usize) -> String {
     let (lo, hi) = spread(values);
