@@ -452,7 +452,7 @@ async fn the_page_shows_the_plant_live_and_controls_it_in_a_real_browser() {
     let began = Instant::now();
     let (device, server) = plc(420).await;
     let state = tempfile::tempdir().unwrap();
-    let probe = common::probe().await;
+    let probe = common::probe_component().await;
     eprintln!("{:?}: the probe plugin built", began.elapsed());
     let handles = common::start(&config_with_plugin(
         server.addr(),

@@ -176,20 +176,6 @@ pub async fn silent_plc(helpers: &twinloom::runtime::Supervisor) -> std::net::So
     addr
 }
 
-/// The probe plugin component (`tests/plugins/probe`), built like the other plugins into
-/// `target/wasm` (`tests/run.sh` builds it first).
-pub async fn probe() -> PathBuf {
-    let dir = repo().join("tests/plugins/probe");
-    let options = twinloom::plugins::build::BuildOptions {
-        target_dir: Some(repo().join("target/wasm")),
-        ..Default::default()
-    };
-    tokio::task::spawn_blocking(move || twinloom::plugins::build::build(&dir, &options))
-        .await
-        .unwrap()
-        .expect("the probe plugin builds (tests/run.sh builds it first)")
-}
-
 /// One HTTP/1.1 request (`method` `path`, with an `Authorization` header when given) on a fresh
 /// connection; returns (status code, body).
 pub async fn http(
